@@ -1,0 +1,93 @@
+//! `ProxyBody`: the one body type that flows through the proxy in both
+//! directions — a streamed hyper body passed along untouched, a small buffered
+//! body (kept for replay, or a proxy-made answer), or nothing.
+//!
+//! An enum rather than a boxed trait object: no allocation per request, and the
+//! streamed case forwards frames exactly as they arrive (no re-chunking, no
+//! buffering beyond hyper's own).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+#[derive(Debug)]
+pub enum ProxyBody {
+    Empty,
+    /// A complete body held in memory; `None` once it has been sent.
+    Full(Option<Bytes>),
+    /// A body streamed from the other side of the proxy.
+    Stream(Incoming),
+}
+
+impl ProxyBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        if bytes.is_empty() {
+            Self::Empty
+        } else {
+            Self::Full(Some(bytes))
+        }
+    }
+}
+
+impl From<Incoming> for ProxyBody {
+    fn from(body: Incoming) -> Self {
+        Self::Stream(body)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Stream(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Full(bytes) => bytes.is_none(),
+            Self::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Stream(body) => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn full_body_yields_its_bytes_once_with_exact_size() {
+        let body = ProxyBody::full("hello");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let collected = body.collect().await.map(|c| c.to_bytes());
+        assert_eq!(collected.ok(), Some(Bytes::from("hello")));
+    }
+
+    #[test]
+    fn empty_bytes_become_an_empty_body() {
+        let body = ProxyBody::full(Bytes::new());
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+    }
+}

@@ -1,0 +1,275 @@
+//! The command line: `serve` (default), `check`, `token`, `demo`. Exit codes:
+//! 0 ok, 2 bad config or usage (the message names the key or flag), 1 a
+//! runtime failure (SFMC refused or unreachable, port in use).
+
+//TMP mod demo;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::config::{DEFAULT_LISTEN, Settings};
+use crate::proxy::Proxy;
+use crate::route::key_for;
+use crate::telemetry::LogFormat;
+use crate::token::Lease;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sfmc-proxy",
+    version,
+    about = "Authenticating reverse proxy for Salesforce Marketing Cloud APIs"
+)]
+pub struct Cli {
+    /// Config file.
+    #[arg(
+        long,
+        global = true,
+        env = "SFMC_PROXY_CONFIG",
+        default_value = "proxy.toml"
+    )]
+    pub config: PathBuf,
+    /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=debug).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default).
+    Serve,
+    /// Validate the config, fetch one token per tenant and report (never prints tokens).
+    Check,
+    /// Print one valid access token to stdout (for curl or Postman).
+    Token {
+        /// Tenant name (default: the default tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Business unit MID (default: the tenant's account_id).
+        #[arg(long)]
+        account_id: Option<String>,
+        /// Scope (default: the tenant's scope).
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Start an embedded fake SFMC tenant and the proxy in front of it.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        message: message.into(),
+    }
+}
+
+fn runtime(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 1,
+        message: message.into(),
+    }
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(&cli.config).await,
+            Command::Check => check(&cli.config).await,
+            Command::Token {
+                tenant,
+                account_id,
+                scope,
+            } => {
+                token(
+                    &cli.config,
+                    tenant.as_deref(),
+                    account_id.as_deref(),
+                    scope.as_deref(),
+                )
+                .await
+            }
+            Command::Demo { listen } => {
+                let _ = listen;
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Arc<Settings>, Failure> {
+    Settings::load(path)
+        .map(Arc::new)
+        .map_err(|e| usage(e.to_string()))
+}
+
+fn build(settings: Arc<Settings>) -> Result<Arc<Proxy>, Failure> {
+    Proxy::new(settings)
+        .map(Arc::new)
+        .map_err(|e| usage(e.to_string()))
+}
+
+async fn bind(listen: SocketAddr) -> Result<TcpListener, Failure> {
+    TcpListener::bind(listen).await.map_err(|e| {
+        runtime(format!("cannot listen on {listen}: {e} (is another sfmc-proxy running? change server.listen or --listen)"))
+    })
+}
+
+async fn serve(config: &Path) -> Result<(), Failure> {
+    let settings = load(config)?;
+    let proxy = build(settings.clone())?;
+    let listener = bind(settings.server.listen).await?;
+    tracing::info!(
+        listen = %settings.server.listen,
+        tenants = %settings.tenant_names(),
+        "sfmc-proxy listening; point SFMC clients at http://{}/",
+        settings.server.listen
+    );
+    crate::server::serve(listener, proxy, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what `docker stop` sends).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+async fn check(config: &Path) -> Result<(), Failure> {
+    let settings = load(config)?;
+    let proxy = build(settings.clone())?;
+    println!(
+        "config {}: ok ({} tenant(s))",
+        config.display(),
+        settings.tenants.len()
+    );
+    let mut failed = 0;
+    for tenant in &settings.tenants {
+        let key = key_for(tenant, None, None).map_err(|e| usage(e.to_string()))?;
+        match proxy.tokens().get(&key).await {
+            Ok(lease) => print_check(tenant, &lease),
+            Err(failure) => {
+                failed += 1;
+                println!(
+                    "tenant {}: FAILED\n  {}",
+                    tenant.name,
+                    failure.into_proxy_error(&tenant.name)
+                );
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(runtime(format!("{failed} tenant(s) could not get a token")));
+    }
+    Ok(())
+}
+
+fn print_check(tenant: &crate::config::Tenant, lease: &Lease) {
+    let token = &lease.token;
+    let soap = token
+        .soap_instance
+        .as_ref()
+        .map_or("(none)".to_owned(), ToString::to_string);
+    println!("tenant {}: ok", tenant.name);
+    println!("  token endpoint  {}", tenant.token_url);
+    println!(
+        "  business unit   {}",
+        tenant
+            .account_id
+            .as_deref()
+            .unwrap_or("(the package's own)")
+    );
+    println!(
+        "  granted scope   {}",
+        token.scope.as_deref().unwrap_or("(not reported)")
+    );
+    println!("  expires in      {} s", token.expires_in.as_secs());
+    println!("  rest instance   {}", token.rest_instance);
+    println!("  soap instance   {soap}");
+}
+
+async fn token(
+    config: &Path,
+    tenant: Option<&str>,
+    account_id: Option<&str>,
+    scope: Option<&str>,
+) -> Result<(), Failure> {
+    let settings = load(config)?;
+    let tenant = match tenant {
+        Some(name) => settings.tenant(name).ok_or_else(|| {
+            usage(format!(
+                "--tenant {name}: no such tenant (configured: {})",
+                settings.tenant_names()
+            ))
+        })?,
+        None => settings
+            .default_tenant
+            .map(|i| &settings.tenants[i])
+            .ok_or_else(|| {
+                usage(format!(
+                    "several tenants and no default: pass --tenant ({})",
+                    settings.tenant_names()
+                ))
+            })?,
+    };
+    let key = key_for(tenant, account_id, scope).map_err(|e| usage(e.to_string()))?;
+    let proxy = build(settings.clone())?;
+    let lease = proxy
+        .tokens()
+        .get(&key)
+        .await
+        .map_err(|failure| runtime(failure.into_proxy_error(&tenant.name).to_string()))?;
+    println!("{}", lease.token.access_token());
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `sfmc-proxy demo`: the embedded fake SFMC tenant, the proxy in front of it,
+//! a short self-check through the proxy, and curl lines to try by hand.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Failure, bind, build, runtime, shutdown_signal, usage};
+use crate::config::Settings;
+use crate::fake::{FakeConfig, FakeTenant};
+
+const ROWSET_PATH: &str = "/hub/v1/dataevents/key:DemoDE/rowset?$filter=Email%20eq%20'a@example.com'";
+
+pub(super) async fn run(listen: SocketAddr) -> Result<(), Failure> {
+    let fake_config = FakeConfig::default();
+    let (client_id, client_secret) = (fake_config.client_id.clone(), fake_config.client_secret.clone());
+    let fake = FakeTenant::start(fake_config)
+        .await
+        .map_err(|e| runtime(format!("cannot start the fake tenant: {e}")))?;
+    let toml = format!(
+        "[server]\nlisten = \"{listen}\"\n\n[tenants.demo]\nauth_url = \"{}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{client_secret}\"\naccount_ids = [\"100\", \"200\"]\n",
+        fake.auth_url()
+    );
+    let settings = Settings::from_toml(&toml, |_| None, Path::new(".")).map_err(|e| usage(e.to_string()))?;
+    let proxy = build(Arc::new(settings))?;
+    let listener = bind(listen).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| runtime(format!("cannot read the listening address: {e}")))?;
+    let server = tokio::spawn(crate::server::serve(listener, proxy, shutdown_signal()));
+    println!("sfmc-proxy demo");
+    println!("  fake SFMC tenant  {} (auth and REST host; client_id {client_id})", fake.auth_url());
+    println!("  proxy             http://{addr}/ (holds the client secret; your scripts hold none)\n");
+    self_check(addr, &fake).await;
+    print_try_lines(addr);
+    let _ = server.await;
+    drop(fake);
+    Ok(())
+}
+
+async fn self_check(addr: SocketAddr, fake: &FakeTenant) {
+    println!("Self-check through the proxy:");
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let calls: [(&str, Option<&str>); 3] = [(ROWSET_PATH, None), (ROWSET_PATH, None), ("/asset/v1/content/assets", Some("200"))];
+    for (path, mid) in calls {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some(mid) = mid {
+            request = request.header("X-SFMC-Account-Id", mid);
+        }
+        let line = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let echo: Value = response.json().await.unwrap_or(Value::Null);
+                format!(
+                    "{status}; SFMC saw token #{} for MID {}",
+                    echo["token_number"], echo["account_id"].as_str().unwrap_or("?")
+                )
+            }
+            Err(error) => format!("failed: {error}"),
+        };
+        let selector = mid.map_or(String::new(), |m| format!(" [X-SFMC-Account-Id: {m}]"));
+        println!("  GET {path}{selector} -> {line}");
+    }
+    println!("  token requests sent to SFMC: {} for 3 calls (one per business unit)\n", fake.token_requests());
+}
+
+fn print_try_lines(addr: SocketAddr) {
+    println!("Try it yourself (no token, no secret in any of these):");
+    println!("  curl -s \"http://{addr}{ROWSET_PATH}\"");
+    println!("  curl -s -H 'X-SFMC-Account-Id: 200' http://{addr}/asset/v1/content/assets");
+    println!(
+        "  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"items\":[{{\"Email\":\"a@example.com\"}}]}}' http://{addr}/data/v1/async/dataextensions/key:DemoDE/rows"
+    );
+    println!("  curl -s -H 'X-SFMC-Account-Id: 999' http://{addr}/asset/v1/content/assets   # 403 account_not_allowed");
+    println!("  curl -s http://{addr}/_proxy/health");
+    println!("\nPress Ctrl-C to stop.");
+}

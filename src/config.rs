@@ -1,0 +1,490 @@
+//! Configuration: `proxy.toml` parsed into raw serde structs (unknown keys are
+//! errors), then validated into typed [`Settings`] whose errors name the key.
+//!
+//! `${VAR}` in any string value is replaced from the environment (a missing
+//! variable is an error naming it). Secrets are held in [`Secret`], whose `Debug`
+//! never shows the value. This module is a leaf: it knows nothing of HTTP serving.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+mod raw;
+mod values;
+
+use raw::{RawConfig, RawServer, RawTenant, RawToken, RawUpstream};
+use values::{Expander, parse_duration, parse_http_url, parse_mid};
+pub use values::{is_loopback_host, parse_size};
+
+/// A secret string (client secret, inbound key). Its `Debug` and `Display`
+/// are redacted, so it can sit in structs that get logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The value itself: call only where it is sent to SFMC or compared.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read config file {path}: {source} (copy the annotated proxy.toml from the project, or pass --config PATH)"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Everything the proxy needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub token: TokenSettings,
+    pub upstream: UpstreamSettings,
+    /// In name order; at least one.
+    pub tenants: Vec<Arc<Tenant>>,
+    /// Index into `tenants` of the tenant that serves requests with no selector.
+    pub default_tenant: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub inbound_keys: Vec<Secret>,
+    pub allow_unauthenticated_remote: bool,
+    /// Host names (lowercase, no port; IPv6 in brackets) a request may address.
+    /// `None` turns the check off: only when listening on an unspecified address
+    /// without `allowed_hosts` configured.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Browser origins (`scheme://host[:port]`, lowercase) allowed to call.
+    pub allowed_origins: Vec<String>,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub refresh_before_expiry: Duration,
+    pub replay_body_limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+    /// Lowercase host suffixes an instance URL must match (`.example.com` matches
+    /// subdomains; `example.com` also matches itself). Loopback is always allowed.
+    pub allowed_instance_hosts: Vec<String>,
+}
+
+/// One SFMC installed package (server-to-server, client credentials).
+#[derive(Debug)]
+pub struct Tenant {
+    pub name: Arc<str>,
+    /// `{auth_url}/v2/token`.
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Default business unit (MID); `None` = the BU that owns the package.
+    pub account_id: Option<Arc<str>>,
+    /// BUs a request may select; `None` = any.
+    pub account_ids: Option<Vec<String>>,
+    pub scope: Option<Arc<str>>,
+    /// `/name`-style prefix that selects this tenant (stripped before forwarding).
+    pub path_prefix: Option<String>,
+}
+
+impl Tenant {
+    pub fn account_allowed(&self, mid: &str) -> bool {
+        self.account_ids
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|id| id == mid))
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl Settings {
+    /// Reads and validates a config file; relative file paths inside it
+    /// (`client_secret_file`, `ca_file`) are taken from the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, |name| std::env::var(name).ok(), base)
+    }
+
+    /// Parses and validates TOML text. `env` resolves `${VAR}`.
+    pub fn from_toml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+        base_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let expander = Expander::new(&env, base_dir);
+        let server = validate_server(raw.server, &expander)?;
+        let token = validate_token(raw.token)?;
+        let upstream = validate_upstream(raw.upstream, &expander)?;
+        let (tenants, default_tenant) = validate_tenants(raw.tenants, &expander)?;
+        Ok(Self {
+            server,
+            token,
+            upstream,
+            tenants,
+            default_tenant,
+        })
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.iter().find(|t| &*t.name == name)
+    }
+
+    pub fn tenant_names(&self) -> String {
+        let names: Vec<&str> = self.tenants.iter().map(|t| &*t.name).collect();
+        names.join(", ")
+    }
+}
+
+fn validate_server(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettings, ConfigError> {
+    let listen_text = ex.expand(
+        "server.listen",
+        raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+    )?;
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("`{listen_text}` is not an IP:port address (e.g. \"127.0.0.1:8080\")"),
+        )
+    })?;
+    let mut inbound_keys = Vec::new();
+    for (i, key) in raw.inbound_keys.iter().enumerate() {
+        let name = format!("server.inbound_keys[{i}]");
+        let value = ex.expand(&name, key)?;
+        if value.len() < 16 {
+            return Err(invalid(
+                name,
+                "an inbound key must be at least 16 characters",
+            ));
+        }
+        inbound_keys.push(Secret::new(value));
+    }
+    if !listen.ip().is_loopback() && inbound_keys.is_empty() && !raw.allow_unauthenticated_remote {
+        return Err(invalid(
+            "server.listen",
+            format!(
+                "{listen} is not a loopback address: anyone who can reach it could use your SFMC credentials. Set server.inbound_keys, or server.allow_unauthenticated_remote = true if the network is private"
+            ),
+        ));
+    }
+    let allowed_hosts = match raw.allowed_hosts {
+        Some(hosts) => Some(
+            hosts
+                .iter()
+                .map(|h| values::normalise_host_name(h))
+                .collect(),
+        ),
+        None if listen.ip().is_unspecified() => None,
+        None => {
+            let mut hosts: Vec<String> =
+                ["localhost", "127.0.0.1", "[::1]"].map(String::from).into();
+            let own = values::host_of_ip(listen.ip());
+            if !hosts.contains(&own) {
+                hosts.push(own);
+            }
+            Some(hosts)
+        }
+    };
+    let allowed_origins = raw
+        .allowed_origins
+        .iter()
+        .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+        .collect();
+    let header_read_timeout = match raw.header_read_timeout {
+        Some(text) => parse_duration("server.header_read_timeout", &text)?,
+        None => Duration::from_secs(30),
+    };
+    let max_connections = raw.max_connections.unwrap_or(1024);
+    if max_connections == 0 {
+        return Err(invalid("server.max_connections", "must be at least 1"));
+    }
+    Ok(ServerSettings {
+        listen,
+        inbound_keys,
+        allow_unauthenticated_remote: raw.allow_unauthenticated_remote,
+        allowed_hosts,
+        allowed_origins,
+        max_connections,
+        header_read_timeout,
+    })
+}
+
+fn validate_token(raw: RawToken) -> Result<TokenSettings, ConfigError> {
+    let refresh_before_expiry = match raw.refresh_before_expiry {
+        Some(text) => parse_duration("token.refresh_before_expiry", &text)?,
+        None => Duration::from_secs(120),
+    };
+    let replay_body_limit = match raw.replay_body_limit {
+        Some(text) => parse_size("token.replay_body_limit", &text)?,
+        None => 64 * 1024,
+    };
+    Ok(TokenSettings {
+        refresh_before_expiry,
+        replay_body_limit,
+    })
+}
+
+fn validate_upstream(raw: RawUpstream, ex: &Expander<'_>) -> Result<UpstreamSettings, ConfigError> {
+    let connect_timeout = match raw.connect_timeout {
+        Some(text) => parse_duration("upstream.connect_timeout", &text)?,
+        None => Duration::from_secs(5),
+    };
+    let response_timeout = match raw.response_timeout {
+        Some(text) => parse_duration("upstream.response_timeout", &text)?,
+        None => Duration::from_secs(300),
+    };
+    let ca_file = match raw.ca_file {
+        Some(path) => Some(ex.path("upstream.ca_file", &path)?),
+        None => None,
+    };
+    let allowed_instance_hosts = match raw.allowed_instance_hosts {
+        Some(list) => {
+            let mut hosts = Vec::new();
+            for (i, host) in list.iter().enumerate() {
+                let host = host.trim().to_ascii_lowercase();
+                if host.is_empty() || host == "." {
+                    return Err(invalid(
+                        format!("upstream.allowed_instance_hosts[{i}]"),
+                        "an empty suffix would allow every host",
+                    ));
+                }
+                hosts.push(host);
+            }
+            hosts
+        }
+        None => vec![".marketingcloudapis.com".to_owned()],
+    };
+    Ok(UpstreamSettings {
+        connect_timeout,
+        response_timeout,
+        ca_file,
+        allowed_instance_hosts,
+    })
+}
+
+fn validate_tenants(
+    raw: BTreeMap<String, RawTenant>,
+    ex: &Expander<'_>,
+) -> Result<(Vec<Arc<Tenant>>, Option<usize>), ConfigError> {
+    if raw.is_empty() {
+        return Err(invalid(
+            "tenants",
+            "no tenant configured: add a [tenants.NAME] section with auth_url, client_id and client_secret",
+        ));
+    }
+    let mut tenants = Vec::new();
+    let mut defaults = Vec::new();
+    for (name, raw_tenant) in raw {
+        if raw_tenant.default {
+            defaults.push(tenants.len());
+        }
+        let tenant = validate_tenant(&name, raw_tenant, ex)?;
+        if let Some(prefix) = &tenant.path_prefix {
+            let clash = tenants
+                .iter()
+                .find(|t: &&Arc<Tenant>| t.path_prefix.as_ref() == Some(prefix));
+            if let Some(other) = clash {
+                return Err(invalid(
+                    format!("tenants.{name}.path_prefix"),
+                    format!(
+                        "`{prefix}` is already the path_prefix of tenant `{}`",
+                        other.name
+                    ),
+                ));
+            }
+        }
+        tenants.push(Arc::new(tenant));
+    }
+    let default_tenant = match defaults.as_slice() {
+        [] if tenants.len() == 1 => Some(0),
+        [] => None,
+        [one] => Some(*one),
+        [_, second, ..] => {
+            return Err(invalid(
+                format!("tenants.{}.default", tenants[*second].name),
+                "only one tenant may be the default",
+            ));
+        }
+    };
+    Ok((tenants, default_tenant))
+}
+
+fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tenant, ConfigError> {
+    let key = |field: &str| format!("tenants.{name}.{field}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            format!("tenants.{name}"),
+            "a tenant name may hold only letters, digits, '-' and '_'",
+        ));
+    }
+    match raw.grant.as_deref() {
+        None | Some("client_credentials") => {}
+        Some("authorization_code") => {
+            return Err(invalid(
+                key("grant"),
+                "\"authorization_code\" (web/public app login) is not supported by this version yet; use an API Integration package with \"client_credentials\"",
+            ));
+        }
+        Some(other) => {
+            return Err(invalid(
+                key("grant"),
+                format!("unknown grant `{other}`; expected \"client_credentials\""),
+            ));
+        }
+    }
+    if raw.app_type.is_some() {
+        return Err(invalid(
+            key("app_type"),
+            "app_type applies only to grant = \"authorization_code\"",
+        ));
+    }
+    let auth_url_text = ex.expand(&key("auth_url"), &required(raw.auth_url, &key("auth_url"))?)?;
+    let auth_url = parse_http_url(&key("auth_url"), &auth_url_text)?;
+    let client_id = ex.expand(
+        &key("client_id"),
+        &required(raw.client_id, &key("client_id"))?,
+    )?;
+    if client_id.trim().is_empty() {
+        return Err(invalid(key("client_id"), "must not be empty"));
+    }
+    let client_secret = match (raw.client_secret, raw.client_secret_file) {
+        (Some(secret), None) => ex.expand(&key("client_secret"), &secret)?,
+        (None, Some(file)) => ex.read_secret_file(&key("client_secret_file"), &file)?,
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                key("client_secret"),
+                "set either client_secret or client_secret_file, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(invalid(
+                key("client_secret"),
+                "missing; set client_secret = \"${SFMC_CLIENT_SECRET}\" or client_secret_file",
+            ));
+        }
+    };
+    if client_secret.is_empty() {
+        return Err(invalid(key("client_secret"), "must not be empty"));
+    }
+    let account_ids = match raw.account_ids {
+        Some(list) => {
+            let mut ids = Vec::new();
+            for (i, mid) in list.into_iter().enumerate() {
+                ids.push(parse_mid(&format!("{}[{i}]", key("account_ids")), mid, ex)?);
+            }
+            Some(ids)
+        }
+        None => None,
+    };
+    let account_id = match raw.account_id {
+        Some(mid) => Some(parse_mid(&key("account_id"), mid, ex)?),
+        None => None,
+    };
+    if let (Some(mid), Some(ids)) = (&account_id, &account_ids)
+        && !ids.contains(mid)
+    {
+        return Err(invalid(
+            key("account_id"),
+            format!("{mid} is not in account_ids"),
+        ));
+    }
+    let scope = match raw.scope {
+        Some(scope) => Some(ex.expand(&key("scope"), &scope)?),
+        None => None,
+    }
+    .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+    .filter(|s| !s.is_empty());
+    let path_prefix = match raw.path_prefix {
+        Some(prefix) => Some(validate_prefix(&key("path_prefix"), &prefix)?),
+        None => None,
+    };
+    Ok(Tenant {
+        name: Arc::from(name),
+        token_url: format!("{auth_url}/v2/token"),
+        client_id,
+        client_secret: Secret::new(client_secret),
+        account_id: account_id.map(Arc::from),
+        account_ids,
+        scope: scope.map(Arc::from),
+        path_prefix,
+    })
+}
+
+fn required(value: Option<String>, key: &str) -> Result<String, ConfigError> {
+    value.ok_or_else(|| invalid(key, "missing (required)"))
+}
+
+fn validate_prefix(key: &str, prefix: &str) -> Result<String, ConfigError> {
+    let prefix = prefix.trim_end_matches('/');
+    let valid = prefix.starts_with('/')
+        && prefix.len() > 1
+        && !prefix.contains(['?', '#', ' ', '%'])
+        && !prefix.starts_with("//")
+        && !prefix.starts_with("/_proxy");
+    if !valid {
+        return Err(invalid(
+            key,
+            format!(
+                "`{prefix}` must look like \"/name\" (starts with '/', no '?', '#', '%', spaces, not /_proxy)"
+            ),
+        ));
+    }
+    Ok(prefix.to_owned())
+}
+
+/// Deserialisable MID: SFMC MIDs are numbers, but TOML users write both
+/// `account_id = 12345` and `account_id = "12345"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum MidValue {
+    Number(u64),
+    Text(String),
+}
+
+#[cfg(test)]
+mod tests;

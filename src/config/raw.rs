@@ -1,0 +1,61 @@
+//! The file as written: serde structs mirroring `proxy.toml`, with unknown keys
+//! rejected so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::MidValue;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawConfig {
+    pub server: RawServer,
+    pub token: RawToken,
+    pub upstream: RawUpstream,
+    pub tenants: BTreeMap<String, RawTenant>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawServer {
+    pub listen: Option<String>,
+    pub inbound_keys: Vec<String>,
+    pub allow_unauthenticated_remote: bool,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub allowed_origins: Vec<String>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawToken {
+    pub refresh_before_expiry: Option<String>,
+    pub replay_body_limit: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawUpstream {
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub ca_file: Option<String>,
+    pub allowed_instance_hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawTenant {
+    pub auth_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub account_id: Option<MidValue>,
+    pub account_ids: Option<Vec<MidValue>>,
+    pub scope: Option<String>,
+    pub path_prefix: Option<String>,
+    pub grant: Option<String>,
+    pub app_type: Option<String>,
+    pub default: bool,
+}

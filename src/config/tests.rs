@@ -1,0 +1,236 @@
+use std::path::Path;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[tenants.acme]
+auth_url = "https://mc123.auth.marketingcloudapis.com/"
+client_id = "${ID}"
+client_secret = "${SECRET}"
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "ID" => Some("the-client-id".into()),
+        "SECRET" => Some("s3cret-value".into()),
+        "KEY" => Some("0123456789abcdef0123".into()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Settings, ConfigError> {
+    Settings::from_toml(text, env, Path::new("."))
+}
+
+fn error_key(text: &str) -> String {
+    match parse(text) {
+        Err(ConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected an Invalid error, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_config_gets_contract_defaults() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(settings.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        settings.token.refresh_before_expiry,
+        Duration::from_secs(120)
+    );
+    assert_eq!(settings.token.replay_body_limit, 64 * 1024);
+    assert_eq!(settings.upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(settings.upstream.response_timeout, Duration::from_secs(300));
+    assert_eq!(
+        settings.upstream.allowed_instance_hosts,
+        vec![".marketingcloudapis.com"]
+    );
+    assert_eq!(settings.default_tenant, Some(0));
+    let tenant = &settings.tenants[0];
+    assert_eq!(
+        tenant.token_url,
+        "https://mc123.auth.marketingcloudapis.com/v2/token"
+    );
+    assert_eq!(tenant.client_id, "the-client-id");
+    assert_eq!(tenant.client_secret.expose(), "s3cret-value");
+    assert_eq!(
+        settings.server.allowed_hosts.as_deref(),
+        Some(&["localhost".to_owned(), "127.0.0.1".into(), "[::1]".into()][..])
+    );
+}
+
+#[test]
+fn auth_url_with_or_without_trailing_slash_is_the_same() {
+    let without = MINIMAL.replace("marketingcloudapis.com/\"", "marketingcloudapis.com\"");
+    let a = parse(MINIMAL).expect("valid");
+    let b = parse(&without).expect("valid");
+    assert_eq!(a.tenants[0].token_url, b.tenants[0].token_url);
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let settings = parse(&format!(
+        "[server]\ninbound_keys = [\"${{KEY}}\"]\n{MINIMAL}"
+    ))
+    .expect("valid");
+    let debug = format!("{settings:?}");
+    assert!(!debug.contains("s3cret-value"), "{debug}");
+    assert!(!debug.contains("0123456789abcdef0123"), "{debug}");
+    assert!(debug.contains("[redacted]"));
+}
+
+#[test]
+fn unknown_keys_are_errors_that_name_the_key() {
+    let text = format!("{MINIMAL}client_secert = \"x\"\n");
+    let message = parse(&text).expect_err("unknown key").to_string();
+    assert!(message.contains("client_secert"), "{message}");
+    let message = parse(&format!("[server]\nlisen = \"x\"\n{MINIMAL}"))
+        .expect_err("typo")
+        .to_string();
+    assert!(message.contains("lisen"), "{message}");
+}
+
+#[test]
+fn missing_environment_variable_is_named() {
+    let text = MINIMAL.replace("${SECRET}", "${NOT_SET_ANYWHERE}");
+    let message = parse(&text).expect_err("missing var").to_string();
+    assert!(message.contains("NOT_SET_ANYWHERE"), "{message}");
+    assert!(message.contains("tenants.acme.client_secret"), "{message}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    assert_eq!(
+        error_key(&MINIMAL.replace("https://mc123", "ftp://mc123")),
+        "tenants.acme.auth_url"
+    );
+    assert_eq!(
+        error_key(&MINIMAL.replace("https://mc123", "http://mc123")),
+        "tenants.acme.auth_url"
+    );
+    assert_eq!(
+        error_key(&MINIMAL.replace("https://mc123.auth.marketingcloudapis.com/", "not a url")),
+        "tenants.acme.auth_url"
+    );
+    assert_eq!(
+        error_key(&format!(
+            "[token]\nrefresh_before_expiry = \"soon\"\n{MINIMAL}"
+        )),
+        "token.refresh_before_expiry"
+    );
+    assert_eq!(
+        error_key(&format!("[token]\nreplay_body_limit = \"lots\"\n{MINIMAL}")),
+        "token.replay_body_limit"
+    );
+    assert_eq!(
+        error_key(&format!(
+            "[upstream]\nconnect_timeout = \"5 parsecs\"\n{MINIMAL}"
+        )),
+        "upstream.connect_timeout"
+    );
+    assert_eq!(
+        error_key(&format!("[server]\nlisten = \"localhost\"\n{MINIMAL}")),
+        "server.listen"
+    );
+    assert_eq!(
+        error_key(&format!("{MINIMAL}account_id = \"12ab\"\n")),
+        "tenants.acme.account_id"
+    );
+    assert_eq!(
+        error_key(&format!("{MINIMAL}path_prefix = \"acme\"\n")),
+        "tenants.acme.path_prefix"
+    );
+}
+
+#[test]
+fn plain_http_auth_url_is_allowed_only_on_loopback() {
+    let text = MINIMAL.replace(
+        "https://mc123.auth.marketingcloudapis.com/",
+        "http://127.0.0.1:9999/",
+    );
+    assert_eq!(
+        parse(&text).expect("loopback http").tenants[0].token_url,
+        "http://127.0.0.1:9999/v2/token"
+    );
+}
+
+#[test]
+fn non_loopback_listen_needs_keys_or_explicit_opt_out() {
+    let open = format!("[server]\nlisten = \"0.0.0.0:8080\"\n{MINIMAL}");
+    assert_eq!(error_key(&open), "server.listen");
+    let keyed =
+        format!("[server]\nlisten = \"0.0.0.0:8080\"\ninbound_keys = [\"${{KEY}}\"]\n{MINIMAL}");
+    let settings = parse(&keyed).expect("keys make it valid");
+    assert_eq!(settings.server.inbound_keys.len(), 1);
+    assert!(
+        settings.server.allowed_hosts.is_none(),
+        "unspecified address: host check off"
+    );
+    let opted = format!(
+        "[server]\nlisten = \"0.0.0.0:8080\"\nallow_unauthenticated_remote = true\n{MINIMAL}"
+    );
+    assert!(parse(&opted).is_ok());
+}
+
+#[test]
+fn account_ids_accept_numbers_and_strings() {
+    let text = format!("{MINIMAL}account_id = 12345\naccount_ids = [12345, \"67890\"]\n");
+    let settings = parse(&text).expect("valid");
+    let tenant = &settings.tenants[0];
+    assert_eq!(tenant.account_id.as_deref(), Some("12345"));
+    assert!(tenant.account_allowed("67890"));
+    assert!(!tenant.account_allowed("11111"));
+    let outside = format!("{MINIMAL}account_id = 1\naccount_ids = [2]\n");
+    assert_eq!(error_key(&outside), "tenants.acme.account_id");
+}
+
+#[test]
+fn several_tenants_and_defaults() {
+    let two = format!("{MINIMAL}\n{}", MINIMAL.replace("acme", "beta"));
+    assert_eq!(parse(&two).expect("valid").default_tenant, None);
+    let with_default = format!(
+        "{MINIMAL}\n{}default = true\n",
+        MINIMAL.replace("acme", "beta")
+    );
+    let settings = parse(&with_default).expect("valid");
+    assert_eq!(
+        settings.default_tenant.map(|i| &*settings.tenants[i].name),
+        Some("beta")
+    );
+    let both = format!(
+        "{MINIMAL}default = true\n{}default = true\n",
+        MINIMAL.replace("acme", "beta")
+    );
+    assert_eq!(error_key(&both), "tenants.beta.default");
+}
+
+#[test]
+fn secret_file_is_read_relative_to_the_config() {
+    let dir = std::env::temp_dir().join(format!("sfmc-proxy-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("secret.txt"), "from-file\n").expect("write");
+    let text = MINIMAL.replace(
+        "client_secret = \"${SECRET}\"",
+        "client_secret_file = \"secret.txt\"",
+    );
+    let settings = Settings::from_toml(&text, env, &dir).expect("valid");
+    assert_eq!(settings.tenants[0].client_secret.expose(), "from-file");
+    let missing = MINIMAL.replace(
+        "client_secret = \"${SECRET}\"",
+        "client_secret_file = \"nope.txt\"",
+    );
+    match Settings::from_toml(&missing, env, &dir) {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "tenants.acme.client_secret_file"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sizes_parse_with_binary_and_decimal_units() {
+    assert_eq!(parse_size("k", "64KiB").ok(), Some(65536));
+    assert_eq!(parse_size("k", "1 MiB").ok(), Some(1 << 20));
+    assert_eq!(parse_size("k", "1000").ok(), Some(1000));
+    assert_eq!(parse_size("k", "2KB").ok(), Some(2000));
+    assert!(parse_size("k", "KiB").is_err());
+    assert!(parse_size("k", "12 parsecs").is_err());
+}

@@ -1,0 +1,326 @@
+//! `ProxyError`: every response the proxy makes itself instead of forwarding.
+//!
+//! Each variant knows its HTTP status, a stable machine-readable `code` (sent as
+//! the JSON `error` field and in the `x-sfmc-proxy-error` header, so users can tell
+//! the proxy's answers from SFMC's) and a message a person can act on. Nothing in
+//! here ever carries a token or a secret.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use crate::body::ProxyBody;
+
+/// Name of the response header that marks a proxy-made response.
+pub const PROXY_ERROR_HEADER: &str = "x-sfmc-proxy-error";
+
+/// Which side of the proxy a failure belongs to (pingora's convention): it
+/// decides the status family and helps operators read logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something the proxy refuses.
+    Downstream,
+    /// SFMC (auth endpoint or instance) failed or refused.
+    Upstream,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProxyError {
+    #[error("unknown tenant `{name}`; configured tenants: {known}")]
+    UnknownTenant { name: String, known: String },
+    #[error("no tenant selected: {0}")]
+    NoTenantSelected(String),
+    #[error(
+        "business unit (account_id) {mid} is not in tenant `{tenant}`'s account_ids; add it to tenants.{tenant}.account_ids or pick another MID"
+    )]
+    AccountNotAllowed { tenant: String, mid: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(
+        "SFMC refused the token request for tenant `{tenant}` (HTTP {status}: {sfmc_error}); check client_id, client_secret, account_id and scope in the installed package"
+    )]
+    TokenRejected {
+        tenant: String,
+        status: u16,
+        sfmc_error: String,
+        sfmc_error_description: Option<String>,
+        retry_after_secs: u64,
+    },
+    #[error("could not get a token for tenant `{tenant}`: {reason}")]
+    TokenUnavailable {
+        tenant: String,
+        reason: String,
+        retry_after_secs: u64,
+    },
+    #[error(
+        "SFMC returned an instance URL the proxy will not send a token to ({url}): {reason}; if this host is legitimate add its suffix to upstream.allowed_instance_hosts"
+    )]
+    InstanceNotAllowed { url: String, reason: String },
+    #[error("could not reach the SFMC instance: {0}")]
+    UpstreamUnavailable(String),
+    #[error("SFMC did not answer within upstream.response_timeout ({0:?})")]
+    UpstreamTimeout(std::time::Duration),
+    #[error(
+        "Host `{0}` is not allowed; requests must address the proxy by a name in server.allowed_hosts (DNS-rebinding defence)"
+    )]
+    HostNotAllowed(String),
+    #[error(
+        "cross-site browser request refused (Origin `{0}`); add the origin to server.allowed_origins if this page should call the proxy"
+    )]
+    CrossSiteRequest(String),
+    #[error(
+        "this proxy requires an inbound key: send `Proxy-Authorization: Bearer KEY` or `X-Proxy-Key: KEY`"
+    )]
+    InboundKeyRequired,
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("no such admin path `{0}`; see /_proxy/health")]
+    NotFound(String),
+}
+
+/// An error and its causes on one line ("connect failed: connection refused"):
+/// the top-level message of hyper and reqwest errors alone rarely says why.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl ProxyError {
+    /// Stable code: the JSON `error` field and the `x-sfmc-proxy-error` value.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownTenant { .. } | Self::NoTenantSelected(_) => "unknown_tenant",
+            Self::AccountNotAllowed { .. } => "account_not_allowed",
+            Self::BadRequest(_) => "bad_request",
+            Self::TokenRejected { .. } => "token_rejected",
+            Self::TokenUnavailable { .. } => "token_unavailable",
+            Self::InstanceNotAllowed { .. } => "instance_not_allowed",
+            Self::UpstreamUnavailable(_) => "upstream_unavailable",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::HostNotAllowed(_) => "host_not_allowed",
+            Self::CrossSiteRequest(_) => "cross_site_request",
+            Self::InboundKeyRequired => "inbound_key_required",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::NotFound(_) => "not_found",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownTenant { .. } | Self::NoTenantSelected(_) | Self::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::AccountNotAllowed { .. }
+            | Self::HostNotAllowed(_)
+            | Self::CrossSiteRequest(_)
+            | Self::MethodNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::TokenRejected { .. }
+            | Self::InstanceNotAllowed { .. }
+            | Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Self::TokenUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::InboundKeyRequired => StatusCode::UNAUTHORIZED,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+        }
+    }
+
+    pub fn side(&self) -> Side {
+        match self {
+            Self::TokenRejected { .. }
+            | Self::TokenUnavailable { .. }
+            | Self::InstanceNotAllowed { .. }
+            | Self::UpstreamUnavailable(_)
+            | Self::UpstreamTimeout(_) => Side::Upstream,
+            _ => Side::Downstream,
+        }
+    }
+
+    /// Extra JSON fields that give the client context beyond the message.
+    fn context(&self) -> Map<String, Value> {
+        let mut ctx = Map::new();
+        match self {
+            Self::UnknownTenant { name, .. } => {
+                ctx.insert("tenant".into(), json!(name));
+            }
+            Self::AccountNotAllowed { tenant, mid } => {
+                ctx.insert("tenant".into(), json!(tenant));
+                ctx.insert("account_id".into(), json!(mid));
+            }
+            Self::TokenRejected {
+                tenant,
+                status,
+                sfmc_error,
+                sfmc_error_description,
+                ..
+            } => {
+                ctx.insert("tenant".into(), json!(tenant));
+                ctx.insert("sfmc_status".into(), json!(status));
+                ctx.insert("sfmc_error".into(), json!(sfmc_error));
+                ctx.insert(
+                    "sfmc_error_description".into(),
+                    json!(sfmc_error_description),
+                );
+            }
+            Self::TokenUnavailable { tenant, .. } => {
+                ctx.insert("tenant".into(), json!(tenant));
+            }
+            _ => {}
+        }
+        ctx
+    }
+
+    /// Seconds a client should wait before retrying, when the proxy knows.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::TokenRejected {
+                retry_after_secs, ..
+            }
+            | Self::TokenUnavailable {
+                retry_after_secs, ..
+            } => Some((*retry_after_secs).max(1)),
+            _ => None,
+        }
+    }
+
+    /// The JSON body: `{"error": code, "message": …, …context}`.
+    pub fn json_body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("error".into(), json!(self.code()));
+        body.insert("message".into(), json!(self.to_string()));
+        body.extend(self.context());
+        Value::Object(body)
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let body = Bytes::from(self.json_body().to_string());
+        let mut response = Response::new(ProxyBody::full(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(PROXY_ERROR_HEADER, HeaderValue::from_static(self.code()));
+        if let Some(secs) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_codes_follow_the_contract() {
+        let cases: Vec<(ProxyError, u16, &str)> = vec![
+            (
+                ProxyError::UnknownTenant {
+                    name: "x".into(),
+                    known: "a".into(),
+                },
+                400,
+                "unknown_tenant",
+            ),
+            (
+                ProxyError::AccountNotAllowed {
+                    tenant: "a".into(),
+                    mid: "1".into(),
+                },
+                403,
+                "account_not_allowed",
+            ),
+            (
+                ProxyError::TokenRejected {
+                    tenant: "a".into(),
+                    status: 401,
+                    sfmc_error: "invalid_client".into(),
+                    sfmc_error_description: None,
+                    retry_after_secs: 5,
+                },
+                502,
+                "token_rejected",
+            ),
+            (
+                ProxyError::TokenUnavailable {
+                    tenant: "a".into(),
+                    reason: "down".into(),
+                    retry_after_secs: 1,
+                },
+                503,
+                "token_unavailable",
+            ),
+            (
+                ProxyError::UpstreamUnavailable("x".into()),
+                502,
+                "upstream_unavailable",
+            ),
+            (
+                ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
+                504,
+                "upstream_timeout",
+            ),
+            (
+                ProxyError::HostNotAllowed("evil".into()),
+                403,
+                "host_not_allowed",
+            ),
+            (
+                ProxyError::CrossSiteRequest("https://evil".into()),
+                403,
+                "cross_site_request",
+            ),
+            (ProxyError::InboundKeyRequired, 401, "inbound_key_required"),
+            (
+                ProxyError::MethodNotAllowed("CONNECT".into()),
+                403,
+                "method_not_allowed",
+            ),
+            (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
+            (ProxyError::BadRequest("x".into()), 400, "bad_request"),
+        ];
+        for (error, status, code) in cases {
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status, "{code}");
+            assert_eq!(response.headers()[PROXY_ERROR_HEADER], code);
+            assert_eq!(response.headers()["content-type"], "application/json");
+        }
+    }
+
+    #[test]
+    fn token_rejected_carries_sfmc_error_and_description() {
+        let error = ProxyError::TokenRejected {
+            tenant: "acme".into(),
+            status: 401,
+            sfmc_error: "invalid_client".into(),
+            sfmc_error_description: Some("Invalid client ID.".into()),
+            retry_after_secs: 5,
+        };
+        let body = error.json_body();
+        assert_eq!(body["error"], "token_rejected");
+        assert_eq!(body["sfmc_error"], "invalid_client");
+        assert_eq!(body["sfmc_error_description"], "Invalid client ID.");
+        assert_eq!(body["tenant"], "acme");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("invalid_client")
+        );
+        assert_eq!(error.into_response().headers()["retry-after"], "5");
+    }
+}

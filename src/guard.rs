@@ -1,0 +1,275 @@
+//! Inbound checks that keep a credential-holding proxy from being used by the
+//! wrong caller: the `Host` allowlist (defeats DNS rebinding), refusal of
+//! browser cross-site requests (a web page must not write to SFMC through the
+//! user's proxy), the inbound key where one is configured, and refusal of
+//! forward-proxy use (`CONNECT`, absolute-form targets for other hosts).
+
+use http::request::Parts;
+use http::uri::Authority;
+use http::{HeaderMap, Method, header};
+use subtle::ConstantTimeEq;
+
+use crate::config::{Secret, ServerSettings};
+use crate::error::ProxyError;
+use crate::headers::X_PROXY_KEY;
+
+pub fn check(parts: &Parts, server: &ServerSettings) -> Result<(), ProxyError> {
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed(
+            "CONNECT is refused: sfmc-proxy is a reverse proxy for SFMC, not a forward proxy"
+                .into(),
+        ));
+    }
+    let authority = request_authority(parts)?;
+    check_host(parts, &authority, server)?;
+    check_origin(&parts.headers, &authority, &server.allowed_origins)?;
+    if !server.inbound_keys.is_empty() {
+        check_inbound_key(&parts.headers, &server.inbound_keys)?;
+    }
+    Ok(())
+}
+
+/// The authority the client addressed: the request target's (HTTP/2
+/// `:authority`, HTTP/1 absolute-form) or else the `Host` header.
+fn request_authority(parts: &Parts) -> Result<Authority, ProxyError> {
+    if let Some(authority) = parts.uri.authority() {
+        return Ok(authority.clone());
+    }
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .ok_or_else(|| ProxyError::HostNotAllowed("(no Host header)".into()))?;
+    Authority::try_from(host.as_bytes()).map_err(|_| {
+        ProxyError::HostNotAllowed(String::from_utf8_lossy(host.as_bytes()).into_owned())
+    })
+}
+
+fn check_host(
+    parts: &Parts,
+    authority: &Authority,
+    server: &ServerSettings,
+) -> Result<(), ProxyError> {
+    let host = authority.host().to_ascii_lowercase();
+    match &server.allowed_hosts {
+        Some(allowed) if !allowed.contains(&host) => Err(ProxyError::HostNotAllowed(host)),
+        Some(_) => Ok(()),
+        // Host check off (wildcard listen, no allowlist): still never act as a
+        // forward proxy for an absolute-form HTTP/1 target.
+        None if parts.version < http::Version::HTTP_2 && parts.uri.scheme().is_some() => {
+            Err(ProxyError::BadRequest(
+                "absolute-form request targets are refused: sfmc-proxy is not a forward proxy"
+                    .into(),
+            ))
+        }
+        None => Ok(()),
+    }
+}
+
+fn check_origin(
+    headers: &HeaderMap,
+    authority: &Authority,
+    allowed: &[String],
+) -> Result<(), ProxyError> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase());
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    let Some(origin) = origin else {
+        return if cross_site {
+            Err(ProxyError::CrossSiteRequest(
+                "(none; Sec-Fetch-Site: cross-site)".into(),
+            ))
+        } else {
+            Ok(())
+        };
+    };
+    let origin = origin.trim_end_matches('/');
+    if allowed.iter().any(|a| a == origin) {
+        return Ok(());
+    }
+    // Same-origin: a page served by the proxy itself (status page) calling it.
+    let same_origin = origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(authority.as_str()));
+    if same_origin && !cross_site {
+        Ok(())
+    } else {
+        Err(ProxyError::CrossSiteRequest(origin.to_owned()))
+    }
+}
+
+fn check_inbound_key(headers: &HeaderMap, keys: &[Secret]) -> Result<(), ProxyError> {
+    let presented = headers
+        .get(header::PROXY_AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| headers.get(&X_PROXY_KEY).and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .ok_or(ProxyError::InboundKeyRequired)?;
+    // Compare against every key, in constant time per key, so neither timing
+    // nor order tells which key (or how much of one) matched.
+    let matched = keys.iter().fold(subtle::Choice::from(0), |acc, key| {
+        acc | key.expose().as_bytes().ct_eq(presented.as_bytes())
+    });
+    if bool::from(matched) {
+        Ok(())
+    } else {
+        Err(ProxyError::InboundKeyRequired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn server(keys: &[&str], origins: &[&str]) -> ServerSettings {
+        ServerSettings {
+            listen: "127.0.0.1:8080".parse().expect("addr"),
+            inbound_keys: keys.iter().map(|k| Secret::new(*k)).collect(),
+            allow_unauthenticated_remote: false,
+            allowed_hosts: Some(vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()]),
+            allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+            max_connections: 10,
+            header_read_timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    fn parts(builder: http::request::Builder) -> Parts {
+        builder.body(()).expect("request").into_parts().0
+    }
+
+    fn code(result: Result<(), ProxyError>) -> &'static str {
+        result.err().map_or("ok", |e| e.code())
+    }
+
+    #[test]
+    fn host_must_be_allowed() {
+        let s = server(&[], &[]);
+        assert_eq!(
+            code(check(
+                &parts(Request::get("/x").header("host", "127.0.0.1:8080")),
+                &s
+            )),
+            "ok"
+        );
+        assert_eq!(
+            code(check(
+                &parts(Request::get("/x").header("host", "[::1]:8080")),
+                &s
+            )),
+            "ok"
+        );
+        assert_eq!(
+            code(check(
+                &parts(Request::get("/x").header("host", "LOCALHOST")),
+                &s
+            )),
+            "ok"
+        );
+        assert_eq!(
+            code(check(
+                &parts(Request::get("/x").header("host", "evil.example:8080")),
+                &s
+            )),
+            "host_not_allowed"
+        );
+        assert_eq!(
+            code(check(&parts(Request::get("/x")), &s)),
+            "host_not_allowed"
+        );
+        assert_eq!(
+            code(check(
+                &parts(Request::get("http://evil.example/x").header("host", "127.0.0.1")),
+                &s
+            )),
+            "host_not_allowed"
+        );
+    }
+
+    #[test]
+    fn connect_is_refused() {
+        let s = server(&[], &[]);
+        let req = Request::builder()
+            .method(Method::CONNECT)
+            .uri("evil.example:443")
+            .header("host", "127.0.0.1");
+        assert_eq!(code(check(&parts(req), &s)), "method_not_allowed");
+    }
+
+    #[test]
+    fn cross_site_browser_requests_are_refused() {
+        let s = server(&[], &["http://localhost:3000"]);
+        let base = || Request::post("/x").header("host", "127.0.0.1:8080");
+        assert_eq!(
+            code(check(
+                &parts(base().header("origin", "https://evil.example")),
+                &s
+            )),
+            "cross_site_request"
+        );
+        assert_eq!(
+            code(check(&parts(base().header("origin", "null")), &s)),
+            "cross_site_request"
+        );
+        assert_eq!(
+            code(check(
+                &parts(base().header("sec-fetch-site", "cross-site")),
+                &s
+            )),
+            "cross_site_request"
+        );
+        assert_eq!(
+            code(check(
+                &parts(base().header("origin", "http://localhost:3000")),
+                &s
+            )),
+            "ok"
+        );
+        assert_eq!(
+            code(check(
+                &parts(base().header("origin", "http://127.0.0.1:8080")),
+                &s
+            )),
+            "ok"
+        );
+        assert_eq!(code(check(&parts(base()), &s)), "ok");
+    }
+
+    #[test]
+    fn inbound_key_is_required_when_configured() {
+        let s = server(&["key-one-0123456789", "key-two-0123456789"], &[]);
+        let base = || Request::get("/x").header("host", "127.0.0.1");
+        assert_eq!(code(check(&parts(base()), &s)), "inbound_key_required");
+        assert_eq!(
+            code(check(&parts(base().header("x-proxy-key", "wrong")), &s)),
+            "inbound_key_required"
+        );
+        assert_eq!(
+            code(check(
+                &parts(base().header("x-proxy-key", "key-two-0123456789")),
+                &s
+            )),
+            "ok"
+        );
+        assert_eq!(
+            code(check(
+                &parts(base().header("proxy-authorization", "Bearer key-one-0123456789")),
+                &s
+            )),
+            "ok"
+        );
+        assert_eq!(
+            code(check(
+                &parts(base().header("proxy-authorization", "Basic key-one-0123456789")),
+                &s
+            )),
+            "inbound_key_required"
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! The `sfmc-proxy` binary: parse the command line and hand over to [`sfmc_proxy::cli`].
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = sfmc_proxy::cli::Cli::parse();
+    sfmc_proxy::tls::install_crypto_provider();
+    sfmc_proxy::telemetry::init(cli.log_format);
+    sfmc_proxy::cli::run(cli)
+}

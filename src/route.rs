@@ -1,0 +1,178 @@
+//! Routing: which tenant, business unit (MID) and scope a request is for, and
+//! the path to forward. Selectors, in order: a tenant's `path_prefix`, the
+//! `X-SFMC-Tenant` / `X-SFMC-Account-Id` / `X-SFMC-Scope` headers, the default
+//! tenant. Prefixes are stripped; every other byte of path and query is kept.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use http::request::Parts;
+use http::uri::PathAndQuery;
+
+use crate::config::{Settings, Tenant};
+use crate::error::ProxyError;
+use crate::headers::{X_SFMC_ACCOUNT_ID, X_SFMC_SCOPE, X_SFMC_TENANT};
+use crate::token::TokenKey;
+
+/// Paths under this prefix are the proxy's own and never forwarded.
+pub const ADMIN_PREFIX: &str = "/_proxy";
+
+pub enum Route {
+    Admin,
+    Api(Target),
+}
+
+/// Where one API request goes.
+#[derive(Debug)]
+pub struct Target {
+    pub tenant: Arc<Tenant>,
+    pub key: TokenKey,
+    /// The client's path and query (minus a tenant prefix), byte for byte.
+    pub path_and_query: PathAndQuery,
+}
+
+pub fn route(parts: &Parts, settings: &Settings) -> Result<Route, ProxyError> {
+    let path = parts.uri.path();
+    if path == ADMIN_PREFIX || path.starts_with("/_proxy/") {
+        return Ok(Route::Admin);
+    }
+    let by_prefix = tenant_by_prefix(path, settings);
+    let tenant = select_tenant(header(&parts.headers, &X_SFMC_TENANT)?, by_prefix, settings)?;
+    let path_and_query = match (by_prefix, parts.uri.path_and_query()) {
+        (Some(prefixed), Some(pq)) => {
+            strip_prefix(pq, prefixed.path_prefix.as_deref().unwrap_or(""))?
+        }
+        (None, Some(pq)) => pq.clone(),
+        (_, None) => PathAndQuery::from_static("/"),
+    };
+    let key = key_for(
+        &tenant,
+        header(&parts.headers, &X_SFMC_ACCOUNT_ID)?,
+        header(&parts.headers, &X_SFMC_SCOPE)?,
+    )?;
+    Ok(Route::Api(Target {
+        tenant,
+        key,
+        path_and_query,
+    }))
+}
+
+/// The token key for `tenant` with an optional business unit and scope
+/// override (checked against the tenant's `account_ids`); shared by request
+/// routing and the `token`/`check` commands.
+pub fn key_for(
+    tenant: &Tenant,
+    account_id: Option<&str>,
+    scope: Option<&str>,
+) -> Result<TokenKey, ProxyError> {
+    let account_id = match account_id {
+        Some(mid) => Some(checked_mid(tenant, mid)?),
+        None => tenant.account_id.clone(),
+    };
+    let scope = match scope {
+        Some(scope) => Some(checked_scope(scope)?),
+        None => tenant.scope.clone(),
+    };
+    Ok(TokenKey {
+        tenant: tenant.name.clone(),
+        account_id,
+        scope,
+    })
+}
+
+fn header<'a>(
+    headers: &'a HeaderMap,
+    name: &http::HeaderName,
+) -> Result<Option<&'a str>, ProxyError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|s| Some(s.trim()).filter(|s| !s.is_empty()))
+            .map_err(|_| ProxyError::BadRequest(format!("header {name} is not valid text"))),
+    }
+}
+
+/// The tenant whose prefix is a whole leading segment run of `path`.
+fn tenant_by_prefix<'a>(path: &str, settings: &'a Settings) -> Option<&'a Arc<Tenant>> {
+    settings
+        .tenants
+        .iter()
+        .filter(|t| {
+            t.path_prefix.as_deref().is_some_and(|prefix| {
+                path.strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+        })
+        .max_by_key(|t| t.path_prefix.as_ref().map_or(0, String::len))
+}
+
+fn select_tenant(
+    by_header: Option<&str>,
+    by_prefix: Option<&Arc<Tenant>>,
+    settings: &Settings,
+) -> Result<Arc<Tenant>, ProxyError> {
+    match (by_header, by_prefix) {
+        (Some(name), Some(prefixed)) if name != &*prefixed.name => {
+            Err(ProxyError::BadRequest(format!(
+                "X-SFMC-Tenant `{name}` conflicts with the path prefix of tenant `{}`",
+                prefixed.name
+            )))
+        }
+        (_, Some(prefixed)) => Ok(prefixed.clone()),
+        (Some(name), None) => {
+            settings
+                .tenant(name)
+                .cloned()
+                .ok_or_else(|| ProxyError::UnknownTenant {
+                    name: name.to_owned(),
+                    known: settings.tenant_names(),
+                })
+        }
+        (None, None) => match settings.default_tenant {
+            Some(index) => Ok(settings.tenants[index].clone()),
+            None => Err(ProxyError::NoTenantSelected(format!(
+                "several tenants are configured and none is the default; send X-SFMC-Tenant ({}) or use a tenant's path_prefix",
+                settings.tenant_names()
+            ))),
+        },
+    }
+}
+
+fn strip_prefix(pq: &PathAndQuery, prefix: &str) -> Result<PathAndQuery, ProxyError> {
+    let rest = &pq.path()[prefix.len()..];
+    let path = if rest.is_empty() { "/" } else { rest };
+    let joined = match pq.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    PathAndQuery::try_from(joined).map_err(|e| ProxyError::BadRequest(format!("invalid path: {e}")))
+}
+
+fn checked_mid(tenant: &Tenant, mid: &str) -> Result<Arc<str>, ProxyError> {
+    if !mid.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ProxyError::BadRequest(format!(
+            "X-SFMC-Account-Id `{mid}` is not a business unit MID (digits only)"
+        )));
+    }
+    if !tenant.account_allowed(mid) {
+        return Err(ProxyError::AccountNotAllowed {
+            tenant: tenant.name.to_string(),
+            mid: mid.to_owned(),
+        });
+    }
+    Ok(Arc::from(mid))
+}
+
+/// Scopes are space-separated words; normalise spacing so equal scopes share a token.
+fn checked_scope(scope: &str) -> Result<Arc<str>, ProxyError> {
+    let valid = scope.len() <= 2048 && scope.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if !valid {
+        return Err(ProxyError::BadRequest(
+            "X-SFMC-Scope must be space-separated scope names".into(),
+        ));
+    }
+    Ok(Arc::from(
+        scope.split_whitespace().collect::<Vec<_>>().join(" "),
+    ))
+}

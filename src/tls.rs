@@ -1,0 +1,64 @@
+//! TLS set-up for upstream calls: one crypto provider (aws-lc-rs) and one
+//! client configuration — the system's trust store (Mozilla's roots when the
+//! system has none), plus the certificates of `upstream.ca_file`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("upstream.ca_file {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+    #[error("TLS set-up failed: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Installs aws-lc-rs as the process's rustls provider. Idempotent; call once
+/// at start (main, tests) before any TLS object is built.
+pub fn install_crypto_provider() {
+    // Err only means one is installed already, which is what we want.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The client configuration every upstream connection (token and API) uses.
+pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    if let Some(path) = ca_file {
+        for cert in read_pem_certificates(path)? {
+            roots.add(cert).map_err(|e| TlsError::CaFile {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let error = |reason: String| TlsError::CaFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(error("no PEM certificate found".into()));
+    }
+    Ok(certs)
+}

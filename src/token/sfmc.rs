@@ -1,0 +1,247 @@
+//! The SFMC `/v2/token` client (client-credentials grant) and its wire types.
+//!
+//! Sends the documented JSON body, classifies failures (a refusal is not
+//! retried; a connection failure, 5xx or timeout is) and checks the instance
+//! URLs before a token is ever used with them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{FetchFuture, FetchedToken, InstanceBase, TokenError, TokenKey, TokenSource};
+use crate::config::{Settings, Tenant};
+use crate::error::error_chain;
+
+/// Upper bound for one token request: SFMC answers in well under a second, so
+/// anything slower is an outage worth retrying.
+const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Token responses are a few hundred bytes; refuse to read megabytes.
+const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+
+#[derive(Serialize)]
+struct ClientCredentialsRequest<'a> {
+    grant_type: &'static str,
+    client_id: &'a str,
+    client_secret: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: u64,
+    #[serde(default)]
+    scope: Option<String>,
+    rest_instance_url: String,
+    #[serde(default)]
+    soap_instance_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorResponse {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Fetches tokens for the configured tenants from SFMC.
+pub struct SfmcTokenClient {
+    http: reqwest::Client,
+    tenants: HashMap<Arc<str>, Arc<Tenant>>,
+    allowed_instance_hosts: Vec<String>,
+}
+
+impl SfmcTokenClient {
+    pub fn new(settings: &Settings, tls: rustls::ClientConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(settings.upstream.connect_timeout)
+            .timeout(TOKEN_REQUEST_TIMEOUT)
+            .user_agent(concat!("sfmc-proxy/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let tenants = settings
+            .tenants
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect();
+        Ok(Self {
+            http,
+            tenants,
+            allowed_instance_hosts: settings.upstream.allowed_instance_hosts.clone(),
+        })
+    }
+
+    async fn request(&self, key: &TokenKey) -> Result<FetchedToken, TokenError> {
+        let tenant = self
+            .tenants
+            .get(&key.tenant)
+            .ok_or_else(|| TokenError::Unavailable {
+                reason: format!("tenant `{}` is not configured", key.tenant),
+                retryable: false,
+            })?;
+        let body = ClientCredentialsRequest {
+            grant_type: "client_credentials",
+            client_id: &tenant.client_id,
+            client_secret: tenant.client_secret.expose(),
+            account_id: key.account_id.as_deref(),
+            scope: key.scope.as_deref(),
+        };
+        let response = self
+            .http
+            .post(&tenant.token_url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| unavailable(&tenant.token_url, &e))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| unavailable(&tenant.token_url, &e))?;
+        if bytes.len() > MAX_TOKEN_RESPONSE {
+            return Err(TokenError::InvalidResponse(format!(
+                "token response of {} bytes is implausibly large",
+                bytes.len()
+            )));
+        }
+        if status.is_success() {
+            self.parse_success(&bytes)
+        } else {
+            Err(classify_error(status, &bytes))
+        }
+    }
+
+    fn parse_success(&self, bytes: &[u8]) -> Result<FetchedToken, TokenError> {
+        let parsed: TokenResponse = serde_json::from_slice(bytes).map_err(|e| {
+            TokenError::InvalidResponse(format!(
+                "SFMC's token response is not the expected JSON: {e}"
+            ))
+        })?;
+        let instance = |url: &str| {
+            InstanceBase::parse(url, &self.allowed_instance_hosts).map_err(|reason| {
+                TokenError::InstanceNotAllowed {
+                    url: url.to_owned(),
+                    reason,
+                }
+            })
+        };
+        let rest_instance = instance(&parsed.rest_instance_url)?;
+        let soap_instance = match parsed.soap_instance_url.as_deref() {
+            Some(url) if !url.trim().is_empty() => Some(instance(url)?),
+            _ => None,
+        };
+        if parsed.access_token.is_empty() || parsed.expires_in == 0 {
+            return Err(TokenError::InvalidResponse(
+                "SFMC returned an empty token or zero lifetime".into(),
+            ));
+        }
+        Ok(FetchedToken {
+            access_token: parsed.access_token,
+            expires_in: Duration::from_secs(parsed.expires_in),
+            scope: parsed.scope,
+            rest_instance,
+            soap_instance,
+        })
+    }
+}
+
+impl TokenSource for SfmcTokenClient {
+    fn fetch<'a>(&'a self, key: &'a TokenKey) -> FetchFuture<'a> {
+        Box::pin(self.request(key))
+    }
+}
+
+fn unavailable(url: &str, error: &reqwest::Error) -> TokenError {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    // The error's source chain says why (DNS, TLS, refused); the URL holds no secret.
+    TokenError::Unavailable {
+        reason: format!("token request to {url} {what}: {}", error_chain(error)),
+        retryable: true,
+    }
+}
+
+/// 4xx: SFMC refused (wrong secret, BU not enabled, bad scope): retrying will
+/// not help. 5xx: an outage: retry. 429: throttled: do not retry right away.
+fn classify_error(status: reqwest::StatusCode, body: &[u8]) -> TokenError {
+    if status.is_server_error() {
+        return TokenError::Unavailable {
+            reason: format!("SFMC's auth endpoint answered HTTP {}", status.as_u16()),
+            retryable: true,
+        };
+    }
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return TokenError::Unavailable {
+            reason: "SFMC is throttling token requests (HTTP 429)".into(),
+            retryable: false,
+        };
+    }
+    let parsed: Option<ErrorResponse> = serde_json::from_slice(body).ok();
+    let (error, description) = match parsed {
+        Some(ErrorResponse {
+            error: Some(error),
+            error_description,
+        }) => (error, error_description),
+        _ => (format!("http_{}", status.as_u16()), None),
+    };
+    TokenError::Rejected {
+        status: status.as_u16(),
+        error,
+        description,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_body_has_only_the_fields_that_are_set() {
+        let body = ClientCredentialsRequest {
+            grant_type: "client_credentials",
+            client_id: "id",
+            client_secret: "secret",
+            account_id: None,
+            scope: None,
+        };
+        let json = serde_json::to_value(&body).expect("serialises");
+        assert_eq!(
+            json,
+            serde_json::json!({"grant_type": "client_credentials", "client_id": "id", "client_secret": "secret"})
+        );
+    }
+
+    #[test]
+    fn sfmc_refusals_keep_error_and_description() {
+        let body = br#"{"error":"invalid_client","error_description":"Invalid client ID.","error_uri":"x"}"#;
+        let error = classify_error(reqwest::StatusCode::UNAUTHORIZED, body);
+        assert_eq!(
+            error,
+            TokenError::Rejected {
+                status: 401,
+                error: "invalid_client".into(),
+                description: Some("Invalid client ID.".into()),
+            }
+        );
+        let unparsable = classify_error(reqwest::StatusCode::BAD_REQUEST, b"<html>");
+        assert!(
+            matches!(unparsable, TokenError::Rejected { ref error, .. } if error == "http_400")
+        );
+    }
+
+    #[test]
+    fn server_errors_are_retryable_and_throttling_is_not() {
+        assert!(classify_error(reqwest::StatusCode::BAD_GATEWAY, b"").retryable());
+        assert!(!classify_error(reqwest::StatusCode::TOO_MANY_REQUESTS, b"").retryable());
+        assert!(!classify_error(reqwest::StatusCode::UNAUTHORIZED, b"{}").retryable());
+    }
+}

@@ -1,0 +1,256 @@
+//! Cache behaviour under paused tokio time with a scripted token source.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+
+/// Hands out `token-1`, `token-2`, … after `latency`, or the scripted errors first.
+struct ScriptedSource {
+    calls: AtomicUsize,
+    latency: Duration,
+    expires_in: Duration,
+    errors: Mutex<VecDeque<TokenError>>,
+}
+
+impl ScriptedSource {
+    fn new(latency: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            calls: AtomicUsize::new(0),
+            latency,
+            expires_in: Duration::from_secs(1080),
+            errors: Mutex::new(VecDeque::new()),
+        })
+    }
+    fn fail_next(&self, error: TokenError, times: usize) {
+        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        errors.extend(std::iter::repeat_n(error, times));
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl TokenSource for ScriptedSource {
+    fn fetch<'a>(&'a self, _key: &'a TokenKey) -> FetchFuture<'a> {
+        Box::pin(async move {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(self.latency).await;
+            if let Some(error) = self
+                .errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front()
+            {
+                return Err(error);
+            }
+            Ok(FetchedToken {
+                access_token: format!("token-{n}"),
+                expires_in: self.expires_in,
+                scope: None,
+                rest_instance: InstanceBase::parse("http://127.0.0.1:1/", &[])
+                    .map_err(TokenError::InvalidResponse)?,
+                soap_instance: None,
+            })
+        })
+    }
+}
+
+fn key(mid: Option<&str>) -> TokenKey {
+    TokenKey {
+        tenant: Arc::from("acme"),
+        account_id: mid.map(Arc::from),
+        scope: None,
+    }
+}
+
+fn rejected() -> TokenError {
+    TokenError::Rejected {
+        status: 401,
+        error: "invalid_client".into(),
+        description: Some("bad secret".into()),
+    }
+}
+
+fn cache(source: &Arc<ScriptedSource>) -> TokenCache {
+    TokenCache::new(source.clone(), Duration::from_secs(120))
+}
+
+async fn token_of(cache: &TokenCache, key: &TokenKey) -> String {
+    match cache.get(key).await {
+        Ok(lease) => lease.token.access_token().to_owned(),
+        Err(failure) => format!("error: {:?}", failure.error),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sequential_requests_reuse_one_token() {
+    let source = ScriptedSource::new(Duration::from_millis(50));
+    let cache = cache(&source);
+    for _ in 0..20 {
+        assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    }
+    assert_eq!(source.calls(), 1);
+    let lease = cache.get(&key(None)).await.ok().map(|l| l.outcome);
+    assert_eq!(lease, Some(Outcome::Hit));
+}
+
+#[tokio::test(start_paused = true)]
+async fn five_hundred_concurrent_cold_requests_make_one_fetch() {
+    let source = ScriptedSource::new(Duration::from_millis(300));
+    let cache = cache(&source);
+    let tasks: Vec<_> = (0..500)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { token_of(&cache, &key(None)).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.ok().as_deref(), Some("token-1"));
+    }
+    assert_eq!(source.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_business_unit_has_its_own_token() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let cache = cache(&source);
+    assert_eq!(token_of(&cache, &key(Some("1"))).await, "token-1");
+    assert_eq!(token_of(&cache, &key(Some("2"))).await, "token-2");
+    assert_eq!(token_of(&cache, &key(Some("1"))).await, "token-1");
+    assert_eq!(source.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_is_counted_from_when_the_request_was_sent() {
+    let source = ScriptedSource::new(Duration::from_secs(30));
+    let cache = cache(&source);
+    let start = Instant::now();
+    let lease = cache.get(&key(None)).await.expect("token");
+    assert_eq!(lease.token.sent_at, start);
+    assert_eq!(lease.token.expires_at, start + Duration::from_secs(1080));
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_is_refreshed_ahead_of_expiry_in_the_background() {
+    let source = ScriptedSource::new(Duration::from_millis(10));
+    let cache = cache(&source);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    // 1080 s lifetime, 120 s margin: fresh until 960 s after sending.
+    tokio::time::advance(Duration::from_secs(950)).await;
+    assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    assert_eq!(source.calls(), 1);
+    tokio::time::advance(Duration::from_secs(15)).await;
+    let stale = cache.get(&key(None)).await.expect("still valid");
+    assert_eq!(stale.outcome, Outcome::Refresh);
+    assert_eq!(
+        stale.token.access_token(),
+        "token-1",
+        "the valid token is served meanwhile"
+    );
+    // Many callers in the refresh window start only one refresh.
+    for _ in 0..10 {
+        let _ = cache.get(&key(None)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(source.calls(), 2);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_token_is_never_served() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let cache = cache(&source);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    source.fail_next(rejected(), 1);
+    // Past the refresh point the background refresh fails; the old token stays usable.
+    tokio::time::advance(Duration::from_secs(1000)).await;
+    assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    // Paused clock: this sleep returns only once the refresh task is idle.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(source.calls(), 2);
+    // Once it expires the backoff window has passed; a fresh one is fetched.
+    tokio::time::advance(Duration::from_secs(81)).await;
+    assert_eq!(token_of(&cache, &key(None)).await, "token-3");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejection_opens_a_growing_backoff_window_that_resets_on_success() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let cache = cache(&source);
+    source.fail_next(rejected(), 2);
+    let first = cache.get(&key(None)).await.expect_err("rejected");
+    assert_eq!(first.error, rejected());
+    assert_eq!(first.retry_in, Duration::from_secs(5));
+    // Within the window: same error, no new request.
+    for _ in 0..10 {
+        assert!(cache.get(&key(None)).await.is_err());
+    }
+    assert_eq!(source.calls(), 1);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let second = cache.get(&key(None)).await.expect_err("rejected again");
+    assert_eq!(second.retry_in, Duration::from_secs(10), "window doubles");
+    assert_eq!(source.calls(), 2);
+    tokio::time::advance(Duration::from_secs(9)).await;
+    assert!(cache.get(&key(None)).await.is_err());
+    assert_eq!(source.calls(), 2);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(token_of(&cache, &key(None)).await, "token-3");
+    // Success resets: the next rejection starts again at the first window.
+    let fresh = cache.get(&key(None)).await.expect("cached");
+    cache.invalidate(&key(None), &fresh.token);
+    source.fail_next(rejected(), 1);
+    let again = cache.get(&key(None)).await.expect_err("rejected");
+    assert_eq!(again.retry_in, Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_are_retried_then_reported_unavailable() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let cache = cache(&source);
+    let down = TokenError::Unavailable {
+        reason: "connection refused".into(),
+        retryable: true,
+    };
+    source.fail_next(down.clone(), 3);
+    let failure = cache.get(&key(None)).await.expect_err("unavailable");
+    assert_eq!(failure.error, down);
+    assert_eq!(source.calls(), FETCH_ATTEMPTS as usize);
+    let proxy_error = failure.into_proxy_error("acme");
+    assert_eq!(proxy_error.code(), "token_unavailable");
+    // A blip shorter than the retries is invisible to the caller.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    source.fail_next(down, 1);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-5");
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidate_drops_only_the_token_that_failed() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let cache = cache(&source);
+    let first = cache.get(&key(None)).await.expect("token").token;
+    cache.invalidate(&key(None), &first);
+    let second = cache.get(&key(None)).await.expect("token").token;
+    assert_eq!(second.access_token(), "token-2");
+    // A late 401 for the first token must not throw away the second.
+    cache.invalidate(&key(None), &first);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-2");
+    assert_eq!(source.calls(), 2);
+}
+
+#[test]
+fn token_debug_output_hides_the_token() {
+    let fetched = FetchedToken {
+        access_token: "very-secret-token".into(),
+        expires_in: Duration::from_secs(1080),
+        scope: None,
+        rest_instance: InstanceBase::parse("http://127.0.0.1:1/", &[]).expect("loopback"),
+        soap_instance: None,
+    };
+    let now = Instant::now();
+    let token = Token::new(fetched, now, Duration::from_secs(120)).expect("valid");
+    let debug = format!("{token:?}");
+    assert!(!debug.contains("very-secret-token"), "{debug}");
+    assert!(token.bearer().is_sensitive());
+}
