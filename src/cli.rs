@@ -2,7 +2,7 @@
 //! 0 ok, 2 bad config or usage (the message names the key or flag), 1 a
 //! runtime failure (SFMC refused or unreachable, port in use).
 
-//TMP mod demo;
+mod demo;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -114,10 +114,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 )
                 .await
             }
-            Command::Demo { listen } => {
-                let _ = listen;
-                Ok(())
-            }
+            Command::Demo { listen } => demo::run(listen).await,
         }
     });
     match result {

@@ -29,7 +29,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod error;
-//TMP pub mod fake;
+pub mod fake;
 pub mod forward;
 pub mod guard;
 pub mod headers;

@@ -11,11 +11,15 @@ use super::{Failure, bind, build, runtime, shutdown_signal, usage};
 use crate::config::Settings;
 use crate::fake::{FakeConfig, FakeTenant};
 
-const ROWSET_PATH: &str = "/hub/v1/dataevents/key:DemoDE/rowset?$filter=Email%20eq%20'a@example.com'";
+const ROWSET_PATH: &str =
+    "/hub/v1/dataevents/key:DemoDE/rowset?$filter=Email%20eq%20'a@example.com'";
 
 pub(super) async fn run(listen: SocketAddr) -> Result<(), Failure> {
     let fake_config = FakeConfig::default();
-    let (client_id, client_secret) = (fake_config.client_id.clone(), fake_config.client_secret.clone());
+    let (client_id, client_secret) = (
+        fake_config.client_id.clone(),
+        fake_config.client_secret.clone(),
+    );
     let fake = FakeTenant::start(fake_config)
         .await
         .map_err(|e| runtime(format!("cannot start the fake tenant: {e}")))?;
@@ -23,7 +27,8 @@ pub(super) async fn run(listen: SocketAddr) -> Result<(), Failure> {
         "[server]\nlisten = \"{listen}\"\n\n[tenants.demo]\nauth_url = \"{}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{client_secret}\"\naccount_ids = [\"100\", \"200\"]\n",
         fake.auth_url()
     );
-    let settings = Settings::from_toml(&toml, |_| None, Path::new(".")).map_err(|e| usage(e.to_string()))?;
+    let settings =
+        Settings::from_toml(&toml, |_| None, Path::new(".")).map_err(|e| usage(e.to_string()))?;
     let proxy = build(Arc::new(settings))?;
     let listener = bind(listen).await?;
     let addr = listener
@@ -31,8 +36,13 @@ pub(super) async fn run(listen: SocketAddr) -> Result<(), Failure> {
         .map_err(|e| runtime(format!("cannot read the listening address: {e}")))?;
     let server = tokio::spawn(crate::server::serve(listener, proxy, shutdown_signal()));
     println!("sfmc-proxy demo");
-    println!("  fake SFMC tenant  {} (auth and REST host; client_id {client_id})", fake.auth_url());
-    println!("  proxy             http://{addr}/ (holds the client secret; your scripts hold none)\n");
+    println!(
+        "  fake SFMC tenant  {} (auth and REST host; client_id {client_id})",
+        fake.auth_url()
+    );
+    println!(
+        "  proxy             http://{addr}/ (holds the client secret; your scripts hold none)\n"
+    );
     self_check(addr, &fake).await;
     print_try_lines(addr);
     let _ = server.await;
@@ -44,7 +54,11 @@ async fn self_check(addr: SocketAddr, fake: &FakeTenant) {
     println!("Self-check through the proxy:");
     let client = reqwest::Client::new();
     let base = format!("http://{addr}");
-    let calls: [(&str, Option<&str>); 3] = [(ROWSET_PATH, None), (ROWSET_PATH, None), ("/asset/v1/content/assets", Some("200"))];
+    let calls: [(&str, Option<&str>); 3] = [
+        (ROWSET_PATH, None),
+        (ROWSET_PATH, None),
+        ("/asset/v1/content/assets", Some("200")),
+    ];
     for (path, mid) in calls {
         let mut request = client.get(format!("{base}{path}"));
         if let Some(mid) = mid {
@@ -56,7 +70,8 @@ async fn self_check(addr: SocketAddr, fake: &FakeTenant) {
                 let echo: Value = response.json().await.unwrap_or(Value::Null);
                 format!(
                     "{status}; SFMC saw token #{} for MID {}",
-                    echo["token_number"], echo["account_id"].as_str().unwrap_or("?")
+                    echo["token_number"],
+                    echo["account_id"].as_str().unwrap_or("?")
                 )
             }
             Err(error) => format!("failed: {error}"),
@@ -64,7 +79,10 @@ async fn self_check(addr: SocketAddr, fake: &FakeTenant) {
         let selector = mid.map_or(String::new(), |m| format!(" [X-SFMC-Account-Id: {m}]"));
         println!("  GET {path}{selector} -> {line}");
     }
-    println!("  token requests sent to SFMC: {} for 3 calls (one per business unit)\n", fake.token_requests());
+    println!(
+        "  token requests sent to SFMC: {} for 3 calls (one per business unit)\n",
+        fake.token_requests()
+    );
 }
 
 fn print_try_lines(addr: SocketAddr) {
@@ -74,7 +92,9 @@ fn print_try_lines(addr: SocketAddr) {
     println!(
         "  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"items\":[{{\"Email\":\"a@example.com\"}}]}}' http://{addr}/data/v1/async/dataextensions/key:DemoDE/rows"
     );
-    println!("  curl -s -H 'X-SFMC-Account-Id: 999' http://{addr}/asset/v1/content/assets   # 403 account_not_allowed");
+    println!(
+        "  curl -s -H 'X-SFMC-Account-Id: 999' http://{addr}/asset/v1/content/assets   # 403 account_not_allowed"
+    );
     println!("  curl -s http://{addr}/_proxy/health");
     println!("\nPress Ctrl-C to stop.");
 }

@@ -234,3 +234,15 @@ fn sizes_parse_with_binary_and_decimal_units() {
     assert!(parse_size("k", "KiB").is_err());
     assert!(parse_size("k", "12 parsecs").is_err());
 }
+
+#[test]
+fn the_annotated_example_config_is_valid() {
+    let example = include_str!("../../proxy.toml");
+    let env = |name: &str| match name {
+        "SFMC_CLIENT_ID" | "SFMC_CLIENT_SECRET" => Some(format!("value-of-{name}")),
+        _ => None,
+    };
+    let settings = Settings::from_toml(example, env, Path::new(".")).expect("proxy.toml is valid");
+    assert_eq!(settings.server.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(&*settings.tenants[0].name, "acme");
+}

@@ -59,6 +59,9 @@ impl SfmcTokenClient {
     pub fn new(settings: &Settings, tls: rustls::ClientConfig) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
+            // Connect directly, as the API client does: a stray HTTP(S)_PROXY in
+            // the environment must not route the client secret elsewhere.
+            .no_proxy()
             .connect_timeout(settings.upstream.connect_timeout)
             .timeout(TOKEN_REQUEST_TIMEOUT)
             .user_agent(concat!("sfmc-proxy/", env!("CARGO_PKG_VERSION")))

@@ -1,0 +1,197 @@
+//! The binary as a user runs it: exit codes, messages that name the key, and
+//! `token`/`check` output (never a token where it does not belong).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use support::*;
+
+async fn run(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("SFMC_PROXY_CONFIG")
+        .env("RUST_LOG", "warn");
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("binary runs")
+}
+
+fn write_config(name: &str, text: &str) -> PathBuf {
+    let path = temp_dir(name).join("proxy.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+const GOOD_TENANT: &str = "[tenants.acme]\nauth_url = \"https://mc123.auth.marketingcloudapis.com/\"\nclient_id = \"id\"\nclient_secret = \"${TEST_SECRET}\"\n";
+
+#[tokio::test]
+async fn config_errors_exit_2_and_name_the_key() {
+    let cases = [
+        (format!("{GOOD_TENANT}clinet_id = \"typo\"\n"), "clinet_id"),
+        (
+            GOOD_TENANT.replace("${TEST_SECRET}", "${SFMC_TEST_UNSET_VARIABLE}"),
+            "SFMC_TEST_UNSET_VARIABLE",
+        ),
+        (
+            GOOD_TENANT.replace("https://mc123", "http://mc123"),
+            "tenants.acme.auth_url",
+        ),
+        (
+            format!("[token]\nrefresh_before_expiry = \"two minutes\"\n{GOOD_TENANT}"),
+            "token.refresh_before_expiry",
+        ),
+        (
+            format!("[upstream]\nresponse_timeout = \"-1s\"\n{GOOD_TENANT}"),
+            "upstream.response_timeout",
+        ),
+        (
+            format!("[server]\nlisten = \"0.0.0.0:8080\"\n{GOOD_TENANT}"),
+            "server.listen",
+        ),
+        ("[server]\n".to_owned(), "tenants"),
+    ];
+    for (text, key) in cases {
+        let path = write_config("bad-config", &text);
+        let output = run(&["check"], &path, &[("TEST_SECRET", "s3cret-value")]).await;
+        assert_eq!(output.status.code(), Some(2), "{key}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(key),
+            "message names {key}: {}",
+            stderr(&output)
+        );
+        assert!(!stderr(&output).contains("s3cret-value"));
+    }
+}
+
+#[tokio::test]
+async fn missing_config_file_exits_2_with_a_hint() {
+    let output = run(&["check"], Path::new("/nonexistent/proxy.toml"), &[]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("/nonexistent/proxy.toml"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    let output = run(&["token", "--no-such-flag"], Path::new("proxy.toml"), &[]).await;
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn token_prints_one_token_and_nothing_else_on_stdout() {
+    let fake = start_fake().await;
+    let path = write_config(
+        "token",
+        &tenant_section("acme", &fake, "account_ids = [\"100\", \"200\"]"),
+    );
+    let output = run(&["token"], &path, &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = stdout(&output);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 1, "{printed}");
+    assert!(lines[0].starts_with("fake-1-"), "{printed}");
+    assert_eq!(fake.token_requests(), 1);
+
+    let output = run(&["token", "--account-id", "200"], &path, &[]).await;
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        fake.last_token_request().expect("request")["account_id"],
+        "200"
+    );
+
+    let output = run(&["token", "--account-id", "999"], &path, &[]).await;
+    assert_eq!(output.status.code(), Some(2), "MID outside account_ids");
+    assert!(stdout(&output).is_empty());
+    let output = run(&["token", "--tenant", "nope"], &path, &[]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("nope"));
+}
+
+#[tokio::test]
+async fn check_reports_instance_expiry_and_scope_but_never_the_token() {
+    let fake = start_fake().await;
+    let path = write_config(
+        "check",
+        &tenant_section("acme", &fake, "scope = \"email_read\""),
+    );
+    let output = run(&["check"], &path, &[]).await;
+    let printed = stdout(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{printed}{}",
+        stderr(&output)
+    );
+    assert!(printed.contains("tenant acme: ok"), "{printed}");
+    assert!(
+        printed.contains(&format!("rest instance   http://{}/", fake.addr())),
+        "{printed}"
+    );
+    assert!(printed.contains("expires in      1080 s"), "{printed}");
+    assert!(printed.contains("granted scope   email_read"), "{printed}");
+    assert!(
+        !printed.contains("fake-1-") && !stderr(&output).contains("fake-1-"),
+        "no token printed"
+    );
+    assert_eq!(fake.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn check_fails_with_exit_1_and_sfmcs_reason_when_refused() {
+    let fake = start_fake().await;
+    let text = format!(
+        "[tenants.acme]\nauth_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"not-the-secret\"\n",
+        fake.auth_url()
+    );
+    let path = write_config("check-refused", &text);
+    let output = run(&["check"], &path, &[]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let printed = stdout(&output);
+    assert!(
+        printed.contains("tenant acme: FAILED") && printed.contains("invalid_client"),
+        "{printed}"
+    );
+    assert!(!printed.contains("not-the-secret") && !stderr(&output).contains("not-the-secret"));
+}
+
+#[tokio::test]
+async fn serve_refuses_a_port_in_use_with_exit_1() {
+    let fake = start_fake().await;
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr");
+    let path = write_config(
+        "busy",
+        &format!(
+            "[server]\nlisten = \"{addr}\"\n{}",
+            tenant_section("acme", &fake, "")
+        ),
+    );
+    let output = run(&["serve"], &path, &[]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(&addr.to_string()),
+        "{}",
+        stderr(&output)
+    );
+}

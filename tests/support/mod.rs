@@ -1,0 +1,334 @@
+//! Builders for the integration tests: a fake SFMC tenant and a proxy, both on
+//! 127.0.0.1 with ephemeral ports, and an HTTP client that sends paths and
+//! queries byte for byte (hyper does not normalise them; reqwest's URL parser would).
+#![allow(dead_code)] // each test file uses a subset
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use sfmc_proxy::config::Settings;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+#[allow(unused_imports)]
+pub use sfmc_proxy::fake::{FakeConfig, FakeTenant, InstanceUrlForm, TokenFailure};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type TestBody = BoxBody<Bytes, BoxError>;
+
+pub const CLIENT_ID: &str = "fake-client-id";
+pub const CLIENT_SECRET: &str = "fake-client-secret";
+
+pub fn init() {
+    sfmc_proxy::tls::install_crypto_provider();
+}
+
+pub async fn start_fake() -> FakeTenant {
+    start_fake_with(FakeConfig::default()).await
+}
+
+pub async fn start_fake_with(config: FakeConfig) -> FakeTenant {
+    init();
+    FakeTenant::start(config).await.expect("fake tenant starts")
+}
+
+/// A `[tenants.NAME]` section for `fake`, plus extra lines.
+pub fn tenant_section(name: &str, fake: &FakeTenant, extra: &str) -> String {
+    format!(
+        "[tenants.{name}]\nauth_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n{extra}\n",
+        fake.auth_url()
+    )
+}
+
+/// A proxy serving on 127.0.0.1:0; stops when dropped.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub settings: Arc<Settings>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestProxy {
+    /// Starts a proxy from TOML text (relative paths resolve from `base_dir`).
+    pub async fn start(toml: &str) -> TestProxy {
+        Self::start_in(toml, Path::new(".")).await
+    }
+
+    pub async fn start_in(toml: &str, base_dir: &Path) -> TestProxy {
+        init();
+        let settings = Settings::from_toml(toml, |name| std::env::var(name).ok(), base_dir)
+            .unwrap_or_else(|e| panic!("test config is valid: {e}\n{toml}"));
+        let settings = Arc::new(settings);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let run_settings = settings.clone();
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            sfmc_proxy::server::run(listener, run_settings, shutdown)
+                .await
+                .expect("proxy builds");
+        });
+        TestProxy {
+            addr,
+            settings,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{path_and_query}", self.addr)
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A fake tenant `acme` and a proxy in front of it.
+pub struct Setup {
+    pub fake: FakeTenant,
+    pub proxy: TestProxy,
+    pub client: TestClient,
+}
+
+pub async fn setup(tenant_extra: &str) -> Setup {
+    setup_with("", tenant_extra).await
+}
+
+/// `top` goes before the tenant section (e.g. `[server]`, `[token]` tables).
+pub async fn setup_with(top: &str, tenant_extra: &str) -> Setup {
+    let fake = start_fake().await;
+    let toml = format!("{top}\n{}", tenant_section("acme", &fake, tenant_extra));
+    let proxy = TestProxy::start(&toml).await;
+    Setup {
+        fake,
+        proxy,
+        client: TestClient::new(),
+    }
+}
+
+/// A whole response, body collected.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "JSON body expected ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The proxy's own error code, if the proxy made this response.
+    pub fn proxy_error(&self) -> Option<&str> {
+        self.headers
+            .get("x-sfmc-proxy-error")
+            .and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed()
+}
+
+pub fn empty() -> TestBody {
+    Empty::new().map_err(|e: Infallible| match e {}).boxed()
+}
+
+/// A body the test feeds chunk by chunk.
+pub fn channel_body() -> (http_body_util::channel::Sender<Bytes, BoxError>, TestBody) {
+    let (tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(4);
+    (tx, body.boxed())
+}
+
+#[derive(Clone)]
+pub struct TestClient {
+    inner: Client<HttpConnector, TestBody>,
+}
+
+impl Default for TestClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestClient {
+    pub fn new() -> Self {
+        Self {
+            inner: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Sends as is; the response body is left streaming.
+    pub async fn send(&self, request: Request<TestBody>) -> Response<Incoming> {
+        self.inner
+            .request(request)
+            .await
+            .expect("request reaches the proxy")
+    }
+
+    /// Sends and collects the whole response.
+    pub async fn fetch(&self, request: Request<TestBody>) -> Reply {
+        let response = self.send(request).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("response body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(
+        &self,
+        proxy: &TestProxy,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        self.fetch(request("GET", proxy, path_and_query, headers, empty()))
+            .await
+    }
+
+    pub async fn post(
+        &self,
+        proxy: &TestProxy,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        self.fetch(request("POST", proxy, path_and_query, headers, full(body)))
+            .await
+    }
+}
+
+pub fn request(
+    method: &str,
+    proxy: &TestProxy,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: TestBody,
+) -> Request<TestBody> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(proxy.url(path_and_query));
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(body).expect("valid test request")
+}
+
+/// A CA and a server configuration for `localhost`/127.0.0.1 signed by it,
+/// generated on the spot. Returns the server config and the CA's PEM path.
+pub fn tls_server_with_ca(dir: &Path) -> (Arc<rustls::ServerConfig>, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    init();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key"))
+        .expect("ca cert");
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("leaf params");
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).expect("leaf cert");
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("key der");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .expect("server config");
+    std::fs::create_dir_all(dir).expect("temp dir");
+    let ca_path = dir.join("test-ca.pem");
+    std::fs::write(&ca_path, ca.pem()).expect("write CA");
+    (Arc::new(config), ca_path)
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "sfmc-proxy-test-{}-{name}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A token endpoint that always answers with `body` (for instance URLs the fake
+/// would never produce). Returns its auth URL; serves until the runtime ends.
+pub async fn static_auth_server(body: Value) -> String {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let body = Bytes::from(body.to_string());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| {
+                    let body = body.clone();
+                    async move {
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(body))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/")
+}
+
+/// A TCP listener that accepts connections and never answers (for timeouts).
+pub async fn black_hole() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}

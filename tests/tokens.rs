@@ -1,0 +1,311 @@
+//! Tokens as SFMC sees them: requested once per key, in the documented shape,
+//! replaced after a 401, never hammered when refused, only sent to allowed hosts.
+
+mod support;
+
+use support::*;
+
+#[tokio::test]
+async fn many_requests_make_one_token_request() {
+    let s = setup("").await;
+    for _ in 0..25 {
+        let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["token_number"], 1);
+    }
+    assert_eq!(s.fake.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn five_hundred_concurrent_cold_requests_make_one_token_request() {
+    let s = setup("").await;
+    let tasks: Vec<_> = (0..500)
+        .map(|i| {
+            let client = s.client.clone();
+            let req = request("GET", &s.proxy, &format!("/hub/v1/x/{i}"), &[], empty());
+            tokio::spawn(async move { client.fetch(req).await.status })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), 200);
+    }
+    assert_eq!(s.fake.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn token_request_is_the_documented_json_body() {
+    let s = setup("account_id = \"12345\"\nscope = \"data_extensions_read  email_read\"\n").await;
+    assert_eq!(s.client.get(&s.proxy, "/hub/v1/x", &[]).await.status, 200);
+    assert_eq!(
+        s.fake.last_token_content_type().as_deref(),
+        Some("application/json")
+    );
+    let body = s.fake.last_token_request().expect("a token request");
+    assert_eq!(body["grant_type"], "client_credentials");
+    assert_eq!(body["client_id"], CLIENT_ID);
+    assert_eq!(body["client_secret"], CLIENT_SECRET);
+    assert_eq!(body["account_id"], "12345");
+    assert_eq!(body["scope"], "data_extensions_read email_read");
+
+    let plain = setup("").await;
+    assert_eq!(
+        plain
+            .client
+            .get(&plain.proxy, "/hub/v1/x", &[])
+            .await
+            .status,
+        200
+    );
+    let body = plain.fake.last_token_request().expect("a token request");
+    assert!(
+        body.get("account_id").is_none() && body.get("scope").is_none(),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn each_business_unit_and_scope_gets_its_own_token() {
+    let s = setup("").await;
+    let get = |headers: &'static [(&'static str, &'static str)]| {
+        let client = s.client.clone();
+        let req = request("GET", &s.proxy, "/hub/v1/x", headers, empty());
+        async move { client.fetch(req).await.json() }
+    };
+    assert_eq!(get(&[]).await["account_id"], "100");
+    assert_eq!(
+        get(&[("x-sfmc-account-id", "200")]).await["account_id"],
+        "200"
+    );
+    assert_eq!(
+        get(&[("x-sfmc-account-id", "300")]).await["account_id"],
+        "300"
+    );
+    assert_eq!(
+        get(&[("x-sfmc-account-id", "200")]).await["token_number"],
+        2
+    );
+    assert_eq!(
+        get(&[("x-sfmc-scope", "email_read")]).await["scope"],
+        "email_read"
+    );
+    assert_eq!(s.fake.token_requests(), 4);
+}
+
+#[tokio::test]
+async fn upstream_401_gets_a_fresh_token_and_one_replay() {
+    let s = setup("").await;
+    assert_eq!(
+        s.client.get(&s.proxy, "/hub/v1/x", &[]).await.json()["token_number"],
+        1
+    );
+    s.fake.revoke_all_tokens();
+    let reply = s
+        .client
+        .post(
+            &s.proxy,
+            "/hub/v1/y",
+            &[("content-type", "application/json")],
+            r#"{"a":1}"#,
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "replayed with the new token: {}",
+        reply.text()
+    );
+    let echo = reply.json();
+    assert_eq!(echo["token_number"], 2);
+    assert_eq!(echo["body_len"], 7, "the body was replayed whole");
+    assert_eq!(s.fake.token_requests(), 2);
+    assert_eq!(
+        s.client.get(&s.proxy, "/hub/v1/z", &[]).await.json()["token_number"],
+        2
+    );
+    assert_eq!(s.fake.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_401s_refetch_once() {
+    let s = setup("").await;
+    assert_eq!(s.client.get(&s.proxy, "/hub/v1/x", &[]).await.status, 200);
+    s.fake.revoke_all_tokens();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let client = s.client.clone();
+            let req = request("GET", &s.proxy, "/hub/v1/x", &[], empty());
+            tokio::spawn(async move { client.fetch(req).await })
+        })
+        .collect();
+    for task in tasks {
+        let reply = task.await.expect("task");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["token_number"], 2);
+    }
+    assert_eq!(s.fake.token_requests(), 2, "one refetch for all the 401s");
+}
+
+#[tokio::test]
+async fn body_over_the_replay_limit_gets_sfmcs_401_and_the_next_request_a_fresh_token() {
+    let s = setup_with("[token]\nreplay_body_limit = \"1KiB\"\n", "").await;
+    assert_eq!(s.client.get(&s.proxy, "/hub/v1/x", &[]).await.status, 200);
+    s.fake.revoke_all_tokens();
+    let big = vec![b'x'; 4096];
+    let reply = s.client.post(&s.proxy, "/hub/v1/upload", &[], big).await;
+    assert_eq!(
+        reply.status, 401,
+        "not replayable: SFMC's 401 passes through"
+    );
+    assert_eq!(reply.proxy_error(), None);
+    assert_eq!(reply.json()["message"], "Not Authorized");
+    let next = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(next.status, 200);
+    assert_eq!(next.json()["token_number"], 2);
+}
+
+#[tokio::test]
+async fn rejected_token_request_is_a_502_with_sfmcs_error_and_no_hammering() {
+    let s = setup("").await;
+    s.fake.set_token_failure(Some(TokenFailure::Reject {
+        status: 401,
+        error: "invalid_client".into(),
+        description: "Invalid client ID. Use the client ID in Marketing Cloud Installed Packages."
+            .into(),
+    }));
+    for _ in 0..5 {
+        let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
+        assert_eq!(reply.status, 502);
+        assert_eq!(reply.proxy_error(), Some("token_rejected"));
+        let body = reply.json();
+        assert_eq!(body["error"], "token_rejected");
+        assert_eq!(body["sfmc_error"], "invalid_client");
+        assert!(
+            body["sfmc_error_description"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Invalid client ID")
+        );
+        assert!(reply.headers.contains_key("retry-after"));
+        assert!(!reply.text().contains(CLIENT_SECRET), "never the secret");
+    }
+    assert_eq!(s.fake.token_requests(), 1, "backoff: one request, not five");
+}
+
+#[tokio::test]
+async fn wrong_secret_is_reported_as_token_rejected() {
+    let fake = start_fake().await;
+    let toml = format!(
+        "[tenants.acme]\nauth_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"wrong\"\n",
+        fake.auth_url()
+    );
+    let proxy = TestProxy::start(&toml).await;
+    let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.json()["sfmc_error"], "invalid_client");
+}
+
+#[tokio::test]
+async fn auth_outage_is_retried_then_a_503() {
+    let s = setup("").await;
+    s.fake.set_token_failure(Some(TokenFailure::ServerError));
+    let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.proxy_error(), Some("token_unavailable"));
+    assert_eq!(s.fake.token_requests(), 3, "bounded retries");
+    let again = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(again.status, 503);
+    assert_eq!(s.fake.token_requests(), 3, "backing off, no new request");
+}
+
+#[tokio::test]
+async fn unreachable_auth_endpoint_is_a_503() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let toml = format!(
+        "[tenants.acme]\nauth_url = \"http://{closed}/\"\nclient_id = \"id\"\nclient_secret = \"secret\"\n"
+    );
+    let proxy = TestProxy::start(&toml).await;
+    let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.proxy_error(), Some("token_unavailable"));
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("could not connect"),
+        "{}",
+        reply.text()
+    );
+}
+
+#[tokio::test]
+async fn token_for_a_foreign_instance_host_is_never_used() {
+    let auth_url = static_auth_server(serde_json::json!({
+        "access_token": "must-not-leave", "token_type": "Bearer", "expires_in": 1080,
+        "rest_instance_url": "https://attacker.example.com/"
+    }))
+    .await;
+    let toml = format!(
+        "[tenants.acme]\nauth_url = \"{auth_url}\"\nclient_id = \"id\"\nclient_secret = \"secret\"\n"
+    );
+    let proxy = TestProxy::start(&toml).await;
+    let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.proxy_error(), Some("instance_not_allowed"));
+    assert!(!reply.text().contains("must-not-leave"));
+}
+
+/// The three instance-URL forms SFMC uses, over https with a CA given by `ca_file`.
+#[tokio::test]
+async fn instance_url_forms_all_work_over_https_with_ca_file() {
+    let dir = temp_dir("tls");
+    let (server_config, ca_path) = tls_server_with_ca(&dir);
+    for form in [
+        InstanceUrlForm::Bare,
+        InstanceUrlForm::Https,
+        InstanceUrlForm::SlashSuffixed,
+    ] {
+        let fake = start_fake_with(FakeConfig {
+            tls: Some(server_config.clone()),
+            instance_host: "localhost".into(),
+            instance_url_form: form,
+            ..FakeConfig::default()
+        })
+        .await;
+        assert!(fake.auth_url().starts_with("https://localhost:"));
+        let toml = format!(
+            "[upstream]\nca_file = \"{}\"\n{}",
+            ca_path.display(),
+            tenant_section("acme", &fake, "")
+        );
+        let proxy = TestProxy::start(&toml).await;
+        let reply = TestClient::new()
+            .get(&proxy, "//hub/v1/x?$filter=a%20b", &[])
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json()["path"], "//hub/v1/x");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn https_instance_with_an_unknown_ca_is_refused() {
+    let dir = temp_dir("tls-untrusted");
+    let (server_config, _ca_path) = tls_server_with_ca(&dir);
+    let fake = start_fake_with(FakeConfig {
+        tls: Some(server_config),
+        instance_host: "localhost".into(),
+        ..FakeConfig::default()
+    })
+    .await;
+    let proxy = TestProxy::start(&tenant_section("acme", &fake, "")).await;
+    let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(
+        reply.status, 503,
+        "the auth endpoint's certificate is not trusted"
+    );
+    assert_eq!(reply.proxy_error(), Some("token_unavailable"));
+    let _ = std::fs::remove_dir_all(dir);
+}
