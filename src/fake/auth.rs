@@ -1,0 +1,94 @@
+//! The fake's auth host: `POST /v2/token` with SFMC's answers and errors.
+
+use super::*;
+
+pub(super) async fn token_endpoint(req: Request<Incoming>, state: &State) -> Reply {
+    if req.method() != Method::POST {
+        let mut reply = token_error(405, "invalid_request", "Use POST.");
+        let allow = HeaderValue::from_static("POST");
+        reply.headers_mut().insert(header::ALLOW, allow);
+        return reply;
+    }
+    state.token_requests.fetch_add(1, Ordering::SeqCst);
+    let content_type = req.headers().get(header::CONTENT_TYPE).map(lossy);
+    let Ok(body) = Limited::new(req.into_body(), 64 * 1024).collect().await else {
+        return token_error(400, "invalid_request", "The body could not be read.");
+    };
+    let body = parse_token_body(&body.to_bytes(), content_type.as_deref());
+    *lock(&state.last_token) = Some((body.clone(), content_type));
+    let failure = lock(&state.failure).clone();
+    match failure {
+        None => issue_token(&body, state),
+        Some(TokenFailure::Reject {
+            status,
+            error,
+            description,
+        }) => token_error(status, &error, &description),
+        Some(TokenFailure::ServerError) => {
+            let page = "<html><body><h1>500 Internal Server Error</h1></body></html>";
+            text_response(StatusCode::INTERNAL_SERVER_ERROR, "text/html", page)
+        }
+        Some(TokenFailure::Hang) => {
+            state.stopped().await;
+            text_response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "stopped")
+        }
+    }
+}
+
+/// A form becomes an object of strings; anything else is read as JSON (or kept
+/// as a string when it is not JSON).
+fn parse_token_body(body: &[u8], content_type: Option<&str>) -> Value {
+    let media = content_type
+        .and_then(|ct| ct.split(';').next())
+        .unwrap_or("");
+    if media
+        .trim()
+        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    {
+        let text = String::from_utf8_lossy(body);
+        let pairs = text.split('&').filter(|pair| !pair.is_empty()).map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(name, true), Value::String(decode(value, true)))
+        });
+        return Value::Object(pairs.collect());
+    }
+    let text = || Value::String(String::from_utf8_lossy(body).into_owned());
+    serde_json::from_slice(body).unwrap_or_else(|_| text())
+}
+
+fn issue_token(body: &Value, state: &State) -> Reply {
+    let field = |name: &str| match body.get(name) {
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(Value::Number(number)) => Some(number.to_string()),
+        _ => None,
+    };
+    if !body.is_object() {
+        return token_error(400, "invalid_request", "Malformed request body.");
+    }
+    if field("grant_type").as_deref() != Some("client_credentials") {
+        return token_error(400, "unsupported_grant_type", "Use client_credentials.");
+    }
+    let id_ok = field("client_id").as_deref() == Some(state.client_id.as_str());
+    if !id_ok || field("client_secret").as_deref() != Some(state.client_secret.as_str()) {
+        let text = "Invalid client ID. Use the client ID in Marketing Cloud Installed Packages.";
+        return token_error(401, "invalid_client", text);
+    }
+    let account_id = field("account_id");
+    let digits = |mid: &String| !mid.is_empty() && mid.bytes().all(|b| b.is_ascii_digit());
+    if !account_id.as_ref().is_none_or(digits) {
+        let text = "The client is not enabled for this account (MID).";
+        return token_error(401, "unauthorized_client", text);
+    }
+    let scope = field("scope").filter(|scope| !scope.trim().is_empty());
+    let scope = scope.unwrap_or_else(|| DEFAULT_SCOPE.to_owned());
+    let account_id = account_id.unwrap_or_else(|| DEFAULT_MID.to_owned());
+    let token = state.issue(account_id, scope.clone());
+    let url = &state.instance_url;
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "access_token": token, "token_type": "Bearer", "expires_in": state.expires_in,
+            "scope": scope, "rest_instance_url": url, "soap_instance_url": url,
+        }),
+    )
+}

@@ -1,0 +1,126 @@
+//! The fake's REST instance: SFMC's 401, the echo, and the `/fake/*` helpers.
+
+use super::*;
+/// The REST instance: SFMC's 401 without a valid token, else a fake path or the echo.
+pub(super) async fn instance(req: Request<Incoming>, state: &Arc<State>) -> Reply {
+    state.rest_requests.fetch_add(1, Ordering::SeqCst);
+    let Some(grant) = state.authorize(req.headers()) else {
+        return text_response(StatusCode::UNAUTHORIZED, "application/json", NOT_AUTHORIZED);
+    };
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/fake/download") => download(req.uri().query()),
+        (&Method::GET, "/fake/gated") => gated(state),
+        (&Method::GET, "/fake/respond") => respond(req.uri().query()),
+        (&Method::POST, "/fake/upload-gated") => echo(req, &grant, Some(&state.upload)).await,
+        _ => echo(req, &grant, None).await,
+    }
+}
+
+/// Hashes the body as it streams (never buffered), then describes the request.
+async fn echo(req: Request<Incoming>, grant: &Issued, started: Option<&Notify>) -> Reply {
+    let (parts, mut body) = req.into_parts();
+    let (mut hasher, mut len, mut started) = (Sha256::new(), 0u64, started);
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return text_response(StatusCode::BAD_REQUEST, "text/plain", "unreadable body");
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if !data.is_empty()
+            && let Some(notify) = started.take()
+        {
+            notify.notify_one();
+        }
+        len += data.len() as u64;
+        hasher.update(&data);
+    }
+    let headers = parts.headers.keys().map(|name| {
+        let values: Vec<String> = parts.headers.get_all(name).iter().map(lossy).collect();
+        (name.as_str().to_owned(), Value::String(values.join(", ")))
+    });
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "method": parts.method.as_str(), "path": parts.uri.path(), "query": parts.uri.query(),
+            "account_id": grant.account_id, "scope": grant.scope, "token_number": grant.number,
+            "body_len": len, "body_sha256": hex(&hasher.finalize()),
+            "headers": headers.collect::<Map<_, _>>(),
+        }),
+    )
+}
+
+/// `?bytes=N`: N bytes of the pattern `i % 251`, sliced from one small buffer in
+/// 64 KiB chunks through a bounded channel.
+fn download(query: Option<&str>) -> Reply {
+    let size = query_pairs(query)
+        .into_iter()
+        .find(|(name, _)| name == "bytes");
+    let Some(len) = size.and_then(|(_, value)| value.parse::<u64>().ok()) else {
+        return text_response(StatusCode::BAD_REQUEST, "text/plain", "use ?bytes=N");
+    };
+    let (mut tx, body) = Channel::<Bytes, Infallible>::new(2);
+    tokio::spawn(async move {
+        let pattern: Bytes = (0..CHUNK + PERIOD).map(|i| (i % PERIOD) as u8).collect();
+        let mut sent = 0;
+        while sent < len {
+            let (start, size) = (sent % PERIOD, (len - sent).min(CHUNK));
+            let chunk = pattern.slice(start as usize..(start + size) as usize);
+            if tx.send_data(chunk).await.is_err() {
+                return;
+            }
+            sent += size;
+        }
+    });
+    let mut reply = Response::new(body.boxed());
+    reply
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    reply
+}
+
+/// `first\n` at once, `second\n` after `release_gate()`.
+fn gated(state: &Arc<State>) -> Reply {
+    let (mut tx, body) = Channel::<Bytes, Infallible>::new(2);
+    let state = state.clone();
+    tokio::spawn(async move {
+        if tx.send_data(Bytes::from_static(b"first\n")).await.is_ok() {
+            tokio::select! {
+                () = state.gate.notified() => {
+                    let _ = tx.send_data(Bytes::from_static(b"second\n")).await;
+                }
+                () = state.stopped() => {}
+            }
+        }
+    });
+    Response::new(body.boxed())
+}
+
+/// `?status=S&header=Name:Value&…`: that status and those headers, verbatim.
+fn respond(query: Option<&str>) -> Reply {
+    let (mut status, mut headers) = (Some(StatusCode::OK), Vec::new());
+    for (name, value) in query_pairs(query) {
+        if name == "status" {
+            let code = value.parse::<u16>().ok().filter(|s| (200..600).contains(s));
+            status = code.and_then(|code| StatusCode::from_u16(code).ok());
+        } else if name == "header" {
+            headers.push(value.split_once(':').and_then(|(name, value)| {
+                let name = HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+                Some((name, HeaderValue::from_str(value.trim()).ok()?))
+            }));
+        }
+    }
+    let headers: Option<Vec<_>> = headers.into_iter().collect();
+    let (Some(status), Some(headers)) = (status, headers) else {
+        let text = "use ?status=200..599&header=Name:Value";
+        return text_response(StatusCode::BAD_REQUEST, "text/plain", text);
+    };
+    let mut reply = json_response(status, &json!({ "status": status.as_u16() }));
+    if headers.iter().any(|(name, _)| name == header::CONTENT_TYPE) {
+        reply.headers_mut().remove(header::CONTENT_TYPE);
+    }
+    for (name, value) in headers {
+        reply.headers_mut().append(name, value);
+    }
+    reply
+}

@@ -1,0 +1,401 @@
+//! An embedded fake SFMC tenant for `sfmc-proxy demo` and the tests.
+//!
+//! One listener on 127.0.0.1 plays both hosts of a tenant: the auth host
+//! (`POST /v2/token`: client credentials, SFMC's token and error bodies, failure
+//! on demand) and the REST instance (SFMC's 401 without a valid Bearer token,
+//! else an echo of the method, byte-exact path and query, headers, and the body's
+//! length and SHA-256, hashed as it streams). `/fake/*` paths stream, hold back or
+//! shape responses. It owns its accept loop, its counters and the tokens it issued.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::channel::Channel;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+mod auth;
+mod instance;
+#[cfg(test)]
+mod tests;
+
+use auth::token_endpoint;
+use instance::instance;
+
+type FakeBody = BoxBody<Bytes, Infallible>;
+type Reply = Response<FakeBody>;
+
+const DEFAULT_SCOPE: &str =
+    "email_read email_write documents_and_images_read data_extensions_read data_extensions_write";
+/// The MID of the business unit that owns the fake's package.
+const DEFAULT_MID: &str = "100";
+const NOT_AUTHORIZED: &str = r#"{"message":"Not Authorized","errorcode":0,"documentation":"https://developer.salesforce.com/docs/atlas.en-us.mc-apis.meta/mc-apis/error-handling.htm"}"#;
+const CHUNK: u64 = 64 * 1024;
+const PERIOD: u64 = 251;
+
+/// How the token response writes the instance URLs (SFMC uses all three).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceUrlForm {
+    /// `host:port`, as in SFMC's docs.
+    Bare,
+    /// `scheme://host:port`.
+    Https,
+    /// `scheme://host:port/`, as in real responses.
+    SlashSuffixed,
+}
+
+#[derive(Clone)]
+pub struct FakeConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Token lifetime in seconds, reported and enforced.
+    pub expires_in: u64,
+    pub instance_url_form: InstanceUrlForm,
+    /// Serve HTTPS with this configuration (ALPN `h2` and `http/1.1` are set on a copy).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Host name in the auth and instance URLs.
+    pub instance_host: String,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        Self {
+            client_id: "fake-client-id".to_owned(),
+            client_secret: "fake-client-secret".to_owned(),
+            expires_in: 1080,
+            instance_url_form: InstanceUrlForm::SlashSuffixed,
+            tls: None,
+            instance_host: "127.0.0.1".to_owned(),
+        }
+    }
+}
+
+/// How `/v2/token` fails instead of issuing a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenFailure {
+    /// This status with SFMC's `{"error","error_description","error_uri"}`.
+    Reject {
+        status: u16,
+        error: String,
+        description: String,
+    },
+    /// 500 with a small HTML body.
+    ServerError,
+    /// Never answer (until shutdown).
+    Hang,
+}
+
+#[derive(Clone)]
+struct Issued {
+    number: usize,
+    account_id: String,
+    scope: String,
+    issued_at: Instant,
+    revoked: bool,
+}
+
+#[derive(Default)]
+struct State {
+    client_id: String,
+    client_secret: String,
+    expires_in: u64,
+    instance_url: String,
+    token_requests: AtomicUsize,
+    rest_requests: AtomicUsize,
+    /// Body (as JSON) and content type of the last `/v2/token` request.
+    last_token: Mutex<Option<(Value, Option<String>)>>,
+    failure: Mutex<Option<TokenFailure>>,
+    tokens: Mutex<HashMap<String, Issued>>,
+    gate: Notify,
+    upload: Notify,
+    /// Set at shutdown: hung token requests and held-back responses end then.
+    stop: watch::Sender<bool>,
+}
+
+impl State {
+    async fn stopped(&self) {
+        let _ = self.stop.subscribe().wait_for(|stop| *stop).await;
+    }
+
+    fn issue(&self, account_id: String, scope: String) -> String {
+        let random: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
+            .take(64)
+            .collect();
+        let mut tokens = lock(&self.tokens);
+        let number = tokens.len() + 1;
+        let token = format!("fake-{number}-{}", hex(&random));
+        let (issued_at, revoked) = (Instant::now(), false);
+        let issued = Issued {
+            number,
+            account_id,
+            scope,
+            issued_at,
+            revoked,
+        };
+        tokens.insert(token.clone(), issued);
+        token
+    }
+
+    /// The issued, unrevoked, unexpired token the request carries.
+    fn authorize(&self, headers: &HeaderMap) -> Option<Issued> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        let tokens = lock(&self.tokens);
+        let issued = tokens.get(token.trim())?;
+        let alive = issued.issued_at.elapsed() < Duration::from_secs(self.expires_in);
+        let valid = scheme.eq_ignore_ascii_case("bearer") && alive && !issued.revoked;
+        valid.then(|| issued.clone())
+    }
+}
+
+/// A running fake tenant; dropping it stops the server and its connections.
+pub struct FakeTenant {
+    addr: SocketAddr,
+    auth_url: String,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl FakeTenant {
+    pub async fn start(config: FakeConfig) -> std::io::Result<FakeTenant> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let scheme = config.tls.as_ref().map_or("http", |_| "https");
+        let authority = format!("{}:{}", config.instance_host, addr.port());
+        let instance_url = match config.instance_url_form {
+            InstanceUrlForm::Bare => authority.clone(),
+            InstanceUrlForm::Https => format!("{scheme}://{authority}"),
+            InstanceUrlForm::SlashSuffixed => format!("{scheme}://{authority}/"),
+        };
+        let state = Arc::new(State {
+            client_id: config.client_id,
+            client_secret: config.client_secret,
+            expires_in: config.expires_in,
+            instance_url,
+            ..State::default()
+        });
+        let tls = config.tls.as_deref().map(tls_acceptor);
+        let task = tokio::spawn(accept_loop(listener, tls, state.clone()));
+        let auth_url = format!("{scheme}://{authority}/");
+        Ok(FakeTenant {
+            addr,
+            auth_url,
+            state,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http(s)://{instance_host}:{port}/`, the auth base URL.
+    pub fn auth_url(&self) -> String {
+        self.auth_url.clone()
+    }
+
+    /// POSTs to `/v2/token` received, failed ones included.
+    pub fn token_requests(&self) -> usize {
+        self.state.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// The last `/v2/token` body as JSON (a form as an object of strings).
+    pub fn last_token_request(&self) -> Option<Value> {
+        lock(&self.state.last_token)
+            .as_ref()
+            .map(|(body, _)| body.clone())
+    }
+
+    pub fn last_token_content_type(&self) -> Option<String> {
+        lock(&self.state.last_token)
+            .as_ref()
+            .and_then(|(_, ct)| ct.clone())
+    }
+
+    pub fn set_token_failure(&self, failure: Option<TokenFailure>) {
+        *lock(&self.state.failure) = failure;
+    }
+
+    /// Every token issued so far gets SFMC's 401 from now on.
+    pub fn revoke_all_tokens(&self) {
+        lock(&self.state.tokens)
+            .values_mut()
+            .for_each(|t| t.revoked = true);
+    }
+
+    /// Requests to any path but `/v2/token`, unauthorised ones included.
+    pub fn rest_requests(&self) -> usize {
+        self.state.rest_requests.load(Ordering::SeqCst)
+    }
+
+    /// Lets one `/fake/gated` response (current or next) send its second chunk.
+    pub fn release_gate(&self) {
+        self.state.gate.notify_one();
+    }
+
+    /// Resolves once `/fake/upload-gated` has received body bytes.
+    pub async fn upload_started(&self) {
+        self.state.upload.notified().await;
+    }
+
+    pub async fn shutdown(mut self) {
+        self.state.stop.send_replace(true);
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for FakeTenant {
+    fn drop(&mut self) {
+        self.state.stop.send_replace(true);
+        self.task.abort();
+    }
+}
+
+fn tls_acceptor(config: &rustls::ServerConfig) -> TlsAcceptor {
+    let mut config = config.clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// Accepts until shutdown; open connections end with it (dropping the set aborts them).
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc<State>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = state.stopped() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve(stream, tls.clone(), state.clone()));
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "fake tenant: accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn serve(stream: TcpStream, tls: Option<TlsAcceptor>, state: Arc<State>) {
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => serve_io(stream, state).await,
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(stream) => serve_io(stream, state).await,
+            Err(error) => tracing::debug!(%error, "fake tenant: TLS handshake failed"),
+        },
+    }
+}
+
+async fn serve_io<I>(io: I, state: Arc<State>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(req, &state).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(%error, "fake tenant: connection ended with an error");
+    }
+}
+
+async fn handle(req: Request<Incoming>, state: &Arc<State>) -> Reply {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let reply = if path == "/v2/token" {
+        token_endpoint(req, state).await
+    } else {
+        instance(req, state).await
+    };
+    let status = reply.status().as_u16();
+    tracing::debug!(%method, %path, status, "fake tenant answered");
+    reply
+}
+fn token_error(status: u16, error: &str, description: &str) -> Reply {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let uri = "https://developer.salesforce.com/docs";
+    let body = json!({ "error": error, "error_description": description, "error_uri": uri });
+    json_response(status, &body)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Reply {
+    text_response(status, "application/json", body.to_string())
+}
+
+fn text_response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut reply = Response::new(Full::new(body.into()).boxed());
+    *reply.status_mut() = status;
+    let content_type = HeaderValue::from_static(content_type);
+    reply
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    reply
+}
+
+/// The query's `name=value` pairs, percent-decoded (`+` stays a `+`).
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let pairs = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty());
+    pairs
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .map(|(name, value)| (decode(name, false), decode(value, false)))
+        .collect()
+}
+
+/// `%XX` decoding, and `+` as a space for forms; malformed escapes stay as they are.
+fn decode(input: &str, plus_as_space: bool) -> String {
+    let (bytes, mut out, mut i) = (input.as_bytes(), Vec::with_capacity(input.len()), 0);
+    let digit = |i: usize| bytes.get(i).and_then(|b| char::from(*b).to_digit(16));
+    while let Some(&byte) = bytes.get(i) {
+        match (byte, digit(i + 1).zip(digit(i + 2))) {
+            (b'%', Some((high, low))) => {
+                out.push((high * 16 + low) as u8);
+                i += 2;
+            }
+            (b'+', _) if plus_as_space => out.push(b' '),
+            _ => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn lossy(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
