@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::fake::{FakeConfig, FakeTenant};
 
 const ROWSET_PATH: &str =
-    "/hub/v1/dataevents/key:DemoDE/rowset?$filter=Email%20eq%20'a@example.com'";
+    "/hub/v1/dataevents/key:DemoDE/rowset?$filter=Email%20eq%20%27a@example.com%27";
 
 pub(super) async fn run(listen: SocketAddr) -> Result<(), Failure> {
     let fake_config = FakeConfig::default();
@@ -69,7 +69,7 @@ async fn self_check(addr: SocketAddr, fake: &FakeTenant) {
                 let status = response.status().as_u16();
                 let echo: Value = response.json().await.unwrap_or(Value::Null);
                 format!(
-                    "{status}; SFMC saw token #{} for MID {}",
+                    "{status}; the fake SFMC saw token #{} for MID {}",
                     echo["token_number"],
                     echo["account_id"].as_str().unwrap_or("?")
                 )
@@ -87,7 +87,7 @@ async fn self_check(addr: SocketAddr, fake: &FakeTenant) {
 
 fn print_try_lines(addr: SocketAddr) {
     println!("Try it yourself (no token, no secret in any of these):");
-    println!("  curl -s \"http://{addr}{ROWSET_PATH}\"");
+    println!("  curl -s 'http://{addr}{ROWSET_PATH}'");
     println!("  curl -s -H 'X-SFMC-Account-Id: 200' http://{addr}/asset/v1/content/assets");
     println!(
         "  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"items\":[{{\"Email\":\"a@example.com\"}}]}}' http://{addr}/data/v1/async/dataextensions/key:DemoDE/rows"
