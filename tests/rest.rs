@@ -56,6 +56,10 @@ async fn method_and_body_pass_unchanged_with_the_tenant_token() {
         assert_eq!(reply.status, 200, "{method}");
         let echo = reply.json();
         assert_eq!(echo["method"], method);
+        assert_eq!(
+            echo["version"], "HTTP/1.1",
+            "plain-http loopback instance: HTTP/1.1"
+        );
         assert_eq!(echo["body_len"], body.len());
         assert_eq!(echo["body_sha256"], hex(&Sha256::digest(&body)));
         assert_eq!(echo["headers"]["content-type"], "application/json");

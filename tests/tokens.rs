@@ -286,6 +286,11 @@ async fn instance_url_forms_all_work_over_https_with_ca_file() {
             .await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(reply.json()["path"], "//hub/v1/x");
+        assert_eq!(
+            reply.json()["version"],
+            "HTTP/2.0",
+            "HTTP/2 negotiated by ALPN"
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -45,6 +45,7 @@ async fn echo(req: Request<Incoming>, grant: &Issued, started: Option<&Notify>) 
             "method": parts.method.as_str(), "path": parts.uri.path(), "query": parts.uri.query(),
             "account_id": grant.account_id, "scope": grant.scope, "token_number": grant.number,
             "body_len": len, "body_sha256": hex(&hasher.finalize()),
+            "version": format!("{:?}", parts.version),
             "headers": headers.collect::<Map<_, _>>(),
         }),
     )
