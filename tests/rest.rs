@@ -271,28 +271,18 @@ async fn http2_clients_are_served_too() {
 #[tokio::test]
 async fn unreachable_instance_is_a_clear_502() {
     // A port that was just closed: nothing listens there.
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let closed = closed_port();
     let auth_url = static_auth_server(serde_json::json!({
         "access_token": "t", "token_type": "Bearer", "expires_in": 1080,
         "rest_instance_url": format!("http://{closed}/"), "soap_instance_url": format!("http://{closed}/")
     }))
     .await;
-    let toml = format!(
-        "[tenants.acme]\nauth_url = \"{auth_url}\"\nclient_id = \"id\"\nclient_secret = \"secret\"\n"
-    );
+    let toml = tenant_at(&auth_url);
     let proxy = TestProxy::start(&toml).await;
     let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
     assert_eq!(reply.status, 502);
     assert_eq!(reply.proxy_error(), Some("upstream_unavailable"));
-    assert!(
-        reply.json()["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("could not reach")
-    );
+    assert!(reply.message().contains("could not reach"));
 }
 
 #[tokio::test]
@@ -304,7 +294,8 @@ async fn silent_instance_is_a_504_after_response_timeout() {
     }))
     .await;
     let toml = format!(
-        "[upstream]\nresponse_timeout = \"300ms\"\n[tenants.acme]\nauth_url = \"{auth_url}\"\nclient_id = \"id\"\nclient_secret = \"secret\"\n"
+        "[upstream]\nresponse_timeout = \"300ms\"\n{}",
+        tenant_at(&auth_url)
     );
     let proxy = TestProxy::start(&toml).await;
     let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;

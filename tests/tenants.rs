@@ -102,12 +102,7 @@ async fn without_a_default_requests_must_select_a_tenant() {
     let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.proxy_error(), Some("unknown_tenant"));
-    assert!(
-        reply.json()["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("X-SFMC-Tenant")
-    );
+    assert!(reply.message().contains("X-SFMC-Tenant"));
     assert_eq!(
         TestClient::new()
             .get(&proxy, "/hub/v1/x", &[("x-sfmc-tenant", "two")])

@@ -51,6 +51,19 @@ pub fn tenant_section(name: &str, fake: &FakeTenant, extra: &str) -> String {
     )
 }
 
+/// A tenant `acme` whose auth endpoint is `auth_url` (for hand-made endpoints).
+pub fn tenant_at(auth_url: &str) -> String {
+    format!(
+        "[tenants.acme]\nauth_url = \"{auth_url}\"\nclient_id = \"id\"\nclient_secret = \"secret\"\n"
+    )
+}
+
+/// A loopback address where nothing listens (bound, then closed).
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
 /// A proxy serving on 127.0.0.1:0; stops when dropped.
 pub struct TestProxy {
     pub addr: SocketAddr,
@@ -147,6 +160,14 @@ impl Reply {
         self.headers
             .get("x-sfmc-proxy-error")
             .and_then(|v| v.to_str().ok())
+    }
+
+    /// The `message` of a proxy-made JSON error ("" when absent).
+    pub fn message(&self) -> String {
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn text(&self) -> String {
