@@ -20,6 +20,8 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// A body streamed from the other side of the proxy.
     Stream(Incoming),
+    /// Bytes already read (and possibly rewritten), then the rest of the stream.
+    Prefixed(Option<Bytes>, Incoming),
 }
 
 impl ProxyBody {
@@ -51,6 +53,10 @@ impl Body for ProxyBody {
             Self::Empty => Poll::Ready(None),
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream(body) => Pin::new(body).poll_frame(cx),
+            Self::Prefixed(head, body) => match head.take() {
+                Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+                None => Pin::new(body).poll_frame(cx),
+            },
         }
     }
 
@@ -59,6 +65,7 @@ impl Body for ProxyBody {
             Self::Empty => true,
             Self::Full(bytes) => bytes.is_none(),
             Self::Stream(body) => body.is_end_stream(),
+            Self::Prefixed(head, body) => head.is_none() && body.is_end_stream(),
         }
     }
 
@@ -67,6 +74,16 @@ impl Body for ProxyBody {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Stream(body) => body.size_hint(),
+            Self::Prefixed(head, body) => {
+                let head = head.as_ref().map_or(0, |h| h.len() as u64);
+                let rest = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + head);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + head);
+                }
+                hint
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 mod raw;
 mod values;
 
-use raw::{RawConfig, RawServer, RawTenant, RawToken, RawUpstream};
+use raw::{RawConfig, RawServer, RawSoap, RawTenant, RawToken, RawUpstream};
 use values::{Expander, parse_duration, parse_http_url, parse_mid};
 pub use values::{is_loopback_host, parse_size};
 
@@ -70,6 +70,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub token: TokenSettings,
     pub upstream: UpstreamSettings,
+    pub soap: SoapSettings,
     /// In name order; at least one.
     pub tenants: Vec<Arc<Tenant>>,
     /// Index into `tenants` of the tenant that serves requests with no selector.
@@ -105,6 +106,13 @@ pub struct UpstreamSettings {
     /// Lowercase host suffixes an instance URL must match (`.example.com` matches
     /// subdomains; `example.com` also matches itself). Loopback is always allowed.
     pub allowed_instance_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SoapSettings {
+    /// How much of an envelope may be held to find where the token goes: up to
+    /// the end of the Header, or the whole envelope when the Header follows the Body.
+    pub header_limit: usize,
 }
 
 /// One SFMC installed package (server-to-server, client credentials).
@@ -157,11 +165,13 @@ impl Settings {
         let server = validate_server(raw.server, &expander)?;
         let token = validate_token(raw.token)?;
         let upstream = validate_upstream(raw.upstream, &expander)?;
+        let soap = validate_soap(raw.soap)?;
         let (tenants, default_tenant) = validate_tenants(raw.tenants, &expander)?;
         Ok(Self {
             server,
             token,
             upstream,
+            soap,
             tenants,
             default_tenant,
         })
@@ -301,6 +311,14 @@ fn validate_upstream(raw: RawUpstream, ex: &Expander<'_>) -> Result<UpstreamSett
         ca_file,
         allowed_instance_hosts,
     })
+}
+
+fn validate_soap(raw: RawSoap) -> Result<SoapSettings, ConfigError> {
+    let header_limit = match raw.header_limit {
+        Some(text) => parse_size("soap.header_limit", &text)?,
+        None => 1024 * 1024,
+    };
+    Ok(SoapSettings { header_limit })
 }
 
 fn validate_tenants(

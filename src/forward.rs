@@ -122,19 +122,22 @@ impl OutboundBody {
 
 /// The upstream request: the instance URL plus the client's path and query byte
 /// for byte, the client's headers (already stripped of hop-by-hop, control and
-/// credential headers) and the token's `Authorization`.
+/// credential headers) and, for REST, the token's `Authorization` (SOAP carries
+/// it in the envelope instead).
 pub fn build_request(
     method: Method,
     instance: &InstanceBase,
     path_and_query: &PathAndQuery,
     mut headers: HeaderMap,
-    token: &Token,
+    bearer: Option<&Token>,
     body: ProxyBody,
 ) -> Result<Request<ProxyBody>, ProxyError> {
     let uri = instance
         .uri_for(path_and_query)
         .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URL: {e}")))?;
-    headers.insert(header::AUTHORIZATION, token.bearer().clone());
+    if let Some(token) = bearer {
+        headers.insert(header::AUTHORIZATION, token.bearer().clone());
+    }
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;

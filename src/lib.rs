@@ -13,6 +13,7 @@
 //! - [`route`]: request → tenant, business unit (MID), scope and forwarded path.
 //! - [`token`]: `TokenCache` (single-flight, refresh-ahead, backoff) and the SFMC `/v2/token` client.
 //! - [`forward`]: the pooled upstream client, request rewrite, replayable bodies.
+//! - [`soap`]: the token into a SOAP envelope (namespace-aware, streaming), SOAP faults.
 //! - [`headers`]: hop-by-hop and control-header stripping.
 //! - [`admin`]: the proxy's own `/_proxy/*` paths.
 //! - [`telemetry`]: logging set-up and the access-log event.
@@ -36,6 +37,7 @@ pub mod headers;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod soap;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

@@ -14,11 +14,11 @@ use crate::config::Settings;
 use crate::error::ProxyError;
 use crate::forward::{OutboundBody, Upstream, build_request};
 use crate::headers::{strip_hop_by_hop, strip_request_headers};
-use crate::route::{Route, Target};
+use crate::route::{Api, Route, Target};
 use crate::telemetry::AccessRecord;
 use crate::token::sfmc::SfmcTokenClient;
 use crate::token::{Lease, Outcome, TokenCache};
-use crate::{admin, guard, route, tls};
+use crate::{admin, guard, route, soap, tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -66,7 +66,11 @@ impl Proxy {
             Ok(response) => response,
             Err(error) => {
                 record.error = Some(error.code());
-                error.into_response()
+                // A SOAP client understands a Fault, not JSON.
+                match record.api {
+                    Some(Api::Soap) => soap::fault_response(error),
+                    _ => error.into_response(),
+                }
             }
         };
         record.finish(response.status(), started.elapsed());
@@ -89,13 +93,16 @@ impl Proxy {
             Route::Admin => admin::handle(&parts),
             Route::Api(target) => {
                 record.target(&target);
-                self.forward(parts, body, &target, record).await
+                match target.api {
+                    Api::Rest => self.forward_rest(parts, body, &target, record).await,
+                    Api::Soap => self.forward_soap(parts, body, &target, record).await,
+                }
             }
         }
     }
 
     /// Credential, forward and respond, with one replay after a 401.
-    async fn forward(
+    async fn forward_rest(
         &self,
         parts: Parts,
         body: Incoming,
@@ -113,7 +120,7 @@ impl Proxy {
             &lease.token.rest_instance,
             &target.path_and_query,
             headers,
-            &lease.token,
+            Some(&lease.token),
             body.into_body(),
         )?;
         let response = self.upstream.send(request).await?;
@@ -135,10 +142,45 @@ impl Proxy {
             &lease.token.rest_instance,
             &target.path_and_query,
             headers,
-            &lease.token,
+            Some(&lease.token),
             ProxyBody::full(bytes),
         )?;
         Ok(respond(self.upstream.send(request).await?))
+    }
+
+    /// The same for SOAP: the token goes into the envelope, and SFMC's
+    /// `Token Expired` / `Login failed` faults take the place of the 401.
+    async fn forward_soap(
+        &self,
+        parts: Parts,
+        body: Incoming,
+        target: &Target,
+        record: &mut AccessRecord,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut envelope =
+            soap::Envelope::read(body, &parts.headers, self.settings.soap.header_limit).await?;
+        let mut headers = parts.headers;
+        strip_request_headers(&mut headers);
+        let lease = self.token(target).await?;
+        record.token = Some(lease.outcome);
+        let replayable = envelope.replayable(self.settings.token.replay_body_limit);
+        let replay_headers = replayable.then(|| headers.clone());
+        let request = soap_request(&parts.method, target, headers, &lease, &mut envelope)?;
+        let (response, token_fault) =
+            soap::inspect_response(self.upstream.send(request).await?).await;
+        if !token_fault {
+            return Ok(strip_response(response));
+        }
+        self.tokens.invalidate(&target.key, &lease.token);
+        let Some(headers) = replay_headers else {
+            return Ok(strip_response(response));
+        };
+        let lease = self.token(target).await?;
+        record.token = Some(Outcome::Fetch);
+        record.replayed = true;
+        let request = soap_request(&parts.method, target, headers, &lease, &mut envelope)?;
+        let (response, _) = soap::inspect_response(self.upstream.send(request).await?).await;
+        Ok(strip_response(response))
     }
 
     async fn token(&self, target: &Target) -> Result<Lease, ProxyError> {
@@ -151,7 +193,43 @@ impl Proxy {
 
 /// SFMC's response as is — status, headers, streamed body — minus hop-by-hop headers.
 fn respond(response: Response<Incoming>) -> Response<ProxyBody> {
-    let mut response = response.map(ProxyBody::Stream);
+    strip_response(response.map(ProxyBody::Stream))
+}
+
+fn strip_response(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
     strip_hop_by_hop(response.headers_mut());
     response
+}
+
+/// The SOAP request for SFMC: the envelope with this lease's token, sent to
+/// the tenant's SOAP instance, with a `Content-Length` that matches the rewrite.
+fn soap_request(
+    method: &http::Method,
+    target: &Target,
+    mut headers: http::HeaderMap,
+    lease: &Lease,
+    envelope: &mut soap::Envelope,
+) -> Result<Request<ProxyBody>, ProxyError> {
+    let instance = lease.token.soap_instance.as_ref().ok_or_else(|| {
+        ProxyError::UpstreamUnavailable(format!(
+            "SFMC's token response for tenant `{}` had no soap_instance_url",
+            target.tenant.name
+        ))
+    })?;
+    let (body, length) = envelope.request_body(lease.token.access_token());
+    match length {
+        Some(length) => headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(length),
+        ),
+        None => headers.remove(http::header::CONTENT_LENGTH),
+    };
+    build_request(
+        method.clone(),
+        instance,
+        &target.path_and_query,
+        headers,
+        None,
+        body,
+    )
 }

@@ -22,11 +22,32 @@ pub enum Route {
     Api(Target),
 }
 
+/// Which SFMC API a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Rest,
+    /// `POST /Service.asmx` (any case): the token goes into the envelope.
+    Soap,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rest => "rest",
+            Self::Soap => "soap",
+        }
+    }
+}
+
+/// The SOAP endpoint, as SDKs build it: `soap_instance_url + "Service.asmx"`.
+const SOAP_PATH: &str = "/Service.asmx";
+
 /// Where one API request goes.
 #[derive(Debug)]
 pub struct Target {
     pub tenant: Arc<Tenant>,
     pub key: TokenKey,
+    pub api: Api,
     /// The client's path and query (minus a tenant prefix), byte for byte.
     pub path_and_query: PathAndQuery,
 }
@@ -45,6 +66,7 @@ pub fn route(parts: &Parts, settings: &Settings) -> Result<Route, ProxyError> {
         (None, Some(pq)) => pq.clone(),
         (_, None) => PathAndQuery::from_static("/"),
     };
+    let (api, path_and_query) = classify(&parts.method, path_and_query)?;
     let key = key_for(
         &tenant,
         header(&parts.headers, &X_SFMC_ACCOUNT_ID)?,
@@ -53,6 +75,7 @@ pub fn route(parts: &Parts, settings: &Settings) -> Result<Route, ProxyError> {
     Ok(Route::Api(Target {
         tenant,
         key,
+        api,
         path_and_query,
     }))
 }
@@ -137,6 +160,20 @@ fn select_tenant(
             ))),
         },
     }
+}
+
+/// SOAP if it is a POST to `/Service.asmx` in any case (FuelSDK-Python posts
+/// `/service.asmx`); SFMC's path is then written the way SFMC spells it.
+fn classify(method: &http::Method, pq: PathAndQuery) -> Result<(Api, PathAndQuery), ProxyError> {
+    if method != http::Method::POST || !pq.path().eq_ignore_ascii_case(SOAP_PATH) {
+        return Ok((Api::Rest, pq));
+    }
+    let canonical = match pq.query() {
+        Some(query) => PathAndQuery::try_from(format!("{SOAP_PATH}?{query}")),
+        None => Ok(PathAndQuery::from_static(SOAP_PATH)),
+    }
+    .map_err(|e| ProxyError::BadRequest(format!("invalid path: {e}")))?;
+    Ok((Api::Soap, canonical))
 }
 
 fn strip_prefix(pq: &PathAndQuery, prefix: &str) -> Result<PathAndQuery, ProxyError> {

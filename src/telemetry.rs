@@ -11,7 +11,7 @@ use http::uri::PathAndQuery;
 use http::{Method, StatusCode};
 use tracing_subscriber::EnvFilter;
 
-use crate::route::Target;
+use crate::route::{Api, Target};
 use crate::token::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,6 +39,7 @@ pub struct AccessRecord {
     path: Option<PathAndQuery>,
     tenant: Option<Arc<str>>,
     account_id: Option<Arc<str>>,
+    pub api: Option<Api>,
     pub token: Option<Outcome>,
     pub replayed: bool,
     pub error: Option<&'static str>,
@@ -51,6 +52,7 @@ impl AccessRecord {
             path: parts.uri.path_and_query().cloned(),
             tenant: None,
             account_id: None,
+            api: None,
             token: None,
             replayed: false,
             error: None,
@@ -60,6 +62,7 @@ impl AccessRecord {
     pub fn target(&mut self, target: &Target) {
         self.tenant = Some(target.key.tenant.clone());
         self.account_id = target.key.account_id.clone();
+        self.api = Some(target.api);
     }
 
     pub fn finish(self, status: StatusCode, elapsed: Duration) {
@@ -71,6 +74,7 @@ impl AccessRecord {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             tenant = self.tenant.as_deref(),
             account_id = self.account_id.as_deref(),
+            api = self.api.map(Api::as_str),
             token = self.token.map(Outcome::as_str),
             replayed = self.replayed,
             error = self.error,

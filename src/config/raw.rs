@@ -13,6 +13,7 @@ pub(super) struct RawConfig {
     pub server: RawServer,
     pub token: RawToken,
     pub upstream: RawUpstream,
+    pub soap: RawSoap,
     pub tenants: BTreeMap<String, RawTenant>,
 }
 
@@ -42,6 +43,12 @@ pub(super) struct RawUpstream {
     pub response_timeout: Option<String>,
     pub ca_file: Option<String>,
     pub allowed_instance_hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawSoap {
+    pub header_limit: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,250 @@
+//! SOAP through the proxy. SOAP carries the token inside the envelope
+//! (`<fueloauth xmlns="http://exacttarget.com">`), so the proxy reads just
+//! enough of a request body to put it there ([`inject`] decides where), streams
+//! the rest, recognises SFMC's token faults on the way back, and answers its own
+//! errors as SOAP 1.1 faults rather than JSON.
+
+mod inject;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::ProxyBody;
+use crate::error::{ProxyError, Side};
+pub use inject::{EXACTTARGET_NS, EnvelopeError, Plan, Scan, scan};
+
+/// SFMC's token faults are small; a 500 larger than this is passed on unread.
+const FAULT_PEEK_LIMIT: usize = 64 * 1024;
+
+/// A request envelope: the bytes read so far, where the token goes in them,
+/// and the part of the body not read yet.
+pub struct Envelope {
+    held: Bytes,
+    plan: Plan,
+    rest: Option<Incoming>,
+    /// The body was longer than what is held (it streams after `held`).
+    streams: bool,
+    declared_length: Option<u64>,
+}
+
+impl Envelope {
+    /// Reads until the token's place is known: the end of the Header when it
+    /// comes first, else the whole envelope, at most `limit` bytes either way.
+    pub async fn read(
+        mut body: Incoming,
+        headers: &HeaderMap,
+        limit: usize,
+    ) -> Result<Self, ProxyError> {
+        check_encoding(headers)?;
+        let declared_length = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let mut buf = BytesMut::new();
+        let mut ended = body.is_end_stream();
+        loop {
+            match scan(&buf, ended) {
+                Ok(Scan::Ready(plan)) => {
+                    return Ok(Self {
+                        held: buf.freeze(),
+                        plan,
+                        rest: (!ended).then_some(body),
+                        streams: !ended,
+                        declared_length,
+                    });
+                }
+                Ok(Scan::NeedMore) if buf.len() > limit => {
+                    return Err(ProxyError::BadRequest(format!(
+                        "the SOAP Header (or, when it follows the Body, the whole envelope) must come within the first {limit} bytes; raise soap.header_limit if such envelopes are expected"
+                    )));
+                }
+                Ok(Scan::NeedMore) => {}
+                Err(error) => return Err(ProxyError::BadRequest(error.to_string())),
+            }
+            match body.frame().await {
+                None => ended = true,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                    ended = body.is_end_stream();
+                }
+                Some(Err(error)) => {
+                    return Err(ProxyError::BadRequest(format!(
+                        "could not read the SOAP request body: {error}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Whether the request can be sent again after a token fault.
+    pub fn replayable(&self, limit: usize) -> bool {
+        !self.streams && self.held.len() <= limit
+    }
+
+    /// The request body with `token` in place, and its length when known.
+    /// A streamed envelope can be taken once; a held one any number of times.
+    pub fn request_body(&mut self, token: &str) -> (ProxyBody, Option<u64>) {
+        let head = self.held.get(..self.plan.upto).unwrap_or(&self.held);
+        let mut rewritten = self.plan.apply(head, token);
+        rewritten.extend_from_slice(self.held.get(self.plan.upto..).unwrap_or_default());
+        let rewritten_len = rewritten.len() as u64;
+        match self.rest.take() {
+            Some(rest) => {
+                let length = self
+                    .declared_length
+                    .map(|declared| declared - self.held.len() as u64 + rewritten_len);
+                (
+                    ProxyBody::Prefixed(Some(Bytes::from(rewritten)), rest),
+                    length,
+                )
+            }
+            None => (ProxyBody::full(rewritten), Some(rewritten_len)),
+        }
+    }
+}
+
+/// Compressed envelopes cannot be rewritten without decompressing them.
+fn check_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
+    match headers.get(header::CONTENT_ENCODING) {
+        None => Ok(()),
+        Some(value) if value.as_bytes().eq_ignore_ascii_case(b"identity") => Ok(()),
+        Some(value) => Err(ProxyError::BadRequest(format!(
+            "a SOAP request with Content-Encoding `{}` cannot carry the token; send the envelope uncompressed",
+            String::from_utf8_lossy(value.as_bytes())
+        ))),
+    }
+}
+
+/// Passes SFMC's answer on, first reading a small HTTP 500 to see whether it is
+/// a token fault (`Token Expired`, `Login failed`). Returns the response to
+/// send and whether the token was refused.
+pub async fn inspect_response(response: Response<Incoming>) -> (Response<ProxyBody>, bool) {
+    let (parts, mut body) = response.into_parts();
+    if parts.status != StatusCode::INTERNAL_SERVER_ERROR {
+        return (Response::from_parts(parts, ProxyBody::Stream(body)), false);
+    }
+    let mut held = BytesMut::new();
+    while held.len() <= FAULT_PEEK_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    held.extend_from_slice(&data);
+                }
+            }
+            // The body ended (or broke, which the client would see anyway).
+            Some(Err(_)) | None => {
+                let token_fault = is_token_fault(&held);
+                return (
+                    Response::from_parts(parts, ProxyBody::full(held.freeze())),
+                    token_fault,
+                );
+            }
+        }
+    }
+    (
+        Response::from_parts(parts, ProxyBody::Prefixed(Some(held.freeze()), body)),
+        false,
+    )
+}
+
+/// SFMC's Security faults for a token it no longer accepts.
+fn is_token_fault(body: &[u8]) -> bool {
+    let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    contains(b">Token Expired<") || contains(b">Login failed<")
+}
+
+/// The proxy's own error as a SOAP 1.1 Fault, with the same status, code,
+/// message and context as the JSON form (`x-sfmc-proxy-error` included).
+pub fn fault_response(error: ProxyError) -> Response<ProxyBody> {
+    let faultcode = match error.side() {
+        Side::Downstream => "soap:Client",
+        Side::Upstream => "soap:Server",
+    };
+    let json = error.json_body();
+    let mut detail = String::new();
+    if let Some(fields) = json.as_object() {
+        for (name, value) in fields.iter().filter(|(name, _)| name.as_str() != "message") {
+            let text = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            detail.push_str(&format!("<{name}>{}</{name}>", escape(&text)));
+        }
+    }
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><soap:Fault><faultcode>{faultcode}</faultcode><faultstring>{}</faultstring><detail><sfmcProxyError xmlns=\"urn:sfmc-proxy\">{detail}</sfmcProxyError></detail></soap:Fault></soap:Body></soap:Envelope>",
+        escape(&error.to_string())
+    );
+    let mut response = error.into_response();
+    *response.body_mut() = ProxyBody::full(xml);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml; charset=utf-8"),
+    );
+    response
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sfmc_token_faults_are_recognised() {
+        let expired = br#"<soap:Fault><faultcode xmlns:q0="http://schemas.xmlsoap.org/soap/envelope/">q0:Security</faultcode><faultstring>Token Expired</faultstring></soap:Fault>"#;
+        assert!(is_token_fault(expired));
+        assert!(is_token_fault(b"<faultstring>Login failed</faultstring>"));
+        assert!(!is_token_fault(b"<faultstring>Rate Limited</faultstring>"));
+    }
+
+    #[test]
+    fn proxy_errors_become_soap_faults_with_the_same_information() {
+        let error = ProxyError::TokenRejected {
+            tenant: "acme".into(),
+            status: 401,
+            sfmc_error: "invalid_client".into(),
+            sfmc_error_description: Some("Invalid <client> ID".into()),
+            retry_after_secs: 5,
+        };
+        let response = fault_response(error);
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(response.headers()["x-sfmc-proxy-error"], "token_rejected");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/xml; charset=utf-8"
+        );
+        let ProxyBody::Full(Some(body)) = response.into_body() else {
+            panic!("a full body");
+        };
+        let xml = String::from_utf8_lossy(&body);
+        assert!(xml.contains("<faultcode>soap:Server</faultcode>"), "{xml}");
+        assert!(
+            xml.contains("<sfmc_error>invalid_client</sfmc_error>"),
+            "{xml}"
+        );
+        assert!(xml.contains("Invalid &lt;client&gt; ID"), "{xml}");
+        assert!(
+            matches!(scan(&body, true), Ok(Scan::Ready(_))),
+            "the fault is a well-formed envelope"
+        );
+    }
+
+    #[test]
+    fn client_errors_are_client_faults() {
+        let response = fault_response(ProxyError::BadRequest("not XML".into()));
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let ProxyBody::Full(Some(body)) = response.into_body() else {
+            panic!("a full body");
+        };
+        assert!(String::from_utf8_lossy(&body).contains("<faultcode>soap:Client</faultcode>"));
+    }
+}
