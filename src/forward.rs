@@ -31,6 +31,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    connect_timeout: Duration,
     response_timeout: Duration,
 }
 
@@ -56,6 +57,7 @@ impl Upstream {
             .build(https);
         Self {
             client,
+            connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
         }
     }
@@ -67,10 +69,30 @@ impl Upstream {
     ) -> Result<Response<Incoming>, ProxyError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
+            // The connector's own words are "deadline has elapsed": name the setting instead.
+            Ok(Err(error)) if error.is_connect() && is_timed_out(&error) => {
+                Err(ProxyError::UpstreamUnavailable(format!(
+                    "connecting timed out after upstream.connect_timeout ({:?}); check the network path to SFMC (firewall, proxy) or raise the timeout",
+                    self.connect_timeout
+                )))
+            }
             Ok(Err(error)) => Err(ProxyError::UpstreamUnavailable(error_chain(&error))),
             Err(_elapsed) => Err(ProxyError::UpstreamTimeout(self.response_timeout)),
         }
     }
+}
+
+fn is_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// A request body ready to send: held (and so replayable after a 401) or streamed.

@@ -303,6 +303,37 @@ async fn silent_instance_is_a_504_after_response_timeout() {
     assert_eq!(reply.proxy_error(), Some("upstream_timeout"));
 }
 
+#[tokio::test]
+async fn instance_that_never_accepts_is_a_502_after_connect_timeout() {
+    let (addr, _held) = unconnectable().await;
+    let auth_url = static_auth_server(serde_json::json!({
+        "access_token": "t", "token_type": "Bearer", "expires_in": 1080,
+        "rest_instance_url": format!("http://{addr}/")
+    }))
+    .await;
+    // The response timeout is far away: only connect_timeout can end this early.
+    let toml = format!(
+        "[upstream]\nconnect_timeout = \"200ms\"\nresponse_timeout = \"120s\"\n{}",
+        tenant_at(&auth_url)
+    );
+    let proxy = TestProxy::start(&toml).await;
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        TestClient::new().get(&proxy, "/hub/v1/x", &[]),
+    )
+    .await
+    .expect("connect_timeout ends the request long before response_timeout");
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.proxy_error(), Some("upstream_unavailable"));
+    assert!(
+        reply
+            .message()
+            .contains("timed out after upstream.connect_timeout"),
+        "names the setting that ended it: {}",
+        reply.message()
+    );
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

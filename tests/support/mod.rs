@@ -353,3 +353,20 @@ pub async fn black_hole() -> SocketAddr {
     });
     addr
 }
+
+/// A loopback address whose accept queue is full, so a new connection never
+/// completes (Linux drops the SYN): what a firewalled or overloaded host looks
+/// like to a connector. The pair must be kept alive for as long as it is used.
+pub async fn unconnectable() -> (SocketAddr, (tokio::net::TcpListener, tokio::net::TcpStream)) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    // A backlog of 0 leaves room for exactly one queued connection; take it.
+    let listener = socket.listen(0).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let filler = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("filler connects");
+    (addr, (listener, filler))
+}
