@@ -82,17 +82,12 @@ impl Upstream {
     }
 }
 
+/// Whether a timed-out I/O error is anywhere in the chain of causes.
 fn is_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        cause = error.source();
-    }
-    false
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
 }
 
 /// A request body ready to send: held (and so replayable after a 401) or streamed.
