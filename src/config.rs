@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod broker;
 mod raw;
 mod values;
 
+pub use broker::BrokerSettings;
 use raw::{RawConfig, RawServer, RawSoap, RawTenant, RawToken, RawUpstream};
 use values::{Expander, parse_duration, parse_http_url, parse_mid};
 pub use values::{is_loopback_host, parse_size};
@@ -71,6 +73,7 @@ pub struct Settings {
     pub token: TokenSettings,
     pub upstream: UpstreamSettings,
     pub soap: SoapSettings,
+    pub broker: BrokerSettings,
     /// In name order; at least one.
     pub tenants: Vec<Arc<Tenant>>,
     /// Index into `tenants` of the tenant that serves requests with no selector.
@@ -80,6 +83,9 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// What the token broker advertises as the instance URLs (ends with `/`);
+    /// `None`: `http://<the request's Host>/`, i.e. however the client reached us.
+    pub public_url: Option<String>,
     pub inbound_keys: Vec<Secret>,
     pub allow_unauthenticated_remote: bool,
     /// Host names (lowercase, no port; IPv6 in brackets) a request may address.
@@ -167,11 +173,13 @@ impl Settings {
         let upstream = validate_upstream(raw.upstream, &expander)?;
         let soap = validate_soap(raw.soap)?;
         let (tenants, default_tenant) = validate_tenants(raw.tenants, &expander)?;
+        let broker = broker::validate(raw.broker, &server, &tenants, &expander)?;
         Ok(Self {
             server,
             token,
             upstream,
             soap,
+            broker,
             tenants,
             default_tenant,
         })
@@ -249,8 +257,15 @@ fn validate_server(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettings, 
     if max_connections == 0 {
         return Err(invalid("server.max_connections", "must be at least 1"));
     }
+    let public_url = match raw.public_url {
+        Some(text) => Some(broker::parse_public_url(
+            &ex.expand("server.public_url", &text)?,
+        )?),
+        None => None,
+    };
     Ok(ServerSettings {
         listen,
+        public_url,
         inbound_keys,
         allow_unauthenticated_remote: raw.allow_unauthenticated_remote,
         allowed_hosts,

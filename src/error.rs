@@ -78,6 +78,10 @@ pub enum ProxyError {
     BodyTooLarge { limit: usize },
     #[error("no such admin path `{0}`; see /_proxy/health")]
     NotFound(String),
+    #[error(
+        "this local token from the proxy's /v2/token is unknown or expired (local tokens live in memory and end with a restart); authenticate again"
+    )]
+    LocalTokenInvalid,
 }
 
 /// An error and its causes on one line ("connect failed: connection refused"):
@@ -114,6 +118,7 @@ impl ProxyError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::NotFound(_) => "not_found",
+            Self::LocalTokenInvalid => "local_token_invalid",
         }
     }
 
@@ -131,7 +136,7 @@ impl ProxyError {
             | Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::TokenUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::InboundKeyRequired => StatusCode::UNAUTHORIZED,
+            Self::InboundKeyRequired | Self::LocalTokenInvalid => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
         }
@@ -198,6 +203,15 @@ impl ProxyError {
     /// The JSON body: `{"error": code, "message": …, …context}`.
     pub fn json_body(&self) -> Value {
         let mut body = Map::new();
+        if let Self::LocalTokenInvalid = self {
+            // SFMC's own 401, so SDK tools re-authenticate as they would with
+            // SFMC; the proxy's code and explanation ride along.
+            body.insert("message".into(), json!("Not Authorized"));
+            body.insert("errorcode".into(), json!(0));
+            body.insert("error".into(), json!(self.code()));
+            body.insert("detail".into(), json!(self.to_string()));
+            return Value::Object(body);
+        }
         body.insert("error".into(), json!(self.code()));
         body.insert("message".into(), json!(self.to_string()));
         body.extend(self.context());

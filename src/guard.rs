@@ -3,13 +3,15 @@
 //! browser cross-site requests (a web page must not write to SFMC through the
 //! user's proxy), the inbound key where one is configured, and refusal of
 //! forward-proxy use (`CONNECT`, absolute-form targets for other hosts).
+//! The inbound-key check is its own function: the pipeline skips it for
+//! requests the token broker authenticates.
 
 use http::request::Parts;
 use http::uri::Authority;
 use http::{HeaderMap, Method, header};
 use subtle::ConstantTimeEq;
 
-use crate::config::{Secret, ServerSettings};
+use crate::config::ServerSettings;
 use crate::error::ProxyError;
 use crate::headers::X_PROXY_KEY;
 
@@ -22,11 +24,7 @@ pub fn check(parts: &Parts, server: &ServerSettings) -> Result<(), ProxyError> {
     }
     let authority = request_authority(parts)?;
     check_host(parts, &authority, server)?;
-    check_origin(&parts.headers, &authority, &server.allowed_origins)?;
-    if !server.inbound_keys.is_empty() {
-        check_inbound_key(&parts.headers, &server.inbound_keys)?;
-    }
-    Ok(())
+    check_origin(&parts.headers, &authority, &server.allowed_origins)
 }
 
 /// The authority the client addressed: the request target's (HTTP/2
@@ -100,7 +98,14 @@ fn check_origin(
     }
 }
 
-fn check_inbound_key(headers: &HeaderMap, keys: &[Secret]) -> Result<(), ProxyError> {
+/// The inbound key, where keys are configured. Separate from [`check`]: a
+/// request authenticated otherwise (a broker-issued local token, or the
+/// broker's own client secret) does not need one.
+pub fn check_inbound_key(headers: &HeaderMap, server: &ServerSettings) -> Result<(), ProxyError> {
+    let keys = &server.inbound_keys;
+    if keys.is_empty() {
+        return Ok(());
+    }
     let presented = headers
         .get(header::PROXY_AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -126,11 +131,13 @@ fn check_inbound_key(headers: &HeaderMap, keys: &[Secret]) -> Result<(), ProxyEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
     use http::Request;
 
     fn server(keys: &[&str], origins: &[&str]) -> ServerSettings {
         ServerSettings {
             listen: "127.0.0.1:8080".parse().expect("addr"),
+            public_url: None,
             inbound_keys: keys.iter().map(|k| Secret::new(*k)).collect(),
             allow_unauthenticated_remote: false,
             allowed_hosts: Some(vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()]),
@@ -245,6 +252,7 @@ mod tests {
     fn inbound_key_is_required_when_configured() {
         let s = server(&["key-one-0123456789", "key-two-0123456789"], &[]);
         let base = || Request::get("/x").header("host", "127.0.0.1");
+        let check = |p: &Parts, s: &ServerSettings| check_inbound_key(&p.headers, s);
         assert_eq!(code(check(&parts(base()), &s)), "inbound_key_required");
         assert_eq!(
             code(check(&parts(base().header("x-proxy-key", "wrong")), &s)),

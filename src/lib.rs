@@ -27,6 +27,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod error;

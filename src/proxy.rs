@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
+use crate::broker::{LocalTokens, Presented};
 use crate::config::Settings;
 use crate::error::ProxyError;
 use crate::forward::{OutboundBody, Upstream, build_request};
@@ -18,7 +19,7 @@ use crate::route::{Api, Route, Target};
 use crate::telemetry::AccessRecord;
 use crate::token::sfmc::SfmcTokenClient;
 use crate::token::{Lease, Outcome, TokenCache};
-use crate::{admin, guard, route, soap, tls};
+use crate::{admin, broker, guard, route, soap, tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -33,6 +34,8 @@ pub struct Proxy {
     settings: Arc<Settings>,
     tokens: TokenCache,
     upstream: Upstream,
+    /// Stand-in tokens the broker issued to SDK tools.
+    locals: LocalTokens,
 }
 
 impl Proxy {
@@ -41,10 +44,12 @@ impl Proxy {
         let source = SfmcTokenClient::new(&settings, tls.clone())?;
         let tokens = TokenCache::new(Arc::new(source), settings.token.refresh_before_expiry);
         let upstream = Upstream::new(&settings.upstream, tls);
+        let locals = LocalTokens::new(settings.broker.token_lifetime);
         Ok(Self {
             settings,
             tokens,
             upstream,
+            locals,
         })
     }
 
@@ -90,13 +95,44 @@ impl Proxy {
         }
         guard::check(&parts, &self.settings.server)?;
         match route::route(&parts, &self.settings)? {
-            Route::Admin => admin::handle(&parts),
-            Route::Api(target) => {
+            Route::Admin => {
+                guard::check_inbound_key(&parts.headers, &self.settings.server)?;
+                admin::handle(&parts)
+            }
+            // The broker authenticates the tool itself, by its local secret.
+            Route::Broker => {
+                let (settings, tokens) = (&self.settings, &self.tokens);
+                Ok(broker::issue(&parts, body, settings, tokens, &self.locals).await)
+            }
+            Route::Api(mut target) => {
                 record.target(&target);
                 match target.api {
-                    Api::Rest => self.forward_rest(parts, body, &target, record).await,
-                    Api::Soap => self.forward_soap(parts, body, &target, record).await,
+                    Api::Rest => {
+                        self.authorise(bearer(&parts.headers), &parts.headers, &mut target)?;
+                        record.target(&target);
+                        self.forward_rest(parts, body, &target, record).await
+                    }
+                    Api::Soap => self.forward_soap(parts, body, target, record).await,
                 }
+            }
+        }
+    }
+
+    /// Who the request is for and whether it may be served: a broker-issued
+    /// local token binds it to its tenant, business unit and scope (and stands
+    /// in for the inbound key); a stale one is refused so the tool
+    /// re-authenticates; anything else needs the inbound key where one is set.
+    fn authorise(
+        &self,
+        presented: Option<&str>,
+        headers: &http::HeaderMap,
+        target: &mut Target,
+    ) -> Result<(), ProxyError> {
+        match presented.map(|token| self.locals.resolve(token)) {
+            Some(Presented::Bound(key)) => target.bind(key, &self.settings),
+            Some(Presented::Invalid) => Err(ProxyError::LocalTokenInvalid),
+            Some(Presented::Foreign) | None => {
+                guard::check_inbound_key(headers, &self.settings.server)
             }
         }
     }
@@ -154,11 +190,15 @@ impl Proxy {
         &self,
         parts: Parts,
         body: Incoming,
-        target: &Target,
+        mut target: Target,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut envelope =
             soap::Envelope::read(body, &parts.headers, self.settings.soap.header_limit).await?;
+        let presented = bearer(&parts.headers).or(envelope.client_token());
+        self.authorise(presented, &parts.headers, &mut target)?;
+        record.target(&target);
+        let target = &target;
         let mut headers = parts.headers;
         strip_request_headers(&mut headers);
         let lease = self.token(target).await?;
@@ -189,6 +229,13 @@ impl Proxy {
             .await
             .map_err(|failure| failure.into_proxy_error(&target.tenant.name))
     }
+}
+
+/// The token in `Authorization: Bearer …`, if the client sent one.
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// SFMC's response as is — status, headers, streamed body — minus hop-by-hop headers.

@@ -19,6 +19,8 @@ pub const ADMIN_PREFIX: &str = "/_proxy";
 
 pub enum Route {
     Admin,
+    /// `POST /v2/token`: the local token broker for SDK tools.
+    Broker,
     Api(Target),
 }
 
@@ -52,10 +54,26 @@ pub struct Target {
     pub path_and_query: PathAndQuery,
 }
 
+impl Target {
+    /// Serves this request as `key` (what a broker-issued local token is bound
+    /// to) instead of what the selectors picked.
+    pub fn bind(&mut self, key: TokenKey, settings: &Settings) -> Result<(), ProxyError> {
+        let tenant = settings
+            .tenant(&key.tenant)
+            .ok_or(ProxyError::LocalTokenInvalid)?;
+        self.tenant = tenant.clone();
+        self.key = key;
+        Ok(())
+    }
+}
+
 pub fn route(parts: &Parts, settings: &Settings) -> Result<Route, ProxyError> {
     let path = parts.uri.path();
     if path == ADMIN_PREFIX || path.starts_with("/_proxy/") {
         return Ok(Route::Admin);
+    }
+    if parts.method == http::Method::POST && path == crate::broker::TOKEN_PATH {
+        return Ok(Route::Broker);
     }
     let by_prefix = tenant_by_prefix(path, settings);
     let tenant = select_tenant(header(&parts.headers, &X_SFMC_TENANT)?, by_prefix, settings)?;

@@ -14,6 +14,7 @@ pub(super) struct RawConfig {
     pub token: RawToken,
     pub upstream: RawUpstream,
     pub soap: RawSoap,
+    pub broker: RawBroker,
     pub tenants: BTreeMap<String, RawTenant>,
 }
 
@@ -21,6 +22,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawServer {
     pub listen: Option<String>,
+    pub public_url: Option<String>,
     pub inbound_keys: Vec<String>,
     pub allow_unauthenticated_remote: bool,
     pub allowed_hosts: Option<Vec<String>>,
@@ -49,6 +51,14 @@ pub(super) struct RawUpstream {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawSoap {
     pub header_limit: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawBroker {
+    pub token_lifetime: Option<String>,
+    /// Tenant name → the local secret SDK tools present for it.
+    pub client_secrets: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

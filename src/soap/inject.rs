@@ -68,6 +68,15 @@ enum EditKind {
 }
 
 impl Plan {
+    /// The text of the `fueloauth` the client sent, if any: a broker-issued
+    /// local token says which tenant and business unit the call is for.
+    pub fn client_token<'a>(&self, head: &'a [u8]) -> Option<&'a [u8]> {
+        self.edits
+            .iter()
+            .find(|edit| edit.kind == EditKind::Token)
+            .and_then(|edit| head.get(edit.range.clone()))
+    }
+
     /// `head` is at least `upto` bytes of the envelope; returns the rewritten `[0, upto)`.
     pub fn apply(&self, head: &[u8], token: &str) -> Vec<u8> {
         let token = escape(token);

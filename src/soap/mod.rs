@@ -82,6 +82,13 @@ impl Envelope {
     }
 
     /// Whether the request can be sent again after a token fault.
+    /// The token the client put in its `fueloauth`, if any (never forwarded).
+    pub fn client_token(&self) -> Option<&str> {
+        self.plan
+            .client_token(&self.held)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+    }
+
     pub fn replayable(&self, limit: usize) -> bool {
         !self.streams && self.held.len() <= limit
     }
@@ -161,9 +168,13 @@ fn is_token_fault(body: &[u8]) -> bool {
 /// The proxy's own error as a SOAP 1.1 Fault, with the same status, code,
 /// message and context as the JSON form (`x-sfmc-proxy-error` included).
 pub fn fault_response(error: ProxyError) -> Response<ProxyBody> {
-    let faultcode = match error.side() {
-        Side::Downstream => "soap:Client",
-        Side::Upstream => "soap:Server",
+    // A stale local token gets SFMC's own `Login failed` Security fault (HTTP
+    // 500), which SOAP tools answer by authenticating again.
+    let local_token_invalid = matches!(error, ProxyError::LocalTokenInvalid);
+    let (faultcode, faultstring) = match error.side() {
+        _ if local_token_invalid => ("soap:Security", "Login failed".to_owned()),
+        Side::Downstream => ("soap:Client", error.to_string()),
+        Side::Upstream => ("soap:Server", error.to_string()),
     };
     let json = error.json_body();
     let mut detail = String::new();
@@ -177,10 +188,13 @@ pub fn fault_response(error: ProxyError) -> Response<ProxyBody> {
     }
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><soap:Fault><faultcode>{faultcode}</faultcode><faultstring>{}</faultstring><detail><sfmcProxyError xmlns=\"urn:sfmc-proxy\">{detail}</sfmcProxyError></detail></soap:Fault></soap:Body></soap:Envelope>",
-        escape(&error.to_string())
+        escape(&faultstring)
     );
     let mut response = error.into_response();
     *response.body_mut() = ProxyBody::full(xml);
+    if local_token_invalid {
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    }
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/xml; charset=utf-8"),

@@ -1,0 +1,81 @@
+//! `[broker]` and `server.public_url`: the settings of the local `/v2/token`
+//! that lets unmodified SDK tools use the proxy (see `crate::broker`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::raw::RawBroker;
+use super::values::{Expander, parse_duration};
+use super::{ConfigError, Secret, ServerSettings, Tenant, invalid};
+
+/// Local tokens last as long as SFMC's server-to-server tokens: SDKs renew
+/// them the same way (FuelSDK when under 300 s remain, sfmc-sdk at expiry).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(1080);
+
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub token_lifetime: Duration,
+    /// Tenant name → the local secret an SDK must present as `client_secret`.
+    pub client_secrets: HashMap<Arc<str>, Secret>,
+    /// Any secret is accepted for a tenant without one: only when nothing
+    /// else guards the proxy either (loopback listener, no inbound keys), so
+    /// the broker never becomes a way around an inbound key.
+    pub accept_any_secret: bool,
+}
+
+pub(super) fn validate(
+    raw: RawBroker,
+    server: &ServerSettings,
+    tenants: &[Arc<Tenant>],
+    ex: &Expander<'_>,
+) -> Result<BrokerSettings, ConfigError> {
+    let token_lifetime = match raw.token_lifetime {
+        Some(text) => parse_duration("broker.token_lifetime", &text)?,
+        None => DEFAULT_TOKEN_LIFETIME,
+    };
+    if token_lifetime < Duration::from_secs(600) {
+        // FuelSDK renews a token with under 300 s left: shorter lifetimes
+        // would make it re-authenticate on nearly every call.
+        return Err(invalid(
+            "broker.token_lifetime",
+            "must be at least 10m (SDKs renew tokens with under 5 minutes left)",
+        ));
+    }
+    let mut client_secrets = HashMap::new();
+    for (name, value) in raw.client_secrets {
+        let key = format!("broker.client_secrets.{name}");
+        let Some(tenant) = tenants.iter().find(|t| *t.name == *name) else {
+            return Err(invalid(key, format!("there is no tenant `{name}`")));
+        };
+        let value = ex.expand(&key, &value)?;
+        if value.len() < 16 {
+            return Err(invalid(
+                key,
+                "a local secret must be at least 16 characters",
+            ));
+        }
+        client_secrets.insert(tenant.name.clone(), Secret::new(value));
+    }
+    Ok(BrokerSettings {
+        token_lifetime,
+        client_secrets,
+        accept_any_secret: server.listen.ip().is_loopback() && server.inbound_keys.is_empty(),
+    })
+}
+
+/// An absolute http(s) URL, returned with exactly one trailing slash: SDKs
+/// append paths (`hub/v1/…`, `Service.asmx`) to it.
+pub(super) fn parse_public_url(text: &str) -> Result<String, ConfigError> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| invalid("server.public_url", format!("`{text}` is not a URL")))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    if !scheme_ok || uri.authority().is_none() || uri.query().is_some() {
+        return Err(invalid(
+            "server.public_url",
+            format!("`{text}` must be an http(s) URL such as \"http://127.0.0.1:8080/\""),
+        ));
+    }
+    Ok(format!("{}/", text.trim_end_matches('/')))
+}

@@ -1,0 +1,332 @@
+//! The local token broker: `POST /v2/token` on the proxy for SDK tools, and
+//! requests that carry its local tokens served with the real token.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::*;
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+async fn local_token(s: &Setup, body: Value) -> String {
+    let reply = s
+        .client
+        .post(&s.proxy, "/v2/token", &[JSON], body.to_string())
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn json_and_form_requests_get_an_sfmc_shaped_local_token() {
+    let s = setup("account_ids = [\"100\", \"200\"]").await;
+    let base = s.proxy.url("/");
+    let json_reply = s
+        .client
+        .post(
+            &s.proxy,
+            "/v2/token",
+            &[JSON],
+            json!({"grant_type": "client_credentials", "client_id": "acme",
+                   "client_secret": "anything", "account_id": 200})
+            .to_string(),
+        )
+        .await;
+    let form_reply = s
+        .client
+        .post(
+            &s.proxy,
+            "/v2/token",
+            &[FORM],
+            "grant_type=client_credentials&client_id=acme&client_secret=x%20y&account_id=100",
+        )
+        .await;
+    for reply in [&json_reply, &form_reply] {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let body = reply.json();
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 1080);
+        assert_eq!(body["rest_instance_url"], base.as_str());
+        assert_eq!(body["soap_instance_url"], base.as_str());
+        assert!(body["scope"].as_str().is_some_and(|s| !s.is_empty()));
+        let token = body["access_token"].as_str().expect("token");
+        assert!(token.starts_with("sfmcproxy_") && token.len() >= 10 + 32);
+        assert_eq!(reply.headers["cache-control"], "no-store");
+    }
+    assert_ne!(
+        json_reply.json()["access_token"],
+        form_reply.json()["access_token"]
+    );
+    assert_eq!(
+        s.fake.token_requests(),
+        2,
+        "one real token per business unit"
+    );
+}
+
+#[tokio::test]
+async fn rest_calls_with_a_local_token_get_the_real_token_of_their_business_unit() {
+    let s = setup("account_ids = [\"100\", \"200\"]").await;
+    let local = local_token(
+        &s,
+        json!({"grant_type": "client_credentials", "client_id": CLIENT_ID,
+               "client_secret": "x", "account_id": "200"}),
+    )
+    .await;
+    // FuelSDK-Python joins its base URL and paths into `//hub/v1/...`.
+    let auth = bearer(&local);
+    let reply = s
+        .client
+        .get(
+            &s.proxy,
+            "//hub/v1/objects?x=%20",
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let echo = reply.json();
+    assert_eq!(echo["path"], "//hub/v1/objects");
+    assert_eq!(echo["query"], "x=%20");
+    assert_eq!(
+        echo["account_id"], "200",
+        "the MID the local token is bound to"
+    );
+    let sent = echo["headers"]["authorization"]
+        .as_str()
+        .expect("a token reached SFMC");
+    assert_ne!(sent, auth, "the local token never reaches SFMC");
+    assert!(!sent.contains("sfmcproxy_"));
+    assert_eq!(
+        s.fake.token_requests(),
+        1,
+        "the broker's real token is reused"
+    );
+}
+
+#[tokio::test]
+async fn real_token_never_reaches_the_client_through_the_broker() {
+    let s = setup("").await;
+    let reply = s
+        .client
+        .post(
+            &s.proxy,
+            "/v2/token",
+            &[FORM],
+            "grant_type=client_credentials&client_id=acme&client_secret=x",
+        )
+        .await;
+    let local = reply.json()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let echo = s
+        .client
+        .get(&s.proxy, "/hub/v1/x", &[("authorization", &bearer(&local))])
+        .await
+        .json();
+    let real = echo["headers"]["authorization"]
+        .as_str()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .expect("the real token, as SFMC saw it");
+    assert!(
+        !reply.text().contains(real),
+        "broker answer holds no real token"
+    );
+    assert!(reply.headers.values().all(|v| {
+        !v.as_bytes()
+            .windows(real.len())
+            .any(|w| w == real.as_bytes())
+    }));
+}
+
+#[tokio::test]
+async fn unknown_or_stale_local_token_is_sfmcs_401_so_tools_authenticate_again() {
+    let s = setup("").await;
+    let reply = s
+        .client
+        .get(
+            &s.proxy,
+            "/hub/v1/x",
+            &[("authorization", "Bearer sfmcproxy_0123456789abcdef")],
+        )
+        .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.proxy_error(), Some("local_token_invalid"));
+    assert_eq!(reply.json()["message"], "Not Authorized");
+    assert_eq!(reply.json()["errorcode"], 0);
+    assert_eq!(s.fake.rest_requests(), 0);
+    assert_eq!(s.fake.token_requests(), 0);
+    // A bearer value that is not the proxy's own is ignored, as before.
+    let foreign = s
+        .client
+        .get(
+            &s.proxy,
+            "/hub/v1/x",
+            &[("authorization", "Bearer whatever")],
+        )
+        .await;
+    assert_eq!(foreign.status, 200);
+}
+
+#[tokio::test]
+async fn wrong_client_unknown_tenant_and_bad_grant_are_refused_like_sfmc() {
+    let s = setup_with(
+        "[broker.client_secrets]\nacme = \"local-secret-0123456789\"\n",
+        "account_ids = [\"100\"]",
+    )
+    .await;
+    let cases = [
+        (
+            "grant_type=client_credentials&client_id=acme&client_secret=wrong",
+            401,
+            "invalid_client",
+            "invalid_client",
+        ),
+        (
+            "grant_type=client_credentials&client_id=nope&client_secret=local-secret-0123456789",
+            401,
+            "invalid_client",
+            "invalid_client",
+        ),
+        (
+            "grant_type=password&client_id=acme&client_secret=local-secret-0123456789",
+            400,
+            "unsupported_grant_type",
+            "unsupported_grant_type",
+        ),
+        (
+            "grant_type=client_credentials&client_id=acme&client_secret=local-secret-0123456789&account_id=999",
+            401,
+            "unauthorized_client",
+            "account_not_allowed",
+        ),
+    ];
+    for (body, status, error, code) in cases {
+        let reply = s.client.post(&s.proxy, "/v2/token", &[FORM], body).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.text());
+        assert_eq!(reply.json()["error"], error, "{body}");
+        assert!(
+            reply.json()["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty())
+        );
+        assert_eq!(reply.proxy_error(), Some(code), "{body}");
+        assert!(!reply.text().contains("local-secret"), "no secret echoed");
+    }
+    assert_eq!(s.fake.token_requests(), 0, "nothing reached SFMC");
+    let ok = s
+        .client
+        .post(
+            &s.proxy,
+            "/v2/token",
+            &[FORM],
+            "grant_type=client_credentials&client_id=acme&client_secret=local-secret-0123456789",
+        )
+        .await;
+    assert_eq!(ok.status, 200);
+}
+
+#[tokio::test]
+async fn sfmc_refusing_the_package_reaches_the_tool_at_authentication() {
+    let s = setup("").await;
+    s.fake.set_token_failure(Some(TokenFailure::Reject {
+        status: 401,
+        error: "invalid_client".into(),
+        description: "Client authentication failed.".into(),
+    }));
+    let reply = s
+        .client
+        .post(
+            &s.proxy,
+            "/v2/token",
+            &[FORM],
+            "grant_type=client_credentials&client_id=acme&client_secret=x",
+        )
+        .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.proxy_error(), Some("token_rejected"));
+    assert_eq!(reply.json()["error"], "invalid_client", "SFMC's own error");
+    assert_eq!(
+        reply.json()["error_description"],
+        "Client authentication failed."
+    );
+}
+
+#[tokio::test]
+async fn with_inbound_keys_the_broker_needs_a_local_secret_and_its_tokens_stand_in_for_the_key() {
+    let key = "inbound-key-0123456789";
+    let open = setup_with(&format!("[server]\ninbound_keys = [\"{key}\"]\n"), "").await;
+    let refused = open
+        .client
+        .post(
+            &open.proxy,
+            "/v2/token",
+            &[FORM],
+            "grant_type=client_credentials&client_id=acme&client_secret=anything",
+        )
+        .await;
+    assert_eq!(refused.status, 401, "no way around the inbound key");
+    assert!(
+        refused.json()["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("broker.client_secrets.acme"))
+    );
+
+    let s = setup_with(
+        &format!(
+            "[server]\ninbound_keys = [\"{key}\"]\n[broker.client_secrets]\nacme = \"local-secret-0123456789\"\n"
+        ),
+        "",
+    )
+    .await;
+    let local = local_token(
+        &s,
+        json!({"grant_type": "client_credentials", "client_id": "acme",
+               "client_secret": "local-secret-0123456789"}),
+    )
+    .await;
+    let with_local = s
+        .client
+        .get(&s.proxy, "/hub/v1/x", &[("authorization", &bearer(&local))])
+        .await;
+    assert_eq!(
+        with_local.status, 200,
+        "a local token stands in for the key"
+    );
+    let without = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(without.proxy_error(), Some("inbound_key_required"));
+}
+
+#[tokio::test]
+async fn public_url_is_what_the_broker_advertises() {
+    let s = setup_with(
+        "[server]\npublic_url = \"http://sfmc-proxy.internal:8080\"\n",
+        "",
+    )
+    .await;
+    let reply = s
+        .client
+        .post(
+            &s.proxy,
+            "/v2/token",
+            &[FORM],
+            "grant_type=client_credentials&client_id=acme&client_secret=x",
+        )
+        .await;
+    assert_eq!(
+        reply.json()["rest_instance_url"],
+        "http://sfmc-proxy.internal:8080/"
+    );
+    assert_eq!(
+        reply.json()["soap_instance_url"],
+        "http://sfmc-proxy.internal:8080/"
+    );
+}
