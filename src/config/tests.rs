@@ -246,3 +246,57 @@ fn the_annotated_example_config_is_valid() {
     assert_eq!(settings.server.listen.to_string(), DEFAULT_LISTEN);
     assert_eq!(&*settings.tenants[0].name, "acme");
 }
+
+#[test]
+fn broker_settings_are_validated_and_default_to_open_only_on_bare_loopback() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(settings.broker.token_lifetime, Duration::from_secs(1080));
+    assert!(
+        settings.broker.accept_any_secret,
+        "loopback, no inbound keys"
+    );
+    assert_eq!(settings.server.public_url, None);
+
+    let keyed = parse(&format!(
+        "[server]\ninbound_keys = [\"${{KEY}}\"]\n{MINIMAL}"
+    ))
+    .expect("valid");
+    assert!(
+        !keyed.broker.accept_any_secret,
+        "inbound keys: the broker needs secrets"
+    );
+
+    let with = parse(&format!(
+        "[server]\npublic_url = \"http://proxy.internal:8080\"\n[broker]\ntoken_lifetime = \"20m\"\n[broker.client_secrets]\nacme = \"${{KEY}}\"\n{MINIMAL}"
+    ))
+    .expect("valid");
+    assert_eq!(
+        with.server.public_url.as_deref(),
+        Some("http://proxy.internal:8080/")
+    );
+    assert_eq!(with.broker.token_lifetime, Duration::from_secs(1200));
+    assert_eq!(
+        with.broker.client_secrets.get("acme").map(Secret::expose),
+        Some("0123456789abcdef0123")
+    );
+    assert!(!format!("{with:?}").contains("0123456789abcdef0123"));
+
+    let cases = [
+        (
+            "[broker.client_secrets]\nnope = \"${KEY}\"\n",
+            "broker.client_secrets.nope",
+        ),
+        (
+            "[broker.client_secrets]\nacme = \"short\"\n",
+            "broker.client_secrets.acme",
+        ),
+        (
+            "[broker]\ntoken_lifetime = \"5m\"\n",
+            "broker.token_lifetime",
+        ),
+        ("[server]\npublic_url = \"ftp://x/\"\n", "server.public_url"),
+    ];
+    for (top, key) in cases {
+        assert_eq!(error_key(&format!("{top}{MINIMAL}")), key, "{top}");
+    }
+}
