@@ -18,6 +18,7 @@
 
 mod instance;
 pub mod sfmc;
+pub mod store;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,0 +1,243 @@
+//! Refresh-token persistence for authorization-code tenants: one JSON file,
+//! one entry per (tenant, business unit), mode 0600.
+//!
+//! Two rules make it safe:
+//! - **Atomic replacement.** A write goes to a temp file in the same directory,
+//!   is fsynced, renamed over the store and the directory fsynced. A crash at
+//!   any instant leaves the old file or the new one, never a torn one, never
+//!   neither.
+//! - **One refresher at a time.** SFMC refresh tokens are single-use, so a
+//!   refresh holds an exclusive lock on `<store>.lock` from reading the refresh
+//!   token to persisting its successor — across processes too (a `token`
+//!   command beside a running proxy).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("token store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("token store {path} is not valid JSON ({message}); move it away and log in again")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+/// The file's content.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StoreFile {
+    version: u32,
+    /// `"tenant"` or `"tenant/MID"` → entry.
+    entries: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    refresh_token: String,
+}
+
+/// The store on disk; cheap to clone, holds only the path.
+#[derive(Debug, Clone)]
+pub struct TokenStore {
+    path: PathBuf,
+}
+
+/// An exclusive hold on the store (released on drop): read, refresh, write.
+pub struct Locked {
+    store: TokenStore,
+    _lock: File,
+}
+
+impl TokenStore {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the lock (blocking: call from `spawn_blocking`).
+    pub fn lock(&self) -> Result<Locked, StoreError> {
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            create_private_dir(dir).map_err(io)?;
+        }
+        let lock_path = self.path.with_extension("lock");
+        let file = private_options()
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io)?;
+        file.lock().map_err(io)?;
+        Ok(Locked {
+            store: self.clone(),
+            _lock: file,
+        })
+    }
+}
+
+impl Locked {
+    pub fn refresh_token(
+        &self,
+        tenant: &str,
+        account_id: Option<&str>,
+    ) -> Result<Option<Secret>, StoreError> {
+        Ok(self
+            .read()?
+            .entries
+            .get(&entry_key(tenant, account_id))
+            .map(|e| Secret::new(e.refresh_token.clone())))
+    }
+
+    /// Persists `refresh_token` as the one for (tenant, MID); durable on return.
+    pub fn save(
+        &self,
+        tenant: &str,
+        account_id: Option<&str>,
+        refresh_token: &str,
+    ) -> Result<(), StoreError> {
+        let mut file = self.read()?;
+        file.version = 1;
+        file.entries.insert(
+            entry_key(tenant, account_id),
+            Entry {
+                refresh_token: refresh_token.to_owned(),
+            },
+        );
+        self.write(&file)
+    }
+
+    /// Forgets (tenant, MID): a revoked login.
+    pub fn remove(&self, tenant: &str, account_id: Option<&str>) -> Result<(), StoreError> {
+        let mut file = self.read()?;
+        if file
+            .entries
+            .remove(&entry_key(tenant, account_id))
+            .is_some()
+        {
+            self.write(&file)?;
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> Result<StoreFile, StoreError> {
+        let path = &self.store.path;
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(StoreFile::default()),
+            Err(source) => Err(StoreError::Io {
+                path: path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn write(&self, file: &StoreFile) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(file).map_err(|e| StoreError::Corrupt {
+            path: self.store.path.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomically(&self.store.path, &bytes, &mut |_| Ok(())).map_err(|source| {
+            StoreError::Io {
+                path: self.store.path.clone(),
+                source,
+            }
+        })
+    }
+}
+
+fn entry_key(tenant: &str, account_id: Option<&str>) -> String {
+    match account_id {
+        Some(mid) => format!("{tenant}/{mid}"),
+        None => tenant.to_owned(),
+    }
+}
+
+/// The steps of an atomic write, named so a test can interrupt each one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Created,
+    Written,
+    Synced,
+    Renamed,
+}
+
+/// Temp file beside `path` (same filesystem, so the rename is atomic), written
+/// and fsynced, renamed over `path`, then the directory fsynced so the rename
+/// itself survives a power cut. `after` runs after each step (tests crash there).
+fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+    after: &mut dyn FnMut(Step) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("store");
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = private_options().write(true).truncate(true).open(&temp)?;
+        after(Step::Created)?;
+        file.write_all(bytes)?;
+        after(Step::Written)?;
+        file.sync_all()?;
+        after(Step::Synced)?;
+        std::fs::rename(&temp, path)?;
+        after(Step::Renamed)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Files only the owner can read: the store holds long-lived credentials.
+fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// `$XDG_STATE_HOME/sfmc-proxy/tokens.json`, else `~/.local/state/sfmc-proxy/tokens.json`.
+pub fn default_path(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let state = env("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| Path::new(&h).join(".local/state"))
+        })?;
+    Some(state.join("sfmc-proxy").join("tokens.json"))
+}
+
+#[cfg(test)]
+mod tests;
