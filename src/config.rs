@@ -15,10 +15,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod broker;
+mod login;
 mod raw;
 mod values;
 
 pub use broker::BrokerSettings;
+pub use login::{AppType, Grant};
 use raw::{RawConfig, RawServer, RawSoap, RawTenant, RawToken, RawUpstream};
 use values::{Expander, parse_duration, parse_http_url, parse_mid};
 pub use values::{is_loopback_host, parse_size};
@@ -102,6 +104,8 @@ pub struct ServerSettings {
 pub struct TokenSettings {
     pub refresh_before_expiry: Duration,
     pub replay_body_limit: usize,
+    /// Refresh tokens of authorization-code tenants (see `token::store`).
+    pub store_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -127,8 +131,12 @@ pub struct Tenant {
     pub name: Arc<str>,
     /// `{auth_url}/v2/token`.
     pub token_url: String,
+    /// `{auth_url}/v2/authorize`, where a user logs in (authorization code).
+    pub authorize_url: String,
     pub client_id: String,
-    pub client_secret: Secret,
+    /// `None` only for a public app, which has none and sends none.
+    pub client_secret: Option<Secret>,
+    pub grant: Grant,
     /// Default business unit (MID); `None` = the BU that owns the package.
     pub account_id: Option<Arc<str>>,
     /// BUs a request may select; `None` = any.
@@ -169,11 +177,18 @@ impl Settings {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         let expander = Expander::new(&env, base_dir);
         let server = validate_server(raw.server, &expander)?;
-        let token = validate_token(raw.token)?;
+        let token = validate_token(raw.token, &expander)?;
         let upstream = validate_upstream(raw.upstream, &expander)?;
         let soap = validate_soap(raw.soap)?;
         let (tenants, default_tenant) = validate_tenants(raw.tenants, &expander)?;
         let broker = broker::validate(raw.broker, &server, &tenants, &expander)?;
+        let needs_store = tenants.iter().any(|t| t.grant != Grant::ClientCredentials);
+        if needs_store && token.store_file.is_none() {
+            return Err(invalid(
+                "token.store_file",
+                "an authorization_code tenant needs a file for its refresh tokens, and neither HOME nor XDG_STATE_HOME is set; set token.store_file",
+            ));
+        }
         Ok(Self {
             server,
             token,
@@ -275,7 +290,7 @@ fn validate_server(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettings, 
     })
 }
 
-fn validate_token(raw: RawToken) -> Result<TokenSettings, ConfigError> {
+fn validate_token(raw: RawToken, ex: &Expander<'_>) -> Result<TokenSettings, ConfigError> {
     let refresh_before_expiry = match raw.refresh_before_expiry {
         Some(text) => parse_duration("token.refresh_before_expiry", &text)?,
         None => Duration::from_secs(120),
@@ -287,6 +302,7 @@ fn validate_token(raw: RawToken) -> Result<TokenSettings, ConfigError> {
     Ok(TokenSettings {
         refresh_before_expiry,
         replay_body_limit,
+        store_file: login::store_file(raw.store_file.as_deref(), ex)?,
     })
 }
 
@@ -395,27 +411,7 @@ fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tena
             "a tenant name may hold only letters, digits, '-' and '_'",
         ));
     }
-    match raw.grant.as_deref() {
-        None | Some("client_credentials") => {}
-        Some("authorization_code") => {
-            return Err(invalid(
-                key("grant"),
-                "\"authorization_code\" (web/public app login) is not supported by this version yet; use an API Integration package with \"client_credentials\"",
-            ));
-        }
-        Some(other) => {
-            return Err(invalid(
-                key("grant"),
-                format!("unknown grant `{other}`; expected \"client_credentials\""),
-            ));
-        }
-    }
-    if raw.app_type.is_some() {
-        return Err(invalid(
-            key("app_type"),
-            "app_type applies only to grant = \"authorization_code\"",
-        ));
-    }
+    let grant = login::validate_grant(name, &raw, ex)?;
     let auth_url_text = ex.expand(&key("auth_url"), &required(raw.auth_url, &key("auth_url"))?)?;
     let auth_url = parse_http_url(&key("auth_url"), &auth_url_text)?;
     let client_id = ex.expand(
@@ -426,8 +422,16 @@ fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tena
         return Err(invalid(key("client_id"), "must not be empty"));
     }
     let client_secret = match (raw.client_secret, raw.client_secret_file) {
-        (Some(secret), None) => ex.expand(&key("client_secret"), &secret)?,
-        (None, Some(file)) => ex.read_secret_file(&key("client_secret_file"), &file)?,
+        // A public app has no secret and must never send one.
+        (Some(_), _) | (_, Some(_)) if grant.is_public() => {
+            return Err(invalid(
+                key("client_secret"),
+                "a public app has no client secret; remove it (or use app_type = \"web\")",
+            ));
+        }
+        (None, None) if grant.is_public() => None,
+        (Some(secret), None) => Some(ex.expand(&key("client_secret"), &secret)?),
+        (None, Some(file)) => Some(ex.read_secret_file(&key("client_secret_file"), &file)?),
         (Some(_), Some(_)) => {
             return Err(invalid(
                 key("client_secret"),
@@ -441,7 +445,7 @@ fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tena
             ));
         }
     };
-    if client_secret.is_empty() {
+    if client_secret.as_ref().is_some_and(String::is_empty) {
         return Err(invalid(key("client_secret"), "must not be empty"));
     }
     let account_ids = match raw.account_ids {
@@ -479,8 +483,10 @@ fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tena
     Ok(Tenant {
         name: Arc::from(name),
         token_url: format!("{auth_url}/v2/token"),
+        authorize_url: format!("{auth_url}/v2/authorize"),
         client_id,
-        client_secret: Secret::new(client_secret),
+        client_secret: client_secret.map(Secret::new),
+        grant,
         account_id: account_id.map(Arc::from),
         account_ids,
         scope: scope.map(Arc::from),

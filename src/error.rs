@@ -82,6 +82,12 @@ pub enum ProxyError {
         "this local token from the proxy's /v2/token is unknown or expired (local tokens live in memory and end with a restart); authenticate again"
     )]
     LocalTokenInvalid,
+    #[error("tenant `{tenant}` needs a person to log in ({reason}); run `{command}`")]
+    LoginRequired {
+        tenant: String,
+        reason: String,
+        command: String,
+    },
 }
 
 /// An error and its causes on one line ("connect failed: connection refused"):
@@ -119,6 +125,7 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::NotFound(_) => "not_found",
             Self::LocalTokenInvalid => "local_token_invalid",
+            Self::LoginRequired { .. } => "login_required",
         }
     }
 
@@ -134,7 +141,9 @@ impl ProxyError {
             Self::TokenRejected { .. }
             | Self::InstanceNotAllowed { .. }
             | Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
-            Self::TokenUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TokenUnavailable { .. } | Self::LoginRequired { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::InboundKeyRequired | Self::LocalTokenInvalid => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -146,6 +155,7 @@ impl ProxyError {
         match self {
             Self::TokenRejected { .. }
             | Self::TokenUnavailable { .. }
+            | Self::LoginRequired { .. }
             | Self::InstanceNotAllowed { .. }
             | Self::UpstreamUnavailable(_)
             | Self::UpstreamTimeout(_) => Side::Upstream,
@@ -181,6 +191,12 @@ impl ProxyError {
             }
             Self::TokenUnavailable { tenant, .. } => {
                 ctx.insert("tenant".into(), json!(tenant));
+            }
+            Self::LoginRequired {
+                tenant, command, ..
+            } => {
+                ctx.insert("tenant".into(), json!(tenant));
+                ctx.insert("command".into(), json!(command));
             }
             _ => {}
         }

@@ -36,6 +36,7 @@ pub(super) struct RawServer {
 pub(super) struct RawToken {
     pub refresh_before_expiry: Option<String>,
     pub replay_body_limit: Option<String>,
+    pub store_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,5 +75,6 @@ pub(super) struct RawTenant {
     pub path_prefix: Option<String>,
     pub grant: Option<String>,
     pub app_type: Option<String>,
+    pub redirect_uri: Option<String>,
     pub default: bool,
 }

@@ -14,6 +14,7 @@ fn env(name: &str) -> Option<String> {
         "ID" => Some("the-client-id".into()),
         "SECRET" => Some("s3cret-value".into()),
         "KEY" => Some("0123456789abcdef0123".into()),
+        "HOME" => Some("/home/test".into()),
         _ => None,
     }
 }
@@ -51,7 +52,14 @@ fn minimal_config_gets_contract_defaults() {
         "https://mc123.auth.marketingcloudapis.com/v2/token"
     );
     assert_eq!(tenant.client_id, "the-client-id");
-    assert_eq!(tenant.client_secret.expose(), "s3cret-value");
+    assert_eq!(
+        tenant
+            .client_secret
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or_default(),
+        "s3cret-value"
+    );
     assert_eq!(
         settings.server.allowed_hosts.as_deref(),
         Some(&["localhost".to_owned(), "127.0.0.1".into(), "[::1]".into()][..])
@@ -213,7 +221,14 @@ fn secret_file_is_read_relative_to_the_config() {
         "client_secret_file = \"secret.txt\"",
     );
     let settings = Settings::from_toml(&text, env, &dir).expect("valid");
-    assert_eq!(settings.tenants[0].client_secret.expose(), "from-file");
+    assert_eq!(
+        settings.tenants[0]
+            .client_secret
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or_default(),
+        "from-file"
+    );
     let missing = MINIMAL.replace(
         "client_secret = \"${SECRET}\"",
         "client_secret_file = \"nope.txt\"",
@@ -298,5 +313,112 @@ fn broker_settings_are_validated_and_default_to_open_only_on_bare_loopback() {
     ];
     for (top, key) in cases {
         assert_eq!(error_key(&format!("{top}{MINIMAL}")), key, "{top}");
+    }
+}
+
+#[test]
+fn authorization_code_tenants_need_an_https_redirect_and_public_apps_no_secret() {
+    let web = parse(&format!(
+        "{MINIMAL}grant = \"authorization_code\"\nredirect_uri = \"https://127.0.0.1:8443/\"\n"
+    ))
+    .expect("web app");
+    assert!(matches!(
+        &web.tenants[0].grant,
+        Grant::AuthorizationCode { app_type: AppType::Web, redirect_uri } if redirect_uri == "https://127.0.0.1:8443/"
+    ));
+    assert!(web.tenants[0].client_secret.is_some());
+    let public = parse(
+        "[tenants.p]\nauth_url = \"https://mc1.auth.marketingcloudapis.com\"\nclient_id = \"id\"\ngrant = \"authorization_code\"\napp_type = \"public\"\nredirect_uri = \"https://127.0.0.1/\"\n",
+    )
+    .expect("public app");
+    assert!(
+        public.tenants[0].client_secret.is_none(),
+        "a public app has no secret"
+    );
+    assert_eq!(
+        public.token.store_file,
+        Some(PathBuf::from(
+            "/home/test/.local/state/sfmc-proxy/tokens.json"
+        ))
+    );
+
+    let cases = [
+        (
+            format!("{MINIMAL}grant = \"authorization_code\"\n"),
+            "tenants.acme.redirect_uri",
+        ),
+        (
+            format!(
+                "{MINIMAL}grant = \"authorization_code\"\nredirect_uri = \"http://127.0.0.1/\"\n"
+            ),
+            "tenants.acme.redirect_uri",
+        ),
+        (
+            format!(
+                "{MINIMAL}grant = \"authorization_code\"\nredirect_uri = \"https://localhost/\"\n"
+            ),
+            "tenants.acme.redirect_uri",
+        ),
+        (
+            format!(
+                "{MINIMAL}grant = \"authorization_code\"\napp_type = \"public\"\nredirect_uri = \"https://127.0.0.1/\"\n"
+            ),
+            "tenants.acme.client_secret",
+        ),
+        (
+            format!("{MINIMAL}app_type = \"web\"\n"),
+            "tenants.acme.app_type",
+        ),
+        (
+            format!("{MINIMAL}grant = \"password\"\n"),
+            "tenants.acme.grant",
+        ),
+    ];
+    for (text, key) in cases {
+        assert_eq!(error_key(&text), key, "{text}");
+    }
+}
+
+#[test]
+fn store_file_defaults_to_the_state_directory() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| (name != "HOME").then(|| env(name)).flatten())
+        }
+    };
+    let at = |pairs| {
+        Settings::from_toml(MINIMAL, env(pairs), Path::new("/etc/p"))
+            .expect("valid")
+            .token
+            .store_file
+    };
+    assert_eq!(
+        at(&[("XDG_STATE_HOME", "/s"), ("HOME", "/h")]),
+        Some(PathBuf::from("/s/sfmc-proxy/tokens.json"))
+    );
+    assert_eq!(
+        at(&[("HOME", "/h")]),
+        Some(PathBuf::from("/h/.local/state/sfmc-proxy/tokens.json"))
+    );
+    assert_eq!(at(&[]), None);
+    let configured = Settings::from_toml(
+        &format!("[token]\nstore_file = \"t.json\"\n{MINIMAL}"),
+        env(&[]),
+        Path::new("/etc/p"),
+    )
+    .expect("valid");
+    assert_eq!(
+        configured.token.store_file,
+        Some(PathBuf::from("/etc/p/t.json"))
+    );
+    let login_without_store =
+        format!("{MINIMAL}grant = \"authorization_code\"\nredirect_uri = \"https://127.0.0.1/\"\n");
+    match Settings::from_toml(&login_without_store, env(&[]), Path::new(".")) {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "token.store_file"),
+        other => panic!("expected token.store_file error, got {other:?}"),
     }
 }

@@ -19,6 +19,11 @@ impl<'a> Expander<'a> {
         Self { env, base_dir }
     }
 
+    /// An environment variable, non-empty.
+    pub fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name).filter(|v| !v.is_empty())
+    }
+
     pub fn expand(&self, key: &str, value: &str) -> Result<String, ConfigError> {
         let mut out = String::with_capacity(value.len());
         let mut rest = value;

@@ -17,6 +17,7 @@
 //! This module knows nothing of HTTP serving; `sfmc` is the `/v2/token` client.
 
 mod instance;
+mod refresh;
 pub mod sfmc;
 pub mod store;
 
@@ -137,6 +138,9 @@ pub enum TokenError {
     InvalidResponse(String),
     /// The instance URL is not one the proxy will send a token to.
     InstanceNotAllowed { url: String, reason: String },
+    /// An authorization-code tenant has no usable refresh token: a person
+    /// must log in (`command`) before the proxy can act for them again.
+    LoginRequired { reason: String, command: String },
 }
 
 impl TokenError {
@@ -155,6 +159,8 @@ impl TokenError {
     fn backoff_schedule(&self) -> (Duration, Duration) {
         match self {
             Self::Unavailable { .. } => (Duration::from_secs(2), Duration::from_secs(60)),
+            // A login elsewhere (the `login` command) writes the store: look again soon.
+            Self::LoginRequired { .. } => (Duration::from_secs(1), Duration::from_secs(5)),
             _ => (Duration::from_secs(5), Duration::from_secs(300)),
         }
     }
@@ -193,6 +199,11 @@ impl TokenFailure {
             TokenError::InstanceNotAllowed { url, reason } => {
                 ProxyError::InstanceNotAllowed { url, reason }
             }
+            TokenError::LoginRequired { reason, command } => ProxyError::LoginRequired {
+                tenant,
+                reason,
+                command,
+            },
         }
     }
 }

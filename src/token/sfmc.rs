@@ -1,4 +1,5 @@
-//! The SFMC `/v2/token` client (client-credentials grant) and its wire types.
+//! The SFMC `/v2/token` client and its wire types: the client-credentials
+//! grant here, the refresh and code grants in `refresh`.
 //!
 //! Sends the documented JSON body, classifies failures (a refusal is not
 //! retried; a connection failure, 5xx or timeout is) and checks the instance
@@ -10,8 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::store::TokenStore;
 use super::{FetchFuture, FetchedToken, InstanceBase, TokenError, TokenKey, TokenSource};
-use crate::config::{Settings, Tenant};
+use crate::config::{Grant, Secret, Settings, Tenant};
 use crate::error::error_chain;
 
 /// Upper bound for one token request: SFMC answers in well under a second, so
@@ -40,6 +42,16 @@ struct TokenResponse {
     rest_instance_url: String,
     #[serde(default)]
     soap_instance_url: Option<String>,
+    /// Web and public apps only.
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// A successful token response: the access token, and the refresh token that
+/// replaces the one just used (authorization-code tenants).
+pub struct Granted {
+    pub token: FetchedToken,
+    pub refresh_token: Option<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +65,8 @@ pub struct SfmcTokenClient {
     http: reqwest::Client,
     tenants: HashMap<Arc<str>, Arc<Tenant>>,
     allowed_instance_hosts: Vec<String>,
+    /// Where authorization-code tenants keep their refresh tokens.
+    pub(super) store: Option<TokenStore>,
 }
 
 impl SfmcTokenClient {
@@ -75,28 +89,46 @@ impl SfmcTokenClient {
             http,
             tenants,
             allowed_instance_hosts: settings.upstream.allowed_instance_hosts.clone(),
+            store: settings.token.store_file.clone().map(TokenStore::new),
         })
     }
 
-    async fn request(&self, key: &TokenKey) -> Result<FetchedToken, TokenError> {
-        let tenant = self
-            .tenants
-            .get(&key.tenant)
+    pub(super) fn tenant(&self, name: &str) -> Result<&Arc<Tenant>, TokenError> {
+        self.tenants
+            .get(name)
             .ok_or_else(|| TokenError::Unavailable {
-                reason: format!("tenant `{}` is not configured", key.tenant),
+                reason: format!("tenant `{name}` is not configured"),
                 retryable: false,
-            })?;
-        let body = ClientCredentialsRequest {
-            grant_type: "client_credentials",
-            client_id: &tenant.client_id,
-            client_secret: tenant.client_secret.expose(),
-            account_id: key.account_id.as_deref(),
-            scope: key.scope.as_deref(),
-        };
+            })
+    }
+
+    async fn request(&self, key: &TokenKey) -> Result<FetchedToken, TokenError> {
+        let tenant = self.tenant(&key.tenant)?;
+        match &tenant.grant {
+            Grant::ClientCredentials => {
+                let body = ClientCredentialsRequest {
+                    grant_type: "client_credentials",
+                    client_id: &tenant.client_id,
+                    client_secret: tenant.client_secret.as_ref().map_or("", Secret::expose),
+                    account_id: key.account_id.as_deref(),
+                    scope: key.scope.as_deref(),
+                };
+                Ok(self.post(tenant, &body).await?.token)
+            }
+            Grant::AuthorizationCode { .. } => self.refresh(tenant, key).await,
+        }
+    }
+
+    /// One `POST {auth_url}/v2/token` with `body`, its answer checked.
+    pub(super) async fn post(
+        &self,
+        tenant: &Tenant,
+        body: &impl Serialize,
+    ) -> Result<Granted, TokenError> {
         let response = self
             .http
             .post(&tenant.token_url)
-            .json(&body)
+            .json(body)
             .send()
             .await
             .map_err(|e| unavailable(&tenant.token_url, &e))?;
@@ -118,7 +150,7 @@ impl SfmcTokenClient {
         }
     }
 
-    fn parse_success(&self, bytes: &[u8]) -> Result<FetchedToken, TokenError> {
+    fn parse_success(&self, bytes: &[u8]) -> Result<Granted, TokenError> {
         let parsed: TokenResponse = serde_json::from_slice(bytes).map_err(|e| {
             TokenError::InvalidResponse(format!(
                 "SFMC's token response is not the expected JSON: {e}"
@@ -142,12 +174,19 @@ impl SfmcTokenClient {
                 "SFMC returned an empty token or zero lifetime".into(),
             ));
         }
-        Ok(FetchedToken {
+        let token = FetchedToken {
             access_token: parsed.access_token,
             expires_in: Duration::from_secs(parsed.expires_in),
             scope: parsed.scope,
             rest_instance,
             soap_instance,
+        };
+        Ok(Granted {
+            token,
+            refresh_token: parsed
+                .refresh_token
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
         })
     }
 }

@@ -226,18 +226,5 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// `$XDG_STATE_HOME/sfmc-proxy/tokens.json`, else `~/.local/state/sfmc-proxy/tokens.json`.
-pub fn default_path(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let state = env("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            env("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| Path::new(&h).join(".local/state"))
-        })?;
-    Some(state.join("sfmc-proxy").join("tokens.json"))
-}
-
 #[cfg(test)]
 mod tests;

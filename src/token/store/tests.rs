@@ -104,24 +104,3 @@ fn corrupt_store_is_an_error_that_says_what_to_do() {
     let error = locked.refresh_token("acme", None).expect_err("corrupt");
     assert!(error.to_string().contains("log in again"));
 }
-
-#[test]
-fn default_path_follows_xdg_state_home_then_home() {
-    let env = |pairs: &'static [(&'static str, &'static str)]| {
-        move |name: &str| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.to_string())
-        }
-    };
-    assert_eq!(
-        default_path(env(&[("XDG_STATE_HOME", "/s"), ("HOME", "/h")])),
-        Some(PathBuf::from("/s/sfmc-proxy/tokens.json"))
-    );
-    assert_eq!(
-        default_path(env(&[("HOME", "/h")])),
-        Some(PathBuf::from("/h/.local/state/sfmc-proxy/tokens.json"))
-    );
-    assert_eq!(default_path(env(&[])), None);
-}

@@ -1,0 +1,157 @@
+//! The authorization-code side of the `/v2/token` client: exchanging a login's
+//! code, and refreshing. SFMC refresh tokens are single-use — each refresh
+//! returns a new pair — so a refresh holds the store's lock from reading the
+//! refresh token to persisting its successor, and the successor is on disk
+//! before the new access token is used. A refusal means the login is over
+//! (revoked, expired, logged out without `offline`): `LoginRequired`.
+
+use serde::Serialize;
+
+use super::sfmc::{Granted, SfmcTokenClient};
+use super::store::{Locked, StoreError};
+use super::{FetchedToken, TokenError, TokenKey};
+use crate::config::{Grant, Secret, Tenant};
+
+#[derive(Serialize)]
+struct RefreshRequest<'a> {
+    grant_type: &'static str,
+    refresh_token: &'a str,
+    client_id: &'a str,
+    /// Web apps only: a public app has no secret and sends none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct CodeRequest<'a> {
+    grant_type: &'static str,
+    code: &'a str,
+    client_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<&'a str>,
+    /// Plain, exactly as registered and as sent to `/v2/authorize`.
+    redirect_uri: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<&'a str>,
+}
+
+impl SfmcTokenClient {
+    pub(super) async fn refresh(
+        &self,
+        tenant: &Tenant,
+        key: &TokenKey,
+    ) -> Result<FetchedToken, TokenError> {
+        let locked = self.lock_store().await?;
+        let account_id = key.account_id.as_deref();
+        let refresh_token = locked
+            .refresh_token(&tenant.name, account_id)
+            .map_err(store_error)?
+            .ok_or_else(|| login_required(tenant, account_id, "no login stored yet"))?;
+        let body = RefreshRequest {
+            grant_type: "refresh_token",
+            refresh_token: refresh_token.expose(),
+            client_id: &tenant.client_id,
+            client_secret: tenant.client_secret.as_ref().map(Secret::expose),
+            scope: key.scope.as_deref(),
+            account_id,
+        };
+        let granted = match self.post(tenant, &body).await {
+            Ok(granted) => granted,
+            Err(TokenError::Rejected {
+                error, description, ..
+            }) => {
+                let why = description.unwrap_or(error);
+                return Err(login_required(
+                    tenant,
+                    account_id,
+                    &format!("SFMC refused the refresh: {why}"),
+                ));
+            }
+            Err(other) => return Err(other),
+        };
+        persist(&locked, tenant, account_id, &granted)?;
+        Ok(granted.token)
+    }
+
+    /// Exchanges a login's `code` and stores the refresh token; returns the
+    /// first access token.
+    pub async fn exchange_code(
+        &self,
+        tenant_name: &str,
+        account_id: Option<&str>,
+        code: &str,
+    ) -> Result<FetchedToken, TokenError> {
+        let tenant = self.tenant(tenant_name)?.clone();
+        let Grant::AuthorizationCode { redirect_uri, .. } = &tenant.grant else {
+            return Err(TokenError::InvalidResponse(format!(
+                "tenant `{tenant_name}` uses client credentials: there is nothing to log in to"
+            )));
+        };
+        let body = CodeRequest {
+            grant_type: "authorization_code",
+            code,
+            client_id: &tenant.client_id,
+            client_secret: tenant.client_secret.as_ref().map(Secret::expose),
+            redirect_uri: redirect_uri.as_str(),
+            scope: tenant.scope.as_deref(),
+            account_id,
+        };
+        let locked = self.lock_store().await?;
+        let granted = self.post(&tenant, &body).await?;
+        persist(&locked, &tenant, account_id, &granted)?;
+        Ok(granted.token)
+    }
+
+    async fn lock_store(&self) -> Result<Locked, TokenError> {
+        let store = self.store.clone().ok_or_else(|| TokenError::Unavailable {
+            reason: "no token store is configured (token.store_file)".into(),
+            retryable: false,
+        })?;
+        // Another process may hold the lock for a refresh: wait off the runtime.
+        tokio::task::spawn_blocking(move || store.lock())
+            .await
+            .map_err(|e| TokenError::Unavailable {
+                reason: format!("token store lock task failed: {e}"),
+                retryable: false,
+            })?
+            .map_err(store_error)
+    }
+}
+
+/// The new refresh token goes to disk before the access token is handed out:
+/// if the process dies right after, the next start still has a usable one.
+fn persist(
+    locked: &Locked,
+    tenant: &Tenant,
+    account_id: Option<&str>,
+    granted: &Granted,
+) -> Result<(), TokenError> {
+    let refresh_token = granted
+        .refresh_token
+        .as_ref()
+        .ok_or_else(|| TokenError::InvalidResponse("SFMC's answer had no refresh_token".into()))?;
+    locked
+        .save(&tenant.name, account_id, refresh_token.expose())
+        .map_err(store_error)
+}
+
+fn login_required(tenant: &Tenant, account_id: Option<&str>, why: &str) -> TokenError {
+    let mid = account_id.map_or(String::new(), |mid| format!(" --account-id {mid}"));
+    TokenError::LoginRequired {
+        reason: why.to_owned(),
+        command: format!("sfmc-proxy login --tenant {}{mid}", tenant.name),
+    }
+}
+
+fn store_error(error: StoreError) -> TokenError {
+    TokenError::Unavailable {
+        reason: error.to_string(),
+        retryable: false,
+    }
+}
