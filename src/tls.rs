@@ -1,6 +1,7 @@
 //! TLS set-up for upstream calls: one crypto provider (aws-lc-rs) and one
 //! client configuration — the system's trust store (Mozilla's roots when the
-//! system has none), plus the certificates of `upstream.ca_file`.
+//! system has none), plus the certificates of `upstream.ca_file`. The same
+//! provider's CSPRNG makes the proxy's own secrets (local tokens, login state).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +23,21 @@ pub enum TlsError {
 pub fn install_crypto_provider() {
     // Err only means one is installed already, which is what we want.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// `bytes` random bytes from the crypto provider's CSPRNG, as lowercase hex.
+pub fn random_hex(bytes: usize) -> Result<String, rustls::Error> {
+    use std::fmt::Write as _;
+    let mut buf = vec![0u8; bytes];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut buf)
+        .map_err(|_| rustls::Error::FailedToGetRandomBytes)?;
+    let mut hex = String::with_capacity(2 * bytes);
+    for byte in buf {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    Ok(hex)
 }
 
 /// The client configuration every upstream connection (token and API) uses.

@@ -3,11 +3,9 @@
 //! scope), held in memory only, and expires like an SFMC token. A request that
 //! presents one is served with the real token of what it is bound to.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use rustls::crypto::SecureRandom;
 use tokio::time::Instant;
 
 use crate::token::TokenKey;
@@ -45,7 +43,6 @@ pub enum IssueError {
 pub struct LocalTokens {
     grants: DashMap<Box<str>, Grant>,
     lifetime: Duration,
-    random: &'static dyn SecureRandom,
 }
 
 struct Grant {
@@ -58,7 +55,6 @@ impl LocalTokens {
         Self {
             grants: DashMap::new(),
             lifetime,
-            random: rustls::crypto::aws_lc_rs::default_provider().secure_random,
         }
     }
 
@@ -76,15 +72,8 @@ impl LocalTokens {
                 return Err(IssueError::Full);
             }
         }
-        let mut bytes = [0u8; RANDOM_BYTES];
-        self.random
-            .fill(&mut bytes)
-            .map_err(|_| IssueError::Random)?;
-        let mut token = String::with_capacity(LOCAL_TOKEN_PREFIX.len() + 2 * RANDOM_BYTES);
-        token.push_str(LOCAL_TOKEN_PREFIX);
-        for byte in bytes {
-            let _ = write!(token, "{byte:02x}");
-        }
+        let random = crate::tls::random_hex(RANDOM_BYTES).map_err(|_| IssueError::Random)?;
+        let token = format!("{LOCAL_TOKEN_PREFIX}{random}");
         let grant = Grant {
             key,
             expires_at: now + self.lifetime,
