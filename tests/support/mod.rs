@@ -3,6 +3,8 @@
 //! queries byte for byte (hyper does not normalise them; reqwest's URL parser would).
 #![allow(dead_code)] // each test file uses a subset
 
+pub mod soap;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 #[allow(unused_imports)]
-pub use sfmc_proxy::fake::{FakeConfig, FakeTenant, InstanceUrlForm, TokenFailure};
+pub use sfmc_proxy::fake::{
+    FakeConfig, FakeTenant, InstanceUrlForm, SoapRequest, TokenFailure, reply_field,
+};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type TestBody = BoxBody<Bytes, BoxError>;
