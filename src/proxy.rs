@@ -157,13 +157,16 @@ impl Proxy {
         target: &Target,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let mut envelope =
-            soap::Envelope::read(body, &parts.headers, self.settings.soap.header_limit).await?;
+        let (limit, replay_limit) = (
+            self.settings.soap.header_limit,
+            self.settings.token.replay_body_limit,
+        );
+        let mut envelope = soap::Envelope::read(body, &parts.headers, limit, replay_limit).await?;
         let mut headers = parts.headers;
         strip_request_headers(&mut headers);
         let lease = self.token(target).await?;
         record.token = Some(lease.outcome);
-        let replayable = envelope.replayable(self.settings.token.replay_body_limit);
+        let replayable = envelope.replayable(replay_limit);
         let replay_headers = replayable.then(|| headers.clone());
         let request = soap_request(&parts.method, target, headers, &lease, &mut envelope)?;
         let (response, token_fault) =
