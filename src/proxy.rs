@@ -62,14 +62,16 @@ impl Proxy {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let mut record = AccessRecord::new(&parts);
+        let soap_shaped = route::soap_shaped(&parts.method, parts.uri.path());
         let response = match self.run(parts, body, &mut record).await {
             Ok(response) => response,
             Err(error) => {
                 record.error = Some(error.code());
-                // A SOAP client understands a Fault, not JSON.
-                match record.api {
-                    Some(Api::Soap) => soap::fault_response(error),
-                    _ => error.into_response(),
+                // A SOAP client understands a Fault, not JSON; before routing
+                // decided, the path tells.
+                match record.api.map_or(soap_shaped, |api| api == Api::Soap) {
+                    true => soap::fault_response(error),
+                    false => error.into_response(),
                 }
             }
         };

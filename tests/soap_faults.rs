@@ -215,3 +215,47 @@ async fn token_fetch_failures_are_soap_faults_with_the_same_information() {
     assert_proxy_fault(&reply, 503, "token_unavailable", "soap:Server");
     assert_eq!(s.fake.soap_requests() + outage.fake.soap_requests(), 0);
 }
+
+/// Errors found before the request is routed (guard, selectors) are faults too
+/// on a SOAP call: a SOAP client reads a Fault, not JSON.
+#[tokio::test]
+async fn guard_and_selector_errors_on_a_soap_call_are_soap_faults_too() {
+    let keys = "[server]\ninbound_keys = [\"inbound-key-0123456789\"]\n";
+    let s = setup_with(keys, "path_prefix = \"/acme\"\naccount_ids = [\"100\"]").await;
+    let key = ("x-proxy-key", "inbound-key-0123456789");
+    let cases: [(&str, &[(&str, &str)], u16, &str); 4] = [
+        (
+            "/Service.asmx",
+            &[key, ("x-sfmc-account-id", "999")],
+            403,
+            "account_not_allowed",
+        ),
+        (
+            "/acme/service.asmx",
+            &[key, ("x-sfmc-tenant", "nope")],
+            400,
+            "bad_request",
+        ),
+        (
+            "/Service.asmx",
+            &[key, ("x-sfmc-tenant", "nope")],
+            400,
+            "unknown_tenant",
+        ),
+        ("/Service.asmx", &[], 401, "inbound_key_required"),
+    ];
+    for (path, extra, status, code) in cases {
+        let headers: Vec<_> = XML.iter().chain(extra).copied().collect();
+        let reply = s.client.post(&s.proxy, path, &headers, envelope("")).await;
+        assert_proxy_fault(&reply, status, code, "soap:Client");
+    }
+    let rest = s
+        .client
+        .get(&s.proxy, "/hub/v1/x", &[key, ("x-sfmc-account-id", "999")])
+        .await;
+    assert_eq!(
+        (rest.status, rest.json()["error"].as_str()),
+        (403, Some("account_not_allowed"))
+    );
+    assert_eq!(s.fake.soap_requests() + s.fake.token_requests(), 0);
+}
