@@ -5,7 +5,6 @@
 mod support;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use support::soap::*;
 use support::*;
 
@@ -72,27 +71,15 @@ async fn small_envelope_sent_in_pieces_is_replayed_too() {
     let length = sent.len().to_string();
     let headers = [XML[0], XML[1], ("content-length", length.as_str())];
     let req = request("POST", &s.proxy, "/Service.asmx", &headers, body);
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<TestBody>();
-    let pending = tokio::spawn(client.request(req));
+    let client = TestClient::http2();
+    let pending = tokio::spawn(async move { client.fetch(req).await });
     for piece in [head, tail] {
         tx.send_data(Bytes::from(piece.to_owned()))
             .await
             .expect("send");
     }
     drop(tx);
-    let response = pending.await.expect("task").expect("response");
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let text = String::from_utf8_lossy(&body);
-    assert_eq!(status, 200, "{text}");
-    assert_eq!(reply_field(&text, "fake:TokenNumber").as_deref(), Some("2"));
+    assert_answered(&pending.await.expect("task"), 2);
     assert_eq!((s.fake.token_requests(), s.fake.soap_requests()), (2, 3));
 }
 
@@ -193,12 +180,7 @@ async fn bad_envelopes_get_a_client_fault_from_the_proxy() {
 #[tokio::test]
 async fn token_fetch_failures_are_soap_faults_with_the_same_information() {
     let s = setup("").await;
-    s.fake.set_token_failure(Some(TokenFailure::Reject {
-        status: 401,
-        error: "invalid_client".into(),
-        description: "Invalid client ID. Use the client ID in Marketing Cloud Installed Packages."
-            .into(),
-    }));
+    s.fake.set_token_failure(Some(invalid_client()));
     let reply = soap(&s, "/Service.asmx", envelope("")).await;
     assert_proxy_fault(&reply, 502, "token_rejected", "soap:Server");
     assert_eq!(field(&reply, "sfmc_error"), "invalid_client");

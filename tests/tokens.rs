@@ -166,12 +166,7 @@ async fn body_over_the_replay_limit_gets_sfmcs_401_and_the_next_request_a_fresh_
 #[tokio::test]
 async fn rejected_token_request_is_a_502_with_sfmcs_error_and_no_hammering() {
     let s = setup("").await;
-    s.fake.set_token_failure(Some(TokenFailure::Reject {
-        status: 401,
-        error: "invalid_client".into(),
-        description: "Invalid client ID. Use the client ID in Marketing Cloud Installed Packages."
-            .into(),
-    }));
+    s.fake.set_token_failure(Some(invalid_client()));
     for _ in 0..5 {
         let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
         assert_eq!(reply.status, 502);

@@ -55,6 +55,16 @@ pub fn tenant_section(name: &str, fake: &FakeTenant, extra: &str) -> String {
     )
 }
 
+/// SFMC's refusal of a wrong client ID, for `set_token_failure`.
+pub fn invalid_client() -> TokenFailure {
+    TokenFailure::Reject {
+        status: 401,
+        error: "invalid_client".into(),
+        description: "Invalid client ID. Use the client ID in Marketing Cloud Installed Packages."
+            .into(),
+    }
+}
+
 /// A tenant `acme` whose auth endpoint is `auth_url` (for hand-made endpoints).
 pub fn tenant_at(auth_url: &str) -> String {
     format!(
@@ -210,6 +220,15 @@ impl TestClient {
     pub fn new() -> Self {
         Self {
             inner: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// A client that speaks HTTP/2 without TLS (h2c, prior knowledge).
+    pub fn http2() -> Self {
+        Self {
+            inner: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
         }
     }
 

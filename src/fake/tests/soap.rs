@@ -26,6 +26,20 @@ async fn token_text(fake: &FakeTenant, body: &Value) -> String {
     reply["access_token"].as_str().expect("token").to_owned()
 }
 
+/// A Retrieve envelope carrying a newly issued token.
+async fn with_new_token(fake: &FakeTenant) -> String {
+    envelope(Some(&fuel(&token_text(fake, &creds()).await)), "Subscriber")
+}
+
+/// Posts `body`, expecting a fault with this faultstring.
+async fn assert_refused(fake: &FakeTenant, body: &str, faultstring: &str, context: &str) {
+    assert_fault(
+        &soap(fake, "/Service.asmx", body).await,
+        faultstring,
+        context,
+    );
+}
+
 fn field(got: &Got, name: &str) -> String {
     let xml = String::from_utf8_lossy(&got.2);
     reply_field(&xml, name).unwrap_or_else(|| panic!("no <{name}> in {xml}"))
@@ -116,18 +130,14 @@ async fn missing_unknown_revoked_misplaced_or_doubled_tokens_fail_login() {
         ("in the body", in_body),
     ];
     for (case, body) in &cases {
-        let got = soap(&fake, "/Service.asmx", body).await;
-        assert_fault(&got, "Login failed", case);
-        assert!(String::from_utf8_lossy(&got.2).contains(">q0:Security</faultcode>"));
+        assert_refused(&fake, body, "Login failed", case).await;
     }
     let valid = envelope(Some(&fuel(&token)), "Subscriber");
     assert_eq!(soap(&fake, "/Service.asmx", &valid).await.0, 200);
     fake.revoke_all_tokens();
-    assert_fault(
-        &soap(&fake, "/Service.asmx", &valid).await,
-        "Login failed",
-        "revoked",
-    );
+    let got = soap(&fake, "/Service.asmx", &valid).await;
+    assert_fault(&got, "Login failed", "revoked");
+    assert!(String::from_utf8_lossy(&got.2).contains(">q0:Security</faultcode>"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -137,28 +147,14 @@ async fn expired_tokens_get_token_expired() {
         ..FakeConfig::default()
     })
     .await;
-    let first = envelope(
-        Some(&fuel(&token_text(&fake, &creds()).await)),
-        "Subscriber",
-    );
+    let first = with_new_token(&fake).await;
     assert_eq!(soap(&fake, "/Service.asmx", &first).await.0, 200);
     tokio::time::advance(Duration::from_secs(61)).await;
-    assert_fault(
-        &soap(&fake, "/Service.asmx", &first).await,
-        "Token Expired",
-        "lifetime",
-    );
-    let second = envelope(
-        Some(&fuel(&token_text(&fake, &creds()).await)),
-        "Subscriber",
-    );
+    assert_refused(&fake, &first, "Token Expired", "lifetime").await;
+    let second = with_new_token(&fake).await;
     assert_eq!(soap(&fake, "/Service.asmx", &second).await.0, 200);
     fake.expire_all_tokens();
-    assert_fault(
-        &soap(&fake, "/Service.asmx", &second).await,
-        "Token Expired",
-        "early",
-    );
+    assert_refused(&fake, &second, "Token Expired", "early").await;
     let auth = format!("Bearer {}", token_text(&fake, &creds()).await);
     assert_eq!(
         get(&fake, "/hub/v1/x", &auth).await.0,
@@ -170,16 +166,9 @@ async fn expired_tokens_get_token_expired() {
 #[tokio::test]
 async fn rate_limited_on_demand_and_bad_bodies_are_faults() {
     let fake = start(FakeConfig::default()).await;
-    let valid = envelope(
-        Some(&fuel(&token_text(&fake, &creds()).await)),
-        "Subscriber",
-    );
+    let valid = with_new_token(&fake).await;
     fake.set_soap_rate_limited(true);
-    assert_fault(
-        &soap(&fake, "/Service.asmx", &valid).await,
-        "Rate Limited",
-        "on",
-    );
+    assert_refused(&fake, &valid, "Rate Limited", "on").await;
     fake.set_soap_rate_limited(false);
     assert_eq!(soap(&fake, "/Service.asmx", &valid).await.0, 200);
     for (case, body) in [
