@@ -11,6 +11,17 @@ use bytes::Bytes;
 use support::soap::*;
 use support::*;
 
+/// An envelope shape: the case, what is sent before the token's place, the
+/// placeholder there, what is sent after it, and what SFMC must receive around
+/// the token in its place (empty for a replaced token, the inserted elements' tags else).
+type Shape = (
+    &'static str,
+    String,
+    &'static str,
+    String,
+    (&'static str, &'static str),
+);
+
 #[tokio::test]
 async fn token_goes_into_the_header_whatever_its_shape_and_nothing_else_changes() {
     let s = setup("").await;
@@ -25,8 +36,7 @@ async fn token_goes_into_the_header_whatever_its_shape_and_nothing_else_changes(
     let soap12 = "<?xml version=\"1.0\" encoding=\"utf-8\"?><!-- é --><Envelope xmlns=\"http://www.w3.org/2003/05/soap-envelope\">";
     let soap12_body = "\n<Body><RetrieveRequestMsg xmlns=\"http://exacttarget.com/wsdl/partnerAPI\"><RetrieveRequest><ObjectType>Subscriber</ObjectType><Filter><![CDATA[<a & b>]]></Filter><Name>Zoë &amp; 日本</Name></RetrieveRequest></RetrieveRequestMsg></Body></Envelope>\n";
     let inserted = (FUEL_OPEN, "</fueloauth>");
-    // (case, sent before the token's place, placeholder, sent after it, what wraps the token)
-    let cases: [(&str, String, &str, String, (&str, &str)); 9] = [
+    let cases: [Shape; 9] = [
         (
             "no Header",
             s11.clone(),

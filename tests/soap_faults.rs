@@ -8,6 +8,8 @@ use bytes::Bytes;
 use support::soap::*;
 use support::*;
 
+type Header = (&'static str, &'static str);
+
 /// An envelope whose Header follows the Body (held whole by the proxy).
 fn header_after_body(body: &str) -> String {
     format!(
@@ -205,7 +207,8 @@ async fn guard_and_selector_errors_on_a_soap_call_are_soap_faults_too() {
     let keys = "[server]\ninbound_keys = [\"inbound-key-0123456789\"]\n";
     let s = setup_with(keys, "path_prefix = \"/acme\"\naccount_ids = [\"100\"]").await;
     let key = ("x-proxy-key", "inbound-key-0123456789");
-    let cases: [(&str, &[(&str, &str)], u16, &str); 4] = [
+    // (path, extra headers, status, code)
+    let cases: [(&str, &[Header], u16, &str); 4] = [
         (
             "/Service.asmx",
             &[key, ("x-sfmc-account-id", "999")],
