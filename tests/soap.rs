@@ -1,7 +1,6 @@
 //! SOAP through the proxy, end to end: the token lands in the envelope whatever
 //! its shape and every other byte reaches SFMC as sent; routing, headers and
-//! streaming as for REST; SFMC's token faults replayed once, other faults
-//! passed on; the proxy's own errors answered as SOAP faults.
+//! streaming as for REST. Faults (SFMC's and the proxy's) are in `soap_faults.rs`.
 
 mod support;
 
