@@ -67,14 +67,16 @@ impl Proxy {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let mut record = AccessRecord::new(&parts);
+        let soap_shaped = route::soap_shaped(&parts.method, parts.uri.path());
         let response = match self.run(parts, body, &mut record).await {
             Ok(response) => response,
             Err(error) => {
                 record.error = Some(error.code());
-                // A SOAP client understands a Fault, not JSON.
-                match record.api {
-                    Some(Api::Soap) => soap::fault_response(error),
-                    _ => error.into_response(),
+                // A SOAP client understands a Fault, not JSON; before routing
+                // decided, the path tells.
+                match record.api.map_or(soap_shaped, |api| api == Api::Soap) {
+                    true => soap::fault_response(error),
+                    false => error.into_response(),
                 }
             }
         };
@@ -193,8 +195,11 @@ impl Proxy {
         mut target: Target,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let mut envelope =
-            soap::Envelope::read(body, &parts.headers, self.settings.soap.header_limit).await?;
+        let (limit, replay_limit) = (
+            self.settings.soap.header_limit,
+            self.settings.token.replay_body_limit,
+        );
+        let mut envelope = soap::Envelope::read(body, &parts.headers, limit, replay_limit).await?;
         let presented = bearer(&parts.headers).or(envelope.client_token());
         self.authorise(presented, &parts.headers, &mut target)?;
         record.target(&target);
@@ -203,7 +208,7 @@ impl Proxy {
         strip_request_headers(&mut headers);
         let lease = self.token(target).await?;
         record.token = Some(lease.outcome);
-        let replayable = envelope.replayable(self.settings.token.replay_body_limit);
+        let replayable = envelope.replayable(replay_limit);
         let replay_headers = replayable.then(|| headers.clone());
         let request = soap_request(&parts.method, target, headers, &lease, &mut envelope)?;
         let (response, token_fault) =

@@ -180,6 +180,15 @@ fn select_tenant(
     }
 }
 
+/// Whether a request looks like a SOAP call before it is routed: a POST whose
+/// path (a tenant prefix included) ends in `/Service.asmx`, in any case. Errors
+/// found before routing (guard, selectors) are then answered as SOAP faults.
+pub fn soap_shaped(method: &http::Method, path: &str) -> bool {
+    let (path, soap) = (path.as_bytes(), SOAP_PATH.as_bytes());
+    let tail = path.get(path.len().saturating_sub(soap.len())..);
+    method == http::Method::POST && tail.is_some_and(|tail| tail.eq_ignore_ascii_case(soap))
+}
+
 /// SOAP if it is a POST to `/Service.asmx` in any case (FuelSDK-Python posts
 /// `/service.asmx`); SFMC's path is then written the way SFMC spells it.
 fn classify(method: &http::Method, pq: PathAndQuery) -> Result<(Api, PathAndQuery), ProxyError> {

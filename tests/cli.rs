@@ -195,3 +195,76 @@ async fn serve_refuses_a_port_in_use_with_exit_1() {
         stderr(&output)
     );
 }
+
+#[tokio::test]
+async fn demo_checks_rest_and_soap_and_prints_a_soap_curl_line_that_works() {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("demo starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let mut printed = Vec::new();
+    // The demo prints its self-check, then the lines to try, then waits.
+    while let Some(line) = lines.next_line().await.expect("read stdout") {
+        let done = line.contains("Press Ctrl-C");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let text = printed.join("\n");
+    assert!(text.contains("POST /Service.asmx [SOAPAction: Retrieve, no token in the envelope] -> 200; OverallStatus OK, 2 results; the fake SFMC found token #1 for MID 100"), "{text}");
+    assert!(
+        text.contains("token requests sent to SFMC: 2 for 4 calls"),
+        "{text}"
+    );
+    let self_check: Vec<&str> = printed
+        .iter()
+        .filter(|l| l.contains(" -> "))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(self_check.len(), 4, "{text}");
+    assert!(self_check.iter().all(|l| l.contains("-> 200")), "{text}");
+    assert!(!text.contains("fake-client-secret"), "no secret printed");
+    // The printed heredoc, pasted into a shell, posts this envelope to this URL.
+    let curl = printed
+        .iter()
+        .position(|l| l.ends_with("<<'XML'"))
+        .expect("SOAP curl line");
+    let end = curl
+        + printed[curl..]
+            .iter()
+            .position(|l| l == "XML")
+            .expect("heredoc end");
+    let url = printed[curl].split_whitespace().nth(2).expect("URL");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/Service.asmx"),
+        "{url}"
+    );
+    let envelope = printed[curl + 1..end].join("\n");
+    let req = http::Request::post(url)
+        .header("content-type", "text/xml; charset=utf-8")
+        .header("soapaction", "Retrieve")
+        .body(full(envelope))
+        .expect("request");
+    let reply = TestClient::new().fetch(req).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply_field(&reply.text(), "OverallStatus").as_deref(),
+        Some("OK")
+    );
+    // The same proxy serves REST, with the business unit picked per request.
+    let rest = http::Request::get(url.replace("/Service.asmx", "/hub/v1/demo?$top=1"))
+        .header("x-sfmc-account-id", "200")
+        .body(empty())
+        .expect("request");
+    let echo = TestClient::new().fetch(rest).await;
+    assert_eq!(echo.status, 200, "{}", echo.text());
+    assert_eq!(echo.json()["path"], "/hub/v1/demo");
+    assert_eq!(echo.json()["query"], "$top=1");
+    assert_eq!(echo.json()["account_id"], "200");
+}

@@ -248,22 +248,13 @@ async fn health_answers_and_unknown_admin_paths_are_not_forwarded() {
 #[tokio::test]
 async fn http2_clients_are_served_too() {
     let s = setup("").await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<TestBody>();
-    let response = client
-        .request(request("GET", &s.proxy, "/hub/v1/h2?x=%20", &[], empty()))
-        .await
-        .expect("h2c request");
+    let response = TestClient::http2()
+        .send(request("GET", &s.proxy, "/hub/v1/h2?x=%20", &[], empty()))
+        .await;
     assert_eq!(response.version(), http::Version::HTTP_2);
     assert_eq!(response.status(), 200);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let echo: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let body = response.into_body().collect().await.expect("body");
+    let echo: serde_json::Value = serde_json::from_slice(&body.to_bytes()).expect("json");
     assert_eq!(echo["path"], "/hub/v1/h2");
     assert_eq!(echo["query"], "x=%20");
 }

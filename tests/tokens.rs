@@ -166,12 +166,7 @@ async fn body_over_the_replay_limit_gets_sfmcs_401_and_the_next_request_a_fresh_
 #[tokio::test]
 async fn rejected_token_request_is_a_502_with_sfmcs_error_and_no_hammering() {
     let s = setup("").await;
-    s.fake.set_token_failure(Some(TokenFailure::Reject {
-        status: 401,
-        error: "invalid_client".into(),
-        description: "Invalid client ID. Use the client ID in Marketing Cloud Installed Packages."
-            .into(),
-    }));
+    s.fake.set_token_failure(Some(invalid_client()));
     for _ in 0..5 {
         let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
         assert_eq!(reply.status, 502);
@@ -247,7 +242,8 @@ async fn token_for_a_foreign_instance_host_is_never_used() {
     assert!(!reply.text().contains("must-not-leave"));
 }
 
-/// The three instance-URL forms SFMC uses, over https with a CA given by `ca_file`.
+/// The three instance-URL forms SFMC uses, over https with a CA given by
+/// `ca_file`, for REST and for SOAP (`soap_instance_url` + `Service.asmx`).
 #[tokio::test]
 async fn instance_url_forms_all_work_over_https_with_ca_file() {
     let dir = temp_dir("tls");
@@ -281,6 +277,13 @@ async fn instance_url_forms_all_work_over_https_with_ca_file() {
             "HTTP/2.0",
             "HTTP/2 negotiated by ALPN"
         );
+        let envelope = soap::envelope("");
+        let reply = TestClient::new()
+            .post(&proxy, "/Service.asmx", &soap::XML, envelope)
+            .await;
+        soap::assert_answered(&reply, 1);
+        let seen = fake.last_soap_request().expect("SOAP reached the instance");
+        assert_eq!(seen.path_and_query, "/Service.asmx", "{form:?}");
     }
     let _ = std::fs::remove_dir_all(dir);
 }

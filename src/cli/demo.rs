@@ -1,5 +1,6 @@
 //! `sfmc-proxy demo`: the embedded fake SFMC tenant, the proxy in front of it,
-//! a short self-check through the proxy, and curl lines to try by hand.
+//! a short self-check through the proxy (REST and SOAP), and curl lines to try
+//! by hand.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,10 +10,21 @@ use serde_json::Value;
 
 use super::{Failure, bind, build, runtime, shutdown_signal, usage};
 use crate::config::Settings;
-use crate::fake::{FakeConfig, FakeTenant};
+use crate::fake::{FakeConfig, FakeTenant, reply_field};
 
 const ROWSET_PATH: &str =
     "/hub/v1/dataevents/key:DemoDE/rowset?$filter=Email%20eq%20%27a@example.com%27";
+/// A SOAP Retrieve with no token in it (README's SOAP example): the proxy adds it.
+const SOAP_RETRIEVE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">
+  <s:Body>
+    <RetrieveRequestMsg xmlns="http://exacttarget.com/wsdl/partnerAPI">
+      <RetrieveRequest><ObjectType>Subscriber</ObjectType>
+        <Properties>EmailAddress</Properties><Properties>SubscriberKey</Properties>
+      </RetrieveRequest>
+    </RetrieveRequestMsg>
+  </s:Body>
+</s:Envelope>"#;
 
 pub(super) async fn run(listen: SocketAddr) -> Result<(), Failure> {
     let fake_config = FakeConfig::default();
@@ -37,7 +49,7 @@ pub(super) async fn run(listen: SocketAddr) -> Result<(), Failure> {
     let server = tokio::spawn(crate::server::serve(listener, proxy, shutdown_signal()));
     println!("sfmc-proxy demo");
     println!(
-        "  fake SFMC tenant  {} (auth and REST host; client_id {client_id})",
+        "  fake SFMC tenant  {} (auth, REST and SOAP host; client_id {client_id})",
         fake.auth_url()
     );
     println!(
@@ -52,7 +64,11 @@ pub(super) async fn run(listen: SocketAddr) -> Result<(), Failure> {
 
 async fn self_check(addr: SocketAddr, fake: &FakeTenant) {
     println!("Self-check through the proxy:");
-    let client = reqwest::Client::new();
+    // Straight to the loopback proxy, never through an HTTP_PROXY from the environment.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_default();
     let base = format!("http://{addr}");
     let calls: [(&str, Option<&str>); 3] = [
         (ROWSET_PATH, None),
@@ -79,10 +95,39 @@ async fn self_check(addr: SocketAddr, fake: &FakeTenant) {
         let selector = mid.map_or(String::new(), |m| format!(" [X-SFMC-Account-Id: {m}]"));
         println!("  GET {path}{selector} -> {line}");
     }
+    println!("  {}", soap_check(&client, &base).await);
     println!(
-        "  token requests sent to SFMC: {} for 3 calls (one per business unit)\n",
+        "  token requests sent to SFMC: {} for 4 calls (one per business unit; SOAP shares REST's token)\n",
         fake.token_requests()
     );
+}
+
+/// One SOAP Retrieve through the proxy, described in a line.
+async fn soap_check(client: &reqwest::Client, base: &str) -> String {
+    let request = client
+        .post(format!("{base}/Service.asmx"))
+        .header("Content-Type", "text/xml; charset=utf-8")
+        .header("SOAPAction", "Retrieve")
+        .body(SOAP_RETRIEVE);
+    let outcome = match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let xml = response.text().await.unwrap_or_default();
+            let field = |name| reply_field(&xml, name).unwrap_or_else(|| "?".to_owned());
+            match reply_field(&xml, "faultstring") {
+                Some(fault) => format!("{status}; SOAP fault: {fault}"),
+                None => format!(
+                    "{status}; OverallStatus {}, {} results; the fake SFMC found token #{} for MID {} in the envelope",
+                    field("OverallStatus"),
+                    xml.matches("<Results ").count(),
+                    field("fake:TokenNumber"),
+                    field("fake:AccountId"),
+                ),
+            }
+        }
+        Err(error) => format!("failed: {error}"),
+    };
+    format!("POST /Service.asmx [SOAPAction: Retrieve, no token in the envelope] -> {outcome}")
 }
 
 fn print_try_lines(addr: SocketAddr) {
@@ -96,5 +141,10 @@ fn print_try_lines(addr: SocketAddr) {
         "  curl -s -H 'X-SFMC-Account-Id: 999' http://{addr}/asset/v1/content/assets   # 403 account_not_allowed"
     );
     println!("  curl -s http://{addr}/_proxy/health");
+    // Unindented: a heredoc's closing `XML` must start its line.
+    println!("\nSOAP (the proxy puts the token into the envelope's Header):");
+    println!(
+        "curl -s http://{addr}/Service.asmx -H 'Content-Type: text/xml; charset=utf-8' -H 'SOAPAction: Retrieve' --data-binary @- <<'XML'\n{SOAP_RETRIEVE}\nXML"
+    );
     println!("\nPress Ctrl-C to stop.");
 }

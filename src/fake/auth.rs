@@ -1,6 +1,80 @@
-//! The fake's auth host: `POST /v2/token` with SFMC's answers and errors.
+//! The fake's auth host: `POST /v2/token` with SFMC's answers and errors, and
+//! the book of tokens it issued, which the REST and SOAP instances check.
 
 use super::*;
+
+/// A token the fake issued, as the instances see it.
+#[derive(Clone)]
+pub(super) struct Issued {
+    pub(super) number: usize,
+    pub(super) account_id: String,
+    pub(super) scope: String,
+    issued_at: Instant,
+    revoked: bool,
+    /// Set by `expire_all_tokens`: expired before its time, as SFMC's may be.
+    expired: bool,
+}
+
+/// Why an instance refuses a token (SOAP tells expiry apart; REST does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Never issued here, or revoked.
+    Unknown,
+    Expired,
+}
+
+impl State {
+    pub(super) fn issue(&self, account_id: String, scope: String) -> String {
+        let random: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
+            .take(64)
+            .collect();
+        let mut tokens = lock(&self.tokens);
+        let number = tokens.len() + 1;
+        let token = format!("fake-{number}-{}", hex(&random));
+        let issued = Issued {
+            number,
+            account_id,
+            scope,
+            issued_at: Instant::now(),
+            revoked: false,
+            expired: false,
+        };
+        tokens.insert(token.clone(), issued);
+        token
+    }
+
+    /// The issued token `token`, if it is unrevoked and unexpired.
+    pub(super) fn check(&self, token: &str) -> Result<Issued, Refusal> {
+        let tokens = lock(&self.tokens);
+        let issued = tokens.get(token).ok_or(Refusal::Unknown)?;
+        let lifetime = Duration::from_secs(self.expires_in);
+        if issued.revoked {
+            Err(Refusal::Unknown)
+        } else if issued.expired || issued.issued_at.elapsed() >= lifetime {
+            Err(Refusal::Expired)
+        } else {
+            Ok(issued.clone())
+        }
+    }
+
+    /// The valid token a REST request carries as `Authorization: Bearer`.
+    pub(super) fn authorize(&self, headers: &HeaderMap) -> Option<Issued> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        let bearer = scheme.eq_ignore_ascii_case("bearer");
+        bearer.then(|| self.check(token.trim()).ok()).flatten()
+    }
+
+    /// From now on every token issued so far is refused for this reason.
+    pub(super) fn refuse_all(&self, refusal: Refusal) {
+        for issued in lock(&self.tokens).values_mut() {
+            match refusal {
+                Refusal::Unknown => issued.revoked = true,
+                Refusal::Expired => issued.expired = true,
+            }
+        }
+    }
+}
 
 pub(super) async fn token_endpoint(req: Request<Incoming>, state: &State) -> Reply {
     if req.method() != Method::POST {

@@ -4,14 +4,16 @@
 //! (`POST /v2/token`: client credentials, SFMC's token and error bodies, failure
 //! on demand) and the REST instance (SFMC's 401 without a valid Bearer token,
 //! else an echo of the method, byte-exact path and query, headers, and the body's
-//! length and SHA-256, hashed as it streams). `/fake/*` paths stream, hold back or
-//! shape responses. It owns its accept loop, its counters and the tokens it issued.
+//! length and SHA-256, hashed as it streams), which also answers SOAP at
+//! `/Service.asmx` (the `fueloauth` checked, SFMC's faults, a Retrieve-style
+//! answer). `/fake/*` paths stream, hold back or shape responses. It owns its
+//! accept loop, its counters and the tokens it issued.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -35,11 +37,13 @@ use tokio_rustls::TlsAcceptor;
 
 mod auth;
 mod instance;
+mod soap;
 #[cfg(test)]
 mod tests;
 
-use auth::token_endpoint;
+use auth::{Issued, Refusal, token_endpoint};
 use instance::instance;
+pub use soap::{SoapRequest, reply_field};
 
 type FakeBody = BoxBody<Bytes, Infallible>;
 type Reply = Response<FakeBody>;
@@ -104,15 +108,6 @@ pub enum TokenFailure {
     Hang,
 }
 
-#[derive(Clone)]
-struct Issued {
-    number: usize,
-    account_id: String,
-    scope: String,
-    issued_at: Instant,
-    revoked: bool,
-}
-
 #[derive(Default)]
 struct State {
     client_id: String,
@@ -121,6 +116,9 @@ struct State {
     instance_url: String,
     token_requests: AtomicUsize,
     rest_requests: AtomicUsize,
+    soap_requests: AtomicUsize,
+    soap_rate_limited: AtomicBool,
+    last_soap: Mutex<Option<SoapRequest>>,
     /// Body (as JSON) and content type of the last `/v2/token` request.
     last_token: Mutex<Option<(Value, Option<String>)>>,
     failure: Mutex<Option<TokenFailure>>,
@@ -134,36 +132,6 @@ struct State {
 impl State {
     async fn stopped(&self) {
         let _ = self.stop.subscribe().wait_for(|stop| *stop).await;
-    }
-
-    fn issue(&self, account_id: String, scope: String) -> String {
-        let random: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
-            .take(64)
-            .collect();
-        let mut tokens = lock(&self.tokens);
-        let number = tokens.len() + 1;
-        let token = format!("fake-{number}-{}", hex(&random));
-        let (issued_at, revoked) = (Instant::now(), false);
-        let issued = Issued {
-            number,
-            account_id,
-            scope,
-            issued_at,
-            revoked,
-        };
-        tokens.insert(token.clone(), issued);
-        token
-    }
-
-    /// The issued, unrevoked, unexpired token the request carries.
-    fn authorize(&self, headers: &HeaderMap) -> Option<Issued> {
-        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, token) = value.split_once(' ')?;
-        let tokens = lock(&self.tokens);
-        let issued = tokens.get(token.trim())?;
-        let alive = issued.issued_at.elapsed() < Duration::from_secs(self.expires_in);
-        let valid = scheme.eq_ignore_ascii_case("bearer") && alive && !issued.revoked;
-        valid.then(|| issued.clone())
     }
 }
 
@@ -235,16 +203,35 @@ impl FakeTenant {
         *lock(&self.state.failure) = failure;
     }
 
-    /// Every token issued so far gets SFMC's 401 from now on.
+    /// Every token issued so far gets SFMC's 401 (SOAP: `Login failed`) from now on.
     pub fn revoke_all_tokens(&self) {
-        lock(&self.state.tokens)
-            .values_mut()
-            .for_each(|t| t.revoked = true);
+        self.state.refuse_all(Refusal::Unknown);
     }
 
-    /// Requests to any path but `/v2/token`, unauthorised ones included.
+    /// Every token issued so far is expired from now on, ahead of its
+    /// `expires_in` (SFMC's may be): REST gets the 401, SOAP `Token Expired`.
+    pub fn expire_all_tokens(&self) {
+        self.state.refuse_all(Refusal::Expired);
+    }
+
+    /// Requests to any path but `/v2/token` and `/Service.asmx`, unauthorised ones included.
     pub fn rest_requests(&self) -> usize {
         self.state.rest_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests to `/Service.asmx` (any case), faulted ones included.
+    pub fn soap_requests(&self) -> usize {
+        self.state.soap_requests.load(Ordering::SeqCst)
+    }
+
+    /// The last SOAP request as it reached the fake: what SFMC would see.
+    pub fn last_soap_request(&self) -> Option<SoapRequest> {
+        lock(&self.state.last_soap).clone()
+    }
+
+    /// While on, SOAP requests with a valid token get SFMC's `Rate Limited` fault.
+    pub fn set_soap_rate_limited(&self, on: bool) {
+        self.state.soap_rate_limited.store(on, Ordering::SeqCst);
     }
 
     /// Lets one `/fake/gated` response (current or next) send its second chunk.
@@ -252,7 +239,8 @@ impl FakeTenant {
         self.state.gate.notify_one();
     }
 
-    /// Resolves once `/fake/upload-gated` has received body bytes.
+    /// Resolves once `/fake/upload-gated` or `/Service.asmx` has received body
+    /// bytes (one stored wake-up, as `Notify::notify_one`: use a fresh fake).
     pub async fn upload_started(&self) {
         self.state.upload.notified().await;
     }
@@ -325,6 +313,8 @@ async fn handle(req: Request<Incoming>, state: &Arc<State>) -> Reply {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let reply = if path == "/v2/token" {
         token_endpoint(req, state).await
+    } else if path.eq_ignore_ascii_case(soap::PATH) {
+        soap::service(req, state).await
     } else {
         instance(req, state).await
     };

@@ -384,3 +384,5 @@ fn decoding_handles_escapes_plus_and_malformed_input() {
     assert_eq!(decode("a+b%3D", false), "a+b=");
     assert_eq!(decode("100%%zz%4", true), "100%%zz%4");
 }
+
+mod soap;

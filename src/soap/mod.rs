@@ -32,53 +32,48 @@ pub struct Envelope {
 
 impl Envelope {
     /// Reads until the token's place is known: the end of the Header when it
-    /// comes first, else the whole envelope, at most `limit` bytes either way.
+    /// comes first, else the whole envelope; that region may be at most `limit`
+    /// bytes. A body announced (`Content-Length`) at most `replay_limit` bytes
+    /// is read whole, as for REST, so that it can be replayed after a token
+    /// fault however it was split in transit.
     pub async fn read(
         mut body: Incoming,
         headers: &HeaderMap,
         limit: usize,
+        replay_limit: usize,
     ) -> Result<Self, ProxyError> {
         check_encoding(headers)?;
         let declared_length = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
+        let hold_whole = body
+            .size_hint()
+            .upper()
+            .is_some_and(|upper| upper <= replay_limit as u64);
         let mut buf = BytesMut::new();
         let mut ended = body.is_end_stream();
-        loop {
+        let plan = loop {
             match scan(&buf, ended) {
-                Ok(Scan::Ready(plan)) => {
-                    return Ok(Self {
-                        held: buf.freeze(),
-                        plan,
-                        rest: (!ended).then_some(body),
-                        streams: !ended,
-                        declared_length,
-                    });
-                }
-                Ok(Scan::NeedMore) if buf.len() > limit => {
-                    return Err(ProxyError::BadRequest(format!(
-                        "the SOAP Header (or, when it follows the Body, the whole envelope) must come within the first {limit} bytes; raise soap.header_limit if such envelopes are expected"
-                    )));
-                }
-                Ok(Scan::NeedMore) => {}
+                // Checked on the plan, not on what was read: a frame may bring
+                // more than the region, and the answer must not depend on framing.
+                Ok(Scan::Ready(plan)) if plan.upto > limit => return Err(too_large(limit)),
+                Ok(Scan::Ready(plan)) => break plan,
+                Ok(Scan::NeedMore) if buf.len() > limit => return Err(too_large(limit)),
+                Ok(Scan::NeedMore) => ended = read_frame(&mut body, &mut buf).await?,
                 Err(error) => return Err(ProxyError::BadRequest(error.to_string())),
             }
-            match body.frame().await {
-                None => ended = true,
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        buf.extend_from_slice(&data);
-                    }
-                    ended = body.is_end_stream();
-                }
-                Some(Err(error)) => {
-                    return Err(ProxyError::BadRequest(format!(
-                        "could not read the SOAP request body: {error}"
-                    )));
-                }
-            }
+        };
+        while hold_whole && !ended {
+            ended = read_frame(&mut body, &mut buf).await?;
         }
+        Ok(Self {
+            held: buf.freeze(),
+            plan,
+            rest: (!ended).then_some(body),
+            streams: !ended,
+            declared_length,
+        })
     }
 
     /// Whether the request can be sent again after a token fault.
@@ -102,9 +97,12 @@ impl Envelope {
         let rewritten_len = rewritten.len() as u64;
         match self.rest.take() {
             Some(rest) => {
+                // The client's length minus what was held plus its rewrite; an
+                // announced length shorter than what came is sent chunked instead.
                 let length = self
                     .declared_length
-                    .map(|declared| declared - self.held.len() as u64 + rewritten_len);
+                    .and_then(|declared| declared.checked_sub(self.held.len() as u64))
+                    .map(|unread| unread + rewritten_len);
                 (
                     ProxyBody::Prefixed(Some(Bytes::from(rewritten)), rest),
                     length,
@@ -112,6 +110,28 @@ impl Envelope {
             }
             None => (ProxyBody::full(rewritten), Some(rewritten_len)),
         }
+    }
+}
+
+fn too_large(limit: usize) -> ProxyError {
+    ProxyError::BadRequest(format!(
+        "the SOAP Header (or, when it follows the Body, the whole envelope) must come within the first {limit} bytes; raise soap.header_limit if such envelopes are expected"
+    ))
+}
+
+/// Appends the next data frame of `body` to `buf`; returns whether the body ended.
+async fn read_frame(body: &mut Incoming, buf: &mut BytesMut) -> Result<bool, ProxyError> {
+    match body.frame().await {
+        None => Ok(true),
+        Some(Ok(frame)) => {
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+            }
+            Ok(body.is_end_stream())
+        }
+        Some(Err(error)) => Err(ProxyError::BadRequest(format!(
+            "could not read the SOAP request body: {error}"
+        ))),
     }
 }
 

@@ -3,6 +3,8 @@
 //! queries byte for byte (hyper does not normalise them; reqwest's URL parser would).
 #![allow(dead_code)] // each test file uses a subset
 
+pub mod soap;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 #[allow(unused_imports)]
-pub use sfmc_proxy::fake::{FakeConfig, FakeTenant, InstanceUrlForm, TokenFailure};
+pub use sfmc_proxy::fake::{
+    FakeConfig, FakeTenant, InstanceUrlForm, SoapRequest, TokenFailure, reply_field,
+};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type TestBody = BoxBody<Bytes, BoxError>;
@@ -49,6 +53,16 @@ pub fn tenant_section(name: &str, fake: &FakeTenant, extra: &str) -> String {
         "[tenants.{name}]\nauth_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n{extra}\n",
         fake.auth_url()
     )
+}
+
+/// SFMC's refusal of a wrong client ID, for `set_token_failure`.
+pub fn invalid_client() -> TokenFailure {
+    TokenFailure::Reject {
+        status: 401,
+        error: "invalid_client".into(),
+        description: "Invalid client ID. Use the client ID in Marketing Cloud Installed Packages."
+            .into(),
+    }
 }
 
 /// A tenant `acme` whose auth endpoint is `auth_url` (for hand-made endpoints).
@@ -206,6 +220,15 @@ impl TestClient {
     pub fn new() -> Self {
         Self {
             inner: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// A client that speaks HTTP/2 without TLS (h2c, prior knowledge).
+    pub fn http2() -> Self {
+        Self {
+            inner: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
         }
     }
 

@@ -1,0 +1,246 @@
+//! SOAP faults through the proxy: SFMC's token faults answered by one fresh
+//! token and one replay, its other faults passed on untouched, and the proxy's
+//! own errors on a SOAP call answered as SOAP 1.1 faults rather than JSON.
+
+mod support;
+
+use bytes::Bytes;
+use support::soap::*;
+use support::*;
+
+type Header = (&'static str, &'static str);
+
+/// An envelope whose Header follows the Body (held whole by the proxy).
+fn header_after_body(body: &str) -> String {
+    format!(
+        "<soap:Envelope xmlns:soap=\"{SOAP11}\"><soap:Body>{body}</soap:Body><soap:Header>{}</soap:Header></soap:Envelope>",
+        fuel("*")
+    )
+}
+
+/// What the fake answers when sent `body` directly, bypassing the proxy.
+async fn direct(s: &Setup, body: Bytes) -> Reply {
+    let uri = format!("{}Service.asmx", s.fake.auth_url());
+    let req = http::Request::post(uri).header("content-type", "text/xml");
+    s.client.fetch(req.body(full(body)).expect("request")).await
+}
+
+#[tokio::test]
+async fn token_expired_and_login_failed_get_a_fresh_token_and_one_replay() {
+    let s = setup("").await;
+    assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
+    let header_first = envelope(&format!("<s:Header>{}</s:Header>", fuel("*")));
+    let cases = [
+        ("Token Expired, Header first", header_first.clone(), true),
+        (
+            "Token Expired, Header after Body",
+            header_after_body(RETRIEVE),
+            true,
+        ),
+        ("Login failed", header_first, false),
+    ];
+    for (n, (case, sent, expire)) in (2..).zip(cases) {
+        match expire {
+            true => s.fake.expire_all_tokens(),
+            false => s.fake.revoke_all_tokens(),
+        }
+        let soap_requests = s.fake.soap_requests();
+        let reply = soap(&s, "/Service.asmx", sent.clone()).await;
+        assert_answered(&reply, n);
+        assert_eq!(s.fake.token_requests(), n, "{case}: exactly one new token");
+        assert_eq!(
+            s.fake.soap_requests(),
+            soap_requests + 2,
+            "{case}: one replay"
+        );
+        let (before, after) = sent.split_once('*').expect("placeholder");
+        assert_issued(&between(&received(&s).body, before, after), n);
+    }
+    assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 4);
+    assert_eq!(s.fake.token_requests(), 4, "the new token is cached");
+}
+
+/// A small envelope is replayable however it arrives: here in two HTTP/2
+/// DATA frames, the first ending with the Header.
+#[tokio::test]
+async fn small_envelope_sent_in_pieces_is_replayed_too() {
+    let s = setup("").await;
+    assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
+    s.fake.expire_all_tokens();
+    let sent = envelope(&format!("<s:Header>{}</s:Header>", fuel("*")));
+    let (head, tail) = sent.split_at(sent.find("<s:Body>").expect("body"));
+    let (mut tx, body) = channel_body();
+    let length = sent.len().to_string();
+    let headers = [XML[0], XML[1], ("content-length", length.as_str())];
+    let req = request("POST", &s.proxy, "/Service.asmx", &headers, body);
+    let client = TestClient::http2();
+    let pending = tokio::spawn(async move { client.fetch(req).await });
+    for piece in [head, tail] {
+        tx.send_data(Bytes::from(piece.to_owned()))
+            .await
+            .expect("send");
+    }
+    drop(tx);
+    assert_answered(&pending.await.expect("task"), 2);
+    assert_eq!((s.fake.token_requests(), s.fake.soap_requests()), (2, 3));
+}
+
+#[tokio::test]
+async fn rate_limited_fault_passes_through_untouched_without_replay() {
+    let s = setup("").await;
+    assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
+    s.fake.set_soap_rate_limited(true);
+    let reply = soap(&s, "/Service.asmx", envelope("")).await;
+    assert_eq!((reply.status, reply.proxy_error()), (500, None));
+    assert_eq!(field(&reply, "faultstring"), "Rate Limited");
+    let untouched = direct(&s, received(&s).body).await;
+    assert_eq!(
+        (&reply.body, &reply.headers["content-type"]),
+        (&untouched.body, &untouched.headers["content-type"])
+    );
+    assert_eq!(
+        (s.fake.token_requests(), s.fake.soap_requests()),
+        (1, 3),
+        "no replay"
+    );
+    s.fake.set_soap_rate_limited(false);
+    assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
+    assert_eq!(s.fake.token_requests(), 1, "the token was not dropped");
+}
+
+#[tokio::test]
+async fn token_fault_over_the_replay_limit_passes_through_and_the_next_call_gets_a_fresh_token() {
+    let s = setup_with("[token]\nreplay_body_limit = \"1KiB\"\n", "").await;
+    assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
+    s.fake.expire_all_tokens();
+    let big = header_after_body(&RETRIEVE.repeat(8));
+    assert!(big.len() > 1024);
+    let reply = soap(&s, "/Service.asmx", big).await;
+    assert_eq!((reply.status, reply.proxy_error()), (500, None));
+    assert_eq!(field(&reply, "faultstring"), "Token Expired");
+    assert_eq!(
+        (s.fake.token_requests(), s.fake.soap_requests()),
+        (1, 2),
+        "no replay"
+    );
+    assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 2);
+}
+
+#[tokio::test]
+async fn bad_envelopes_get_a_client_fault_from_the_proxy() {
+    let s = setup_with("[soap]\nheader_limit = \"1KiB\"\n", "").await;
+    let filler = "<Properties>EmailAddress</Properties>".repeat(128);
+    let late_header = header_after_body(&filler);
+    let cases: [(&str, &str, &str, &str); 6] = [
+        (
+            "malformed",
+            "identity",
+            "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Header></s:Body>",
+            "not well-formed",
+        ),
+        (
+            "not an envelope",
+            "identity",
+            RETRIEVE,
+            "not a SOAP envelope",
+        ),
+        ("JSON", "identity", "{\"items\":[]}", "not a SOAP envelope"),
+        ("empty", "identity", "", "not a SOAP envelope"),
+        (
+            "gzip",
+            "gzip",
+            "\u{1f}\u{8b}\u{8}\u{0}",
+            "Content-Encoding `gzip`",
+        ),
+        (
+            "Header after 4 KiB",
+            "identity",
+            &late_header,
+            "soap.header_limit",
+        ),
+    ];
+    for (case, encoding, body, says) in cases {
+        let headers = [XML[0], XML[1], ("content-encoding", encoding)];
+        let reply = s
+            .client
+            .post(&s.proxy, "/Service.asmx", &headers, body.to_owned())
+            .await;
+        assert_proxy_fault(&reply, 400, "bad_request", "soap:Client");
+        assert!(
+            field(&reply, "faultstring").contains(says),
+            "{case}: {}",
+            reply.text()
+        );
+    }
+    assert_eq!((s.fake.soap_requests(), s.fake.token_requests()), (0, 0));
+    let header_first = envelope(&format!("<s:Header>{}</s:Header>", fuel("*")));
+    let big_body =
+        header_first.replace("</RetrieveRequest>", &format!("{filler}</RetrieveRequest>"));
+    assert_answered(&soap(&s, "/Service.asmx", big_body).await, 1);
+}
+
+#[tokio::test]
+async fn token_fetch_failures_are_soap_faults_with_the_same_information() {
+    let s = setup("").await;
+    s.fake.set_token_failure(Some(invalid_client()));
+    let reply = soap(&s, "/Service.asmx", envelope("")).await;
+    assert_proxy_fault(&reply, 502, "token_rejected", "soap:Server");
+    assert_eq!(field(&reply, "sfmc_error"), "invalid_client");
+    assert!(field(&reply, "sfmc_error_description").starts_with("Invalid client ID"));
+    assert!(field(&reply, "faultstring").contains("check client_id, client_secret"));
+    assert!(reply.headers.contains_key("retry-after"));
+    assert!(!reply.text().contains(CLIENT_SECRET));
+
+    let outage = setup("").await;
+    outage
+        .fake
+        .set_token_failure(Some(TokenFailure::ServerError));
+    let reply = soap(&outage, "/service.asmx", envelope("")).await;
+    assert_proxy_fault(&reply, 503, "token_unavailable", "soap:Server");
+    assert_eq!(s.fake.soap_requests() + outage.fake.soap_requests(), 0);
+}
+
+/// Errors found before the request is routed (guard, selectors) are faults too
+/// on a SOAP call: a SOAP client reads a Fault, not JSON.
+#[tokio::test]
+async fn guard_and_selector_errors_on_a_soap_call_are_soap_faults_too() {
+    let keys = "[server]\ninbound_keys = [\"inbound-key-0123456789\"]\n";
+    let s = setup_with(keys, "path_prefix = \"/acme\"\naccount_ids = [\"100\"]").await;
+    let key = ("x-proxy-key", "inbound-key-0123456789");
+    // (path, extra headers, status, code)
+    let cases: [(&str, &[Header], u16, &str); 4] = [
+        (
+            "/Service.asmx",
+            &[key, ("x-sfmc-account-id", "999")],
+            403,
+            "account_not_allowed",
+        ),
+        (
+            "/acme/service.asmx",
+            &[key, ("x-sfmc-tenant", "nope")],
+            400,
+            "bad_request",
+        ),
+        (
+            "/Service.asmx",
+            &[key, ("x-sfmc-tenant", "nope")],
+            400,
+            "unknown_tenant",
+        ),
+        ("/Service.asmx", &[], 401, "inbound_key_required"),
+    ];
+    for (path, extra, status, code) in cases {
+        let headers: Vec<_> = XML.iter().chain(extra).copied().collect();
+        let reply = s.client.post(&s.proxy, path, &headers, envelope("")).await;
+        assert_proxy_fault(&reply, status, code, "soap:Client");
+    }
+    let rest = s
+        .client
+        .get(&s.proxy, "/hub/v1/x", &[key, ("x-sfmc-account-id", "999")])
+        .await;
+    assert_eq!(
+        (rest.status, rest.json()["error"].as_str()),
+        (403, Some("account_not_allowed"))
+    );
+    assert_eq!(s.fake.soap_requests() + s.fake.token_requests(), 0);
+}
