@@ -247,6 +247,16 @@ impl ProxyError {
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Self::LocalTokenInvalid = self {
+            // RFC 6750's signal for "get a new token": fuel-rest, for one,
+            // re-authenticates only when it sees it.
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(
+                    "Bearer realm=\"sfmc-proxy\", error=\"invalid_token\", error_description=\"unknown or expired local token\"",
+                ),
+            );
+        }
         response
     }
 }

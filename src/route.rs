@@ -72,7 +72,12 @@ pub fn route(parts: &Parts, settings: &Settings) -> Result<Route, ProxyError> {
     if path == ADMIN_PREFIX || path.starts_with("/_proxy/") {
         return Ok(Route::Admin);
     }
-    if parts.method == http::Method::POST && path == crate::broker::TOKEN_PATH {
+    // SDKs join `auth_url + "/v2/token"`, so a trailing slash in the tool's
+    // auth URL gives `//v2/token`: that must reach the broker too, never SFMC
+    // (the body holds the tool's client id and secret).
+    if parts.method == http::Method::POST
+        && path.trim_start_matches('/') == &crate::broker::TOKEN_PATH[1..]
+    {
         return Ok(Route::Broker);
     }
     let by_prefix = tenant_by_prefix(path, settings);

@@ -330,3 +330,85 @@ async fn public_url_is_what_the_broker_advertises() {
         "http://sfmc-proxy.internal:8080/"
     );
 }
+
+#[tokio::test]
+async fn trailing_slash_auth_urls_reach_the_broker_not_sfmc() {
+    // FuelSDK-Python posts to `authenticationurl + "/v2/token"`.
+    let s = setup("").await;
+    let reply = s
+        .client
+        .post(
+            &s.proxy,
+            "//v2/token",
+            &[FORM],
+            "grant_type=client_credentials&client_id=acme&client_secret=x",
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        reply.json()["access_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("sfmcproxy_"))
+    );
+    assert_eq!(
+        s.fake.rest_requests(),
+        0,
+        "the tool's credentials never reach SFMC"
+    );
+}
+
+#[tokio::test]
+async fn soap_calls_with_a_local_token_in_fueloauth_get_the_real_token_of_their_business_unit() {
+    use support::soap::*;
+    let s = setup("account_ids = [\"100\", \"200\"]").await;
+    let local = local_token(
+        &s,
+        json!({"grant_type": "client_credentials", "client_id": "acme",
+               "client_secret": "x", "account_id": "200"}),
+    )
+    .await;
+    // As FuelSDK-Python writes it, to the lower-case path it uses.
+    let envelope = format!(
+        "<soap:Envelope xmlns:soap=\"{SOAP11}\" xmlns:etns=\"http://exacttarget.com\"><soap:Header><etns:fueloauth>{local}</etns:fueloauth></soap:Header><soap:Body>{RETRIEVE}</soap:Body></soap:Envelope>"
+    );
+    let reply = soap(&s, "/service.asmx", envelope.clone()).await;
+    assert_answered(&reply, 1);
+    let received = received(&s);
+    let sent_token = between(
+        &received.body,
+        &envelope[..envelope.find(&local).expect("token")],
+        &envelope[envelope.find(&local).expect("token") + local.len()..],
+    );
+    assert_issued(&sent_token, 1);
+    assert!(!String::from_utf8_lossy(&received.body).contains(&local));
+    assert!(
+        reply.text().contains(">200<"),
+        "the bound MID: {}",
+        reply.text()
+    );
+    assert_eq!(s.fake.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn stale_local_tokens_get_the_answers_tools_reauthenticate_on() {
+    use support::soap::*;
+    let s = setup("").await;
+    let stale = "sfmcproxy_00000000000000000000000000000000";
+    let rest = s
+        .client
+        .get(&s.proxy, "/hub/v1/x", &[("authorization", &bearer(stale))])
+        .await;
+    assert_eq!(rest.status, 401);
+    let challenge = rest.headers["www-authenticate"].to_str().expect("text");
+    assert!(challenge.starts_with("Bearer ") && challenge.contains("error=\"invalid_token\""));
+    let fault = soap(
+        &s,
+        "/Service.asmx",
+        envelope(&format!("<s:Header>{}</s:Header>", fuel(stale))),
+    )
+    .await;
+    assert_proxy_fault(&fault, 500, "local_token_invalid", "soap:Security");
+    assert_eq!(field(&fault, "faultstring"), "Token Expired");
+    assert_eq!(s.fake.soap_requests(), 0);
+    assert_eq!(s.fake.token_requests(), 0);
+}

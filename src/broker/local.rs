@@ -18,6 +18,9 @@ const RANDOM_BYTES: usize = 32;
 /// Live local tokens at most; far above what tools renewing every ~15 minutes
 /// need, and a bound on memory if a client loops on `/v2/token`.
 const MAX_LIVE_TOKENS: usize = 100_000;
+/// Tools use a token up to its announced last second (fuel-auth, sfmc-sdk):
+/// honour it a little longer so a call made at that instant is not refused.
+const EXPIRY_GRACE: Duration = Duration::from_secs(30);
 
 /// What a presented bearer value means.
 #[derive(Debug, PartialEq, Eq)]
@@ -76,7 +79,7 @@ impl LocalTokens {
         let token = format!("{LOCAL_TOKEN_PREFIX}{random}");
         let grant = Grant {
             key,
-            expires_at: now + self.lifetime,
+            expires_at: now + self.lifetime + EXPIRY_GRACE,
         };
         self.grants.insert(token.clone().into_boxed_str(), grant);
         Ok(token)
@@ -128,8 +131,12 @@ mod tests {
         assert_eq!(tokens.resolve(&b), Presented::Bound(key("2")));
         assert_eq!(tokens.resolve("sfmcproxy_00"), Presented::Invalid);
         assert_eq!(tokens.resolve("a-real-sfmc-token"), Presented::Foreign);
-        tokio::time::advance(Duration::from_secs(1079)).await;
-        assert_eq!(tokens.resolve(&a), Presented::Bound(key("1")));
+        tokio::time::advance(Duration::from_secs(1080 + 29)).await;
+        assert_eq!(
+            tokens.resolve(&a),
+            Presented::Bound(key("1")),
+            "grace at expiry"
+        );
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(tokens.resolve(&a), Presented::Invalid);
         assert_eq!(tokens.grants.len(), 1, "the expired grant is dropped");

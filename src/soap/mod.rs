@@ -188,11 +188,12 @@ fn is_token_fault(body: &[u8]) -> bool {
 /// The proxy's own error as a SOAP 1.1 Fault, with the same status, code,
 /// message and context as the JSON form (`x-sfmc-proxy-error` included).
 pub fn fault_response(error: ProxyError) -> Response<ProxyBody> {
-    // A stale local token gets SFMC's own `Login failed` Security fault (HTTP
-    // 500), which SOAP tools answer by authenticating again.
+    // A stale local token gets SFMC's own `Token Expired` Security fault (HTTP
+    // 500): the fault SOAP tools (fuel-soap, sfmc-sdk) re-authenticate on;
+    // they give up on `Login failed`.
     let local_token_invalid = matches!(error, ProxyError::LocalTokenInvalid);
     let (faultcode, faultstring) = match error.side() {
-        _ if local_token_invalid => ("soap:Security", "Login failed".to_owned()),
+        _ if local_token_invalid => ("soap:Security", "Token Expired".to_owned()),
         Side::Downstream => ("soap:Client", error.to_string()),
         Side::Upstream => ("soap:Server", error.to_string()),
     };
