@@ -1,8 +1,9 @@
-//! The command line: `serve` (default), `check`, `token`, `demo`. Exit codes:
+//! The command line: `serve` (default), `check`, `token`, `login`, `demo`. Exit codes:
 //! 0 ok, 2 bad config or usage (the message names the key or flag), 1 a
 //! runtime failure (SFMC refused or unreachable, port in use).
 
 mod demo;
+mod login;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,15 @@ pub enum Command {
         /// Scope (default: the tenant's scope).
         #[arg(long)]
         scope: Option<String>,
+    },
+    /// Log in as a person, for a Web or Public App tenant (authorization code).
+    Login {
+        /// Tenant name (default: the default tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Business unit MID to log in to (default: the tenant's account_id).
+        #[arg(long)]
+        account_id: Option<String>,
     },
     /// Start an embedded fake SFMC tenant and the proxy in front of it.
     Demo {
@@ -113,6 +123,9 @@ pub fn run(cli: Cli) -> ExitCode {
                     scope.as_deref(),
                 )
                 .await
+            }
+            Command::Login { tenant, account_id } => {
+                login::run(&cli.config, tenant.as_deref(), account_id.as_deref()).await
             }
             Command::Demo { listen } => demo::run(listen).await,
         }
@@ -236,20 +249,18 @@ fn print_check(tenant: &crate::config::Tenant, lease: &Lease) {
     println!("  soap instance   {soap}");
 }
 
-async fn token(
-    config: &Path,
-    tenant: Option<&str>,
-    account_id: Option<&str>,
-    scope: Option<&str>,
-) -> Result<(), Failure> {
-    let settings = load(config)?;
-    let tenant = match tenant {
+/// `--tenant NAME`, or the default tenant.
+fn pick_tenant<'a>(
+    settings: &'a Settings,
+    name: Option<&str>,
+) -> Result<&'a Arc<crate::config::Tenant>, Failure> {
+    match name {
         Some(name) => settings.tenant(name).ok_or_else(|| {
             usage(format!(
                 "--tenant {name}: no such tenant (configured: {})",
                 settings.tenant_names()
             ))
-        })?,
+        }),
         None => settings
             .default_tenant
             .map(|i| &settings.tenants[i])
@@ -258,8 +269,18 @@ async fn token(
                     "several tenants and no default: pass --tenant ({})",
                     settings.tenant_names()
                 ))
-            })?,
-    };
+            }),
+    }
+}
+
+async fn token(
+    config: &Path,
+    tenant: Option<&str>,
+    account_id: Option<&str>,
+    scope: Option<&str>,
+) -> Result<(), Failure> {
+    let settings = load(config)?;
+    let tenant = pick_tenant(&settings, tenant)?;
     let key = key_for(tenant, account_id, scope).map_err(|e| usage(e.to_string()))?;
     let proxy = build(settings.clone())?;
     let lease = proxy

@@ -35,6 +35,7 @@ pub mod fake;
 pub mod forward;
 pub mod guard;
 pub mod headers;
+pub mod oauth;
 pub mod proxy;
 pub mod route;
 pub mod server;

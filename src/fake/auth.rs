@@ -139,8 +139,10 @@ fn issue_token(body: &Value, state: &State) -> Reply {
     if !body.is_object() {
         return token_error(400, "invalid_request", "Malformed request body.");
     }
-    if field("grant_type").as_deref() != Some("client_credentials") {
-        return token_error(400, "unsupported_grant_type", "Use client_credentials.");
+    match field("grant_type").as_deref() {
+        Some("client_credentials") => {}
+        Some("authorization_code" | "refresh_token") => return super::login::grant(body, state),
+        _ => return token_error(400, "unsupported_grant_type", "Use client_credentials."),
     }
     let id_ok = field("client_id").as_deref() == Some(state.client_id.as_str());
     if !id_ok || field("client_secret").as_deref() != Some(state.client_secret.as_str()) {

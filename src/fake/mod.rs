@@ -37,6 +37,7 @@ use tokio_rustls::TlsAcceptor;
 
 mod auth;
 mod instance;
+mod login;
 mod soap;
 #[cfg(test)]
 mod tests;
@@ -123,6 +124,9 @@ struct State {
     last_token: Mutex<Option<(Value, Option<String>)>>,
     failure: Mutex<Option<TokenFailure>>,
     tokens: Mutex<HashMap<String, Issued>>,
+    /// Login codes not yet exchanged, and refresh tokens (used ones stay, refused).
+    codes: Mutex<HashMap<String, login::Code>>,
+    refresh_tokens: Mutex<HashMap<String, login::RefreshGrant>>,
     gate: Notify,
     upload: Notify,
     /// Set at shutdown: hung token requests and held-back responses end then.
@@ -179,6 +183,12 @@ impl FakeTenant {
     /// `http(s)://{instance_host}:{port}/`, the auth base URL.
     pub fn auth_url(&self) -> String {
         self.auth_url.clone()
+    }
+
+    /// Refuses every refresh token issued so far, as SFMC does after a
+    /// revocation or a logout without `offline`.
+    pub fn revoke_refresh_tokens(&self) {
+        login::revoke_all(&self.state);
     }
 
     /// POSTs to `/v2/token` received, failed ones included.
@@ -313,6 +323,8 @@ async fn handle(req: Request<Incoming>, state: &Arc<State>) -> Reply {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let reply = if path == "/v2/token" {
         token_endpoint(req, state).await
+    } else if path == "/v2/authorize" {
+        login::authorize(req, state).await
     } else if path.eq_ignore_ascii_case(soap::PATH) {
         soap::service(req, state).await
     } else {

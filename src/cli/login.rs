@@ -1,0 +1,95 @@
+//! `sfmc-proxy login`: a person's login for a Web or Public App tenant. Prints
+//! the authorize URL, then takes the code from whichever comes first: the
+//! browser's redirect to a TLS listener on the `redirect_uri`, or the final URL
+//! pasted on standard input. Stores the refresh token; prints no token.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::{Failure, load, pick_tenant, runtime, usage};
+use crate::oauth::{self, LoginError};
+use crate::route::key_for;
+use crate::token::TokenFailure;
+use crate::token::sfmc::SfmcTokenClient;
+
+/// SFMC's codes live 5 minutes; a login left waiting longer is abandoned.
+const WAIT: Duration = Duration::from_secs(600);
+
+pub(super) async fn run(
+    config: &Path,
+    tenant: Option<&str>,
+    account_id: Option<&str>,
+) -> Result<(), Failure> {
+    let settings = load(config)?;
+    let tenant = pick_tenant(&settings, tenant)?;
+    let key = key_for(tenant, account_id, None).map_err(|e| usage(e.to_string()))?;
+    let start = oauth::start(tenant).map_err(|e| usage(e.to_string()))?;
+    let tls = crate::tls::client_config(settings.upstream.ca_file.as_deref())
+        .map_err(|e| usage(e.to_string()))?;
+    let client = SfmcTokenClient::new(&settings, tls).map_err(|e| runtime(e.to_string()))?;
+
+    eprintln!("Open this URL in a browser and log in:\n");
+    println!("{}", start.authorize_url);
+    let listener = oauth::bind_callback(&start.redirect_uri).await;
+    match &listener {
+        Ok(_) => eprintln!(
+            "\nWaiting for the browser at {} (it warns once about the proxy's own certificate: accept it),\nor paste the address the browser ended on and press Enter:",
+            start.redirect_uri
+        ),
+        Err(error) => {
+            eprintln!("\n{error}\nPaste the address the browser ended on and press Enter:")
+        }
+    }
+    let received = async {
+        match listener {
+            Ok(listener) => listener.receive(&start.state).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let code = tokio::select! {
+        code = received => code,
+        code = pasted(&start.state) => code,
+        () = tokio::time::sleep(WAIT) => return Err(runtime("no login within 10 minutes; run `sfmc-proxy login` again")),
+    }
+    .map_err(|e| runtime(e.to_string()))?;
+    client
+        .exchange_code(&tenant.name, key.account_id.as_deref(), &code)
+        .await
+        .map_err(|error| {
+            let failure = TokenFailure {
+                error,
+                retry_in: Duration::ZERO,
+            };
+            runtime(format!(
+                "the code exchange failed: {}",
+                failure.into_proxy_error(&tenant.name)
+            ))
+        })?;
+    let store = settings
+        .token
+        .store_file
+        .as_deref()
+        .map_or_else(String::new, |p| p.display().to_string());
+    eprintln!(
+        "Logged in: tenant {}{}. The refresh token is stored in {store}; the proxy uses it from now on.",
+        tenant.name,
+        key.account_id
+            .as_deref()
+            .map_or(String::new(), |mid| format!(", business unit {mid}"))
+    );
+    Ok(())
+}
+
+/// The first non-empty line on standard input, read as the final URL. At the
+/// end of input it waits on (the browser may still come).
+async fn pasted(state: &str) -> Result<String, LoginError> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if !line.trim().is_empty() {
+            return oauth::code_from_callback(&line, state);
+        }
+    }
+    std::future::pending().await
+}

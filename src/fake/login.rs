@@ -1,0 +1,179 @@
+//! The fake's side of a person's login (Web and Public App packages):
+//! `GET /v2/authorize` shows a page with an "Allow" button, which posts back
+//! and redirects to the `redirect_uri` with a one-time code and the `state`;
+//! `/v2/token` exchanges codes (5 minutes, once) and rotates refresh tokens
+//! (each one works once; SFMC's do too).
+
+use super::*;
+
+const CODE_LIFETIME: Duration = Duration::from_secs(300);
+
+pub(super) struct Code {
+    redirect_uri: String,
+    scope: String,
+    issued_at: Instant,
+}
+
+pub(super) struct RefreshGrant {
+    scope: String,
+    used: bool,
+}
+
+/// `GET /v2/authorize`: the consent page; `POST`: "Allow" was clicked.
+pub(super) async fn authorize(req: Request<Incoming>, state: &State) -> Reply {
+    if req.method() == Method::POST {
+        let Ok(body) = Limited::new(req.into_body(), 16 * 1024).collect().await else {
+            return page(StatusCode::BAD_REQUEST, "The form could not be read.");
+        };
+        let form: HashMap<String, String> = form_urlencoded::parse(&body.to_bytes())
+            .into_owned()
+            .collect();
+        return allow(&form, state);
+    }
+    let query: HashMap<String, String> = query_pairs(req.uri().query()).into_iter().collect();
+    if let Err(problem) = check_authorize(&query, state) {
+        return page(StatusCode::BAD_REQUEST, problem);
+    }
+    let hidden: String = ["client_id", "redirect_uri", "scope", "state"]
+        .iter()
+        .map(|name| {
+            let value = query.get(*name).map_or("", String::as_str);
+            format!(
+                "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+                escape(value)
+            )
+        })
+        .collect();
+    let html = format!(
+        "<!doctype html><title>Fake SFMC login</title><h1>Fake SFMC</h1><p>Allow this app to act for you?</p><form method=\"post\" action=\"/v2/authorize\">{hidden}<button id=\"allow\" type=\"submit\">Allow</button></form>"
+    );
+    text_response(StatusCode::OK, "text/html; charset=utf-8", html)
+}
+
+fn check_authorize(query: &HashMap<String, String>, state: &State) -> Result<(), &'static str> {
+    if query.get("response_type").map(String::as_str) != Some("code") {
+        return Err("response_type must be code.");
+    }
+    if query.get("client_id") != Some(&state.client_id) {
+        return Err("Unknown client_id.");
+    }
+    match query.get("redirect_uri") {
+        Some(uri) if uri.starts_with("https://") => Ok(()),
+        _ => Err("redirect_uri must be https."),
+    }
+}
+
+fn allow(form: &HashMap<String, String>, state: &State) -> Reply {
+    let field = |name: &str| form.get(name).cloned().unwrap_or_default();
+    if form.get("client_id") != Some(&state.client_id) {
+        return page(StatusCode::BAD_REQUEST, "Unknown client_id.");
+    }
+    let redirect_uri = field("redirect_uri");
+    let code = format!("code-{}", hex(&fastrand_bytes(16)));
+    let scope = Some(field("scope")).filter(|s| !s.is_empty());
+    lock(&state.codes).insert(
+        code.clone(),
+        Code {
+            redirect_uri: redirect_uri.clone(),
+            scope: scope.unwrap_or_else(|| DEFAULT_SCOPE.to_owned()),
+            issued_at: Instant::now(),
+        },
+    );
+    let mut location = form_urlencoded::Serializer::new(String::new());
+    location
+        .append_pair("code", &code)
+        .append_pair("state", &field("state"));
+    let separator = if redirect_uri.contains('?') { '&' } else { '?' };
+    let target = format!("{redirect_uri}{separator}{}", location.finish());
+    let mut reply = text_response(StatusCode::FOUND, "text/plain", "Redirecting");
+    if let Ok(value) = HeaderValue::try_from(target) {
+        reply.headers_mut().insert(header::LOCATION, value);
+    }
+    reply
+}
+
+/// `grant_type=authorization_code` or `refresh_token` at `/v2/token`.
+pub(super) fn grant(body: &Value, state: &State) -> Reply {
+    let field = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_owned);
+    if field("client_id").as_deref() != Some(state.client_id.as_str()) {
+        return token_error(401, "invalid_client", "Invalid client ID.");
+    }
+    // A web app sends its secret, a public app none; a wrong one is refused.
+    if field("client_secret").is_some_and(|s| s != state.client_secret) {
+        return token_error(401, "invalid_client", "Invalid client secret.");
+    }
+    let scope = match field("grant_type").as_deref() {
+        Some("authorization_code") => {
+            let code = field("code").unwrap_or_default();
+            let Some(grant) = lock(&state.codes).remove(&code) else {
+                return token_error(400, "invalid_grant", "Invalid or used authorization code.");
+            };
+            let fresh = grant.issued_at.elapsed() < CODE_LIFETIME;
+            if !fresh || field("redirect_uri").as_deref() != Some(grant.redirect_uri.as_str()) {
+                return token_error(
+                    400,
+                    "invalid_grant",
+                    "Expired code or redirect_uri mismatch.",
+                );
+            }
+            grant.scope
+        }
+        _ => {
+            let presented = field("refresh_token").unwrap_or_default();
+            let mut grants = lock(&state.refresh_tokens);
+            match grants.get_mut(&presented) {
+                Some(grant) if !grant.used => {
+                    grant.used = true;
+                    grant.scope.clone()
+                }
+                _ => return token_error(400, "invalid_grant", "Invalid refresh token."),
+            }
+        }
+    };
+    let account_id = field("account_id").unwrap_or_else(|| DEFAULT_MID.to_owned());
+    let access_token = state.issue(account_id, scope.clone());
+    let refresh_token = format!("rt-{}", hex(&fastrand_bytes(24)));
+    lock(&state.refresh_tokens).insert(
+        refresh_token.clone(),
+        RefreshGrant {
+            scope: scope.clone(),
+            used: false,
+        },
+    );
+    let url = &state.instance_url;
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "access_token": access_token, "refresh_token": refresh_token, "token_type": "Bearer",
+            "expires_in": state.expires_in, "scope": scope,
+            "rest_instance_url": url, "soap_instance_url": url,
+        }),
+    )
+}
+
+pub(super) fn revoke_all(state: &State) {
+    for grant in lock(&state.refresh_tokens).values_mut() {
+        grant.used = true;
+    }
+}
+
+fn fastrand_bytes(n: usize) -> Vec<u8> {
+    std::iter::repeat_with(|| fastrand::u8(..))
+        .take(n)
+        .collect()
+}
+
+fn page(status: StatusCode, message: &str) -> Reply {
+    let html = format!(
+        "<!doctype html><title>Fake SFMC</title><p>{}</p>",
+        escape(message)
+    );
+    text_response(status, "text/html; charset=utf-8", html)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -1,0 +1,347 @@
+//! A person's login for Web and Public App tenants: `sfmc-proxy login` (the
+//! redirect to its TLS listener, or the pasted URL), the refresh token stored
+//! and rotated, refreshes serialised, and a revoked login reported.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use support::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+struct Login {
+    fake: FakeTenant,
+    config: PathBuf,
+    toml: String,
+    store: PathBuf,
+    dir: PathBuf,
+}
+
+async fn login_tenant(name: &str, extra: &str) -> Login {
+    let fake = start_fake().await;
+    let dir = temp_dir(name);
+    let store = dir.join("state").join("tokens.json");
+    let port = closed_port().port();
+    let toml = format!(
+        "[token]\nstore_file = \"{}\"\n{}grant = \"authorization_code\"\nredirect_uri = \"https://127.0.0.1:{port}/callback\"\n{extra}\n",
+        store.display(),
+        tenant_section("acme", &fake, ""),
+    );
+    let config = dir.join("proxy.toml");
+    std::fs::write(&config, &toml).expect("config");
+    Login {
+        fake,
+        config,
+        toml,
+        store,
+        dir,
+    }
+}
+
+fn public_app(toml: &str) -> String {
+    toml.replace(&format!("client_secret = \"{CLIENT_SECRET}\"\n"), "")
+        .replace(
+            "grant = \"authorization_code\"",
+            "grant = \"authorization_code\"\napp_type = \"public\"",
+        )
+}
+
+/// What a person does in the browser: open the page, click "Allow".
+/// Returns where SFMC redirects the browser (the `redirect_uri` with the code).
+async fn click_allow(authorize_url: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("client");
+    let page = http
+        .get(authorize_url)
+        .send()
+        .await
+        .expect("authorize page");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("html").contains("id=\"allow\""));
+    let query: std::collections::HashMap<String, String> = authorize_url
+        .split_once('?')
+        .map(|(_, q)| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .expect("query");
+    let form: Vec<(&str, &str)> = ["client_id", "redirect_uri", "scope", "state"]
+        .iter()
+        .filter_map(|n| query.get(*n).map(|v| (*n, v.as_str())))
+        .collect();
+    let base = authorize_url.split('?').next().expect("base");
+    let allowed = http.post(base).form(&form).send().await.expect("allow");
+    assert_eq!(allowed.status(), 302);
+    allowed.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned()
+}
+
+/// Runs `sfmc-proxy login`; `finish` gets the redirect and completes the login
+/// the way the test wants (paste it, or follow it).
+async fn cli_login(login: &Login, finish: Finish) -> std::process::Output {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
+        .arg("--config")
+        .arg(&login.config)
+        .arg("login")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("login starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let authorize_url = stdout
+        .next_line()
+        .await
+        .expect("read")
+        .expect("the authorize URL");
+    assert!(authorize_url.starts_with(&format!(
+        "{}v2/authorize?response_type=code&",
+        login.fake.auth_url()
+    )));
+    let redirect = click_allow(&authorize_url).await;
+    let mut stdin = child.stdin.take().expect("stdin");
+    match finish {
+        Finish::Paste(edit) => {
+            stdin
+                .write_all(edit(&redirect).as_bytes())
+                .await
+                .expect("paste");
+            stdin.write_all(b"\n").await.expect("enter");
+        }
+        Finish::Follow => {
+            let browser = reqwest::Client::builder()
+                .tls_danger_accept_invalid_certs(true) // the certificate made on the spot
+                .no_proxy()
+                .build()
+                .expect("client");
+            let page = browser
+                .get(&redirect)
+                .send()
+                .await
+                .expect("redirect reaches the listener");
+            assert_eq!(page.status(), 200);
+            assert!(page.text().await.expect("html").contains("Logged in"));
+        }
+    }
+    drop(stdin);
+    child.wait_with_output().await.expect("login ends")
+}
+
+enum Finish {
+    Paste(fn(&str) -> String),
+    Follow,
+}
+
+async fn proxy_for(login: &Login, toml: &str) -> TestProxy {
+    TestProxy::start_in(toml, &login.dir).await
+}
+
+#[tokio::test]
+async fn pasted_url_logs_in_and_the_proxy_then_refreshes_by_itself() {
+    let login = login_tenant("paste", "").await;
+    let output = cli_login(&login, Finish::Paste(|url| url.to_owned())).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("Logged in"), "{stderr}");
+    let exchange = login.fake.last_token_request().expect("code exchange");
+    assert_eq!(exchange["grant_type"], "authorization_code");
+    assert_eq!(
+        exchange["redirect_uri"],
+        login
+            .toml
+            .split("redirect_uri = \"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("uri")
+    );
+    let stored = std::fs::read_to_string(&login.store).expect("store written");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("rt-"),
+        "no token printed"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&login.store)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    let proxy = proxy_for(&login, &login.toml).await;
+    let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        login.fake.last_token_request().expect("refresh")["grant_type"],
+        "refresh_token"
+    );
+    let rotated = std::fs::read_to_string(&login.store).expect("store");
+    assert_ne!(
+        stored, rotated,
+        "the new refresh token replaced the used one"
+    );
+}
+
+#[tokio::test]
+async fn the_browser_redirect_reaches_the_login_listener_over_tls() {
+    let login = login_tenant("follow", "").await;
+    let output = cli_login(&login, Finish::Follow).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(login.store.exists());
+}
+
+#[tokio::test]
+async fn a_redirect_with_another_state_is_refused() {
+    let login = login_tenant("state", "").await;
+    let output = cli_login(
+        &login,
+        Finish::Paste(|url| {
+            let (before, _) = url.split_once("state=").expect("state");
+            format!("{before}state=forged")
+        }),
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("state does not match"));
+    assert!(!login.store.exists(), "nothing stored");
+    assert_eq!(
+        login.fake.token_requests(),
+        0,
+        "the code was never exchanged"
+    );
+}
+
+/// Logs in without the CLI (the same library calls), for the tests below.
+async fn log_in(login: &Login, toml: &str) {
+    let settings =
+        sfmc_proxy::config::Settings::from_toml(toml, |_| None, &login.dir).expect("config");
+    let tenant = settings.tenant("acme").expect("tenant");
+    let start = sfmc_proxy::oauth::start(tenant).expect("start");
+    let redirect = click_allow(&start.authorize_url).await;
+    let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
+    let tls = sfmc_proxy::tls::client_config(None).expect("tls");
+    let client = sfmc_proxy::token::sfmc::SfmcTokenClient::new(&settings, tls).expect("client");
+    client
+        .exchange_code("acme", None, &code)
+        .await
+        .expect("exchange");
+}
+
+#[tokio::test]
+async fn rotated_refresh_tokens_survive_a_restart_and_old_ones_are_dead() {
+    let login = login_tenant("restart", "").await;
+    log_in(&login, &login.toml).await;
+    let first = std::fs::read_to_string(&login.store).expect("store");
+    {
+        let proxy = proxy_for(&login, &login.toml).await;
+        assert_eq!(
+            TestClient::new().get(&proxy, "/hub/v1/a", &[]).await.status,
+            200
+        );
+    }
+    let second = std::fs::read_to_string(&login.store).expect("store");
+    assert_ne!(first, second);
+    let proxy = proxy_for(&login, &login.toml).await;
+    assert_eq!(
+        TestClient::new().get(&proxy, "/hub/v1/b", &[]).await.status,
+        200,
+        "the restarted proxy refreshes with the stored token"
+    );
+    // The token the first proxy used up is refused by SFMC now.
+    let used: serde_json::Value = serde_json::from_str(&first).expect("json");
+    let old = used["entries"]["acme"]["refresh_token"]
+        .as_str()
+        .expect("entry");
+    let reply = reqwest::Client::builder().no_proxy().build().expect("client")
+        .post(format!("{}v2/token", login.fake.auth_url()))
+        .json(&serde_json::json!({"grant_type": "refresh_token", "refresh_token": old, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}))
+        .send().await.expect("fake");
+    assert_eq!(reply.status(), 400);
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_requests_make_exactly_one_refresh() {
+    let login = login_tenant("concurrent", "").await;
+    log_in(&login, &login.toml).await;
+    let before = login.fake.token_requests();
+    let proxy = Arc::new(proxy_for(&login, &login.toml).await);
+    let client = TestClient::new();
+    let calls = (0..100).map(|i| {
+        let (client, proxy) = (client.clone(), proxy.clone());
+        tokio::spawn(async move {
+            client
+                .get(&proxy, &format!("/hub/v1/{i}"), &[])
+                .await
+                .status
+        })
+    });
+    for call in calls {
+        assert_eq!(call.await.expect("task"), 200);
+    }
+    assert_eq!(
+        login.fake.token_requests() - before,
+        1,
+        "one refresh for 100 requests"
+    );
+}
+
+#[tokio::test]
+async fn a_public_app_never_sends_a_secret() {
+    let login = login_tenant("public", "").await;
+    let toml = public_app(&login.toml);
+    assert!(!toml.contains("client_secret"));
+    log_in(&login, &toml).await;
+    let exchange = login.fake.last_token_request().expect("exchange");
+    assert_eq!(exchange["grant_type"], "authorization_code");
+    assert!(exchange.get("client_secret").is_none(), "{exchange}");
+    let proxy = proxy_for(&login, &toml).await;
+    assert_eq!(
+        TestClient::new().get(&proxy, "/hub/v1/x", &[]).await.status,
+        200
+    );
+    let refresh = login.fake.last_token_request().expect("refresh");
+    assert_eq!(refresh["grant_type"], "refresh_token");
+    assert!(refresh.get("client_secret").is_none(), "{refresh}");
+}
+
+#[tokio::test]
+async fn a_revoked_login_is_a_503_naming_the_command_and_check_reports_it() {
+    let login = login_tenant("revoked", "").await;
+    log_in(&login, &login.toml).await;
+    login.fake.revoke_refresh_tokens();
+    let proxy = proxy_for(&login, &login.toml).await;
+    let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.proxy_error(), Some("login_required"));
+    assert!(
+        reply.message().contains("sfmc-proxy login --tenant acme"),
+        "{}",
+        reply.message()
+    );
+    assert_eq!(reply.json()["command"], "sfmc-proxy login --tenant acme");
+    let health = TestClient::new().get(&proxy, "/_proxy/health", &[]).await;
+    assert_eq!(health.status, 200, "nothing else breaks");
+
+    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
+        .arg("--config")
+        .arg(&login.config)
+        .arg("check")
+        .env("RUST_LOG", "error")
+        .output()
+        .await
+        .expect("check runs");
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("sfmc-proxy login --tenant acme"));
+}
