@@ -23,7 +23,11 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use tokio::time::Instant;
+
 use crate::config::{Grant, Tenant};
+use crate::token::sfmc::SfmcTokenClient;
+use crate::token::{FetchedToken, TokenFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -43,6 +47,8 @@ pub enum LoginError {
     Listener { uri: String, reason: String },
     #[error("cannot make random state: {0}")]
     Random(#[from] rustls::Error),
+    #[error("the code exchange failed: {0}")]
+    Exchange(String),
 }
 
 /// A login in progress: where to send the browser, and what must come back.
@@ -136,35 +142,41 @@ pub struct CallbackListener {
     path: String,
 }
 
+/// Finishes a login with a code: the code exchange, done by the caller.
+pub type Exchange = Arc<dyn Fn(String) -> BoxFuture<Result<(), String>> + Send + Sync>;
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
 impl CallbackListener {
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
     }
 
     /// Serves the redirect until one carries this login's state and a code
-    /// (or SFMC's refusal); other requests get a page saying what is wrong.
-    pub async fn receive(self, expected_state: &str) -> Result<String, LoginError> {
+    /// that `exchange` accepts (or SFMC's refusal of the login). The browser's
+    /// page tells the real outcome, after the exchange; a request with another
+    /// state or path is answered but does not end the wait.
+    pub async fn complete(
+        self,
+        expected_state: &str,
+        exchange: Exchange,
+    ) -> Result<(), LoginError> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
-        let (tx, mut rx) = mpsc::channel::<Result<String, LoginError>>(1);
+        let (tx, mut rx) = mpsc::channel::<Result<(), LoginError>>(1);
         let path = Arc::<str>::from(self.path);
         let expected = Arc::<str>::from(expected_state);
         loop {
             tokio::select! {
-                outcome = rx.recv() => {
-                    if let Some(outcome) = outcome {
-                        return outcome;
-                    }
-                }
+                Some(outcome) = rx.recv() => return outcome,
                 accepted = self.listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                    let (acceptor, tx, exchange) = (acceptor.clone(), tx.clone(), exchange.clone());
                     let (path, expected) = (path.clone(), expected.clone());
                     tokio::spawn(async move {
                         let Ok(tls) = acceptor.accept(stream).await else { return };
                         let service = service_fn(move |req| {
                             let outcome = callback(&req, &path, &expected);
-                            let tx = tx.clone();
-                            async move { Ok::<_, Infallible>(answer(outcome, &tx).await) }
+                            let (tx, exchange) = (tx.clone(), exchange.clone());
+                            async move { Ok::<_, Infallible>(answer(outcome, &exchange, &tx).await) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(tls), service)
@@ -176,7 +188,7 @@ impl CallbackListener {
     }
 }
 
-/// `None`: not the redirect (a favicon, say); `Some`: the login's outcome.
+/// `None`: not the redirect (a favicon, say); `Some`: the login's code or error.
 fn callback(
     req: &Request<Incoming>,
     path: &str,
@@ -191,22 +203,33 @@ fn callback(
 
 async fn answer(
     outcome: Option<Result<String, LoginError>>,
-    tx: &mpsc::Sender<Result<String, LoginError>>,
+    exchange: &Exchange,
+    tx: &mpsc::Sender<Result<(), LoginError>>,
 ) -> Response<Full<Bytes>> {
-    let (status, text) = match &outcome {
+    let (status, text) = match outcome {
         None => (StatusCode::NOT_FOUND, "Not the login redirect.".to_owned()),
-        Some(Ok(_)) => (
-            StatusCode::OK,
-            "Logged in. sfmc-proxy is finishing the login; you can close this tab.".to_owned(),
-        ),
+        Some(Ok(code)) => match exchange(code).await {
+            Ok(()) => {
+                let _ = tx.send(Ok(())).await;
+                (
+                    StatusCode::OK,
+                    "Logged in. sfmc-proxy has stored the login; you can close this tab."
+                        .to_owned(),
+                )
+            }
+            Err(reason) => {
+                let _ = tx.send(Err(LoginError::Exchange(reason.clone()))).await;
+                (StatusCode::BAD_GATEWAY, format!("Login failed: {reason}"))
+            }
+        },
+        Some(Err(LoginError::Denied(reason))) => {
+            let text = format!("Login failed: SFMC refused the login: {reason}");
+            let _ = tx.send(Err(LoginError::Denied(reason))).await;
+            (StatusCode::BAD_REQUEST, text)
+        }
+        // A forged or stale redirect is answered but does not end the wait.
         Some(Err(error)) => (StatusCode::BAD_REQUEST, format!("Login failed: {error}")),
     };
-    // A forged or stale redirect is answered but does not end the wait.
-    if let Some(Ok(code)) = outcome {
-        let _ = tx.send(Ok(code)).await;
-    } else if let Some(Err(LoginError::Denied(reason))) = outcome {
-        let _ = tx.send(Err(LoginError::Denied(reason))).await;
-    }
     let html = format!(
         "<!doctype html><title>sfmc-proxy login</title><p id=\"result\">{}</p>",
         text.replace('&', "&amp;").replace('<', "&lt;")
@@ -218,6 +241,41 @@ async fn answer(
         http::HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
+}
+
+/// The code exchange both ways of receiving a code use: the refresh token is
+/// stored by the exchange; `on_token` gets the first access token (the proxy
+/// caches it, so the first request after a login needs no refresh).
+pub fn exchanger(
+    client: Arc<SfmcTokenClient>,
+    tenant: Arc<str>,
+    account_id: Option<Arc<str>>,
+    on_token: impl Fn(FetchedToken, Instant) + Send + Sync + 'static,
+) -> Exchange {
+    let on_token = Arc::new(on_token);
+    Arc::new(move |code: String| {
+        let (client, tenant, account_id) = (client.clone(), tenant.clone(), account_id.clone());
+        let on_token = on_token.clone();
+        Box::pin(async move {
+            let sent_at = Instant::now();
+            match client
+                .exchange_code(&tenant, account_id.as_deref(), &code)
+                .await
+            {
+                Ok(token) => {
+                    on_token(token, sent_at);
+                    Ok(())
+                }
+                Err(error) => {
+                    let failure = TokenFailure {
+                        error,
+                        retry_in: std::time::Duration::ZERO,
+                    };
+                    Err(failure.into_proxy_error(&tenant).to_string())
+                }
+            }
+        })
+    })
 }
 
 /// A certificate for `ip`, made now and never stored: the browser warns once,

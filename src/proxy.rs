@@ -33,6 +33,8 @@ pub enum BuildError {
 pub struct Proxy {
     settings: Arc<Settings>,
     tokens: TokenCache,
+    /// The `/v2/token` client behind `tokens`, also used for logins.
+    client: Arc<SfmcTokenClient>,
     upstream: Upstream,
     /// Stand-in tokens the broker issued to SDK tools.
     locals: LocalTokens,
@@ -41,13 +43,14 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(settings: Arc<Settings>) -> Result<Self, BuildError> {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
-        let source = SfmcTokenClient::new(&settings, tls.clone())?;
-        let tokens = TokenCache::new(Arc::new(source), settings.token.refresh_before_expiry);
+        let client = Arc::new(SfmcTokenClient::new(&settings, tls.clone())?);
+        let tokens = TokenCache::new(client.clone(), settings.token.refresh_before_expiry);
         let upstream = Upstream::new(&settings.upstream, tls);
         let locals = LocalTokens::new(settings.broker.token_lifetime);
         Ok(Self {
             settings,
             tokens,
+            client,
             upstream,
             locals,
         })
@@ -99,7 +102,12 @@ impl Proxy {
         match route::route(&parts, &self.settings)? {
             Route::Admin => {
                 guard::check_inbound_key(&parts.headers, &self.settings.server)?;
-                admin::handle(&parts)
+                let context = admin::Context {
+                    settings: &self.settings,
+                    tokens: &self.tokens,
+                    client: &self.client,
+                };
+                admin::handle(&parts, &context).await
             }
             // The broker authenticates the tool itself, by its local secret.
             Route::Broker => {

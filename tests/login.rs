@@ -345,3 +345,42 @@ async fn a_revoked_login_is_a_503_naming_the_command_and_check_reports_it() {
     assert_eq!(check.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&check.stdout).contains("sfmc-proxy login --tenant acme"));
 }
+
+#[tokio::test]
+async fn the_proxys_login_page_logs_in_through_the_browser_and_ready_turns_green() {
+    let login = login_tenant("page", "").await;
+    let proxy = proxy_for(&login, &login.toml).await;
+    let client = TestClient::new();
+    let before = client.get(&proxy, "/_proxy/ready", &[]).await;
+    assert_eq!(before.status, 503, "no login yet");
+    assert_eq!(before.json()["tenants"]["acme"]["error"], "login_required");
+
+    let start = client.get(&proxy, "/_proxy/login?tenant=acme", &[]).await;
+    assert_eq!(start.status, 302, "{}", start.text());
+    let authorize_url = start.headers["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert!(authorize_url.starts_with(&format!("{}v2/authorize?", login.fake.auth_url())));
+    let redirect = click_allow(&authorize_url).await;
+    let browser = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .no_proxy()
+        .build()
+        .expect("client");
+    let page = browser.get(&redirect).send().await.expect("callback");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("html").contains("Logged in"));
+
+    let requests = login.fake.token_requests();
+    let after = client.get(&proxy, "/_proxy/ready", &[]).await;
+    assert_eq!(after.status, 200, "{}", after.text());
+    assert_eq!(after.json()["tenants"]["acme"]["ready"], true);
+    assert_eq!(client.get(&proxy, "/hub/v1/x", &[]).await.status, 200);
+    assert_eq!(
+        login.fake.token_requests(),
+        requests,
+        "the login's token is used, no refresh yet"
+    );
+    assert!(login.store.exists());
+}

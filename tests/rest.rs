@@ -328,3 +328,26 @@ async fn instance_that_never_accepts_is_a_502_after_connect_timeout() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test]
+async fn ready_says_whether_every_tenant_can_get_a_token() {
+    let s = setup("").await;
+    let ready = s.client.get(&s.proxy, "/_proxy/ready", &[]).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.json()["status"], "ready");
+    assert_eq!(ready.json()["tenants"]["acme"]["ready"], true);
+    assert!(!ready.text().contains("fake-"), "no token in the answer");
+
+    let refused = setup("").await;
+    refused.fake.set_token_failure(Some(TokenFailure::Reject {
+        status: 401,
+        error: "invalid_client".into(),
+        description: "Client authentication failed.".into(),
+    }));
+    let ready = refused
+        .client
+        .get(&refused.proxy, "/_proxy/ready", &[])
+        .await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["tenants"]["acme"]["error"], "token_rejected");
+}

@@ -4,6 +4,7 @@
 //! pasted on standard input. Stores the refresh token; prints no token.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -11,7 +12,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use super::{Failure, load, pick_tenant, runtime, usage};
 use crate::oauth::{self, LoginError};
 use crate::route::key_for;
-use crate::token::TokenFailure;
 use crate::token::sfmc::SfmcTokenClient;
 
 /// SFMC's codes live 5 minutes; a login left waiting longer is abandoned.
@@ -42,31 +42,28 @@ pub(super) async fn run(
             eprintln!("\n{error}\nPaste the address the browser ended on and press Enter:")
         }
     }
+    let exchange = oauth::exchanger(
+        Arc::new(client),
+        tenant.name.clone(),
+        key.account_id.clone(),
+        |_, _| {},
+    );
     let received = async {
         match listener {
-            Ok(listener) => listener.receive(&start.state).await,
+            Ok(listener) => listener.complete(&start.state, exchange.clone()).await,
             Err(_) => std::future::pending().await,
         }
     };
-    let code = tokio::select! {
-        code = received => code,
-        code = pasted(&start.state) => code,
+    let by_paste = async {
+        let code = pasted(&start.state).await?;
+        exchange(code).await.map_err(LoginError::Exchange)
+    };
+    tokio::select! {
+        done = received => done,
+        done = by_paste => done,
         () = tokio::time::sleep(WAIT) => return Err(runtime("no login within 10 minutes; run `sfmc-proxy login` again")),
     }
     .map_err(|e| runtime(e.to_string()))?;
-    client
-        .exchange_code(&tenant.name, key.account_id.as_deref(), &code)
-        .await
-        .map_err(|error| {
-            let failure = TokenFailure {
-                error,
-                retry_in: Duration::ZERO,
-            };
-            runtime(format!(
-                "the code exchange failed: {}",
-                failure.into_proxy_error(&tenant.name)
-            ))
-        })?;
     let store = settings
         .token
         .store_file

@@ -373,6 +373,19 @@ impl TokenCache {
         }
     }
 
+    /// Caches a token obtained outside `get` (a login's code exchange), so the
+    /// first request after a login needs no refresh; clears a failure window.
+    pub fn put(
+        &self,
+        key: &TokenKey,
+        fetched: FetchedToken,
+        sent_at: Instant,
+    ) -> Result<(), TokenError> {
+        let token = Token::new(fetched, sent_at, self.inner.refresh_before)?;
+        self.slot(key).store(Arc::new(token));
+        Ok(())
+    }
+
     /// Drops `failed` from the cache if it is still the current token for `key`.
     pub fn invalidate(&self, key: &TokenKey, failed: &Arc<Token>) {
         if let Some(slot) = self.inner.slots.get(key) {
