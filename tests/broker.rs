@@ -21,6 +21,13 @@ async fn local_token(s: &Setup, body: Value) -> String {
         .to_owned()
 }
 
+/// A form-encoded token request, as FuelSDK and most tools send it.
+async fn token_form(s: &Setup, path: &str, body: &str) -> Reply {
+    s.client
+        .post(&s.proxy, path, &[FORM], body.to_owned())
+        .await
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -40,15 +47,12 @@ async fn json_and_form_requests_get_an_sfmc_shaped_local_token() {
             .to_string(),
         )
         .await;
-    let form_reply = s
-        .client
-        .post(
-            &s.proxy,
-            "/v2/token",
-            &[FORM],
-            "grant_type=client_credentials&client_id=acme&client_secret=x%20y&account_id=100",
-        )
-        .await;
+    let form_reply = token_form(
+        &s,
+        "/v2/token",
+        "grant_type=client_credentials&client_id=acme&client_secret=x%20y&account_id=100",
+    )
+    .await;
     for reply in [&json_reply, &form_reply] {
         assert_eq!(reply.status, 200, "{}", reply.text());
         let body = reply.json();
@@ -114,15 +118,12 @@ async fn rest_calls_with_a_local_token_get_the_real_token_of_their_business_unit
 #[tokio::test]
 async fn real_token_never_reaches_the_client_through_the_broker() {
     let s = setup("").await;
-    let reply = s
-        .client
-        .post(
-            &s.proxy,
-            "/v2/token",
-            &[FORM],
-            "grant_type=client_credentials&client_id=acme&client_secret=x",
-        )
-        .await;
+    let reply = token_form(
+        &s,
+        "/v2/token",
+        "grant_type=client_credentials&client_id=acme&client_secret=x",
+    )
+    .await;
     let local = reply.json()["access_token"]
         .as_str()
         .expect("token")
@@ -222,15 +223,12 @@ async fn wrong_client_unknown_tenant_and_bad_grant_are_refused_like_sfmc() {
         assert!(!reply.text().contains("local-secret"), "no secret echoed");
     }
     assert_eq!(s.fake.token_requests(), 0, "nothing reached SFMC");
-    let ok = s
-        .client
-        .post(
-            &s.proxy,
-            "/v2/token",
-            &[FORM],
-            "grant_type=client_credentials&client_id=acme&client_secret=local-secret-0123456789",
-        )
-        .await;
+    let ok = token_form(
+        &s,
+        "/v2/token",
+        "grant_type=client_credentials&client_id=acme&client_secret=local-secret-0123456789",
+    )
+    .await;
     assert_eq!(ok.status, 200);
 }
 
@@ -242,15 +240,12 @@ async fn sfmc_refusing_the_package_reaches_the_tool_at_authentication() {
         error: "invalid_client".into(),
         description: "Client authentication failed.".into(),
     }));
-    let reply = s
-        .client
-        .post(
-            &s.proxy,
-            "/v2/token",
-            &[FORM],
-            "grant_type=client_credentials&client_id=acme&client_secret=x",
-        )
-        .await;
+    let reply = token_form(
+        &s,
+        "/v2/token",
+        "grant_type=client_credentials&client_id=acme&client_secret=x",
+    )
+    .await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.proxy_error(), Some("token_rejected"));
     assert_eq!(reply.json()["error"], "invalid_client", "SFMC's own error");
@@ -264,15 +259,12 @@ async fn sfmc_refusing_the_package_reaches_the_tool_at_authentication() {
 async fn with_inbound_keys_the_broker_needs_a_local_secret_and_its_tokens_stand_in_for_the_key() {
     let key = "inbound-key-0123456789";
     let open = setup_with(&format!("[server]\ninbound_keys = [\"{key}\"]\n"), "").await;
-    let refused = open
-        .client
-        .post(
-            &open.proxy,
-            "/v2/token",
-            &[FORM],
-            "grant_type=client_credentials&client_id=acme&client_secret=anything",
-        )
-        .await;
+    let refused = token_form(
+        &open,
+        "/v2/token",
+        "grant_type=client_credentials&client_id=acme&client_secret=anything",
+    )
+    .await;
     assert_eq!(refused.status, 401, "no way around the inbound key");
     assert!(
         refused.json()["error_description"]
@@ -312,15 +304,12 @@ async fn public_url_is_what_the_broker_advertises() {
         "",
     )
     .await;
-    let reply = s
-        .client
-        .post(
-            &s.proxy,
-            "/v2/token",
-            &[FORM],
-            "grant_type=client_credentials&client_id=acme&client_secret=x",
-        )
-        .await;
+    let reply = token_form(
+        &s,
+        "/v2/token",
+        "grant_type=client_credentials&client_id=acme&client_secret=x",
+    )
+    .await;
     assert_eq!(
         reply.json()["rest_instance_url"],
         "http://sfmc-proxy.internal:8080/"
@@ -335,15 +324,12 @@ async fn public_url_is_what_the_broker_advertises() {
 async fn trailing_slash_auth_urls_reach_the_broker_not_sfmc() {
     // FuelSDK-Python posts to `authenticationurl + "/v2/token"`.
     let s = setup("").await;
-    let reply = s
-        .client
-        .post(
-            &s.proxy,
-            "//v2/token",
-            &[FORM],
-            "grant_type=client_credentials&client_id=acme&client_secret=x",
-        )
-        .await;
+    let reply = token_form(
+        &s,
+        "//v2/token",
+        "grant_type=client_credentials&client_id=acme&client_secret=x",
+    )
+    .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(
         reply.json()["access_token"]
