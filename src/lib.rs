@@ -10,12 +10,18 @@
 //! - [`server`]: accept loop, connection limit, header-read timeout, graceful shutdown.
 //! - [`proxy`]: the pipeline — runs the phases below in order, replays once after a 401.
 //! - [`guard`]: inbound checks — Host allowlist, cross-site refusal, inbound key, no forward proxying.
-//! - [`route`]: request → tenant, business unit (MID), scope and forwarded path.
-//! - [`token`]: `TokenCache` (single-flight, refresh-ahead, backoff) and the SFMC `/v2/token` client.
+//! - [`route`]: request → tenant, business unit (MID), scope and forwarded path;
+//!   `POST /v2/token` → the [`broker`], `/_proxy/*` → [`admin`].
+//! - [`broker`]: the local `/v2/token` for SDK tools, and the local tokens it issues
+//!   (a request carrying one is served as the tenant and MID it is bound to).
+//! - [`token`]: `TokenCache` (single-flight, refresh-ahead, backoff), the SFMC `/v2/token`
+//!   client (client credentials, refresh and code grants) and the refresh-token store.
 //! - [`forward`]: the pooled upstream client, request rewrite, replayable bodies.
 //! - [`soap`]: the token into a SOAP envelope (namespace-aware, streaming), SOAP faults.
 //! - [`headers`]: hop-by-hop and control-header stripping.
-//! - [`admin`]: the proxy's own `/_proxy/*` paths.
+//! - [`admin`]: the proxy's own `/_proxy/*` paths (health, ready, the browser login).
+//! - [`oauth`]: a person's login (authorization code): authorize URL, state, the
+//!   TLS listener for the redirect, the pasted URL.
 //! - [`telemetry`]: logging set-up and the access-log event.
 //!
 //! Leaves used by all: [`config`] (TOML → validated `Settings`), [`error`]
