@@ -3,7 +3,7 @@
 //! `start` builds the `/v2/authorize` URL with a fresh random `state`; the
 //! browser comes back to the package's `redirect_uri` with a code. SFMC accepts
 //! only https redirect URIs (`https://127.0.0.1:PORT/` locally), so the code is
-//! received either by [`receive_callback`] — a short-lived TLS listener on that
+//! received either by [`bind_callback`] — a short-lived TLS listener on that
 //! address with a certificate made on the spot (the browser warns once) — or
 //! by pasting the final URL from the address bar ([`code_from_callback`]).
 //! The `state` is checked either way (CSRF); the code exchange itself is the

@@ -6,7 +6,7 @@
 //! and token never leave the proxy.
 //!
 //! This module owns the token request (both encodings, SFMC-shaped answers and
-//! errors) and the local tokens ([`local`]); `proxy` resolves presented tokens.
+//! errors) and the local tokens (`local`); `proxy` resolves presented tokens.
 
 mod local;
 

@@ -1,6 +1,6 @@
 //! SOAP through the proxy. SOAP carries the token inside the envelope
 //! (`<fueloauth xmlns="http://exacttarget.com">`), so the proxy reads just
-//! enough of a request body to put it there ([`inject`] decides where), streams
+//! enough of a request body to put it there (`inject` decides where), streams
 //! the rest, recognises SFMC's token faults on the way back, and answers its own
 //! errors as SOAP 1.1 faults rather than JSON.
 
