@@ -22,12 +22,16 @@ COPY src ./src
 COPY proxy.toml ./
 # Touch so cargo sees the real sources as newer than the placeholder build.
 RUN touch src/main.rs src/lib.rs \
- && cargo build --release --locked --bin sfmc-proxy
+ && cargo build --release --locked --bin sfmc-proxy \
+ && mkdir -p /state
 
 # Distroless: glibc, CA certificates and a non-root user, no shell or package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/sfmc-proxy /usr/local/bin/sfmc-proxy
 COPY --from=build /src/proxy.toml /etc/sfmc-proxy/proxy.example.toml
+# Refresh tokens of Web/Public App tenants (token.store_file): owned by the
+# runtime user, so a named volume mounted here starts writable.
+COPY --from=build --chown=65532:65532 /state /var/lib/sfmc-proxy
 LABEL org.opencontainers.image.title="sfmc-proxy" \
       org.opencontainers.image.description="Authenticating reverse proxy for Salesforce Marketing Cloud APIs"
 ENV SFMC_PROXY_CONFIG=/etc/sfmc-proxy/proxy.toml
