@@ -137,6 +137,7 @@ mod tests {
             allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
             max_connections: 10,
             header_read_timeout: std::time::Duration::from_secs(1),
+            worker_threads: None,
         }
     }
 

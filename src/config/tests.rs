@@ -246,3 +246,32 @@ fn the_annotated_example_config_is_valid() {
     assert_eq!(settings.server.listen.to_string(), DEFAULT_LISTEN);
     assert_eq!(&*settings.tenants[0].name, "acme");
 }
+
+#[test]
+fn worker_threads_default_to_the_available_cpus_capped() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(settings.server.worker_threads, None);
+    let threads = settings.server.runtime_threads();
+    assert!(
+        (1..=MAX_DEFAULT_WORKER_THREADS).contains(&threads),
+        "{threads}"
+    );
+    assert_eq!(threads, default_worker_threads());
+}
+
+#[test]
+fn worker_threads_can_be_set_and_must_be_sensible() {
+    let settings = parse(&format!("[server]\nworker_threads = 2\n{MINIMAL}")).expect("valid");
+    assert_eq!(settings.server.worker_threads, Some(2));
+    assert_eq!(settings.server.runtime_threads(), 2);
+    for bad in ["0", "257"] {
+        assert_eq!(
+            error_key(&format!("[server]\nworker_threads = {bad}\n{MINIMAL}")),
+            "server.worker_threads"
+        );
+    }
+    assert!(matches!(
+        parse(&format!("[server]\nworker_threads = -1\n{MINIMAL}")),
+        Err(ConfigError::Parse(_))
+    ));
+}
