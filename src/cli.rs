@@ -13,7 +13,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::config::{DEFAULT_LISTEN, Settings};
+use crate::config::{DEFAULT_LISTEN, Settings, default_worker_threads};
 use crate::proxy::Proxy;
 use crate::route::key_for;
 use crate::telemetry::LogFormat;
@@ -97,39 +97,23 @@ fn runtime(message: impl Into<String>) -> Failure {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(1);
-        }
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        // The config is read before the runtime is built: it says how many
+        // threads the runtime gets.
+        Command::Serve => load(&cli.config).and_then(|settings| {
+            let threads = settings.server.runtime_threads();
+            build_runtime(threads)?.block_on(async move {
+                // On a worker, not on the thread that called `block_on`: then
+                // the accept loop and the connections it spawns share threads
+                // instead of waking each other across them.
+                tokio::spawn(serve(settings))
+                    .await
+                    .unwrap_or_else(|e| Err(runtime(format!("the server task failed: {e}"))))
+            })
+        }),
+        command => build_runtime(default_worker_threads())
+            .and_then(|rt| rt.block_on(run_command(command, &cli.config))),
     };
-    let result = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(&cli.config).await,
-            Command::Check => check(&cli.config).await,
-            Command::Token {
-                tenant,
-                account_id,
-                scope,
-            } => {
-                token(
-                    &cli.config,
-                    tenant.as_deref(),
-                    account_id.as_deref(),
-                    scope.as_deref(),
-                )
-                .await
-            }
-            Command::Login { tenant, account_id } => {
-                login::run(&cli.config, tenant.as_deref(), account_id.as_deref()).await
-            }
-            Command::Demo { listen } => demo::run(listen).await,
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -137,6 +121,24 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// The async runtime with `threads` threads. One thread gets tokio's
+/// single-threaded scheduler: with nothing to steal work from, the
+/// multi-threaded one only adds synchronisation to every wake-up (and its
+/// `block_on` thread would sit beside the one worker).
+fn build_runtime(threads: usize) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| runtime(format!("cannot start the async runtime: {e}")))
 }
 
 fn load(path: &Path) -> Result<Arc<Settings>, Failure> {
@@ -157,13 +159,13 @@ async fn bind(listen: SocketAddr) -> Result<TcpListener, Failure> {
     })
 }
 
-async fn serve(config: &Path) -> Result<(), Failure> {
-    let settings = load(config)?;
+async fn serve(settings: Arc<Settings>) -> Result<(), Failure> {
     let proxy = build(settings.clone())?;
     let listener = bind(settings.server.listen).await?;
     tracing::info!(
         listen = %settings.server.listen,
         tenants = %settings.tenant_names(),
+        worker_threads = settings.server.runtime_threads(),
         "sfmc-proxy listening; point SFMC clients at http://{}/",
         settings.server.listen
     );
@@ -247,6 +249,31 @@ fn print_check(tenant: &crate::config::Tenant, lease: &Lease) {
     println!("  expires in      {} s", token.expires_in.as_secs());
     println!("  rest instance   {}", token.rest_instance);
     println!("  soap instance   {soap}");
+}
+
+/// Every command but a plain `serve`, on the default runtime.
+async fn run_command(command: Command, config: &Path) -> Result<(), Failure> {
+    match command {
+        Command::Serve => serve(load(config)?).await,
+        Command::Check => check(config).await,
+        Command::Token {
+            tenant,
+            account_id,
+            scope,
+        } => {
+            token(
+                config,
+                tenant.as_deref(),
+                account_id.as_deref(),
+                scope.as_deref(),
+            )
+            .await
+        }
+        Command::Login { tenant, account_id } => {
+            login::run(config, tenant.as_deref(), account_id.as_deref()).await
+        }
+        Command::Demo { listen } => demo::run(listen).await,
+    }
 }
 
 /// `--tenant NAME`, or the default tenant.

@@ -98,6 +98,35 @@ pub struct ServerSettings {
     pub allowed_origins: Vec<String>,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// Threads of the async runtime that serves requests; `None`: see
+    /// [`ServerSettings::runtime_threads`].
+    pub worker_threads: Option<usize>,
+}
+
+/// The default runtime size is capped here: a sidecar for SFMC traffic (SFMC
+/// itself rate-limits to a few thousand calls per second per tenant) is far
+/// from needing more, and should not take every core of a big host.
+pub const MAX_DEFAULT_WORKER_THREADS: usize = 4;
+
+/// The most `server.worker_threads` accepts: more threads than that only cost
+/// memory for a proxy whose work per request is a few microseconds.
+pub const MAX_WORKER_THREADS: usize = 256;
+
+impl ServerSettings {
+    /// How many runtime threads to start: `server.worker_threads`, or else the
+    /// CPUs this process may use (affinity and cgroup quota included, so a
+    /// container limited to one CPU gets one thread), at most
+    /// [`MAX_DEFAULT_WORKER_THREADS`].
+    pub fn runtime_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(default_worker_threads)
+    }
+}
+
+/// `min(available CPUs, MAX_DEFAULT_WORKER_THREADS)`.
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAX_DEFAULT_WORKER_THREADS)
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +307,16 @@ fn validate_server(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettings, 
         )?),
         None => None,
     };
+    if let Some(threads) = raw.worker_threads
+        && !(1..=MAX_WORKER_THREADS).contains(&threads)
+    {
+        return Err(invalid(
+            "server.worker_threads",
+            format!(
+                "must be between 1 and {MAX_WORKER_THREADS} (omit it for the default: the available CPUs, at most {MAX_DEFAULT_WORKER_THREADS})"
+            ),
+        ));
+    }
     Ok(ServerSettings {
         listen,
         public_url,
@@ -287,6 +326,7 @@ fn validate_server(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettings, 
         allowed_origins,
         max_connections,
         header_read_timeout,
+        worker_threads: raw.worker_threads,
     })
 }
 

@@ -155,6 +155,9 @@ pub fn build_request(
     if let Some(token) = bearer {
         headers.insert(header::AUTHORIZATION, token.bearer().clone());
     }
+    if let Some(host) = instance.http1_host() {
+        headers.insert(header::HOST, host.clone());
+    }
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;

@@ -47,9 +47,12 @@ fn check_host(
     authority: &Authority,
     server: &ServerSettings,
 ) -> Result<(), ProxyError> {
-    let host = authority.host().to_ascii_lowercase();
+    let host = authority.host();
     match &server.allowed_hosts {
-        Some(allowed) if !allowed.contains(&host) => Err(ProxyError::HostNotAllowed(host)),
+        // The allowlist is lowercase: compare without a lowercased copy per request.
+        Some(allowed) if !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) => {
+            Err(ProxyError::HostNotAllowed(host.to_ascii_lowercase()))
+        }
         Some(_) => Ok(()),
         // Host check off (wildcard listen, no allowlist): still never act as a
         // forward proxy for an absolute-form HTTP/1 target.
@@ -144,6 +147,7 @@ mod tests {
             allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
             max_connections: 10,
             header_read_timeout: std::time::Duration::from_secs(1),
+            worker_threads: None,
         }
     }
 

@@ -7,61 +7,103 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 
 /// Selects the tenant by name.
-pub const X_SFMC_TENANT: HeaderName = HeaderName::from_static("x-sfmc-tenant");
+pub const X_SFMC_TENANT: HeaderName = HeaderName::from_static(X_SFMC_TENANT_STR);
+const X_SFMC_TENANT_STR: &str = "x-sfmc-tenant";
 /// Selects the business unit (MID).
-pub const X_SFMC_ACCOUNT_ID: HeaderName = HeaderName::from_static("x-sfmc-account-id");
+pub const X_SFMC_ACCOUNT_ID: HeaderName = HeaderName::from_static(X_SFMC_ACCOUNT_ID_STR);
+const X_SFMC_ACCOUNT_ID_STR: &str = "x-sfmc-account-id";
 /// Selects the token scope.
-pub const X_SFMC_SCOPE: HeaderName = HeaderName::from_static("x-sfmc-scope");
+pub const X_SFMC_SCOPE: HeaderName = HeaderName::from_static(X_SFMC_SCOPE_STR);
+const X_SFMC_SCOPE_STR: &str = "x-sfmc-scope";
 /// Inbound key, for clients that cannot set `Proxy-Authorization`.
-pub const X_PROXY_KEY: HeaderName = HeaderName::from_static("x-proxy-key");
+pub const X_PROXY_KEY: HeaderName = HeaderName::from_static(X_PROXY_KEY_STR);
+const X_PROXY_KEY_STR: &str = "x-proxy-key";
 
 /// Hop-by-hop headers named by RFC 9110 §7.6.1, plus the legacy ones proxies
-/// still see in the wild (`Keep-Alive`, `Proxy-Connection`).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+/// still see in the wild (`Keep-Alive`, `Proxy-Connection`). Lowercase, as
+/// `HeaderName::as_str` gives them.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
+
+/// Request headers that never reach SFMC besides the hop-by-hop ones: the
+/// client's own credentials, the proxy's control headers, `Host` (the upstream
+/// client sets the instance's) and `Expect` (the proxy's server side already
+/// answered `100-continue`; the upstream client does not wait for one).
+const REQUEST_ONLY: [&str; 8] = [
+    "authorization",
+    "proxy-authorization",
+    "host",
+    "expect",
+    X_SFMC_TENANT_STR,
+    X_SFMC_ACCOUNT_ID_STR,
+    X_SFMC_SCOPE_STR,
+    X_PROXY_KEY_STR,
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
+fn is_request_only(name: &HeaderName) -> bool {
+    REQUEST_ONLY.contains(&name.as_str())
+}
 
 /// Removes hop-by-hop headers, and the headers `Connection` names, in place.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Collect the names listed in `Connection` first: they are removed with it.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|list| list.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    remove_connection_named(headers);
+    remove_where(headers, is_hop_by_hop);
+}
+
+/// Prepares inbound request headers for SFMC: hop-by-hop headers and the
+/// request-only ones (credentials, control headers, `Host`, `Expect`) removed.
+pub fn strip_request_headers(headers: &mut HeaderMap) {
+    remove_connection_named(headers);
+    remove_where(headers, |name| is_hop_by_hop(name) || is_request_only(name));
+}
+
+/// Removes every header whose name matches `doomed`.
+///
+/// This runs twice per proxied request, so it scans the names instead of
+/// removing each candidate by name: a scan is a few comparisons per header
+/// and allocates nothing, where a removal hashes the name, and most requests
+/// carry none of the headers to remove. Each pass removes one name with all
+/// its values, so there are at most as many passes as matching names.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    while let Some(name) = headers.keys().find(|name| doomed(name)).cloned() {
+        headers.remove(&name);
     }
 }
 
-/// Prepares inbound request headers for SFMC: hop-by-hop headers, the client's
-/// own credentials, the proxy's control headers, `Host` (the upstream client
-/// sets the instance's) and `Expect` (the proxy's server side already answered
-/// `100-continue`; the upstream client does not wait for one) are removed.
-pub fn strip_request_headers(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    for name in [
-        header::AUTHORIZATION,
-        header::PROXY_AUTHORIZATION,
-        header::HOST,
-        header::EXPECT,
-        X_SFMC_TENANT,
-        X_SFMC_ACCOUNT_ID,
-        X_SFMC_SCOPE,
-        X_PROXY_KEY,
-    ] {
+/// Removes the headers listed in `Connection` (it goes with the hop-by-hop ones).
+fn remove_connection_named(headers: &mut HeaderMap) {
+    let tokens = || {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+    };
+    // Usually (`keep-alive`, `close`, `upgrade`) the listed names are either
+    // hop-by-hop anyway or not present: then skip the allocation below.
+    let names_others = tokens().any(|token| {
+        !HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(token)) && headers.contains_key(token)
+    });
+    if !names_others {
+        return;
+    }
+    let named: Vec<HeaderName> = tokens()
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
+    for name in named {
         headers.remove(name);
     }
 }
@@ -131,5 +173,86 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert!(headers.get("x-ok").is_none());
         assert!(headers.get("accept").is_some());
+    }
+
+    #[test]
+    fn usual_connection_values_remove_only_hop_by_hop_headers() {
+        let mut headers = map(&[
+            ("connection", "Keep-Alive"),
+            ("keep-alive", "timeout=5"),
+            ("close", "not a hop-by-hop header"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "close"]);
+    }
+
+    #[test]
+    fn every_value_of_a_removed_header_goes() {
+        let mut headers = map(&[
+            ("connection", "X-Twice"),
+            ("x-twice", "1"),
+            ("x-twice", "2"),
+            ("x-sfmc-scope", "a"),
+            ("x-sfmc-scope", "b"),
+            ("accept", "*/*"),
+        ]);
+        strip_request_headers(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+    }
+
+    /// The strip functions scan instead of removing by name (speed); this is
+    /// the plain removal-by-name they must agree with.
+    fn reference(headers: &mut HeaderMap, request: bool) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        let extra: &[&str] = if request { &REQUEST_ONLY } else { &[] };
+        for name in HOP_BY_HOP.iter().chain(extra) {
+            headers.remove(*name);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn scanning_agrees_with_removal_by_name(
+            pairs in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "connection", "keep-alive", "te", "upgrade", "transfer-encoding",
+                        "host", "authorization", "x-sfmc-tenant", "x-proxy-key", "expect",
+                        "accept", "x-custom", "x-other", "content-type", "close",
+                    ]),
+                    proptest::sample::select(vec![
+                        "x-custom", "X-Other, close", "keep-alive", "Upgrade", "", " , ",
+                        "content-type,x-custom", "bad header name", "1", "close",
+                    ]),
+                ),
+                0..12,
+            ),
+            request in proptest::bool::ANY,
+        ) {
+            let mut fast = HeaderMap::new();
+            for (name, value) in &pairs {
+                fast.append(*name, HeaderValue::from_static(value));
+            }
+            let mut slow = fast.clone();
+            if request {
+                strip_request_headers(&mut fast);
+            } else {
+                strip_hop_by_hop(&mut fast);
+            }
+            reference(&mut slow, request);
+            proptest::prop_assert_eq!(fast, slow);
+        }
     }
 }

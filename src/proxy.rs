@@ -122,7 +122,10 @@ impl Proxy {
                         record.target(&target);
                         self.forward_rest(parts, body, &target, record).await
                     }
-                    Api::Soap => self.forward_soap(parts, body, target, record).await,
+                    // Boxed: the SOAP state (envelope reader, fault inspection)
+                    // would otherwise make every request's future larger, and
+                    // that future is moved into place once per request.
+                    Api::Soap => Box::pin(self.forward_soap(parts, body, target, record)).await,
                 }
             }
         }

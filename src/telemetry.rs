@@ -36,8 +36,14 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// The access log's target: `RUST_LOG=sfmc_proxy::access=off` silences it.
+const ACCESS: &str = "sfmc_proxy::access";
+
 /// What the access log says about one request, filled in as it travels.
 pub struct AccessRecord {
+    /// Whether the event will be emitted at all: when the log level filters it
+    /// out, nothing is copied for it (this runs on every request).
+    enabled: bool,
     method: Method,
     path: Option<PathAndQuery>,
     tenant: Option<Arc<str>>,
@@ -50,9 +56,15 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     pub fn new(parts: &Parts) -> Self {
+        let enabled = tracing::enabled!(target: ACCESS, tracing::Level::INFO);
         Self {
-            method: parts.method.clone(),
-            path: parts.uri.path_and_query().cloned(),
+            enabled,
+            method: if enabled {
+                parts.method.clone()
+            } else {
+                Method::GET
+            },
+            path: parts.uri.path_and_query().filter(|_| enabled).cloned(),
             tenant: None,
             account_id: None,
             api: None,
@@ -63,14 +75,19 @@ impl AccessRecord {
     }
 
     pub fn target(&mut self, target: &Target) {
-        self.tenant = Some(target.key.tenant.clone());
-        self.account_id = target.key.account_id.clone();
         self.api = Some(target.api);
+        if self.enabled {
+            self.tenant = Some(target.key.tenant.clone());
+            self.account_id = target.key.account_id.clone();
+        }
     }
 
     pub fn finish(self, status: StatusCode, elapsed: Duration) {
+        if !self.enabled {
+            return;
+        }
         tracing::info!(
-            target: "sfmc_proxy::access",
+            target: ACCESS,
             method = %self.method,
             path = self.path.as_ref().map_or("/", |p| p.path()),
             status = status.as_u16(),

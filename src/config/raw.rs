@@ -29,6 +29,7 @@ pub(super) struct RawServer {
     pub allowed_origins: Vec<String>,
     pub max_connections: Option<usize>,
     pub header_read_timeout: Option<String>,
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -422,3 +422,32 @@ fn store_file_defaults_to_the_state_directory() {
         other => panic!("expected token.store_file error, got {other:?}"),
     }
 }
+
+#[test]
+fn worker_threads_default_to_the_available_cpus_capped() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(settings.server.worker_threads, None);
+    let threads = settings.server.runtime_threads();
+    assert!(
+        (1..=MAX_DEFAULT_WORKER_THREADS).contains(&threads),
+        "{threads}"
+    );
+    assert_eq!(threads, default_worker_threads());
+}
+
+#[test]
+fn worker_threads_can_be_set_and_must_be_sensible() {
+    let settings = parse(&format!("[server]\nworker_threads = 2\n{MINIMAL}")).expect("valid");
+    assert_eq!(settings.server.worker_threads, Some(2));
+    assert_eq!(settings.server.runtime_threads(), 2);
+    for bad in ["0", "257"] {
+        assert_eq!(
+            error_key(&format!("[server]\nworker_threads = {bad}\n{MINIMAL}")),
+            "server.worker_threads"
+        );
+    }
+    assert!(matches!(
+        parse(&format!("[server]\nworker_threads = -1\n{MINIMAL}")),
+        Err(ConfigError::Parse(_))
+    ));
+}

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use http::HeaderValue;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 use crate::config::is_loopback_host;
@@ -18,6 +19,11 @@ pub struct InstanceBase {
     scheme: Scheme,
     authority: Authority,
     base_path: String,
+    /// The `Host` header for plain-http (loopback, hence HTTP/1.1) instances,
+    /// built once: otherwise the upstream client formats `host:port` for every
+    /// request to a non-default port. `None` for https, where HTTP/2 may be
+    /// negotiated and the client derives `:authority` itself.
+    http1_host: Option<HeaderValue>,
 }
 
 impl InstanceBase {
@@ -56,10 +62,19 @@ impl InstanceBase {
         } else if scheme != &Scheme::HTTPS && scheme != &Scheme::HTTP {
             return Err("instance URL is neither http nor https".to_owned());
         }
+        let http1_host = if scheme == &Scheme::HTTP {
+            Some(
+                HeaderValue::from_str(authority.as_str())
+                    .map_err(|_| "not a valid host".to_owned())?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             scheme: scheme.clone(),
             authority: authority.clone(),
             base_path: uri.path().trim_end_matches('/').to_owned(),
+            http1_host,
         })
     }
 
@@ -75,6 +90,11 @@ impl InstanceBase {
             let joined = format!("{}{}", self.base_path, path_and_query.as_str());
             builder.path_and_query(joined).build()
         }
+    }
+
+    /// The `Host` header to send, when the proxy sets it rather than the client.
+    pub fn http1_host(&self) -> Option<&HeaderValue> {
+        self.http1_host.as_ref()
     }
 
     pub fn host(&self) -> &str {

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One command for the side-by-side benchmark (issue 3): direct to the origin,
+# nginx adding a static Authorization header, and sfmc-proxy, on loopback only.
+#
+#   bench/run.sh                 # 3 rounds, 5 s per wrk run (~5 minutes)
+#   BENCH_ROUNDS=5 BENCH_DURATION=8 bench/run.sh
+#
+# Installs nginx, wrk and curl from Debian's packages when missing (needs root
+# for that), builds the release binary, then hands over to bench/bench.py,
+# which writes a markdown table to bench/results/ and prints it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: ${missing[*]} missing and not root; install them and run again" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Debian's package starts a default site on port 80 when a service manager is
+# present; the benchmark starts its own instances and never uses that one.
+
+if [ "$(nproc --all)" -lt 2 ]; then
+  echo "error: the benchmark pins the proxies to CPU 0 and the load to CPU 1: it needs 2 CPUs" >&2
+  exit 1
+fi
+
+echo "== cargo build --release --locked"
+cargo build --release --locked --bin sfmc-proxy
+
+exec python3 bench/bench.py "$@"
