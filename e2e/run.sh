@@ -11,9 +11,14 @@
 #                                 credentials: checks the clients themselves.
 #
 # Clients: FuelSDK-Python (REST + SOAP Retrieve), fuel-auth + fuel-rest (REST),
-# sfmc-sdk (REST + SOAP Retrieve). Installs what it needs itself (e2e/.venv,
-# e2e/node_modules), builds the proxy, and never leaves the machine: every
-# client refuses non-loopback connections. Last line: "N passed, N failed".
+# sfmc-sdk (REST + SOAP Retrieve). With E2E_TARGET=proxy also a person's login
+# in headless Chromium (browser_login.mjs): a second proxy (`sfmc-proxy serve`)
+# with an authorization-code tenant "web" on the demo's fake tenant, whose
+# /_proxy/login the browser follows to the fake's "Allow" button and back to
+# the proxy's callback. Installs what it needs itself (e2e/.venv,
+# e2e/node_modules, Debian's chromium when /usr/bin/chromium is missing: as
+# root only), builds the proxy, and never leaves the machine: every client
+# refuses non-loopback connections. Last line: "N passed, N failed".
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,8 +40,25 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -r "$here/build-requirements.txt"
 "${pip[@]}" --no-build-isolation -r "$here/requirements.txt"
 
-step "npm ci (fuel-auth, fuel-rest, sfmc-sdk)"
+step "npm ci (fuel-auth, fuel-rest, sfmc-sdk, playwright-core)"
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+
+chromium=/usr/bin/chromium
+if [ "$target" = proxy ]; then
+  step "Debian's chromium (for the browser login)"
+  if [ ! -x "$chromium" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "FAIL: $chromium is missing and this is not root: install Debian's chromium" \
+        "(sudo apt-get install --no-install-recommends chromium), then run again" >&2
+      exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    [ -x "$chromium" ] || { echo "FAIL: apt-get installed chromium but $chromium is missing" >&2; exit 1; }
+  fi
+  # (Debian's launcher script may complain about /dev/shm's size on stderr.)
+  "$chromium" --version 2>/dev/null || { echo "FAIL: $chromium --version failed" >&2; exit 1; }
+fi
 
 step "cargo build --locked --bin sfmc-proxy"
 (cd "$root" && cargo build --locked --bin sfmc-proxy)
@@ -46,11 +68,16 @@ step "sfmc-proxy demo --listen 127.0.0.1:0"
 work=$(mktemp -d)
 demo_pid=
 drain_pid=
-cleanup() {
-  if [ -n "$demo_pid" ] && kill -0 "$demo_pid" 2>/dev/null; then
-    kill "$demo_pid" 2>/dev/null || true
-    wait "$demo_pid" 2>/dev/null || true
+serve_pid=
+stop() {
+  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
   fi
+}
+cleanup() {
+  stop "$serve_pid"
+  stop "$demo_pid"
   if [ -n "$drain_pid" ]; then wait "$drain_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
@@ -101,7 +128,7 @@ export no_proxy=$NO_PROXY
 
 passed=0 failed=0 failures=()
 run_client() {
-  local name=$1 url=$2
+  local name=$1 url=$2 began=$SECONDS
   shift 2
   step "$name -> $target ($url)"
   if (cd "$here" && E2E_AUTH_URL=$url timeout "$client_timeout" "$@"); then
@@ -110,14 +137,69 @@ run_client() {
     failed=$((failed + 1))
     failures+=("$name")
   fi
+  echo "($name: $((SECONDS - began)) s)"
 }
 run_client "FuelSDK-Python" "$fuelsdk_auth_url" "$venv/bin/python" fuelsdk_client.py
 run_client "fuel-auth + fuel-rest" "$auth_url" node fuel_rest_client.js
 run_client "sfmc-sdk" "$auth_url" node sfmc_sdk_client.mjs
 
+# Two free loopback ports (held together while picked, so they differ).
+free_ports() {
+  python3 -c 'import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*(x.getsockname()[1] for x in s))'
+}
+
+# A person's login: `sfmc-proxy serve` with an authorization-code tenant on the
+# demo's fake tenant (which takes its own client id and secret for this grant
+# too); the browser logs in through its /_proxy/login.
+start_login_proxy() {
+  local ports proxy_port callback_port tries=0
+  ports=$(free_ports) || return 1
+  read -r proxy_port callback_port <<<"$ports"
+  login_proxy_url=http://127.0.0.1:$proxy_port/
+  redirect_uri=https://127.0.0.1:$callback_port/callback
+  printf '%s\n' \
+    '[server]' "listen = \"127.0.0.1:$proxy_port\"" '' \
+    '[token]' "store_file = \"$work/state/tokens.json\"" '' \
+    '[tenants.web]' "auth_url = \"$fake_url\"" \
+    'client_id = "fake-client-id"' 'client_secret = "fake-client-secret"' \
+    'grant = "authorization_code"' "redirect_uri = \"$redirect_uri\"" >"$work/proxy.toml"
+  "$bin" --config "$work/proxy.toml" serve >"$work/serve.log" 2>&1 &
+  serve_pid=$!
+  # Ready when it logs that it listens (it binds first): at most 30 s.
+  until grep -q 'sfmc-proxy listening' "$work/serve.log"; do
+    if ! kill -0 "$serve_pid" 2>/dev/null || [ "$tries" -ge 300 ]; then
+      echo "FAIL: sfmc-proxy serve did not start listening on 127.0.0.1:$proxy_port:" >&2
+      cat "$work/proxy.toml" "$work/serve.log" >&2
+      return 1
+    fi
+    tries=$((tries + 1))
+    sleep 0.1
+  done
+}
+
+if [ "$target" = proxy ]; then
+  step "sfmc-proxy serve with an authorization-code tenant (web) on the fake"
+  if start_login_proxy; then
+    echo "proxy $login_proxy_url, redirect_uri $redirect_uri"
+    run_client "browser login (Chromium)" "${login_proxy_url}_proxy/login?tenant=web" \
+      env E2E_PROXY_URL="$login_proxy_url" E2E_TENANT=web E2E_REDIRECT_URI="$redirect_uri" \
+      E2E_FAKE_URL="$fake_url" E2E_CHROMIUM="$chromium" node browser_login.mjs
+  else
+    failed=$((failed + 1))
+    failures+=("browser login (Chromium)")
+  fi
+fi
+
 if [ "$failed" -gt 0 ]; then
   printf '\nfailed: %s; the demo'\''s output and log:\n' "${failures[*]}"
   tail -n 40 "$work/demo.out" "$work/demo.log" || true
+  if [ -f "$work/serve.log" ]; then
+    printf '\nthe login proxy'\''s log:\n'
+    tail -n 40 "$work/serve.log" || true
+  fi
 fi
 echo
 echo "$passed passed, $failed failed"
