@@ -360,16 +360,28 @@ impl TokenCache {
             Check::Failed(failure) => return Err(failure),
             Check::Missing => {}
         }
-        let _single_flight = slot.fetch_lock.lock().await;
-        // Whoever held the lock before us may have fetched (or failed) already.
-        match slot.check(Instant::now()) {
-            Check::Fresh(token) | Check::Stale(token) => Ok(lease(token, Outcome::Fetch)),
-            Check::Failed(failure) => Err(failure),
-            Check::Missing => self
-                .inner
-                .fetch_into(key, &slot)
-                .await
-                .map(|t| lease(t, Outcome::Fetch)),
+        // The fetch runs in its own task: a caller that goes away (client
+        // disconnect, timeout) must not cancel it half-way — a refresh token
+        // SFMC has already rotated would then never be stored.
+        let (inner, key, slot) = (self.inner.clone(), key.clone(), slot.clone());
+        let fetch = tokio::spawn(async move {
+            let _single_flight = slot.fetch_lock.lock().await;
+            // Whoever held the lock before us may have fetched (or failed) already.
+            match slot.check(Instant::now()) {
+                Check::Fresh(token) | Check::Stale(token) => Ok(token),
+                Check::Failed(failure) => Err(failure),
+                Check::Missing => inner.fetch_into(&key, &slot).await,
+            }
+        });
+        match fetch.await {
+            Ok(result) => result.map(|token| lease(token, Outcome::Fetch)),
+            Err(join_error) => Err(TokenFailure {
+                error: TokenError::Unavailable {
+                    reason: format!("the token fetch task failed: {join_error}"),
+                    retryable: false,
+                },
+                retry_in: Duration::ZERO,
+            }),
         }
     }
 

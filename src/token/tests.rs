@@ -254,3 +254,22 @@ fn token_debug_output_hides_the_token() {
     assert!(!debug.contains("very-secret-token"), "{debug}");
     assert!(token.bearer().is_sensitive());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_goes_away_does_not_cancel_the_fetch() {
+    // A refresh whose caller disconnects must still finish and be stored:
+    // SFMC rotates refresh tokens, so a half-done refresh loses the login.
+    let source = ScriptedSource::new(Duration::from_secs(2));
+    let cache = cache(&source);
+    let gone = tokio::time::timeout(Duration::from_secs(1), cache.get(&key(None))).await;
+    assert!(gone.is_err(), "the caller gave up before the fetch ended");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lease = cache.get(&key(None)).await.expect("token");
+    assert_eq!(
+        lease.outcome,
+        Outcome::Hit,
+        "the abandoned fetch was stored"
+    );
+    assert_eq!(lease.token.access_token(), "token-1");
+    assert_eq!(source.calls(), 1);
+}
