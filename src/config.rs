@@ -92,7 +92,7 @@ pub struct ServerSettings {
     pub allow_unauthenticated_remote: bool,
     /// Host names (lowercase, no port; IPv6 in brackets) a request may address.
     /// `None` turns the check off: only when listening on an unspecified address
-    /// without `allowed_hosts` configured.
+    /// with inbound keys and without `allowed_hosts` configured.
     pub allowed_hosts: Option<Vec<String>>,
     /// Browser origins (`scheme://host[:port]`, lowercase) allowed to call.
     pub allowed_origins: Vec<String>,
@@ -277,12 +277,17 @@ fn validate_server(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettings, 
                 .map(|h| values::normalise_host_name(h))
                 .collect(),
         ),
-        None if listen.ip().is_unspecified() => None,
+        // Every address, with inbound keys: callers come by any name, and a
+        // rebinding web page cannot present a key.
+        None if listen.ip().is_unspecified() && !inbound_keys.is_empty() => None,
         None => {
+            // Without keys (loopback, or a container published on the host's
+            // loopback) only loopback names: anything else may be a web page
+            // that rebound its own name to this address.
             let mut hosts: Vec<String> =
                 ["localhost", "127.0.0.1", "[::1]"].map(String::from).into();
             let own = values::host_of_ip(listen.ip());
-            if !hosts.contains(&own) {
+            if !listen.ip().is_unspecified() && !hosts.contains(&own) {
                 hosts.push(own);
             }
             Some(hosts)

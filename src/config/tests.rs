@@ -171,12 +171,23 @@ fn non_loopback_listen_needs_keys_or_explicit_opt_out() {
     assert_eq!(settings.server.inbound_keys.len(), 1);
     assert!(
         settings.server.allowed_hosts.is_none(),
-        "unspecified address: host check off"
+        "unspecified address with keys: host check off"
     );
     let opted = format!(
         "[server]\nlisten = \"0.0.0.0:8080\"\nallow_unauthenticated_remote = true\n{MINIMAL}"
     );
-    assert!(parse(&opted).is_ok());
+    let opted = parse(&opted).expect("explicit opt-out is valid");
+    assert_eq!(
+        opted.server.allowed_hosts.as_deref(),
+        Some(
+            &[
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "[::1]".to_owned()
+            ][..]
+        ),
+        "no key, no host check off: a rebinding page must not get through"
+    );
 }
 
 #[test]
