@@ -168,3 +168,11 @@ fn issue_token(body: &Value, state: &State) -> Reply {
         }),
     )
 }
+
+pub(super) fn last_issued(state: &State) -> Option<String> {
+    let tokens = lock(&state.tokens);
+    tokens
+        .iter()
+        .max_by_key(|(_, issued)| issued.number)
+        .map(|(token, _)| token.clone())
+}

@@ -191,6 +191,11 @@ impl FakeTenant {
         login::revoke_all(&self.state);
     }
 
+    /// The access token the fake issued last (tests check it never leaks).
+    pub fn last_issued_token(&self) -> Option<String> {
+        auth::last_issued(&self.state)
+    }
+
     /// POSTs to `/v2/token` received, failed ones included.
     pub fn token_requests(&self) -> usize {
         self.state.token_requests.load(Ordering::SeqCst)
