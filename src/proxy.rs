@@ -178,9 +178,9 @@ impl Proxy {
         }
         // SFMC no longer accepts this token (revoked, or expired early): drop it
         // — unless a concurrent request already replaced it — so the next
-        // request gets a fresh one.
-        self.tokens.invalidate(&target.key, &lease.token);
-        let Some((bytes, headers)) = replay else {
+        // request gets a fresh one; unless 401s keep coming whatever the token.
+        let fresh_may_help = self.tokens.invalidate(&target.key, &lease.token);
+        let Some((bytes, headers)) = replay.filter(|_| fresh_may_help) else {
             return Ok(respond(response));
         };
         let lease = self.token(target).await?;
@@ -227,8 +227,8 @@ impl Proxy {
         if !token_fault {
             return Ok(strip_response(response));
         }
-        self.tokens.invalidate(&target.key, &lease.token);
-        let Some(headers) = replay_headers else {
+        let fresh_may_help = self.tokens.invalidate(&target.key, &lease.token);
+        let Some(headers) = replay_headers.filter(|_| fresh_may_help) else {
             return Ok(strip_response(response));
         };
         let lease = self.token(target).await?;

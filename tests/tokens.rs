@@ -307,3 +307,18 @@ async fn https_instance_with_an_unknown_ca_is_refused() {
     assert_eq!(reply.proxy_error(), Some("token_unavailable"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_path_that_always_answers_401_does_not_cost_a_token_each_time() {
+    let s = setup("").await;
+    for _ in 0..10 {
+        let reply = s
+            .client
+            .get(&s.proxy, "/fake/respond?status=401", &[])
+            .await;
+        assert_eq!(reply.status, 401, "SFMC's 401 is passed on");
+    }
+    // The first 401 drops the token and fetches one fresh (and replays);
+    // after that a 401 that a fresh token did not cure costs nothing for 30 s.
+    assert_eq!(s.fake.token_requests(), 2);
+}

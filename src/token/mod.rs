@@ -267,6 +267,8 @@ struct Slot {
 struct SlotState {
     token: Option<Arc<Token>>,
     failure: Option<Failure>,
+    /// When SFMC last refused this key's token (a 401) and the proxy dropped it.
+    last_rejection: Option<Instant>,
 }
 
 struct Failure {
@@ -333,6 +335,9 @@ impl Slot {
     }
 }
 
+/// At most one 401-triggered token drop per key in this time.
+const REJECTION_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Attempts for a transient failure before giving up, and the first delay.
 const FETCH_ATTEMPTS: u32 = 3;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
@@ -398,14 +403,29 @@ impl TokenCache {
         Ok(())
     }
 
-    /// Drops `failed` from the cache if it is still the current token for `key`.
-    pub fn invalidate(&self, key: &TokenKey, failed: &Arc<Token>) {
-        if let Some(slot) = self.inner.slots.get(key) {
-            let mut state = slot.state.write().unwrap_or_else(PoisonError::into_inner);
-            if state.token.as_ref().is_some_and(|t| Arc::ptr_eq(t, failed)) {
-                state.token = None;
-            }
+    /// SFMC refused `failed` (a 401): drops it if it is still the current token
+    /// for `key`. Returns whether a retry with the then current token may help:
+    /// `false` when a token was dropped for this key less than
+    /// `REJECTION_INTERVAL` ago — a 401 that a fresh token does not cure
+    /// (a path that always answers 401) must not cost a token request each time.
+    pub fn invalidate(&self, key: &TokenKey, failed: &Arc<Token>) -> bool {
+        let Some(slot) = self.inner.slots.get(key) else {
+            return true;
+        };
+        let mut state = slot.state.write().unwrap_or_else(PoisonError::into_inner);
+        if !state.token.as_ref().is_some_and(|t| Arc::ptr_eq(t, failed)) {
+            return true; // already replaced by a concurrent request
         }
+        let now = Instant::now();
+        if state
+            .last_rejection
+            .is_some_and(|at| now.duration_since(at) < REJECTION_INTERVAL)
+        {
+            return false;
+        }
+        state.token = None;
+        state.last_rejection = Some(now);
+        true
     }
 
     fn slot(&self, key: &TokenKey) -> Arc<Slot> {
