@@ -74,9 +74,12 @@ fn check_origin(
     let origin = headers
         .get(header::ORIGIN)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase());
-    let cross_site = headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    // `same-site` too: a page on another localhost port is "same-site" with
+    // the proxy, and must not reach SFMC through it either.
+    let cross_site = headers.get("sec-fetch-site").is_some_and(|v| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"cross-site") || v.eq_ignore_ascii_case(b"same-site")
+    });
     let Some(origin) = origin else {
         return if cross_site {
             Err(ProxyError::CrossSiteRequest(
@@ -217,6 +220,21 @@ mod tests {
     fn cross_site_browser_requests_are_refused() {
         let s = server(&[], &["http://localhost:3000"]);
         let base = || Request::post("/x").header("host", "127.0.0.1:8080");
+        // Another localhost port is "same-site", and refused all the same.
+        assert_eq!(
+            code(check(
+                &parts(base().header("sec-fetch-site", "same-site")),
+                &s
+            )),
+            "cross_site_request"
+        );
+        assert_eq!(
+            code(check(
+                &parts(base().header("sec-fetch-site", "same-origin")),
+                &s
+            )),
+            "ok"
+        );
         assert_eq!(
             code(check(
                 &parts(base().header("origin", "https://evil.example")),

@@ -99,6 +99,11 @@ impl Proxy {
             return Ok(admin::health());
         }
         guard::check(&parts, &self.settings.server)?;
+        // The inbound key comes before routing (whose errors name tenants),
+        // unless the request may carry the broker's own credential instead.
+        if !self.may_carry_local_credential(&parts) {
+            guard::check_inbound_key(&parts.headers, &self.settings.server)?;
+        }
         match route::route(&parts, &self.settings)? {
             Route::Admin => {
                 guard::check_inbound_key(&parts.headers, &self.settings.server)?;
@@ -129,6 +134,14 @@ impl Proxy {
                 }
             }
         }
+    }
+
+    /// A token request to the broker, a local token as bearer, or a SOAP
+    /// envelope (whose `fueloauth` may hold one): checked after routing.
+    fn may_carry_local_credential(&self, parts: &Parts) -> bool {
+        route::is_token_request(&parts.method, parts.uri.path())
+            || bearer(&parts.headers).is_some_and(|b| b.starts_with(broker::LOCAL_TOKEN_PREFIX))
+            || route::soap_shaped(&parts.method, parts.uri.path())
     }
 
     /// Who the request is for and whether it may be served: a broker-issued

@@ -72,12 +72,7 @@ pub fn route(parts: &Parts, settings: &Settings) -> Result<Route, ProxyError> {
     if path == ADMIN_PREFIX || path.starts_with("/_proxy/") {
         return Ok(Route::Admin);
     }
-    // SDKs join `auth_url + "/v2/token"`, so a trailing slash in the tool's
-    // auth URL gives `//v2/token`: that must reach the broker too, never SFMC
-    // (the body holds the tool's client id and secret).
-    if parts.method == http::Method::POST
-        && path.trim_start_matches('/') == &crate::broker::TOKEN_PATH[1..]
-    {
+    if is_token_request(&parts.method, path) {
         return Ok(Route::Broker);
     }
     let by_prefix = tenant_by_prefix(path, settings);
@@ -188,6 +183,13 @@ fn select_tenant(
 /// Whether a request looks like a SOAP call before it is routed: a POST whose
 /// path (a tenant prefix included) ends in `/Service.asmx`, in any case. Errors
 /// found before routing (guard, selectors) are then answered as SOAP faults.
+/// `POST /v2/token`. SDKs join `auth_url + "/v2/token"`, so a trailing slash
+/// in the tool's auth URL gives `//v2/token`: that must reach the broker too,
+/// never SFMC (the body holds the tool's client id and secret).
+pub fn is_token_request(method: &http::Method, path: &str) -> bool {
+    method == http::Method::POST && path.trim_start_matches('/') == &crate::broker::TOKEN_PATH[1..]
+}
+
 pub fn soap_shaped(method: &http::Method, path: &str) -> bool {
     let (path, soap) = (path.as_bytes(), SOAP_PATH.as_bytes());
     let tail = path.get(path.len().saturating_sub(soap.len())..);

@@ -106,6 +106,13 @@ async fn inbound_key_is_required_when_configured() {
         200
     );
     assert_eq!(s.fake.rest_requests(), 2);
+    // Without the key nothing is said about the tenants either.
+    let probe = s
+        .client
+        .get(&s.proxy, "/hub/v1/x", &[("x-sfmc-tenant", "guess")])
+        .await;
+    assert_eq!(probe.proxy_error(), Some("inbound_key_required"));
+    assert!(!probe.text().contains("acme"), "{}", probe.text());
     // Liveness stays open to orchestrator probes.
     assert_eq!(
         s.client.get(&s.proxy, "/_proxy/health", &[]).await.status,

@@ -213,9 +213,14 @@ fn tenant_for(settings: &Settings, client_id: &str) -> Result<Arc<Tenant>, Refus
         .find(|t| *t.name == *client_id || t.client_id == client_id)
         .cloned()
         .ok_or_else(|| {
+            // Tenant names are listed only where anyone may ask anyway.
+            let known = if settings.broker.accept_any_secret {
+                format!(" ({})", settings.tenant_names())
+            } else {
+                String::new()
+            };
             Refusal::invalid_client(format!(
-                "no tenant `{client_id}`: use a tenant name as client_id ({})",
-                settings.tenant_names()
+                "unknown client_id: use a tenant name from proxy.toml{known}"
             ))
         })
 }
@@ -228,10 +233,10 @@ fn authenticate(settings: &Settings, tenant: &Tenant, secret: Option<&str>) -> R
             if bool::from(expected.expose().as_bytes().ct_eq(presented)) {
                 Ok(())
             } else {
-                Err(Refusal::invalid_client(format!(
-                    "wrong client_secret for tenant `{}`: use the local secret in broker.client_secrets.{}",
-                    tenant.name, tenant.name
-                )))
+                // Not naming the tenant: the client id may be the real one.
+                Err(Refusal::invalid_client(
+                    "wrong client_secret: use the tenant's local secret (broker.client_secrets)",
+                ))
             }
         }
         None if broker.accept_any_secret => Ok(()),
