@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-#[derive(Debug)]
 pub enum ProxyBody {
     Empty,
     /// A complete body held in memory; `None` once it has been sent.
@@ -22,6 +21,19 @@ pub enum ProxyBody {
     Stream(Incoming),
     /// Bytes already read (and possibly rewritten), then the rest of the stream.
     Prefixed(Option<Bytes>, Incoming),
+}
+
+/// Sizes only: a held body may be a SOAP envelope carrying the real token.
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = |bytes: &Option<Bytes>| bytes.as_ref().map_or(0, Bytes::len);
+        match self {
+            Self::Empty => f.write_str("Empty"),
+            Self::Full(bytes) => write!(f, "Full({} bytes)", held(bytes)),
+            Self::Stream(_) => f.write_str("Stream"),
+            Self::Prefixed(bytes, _) => write!(f, "Prefixed({} bytes, then a stream)", held(bytes)),
+        }
+    }
 }
 
 impl ProxyBody {
@@ -106,5 +118,18 @@ mod tests {
         let body = ProxyBody::full(Bytes::new());
         assert!(body.is_end_stream());
         assert_eq!(body.size_hint().exact(), Some(0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_sizes_never_content() {
+        let body = ProxyBody::full("<fueloauth>real-token</fueloauth>");
+        let shown = format!("{body:?}");
+        assert_eq!(shown, "Full(33 bytes)");
+        assert!(!shown.contains("real-token"));
     }
 }

@@ -25,8 +25,8 @@ use raw::{RawConfig, RawServer, RawSoap, RawTenant, RawToken, RawUpstream};
 use values::{Expander, parse_duration, parse_http_url, parse_mid};
 pub use values::{is_loopback_host, parse_size};
 
-/// A secret string (client secret, inbound key). Its `Debug` and `Display`
-/// are redacted, so it can sit in structs that get logged.
+/// A secret string (client secret, inbound key, token). Its `Debug` is
+/// redacted and it has no `Display`, so it can sit in structs that get logged.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 

@@ -32,14 +32,15 @@ pub enum StoreError {
 }
 
 /// The file's content.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 struct StoreFile {
     version: u32,
     /// `"tenant"` or `"tenant/MID"` → entry.
     entries: BTreeMap<String, Entry>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// No `Debug`: it holds a refresh token (the file's content is never printed).
+#[derive(Clone, Serialize, Deserialize)]
 struct Entry {
     refresh_token: String,
 }
