@@ -3,7 +3,8 @@
 //! browser login for Web/Public App tenants (`login`). Metrics and the status
 //! page come with their own work.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::request::Parts;
@@ -30,6 +31,7 @@ pub struct Context<'a> {
     pub settings: &'a Arc<Settings>,
     pub tokens: &'a TokenCache,
     pub client: &'a Arc<SfmcTokenClient>,
+    pub pending: &'a PendingLogins,
 }
 
 /// Liveness: the process is up and serving. Says nothing about SFMC.
@@ -112,6 +114,19 @@ async fn login(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
     };
     let key = key_for(tenant, param("account_id"), None)?;
     let start = oauth::start(tenant).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    // A reload or second click joins the login already waiting on this
+    // redirect URI (its listener holds the port and knows its state).
+    let waiting = lock(context.pending).get(&start.redirect_uri).cloned();
+    match waiting {
+        Some((name, url)) if name == tenant.name => return redirect(url),
+        Some((name, _)) => {
+            return Err(ProxyError::BadRequest(format!(
+                "a login for tenant `{name}` is waiting on {}; finish it first (it is given up after 10 minutes)",
+                start.redirect_uri
+            )));
+        }
+        None => {}
+    }
     let listener = oauth::bind_callback(&start.redirect_uri)
         .await
         .map_err(|e| {
@@ -132,16 +147,37 @@ async fn login(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
         },
     );
     let tenant_name = tenant.name.clone();
+    let (pending, redirect_uri) = (context.pending.clone(), start.redirect_uri.clone());
+    lock(&pending).insert(
+        redirect_uri.clone(),
+        (tenant_name.clone(), start.authorize_url.clone()),
+    );
+    let authorize_url = start.authorize_url.clone();
     tokio::spawn(async move {
         match tokio::time::timeout(LOGIN_WAIT, listener.complete(&start.state, exchange)).await {
             Ok(Ok(())) => tracing::info!(tenant = %tenant_name, "logged in; refresh token stored"),
             Ok(Err(error)) => tracing::warn!(tenant = %tenant_name, %error, "browser login failed"),
             Err(_) => tracing::warn!(tenant = %tenant_name, "browser login not completed in time"),
         }
+        lock(&pending).remove(&redirect_uri);
     });
-    let mut response = Response::new(ProxyBody::full(&b""[..]));
+    redirect(authorize_url)
+}
+
+/// Logins waiting for their browser redirect: redirect URI → (tenant, authorize URL).
+pub type PendingLogins = Arc<Mutex<HashMap<String, (Arc<str>, String)>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sends the browser to SFMC's login page.
+fn redirect(authorize_url: String) -> Result<Response<ProxyBody>, ProxyError> {
+    let mut response = Response::new(ProxyBody::Empty);
     *response.status_mut() = StatusCode::FOUND;
-    let location = HeaderValue::try_from(start.authorize_url)
+    let location = HeaderValue::try_from(authorize_url)
         .map_err(|_| ProxyError::BadRequest("the authorize URL is not a valid header".into()))?;
     response.headers_mut().insert(header::LOCATION, location);
     response

@@ -38,6 +38,8 @@ pub struct Proxy {
     upstream: Upstream,
     /// Stand-in tokens the broker issued to SDK tools.
     locals: LocalTokens,
+    /// Browser logins started at `/_proxy/login`, waiting for their redirect.
+    pending_logins: admin::PendingLogins,
 }
 
 impl Proxy {
@@ -53,6 +55,7 @@ impl Proxy {
             client,
             upstream,
             locals,
+            pending_logins: admin::PendingLogins::default(),
         })
     }
 
@@ -111,6 +114,7 @@ impl Proxy {
                     settings: &self.settings,
                     tokens: &self.tokens,
                     client: &self.client,
+                    pending: &self.pending_logins,
                 };
                 admin::handle(&parts, &context).await
             }
