@@ -362,6 +362,10 @@ async fn the_proxys_login_page_logs_in_through_the_browser_and_ready_turns_green
         .expect("location")
         .to_owned();
     assert!(authorize_url.starts_with(&format!("{}v2/authorize?", login.fake.auth_url())));
+    // A reload joins the login already waiting (its listener holds the port).
+    let again = client.get(&proxy, "/_proxy/login?tenant=acme", &[]).await;
+    assert_eq!(again.status, 302, "{}", again.text());
+    assert_eq!(again.headers["location"], authorize_url.as_str());
     let redirect = click_allow(&authorize_url).await;
     let browser = reqwest::Client::builder()
         .tls_danger_accept_invalid_certs(true)
