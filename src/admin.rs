@@ -12,7 +12,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, json_response};
 use crate::config::Settings;
 use crate::error::ProxyError;
 use crate::oauth;
@@ -184,14 +184,4 @@ fn redirect(authorize_url: String) -> Result<Response<ProxyBody>, ProxyError> {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }

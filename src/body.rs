@@ -47,6 +47,20 @@ impl ProxyBody {
     }
 }
 
+/// A JSON answer made by the proxy itself (admin paths, the token broker).
+pub fn json_response(
+    status: http::StatusCode,
+    body: &serde_json::Value,
+) -> http::Response<ProxyBody> {
+    let mut response = http::Response::new(ProxyBody::full(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 impl From<Incoming> for ProxyBody {
     fn from(body: Incoming) -> Self {
         Self::Stream(body)

@@ -12,7 +12,6 @@ mod local;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -268,14 +267,9 @@ fn public_base(parts: &Parts, settings: &Settings) -> String {
     format!("http://{host}/")
 }
 
+/// A token answer must never be cached by anything in between.
 fn json_response(status: StatusCode, body: &Value) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    // A token response must never be cached by anything in between.
+    let mut response = crate::body::json_response(status, body);
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
