@@ -1,0 +1,174 @@
+//! `[tenants.NAME]`: one installed package each — its URLs, credentials,
+//! business units, scope, path prefix and grant — validated into [`Tenant`]s,
+//! and which of them is the default.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::raw::RawTenant;
+use super::values::{Expander, parse_http_url, parse_mid};
+use super::{ConfigError, Secret, Tenant, invalid, login};
+
+pub(super) fn validate_tenants(
+    raw: BTreeMap<String, RawTenant>,
+    ex: &Expander<'_>,
+) -> Result<(Vec<Arc<Tenant>>, Option<usize>), ConfigError> {
+    if raw.is_empty() {
+        return Err(invalid(
+            "tenants",
+            "no tenant configured: add a [tenants.NAME] section with auth_url, client_id and client_secret",
+        ));
+    }
+    let mut tenants = Vec::new();
+    let mut defaults = Vec::new();
+    for (name, raw_tenant) in raw {
+        if raw_tenant.default {
+            defaults.push(tenants.len());
+        }
+        let tenant = validate_tenant(&name, raw_tenant, ex)?;
+        if let Some(prefix) = &tenant.path_prefix {
+            let clash = tenants
+                .iter()
+                .find(|t: &&Arc<Tenant>| t.path_prefix.as_ref() == Some(prefix));
+            if let Some(other) = clash {
+                return Err(invalid(
+                    format!("tenants.{name}.path_prefix"),
+                    format!(
+                        "`{prefix}` is already the path_prefix of tenant `{}`",
+                        other.name
+                    ),
+                ));
+            }
+        }
+        tenants.push(Arc::new(tenant));
+    }
+    let default_tenant = match defaults.as_slice() {
+        [] if tenants.len() == 1 => Some(0),
+        [] => None,
+        [one] => Some(*one),
+        [_, second, ..] => {
+            return Err(invalid(
+                format!("tenants.{}.default", tenants[*second].name),
+                "only one tenant may be the default",
+            ));
+        }
+    };
+    Ok((tenants, default_tenant))
+}
+
+fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tenant, ConfigError> {
+    let key = |field: &str| format!("tenants.{name}.{field}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            format!("tenants.{name}"),
+            "a tenant name may hold only letters, digits, '-' and '_'",
+        ));
+    }
+    let grant = login::validate_grant(name, &raw, ex)?;
+    let auth_url_text = ex.expand(&key("auth_url"), &required(raw.auth_url, &key("auth_url"))?)?;
+    let auth_url = parse_http_url(&key("auth_url"), &auth_url_text)?;
+    let client_id = ex.expand(
+        &key("client_id"),
+        &required(raw.client_id, &key("client_id"))?,
+    )?;
+    if client_id.trim().is_empty() {
+        return Err(invalid(key("client_id"), "must not be empty"));
+    }
+    let client_secret = match (raw.client_secret, raw.client_secret_file) {
+        // A public app has no secret and must never send one.
+        (Some(_), _) | (_, Some(_)) if grant.is_public() => {
+            return Err(invalid(
+                key("client_secret"),
+                "a public app has no client secret; remove it (or use app_type = \"web\")",
+            ));
+        }
+        (None, None) if grant.is_public() => None,
+        (Some(secret), None) => Some(ex.expand(&key("client_secret"), &secret)?),
+        (None, Some(file)) => Some(ex.read_secret_file(&key("client_secret_file"), &file)?),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                key("client_secret"),
+                "set either client_secret or client_secret_file, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(invalid(
+                key("client_secret"),
+                "missing; set client_secret = \"${SFMC_CLIENT_SECRET}\" or client_secret_file",
+            ));
+        }
+    };
+    if client_secret.as_ref().is_some_and(String::is_empty) {
+        return Err(invalid(key("client_secret"), "must not be empty"));
+    }
+    let account_ids = match raw.account_ids {
+        Some(list) => {
+            let mut ids = Vec::new();
+            for (i, mid) in list.into_iter().enumerate() {
+                ids.push(parse_mid(&format!("{}[{i}]", key("account_ids")), mid, ex)?);
+            }
+            Some(ids)
+        }
+        None => None,
+    };
+    let account_id = match raw.account_id {
+        Some(mid) => Some(parse_mid(&key("account_id"), mid, ex)?),
+        None => None,
+    };
+    if let (Some(mid), Some(ids)) = (&account_id, &account_ids)
+        && !ids.contains(mid)
+    {
+        return Err(invalid(
+            key("account_id"),
+            format!("{mid} is not in account_ids"),
+        ));
+    }
+    let scope = match raw.scope {
+        Some(scope) => Some(ex.expand(&key("scope"), &scope)?),
+        None => None,
+    }
+    .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+    .filter(|s| !s.is_empty());
+    let path_prefix = match raw.path_prefix {
+        Some(prefix) => Some(validate_prefix(&key("path_prefix"), &prefix)?),
+        None => None,
+    };
+    Ok(Tenant {
+        name: Arc::from(name),
+        token_url: format!("{auth_url}/v2/token"),
+        authorize_url: format!("{auth_url}/v2/authorize"),
+        client_id,
+        client_secret: client_secret.map(Secret::new),
+        grant,
+        account_id: account_id.map(Arc::from),
+        account_ids,
+        scope: scope.map(Arc::from),
+        path_prefix,
+    })
+}
+
+fn required(value: Option<String>, key: &str) -> Result<String, ConfigError> {
+    value.ok_or_else(|| invalid(key, "missing (required)"))
+}
+
+fn validate_prefix(key: &str, prefix: &str) -> Result<String, ConfigError> {
+    let prefix = prefix.trim_end_matches('/');
+    let valid = prefix.starts_with('/')
+        && prefix.len() > 1
+        && !prefix.contains(['?', '#', ' ', '%'])
+        && !prefix.starts_with("//")
+        && !prefix.starts_with("/_proxy");
+    if !valid {
+        return Err(invalid(
+            key,
+            format!(
+                "`{prefix}` must look like \"/name\" (starts with '/', no '?', '#', '%', spaces, not /_proxy)"
+            ),
+        ));
+    }
+    Ok(prefix.to_owned())
+}
