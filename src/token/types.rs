@@ -1,0 +1,166 @@
+//! The token types: `Token` (a valid access token, its `Authorization` value
+//! built once, and its timing), `TokenError` (why one could not be had, and
+//! how soon to ask again) and `TokenFailure` (that, as the proxy's error).
+
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use super::{FetchedToken, InstanceBase};
+use crate::config::Secret;
+use crate::error::ProxyError;
+
+/// A valid access token and where to use it. `Debug` never shows the token.
+pub struct Token {
+    access_token: Secret,
+    /// `Bearer <token>`, built once per token rather than once per request.
+    bearer: HeaderValue,
+    pub scope: Option<String>,
+    pub rest_instance: InstanceBase,
+    pub soap_instance: Option<InstanceBase>,
+    pub expires_in: Duration,
+    pub sent_at: Instant,
+    pub expires_at: Instant,
+    pub(super) refresh_at: Instant,
+}
+
+impl Token {
+    pub(super) fn new(
+        fetched: FetchedToken,
+        sent_at: Instant,
+        refresh_before: Duration,
+    ) -> Result<Self, TokenError> {
+        let mut bearer = HeaderValue::try_from(format!("Bearer {}", fetched.access_token))
+            .map_err(|_| {
+                TokenError::InvalidResponse("access_token is not a valid header value".into())
+            })?;
+        bearer.set_sensitive(true);
+        let expires_at = sent_at + fetched.expires_in;
+        // A lifetime shorter than the refresh margin would mean "always stale":
+        // refresh at half-life instead.
+        let margin = if refresh_before < fetched.expires_in {
+            refresh_before
+        } else {
+            fetched.expires_in / 2
+        };
+        Ok(Self {
+            access_token: Secret::new(fetched.access_token),
+            bearer,
+            scope: fetched.scope,
+            rest_instance: fetched.rest_instance,
+            soap_instance: fetched.soap_instance,
+            expires_in: fetched.expires_in,
+            sent_at,
+            expires_at,
+            refresh_at: expires_at - margin,
+        })
+    }
+
+    /// The `Authorization` value for this token (marked sensitive).
+    pub fn bearer(&self) -> &HeaderValue {
+        &self.bearer
+    }
+
+    /// The raw token: only for the `token` CLI command and SOAP envelopes.
+    pub fn access_token(&self) -> &str {
+        self.access_token.expose()
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("access_token", &self.access_token)
+            .field("scope", &self.scope)
+            .field("rest_instance", &self.rest_instance.to_string())
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    /// SFMC answered the token request with an error (HTTP 4xx).
+    Rejected {
+        status: u16,
+        error: String,
+        description: Option<String>,
+    },
+    /// The auth endpoint could not be reached or failed; `retryable` when a
+    /// quick retry may help (connection failure, 5xx, timeout).
+    Unavailable { reason: String, retryable: bool },
+    /// SFMC answered 200 with something that is not a usable token.
+    InvalidResponse(String),
+    /// The instance URL is not one the proxy will send a token to.
+    InstanceNotAllowed { url: String, reason: String },
+    /// An authorization-code tenant has no usable refresh token: a person
+    /// must log in (`command`) before the proxy can act for them again.
+    LoginRequired { reason: String, command: String },
+}
+
+impl TokenError {
+    pub(super) fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable {
+                retryable: true,
+                ..
+            }
+        )
+    }
+
+    /// First backoff window and its cap: long for a refusal (it will not fix
+    /// itself quickly and SFMC throttles), short for an outage.
+    pub(super) fn backoff_schedule(&self) -> (Duration, Duration) {
+        match self {
+            Self::Unavailable { .. } => (Duration::from_secs(2), Duration::from_secs(60)),
+            // A login elsewhere (the `login` command) writes the store: look again soon.
+            Self::LoginRequired { .. } => (Duration::from_secs(1), Duration::from_secs(5)),
+            _ => (Duration::from_secs(5), Duration::from_secs(300)),
+        }
+    }
+}
+
+/// A failed `get`: the error and how long until the proxy will try again.
+#[derive(Debug, Clone)]
+pub struct TokenFailure {
+    pub error: TokenError,
+    pub retry_in: Duration,
+}
+
+impl TokenFailure {
+    pub fn into_proxy_error(self, tenant: &str) -> ProxyError {
+        let tenant = tenant.to_owned();
+        let retry_after_secs = self.retry_in.as_secs_f64().ceil() as u64;
+        match self.error {
+            TokenError::Rejected {
+                status,
+                error,
+                description,
+            } => ProxyError::TokenRejected {
+                tenant,
+                status,
+                sfmc_error: error,
+                sfmc_error_description: description,
+                retry_after_secs,
+            },
+            TokenError::Unavailable { reason, .. } | TokenError::InvalidResponse(reason) => {
+                ProxyError::TokenUnavailable {
+                    tenant,
+                    reason,
+                    retry_after_secs,
+                }
+            }
+            TokenError::InstanceNotAllowed { url, reason } => {
+                ProxyError::InstanceNotAllowed { url, reason }
+            }
+            TokenError::LoginRequired { reason, command } => ProxyError::LoginRequired {
+                tenant,
+                reason,
+                command,
+            },
+        }
+    }
+}
