@@ -16,6 +16,9 @@ use crate::body::ProxyBody;
 use crate::error::{ProxyError, Side};
 pub use inject::{EXACTTARGET_NS, EnvelopeError, Plan, Scan, scan};
 
+/// Held bytes may grow by this much before the envelope is scanned again.
+const RESCAN_STEP: usize = 64 * 1024;
+
 /// SFMC's token faults are small; a 500 larger than this is passed on unread.
 const FAULT_PEEK_LIMIT: usize = 64 * 1024;
 
@@ -53,7 +56,18 @@ impl Envelope {
             .is_some_and(|upper| upper <= replay_limit as u64);
         let mut buf = BytesMut::new();
         let mut ended = body.is_end_stream();
+        // Each scan parses everything held; rescanning on every frame would
+        // cost the square of the size (a slow sender in tiny frames). Rescan
+        // when the held bytes doubled, grew by RESCAN_STEP, or the body ended.
+        let mut scanned = 0;
         let plan = loop {
+            let worth_scanning =
+                ended || buf.len() >= 2 * scanned || buf.len() >= scanned + RESCAN_STEP;
+            if !worth_scanning {
+                ended = read_frame(&mut body, &mut buf).await?;
+                continue;
+            }
+            scanned = buf.len();
             match scan(&buf, ended) {
                 // Checked on the plan, not on what was read: a frame may bring
                 // more than the region, and the answer must not depend on framing.
