@@ -80,9 +80,10 @@ impl Proxy {
                 record.error = Some(error.code());
                 // A SOAP client understands a Fault, not JSON; before routing
                 // decided, the path tells.
-                match record.api.map_or(soap_shaped, |api| api == Api::Soap) {
-                    true => soap::fault_response(error),
-                    false => error.into_response(),
+                if record.api.map_or(soap_shaped, |api| api == Api::Soap) {
+                    soap::fault_response(error)
+                } else {
+                    error.into_response()
                 }
             }
         };
@@ -161,6 +162,8 @@ impl Proxy {
         match presented.map(|token| self.locals.resolve(token)) {
             Some(Presented::Bound(key)) => target.bind(key, &self.settings),
             Some(Presented::Invalid) => Err(ProxyError::LocalTokenInvalid),
+            // Checked before routing already, unless the request looked as if it
+            // might carry a local token (SOAP, a `sfmcproxy_` bearer): then here.
             Some(Presented::Foreign) | None => {
                 guard::check_inbound_key(headers, &self.settings.server)
             }

@@ -180,9 +180,6 @@ fn select_tenant(
     }
 }
 
-/// Whether a request looks like a SOAP call before it is routed: a POST whose
-/// path (a tenant prefix included) ends in `/Service.asmx`, in any case. Errors
-/// found before routing (guard, selectors) are then answered as SOAP faults.
 /// `POST /v2/token`. SDKs join `auth_url + "/v2/token"`, so a trailing slash
 /// in the tool's auth URL gives `//v2/token`: that must reach the broker too,
 /// never SFMC (the body holds the tool's client id and secret).
@@ -190,6 +187,9 @@ pub fn is_token_request(method: &http::Method, path: &str) -> bool {
     method == http::Method::POST && path.trim_start_matches('/') == &crate::broker::TOKEN_PATH[1..]
 }
 
+/// Whether a request looks like a SOAP call before it is routed: a POST whose
+/// path (a tenant prefix included) ends in `/Service.asmx`, in any case. Errors
+/// found before routing (guard, selectors) are then answered as SOAP faults.
 pub fn soap_shaped(method: &http::Method, path: &str) -> bool {
     let (path, soap) = (path.as_bytes(), SOAP_PATH.as_bytes());
     let tail = path.get(path.len().saturating_sub(soap.len())..);
