@@ -1,6 +1,7 @@
 //! `ProxyBody`: the one body type that flows through the proxy in both
-//! directions — a streamed hyper body passed along untouched, a small buffered
-//! body (kept for replay, or a proxy-made answer), or nothing.
+//! directions — a streamed body passed along untouched (the client's request
+//! body, or SFMC's response body), a small buffered body (kept for replay, or
+//! a proxy-made answer), or nothing.
 //!
 //! An enum rather than a boxed trait object: no allocation per request, and the
 //! streamed case forwards frames exactly as they arrive (no re-chunking, no
@@ -13,14 +14,20 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::UpstreamBody;
+
 pub enum ProxyBody {
     Empty,
     /// A complete body held in memory; `None` once it has been sent.
     Full(Option<Bytes>),
-    /// A body streamed from the other side of the proxy.
+    /// The client's request body, streamed to SFMC.
     Stream(Incoming),
-    /// Bytes already read (and possibly rewritten), then the rest of the stream.
-    Prefixed(Option<Bytes>, Incoming),
+    /// SFMC's response body, streamed to the client (its end gives the
+    /// upstream connection back to the pool).
+    Upstream(UpstreamBody),
+    /// Bytes already read (and possibly rewritten), then the rest of the
+    /// stream. Boxed: only SOAP needs it, and the enum stays small.
+    Prefixed(Option<Bytes>, Box<ProxyBody>),
 }
 
 /// Sizes only: a held body may be a SOAP envelope carrying the real token.
@@ -31,6 +38,7 @@ impl std::fmt::Debug for ProxyBody {
             Self::Empty => f.write_str("Empty"),
             Self::Full(bytes) => write!(f, "Full({} bytes)", held(bytes)),
             Self::Stream(_) => f.write_str("Stream"),
+            Self::Upstream(_) => f.write_str("Upstream"),
             Self::Prefixed(bytes, _) => write!(f, "Prefixed({} bytes, then a stream)", held(bytes)),
         }
     }
@@ -67,6 +75,12 @@ impl From<Incoming> for ProxyBody {
     }
 }
 
+impl From<UpstreamBody> for ProxyBody {
+    fn from(body: UpstreamBody) -> Self {
+        Self::Upstream(body)
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -79,9 +93,10 @@ impl Body for ProxyBody {
             Self::Empty => Poll::Ready(None),
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream(body) => Pin::new(body).poll_frame(cx),
+            Self::Upstream(body) => Pin::new(body).poll_frame(cx),
             Self::Prefixed(head, body) => match head.take() {
                 Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
-                None => Pin::new(body).poll_frame(cx),
+                None => Pin::new(body.as_mut()).poll_frame(cx),
             },
         }
     }
@@ -91,6 +106,7 @@ impl Body for ProxyBody {
             Self::Empty => true,
             Self::Full(bytes) => bytes.is_none(),
             Self::Stream(body) => body.is_end_stream(),
+            Self::Upstream(body) => body.is_end_stream(),
             Self::Prefixed(head, body) => head.is_none() && body.is_end_stream(),
         }
     }
@@ -100,6 +116,7 @@ impl Body for ProxyBody {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Stream(body) => body.size_hint(),
+            Self::Upstream(body) => body.size_hint(),
             Self::Prefixed(head, body) => {
                 let head = head.as_ref().map_or(0, |h| h.len() as u64);
                 let rest = body.size_hint();

@@ -16,7 +16,8 @@
 //!   (a request carrying one is served as the tenant and MID it is bound to).
 //! - [`token`]: `TokenCache` (single-flight, refresh-ahead, backoff), the SFMC `/v2/token`
 //!   client (client credentials, refresh and code grants) and the refresh-token store.
-//! - [`forward`]: the pooled upstream client, request rewrite, replayable bodies.
+//! - [`forward`]: request rewrite, replayable bodies.
+//! - [`upstream`]: the client to SFMC's instances and its connection pool.
 //! - [`soap`]: the token into a SOAP envelope (namespace-aware, streaming), SOAP faults.
 //! - [`headers`]: hop-by-hop and control-header stripping.
 //! - [`admin`]: the proxy's own `/_proxy/*` paths (health, ready, the browser login).
@@ -49,3 +50,4 @@ pub mod soap;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+pub mod upstream;

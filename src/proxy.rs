@@ -13,12 +13,13 @@ use crate::body::ProxyBody;
 use crate::broker::{LocalTokens, Presented};
 use crate::config::Settings;
 use crate::error::ProxyError;
-use crate::forward::{OutboundBody, Upstream, build_request};
+use crate::forward::{OutboundBody, build_request};
 use crate::headers::{strip_hop_by_hop, strip_request_headers};
 use crate::route::{Api, Route, Target};
 use crate::telemetry::AccessRecord;
 use crate::token::sfmc::SfmcTokenClient;
 use crate::token::{Lease, Outcome, TokenCache};
+use crate::upstream::{Upstream, UpstreamBody};
 use crate::{admin, broker, guard, route, soap, tls};
 
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +193,10 @@ impl Proxy {
             Some(&lease.token),
             body.into_body(),
         )?;
-        let response = self.upstream.send(request).await?;
+        let response = self
+            .upstream
+            .send(&lease.token.rest_instance, request)
+            .await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(respond(response));
         }
@@ -214,7 +218,11 @@ impl Proxy {
             Some(&lease.token),
             ProxyBody::full(bytes),
         )?;
-        Ok(respond(self.upstream.send(request).await?))
+        Ok(respond(
+            self.upstream
+                .send(&lease.token.rest_instance, request)
+                .await?,
+        ))
     }
 
     /// The same for SOAP: the token goes into the envelope, and SFMC's
@@ -241,9 +249,9 @@ impl Proxy {
         record.token = Some(lease.outcome);
         let replayable = envelope.replayable(replay_limit);
         let replay_headers = replayable.then(|| headers.clone());
-        let request = soap_request(&parts.method, target, headers, &lease, &mut envelope)?;
-        let (response, token_fault) =
-            soap::inspect_response(self.upstream.send(request).await?).await;
+        let (response, token_fault) = self
+            .send_soap(&parts.method, target, headers, &lease, &mut envelope)
+            .await?;
         if !token_fault {
             return Ok(strip_response(response));
         }
@@ -254,9 +262,46 @@ impl Proxy {
         let lease = self.token(target).await?;
         record.token = Some(Outcome::Fetch);
         record.replayed = true;
-        let request = soap_request(&parts.method, target, headers, &lease, &mut envelope)?;
-        let (response, _) = soap::inspect_response(self.upstream.send(request).await?).await;
+        let (response, _) = self
+            .send_soap(&parts.method, target, headers, &lease, &mut envelope)
+            .await?;
         Ok(strip_response(response))
+    }
+
+    /// Sends the envelope with this lease's token to the tenant's SOAP
+    /// instance, with a `Content-Length` that matches the rewrite; returns the
+    /// response and whether it is a token fault.
+    async fn send_soap(
+        &self,
+        method: &http::Method,
+        target: &Target,
+        mut headers: http::HeaderMap,
+        lease: &Lease,
+        envelope: &mut soap::Envelope,
+    ) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+        let instance = lease.token.soap_instance.as_ref().ok_or_else(|| {
+            ProxyError::UpstreamUnavailable(format!(
+                "SFMC's token response for tenant `{}` had no soap_instance_url",
+                target.tenant.name
+            ))
+        })?;
+        let (body, length) = envelope.request_body(lease.token.access_token());
+        match length {
+            Some(length) => headers.insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(length),
+            ),
+            None => headers.remove(http::header::CONTENT_LENGTH),
+        };
+        let request = build_request(
+            method.clone(),
+            instance,
+            &target.path_and_query,
+            headers,
+            None,
+            body,
+        )?;
+        Ok(soap::inspect_response(self.upstream.send(instance, request).await?).await)
     }
 
     async fn token(&self, target: &Target) -> Result<Lease, ProxyError> {
@@ -275,44 +320,11 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
 }
 
 /// SFMC's response as is — status, headers, streamed body — minus hop-by-hop headers.
-fn respond(response: Response<Incoming>) -> Response<ProxyBody> {
-    strip_response(response.map(ProxyBody::Stream))
+fn respond(response: Response<UpstreamBody>) -> Response<ProxyBody> {
+    strip_response(response.map(ProxyBody::Upstream))
 }
 
 fn strip_response(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
     strip_hop_by_hop(response.headers_mut());
     response
-}
-
-/// The SOAP request for SFMC: the envelope with this lease's token, sent to
-/// the tenant's SOAP instance, with a `Content-Length` that matches the rewrite.
-fn soap_request(
-    method: &http::Method,
-    target: &Target,
-    mut headers: http::HeaderMap,
-    lease: &Lease,
-    envelope: &mut soap::Envelope,
-) -> Result<Request<ProxyBody>, ProxyError> {
-    let instance = lease.token.soap_instance.as_ref().ok_or_else(|| {
-        ProxyError::UpstreamUnavailable(format!(
-            "SFMC's token response for tenant `{}` had no soap_instance_url",
-            target.tenant.name
-        ))
-    })?;
-    let (body, length) = envelope.request_body(lease.token.access_token());
-    match length {
-        Some(length) => headers.insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(length),
-        ),
-        None => headers.remove(http::header::CONTENT_LENGTH),
-    };
-    build_request(
-        method.clone(),
-        instance,
-        &target.path_and_query,
-        headers,
-        None,
-        body,
-    )
 }

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, Side};
+use crate::upstream::UpstreamBody;
 pub use inject::{EXACTTARGET_NS, EnvelopeError, Plan, Scan, scan};
 
 /// Held bytes may grow by this much before the envelope is scanned again.
@@ -118,7 +119,7 @@ impl Envelope {
                     .and_then(|declared| declared.checked_sub(self.held.len() as u64))
                     .map(|unread| unread + rewritten_len);
                 (
-                    ProxyBody::Prefixed(Some(Bytes::from(rewritten)), rest),
+                    ProxyBody::Prefixed(Some(Bytes::from(rewritten)), Box::new(rest.into())),
                     length,
                 )
             }
@@ -164,10 +165,10 @@ fn check_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
 /// Passes SFMC's answer on, first reading a small HTTP 500 to see whether it is
 /// a token fault (`Token Expired`, `Login failed`). Returns the response to
 /// send and whether the token was refused.
-pub async fn inspect_response(response: Response<Incoming>) -> (Response<ProxyBody>, bool) {
+pub async fn inspect_response(response: Response<UpstreamBody>) -> (Response<ProxyBody>, bool) {
     let (parts, mut body) = response.into_parts();
     if parts.status != StatusCode::INTERNAL_SERVER_ERROR {
-        return (Response::from_parts(parts, ProxyBody::Stream(body)), false);
+        return (Response::from_parts(parts, body.into()), false);
     }
     let mut held = BytesMut::new();
     while held.len() <= FAULT_PEEK_LIMIT {
@@ -188,7 +189,10 @@ pub async fn inspect_response(response: Response<Incoming>) -> (Response<ProxyBo
         }
     }
     (
-        Response::from_parts(parts, ProxyBody::Prefixed(Some(held.freeze()), body)),
+        Response::from_parts(
+            parts,
+            ProxyBody::Prefixed(Some(held.freeze()), Box::new(body.into())),
+        ),
         false,
     )
 }

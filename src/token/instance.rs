@@ -19,11 +19,9 @@ pub struct InstanceBase {
     scheme: Scheme,
     authority: Authority,
     base_path: String,
-    /// The `Host` header for plain-http (loopback, hence HTTP/1.1) instances,
-    /// built once: otherwise the upstream client formats `host:port` for every
-    /// request to a non-default port. `None` for https, where HTTP/2 may be
-    /// negotiated and the client derives `:authority` itself.
-    http1_host: Option<HeaderValue>,
+    /// The `Host` header for HTTP/1.1, built once per token rather than
+    /// formatted per request.
+    host_header: HeaderValue,
 }
 
 impl InstanceBase {
@@ -62,43 +60,55 @@ impl InstanceBase {
         } else if scheme != &Scheme::HTTPS && scheme != &Scheme::HTTP {
             return Err("instance URL is neither http nor https".to_owned());
         }
-        let http1_host = if scheme == &Scheme::HTTP {
-            Some(
-                HeaderValue::from_str(authority.as_str())
-                    .map_err(|_| "not a valid host".to_owned())?,
-            )
-        } else {
-            None
-        };
+        let host_header =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| "not a valid host".to_owned())?;
         Ok(Self {
             scheme: scheme.clone(),
             authority: authority.clone(),
             base_path: uri.path().trim_end_matches('/').to_owned(),
-            http1_host,
+            host_header,
         })
     }
 
-    /// The upstream URI for a request: the instance plus the client's path and
-    /// query exactly as received (nothing decoded, re-encoded or normalised).
-    pub fn uri_for(&self, path_and_query: &PathAndQuery) -> Result<Uri, http::Error> {
-        let builder = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone());
+    /// The upstream request target (origin form): the instance's base path
+    /// plus the client's path and query exactly as received (nothing decoded,
+    /// re-encoded or normalised). The upstream client adds scheme and
+    /// authority where the protocol wants them.
+    pub fn origin_form(&self, path_and_query: &PathAndQuery) -> Result<Uri, http::Error> {
         if self.base_path.is_empty() {
-            builder.path_and_query(path_and_query.clone()).build()
+            Ok(Uri::from(path_and_query.clone()))
         } else {
             let joined = format!("{}{}", self.base_path, path_and_query.as_str());
-            builder.path_and_query(joined).build()
+            Uri::builder().path_and_query(joined).build()
         }
     }
 
-    /// The `Host` header to send, when the proxy sets it rather than the client.
-    pub fn http1_host(&self) -> Option<&HeaderValue> {
-        self.http1_host.as_ref()
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The `Host` header for HTTP/1.1 requests to this instance.
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host_header
     }
 
     pub fn host(&self) -> &str {
         self.authority.host()
+    }
+
+    /// The port, explicit or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.scheme == Scheme::HTTPS {
+                443
+            } else {
+                80
+            })
     }
 }
 
@@ -142,9 +152,14 @@ mod tests {
         let pq =
             PathAndQuery::from_static("//hub/v1/dataevents/key:MyDE/rowset?$filter=a%20eq%20'b'");
         assert_eq!(
-            parsed[0].uri_for(&pq).expect("uri").to_string(),
-            "https://mc563885gzs27c5t9-63k636ttgm.rest.marketingcloudapis.com//hub/v1/dataevents/key:MyDE/rowset?$filter=a%20eq%20'b'"
+            parsed[0].origin_form(&pq).expect("uri").to_string(),
+            "//hub/v1/dataevents/key:MyDE/rowset?$filter=a%20eq%20'b'"
         );
+        assert_eq!(
+            parsed[0].host_header(),
+            "mc563885gzs27c5t9-63k636ttgm.rest.marketingcloudapis.com"
+        );
+        assert_eq!(parsed[0].port(), 443);
     }
 
     #[test]
@@ -171,6 +186,11 @@ mod tests {
         ] {
             assert!(InstanceBase::parse(ok, &allowed()).is_ok(), "{ok}");
         }
+        let plain = InstanceBase::parse("http://127.0.0.1:9000/", &allowed()).expect("valid");
+        assert_eq!(
+            (plain.host_header().as_bytes(), plain.port()),
+            (&b"127.0.0.1:9000"[..], 9000)
+        );
     }
 
     #[test]
@@ -187,8 +207,8 @@ mod tests {
             .expect("valid");
         let pq = PathAndQuery::from_static("/Service.asmx");
         assert_eq!(
-            base.uri_for(&pq).expect("uri").to_string(),
-            "https://x.marketingcloudapis.com/base/Service.asmx"
+            base.origin_form(&pq).expect("uri").to_string(),
+            "/base/Service.asmx"
         );
     }
 }

@@ -1,0 +1,140 @@
+//! The upstream client: sends a rewritten request to an SFMC instance over a
+//! pooled connection (HTTP/1.1, or HTTP/2 where TLS negotiates it), within
+//! `upstream.response_timeout`, and returns the response with its body still
+//! streaming.
+//!
+//! A request goes out on an idle connection when there is one. If that
+//! connection turns out to be closed before the request was written (the
+//! server ended an idle keep-alive connection just then), hyper hands the
+//! request back and it is sent again on a new connection — safe for any
+//! method, since nothing reached SFMC.
+
+mod connect;
+mod pool;
+
+use std::time::Duration;
+
+use http::{Request, Response, Uri, header};
+
+use crate::body::ProxyBody;
+use crate::config::UpstreamSettings;
+use crate::error::{ProxyError, error_chain};
+use crate::token::InstanceBase;
+use connect::{Connector, Handle};
+use pool::{Checkout, Pool};
+
+pub use pool::{IDLE_TIMEOUT, MAX_IDLE_PER_HOST, UpstreamBody};
+
+pub struct Upstream {
+    pool: Pool,
+    connector: Connector,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(settings: &UpstreamSettings, tls: rustls::ClientConfig) -> Self {
+        Self {
+            pool: Pool::default(),
+            connector: Connector::new(tls, settings.connect_timeout),
+            response_timeout: settings.response_timeout,
+        }
+    }
+
+    /// Sends `request` (origin-form URI, no `Host`) to `instance`; the
+    /// response body is not awaited (it streams).
+    pub async fn send(
+        &self,
+        instance: &InstanceBase,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        match tokio::time::timeout(self.response_timeout, self.exchange(instance, request)).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(ProxyError::UpstreamTimeout(self.response_timeout)),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        instance: &InstanceBase,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        loop {
+            let (slot, checkout) = self.pool.checkout(instance);
+            let reused = !matches!(checkout, Checkout::Empty);
+            let handle = match checkout {
+                Checkout::Http1(sender) => Handle::Http1(sender),
+                Checkout::Http2(sender) => Handle::Http2(sender),
+                Checkout::Empty => self
+                    .connector
+                    .connect(instance)
+                    .await
+                    .map_err(ProxyError::UpstreamUnavailable)?,
+            };
+            let sent = match handle {
+                Handle::Http1(mut sender) => {
+                    // HTTP/1.1 wants the origin form and a Host header.
+                    request
+                        .headers_mut()
+                        .insert(header::HOST, instance.host_header().clone());
+                    match sender.try_send_request(request).await {
+                        Ok(response) => {
+                            return Ok(response
+                                .map(|body| UpstreamBody::pooled(body, &self.pool, slot, sender)));
+                        }
+                        Err(error) => error,
+                    }
+                }
+                Handle::Http2(mut sender) => {
+                    if !reused {
+                        self.pool.share_http2(slot, &sender);
+                    }
+                    // HTTP/2 takes `:scheme` and `:authority` from the URI.
+                    request.headers_mut().remove(header::HOST);
+                    *request.uri_mut() = absolute(instance, request.uri())?;
+                    match sender.try_send_request(request).await {
+                        Ok(response) => return Ok(response.map(UpstreamBody::unpooled)),
+                        Err(error) => error,
+                    }
+                }
+            };
+            let mut failed = sent;
+            match failed.take_message() {
+                // Never written: the pooled connection had just closed.
+                Some(unsent) if reused => {
+                    tracing::debug!(error = %error_chain(failed.error()), "pooled upstream connection closed; sending on a new one");
+                    request = unsent;
+                    if let Some(origin) = unsent_origin_form(&request) {
+                        *request.uri_mut() = origin;
+                    }
+                }
+                _ => {
+                    return Err(ProxyError::UpstreamUnavailable(error_chain(
+                        &failed.into_error(),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Idle HTTP/1.1 connections kept for `instance` (for tests).
+    pub fn idle_connections(&self, instance: &InstanceBase) -> usize {
+        self.pool.idle_count(instance)
+    }
+}
+
+/// `https://host/path?query` for HTTP/2, from the origin-form URI.
+fn absolute(instance: &InstanceBase, origin: &Uri) -> Result<Uri, ProxyError> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(instance.scheme().clone());
+    parts.authority = Some(instance.authority().clone());
+    parts.path_and_query = origin.path_and_query().cloned();
+    Uri::from_parts(parts)
+        .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URL: {e}")))
+}
+
+/// A request handed back from an HTTP/2 attempt carries the absolute URI; a
+/// retry may go out over HTTP/1.1, which wants the origin form.
+fn unsent_origin_form(request: &Request<ProxyBody>) -> Option<Uri> {
+    request.uri().scheme()?;
+    request.uri().path_and_query().cloned().map(Uri::from)
+}

@@ -1,0 +1,256 @@
+//! The upstream connection pool: idle HTTP/1.1 connections per instance (most
+//! recently used first, dropped after `IDLE_TIMEOUT`), one shared HTTP/2
+//! connection per instance, and the response body that gives its HTTP/1.1
+//! connection back when the response has been read to the end.
+//!
+//! Why not hyper-util's pooled client: per request it hashes the pool key,
+//! spawns a task that waits for the connection to become idle again, and
+//! passes messages between tasks; that was a quarter of the proxy's
+//! instructions per request. Here a connection goes back to the pool from the
+//! response body's `Drop` (no task, unless the connection is still busy
+//! sending the request body) and the instance is found by comparing a few
+//! authorities.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use tokio::time::Instant;
+
+use crate::body::ProxyBody;
+use crate::token::InstanceBase;
+
+/// Idle connections kept per instance: enough for a busy ETL job's
+/// concurrency without reconnecting (TLS handshakes are the expensive part).
+pub const MAX_IDLE_PER_HOST: usize = 256;
+/// An idle connection older than this is not reused: SFMC, or a NAT on the
+/// way, may have dropped it without a word.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A connection taken from the pool, or the instance's slot to add one to.
+pub enum Checkout {
+    Http1(http1::SendRequest<ProxyBody>),
+    Http2(http2::SendRequest<ProxyBody>),
+    Empty,
+}
+
+#[derive(Clone, Default)]
+pub struct Pool {
+    hosts: Arc<Mutex<Vec<HostPool>>>,
+}
+
+/// One instance's connections. Instances come from token responses, so there
+/// are as many as tenants at most; a linear search beats hashing here.
+struct HostPool {
+    scheme: Scheme,
+    authority: Authority,
+    idle: VecDeque<Idle>,
+    http2: Option<http2::SendRequest<ProxyBody>>,
+}
+
+struct Idle {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+impl Pool {
+    /// The instance's slot number, and a live connection if one is idle.
+    pub fn checkout(&self, instance: &InstanceBase) -> (usize, Checkout) {
+        let mut hosts = self.lock();
+        let slot = match hosts
+            .iter()
+            .position(|h| h.authority == *instance.authority() && h.scheme == *instance.scheme())
+        {
+            Some(slot) => slot,
+            None => {
+                hosts.push(HostPool {
+                    scheme: instance.scheme().clone(),
+                    authority: instance.authority().clone(),
+                    idle: VecDeque::new(),
+                    http2: None,
+                });
+                hosts.len() - 1
+            }
+        };
+        let host = &mut hosts[slot];
+        if let Some(sender) = host.http2.as_ref() {
+            if !sender.is_closed() {
+                return (slot, Checkout::Http2(sender.clone()));
+            }
+            host.http2 = None;
+        }
+        let now = Instant::now();
+        while let Some(idle) = host.idle.pop_back() {
+            if now.duration_since(idle.since) > IDLE_TIMEOUT {
+                // The newest is too old, so are all the others.
+                host.idle.clear();
+                break;
+            }
+            // Ready means the last exchange ended and the server has not
+            // closed the connection (as far as we know yet).
+            if idle.sender.is_ready() {
+                return (slot, Checkout::Http1(idle.sender));
+            }
+        }
+        (slot, Checkout::Empty)
+    }
+
+    /// Keeps a new HTTP/2 connection for every later request to the instance.
+    pub fn share_http2(&self, slot: usize, sender: &http2::SendRequest<ProxyBody>) {
+        if let Some(host) = self.lock().get_mut(slot)
+            && host
+                .http2
+                .as_ref()
+                .is_none_or(http2::SendRequest::is_closed)
+        {
+            host.http2 = Some(sender.clone());
+        }
+    }
+
+    /// Puts an HTTP/1.1 connection whose exchange ended back, or, if it is
+    /// still sending the request body (SFMC answered early), does so once it
+    /// is done.
+    fn give_back(&self, slot: usize, mut sender: http1::SendRequest<ProxyBody>) {
+        if sender.is_ready() {
+            self.keep_idle(slot, sender);
+        } else if !sender.is_closed()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let pool = self.clone();
+            runtime.spawn(async move {
+                if sender.ready().await.is_ok() {
+                    pool.keep_idle(slot, sender);
+                }
+            });
+        }
+    }
+
+    fn keep_idle(&self, slot: usize, sender: http1::SendRequest<ProxyBody>) {
+        let now = Instant::now();
+        let mut hosts = self.lock();
+        let Some(host) = hosts.get_mut(slot) else {
+            return;
+        };
+        // The oldest are at the front: drop those that expired, and the
+        // oldest if the pool is full.
+        while host
+            .idle
+            .front()
+            .is_some_and(|idle| now.duration_since(idle.since) > IDLE_TIMEOUT)
+        {
+            host.idle.pop_front();
+        }
+        if host.idle.len() >= MAX_IDLE_PER_HOST {
+            host.idle.pop_front();
+        }
+        host.idle.push_back(Idle { sender, since: now });
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<HostPool>> {
+        // The pool holds no invariant a panic could break halfway.
+        self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Idle HTTP/1.1 connections kept for the instance (for tests).
+    pub fn idle_count(&self, instance: &InstanceBase) -> usize {
+        self.lock()
+            .iter()
+            .find(|h| h.authority == *instance.authority() && h.scheme == *instance.scheme())
+            .map_or(0, |h| h.idle.len())
+    }
+}
+
+/// An upstream response body. An HTTP/1.1 connection goes back to the pool
+/// when this is dropped after the body was read to the end; dropped earlier
+/// (the client went away), the connection is closed instead, since the rest
+/// of that response would still arrive on it.
+pub struct UpstreamBody {
+    inner: Incoming,
+    ended: bool,
+    give_back: Option<GiveBack>,
+}
+
+struct GiveBack {
+    pool: Pool,
+    slot: usize,
+    sender: http1::SendRequest<ProxyBody>,
+}
+
+impl UpstreamBody {
+    pub fn pooled(
+        inner: Incoming,
+        pool: &Pool,
+        slot: usize,
+        sender: http1::SendRequest<ProxyBody>,
+    ) -> Self {
+        Self {
+            inner,
+            ended: false,
+            give_back: Some(GiveBack {
+                pool: pool.clone(),
+                slot,
+                sender,
+            }),
+        }
+    }
+
+    /// A body whose connection needs no giving back (HTTP/2 streams).
+    pub fn unpooled(inner: Incoming) -> Self {
+        Self {
+            inner,
+            ended: false,
+            give_back: None,
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(back) = self.give_back.take()
+            && (self.ended || self.inner.is_end_stream())
+        {
+            back.pool.give_back(back.slot, back.sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // A chunked body's end is only known by reading it.
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("ended", &self.ended)
+            .field("pooled", &self.give_back.is_some())
+            .finish()
+    }
+}
