@@ -7,7 +7,6 @@
 //! requests the token broker authenticates.
 
 use http::request::Parts;
-use http::uri::Authority;
 use http::{HeaderMap, Method, header};
 use subtle::ConstantTimeEq;
 
@@ -23,31 +22,43 @@ pub fn check(parts: &Parts, server: &ServerSettings) -> Result<(), ProxyError> {
         ));
     }
     let authority = request_authority(parts)?;
-    check_host(parts, &authority, server)?;
-    check_origin(&parts.headers, &authority, &server.allowed_origins)
+    check_host(parts, authority, server)?;
+    check_origin(&parts.headers, authority, &server.allowed_origins)
 }
 
 /// The authority the client addressed: the request target's (HTTP/2
-/// `:authority`, HTTP/1 absolute-form) or else the `Host` header.
-fn request_authority(parts: &Parts) -> Result<Authority, ProxyError> {
+/// `:authority`, HTTP/1 absolute-form) or else the `Host` header. Borrowed,
+/// not parsed into an `Authority` (which copies it): only its host part is
+/// compared, against a list of plain names.
+fn request_authority(parts: &Parts) -> Result<&str, ProxyError> {
     if let Some(authority) = parts.uri.authority() {
-        return Ok(authority.clone());
+        return Ok(authority.as_str());
     }
     let host = parts
         .headers
         .get(header::HOST)
         .ok_or_else(|| ProxyError::HostNotAllowed("(no Host header)".into()))?;
-    Authority::try_from(host.as_bytes()).map_err(|_| {
+    host.to_str().map_err(|_| {
         ProxyError::HostNotAllowed(String::from_utf8_lossy(host.as_bytes()).into_owned())
     })
 }
 
-fn check_host(
-    parts: &Parts,
-    authority: &Authority,
-    server: &ServerSettings,
-) -> Result<(), ProxyError> {
-    let host = authority.host();
+/// The host part of an authority: a port dropped, an IPv6 literal kept in
+/// its brackets (as `Authority::host` gives it). Anything odd (userinfo, an
+/// empty name) stays in and so matches no allowed host.
+fn host_of(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _port)| host)
+}
+
+fn check_host(parts: &Parts, authority: &str, server: &ServerSettings) -> Result<(), ProxyError> {
+    let host = host_of(authority);
     match &server.allowed_hosts {
         // The allowlist is lowercase: compare without a lowercased copy per request.
         Some(allowed) if !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) => {
@@ -68,7 +79,7 @@ fn check_host(
 
 fn check_origin(
     headers: &HeaderMap,
-    authority: &Authority,
+    authority: &str,
     allowed: &[String],
 ) -> Result<(), ProxyError> {
     let origin = headers
@@ -96,7 +107,7 @@ fn check_origin(
     // Same-origin: a page served by the proxy itself (status page) calling it.
     let same_origin = origin
         .split_once("://")
-        .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(authority.as_str()));
+        .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(authority));
     if same_origin && !cross_site {
         Ok(())
     } else {
@@ -138,6 +149,20 @@ pub fn check_inbound_key(headers: &HeaderMap, server: &ServerSettings) -> Result
 mod tests {
     use super::*;
     use crate::config::Secret;
+
+    #[test]
+    fn host_of_drops_the_port_and_keeps_ipv6_brackets() {
+        for (authority, host) in [
+            ("127.0.0.1:8080", "127.0.0.1"),
+            ("localhost", "localhost"),
+            ("[::1]:8080", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("user@127.0.0.1:80", "user@127.0.0.1"),
+            (":8080", ""),
+        ] {
+            assert_eq!(host_of(authority), host, "{authority}");
+        }
+    }
     use http::Request;
 
     fn server(keys: &[&str], origins: &[&str]) -> ServerSettings {
