@@ -254,3 +254,89 @@ impl std::fmt::Debug for UpstreamBody {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::server::conn::http1 as server;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    fn instance() -> InstanceBase {
+        InstanceBase::parse("http://127.0.0.1:9/", &[]).expect("loopback instance")
+    }
+
+    /// A connection to an in-memory HTTP/1.1 server that answers every
+    /// request with `hello`; ready for a request once this returns.
+    async fn connection() -> http1::SendRequest<ProxyBody> {
+        let (client, server_io) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let service = service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(ProxyBody::full("hello")))
+            });
+            let _ = server::Builder::new()
+                .serve_connection(TokioIo::new(server_io), service)
+                .await;
+        });
+        let (mut sender, connection) = http1::handshake(TokioIo::new(client))
+            .await
+            .expect("handshake over a duplex pipe");
+        tokio::spawn(connection);
+        sender.ready().await.expect("connection ready");
+        sender
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_reused_until_the_idle_timeout() {
+        let pool = Pool::default();
+        let (slot, first) = pool.checkout(&instance());
+        assert!(matches!(first, Checkout::Empty), "nothing pooled yet");
+        pool.give_back(slot, connection().await);
+        assert_eq!(pool.idle_count(&instance()), 1);
+        let (_, again) = pool.checkout(&instance());
+        let Checkout::Http1(sender) = again else {
+            panic!("the idle connection is handed out");
+        };
+        assert_eq!(pool.idle_count(&instance()), 0, "taken, not copied");
+
+        pool.give_back(slot, sender);
+        tokio::time::advance(IDLE_TIMEOUT + Duration::from_secs(1)).await;
+        let (_, expired) = pool.checkout(&instance());
+        assert!(matches!(expired, Checkout::Empty), "too old to trust");
+        assert_eq!(pool.idle_count(&instance()), 0, "and dropped");
+    }
+
+    #[tokio::test]
+    async fn a_response_read_to_the_end_gives_its_connection_back_and_a_dropped_one_does_not() {
+        let pool = Pool::default();
+        let (slot, _) = pool.checkout(&instance());
+        for read_to_end in [true, false] {
+            let mut sender = connection().await;
+            let request = http::Request::builder()
+                .uri("/")
+                .header(http::header::HOST, "127.0.0.1:9")
+                .body(ProxyBody::Empty)
+                .expect("request");
+            let response = sender.send_request(request).await.expect("200");
+            let mut body = UpstreamBody::pooled(response.into_body(), &pool, slot, sender);
+            if read_to_end {
+                let read = http_body_util::BodyExt::collect(&mut body).await;
+                assert_eq!(read.expect("body").to_bytes(), "hello");
+            }
+            let before = pool.idle_count(&instance());
+            drop(body);
+            let after = pool.idle_count(&instance());
+            assert_eq!(after - before, usize::from(read_to_end));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_pool_keeps_at_most_max_idle_per_host() {
+        let pool = Pool::default();
+        let (slot, _) = pool.checkout(&instance());
+        for _ in 0..MAX_IDLE_PER_HOST + 3 {
+            pool.keep_idle(slot, connection().await);
+        }
+        assert_eq!(pool.idle_count(&instance()), MAX_IDLE_PER_HOST);
+    }
+}
