@@ -323,14 +323,25 @@ async fn serve_io<I>(io: I, id: ConnectionId, state: Arc<State>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let service_state = state.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
-        let state = state.clone();
+        let state = service_state.clone();
         // The handlers find the connection's number on the request.
         req.extensions_mut().insert(id);
         async move { Ok::<_, Infallible>(handle(req, &state).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        // A test's `close_connection`: hyper ends an idle connection at once.
+        () = state.transport.close_requested(id) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
         tracing::debug!(%error, "fake tenant: connection ended with an error");
     }
 }

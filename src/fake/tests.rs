@@ -471,3 +471,20 @@ async fn respond_answers_any_method_without_reading_the_body() {
     assert!(response.headers().contains_key(CONNECTION_HEADER));
     drop(tx);
 }
+
+#[tokio::test]
+async fn close_connection_ends_an_idle_kept_alive_connection() {
+    let fake = start(FakeConfig::default()).await;
+    let auth = bearer(&fake).await;
+    let auth = [("authorization", auth.as_str())];
+    let client = client(false);
+    let echo = || async {
+        let response = client.request(req(&fake, "GET", "/x", &auth, full("")));
+        let got = Got::read(response.await.expect("response")).await;
+        got.json()["connection"].as_u64().expect("a number")
+    };
+    let idle = echo().await;
+    fake.close_connection(idle);
+    fake.connection_closed(idle).await;
+    assert_ne!(echo().await, idle, "a new connection after the close");
+}

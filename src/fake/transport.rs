@@ -23,6 +23,8 @@ pub(super) struct Transport {
     /// test can wait for one given connection. It grows by one number per
     /// connection, which is nothing for a fake.
     closed: watch::Sender<BTreeSet<u64>>,
+    /// Numbers of the connections a test asked the fake to close.
+    close: watch::Sender<BTreeSet<u64>>,
     /// `/fake/download` bodies that stopped streaming, in full or cut off.
     downloads_ended: watch::Sender<usize>,
 }
@@ -36,6 +38,12 @@ impl Transport {
         self.closed.send_modify(|closed| {
             closed.insert(id.0);
         });
+    }
+
+    /// Resolves once a test asked for connection `id` to be closed.
+    pub(super) async fn close_requested(&self, id: ConnectionId) {
+        let mut close = self.close.subscribe();
+        let _ = close.wait_for(|close| close.contains(&id.0)).await;
     }
 
     pub(super) fn download_ended(&self) {
@@ -62,6 +70,15 @@ impl FakeTenant {
     pub async fn connection_closed(&self, number: u64) {
         let mut closed = self.state.transport.closed.subscribe();
         let _ = closed.wait_for(|closed| closed.contains(&number)).await;
+    }
+
+    /// Closes connection `number` unannounced, as a server whose keep-alive
+    /// timeout ran out does: at once if it is idle, else after the response in
+    /// progress. A kept-alive connection in a client's pool goes stale so.
+    pub fn close_connection(&self, number: u64) {
+        self.state.transport.close.send_modify(|close| {
+            close.insert(number);
+        });
     }
 
     /// Resolves once `count` `/fake/download` bodies have stopped streaming:
