@@ -295,6 +295,10 @@ async fn an_upload_answered_early_does_not_break_later_requests() {
         let response = within("the early answer", uploader.send(request)).await;
         assert_eq!(response.status(), 413, "{ending:?}");
         let early = connection(&response);
+        // And its body, whole, still before the upload ends.
+        let body = within("the early answer's body", response.into_body().collect()).await;
+        let body = body.expect("the early answer's body").to_bytes();
+        assert_eq!(&body[..], br#"{"status":413}"#, "{ending:?}");
         match ending {
             Ending::Finishes => {
                 for _ in 0..4 {
@@ -312,7 +316,6 @@ async fn an_upload_answered_early_does_not_break_later_requests() {
             }
             Ending::Abandons => tx.abort("the client gives up".into()),
         }
-        drop(response);
         drop(uploader);
         // The fake closes a connection whose request body it left unread; the
         // requests after that must not be handed it.
