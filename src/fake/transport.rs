@@ -72,9 +72,10 @@ impl FakeTenant {
         let _ = closed.wait_for(|closed| closed.contains(&number)).await;
     }
 
-    /// Closes connection `number` unannounced, as a server whose keep-alive
-    /// timeout ran out does: at once if it is idle, else after the response in
-    /// progress. A kept-alive connection in a client's pool goes stale so.
+    /// Closes idle connection `number` unannounced, as a server whose
+    /// keep-alive timeout ran out does: how a connection in a client's pool
+    /// goes stale. (A busy one would end after its response, which hyper then
+    /// marks `Connection: close` if its head is not yet sent.)
     pub fn close_connection(&self, number: u64) {
         self.state.transport.close.send_modify(|close| {
             close.insert(number);
