@@ -1,16 +1,28 @@
 //! The fake's REST instance: SFMC's 401, the echo, and the `/fake/*` helpers.
 
+use super::transport::stamp;
 use super::*;
-/// The REST instance: SFMC's 401 without a valid token, else a fake path or the echo.
+
+/// The REST instance: SFMC's 401 without a valid token, else a fake path or
+/// the echo. Every answer names its connection (`x-fake-connection`).
 pub(super) async fn instance(req: Request<Incoming>, state: &Arc<State>) -> Reply {
+    let connection = req.extensions().get::<ConnectionId>().copied();
+    let mut reply = route(req, state).await;
+    stamp(&mut reply, connection);
+    reply
+}
+
+async fn route(req: Request<Incoming>, state: &Arc<State>) -> Reply {
     state.rest_requests.fetch_add(1, Ordering::SeqCst);
     let Some(grant) = state.authorize(req.headers()) else {
         return text_response(StatusCode::UNAUTHORIZED, "application/json", NOT_AUTHORIZED);
     };
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/fake/download") => download(req.uri().query()),
+        (&Method::GET, "/fake/download") => download(req.uri().query(), state),
         (&Method::GET, "/fake/gated") => gated(state),
-        (&Method::GET, "/fake/respond") => respond(req.uri().query()),
+        // Any method, and the request body is never read: an upload answered
+        // early, as SFMC does when it refuses one.
+        (_, "/fake/respond") => respond(req.uri().query()),
         (&Method::POST, "/fake/upload-gated") => echo(req, &grant, Some(&state.upload)).await,
         _ => echo(req, &grant, None).await,
     }
@@ -18,6 +30,7 @@ pub(super) async fn instance(req: Request<Incoming>, state: &Arc<State>) -> Repl
 
 /// Hashes the body as it streams (never buffered), then describes the request.
 async fn echo(req: Request<Incoming>, grant: &Issued, started: Option<&Notify>) -> Reply {
+    let connection = req.extensions().get::<ConnectionId>().map(|id| id.0);
     let (parts, mut body) = req.into_parts();
     let (mut hasher, mut len, mut started) = (Sha256::new(), 0u64, started);
     while let Some(frame) = body.frame().await {
@@ -52,22 +65,25 @@ async fn echo(req: Request<Incoming>, grant: &Issued, started: Option<&Notify>) 
             "method": parts.method.as_str(), "path": parts.uri.path(), "query": parts.uri.query(),
             "account_id": grant.account_id, "scope": grant.scope, "token_number": grant.number,
             "body_len": len, "body_sha256": hex(&hasher.finalize()),
-            "version": format!("{:?}", parts.version),
+            "version": format!("{:?}", parts.version), "connection": connection,
             "headers": headers.collect::<Map<_, _>>(),
         }),
     )
 }
 
 /// `?bytes=N`: N bytes of the pattern `i % 251`, sliced from one small buffer in
-/// 64 KiB chunks through a bounded channel.
-fn download(query: Option<&str>) -> Reply {
-    let size = query_pairs(query)
-        .into_iter()
-        .find(|(name, _)| name == "bytes");
+/// 64 KiB chunks through a bounded channel; with `&chunked`, no `Content-Length`
+/// (HTTP/1.1 then sends it chunked). Each stream's end, full or cut off, is
+/// counted for `FakeTenant::downloads_ended`.
+fn download(query: Option<&str>, state: &Arc<State>) -> Reply {
+    let pairs = query_pairs(query);
+    let size = pairs.iter().find(|(name, _)| name == "bytes");
     let Some(len) = size.and_then(|(_, value)| value.parse::<u64>().ok()) else {
         return text_response(StatusCode::BAD_REQUEST, "text/plain", "use ?bytes=N");
     };
+    let chunked = pairs.iter().any(|(name, _)| name == "chunked");
     let (mut tx, body) = Channel::<Bytes, Infallible>::new(2);
+    let state = state.clone();
     tokio::spawn(async move {
         let pattern: Bytes = (0..CHUNK + PERIOD).map(|i| (i % PERIOD) as u8).collect();
         let mut sent = 0;
@@ -75,15 +91,19 @@ fn download(query: Option<&str>) -> Reply {
             let (start, size) = (sent % PERIOD, (len - sent).min(CHUNK));
             let chunk = pattern.slice(start as usize..(start + size) as usize);
             if tx.send_data(chunk).await.is_err() {
-                return;
+                break;
             }
             sent += size;
         }
+        // Counted when the producer stops, done or refused (its reader gone):
+        // the last chunks may still be on their way.
+        state.transport.download_ended();
     });
     let mut reply = Response::new(body.boxed());
-    reply
-        .headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if !chunked {
+        let length = HeaderValue::from(len);
+        reply.headers_mut().insert(header::CONTENT_LENGTH, length);
+    }
     reply
 }
 

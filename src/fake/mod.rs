@@ -6,14 +6,16 @@
 //! else an echo of the method, byte-exact path and query, headers, and the body's
 //! length and SHA-256, hashed as it streams), which also answers SOAP at
 //! `/Service.asmx` (the `fueloauth` checked, SFMC's faults, a Retrieve-style
-//! answer). `/fake/*` paths stream, hold back or shape responses. It owns its
-//! accept loop, its counters and the tokens it issued.
+//! answer). `/fake/*` paths stream, hold back or shape responses. Instance
+//! responses name the TCP connection they came on (`x-fake-connection`), so
+//! tests can watch the proxy's connection pool. It owns its accept loop, its
+//! counters and the tokens it issued.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -41,10 +43,13 @@ mod login;
 mod soap;
 #[cfg(test)]
 mod tests;
+mod transport;
 
 use auth::{Issued, Refusal, token_endpoint};
 use instance::instance;
 pub use soap::{SoapRequest, reply_field};
+pub use transport::CONNECTION_HEADER;
+use transport::{ConnectionId, Transport};
 
 type FakeBody = BoxBody<Bytes, Infallible>;
 type Reply = Response<FakeBody>;
@@ -129,6 +134,8 @@ struct State {
     refresh_tokens: Mutex<HashMap<String, login::RefreshGrant>>,
     gate: Notify,
     upload: Notify,
+    /// Connection numbers, closes and ended downloads, for the tests.
+    transport: Transport,
     /// Set at shutdown: hung token requests and held-back responses end then.
     stop: watch::Sender<bool>,
 }
@@ -301,25 +308,40 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc
 
 async fn serve(stream: TcpStream, tls: Option<TlsAcceptor>, state: Arc<State>) {
     let _ = stream.set_nodelay(true);
+    let id = state.transport.opened();
     match tls {
-        None => serve_io(stream, state).await,
+        None => serve_io(stream, id, state.clone()).await,
         Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(stream) => serve_io(stream, state).await,
+            Ok(stream) => serve_io(stream, id, state.clone()).await,
             Err(error) => tracing::debug!(%error, "fake tenant: TLS handshake failed"),
         },
     }
+    state.transport.closed(id);
 }
 
-async fn serve_io<I>(io: I, state: Arc<State>)
+async fn serve_io<I>(io: I, id: ConnectionId, state: Arc<State>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
-        let state = state.clone();
+    let service_state = state.clone();
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        let state = service_state.clone();
+        // The handlers find the connection's number on the request.
+        req.extensions_mut().insert(id);
         async move { Ok::<_, Infallible>(handle(req, &state).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        // A test's `close_connection`: hyper ends an idle connection at once.
+        () = state.transport.close_requested(id) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
         tracing::debug!(%error, "fake tenant: connection ended with an error");
     }
 }

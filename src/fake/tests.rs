@@ -390,3 +390,101 @@ fn decoding_handles_escapes_plus_and_malformed_input() {
 }
 
 mod soap;
+
+#[tokio::test]
+async fn instance_responses_name_their_connection_and_its_close_is_seen() {
+    let fake = start(FakeConfig::default()).await;
+    let auth = bearer(&fake).await;
+    let auth = [("authorization", auth.as_str())];
+    // One client, so one pooled connection for sequential requests.
+    let client = client(false);
+    let mut numbers = Vec::new();
+    for target in ["/a", "/b", "/fake/respond?header=Connection:close", "/c"] {
+        let response = client.request(req(&fake, "GET", target, &auth, full("")));
+        let got = Got::read(response.await.expect("response")).await;
+        assert_eq!(got.0, 200, "{target}");
+        let number = got.1[CONNECTION_HEADER].to_str().expect("ascii");
+        numbers.push(number.parse::<u64>().expect("a number"));
+        if !target.starts_with("/fake/") {
+            assert_eq!(got.json()["connection"], numbers[numbers.len() - 1]);
+        }
+    }
+    assert_eq!(numbers[0], numbers[1], "kept alive");
+    assert_eq!(numbers[1], numbers[2], "kept alive");
+    assert_ne!(numbers[2], numbers[3], "closed after Connection: close");
+    fake.connection_closed(numbers[2]).await;
+    assert!(fake.connections_opened() >= numbers[3]);
+}
+
+#[tokio::test]
+async fn download_may_be_chunked_and_its_end_is_counted_even_when_cut_off() {
+    let fake = start(FakeConfig::default()).await;
+    let auth = bearer(&fake).await;
+    let got = get(&fake, "/fake/download?bytes=200003&chunked", &auth).await;
+    assert_eq!((got.0, got.2.len()), (200, 200_003));
+    assert!(got.1.get("content-length").is_none(), "{:?}", got.1);
+    assert_eq!(got.1["transfer-encoding"], "chunked");
+    assert!(
+        got.2
+            .iter()
+            .enumerate()
+            .all(|(i, b)| usize::from(*b) == i % 251)
+    );
+    fake.downloads_ended(1).await;
+
+    let auth = [("authorization", auth.as_str())];
+    let large = req(
+        &fake,
+        "GET",
+        "/fake/download?bytes=1000000000",
+        &auth,
+        full(""),
+    );
+    let response = client(false).request(large).await.expect("response");
+    let mut body = response.into_body();
+    body.frame().await.expect("frame").expect("ok");
+    drop(body);
+    // Ends long before a gigabyte could have been sent.
+    fake.downloads_ended(2).await;
+}
+
+#[tokio::test]
+async fn respond_answers_any_method_without_reading_the_body() {
+    let fake = start(FakeConfig::default()).await;
+    let auth = bearer(&fake).await;
+    let auth = [("authorization", auth.as_str())];
+    // An upload that never ends: only an answer that does not wait for it arrives.
+    let (mut tx, upload) = Channel::<Bytes, Infallible>::new(1);
+    let upload = req(
+        &fake,
+        "POST",
+        "/fake/respond?status=413",
+        &auth,
+        upload.boxed(),
+    );
+    let pending = tokio::spawn(client(false).request(upload));
+    tx.send_data(Bytes::from_static(b"part one"))
+        .await
+        .expect("send");
+    let response = pending.await.expect("task").expect("response");
+    assert_eq!(response.status(), 413);
+    assert!(response.headers().contains_key(CONNECTION_HEADER));
+    drop(tx);
+}
+
+#[tokio::test]
+async fn close_connection_ends_an_idle_kept_alive_connection() {
+    let fake = start(FakeConfig::default()).await;
+    let auth = bearer(&fake).await;
+    let auth = [("authorization", auth.as_str())];
+    let client = client(false);
+    let echo = || async {
+        let response = client.request(req(&fake, "GET", "/x", &auth, full("")));
+        let got = Got::read(response.await.expect("response")).await;
+        got.json()["connection"].as_u64().expect("a number")
+    };
+    let idle = echo().await;
+    fake.close_connection(idle);
+    fake.connection_closed(idle).await;
+    assert_ne!(echo().await, idle, "a new connection after the close");
+}
