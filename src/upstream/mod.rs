@@ -138,3 +138,93 @@ fn unsent_origin_form(request: &Request<ProxyBody>) -> Option<Uri> {
     request.uri().scheme()?;
     request.uri().path_and_query().cloned().map(Uri::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hyper::client::conn::http1;
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+    use crate::fake::{FakeConfig, FakeTenant};
+
+    fn upstream() -> Upstream {
+        crate::tls::install_crypto_provider();
+        let settings = UpstreamSettings {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(30),
+            ca_file: None,
+            allowed_instance_hosts: Vec::new(),
+        };
+        let tls = crate::tls::client_config(None).expect("TLS set-up");
+        Upstream::new(&settings, tls)
+    }
+
+    fn get(path: &str) -> Request<ProxyBody> {
+        Request::builder()
+            .uri(path)
+            .body(ProxyBody::Empty)
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn each_response_read_to_the_end_frees_its_connection_for_the_next_request() {
+        let fake = FakeTenant::start(FakeConfig::default())
+            .await
+            .expect("fake tenant");
+        let instance = InstanceBase::parse(&format!("http://{}/", fake.addr()), &[])
+            .expect("loopback instance");
+        let upstream = upstream();
+        for _ in 0..3 {
+            let response = upstream
+                .send(&instance, get("/hub/v1/x"))
+                .await
+                .expect("answered");
+            assert_eq!(response.status(), 401, "no token: the fake's 401");
+            assert_eq!(
+                response.headers()["x-fake-connection"],
+                "1",
+                "one connection, reused"
+            );
+            let body = http_body_util::BodyExt::collect(response.into_body()).await;
+            assert!(
+                body.is_ok_and(|b| !b.to_bytes().is_empty()),
+                "SFMC's 401 text"
+            );
+        }
+        assert_eq!(upstream.idle_connections(&instance), 1);
+    }
+
+    /// A pooled connection whose server has just gone, before the client
+    /// side has noticed: what a keep-alive timeout on SFMC's side looks like
+    /// from here, at the worst moment.
+    #[tokio::test]
+    async fn a_request_the_closing_pooled_connection_hands_back_goes_out_on_a_new_one() {
+        let fake = FakeTenant::start(FakeConfig::default())
+            .await
+            .expect("fake tenant");
+        let instance = InstanceBase::parse(&format!("http://{}/", fake.addr()), &[])
+            .expect("loopback instance");
+        let upstream = upstream();
+        let (client_io, server_io) = tokio::io::duplex(1024);
+        let (mut dead, connection) = http1::handshake(TokioIo::new(client_io))
+            .await
+            .expect("handshake over a duplex pipe");
+        tokio::spawn(connection);
+        dead.ready().await.expect("ready");
+        let (slot, _) = upstream.pool.checkout(&instance);
+        upstream.pool.keep_idle_for_test(slot, dead);
+        // The peer goes; nothing yields before the request is sent, so the
+        // pool still thinks the connection is ready.
+        drop(server_io);
+        let response = upstream
+            .send(&instance, get("/hub/v1/after-close"))
+            .await
+            .expect("sent again on a new connection, not a 502");
+        // The fake tenant answered (SFMC's 401: this request has no token),
+        // on the one connection it has seen.
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.headers()["x-fake-connection"], "1");
+    }
+}

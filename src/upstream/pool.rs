@@ -153,6 +153,11 @@ impl Pool {
         host.idle.push_back(Idle { sender, since: now });
     }
 
+    #[cfg(test)]
+    pub fn keep_idle_for_test(&self, slot: usize, sender: http1::SendRequest<ProxyBody>) {
+        self.keep_idle(slot, sender);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Vec<HostPool>> {
         // The pool holds no invariant a panic could break halfway.
         self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
