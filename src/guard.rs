@@ -43,22 +43,34 @@ fn request_authority(parts: &Parts) -> Result<&str, ProxyError> {
     })
 }
 
-/// The host part of an authority: a port dropped, an IPv6 literal kept in
-/// its brackets (as `Authority::host` gives it). Anything odd (userinfo, an
-/// empty name) stays in and so matches no allowed host.
-fn host_of(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority
-            .find(']')
-            .map_or(authority, |end| &authority[..=end]);
-    }
-    authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _port)| host)
+/// The host part of an authority (a port dropped, an IPv6 literal kept in
+/// its brackets, as `Authority::host` gives it), or `None` when the port is
+/// not digits or anything follows the `]` but one. Userinfo or an empty name
+/// stay in, and so match no allowed host.
+fn host_of(authority: &str) -> Option<&str> {
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let rest = &authority[end + 1..];
+        let port = if rest.is_empty() {
+            None
+        } else {
+            Some(rest.strip_prefix(':')?)
+        };
+        (&authority[..=end], port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    port_ok.then_some(host)
 }
 
 fn check_host(parts: &Parts, authority: &str, server: &ServerSettings) -> Result<(), ProxyError> {
-    let host = host_of(authority);
+    let Some(host) = host_of(authority) else {
+        return Err(ProxyError::HostNotAllowed(authority.to_ascii_lowercase()));
+    };
     match &server.allowed_hosts {
         // The allowlist is lowercase: compare without a lowercased copy per request.
         Some(allowed) if !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) => {
@@ -153,12 +165,18 @@ mod tests {
     #[test]
     fn host_of_drops_the_port_and_keeps_ipv6_brackets() {
         for (authority, host) in [
-            ("127.0.0.1:8080", "127.0.0.1"),
-            ("localhost", "localhost"),
-            ("[::1]:8080", "[::1]"),
-            ("[::1]", "[::1]"),
-            ("user@127.0.0.1:80", "user@127.0.0.1"),
-            (":8080", ""),
+            ("127.0.0.1:8080", Some("127.0.0.1")),
+            ("localhost", Some("localhost")),
+            ("[::1]:8080", Some("[::1]")),
+            ("[::1]", Some("[::1]")),
+            ("user@127.0.0.1:80", Some("user@127.0.0.1")),
+            (":8080", Some("")),
+            ("localhost:junk", None),
+            ("localhost:", None),
+            ("localhost:80@evil", None),
+            ("[::1]junk", None),
+            ("[::1]:8080x", None),
+            ("[::1", None),
         ] {
             assert_eq!(host_of(authority), host, "{authority}");
         }
