@@ -207,6 +207,8 @@ impl Proxy {
         let Some((bytes, headers)) = replay.filter(|_| fresh_may_help) else {
             return Ok(respond(response));
         };
+        // Not passed on: let its connection go now, not after the replay.
+        drop(response);
         let lease = self.token(target).await?;
         record.token = Some(Outcome::Fetch);
         record.replayed = true;

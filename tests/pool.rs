@@ -375,3 +375,45 @@ async fn a_chunked_response_read_to_the_end_leaves_the_connection_reusable() {
         assert_eq!(number, pooled, "request {i} after the chunked body");
     }
 }
+
+/// SFMC over https may speak HTTP/2: a burst of first requests must share
+/// one connection (one TLS handshake), not open one each.
+#[tokio::test]
+async fn a_burst_of_first_requests_over_http2_shares_one_connection() {
+    let dir = temp_dir("pool-h2-burst");
+    let (server_config, ca_path) = tls_server_with_ca(&dir);
+    let fake = start_fake_with(FakeConfig {
+        tls: Some(server_config),
+        instance_host: "localhost".into(),
+        ..FakeConfig::default()
+    })
+    .await;
+    let toml = format!(
+        "[upstream]\nca_file = \"{}\"\n{}",
+        ca_path.display(),
+        tenant_section("acme", &fake, "")
+    );
+    let proxy = TestProxy::start(&toml).await;
+    let mut burst = JoinSet::new();
+    for n in 0..16 {
+        let get = request("GET", &proxy, &format!("/hub/v1/burst/{n}"), &[], empty());
+        burst.spawn(async move {
+            let reply = TestClient::new().fetch(get).await;
+            (reply.status, reply.json())
+        });
+    }
+    let mut served_by = HashSet::new();
+    while let Some(joined) = within("the burst", burst.join_next()).await {
+        let (status, echo) = joined.expect("request task");
+        assert_eq!(status, 200, "{echo}");
+        assert_eq!(echo["version"], "HTTP/2.0", "HTTP/2 negotiated by ALPN");
+        served_by.insert(echo["connection"].as_u64().expect("connection number"));
+    }
+    assert_eq!(served_by.len(), 1, "one shared connection: {served_by:?}");
+    assert_eq!(
+        fake.connections_opened(),
+        2,
+        "the token request's connection and the one shared instance connection"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

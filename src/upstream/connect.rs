@@ -1,5 +1,5 @@
-//! Opening one upstream connection: DNS, TCP (with `TCP_NODELAY`, within
-//! `upstream.connect_timeout`), TLS with ALPN for https instances, and hyper's
+//! Opening one upstream connection: DNS, TCP (with `TCP_NODELAY`) and TLS with
+//! ALPN for https instances, all within `upstream.connect_timeout`; then hyper's
 //! HTTP/1.1 or HTTP/2 handshake on top. The connection's task is spawned here;
 //! what comes back is the handle requests are sent through.
 
@@ -13,11 +13,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use crate::body::ProxyBody;
 use crate::error::error_chain;
 use crate::token::InstanceBase;
+
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A fresh connection's request handle, by the protocol the server chose.
 pub enum Handle {
@@ -41,50 +45,57 @@ impl Connector {
         }
     }
 
-    /// Opens a connection to the instance; the error text says what failed.
+    /// Opens a connection to the instance — DNS, TCP and TLS within
+    /// `connect_timeout`; the error text says what failed.
     pub async fn connect(&self, instance: &InstanceBase) -> Result<Handle, String> {
-        let tcp = self.tcp(instance.host(), instance.port()).await?;
+        let deadline = Instant::now() + self.connect_timeout;
+        match tokio::time::timeout_at(deadline, self.open(instance, deadline)).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(self.timed_out(instance)),
+        }
+    }
+
+    async fn open(&self, instance: &InstanceBase, deadline: Instant) -> Result<Handle, String> {
+        // `[::1]` in a URL; `::1` to the resolver and as a TLS server name.
+        let host = instance.host();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let tcp = self.tcp(host, instance, deadline).await?;
         // Plain http is reachable only for loopback instances: `InstanceBase`
         // refuses http for every other host before a token is attached.
         if instance.scheme() != &Scheme::HTTPS {
             return handshake(tcp, false).await;
         }
-        let name = ServerName::try_from(instance.host().to_owned())
-            .map_err(|e| format!("`{}` is not a valid TLS server name: {e}", instance.host()))?;
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("`{host}` is not a valid TLS server name: {e}"))?;
         let tls = self
             .tls
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS with {} failed: {}", instance.host(), error_chain(&e)))?;
+            .map_err(|e| format!("TLS with {host} failed: {}", error_chain(&e)))?;
         let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         handshake(tls, http2).await
     }
 
-    /// Every address the name resolves to, in order, until one accepts; all
-    /// of it within `connect_timeout`.
-    async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, String> {
-        let attempt = async {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-                .await
-                .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
-                .collect();
-            let mut last = format!("`{host}` resolved to no address");
-            for addr in addrs {
-                match TcpStream::connect(addr).await {
-                    Ok(stream) => return Ok(stream),
-                    Err(e) => last = format!("connecting to {addr} ({host}) failed: {e}"),
-                }
-            }
-            Err(last)
-        };
-        let stream = tokio::time::timeout(self.connect_timeout, attempt)
+    /// Every address the name resolves to, in order, until one accepts.
+    async fn tcp(
+        &self,
+        host: &str,
+        instance: &InstanceBase,
+        deadline: Instant,
+    ) -> Result<TcpStream, String> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, instance.port()))
             .await
-            .map_err(|_elapsed| {
-                format!(
-                    "connecting to {host}:{port} timed out after upstream.connect_timeout ({:?}); check the network path to SFMC (firewall, proxy) or raise the timeout",
-                    self.connect_timeout
-                )
-            })??;
+            .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!("`{host}` resolved to no address"));
+        }
+        let stream = connect_first(&addrs, deadline)
+            .await
+            .map_err(|failed| failed.unwrap_or_else(|| self.timed_out(instance)))?;
         // Requests and responses are written whole; Nagle would only delay
         // the last segment of each.
         stream
@@ -92,6 +103,36 @@ impl Connector {
             .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
         Ok(stream)
     }
+
+    fn timed_out(&self, instance: &InstanceBase) -> String {
+        format!(
+            "connecting to {}:{} (DNS, TCP and TLS) timed out after upstream.connect_timeout ({:?}); check the network path to SFMC (firewall, proxy) or raise the timeout",
+            instance.host(),
+            instance.port(),
+            self.connect_timeout
+        )
+    }
+}
+
+/// The first of `addrs` to accept. Each address gets an equal share of the
+/// time left, so one that never answers (a filtered IPv6 route, say) leaves
+/// time for the next. The error names the last failure, or is `None` when
+/// the last attempt timed out.
+async fn connect_first(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+) -> Result<TcpStream, Option<String>> {
+    let mut last = None;
+    for (index, addr) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempts_left = u32::try_from(addrs.len() - index).unwrap_or(u32::MAX);
+        match tokio::time::timeout(left / attempts_left, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => last = Some(format!("connecting to {addr} failed: {e}")),
+            Err(_elapsed) => last = None,
+        }
+    }
+    Err(last)
 }
 
 /// hyper's handshake for the chosen protocol; the connection then runs in its
@@ -103,8 +144,12 @@ where
     let io = TokioIo::new(io);
     let failed = |e: hyper::Error| format!("HTTP handshake failed: {}", error_chain(&e));
     if http2 {
+        // Pings find a connection that died under a request (a NAT that
+        // forgot it) in seconds rather than at `response_timeout`.
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .keep_alive_interval(HTTP2_PING_INTERVAL)
+            .keep_alive_timeout(HTTP2_PING_TIMEOUT)
             .handshake(io)
             .await
             .map_err(failed)?;
@@ -122,5 +167,71 @@ where
             }
         });
         Ok(Handle::Http1(sender))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback address whose accept queue is full: a connect to it is
+    /// neither accepted nor refused (the SYN goes unanswered), like a
+    /// filtered route. Keep the returned pair alive while it is needed.
+    async fn unanswered() -> (SocketAddr, (tokio::net::TcpListener, TcpStream)) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        // A backlog of 0 leaves room for exactly one queued connection; take it.
+        let listener = socket.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let filler = TcpStream::connect(addr).await.expect("filler connects");
+        (addr, (listener, filler))
+    }
+
+    #[tokio::test]
+    async fn an_address_that_never_answers_leaves_time_for_the_next() {
+        let (silent, _held) = unanswered().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let good = listener.local_addr().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let stream = connect_first(&[silent, good], deadline)
+            .await
+            .expect("the second address within the same deadline");
+        assert_eq!(stream.peer_addr().expect("peer"), good);
+    }
+
+    #[tokio::test]
+    async fn the_last_failure_is_named_or_none_for_a_timeout() {
+        let (silent, _held) = unanswered().await;
+        let deadline = Instant::now() + Duration::from_millis(200);
+        assert_eq!(connect_first(&[silent], deadline).await.err(), Some(None));
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr")
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let refused = connect_first(&[closed], deadline).await.err().flatten();
+        assert!(refused.is_some_and(|e| e.contains(&closed.to_string())));
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_literal_instance_is_reached() {
+        let listener = tokio::net::TcpListener::bind("[::1]:0")
+            .await
+            .expect("IPv6 loopback (this machine kind has it)");
+        let port = listener.local_addr().expect("addr").port();
+        let instance = InstanceBase::parse(&format!("http://[::1]:{port}/"), &[]).expect("valid");
+        crate::tls::install_crypto_provider();
+        let tls = crate::tls::client_config(None).expect("TLS set-up");
+        let connector = Connector::new(tls, Duration::from_secs(2));
+        let accepted = tokio::spawn(async move { listener.accept().await.map(|(_, peer)| peer) });
+        let handle = connector
+            .connect(&instance)
+            .await
+            .expect("connected to [::1]");
+        assert!(matches!(handle, Handle::Http1(_)));
+        let peer = accepted.await.expect("accept task").expect("accepted");
+        assert!(peer.is_ipv6());
     }
 }

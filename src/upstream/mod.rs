@@ -21,7 +21,7 @@ use crate::config::UpstreamSettings;
 use crate::error::{ProxyError, error_chain};
 use crate::token::InstanceBase;
 use connect::{Connector, Handle};
-use pool::{Checkout, Pool};
+use pool::{AfterGate, Checkout, Pool};
 
 pub use pool::{IDLE_TIMEOUT, MAX_IDLE_PER_HOST, UpstreamBody};
 
@@ -60,15 +60,10 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         loop {
             let (slot, checkout) = self.pool.checkout(instance);
-            let reused = !matches!(checkout, Checkout::Empty);
-            let handle = match checkout {
-                Checkout::Http1(sender) => Handle::Http1(sender),
-                Checkout::Http2(sender) => Handle::Http2(sender),
-                Checkout::Empty => self
-                    .connector
-                    .connect(instance)
-                    .await
-                    .map_err(ProxyError::UpstreamUnavailable)?,
+            let (handle, reused) = match checkout {
+                Checkout::Http1(sender) => (Handle::Http1(sender), true),
+                Checkout::Http2(sender) => (Handle::Http2(sender), true),
+                Checkout::Empty => self.connect(instance, slot).await?,
             };
             let sent = match handle {
                 Handle::Http1(mut sender) => {
@@ -85,9 +80,6 @@ impl Upstream {
                     }
                 }
                 Handle::Http2(mut sender) => {
-                    if !reused {
-                        self.pool.share_http2(slot, &sender);
-                    }
                     // HTTP/2 takes `:scheme` and `:authority` from the URI.
                     request.headers_mut().remove(header::HOST);
                     *request.uri_mut() = absolute(instance, request.uri())?;
@@ -114,6 +106,39 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    /// A new connection to the instance, or, for https, the HTTP/2 one a
+    /// request ahead at the connect gate opened; whether it was reused.
+    async fn connect(
+        &self,
+        instance: &InstanceBase,
+        slot: usize,
+    ) -> Result<(Handle, bool), ProxyError> {
+        let gate = self.pool.connect_gate(slot);
+        let mut turn = match &gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        };
+        if turn.is_some() {
+            match self.pool.after_gate(slot) {
+                AfterGate::Http2(sender) => return Ok((Handle::Http2(sender), true)),
+                AfterGate::Http1Only => turn = None,
+                AfterGate::Connect => {}
+            }
+        }
+        let handle = self
+            .connector
+            .connect(instance)
+            .await
+            .map_err(ProxyError::UpstreamUnavailable)?;
+        match &handle {
+            Handle::Http2(sender) => self.pool.share_http2(slot, sender),
+            Handle::Http1(_) if turn.is_some() => self.pool.mark_http1_only(slot),
+            Handle::Http1(_) => {}
+        }
+        drop(turn);
+        Ok((handle, false))
     }
 
     /// Idle HTTP/1.1 connections kept for `instance` (for tests).

@@ -1,6 +1,8 @@
 //! The upstream connection pool: idle HTTP/1.1 connections per instance (most
 //! recently used first, dropped after `IDLE_TIMEOUT`), one shared HTTP/2
-//! connection per instance, and the response body that gives its HTTP/1.1
+//! connection per instance (also dropped after `IDLE_TIMEOUT` unused), the
+//! gate that lets one https connect at a time through until the instance's
+//! protocol is known, and the response body that gives its HTTP/1.1
 //! connection back when the response has been read to the end.
 //!
 //! Why not hyper-util's pooled client: per request it hashes the pool key,
@@ -52,7 +54,27 @@ struct HostPool {
     scheme: Scheme,
     authority: Authority,
     idle: VecDeque<Idle>,
-    http2: Option<http2::SendRequest<ProxyBody>>,
+    http2: Option<Shared>,
+    /// Set once an https connect to the instance negotiated HTTP/1.1: from
+    /// then on, connects need not wait for each other.
+    http1_only: bool,
+    connect_gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The instance's HTTP/2 connection, shared by every request to it.
+struct Shared {
+    sender: http2::SendRequest<ProxyBody>,
+    last_used: Instant,
+}
+
+/// What a request waiting at the connect gate finds when its turn comes.
+pub enum AfterGate {
+    /// Another request connected with HTTP/2 meanwhile: use that.
+    Http2(http2::SendRequest<ProxyBody>),
+    /// The instance speaks HTTP/1.1: connect without holding the gate.
+    Http1Only,
+    /// Still unknown (or the HTTP/2 connection went): connect through the gate.
+    Connect,
 }
 
 struct Idle {
@@ -75,18 +97,17 @@ impl Pool {
                     authority: instance.authority().clone(),
                     idle: VecDeque::new(),
                     http2: None,
+                    http1_only: false,
+                    connect_gate: Arc::default(),
                 });
                 hosts.len() - 1
             }
         };
         let host = &mut hosts[slot];
-        if let Some(sender) = host.http2.as_ref() {
-            if !sender.is_closed() {
-                return (slot, Checkout::Http2(sender.clone()));
-            }
-            host.http2 = None;
-        }
         let now = Instant::now();
+        if let Some(sender) = host.shared_http2(now) {
+            return (slot, Checkout::Http2(sender));
+        }
         while let Some(idle) = host.idle.pop_back() {
             if now.duration_since(idle.since) > IDLE_TIMEOUT {
                 // The newest is too old, so are all the others.
@@ -102,15 +123,44 @@ impl Pool {
         (slot, Checkout::Empty)
     }
 
+    /// The gate new connections to an https instance pass one at a time
+    /// until the instance is known to speak HTTP/1.1: without it, a burst of
+    /// first requests would each open (and handshake) a connection of their
+    /// own where one HTTP/2 connection serves them all. `None`: no need.
+    pub fn connect_gate(&self, slot: usize) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        let hosts = self.lock();
+        let host = hosts.get(slot)?;
+        (host.scheme == Scheme::HTTPS && !host.http1_only).then(|| host.connect_gate.clone())
+    }
+
+    pub fn after_gate(&self, slot: usize) -> AfterGate {
+        let mut hosts = self.lock();
+        let Some(host) = hosts.get_mut(slot) else {
+            return AfterGate::Connect;
+        };
+        if let Some(sender) = host.shared_http2(Instant::now()) {
+            AfterGate::Http2(sender)
+        } else if host.http1_only {
+            AfterGate::Http1Only
+        } else {
+            AfterGate::Connect
+        }
+    }
+
     /// Keeps a new HTTP/2 connection for every later request to the instance.
     pub fn share_http2(&self, slot: usize, sender: &http2::SendRequest<ProxyBody>) {
-        if let Some(host) = self.lock().get_mut(slot)
-            && host
-                .http2
-                .as_ref()
-                .is_none_or(http2::SendRequest::is_closed)
-        {
-            host.http2 = Some(sender.clone());
+        if let Some(host) = self.lock().get_mut(slot) {
+            host.http2 = Some(Shared {
+                sender: sender.clone(),
+                last_used: Instant::now(),
+            });
+        }
+    }
+
+    /// Notes that an https connect to the instance negotiated HTTP/1.1.
+    pub fn mark_http1_only(&self, slot: usize) {
+        if let Some(host) = self.lock().get_mut(slot) {
+            host.http1_only = true;
         }
     }
 
@@ -163,12 +213,33 @@ impl Pool {
         self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether a shared HTTP/2 connection is kept for the instance (for tests).
+    #[cfg(test)]
+    pub fn has_http2(&self, slot: usize) -> bool {
+        self.lock().get(slot).is_some_and(|h| h.http2.is_some())
+    }
+
     /// Idle HTTP/1.1 connections kept for the instance (for tests).
     pub fn idle_count(&self, instance: &InstanceBase) -> usize {
         self.lock()
             .iter()
             .find(|h| h.authority == *instance.authority() && h.scheme == *instance.scheme())
             .map_or(0, |h| h.idle.len())
+    }
+}
+
+impl HostPool {
+    /// The shared HTTP/2 connection, unless it closed or went unused for
+    /// `IDLE_TIMEOUT` (a NAT may have forgotten it: without this, every
+    /// request would wait for `response_timeout` on a dead connection).
+    fn shared_http2(&mut self, now: Instant) -> Option<http2::SendRequest<ProxyBody>> {
+        let shared = self.http2.as_mut()?;
+        if shared.sender.is_closed() || now.duration_since(shared.last_used) > IDLE_TIMEOUT {
+            self.http2 = None;
+            return None;
+        }
+        shared.last_used = now;
+        Some(shared.sender.clone())
     }
 }
 
@@ -333,6 +404,59 @@ mod tests {
             let after = pool.idle_count(&instance());
             assert_eq!(after - before, usize::from(read_to_end));
         }
+    }
+
+    /// An HTTP/2 connection to an in-memory server that answers `hello`.
+    async fn http2_connection() -> http2::SendRequest<ProxyBody> {
+        use hyper_util::rt::TokioExecutor;
+        let (client, server_io) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let service = service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(ProxyBody::full("hello")))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server_io), service)
+                .await;
+        });
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(client))
+            .await
+            .expect("HTTP/2 handshake over a duplex pipe");
+        tokio::spawn(connection);
+        sender
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shared_http2_connection_is_used_while_busy_and_dropped_when_idle_too_long() {
+        let pool = Pool::default();
+        let https = InstanceBase::parse("https://localhost:9/", &[]).expect("loopback");
+        let (slot, _) = pool.checkout(&https);
+        assert!(
+            pool.connect_gate(slot).is_some(),
+            "https: protocol unknown yet"
+        );
+        pool.share_http2(slot, &http2_connection().await);
+        for _ in 0..3 {
+            // Each use restarts the idle clock.
+            tokio::time::advance(IDLE_TIMEOUT - Duration::from_secs(1)).await;
+            let (_, shared) = pool.checkout(&https);
+            assert!(matches!(shared, Checkout::Http2(_)), "shared while in use");
+        }
+        assert!(matches!(pool.after_gate(slot), AfterGate::Http2(_)));
+        tokio::time::advance(IDLE_TIMEOUT + Duration::from_secs(1)).await;
+        let (_, expired) = pool.checkout(&https);
+        assert!(
+            matches!(expired, Checkout::Empty),
+            "a NAT may have forgotten it"
+        );
+        assert!(!pool.has_http2(slot));
+        assert!(matches!(pool.after_gate(slot), AfterGate::Connect));
+        pool.mark_http1_only(slot);
+        assert!(matches!(pool.after_gate(slot), AfterGate::Http1Only));
+        assert!(
+            pool.connect_gate(slot).is_none(),
+            "HTTP/1.1 connects need not wait"
+        );
     }
 
     #[tokio::test]
