@@ -186,6 +186,16 @@ mod tests {
         Upstream::new(&settings, tls)
     }
 
+    /// A fake tenant (kept alive by the caller) and its REST instance.
+    async fn fake_instance() -> (FakeTenant, InstanceBase) {
+        let fake = FakeTenant::start(FakeConfig::default())
+            .await
+            .expect("fake tenant");
+        let instance = InstanceBase::parse(&format!("http://{}/", fake.addr()), &[])
+            .expect("loopback instance");
+        (fake, instance)
+    }
+
     fn get(path: &str) -> Request<ProxyBody> {
         Request::builder()
             .uri(path)
@@ -195,11 +205,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_response_read_to_the_end_frees_its_connection_for_the_next_request() {
-        let fake = FakeTenant::start(FakeConfig::default())
-            .await
-            .expect("fake tenant");
-        let instance = InstanceBase::parse(&format!("http://{}/", fake.addr()), &[])
-            .expect("loopback instance");
+        let (_fake, instance) = fake_instance().await;
         let upstream = upstream();
         for _ in 0..3 {
             let response = upstream
@@ -226,11 +232,7 @@ mod tests {
     /// from here, at the worst moment.
     #[tokio::test]
     async fn a_request_the_closing_pooled_connection_hands_back_goes_out_on_a_new_one() {
-        let fake = FakeTenant::start(FakeConfig::default())
-            .await
-            .expect("fake tenant");
-        let instance = InstanceBase::parse(&format!("http://{}/", fake.addr()), &[])
-            .expect("loopback instance");
+        let (_fake, instance) = fake_instance().await;
         let upstream = upstream();
         let (client_io, server_io) = tokio::io::duplex(1024);
         let (mut dead, connection) = http1::handshake(TokioIo::new(client_io))
