@@ -193,9 +193,26 @@ impl Proxy {
             Some(&lease.token),
             body.into_body(),
         )?;
+        // Sent again once if a kept-alive connection closes under it: only
+        // an idempotent request with its body held.
+        let resend = replay
+            .as_ref()
+            .filter(|_| parts.method.is_idempotent())
+            .map(|(bytes, headers)| {
+                || {
+                    build_request(
+                        parts.method.clone(),
+                        &lease.token.rest_instance,
+                        &target.path_and_query,
+                        headers.clone(),
+                        Some(&lease.token),
+                        ProxyBody::full(bytes.clone()),
+                    )
+                }
+            });
         let response = self
             .upstream
-            .send(&lease.token.rest_instance, request)
+            .send_or_resend(&lease.token.rest_instance, request, resend)
             .await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(respond(response));

@@ -417,3 +417,62 @@ async fn a_burst_of_first_requests_over_http2_shares_one_connection() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// SFMC may end a kept-alive connection just as a request goes out on it:
+/// the request is written, no answer comes. An idempotent request with its
+/// body held goes out once more on a new connection; anything else gets the
+/// 502, since SFMC may have acted on it.
+#[tokio::test]
+async fn an_idempotent_request_a_closing_pooled_connection_drops_is_sent_again() {
+    let s = setup("").await;
+    let pooled = echo(&s.client, &s, "/hub/v1/first").await;
+    let reply = s.client.get(&s.proxy, "/fake/hangup-once", &[]).await;
+    assert_eq!(reply.status, 200, "sent again: {}", reply.text());
+    assert_eq!(reply.json()["path"], "/fake/hangup-once");
+    let again = connection_of(&reply.headers);
+    assert_ne!(again, pooled, "on a new connection");
+    within(
+        "the dropped connection ends",
+        s.fake.connection_closed(pooled),
+    )
+    .await;
+    assert_eq!(
+        echo(&s.client, &s, "/hub/v1/after").await,
+        again,
+        "pooled in turn"
+    );
+}
+
+#[tokio::test]
+async fn a_post_a_closing_pooled_connection_drops_is_a_502_not_sent_twice() {
+    let s = setup("").await;
+    echo(&s.client, &s, "/hub/v1/first").await;
+    let before = s.fake.rest_requests();
+    let reply = s
+        .client
+        .post(
+            &s.proxy,
+            "/fake/hangup-once",
+            &[],
+            Bytes::from_static(b"{}"),
+        )
+        .await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.proxy_error(), Some("upstream_unavailable"));
+    assert_eq!(
+        s.fake.rest_requests(),
+        before + 1,
+        "the POST reached SFMC once"
+    );
+}
+
+#[tokio::test]
+async fn a_new_connection_dropped_under_a_get_is_a_502_not_a_retry_loop() {
+    let s = setup("").await;
+    // The first instance request goes out on a new connection: a hang-up
+    // there is SFMC failing, not a stale pooled connection.
+    let reply = s.client.get(&s.proxy, "/fake/hangup-once", &[]).await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.proxy_error(), Some("upstream_unavailable"));
+    assert_eq!(s.fake.rest_requests(), 1);
+}

@@ -1,6 +1,6 @@
 //! The fake's REST instance: SFMC's 401, the echo, and the `/fake/*` helpers.
 
-use super::transport::stamp;
+use super::transport::{HangUp, stamp};
 use super::*;
 
 /// The REST instance: SFMC's 401 without a valid token, else a fake path or
@@ -24,6 +24,13 @@ async fn route(req: Request<Incoming>, state: &Arc<State>) -> Reply {
         // early, as SFMC does when it refuses one.
         (_, "/fake/respond") => respond(req.uri().query()),
         (&Method::POST, "/fake/upload-gated") => echo(req, &grant, Some(&state.upload)).await,
+        // What a keep-alive connection closing at that very moment looks like
+        // to the proxy: the request was read, no answer ever comes.
+        (_, "/fake/hangup-once") if state.transport.hang_up_once() => {
+            let mut reply = text_response(StatusCode::OK, "text/plain", "");
+            reply.extensions_mut().insert(HangUp);
+            reply
+        }
         _ => echo(req, &grant, None).await,
     }
 }

@@ -6,7 +6,7 @@
 //! else an echo of the method, byte-exact path and query, headers, and the body's
 //! length and SHA-256, hashed as it streams), which also answers SOAP at
 //! `/Service.asmx` (the `fueloauth` checked, SFMC's faults, a Retrieve-style
-//! answer). `/fake/*` paths stream, hold back or shape responses. Instance
+//! answer). `/fake/*` paths stream, hold back or shape responses, or hang up. Instance
 //! responses name the TCP connection they came on (`x-fake-connection`), so
 //! tests can watch the proxy's connection pool. It owns its accept loop, its
 //! counters and the tokens it issued.
@@ -49,7 +49,7 @@ use auth::{Issued, Refusal, token_endpoint};
 use instance::instance;
 pub use soap::{SoapRequest, reply_field};
 pub use transport::CONNECTION_HEADER;
-use transport::{ConnectionId, Transport};
+use transport::{ConnectionId, HangUp, Transport};
 
 type FakeBody = BoxBody<Bytes, Infallible>;
 type Reply = Response<FakeBody>;
@@ -328,7 +328,14 @@ where
         let state = service_state.clone();
         // The handlers find the connection's number on the request.
         req.extensions_mut().insert(id);
-        async move { Ok::<_, Infallible>(handle(req, &state).await) }
+        async move {
+            let reply = handle(req, &state).await;
+            // A service error makes hyper close the connection unanswered.
+            match reply.extensions().get::<HangUp>() {
+                Some(_) => Err(std::io::Error::other("the fake hangs up, as asked")),
+                None => Ok(reply),
+            }
+        }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection(TokioIo::new(io), service);

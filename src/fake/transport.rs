@@ -27,7 +27,14 @@ pub(super) struct Transport {
     close: watch::Sender<BTreeSet<u64>>,
     /// `/fake/download` bodies that stopped streaming, in full or cut off.
     downloads_ended: watch::Sender<usize>,
+    /// Whether `/fake/hangup-once` has hung up already.
+    hung_up: AtomicBool,
 }
+
+/// Marks a reply the fake does not send: the connection is closed instead,
+/// after the request was read and before any byte of an answer.
+#[derive(Clone, Copy)]
+pub(super) struct HangUp;
 
 impl Transport {
     pub(super) fn opened(&self) -> ConnectionId {
@@ -44,6 +51,12 @@ impl Transport {
     pub(super) async fn close_requested(&self, id: ConnectionId) {
         let mut close = self.close.subscribe();
         let _ = close.wait_for(|close| close.contains(&id.0)).await;
+    }
+
+    /// True the first time only: `/fake/hangup-once` hangs up once, then
+    /// answers like the echo.
+    pub(super) fn hang_up_once(&self) -> bool {
+        !self.hung_up.swap(true, Ordering::SeqCst)
     }
 
     pub(super) fn download_ended(&self) {

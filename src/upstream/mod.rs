@@ -47,19 +47,53 @@ impl Upstream {
         instance: &InstanceBase,
         request: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.exchange(instance, request)).await {
+        self.send_or_resend(instance, request, None::<fn() -> _>)
+            .await
+    }
+
+    /// Like [`Upstream::send`], and when a pooled connection closes under
+    /// the request after it was written but before any answer (SFMC ended
+    /// the kept-alive connection at that moment), sends `resend()` once more
+    /// on a new connection. Only for requests that may be repeated: an
+    /// idempotent method and a body held in memory, as nginx's
+    /// `proxy_next_upstream` does.
+    pub async fn send_or_resend(
+        &self,
+        instance: &InstanceBase,
+        request: Request<ProxyBody>,
+        resend: Option<impl FnOnce() -> Result<Request<ProxyBody>, ProxyError>>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let attempts = async {
+            match (self.exchange(instance, request, false).await, resend) {
+                (Ok(response), _) => Ok(response),
+                (Err(failed), Some(resend)) if failed.stale_connection => {
+                    tracing::debug!(error = %failed.error, "pooled upstream connection closed under the request; sending it again on a new one");
+                    let again = resend()?;
+                    self.exchange(instance, again, true)
+                        .await
+                        .map_err(|failed| failed.error)
+                }
+                (Err(failed), _) => Err(failed.error),
+            }
+        };
+        match tokio::time::timeout(self.response_timeout, attempts).await {
             Ok(result) => result,
             Err(_elapsed) => Err(ProxyError::UpstreamTimeout(self.response_timeout)),
         }
     }
 
+    /// One request over a pooled or (`fresh`, or none idle) new connection.
     async fn exchange(
         &self,
         instance: &InstanceBase,
         mut request: Request<ProxyBody>,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        fresh: bool,
+    ) -> Result<Response<UpstreamBody>, Failed> {
         loop {
-            let (slot, checkout) = self.pool.checkout(instance);
+            let (slot, checkout) = match fresh {
+                true => (self.pool.slot(instance), Checkout::Empty),
+                false => self.pool.checkout(instance),
+            };
             let (handle, reused) = match checkout {
                 Checkout::Http1(sender) => (Handle::Http1(sender), true),
                 Checkout::Http2(sender) => (Handle::Http2(sender), true),
@@ -100,9 +134,11 @@ impl Upstream {
                     }
                 }
                 _ => {
-                    return Err(ProxyError::UpstreamUnavailable(error_chain(
-                        &failed.into_error(),
-                    )));
+                    let error = failed.into_error();
+                    return Err(Failed {
+                        stale_connection: reused && error.is_incomplete_message(),
+                        error: ProxyError::UpstreamUnavailable(error_chain(&error)),
+                    });
                 }
             }
         }
@@ -144,6 +180,23 @@ impl Upstream {
     /// Idle HTTP/1.1 connections kept for `instance` (for tests).
     pub fn idle_connections(&self, instance: &InstanceBase) -> usize {
         self.pool.idle_count(instance)
+    }
+}
+
+/// Why an exchange failed, and whether only because a pooled connection
+/// closed under the request (written, unanswered): then a request that may be
+/// repeated can go out once more.
+struct Failed {
+    error: ProxyError,
+    stale_connection: bool,
+}
+
+impl From<ProxyError> for Failed {
+    fn from(error: ProxyError) -> Self {
+        Self {
+            error,
+            stale_connection: false,
+        }
     }
 }
 

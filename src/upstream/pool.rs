@@ -86,23 +86,7 @@ impl Pool {
     /// The instance's slot number, and a live connection if one is idle.
     pub fn checkout(&self, instance: &InstanceBase) -> (usize, Checkout) {
         let mut hosts = self.lock();
-        let slot = match hosts
-            .iter()
-            .position(|h| h.authority == *instance.authority() && h.scheme == *instance.scheme())
-        {
-            Some(slot) => slot,
-            None => {
-                hosts.push(HostPool {
-                    scheme: instance.scheme().clone(),
-                    authority: instance.authority().clone(),
-                    idle: VecDeque::new(),
-                    http2: None,
-                    http1_only: false,
-                    connect_gate: Arc::default(),
-                });
-                hosts.len() - 1
-            }
-        };
+        let slot = slot_in(&mut hosts, instance);
         let host = &mut hosts[slot];
         let now = Instant::now();
         if let Some(sender) = host.shared_http2(now) {
@@ -121,6 +105,11 @@ impl Pool {
             }
         }
         (slot, Checkout::Empty)
+    }
+
+    /// The instance's slot number, without taking a connection.
+    pub fn slot(&self, instance: &InstanceBase) -> usize {
+        slot_in(&mut self.lock(), instance)
     }
 
     /// The gate new connections to an https instance pass one at a time
@@ -226,6 +215,26 @@ impl Pool {
             .find(|h| h.authority == *instance.authority() && h.scheme == *instance.scheme())
             .map_or(0, |h| h.idle.len())
     }
+}
+
+/// The instance's place in `hosts`, added at the end if it is new (slots are
+/// never removed, so a slot number stays valid).
+fn slot_in(hosts: &mut Vec<HostPool>, instance: &InstanceBase) -> usize {
+    if let Some(slot) = hosts
+        .iter()
+        .position(|h| h.authority == *instance.authority() && h.scheme == *instance.scheme())
+    {
+        return slot;
+    }
+    hosts.push(HostPool {
+        scheme: instance.scheme().clone(),
+        authority: instance.authority().clone(),
+        idle: VecDeque::new(),
+        http2: None,
+        http1_only: false,
+        connect_gate: Arc::default(),
+    });
+    hosts.len() - 1
 }
 
 impl HostPool {
