@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::body::{ProxyBody, json_response};
-use crate::config::Settings;
+use crate::config::{NoTenant, Settings};
 use crate::error::ProxyError;
 use crate::oauth;
 use crate::route::key_for;
@@ -98,20 +98,17 @@ async fn login(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
             .map(|(_, v)| v.as_str())
     };
     let settings = context.settings;
-    let tenant = match param("tenant") {
-        Some(name) => settings
-            .tenant(name)
-            .ok_or_else(|| ProxyError::UnknownTenant {
+    let tenant = settings
+        .tenant_or_default(param("tenant"))
+        .map_err(|missing| match missing {
+            NoTenant::Unknown(name) => ProxyError::UnknownTenant {
                 name: name.to_owned(),
                 known: settings.tenant_names(),
-            })?,
-        None => settings
-            .default_tenant
-            .map(|i| &settings.tenants[i])
-            .ok_or_else(|| {
+            },
+            NoTenant::NoDefault => {
                 ProxyError::BadRequest("name the tenant: /_proxy/login?tenant=NAME".into())
-            })?,
-    };
+            }
+        })?;
     let key = key_for(tenant, param("account_id"), None)?;
     let start = oauth::start(tenant).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     // A reload or second click joins the login already waiting on this

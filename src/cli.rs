@@ -13,7 +13,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::config::{DEFAULT_LISTEN, Settings, default_worker_threads};
+use crate::config::{DEFAULT_LISTEN, NoTenant, Settings, default_worker_threads};
 use crate::proxy::Proxy;
 use crate::route::key_for;
 use crate::telemetry::LogFormat;
@@ -281,23 +281,18 @@ fn pick_tenant<'a>(
     settings: &'a Settings,
     name: Option<&str>,
 ) -> Result<&'a Arc<crate::config::Tenant>, Failure> {
-    match name {
-        Some(name) => settings.tenant(name).ok_or_else(|| {
-            usage(format!(
+    settings
+        .tenant_or_default(name)
+        .map_err(|missing| match missing {
+            NoTenant::Unknown(name) => usage(format!(
                 "--tenant {name}: no such tenant (configured: {})",
                 settings.tenant_names()
-            ))
-        }),
-        None => settings
-            .default_tenant
-            .map(|i| &settings.tenants[i])
-            .ok_or_else(|| {
-                usage(format!(
-                    "several tenants and no default: pass --tenant ({})",
-                    settings.tenant_names()
-                ))
-            }),
-    }
+            )),
+            NoTenant::NoDefault => usage(format!(
+                "several tenants and no default: pass --tenant ({})",
+                settings.tenant_names()
+            )),
+        })
 }
 
 async fn token(

@@ -185,6 +185,15 @@ impl Tenant {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
+/// Why [`Settings::tenant_or_default`] found no tenant.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoTenant<'n> {
+    /// No tenant has this name.
+    Unknown(&'n str),
+    /// No name was given, and several tenants are configured, none the default.
+    NoDefault,
+}
+
 impl Settings {
     /// Reads and validates a config file; relative file paths inside it
     /// (`client_secret_file`, `ca_file`) are taken from the file's directory.
@@ -231,6 +240,22 @@ impl Settings {
 
     pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
         self.tenants.iter().find(|t| &*t.name == name)
+    }
+
+    /// The tenant `name`, or the default tenant when no name is given: the
+    /// one choice the CLI, the login page and request routing all make. Each
+    /// caller words the error for its own user.
+    pub fn tenant_or_default<'n>(
+        &self,
+        name: Option<&'n str>,
+    ) -> Result<&Arc<Tenant>, NoTenant<'n>> {
+        match name {
+            Some(name) => self.tenant(name).ok_or(NoTenant::Unknown(name)),
+            None => self
+                .default_tenant
+                .and_then(|index| self.tenants.get(index))
+                .ok_or(NoTenant::NoDefault),
+        }
     }
 
     pub fn tenant_names(&self) -> String {

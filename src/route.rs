@@ -9,7 +9,7 @@ use http::HeaderMap;
 use http::request::Parts;
 use http::uri::PathAndQuery;
 
-use crate::config::{Settings, Tenant};
+use crate::config::{NoTenant, Settings, Tenant};
 use crate::error::ProxyError;
 use crate::headers::{X_SFMC_ACCOUNT_ID, X_SFMC_SCOPE, X_SFMC_TENANT};
 use crate::token::TokenKey;
@@ -161,22 +161,19 @@ fn select_tenant(
             )))
         }
         (_, Some(prefixed)) => Ok(prefixed.clone()),
-        (Some(name), None) => {
-            settings
-                .tenant(name)
-                .cloned()
-                .ok_or_else(|| ProxyError::UnknownTenant {
+        (by_header, None) => settings
+            .tenant_or_default(by_header)
+            .cloned()
+            .map_err(|missing| match missing {
+                NoTenant::Unknown(name) => ProxyError::UnknownTenant {
                     name: name.to_owned(),
                     known: settings.tenant_names(),
-                })
-        }
-        (None, None) => match settings.default_tenant {
-            Some(index) => Ok(settings.tenants[index].clone()),
-            None => Err(ProxyError::NoTenantSelected(format!(
-                "several tenants are configured and none is the default; send X-SFMC-Tenant ({}) or use a tenant's path_prefix",
-                settings.tenant_names()
-            ))),
-        },
+                },
+                NoTenant::NoDefault => ProxyError::NoTenantSelected(format!(
+                    "several tenants are configured and none is the default; send X-SFMC-Tenant ({}) or use a tenant's path_prefix",
+                    settings.tenant_names()
+                )),
+            }),
     }
 }
 

@@ -205,7 +205,12 @@ fn account_ids_accept_numbers_and_strings() {
 #[test]
 fn several_tenants_and_defaults() {
     let two = format!("{MINIMAL}\n{}", MINIMAL.replace("acme", "beta"));
-    assert_eq!(parse(&two).expect("valid").default_tenant, None);
+    let settings = parse(&two).expect("valid");
+    assert_eq!(settings.default_tenant, None);
+    let chosen = |name| settings.tenant_or_default(name).map(|t| &*t.name);
+    assert_eq!(chosen(Some("beta")), Ok("beta"));
+    assert_eq!(chosen(Some("gamma")), Err(NoTenant::Unknown("gamma")));
+    assert_eq!(chosen(None), Err(NoTenant::NoDefault));
     let with_default = format!(
         "{MINIMAL}\n{}default = true\n",
         MINIMAL.replace("acme", "beta")
@@ -215,6 +220,8 @@ fn several_tenants_and_defaults() {
         settings.default_tenant.map(|i| &*settings.tenants[i].name),
         Some("beta")
     );
+    let default = settings.tenant_or_default(None).map(|t| &*t.name);
+    assert_eq!(default, Ok("beta"));
     let both = format!(
         "{MINIMAL}default = true\n{}default = true\n",
         MINIMAL.replace("acme", "beta")
