@@ -9,7 +9,7 @@ use http::HeaderMap;
 use http::request::Parts;
 use http::uri::PathAndQuery;
 
-use crate::config::{NoTenant, Settings, Tenant};
+use crate::config::{NoTenant, Settings, Tenant, normalise_scope};
 use crate::error::ProxyError;
 use crate::headers::{X_SFMC_ACCOUNT_ID, X_SFMC_SCOPE, X_SFMC_TENANT};
 use crate::token::TokenKey;
@@ -240,7 +240,5 @@ fn checked_scope(scope: &str) -> Result<Arc<str>, ProxyError> {
             "X-SFMC-Scope must be space-separated scope names".into(),
         ));
     }
-    Ok(Arc::from(
-        scope.split_whitespace().collect::<Vec<_>>().join(" "),
-    ))
+    Ok(Arc::from(normalise_scope(scope)))
 }

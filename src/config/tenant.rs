@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::raw::RawTenant;
-use super::values::{Expander, parse_http_url, parse_mid};
+use super::values::{Expander, normalise_scope, parse_http_url, parse_mid};
 use super::{ConfigError, Secret, Tenant, invalid, login};
 
 pub(super) fn validate_tenants(
@@ -131,7 +131,7 @@ fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tena
         Some(scope) => Some(ex.expand(&key("scope"), &scope)?),
         None => None,
     }
-    .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+    .map(|s| normalise_scope(&s))
     .filter(|s| !s.is_empty());
     let path_prefix = match raw.path_prefix {
         Some(prefix) => Some(validate_prefix(&key("path_prefix"), &prefix)?),

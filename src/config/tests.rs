@@ -469,3 +469,18 @@ fn worker_threads_can_be_set_and_must_be_sensible() {
         Err(ConfigError::Parse(_))
     ));
 }
+
+#[test]
+fn scopes_are_normalised_to_single_spaces_wherever_they_come_from() {
+    assert_eq!(
+        normalise_scope("  email_read \t email_write  "),
+        "email_read email_write"
+    );
+    assert_eq!(normalise_scope("   "), "");
+    let spaced = format!("{MINIMAL}scope = \" email_read   email_write \"\n");
+    let settings = parse(&spaced).expect("valid");
+    assert_eq!(
+        settings.tenants[0].scope.as_deref(),
+        Some("email_read email_write")
+    );
+}

@@ -162,6 +162,12 @@ pub(super) fn parse_mid(
     Ok(text)
 }
 
+/// Scopes are space-separated words: one space between them, none around,
+/// so equal scopes (from the config or an `X-SFMC-Scope`) share one token.
+pub fn normalise_scope(scope: &str) -> String {
+    scope.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// True for `localhost`, 127.0.0.0/8 and ::1 (with or without brackets).
 pub fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');

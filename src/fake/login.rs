@@ -171,9 +171,7 @@ fn page(status: StatusCode, message: &str) -> Reply {
     text_response(status, "text/html; charset=utf-8", html)
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// XML's escaping serves for HTML text and attribute values too.
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(text)
 }

@@ -79,7 +79,8 @@ impl Plan {
 
     /// `head` is at least `upto` bytes of the envelope; returns the rewritten `[0, upto)`.
     pub fn apply(&self, head: &[u8], token: &str) -> Vec<u8> {
-        let token = escape(token);
+        // Tokens are opaque base64-like strings; escape anyway so none can break the XML.
+        let token = quick_xml::escape::escape(token);
         let fueloauth = format!("<fueloauth xmlns=\"{EXACTTARGET_NS}\">{token}</fueloauth>");
         let mut out = Vec::with_capacity(self.upto + fueloauth.len() + 32);
         let mut at = 0;
@@ -98,13 +99,6 @@ impl Plan {
         out.extend_from_slice(&head[at..self.upto]);
         out
     }
-}
-
-/// Tokens are opaque base64-like strings; escape anyway so none can break the XML.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// What the scanner knows about the element it is inside.

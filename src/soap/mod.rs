@@ -222,12 +222,15 @@ pub fn fault_response(error: ProxyError) -> Response<ProxyBody> {
             let text = value
                 .as_str()
                 .map_or_else(|| value.to_string(), str::to_owned);
-            detail.push_str(&format!("<{name}>{}</{name}>", escape(&text)));
+            detail.push_str(&format!(
+                "<{name}>{}</{name}>",
+                quick_xml::escape::escape(&text)
+            ));
         }
     }
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><soap:Fault><faultcode>{faultcode}</faultcode><faultstring>{}</faultstring><detail><sfmcProxyError xmlns=\"urn:sfmc-proxy\">{detail}</sfmcProxyError></detail></soap:Fault></soap:Body></soap:Envelope>",
-        escape(&faultstring)
+        quick_xml::escape::escape(&faultstring)
     );
     let mut response = error.into_response();
     *response.body_mut() = ProxyBody::full(xml);
@@ -239,12 +242,6 @@ pub fn fault_response(error: ProxyError) -> Response<ProxyBody> {
         HeaderValue::from_static("text/xml; charset=utf-8"),
     );
     response
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
