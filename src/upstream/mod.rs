@@ -7,7 +7,9 @@
 //! connection turns out to be closed before the request was written (the
 //! server ended an idle keep-alive connection just then), hyper hands the
 //! request back and it is sent again on a new connection — safe for any
-//! method, since nothing reached SFMC.
+//! method, since nothing reached SFMC. If it was written and the connection
+//! closed with no answer, only a request the caller marks as repeatable goes
+//! out once more ([`Upstream::send_or_resend`]).
 
 mod connect;
 mod pool;
