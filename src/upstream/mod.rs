@@ -36,7 +36,7 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(settings: &UpstreamSettings, tls: rustls::ClientConfig) -> Self {
         Self {
-            pool: Pool::default(),
+            pool: Pool::with_sweeper(),
             connector: Connector::new(tls, settings.connect_timeout),
             response_timeout: settings.response_timeout,
         }

@@ -1,6 +1,7 @@
 //! The upstream connection pool: idle HTTP/1.1 connections per instance (most
 //! recently used first, dropped after `IDLE_TIMEOUT`), one shared HTTP/2
-//! connection per instance (also dropped after `IDLE_TIMEOUT` unused), the
+//! connection per instance (also dropped after `IDLE_TIMEOUT` unused; a
+//! sweep closes expired ones of a quiet instance too), the
 //! gate that lets one https connect at a time through until the instance's
 //! protocol is known, and the response body that gives its HTTP/1.1
 //! connection back when the response has been read to the end.
@@ -177,15 +178,8 @@ impl Pool {
         let Some(host) = hosts.get_mut(slot) else {
             return;
         };
-        // The oldest are at the front: drop those that expired, and the
-        // oldest if the pool is full.
-        while host
-            .idle
-            .front()
-            .is_some_and(|idle| now.duration_since(idle.since) > IDLE_TIMEOUT)
-        {
-            host.idle.pop_front();
-        }
+        // Drop those that expired, and the oldest if the pool is full.
+        host.drop_expired_idle(now);
         if host.idle.len() >= MAX_IDLE_PER_HOST {
             host.idle.pop_front();
         }
@@ -198,8 +192,39 @@ impl Pool {
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<HostPool>> {
-        // The pool holds no invariant a panic could break halfway.
-        self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.hosts)
+    }
+
+    /// A pool that also closes expired connections when no request comes:
+    /// otherwise a quiet instance would keep up to `MAX_IDLE_PER_HOST`
+    /// sockets (and their tasks) open until its next request. A task sweeps
+    /// every half `IDLE_TIMEOUT` for as long as the pool lives (outside a
+    /// runtime, there is no sweep; expiry on use still applies).
+    pub fn with_sweeper() -> Self {
+        let pool = Self::default();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let hosts = Arc::downgrade(&pool.hosts);
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(IDLE_TIMEOUT / 2);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(hosts) = hosts.upgrade() else {
+                        return;
+                    };
+                    let now = Instant::now();
+                    for host in lock(&hosts).iter_mut() {
+                        host.drop_expired_idle(now);
+                        if host.http2.as_ref().is_some_and(|shared| {
+                            now.duration_since(shared.last_used) > IDLE_TIMEOUT
+                        }) {
+                            host.http2 = None;
+                        }
+                    }
+                }
+            });
+        }
+        pool
     }
 
     /// Whether a shared HTTP/2 connection is kept for the instance (for tests).
@@ -215,6 +240,11 @@ impl Pool {
             .find(|h| h.authority == *instance.authority() && h.scheme == *instance.scheme())
             .map_or(0, |h| h.idle.len())
     }
+}
+
+fn lock(hosts: &Mutex<Vec<HostPool>>) -> MutexGuard<'_, Vec<HostPool>> {
+    // The pool holds no invariant a panic could break halfway.
+    hosts.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The instance's place in `hosts`, added at the end if it is new (slots are
@@ -238,6 +268,18 @@ fn slot_in(hosts: &mut Vec<HostPool>, instance: &InstanceBase) -> usize {
 }
 
 impl HostPool {
+    /// Drops the idle connections older than `IDLE_TIMEOUT` (the oldest are
+    /// at the front).
+    fn drop_expired_idle(&mut self, now: Instant) {
+        while self
+            .idle
+            .front()
+            .is_some_and(|idle| now.duration_since(idle.since) > IDLE_TIMEOUT)
+        {
+            self.idle.pop_front();
+        }
+    }
+
     /// The shared HTTP/2 connection, unless it closed or went unused for
     /// `IDLE_TIMEOUT` (a NAT may have forgotten it: without this, every
     /// request would wait for `response_timeout` on a dead connection).
@@ -466,6 +508,23 @@ mod tests {
             pool.connect_gate(slot).is_none(),
             "HTTP/1.1 connects need not wait"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweeper_closes_expired_connections_of_a_quiet_instance() {
+        let pool = Pool::with_sweeper();
+        let (slot, _) = pool.checkout(&instance());
+        pool.give_back(slot, connection().await);
+        let https = InstanceBase::parse("https://localhost:9/", &[]).expect("loopback");
+        let (h2_slot, _) = pool.checkout(&https);
+        pool.share_http2(h2_slot, &http2_connection().await);
+        tokio::time::advance(IDLE_TIMEOUT / 2).await;
+        assert_eq!(pool.idle_count(&instance()), 1, "not expired yet");
+        // No request comes; a sweep after the timeout (every half timeout)
+        // drops both.
+        tokio::time::sleep(IDLE_TIMEOUT + IDLE_TIMEOUT / 2).await;
+        assert_eq!(pool.idle_count(&instance()), 0);
+        assert!(!pool.has_http2(h2_slot));
     }
 
     #[tokio::test]
