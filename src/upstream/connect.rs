@@ -215,6 +215,30 @@ mod tests {
         assert!(refused.is_some_and(|e| e.contains(&closed.to_string())));
     }
 
+    /// A server that accepts and then never speaks: the TLS handshake is
+    /// part of connecting, so `connect_timeout` ends it.
+    #[tokio::test]
+    async fn a_tls_handshake_that_never_completes_ends_at_connect_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let held = tokio::spawn(async move { listener.accept().await.map(|(stream, _)| stream) });
+        let instance =
+            InstanceBase::parse(&format!("https://localhost:{port}/"), &[]).expect("valid");
+        crate::tls::install_crypto_provider();
+        let tls = crate::tls::client_config(None).expect("TLS set-up");
+        let connector = Connector::new(tls, Duration::from_millis(300));
+        let Err(error) = connector.connect(&instance).await else {
+            panic!("a silent server cannot complete a TLS handshake");
+        };
+        assert!(
+            error.contains("timed out after upstream.connect_timeout"),
+            "{error}"
+        );
+        drop(held);
+    }
+
     #[tokio::test]
     async fn an_ipv6_literal_instance_is_reached() {
         let listener = tokio::net::TcpListener::bind("[::1]:0")
