@@ -74,7 +74,12 @@ impl Connector {
             .tls
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS with {host} failed: {}", error_chain(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "TLS with {host} failed: {}; if a TLS-inspecting proxy or a private CA is in the way, add its certificate with upstream.ca_file",
+                    error_chain(&e)
+                )
+            })?;
         let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         handshake(tls, http2).await
     }
@@ -237,6 +242,26 @@ mod tests {
             "{error}"
         );
         drop(held);
+    }
+
+    /// A TLS failure says where to add a certificate. (A plain-HTTP server
+    /// makes the handshake fail; an untrusted one takes the same path.)
+    #[tokio::test]
+    async fn a_failed_tls_handshake_names_the_host_and_upstream_ca_file() {
+        let fake = crate::fake::FakeTenant::start(crate::fake::FakeConfig::default())
+            .await
+            .expect("fake tenant");
+        let port = fake.addr().port();
+        let instance =
+            InstanceBase::parse(&format!("https://localhost:{port}/"), &[]).expect("valid");
+        crate::tls::install_crypto_provider();
+        let tls = crate::tls::client_config(None).expect("TLS set-up");
+        let connector = Connector::new(tls, Duration::from_secs(5));
+        let Err(error) = connector.connect(&instance).await else {
+            panic!("plain HTTP cannot complete a TLS handshake");
+        };
+        assert!(error.starts_with("TLS with localhost failed"), "{error}");
+        assert!(error.contains("upstream.ca_file"), "{error}");
     }
 
     #[tokio::test]

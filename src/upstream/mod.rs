@@ -25,7 +25,7 @@ use crate::token::InstanceBase;
 use connect::{Connector, Handle};
 use pool::{AfterGate, Checkout, Pool};
 
-pub use pool::{IDLE_TIMEOUT, MAX_IDLE_PER_HOST, UpstreamBody};
+pub use pool::UpstreamBody;
 
 pub struct Upstream {
     pool: Pool,
@@ -178,11 +178,6 @@ impl Upstream {
         drop(turn);
         Ok((handle, false))
     }
-
-    /// Idle HTTP/1.1 connections kept for `instance` (for tests).
-    pub fn idle_connections(&self, instance: &InstanceBase) -> usize {
-        self.pool.idle_count(instance)
-    }
 }
 
 /// Why an exchange failed, and whether only because a pooled connection
@@ -279,7 +274,7 @@ mod tests {
                 "SFMC's 401 text"
             );
         }
-        assert_eq!(upstream.idle_connections(&instance), 1);
+        assert_eq!(upstream.pool.idle_count(&instance), 1);
     }
 
     /// A pooled connection whose server has just gone, before the client
@@ -296,7 +291,7 @@ mod tests {
         tokio::spawn(connection);
         dead.ready().await.expect("ready");
         let (slot, _) = upstream.pool.checkout(&instance);
-        upstream.pool.keep_idle_for_test(slot, dead);
+        upstream.pool.keep_idle(slot, dead);
         // The peer goes; nothing yields before the request is sent, so the
         // pool still thinks the connection is ready.
         drop(server_io);

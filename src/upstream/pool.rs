@@ -32,12 +32,12 @@ use crate::token::InstanceBase;
 
 /// Idle connections kept per instance: enough for a busy ETL job's
 /// concurrency without reconnecting (TLS handshakes are the expensive part).
-pub const MAX_IDLE_PER_HOST: usize = 256;
+const MAX_IDLE_PER_HOST: usize = 256;
 /// An idle connection older than this is not reused: SFMC, or a NAT on the
 /// way, may have dropped it without a word.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A connection taken from the pool, or the instance's slot to add one to.
+/// A connection taken from the pool, or none to take.
 pub enum Checkout {
     Http1(http1::SendRequest<ProxyBody>),
     Http2(http2::SendRequest<ProxyBody>),
@@ -66,6 +66,13 @@ struct HostPool {
 struct Shared {
     sender: http2::SendRequest<ProxyBody>,
     last_used: Instant,
+}
+
+impl Shared {
+    /// Closed, or unused for `IDLE_TIMEOUT`: a NAT may have forgotten it.
+    fn expired(&self, now: Instant) -> bool {
+        self.sender.is_closed() || now.duration_since(self.last_used) > IDLE_TIMEOUT
+    }
 }
 
 /// What a request waiting at the connect gate finds when its turn comes.
@@ -172,7 +179,7 @@ impl Pool {
         }
     }
 
-    fn keep_idle(&self, slot: usize, sender: http1::SendRequest<ProxyBody>) {
+    pub(super) fn keep_idle(&self, slot: usize, sender: http1::SendRequest<ProxyBody>) {
         let now = Instant::now();
         let mut hosts = self.lock();
         let Some(host) = hosts.get_mut(slot) else {
@@ -184,11 +191,6 @@ impl Pool {
             host.idle.pop_front();
         }
         host.idle.push_back(Idle { sender, since: now });
-    }
-
-    #[cfg(test)]
-    pub fn keep_idle_for_test(&self, slot: usize, sender: http1::SendRequest<ProxyBody>) {
-        self.keep_idle(slot, sender);
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<HostPool>> {
@@ -215,9 +217,11 @@ impl Pool {
                     let now = Instant::now();
                     for host in lock(&hosts).iter_mut() {
                         host.drop_expired_idle(now);
-                        if host.http2.as_ref().is_some_and(|shared| {
-                            now.duration_since(shared.last_used) > IDLE_TIMEOUT
-                        }) {
+                        if host
+                            .http2
+                            .as_ref()
+                            .is_some_and(|shared| shared.expired(now))
+                        {
                             host.http2 = None;
                         }
                     }
@@ -234,6 +238,7 @@ impl Pool {
     }
 
     /// Idle HTTP/1.1 connections kept for the instance (for tests).
+    #[cfg(test)]
     pub fn idle_count(&self, instance: &InstanceBase) -> usize {
         self.lock()
             .iter()
@@ -280,12 +285,11 @@ impl HostPool {
         }
     }
 
-    /// The shared HTTP/2 connection, unless it closed or went unused for
-    /// `IDLE_TIMEOUT` (a NAT may have forgotten it: without this, every
+    /// The shared HTTP/2 connection, unless it expired (without this, every
     /// request would wait for `response_timeout` on a dead connection).
     fn shared_http2(&mut self, now: Instant) -> Option<http2::SendRequest<ProxyBody>> {
         let shared = self.http2.as_mut()?;
-        if shared.sender.is_closed() || now.duration_since(shared.last_used) > IDLE_TIMEOUT {
+        if shared.expired(now) {
             self.http2 = None;
             return None;
         }
@@ -370,15 +374,6 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl std::fmt::Debug for UpstreamBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamBody")
-            .field("ended", &self.ended)
-            .field("pooled", &self.give_back.is_some())
-            .finish()
     }
 }
 
