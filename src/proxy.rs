@@ -185,30 +185,21 @@ impl Proxy {
         let lease = self.token(target).await?;
         record.token = Some(lease.outcome);
         let replay = body.replay_copy().map(|bytes| (bytes, headers.clone()));
-        let request = build_request(
-            parts.method.clone(),
-            &lease.token.rest_instance,
-            &target.path_and_query,
-            headers,
-            Some(&lease.token),
-            body.into_body(),
-        )?;
+        // The request for SFMC with a lease's token: sent, possibly sent
+        // again, or replayed after a 401.
+        let rest_request = |lease: &Lease, headers, body| {
+            let (method, instance) = (parts.method.clone(), &lease.token.rest_instance);
+            let pq = &target.path_and_query;
+            build_request(method, instance, pq, headers, Some(&*lease.token), body)
+        };
+        let request = rest_request(&lease, headers, body.into_body())?;
         // Sent again once if a kept-alive connection closes under it: only
         // an idempotent request with its body held.
         let resend = replay
             .as_ref()
             .filter(|_| parts.method.is_idempotent())
             .map(|(bytes, headers)| {
-                || {
-                    build_request(
-                        parts.method.clone(),
-                        &lease.token.rest_instance,
-                        &target.path_and_query,
-                        headers.clone(),
-                        Some(&lease.token),
-                        ProxyBody::full(bytes.clone()),
-                    )
-                }
+                || rest_request(&lease, headers.clone(), ProxyBody::full(bytes.clone()))
             });
         let response = self
             .upstream
@@ -229,19 +220,9 @@ impl Proxy {
         let lease = self.token(target).await?;
         record.token = Some(Outcome::Fetch);
         record.replayed = true;
-        let request = build_request(
-            parts.method,
-            &lease.token.rest_instance,
-            &target.path_and_query,
-            headers,
-            Some(&lease.token),
-            ProxyBody::full(bytes),
-        )?;
-        Ok(respond(
-            self.upstream
-                .send(&lease.token.rest_instance, request)
-                .await?,
-        ))
+        let request = rest_request(&lease, headers, ProxyBody::full(bytes))?;
+        let instance = &lease.token.rest_instance;
+        Ok(respond(self.upstream.send(instance, request).await?))
     }
 
     /// The same for SOAP: the token goes into the envelope, and SFMC's
