@@ -179,6 +179,12 @@ where
 mod tests {
     use super::*;
 
+    fn connector(connect_timeout: Duration) -> Connector {
+        crate::tls::install_crypto_provider();
+        let tls = crate::tls::client_config(None).expect("TLS set-up");
+        Connector::new(tls, connect_timeout)
+    }
+
     /// A loopback address whose accept queue is full: a connect to it is
     /// neither accepted nor refused (the SYN goes unanswered), like a
     /// filtered route. Keep the returned pair alive while it is needed.
@@ -231,9 +237,7 @@ mod tests {
         let held = tokio::spawn(async move { listener.accept().await.map(|(stream, _)| stream) });
         let instance =
             InstanceBase::parse(&format!("https://localhost:{port}/"), &[]).expect("valid");
-        crate::tls::install_crypto_provider();
-        let tls = crate::tls::client_config(None).expect("TLS set-up");
-        let connector = Connector::new(tls, Duration::from_millis(300));
+        let connector = connector(Duration::from_millis(300));
         let Err(error) = connector.connect(&instance).await else {
             panic!("a silent server cannot complete a TLS handshake");
         };
@@ -254,9 +258,7 @@ mod tests {
         let port = fake.addr().port();
         let instance =
             InstanceBase::parse(&format!("https://localhost:{port}/"), &[]).expect("valid");
-        crate::tls::install_crypto_provider();
-        let tls = crate::tls::client_config(None).expect("TLS set-up");
-        let connector = Connector::new(tls, Duration::from_secs(5));
+        let connector = connector(Duration::from_secs(5));
         let Err(error) = connector.connect(&instance).await else {
             panic!("plain HTTP cannot complete a TLS handshake");
         };
@@ -271,9 +273,7 @@ mod tests {
             .expect("IPv6 loopback (this machine kind has it)");
         let port = listener.local_addr().expect("addr").port();
         let instance = InstanceBase::parse(&format!("http://[::1]:{port}/"), &[]).expect("valid");
-        crate::tls::install_crypto_provider();
-        let tls = crate::tls::client_config(None).expect("TLS set-up");
-        let connector = Connector::new(tls, Duration::from_secs(2));
+        let connector = connector(Duration::from_secs(2));
         let accepted = tokio::spawn(async move { listener.accept().await.map(|(_, peer)| peer) });
         let handle = connector
             .connect(&instance)
