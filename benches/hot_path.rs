@@ -124,7 +124,9 @@ fn guard_and_route(bencher: Bencher) {
         .with_inputs(request_parts)
         .bench_local_refs(|parts| {
             guard::check(parts, &settings.server).expect("allowed");
-            route::route(parts, settings).map(|_| ()).expect("routed");
+            route::route(parts, settings, None)
+                .map(|_| ())
+                .expect("routed");
         });
 }
 

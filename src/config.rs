@@ -97,7 +97,14 @@ pub struct ServerSettings {
     /// Browser origins (`scheme://host[:port]`, lowercase) allowed to call.
     pub allowed_origins: Vec<String>,
     pub max_connections: usize,
+    /// Time a new connection has to send its first request head (slowloris).
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving either way
+    /// for this long is closed: idle keep-alive, a stalled request body, a
+    /// client that stopped reading its response, a silent HTTP/2 connection.
+    pub idle_timeout: Duration,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams: u32,
     /// Threads of the async runtime that serves requests; `None`: see
     /// [`ServerSettings::runtime_threads`].
     pub worker_threads: Option<usize>,
@@ -145,6 +152,8 @@ pub struct UpstreamSettings {
     /// Lowercase host suffixes an instance URL must match (`.example.com` matches
     /// subdomains; `example.com` also matches itself). Loopback is always allowed.
     pub allowed_instance_hosts: Vec<String>,
+    /// A response body from SFMC that sends nothing for this long is cut.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +161,9 @@ pub struct SoapSettings {
     /// How much of an envelope may be held to find where the token goes: up to
     /// the end of the Header, or the whole envelope when the Header follows the Body.
     pub header_limit: usize,
+    /// How much of an envelope is read, at most, to find a local token in
+    /// `fueloauth` while the caller has not proved who it is.
+    pub preauth_limit: usize,
 }
 
 /// One SFMC installed package (server-to-server, client credentials).
@@ -184,6 +196,10 @@ impl Tenant {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// `server.idle_timeout` and `upstream.idle_timeout` (nginx's keep-alive and
+/// send timeouts are of the same order).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why [`Settings::tenant_or_default`] found no tenant.
 #[derive(Debug, PartialEq, Eq)]
@@ -327,6 +343,17 @@ fn validate_server(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettings, 
         Some(text) => parse_duration("server.header_read_timeout", &text)?,
         None => Duration::from_secs(30),
     };
+    let idle_timeout = match raw.idle_timeout {
+        Some(text) => parse_duration("server.idle_timeout", &text)?,
+        None => DEFAULT_IDLE_TIMEOUT,
+    };
+    let max_concurrent_streams = raw.max_concurrent_streams.unwrap_or(100);
+    if max_concurrent_streams == 0 {
+        return Err(invalid(
+            "server.max_concurrent_streams",
+            "must be at least 1",
+        ));
+    }
     let max_connections = raw.max_connections.unwrap_or(1024);
     if max_connections == 0 {
         return Err(invalid("server.max_connections", "must be at least 1"));
@@ -356,6 +383,8 @@ fn validate_server(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettings, 
         allowed_origins,
         max_connections,
         header_read_timeout,
+        idle_timeout,
+        max_concurrent_streams,
         worker_threads: raw.worker_threads,
     })
 }
@@ -406,11 +435,16 @@ fn validate_upstream(raw: RawUpstream, ex: &Expander<'_>) -> Result<UpstreamSett
         }
         None => vec![".marketingcloudapis.com".to_owned()],
     };
+    let idle_timeout = match raw.idle_timeout {
+        Some(text) => parse_duration("upstream.idle_timeout", &text)?,
+        None => DEFAULT_IDLE_TIMEOUT,
+    };
     Ok(UpstreamSettings {
         connect_timeout,
         response_timeout,
         ca_file,
         allowed_instance_hosts,
+        idle_timeout,
     })
 }
 
@@ -419,7 +453,14 @@ fn validate_soap(raw: RawSoap) -> Result<SoapSettings, ConfigError> {
         Some(text) => parse_size("soap.header_limit", &text)?,
         None => 1024 * 1024,
     };
-    Ok(SoapSettings { header_limit })
+    let preauth_limit = match raw.preauth_limit {
+        Some(text) => parse_size("soap.preauth_limit", &text)?,
+        None => 8 * 1024,
+    };
+    Ok(SoapSettings {
+        header_limit,
+        preauth_limit: preauth_limit.min(header_limit),
+    })
 }
 
 /// Deserialisable MID: SFMC MIDs are numbers, but TOML users write both

@@ -11,21 +11,20 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
-use crate::body::ProxyBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::error::{ProxyError, error_chain};
 use crate::token::{InstanceBase, Token};
 
 /// A request body ready to send: held (and so replayable after a 401) or streamed.
 pub enum OutboundBody {
     Replayable(Bytes),
-    Streaming(Incoming),
+    Streaming(ClientBody),
 }
 
 impl OutboundBody {
     /// Holds the body only when it is known to fit in `limit` bytes.
-    pub async fn prepare(body: Incoming, limit: usize) -> Result<Self, ProxyError> {
+    pub async fn prepare(body: ClientBody, limit: usize) -> Result<Self, ProxyError> {
         if body.is_end_stream() {
             return Ok(Self::Replayable(Bytes::new()));
         }

@@ -36,9 +36,12 @@ const HOP_BY_HOP: [&str; 8] = [
 /// Request headers that never reach SFMC besides the hop-by-hop ones: the
 /// client's own credentials, the proxy's control headers, `Host` (the upstream
 /// client sets the instance's) and `Expect` (the proxy's server side already
-/// answered `100-continue`; the upstream client does not wait for one).
-const REQUEST_ONLY: [&str; 8] = [
+/// answered `100-continue`; the upstream client does not wait for one), and
+/// `Cookie`: SFMC's APIs take none, and a browser on an allowed origin would
+/// otherwise send its session cookies for the proxy's host along.
+const REQUEST_ONLY: [&str; 9] = [
     "authorization",
+    "cookie",
     "proxy-authorization",
     "host",
     "expect",

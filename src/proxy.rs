@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::body::ProxyBody;
-use crate::broker::{LocalTokens, Presented};
+use crate::body::{ClientBody, IdleTimeout, ProxyBody, Sender};
+use crate::broker::LocalTokens;
 use crate::config::Settings;
 use crate::error::ProxyError;
 use crate::forward::{OutboundBody, build_request};
+use crate::guard::Caller;
 use crate::headers::{strip_hop_by_hop, strip_request_headers};
 use crate::route::{Api, Route, Target};
 use crate::telemetry::AccessRecord;
@@ -70,12 +70,15 @@ impl Proxy {
 
     /// Runs one request to completion of its response head; never fails: a
     /// failure becomes the proxy's own error response.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<hyper::body::Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
+        let idle = self.settings.server.idle_timeout;
+        let body = IdleTimeout::new(body, idle, Sender::Client);
         let mut record = AccessRecord::new(&parts);
         let soap_shaped = route::soap_shaped(&parts.method, parts.uri.path());
-        let response = match self.run(parts, body, &mut record).await {
+        let origin = guard::allowed_origin(&parts.headers, &self.settings.server);
+        let mut response = match self.run(parts, body, &mut record).await {
             Ok(response) => response,
             Err(error) => {
                 record.error = Some(error.code());
@@ -88,6 +91,9 @@ impl Proxy {
                 }
             }
         };
+        if let Some(origin) = origin {
+            guard::grant_origin(origin, &mut response);
+        }
         record.finish(response.status(), started.elapsed());
         response
     }
@@ -95,7 +101,7 @@ impl Proxy {
     async fn run(
         &self,
         parts: Parts,
-        body: Incoming,
+        body: ClientBody,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Liveness answers before the guard: it reveals nothing, and probes from
@@ -103,15 +109,38 @@ impl Proxy {
         if parts.uri.path() == admin::HEALTH_PATH {
             return Ok(admin::health());
         }
-        guard::check(&parts, &self.settings.server)?;
-        // The inbound key comes before routing (whose errors name tenants),
-        // unless the request may carry the broker's own credential instead.
-        if !self.may_carry_local_credential(&parts) {
-            guard::check_inbound_key(&parts.headers, &self.settings.server)?;
+        let server = &self.settings.server;
+        guard::check(&parts, server)?;
+        if let Some(answer) = guard::answer_locally(&parts, server) {
+            return Ok(answer);
         }
-        match route::route(&parts, &self.settings)? {
+        // Who is calling comes before routing, whose errors name tenants.
+        let caller = guard::identify(&parts, server, &self.locals)?;
+        if caller == Caller::Unproven {
+            // A SOAP call without a key: read only a small prefix of the
+            // envelope for a local token in `fueloauth`; nothing else is
+            // said to a caller who has not proved who it is.
+            let limit = self.settings.soap.preauth_limit;
+            let start = soap::Envelope::start(body, &parts.headers, limit)
+                .await
+                .map_err(|_| ProxyError::InboundKeyRequired)?;
+            let caller = caller.from_envelope(start.client_token(), &self.locals)?;
+            return match route::route(&parts, &self.settings, caller.bound())? {
+                Route::Api(target) if target.api == Api::Soap => {
+                    Box::pin(self.forward_soap(parts, start, target, record)).await
+                }
+                _ => Err(ProxyError::BadRequest(
+                    "a call that carries its local token in fueloauth must be POST /Service.asmx"
+                        .into(),
+                )),
+            };
+        }
+        match route::route(&parts, &self.settings, caller.bound())? {
             Route::Admin => {
-                guard::check_inbound_key(&parts.headers, &self.settings.server)?;
+                // The admin paths take the inbound key itself, not a local token.
+                if !matches!(caller, Caller::Key | Caller::Anonymous) {
+                    return Err(ProxyError::InboundKeyRequired);
+                }
                 let context = admin::Context {
                     settings: &self.settings,
                     tokens: &self.tokens,
@@ -123,59 +152,52 @@ impl Proxy {
             // The broker authenticates the tool itself, by its local secret.
             Route::Broker => {
                 let (settings, tokens) = (&self.settings, &self.tokens);
-                Ok(broker::issue(&parts, body, settings, tokens, &self.locals).await)
+                let trusted = caller.trusted();
+                Ok(broker::issue(&parts, body, settings, tokens, &self.locals, trusted).await)
             }
-            Route::Api(mut target) => {
+            Route::Api(target) => {
                 record.target(&target);
                 match target.api {
-                    Api::Rest => {
-                        self.authorise(bearer(&parts.headers), &parts.headers, &mut target)?;
-                        record.target(&target);
-                        self.forward_rest(parts, body, &target, record).await
-                    }
+                    Api::Rest => self.forward_rest(parts, body, &target, record).await,
                     // Boxed: the SOAP state (envelope reader, fault inspection)
                     // would otherwise make every request's future larger, and
                     // that future is moved into place once per request.
-                    Api::Soap => Box::pin(self.forward_soap(parts, body, target, record)).await,
+                    Api::Soap => Box::pin(self.soap(parts, body, caller, target, record)).await,
                 }
             }
         }
     }
 
-    /// A token request to the broker, a local token as bearer, or a SOAP
-    /// envelope (whose `fueloauth` may hold one): checked after routing.
-    fn may_carry_local_credential(&self, parts: &Parts) -> bool {
-        route::is_token_request(&parts.method, parts.uri.path())
-            || bearer(&parts.headers).is_some_and(|b| b.starts_with(broker::LOCAL_TOKEN_PREFIX))
-            || route::soap_shaped(&parts.method, parts.uri.path())
-    }
-
-    /// Who the request is for and whether it may be served: a broker-issued
-    /// local token binds it to its tenant, business unit and scope (and stands
-    /// in for the inbound key); a stale one is refused so the tool
-    /// re-authenticates; anything else needs the inbound key where one is set.
-    fn authorise(
+    /// A SOAP call from a known caller: the envelope's start is read (up to
+    /// `soap.header_limit`); a local token in its `fueloauth` binds the call
+    /// to that token's tenant and business unit, routed again with it.
+    async fn soap(
         &self,
-        presented: Option<&str>,
-        headers: &http::HeaderMap,
-        target: &mut Target,
-    ) -> Result<(), ProxyError> {
-        match presented.map(|token| self.locals.resolve(token)) {
-            Some(Presented::Bound(key)) => target.bind(key, &self.settings),
-            Some(Presented::Invalid) => Err(ProxyError::LocalTokenInvalid),
-            // Checked before routing already, unless the request looked as if it
-            // might carry a local token (SOAP, a `sfmcproxy_` bearer): then here.
-            Some(Presented::Foreign) | None => {
-                guard::check_inbound_key(headers, &self.settings.server)
-            }
-        }
+        parts: Parts,
+        body: ClientBody,
+        caller: Caller,
+        target: Target,
+        record: &mut AccessRecord,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let limit = self.settings.soap.header_limit;
+        let start = soap::Envelope::start(body, &parts.headers, limit).await?;
+        let bound_before = caller.bound().is_some();
+        let caller = caller.from_envelope(start.client_token(), &self.locals)?;
+        let target = match caller.bound() {
+            Some(key) if !bound_before => match route::route(&parts, &self.settings, Some(key))? {
+                Route::Api(target) => target,
+                _ => target,
+            },
+            _ => target,
+        };
+        self.forward_soap(parts, start, target, record).await
     }
 
     /// Credential, forward and respond, with one replay after a 401.
     async fn forward_rest(
         &self,
         parts: Parts,
-        body: Incoming,
+        body: ClientBody,
         target: &Target,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -230,18 +252,13 @@ impl Proxy {
     async fn forward_soap(
         &self,
         parts: Parts,
-        body: Incoming,
-        mut target: Target,
+        start: soap::EnvelopeStart,
+        target: Target,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let (limit, replay_limit) = (
-            self.settings.soap.header_limit,
-            self.settings.token.replay_body_limit,
-        );
-        let mut envelope = soap::Envelope::read(body, &parts.headers, limit, replay_limit).await?;
-        let presented = bearer(&parts.headers).or(envelope.client_token());
-        self.authorise(presented, &parts.headers, &mut target)?;
         record.target(&target);
+        let replay_limit = self.settings.token.replay_body_limit;
+        let mut envelope = start.finish(replay_limit).await?;
         let target = &target;
         let mut headers = parts.headers;
         strip_request_headers(&mut headers);
@@ -310,13 +327,6 @@ impl Proxy {
             .await
             .map_err(|failure| failure.into_proxy_error(&target.tenant.name))
     }
-}
-
-/// The token in `Authorization: Bearer …`, if the client sent one.
-fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// SFMC's response as is — status, headers, streamed body — minus hop-by-hop headers.

@@ -54,20 +54,15 @@ pub struct Target {
     pub path_and_query: PathAndQuery,
 }
 
-impl Target {
-    /// Serves this request as `key` (what a broker-issued local token is bound
-    /// to) instead of what the selectors picked.
-    pub fn bind(&mut self, key: TokenKey, settings: &Settings) -> Result<(), ProxyError> {
-        let tenant = settings
-            .tenant(&key.tenant)
-            .ok_or(ProxyError::LocalTokenInvalid)?;
-        self.tenant = tenant.clone();
-        self.key = key;
-        Ok(())
-    }
-}
-
-pub fn route(parts: &Parts, settings: &Settings) -> Result<Route, ProxyError> {
+/// Routes a request; `bound` is what a broker-issued local token binds it
+/// to (see [`crate::guard::Caller`]): its tenant, MID and scope then stand,
+/// and a selector that names others is a conflict (400), never silently
+/// overridden.
+pub fn route(
+    parts: &Parts,
+    settings: &Settings,
+    bound: Option<&TokenKey>,
+) -> Result<Route, ProxyError> {
     let path = parts.uri.path();
     if path == ADMIN_PREFIX || path.starts_with("/_proxy/") {
         return Ok(Route::Admin);
@@ -76,7 +71,11 @@ pub fn route(parts: &Parts, settings: &Settings) -> Result<Route, ProxyError> {
         return Ok(Route::Broker);
     }
     let by_prefix = tenant_by_prefix(path, settings);
-    let tenant = select_tenant(header(&parts.headers, &X_SFMC_TENANT)?, by_prefix, settings)?;
+    let by_header = header(&parts.headers, &X_SFMC_TENANT)?;
+    let tenant = match bound {
+        Some(key) => bound_tenant(key, by_header, by_prefix, settings)?,
+        None => select_tenant(by_header, by_prefix, settings)?,
+    };
     let path_and_query = match (by_prefix, parts.uri.path_and_query()) {
         (Some(prefixed), Some(pq)) => {
             strip_prefix(pq, prefixed.path_prefix.as_deref().unwrap_or(""))?
@@ -85,17 +84,68 @@ pub fn route(parts: &Parts, settings: &Settings) -> Result<Route, ProxyError> {
         (_, None) => PathAndQuery::from_static("/"),
     };
     let (api, path_and_query) = classify(&parts.method, path_and_query)?;
-    let key = key_for(
-        &tenant,
-        header(&parts.headers, &X_SFMC_ACCOUNT_ID)?,
-        header(&parts.headers, &X_SFMC_SCOPE)?,
-    )?;
+    let mid = header(&parts.headers, &X_SFMC_ACCOUNT_ID)?;
+    let scope = header(&parts.headers, &X_SFMC_SCOPE)?;
+    let key = match bound {
+        Some(key) => bound_key(key, mid, scope)?,
+        None => key_for(&tenant, mid, scope)?,
+    };
     Ok(Route::Api(Target {
         tenant,
         key,
         api,
         path_and_query,
     }))
+}
+
+/// The tenant a local token is bound to; a path prefix or `X-SFMC-Tenant`
+/// naming another is a conflict, as a header against a prefix is.
+fn bound_tenant(
+    key: &TokenKey,
+    by_header: Option<&str>,
+    by_prefix: Option<&Arc<Tenant>>,
+    settings: &Settings,
+) -> Result<Arc<Tenant>, ProxyError> {
+    let bound = &*key.tenant;
+    let conflict = |selector: &str, named: &str| {
+        ProxyError::BadRequest(format!(
+            "this local token is bound to tenant `{bound}`, but {selector} selects tenant `{named}`; use a token from that tenant's /v2/token, or drop the selector"
+        ))
+    };
+    if let Some(prefixed) = by_prefix.filter(|t| *t.name != *bound) {
+        return Err(conflict("the path prefix", &prefixed.name));
+    }
+    if let Some(named) = by_header.filter(|name| *name != bound) {
+        return Err(conflict("X-SFMC-Tenant", named));
+    }
+    // A tenant removed since the token was issued: the token is stale.
+    settings
+        .tenant(bound)
+        .cloned()
+        .ok_or(ProxyError::LocalTokenInvalid)
+}
+
+/// A local token's key; `X-SFMC-Account-Id` / `X-SFMC-Scope` may repeat it
+/// but not change it (the tool authenticated for that MID and scope).
+fn bound_key(
+    key: &TokenKey,
+    mid: Option<&str>,
+    scope: Option<&str>,
+) -> Result<TokenKey, ProxyError> {
+    if let Some(mid) = mid.filter(|mid| key.account_id.as_deref() != Some(*mid)) {
+        return Err(ProxyError::BadRequest(format!(
+            "this local token is bound to business unit {}, but X-SFMC-Account-Id asks for {mid}; request a token for that MID from /v2/token",
+            key.account_id.as_deref().unwrap_or("(the package's own)")
+        )));
+    }
+    if let Some(scope) = scope
+        && key.scope.as_deref() != Some(checked_scope(scope)?.as_ref())
+    {
+        return Err(ProxyError::BadRequest(
+            "this local token is bound to another scope than X-SFMC-Scope asks for; request a token with that scope from /v2/token".into(),
+        ));
+    }
+    Ok(key.clone())
 }
 
 /// The token key for `tenant` with an optional business unit and scope
@@ -125,7 +175,15 @@ fn header<'a>(
     headers: &'a HeaderMap,
     name: &http::HeaderName,
 ) -> Result<Option<&'a str>, ProxyError> {
-    match headers.get(name) {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    // Two selectors of one kind: which one wins must not depend on who reads.
+    if values.next().is_some() {
+        return Err(ProxyError::BadRequest(format!(
+            "header {name} is sent more than once; send one"
+        )));
+    }
+    match first {
         None => Ok(None),
         Some(value) => value
             .to_str()

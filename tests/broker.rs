@@ -264,10 +264,36 @@ async fn with_inbound_keys_the_broker_needs_a_local_secret_and_its_tokens_stand_
     )
     .await;
     assert_eq!(refused.status, 401, "no way around the inbound key");
+    // A caller without a key learns nothing of which tenants exist …
+    let unknown = token_form(
+        &open,
+        "/v2/token",
+        "grant_type=client_credentials&client_id=nosuch&client_secret=anything",
+    )
+    .await;
+    assert_eq!(unknown.status, 401);
+    assert_eq!(
+        unknown.body, refused.body,
+        "the same answer for a known and an unknown tenant"
+    );
+    assert!(!refused.text().contains("acme"), "{}", refused.text());
+    // … while one with the inbound key is told what to configure.
+    let keyed = open
+        .client
+        .post(
+            &open.proxy,
+            "/v2/token",
+            &[("x-proxy-key", key), FORM],
+            "grant_type=client_credentials&client_id=acme&client_secret=anything",
+        )
+        .await;
+    assert_eq!(keyed.status, 401);
     assert!(
-        refused.json()["error_description"]
+        keyed.json()["error_description"]
             .as_str()
-            .is_some_and(|d| d.contains("broker.client_secrets.acme"))
+            .is_some_and(|d| d.contains("broker.client_secrets.acme")),
+        "{}",
+        keyed.text()
     );
 
     let s = setup_with(

@@ -15,11 +15,10 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::body::ProxyBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::config::{Settings, Tenant};
 use crate::error::{PROXY_ERROR_HEADER, ProxyError};
 use crate::route;
@@ -29,7 +28,8 @@ pub use local::{LOCAL_TOKEN_PREFIX, LocalTokens, Presented};
 /// The path SDKs post to (`{auth_url}/v2/token`).
 pub const TOKEN_PATH: &str = "/v2/token";
 /// A token request is a few hundred bytes; anything far larger is not one.
-const BODY_LIMIT: usize = 16 * 1024;
+/// Read before the tool is authenticated, so kept small.
+const BODY_LIMIT: usize = 8 * 1024;
 
 /// An OAuth error as SFMC words it, plus the proxy's own code in the header.
 struct Refusal {
@@ -98,14 +98,17 @@ impl From<ProxyError> for Refusal {
 /// Answers one `POST /v2/token`: authenticates the tool by tenant and local
 /// secret, makes sure the real token can be had (so SFMC's refusal reaches the
 /// tool at authentication, as it would without the proxy), and issues a local one.
+/// `trusted`: the caller already proved who it is (an inbound key) or nobody
+/// has to; only then may a refusal name tenants or say which part was wrong.
 pub async fn issue(
     parts: &Parts,
-    body: Incoming,
+    body: ClientBody,
     settings: &Settings,
     tokens: &TokenCache,
     locals: &LocalTokens,
+    trusted: bool,
 ) -> Response<ProxyBody> {
-    match try_issue(parts, body, settings, tokens, locals).await {
+    match try_issue(parts, body, settings, tokens, locals, trusted).await {
         Ok(response) => response,
         Err(refusal) => refusal.into_response(),
     }
@@ -113,10 +116,11 @@ pub async fn issue(
 
 async fn try_issue(
     parts: &Parts,
-    body: Incoming,
+    body: ClientBody,
     settings: &Settings,
     tokens: &TokenCache,
     locals: &LocalTokens,
+    trusted: bool,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let request = read_request(parts, body).await?;
     let field = |name: &str| match request.get(name) {
@@ -134,8 +138,21 @@ async fn try_issue(
     }
     let client_id = field("client_id")
         .ok_or_else(|| Refusal::invalid_client("client_id is missing: send the tenant's name"))?;
-    let tenant = tenant_for(settings, &client_id)?;
-    authenticate(settings, &tenant, field("client_secret").as_deref())?;
+    let secret = field("client_secret");
+    let authenticated = tenant_for(settings, &client_id)
+        .and_then(|tenant| authenticate(settings, &tenant, secret.as_deref()).map(|()| tenant));
+    let tenant = match authenticated {
+        Ok(tenant) => tenant,
+        // One answer whatever was wrong, so that a stranger cannot tell a
+        // tenant name from a wrong secret; the details go to the log.
+        Err(refusal) if !trusted => {
+            tracing::info!(reason = %refusal.description, "broker: token request refused");
+            return Err(Refusal::invalid_client(
+                "invalid client_id or client_secret: send a tenant name (or its real client id) and its local secret from broker.client_secrets",
+            ));
+        }
+        Err(refusal) => return Err(refusal),
+    };
     let key = route::key_for(
         &tenant,
         field("account_id").as_deref(),
@@ -166,7 +183,7 @@ async fn try_issue(
 }
 
 /// The body as SFMC accepts it: JSON, or a form (`application/x-www-form-urlencoded`).
-async fn read_request(parts: &Parts, body: Incoming) -> Result<Map<String, Value>, Refusal> {
+async fn read_request(parts: &Parts, body: ClientBody) -> Result<Map<String, Value>, Refusal> {
     let bytes = Limited::new(body, BODY_LIMIT)
         .collect()
         .await

@@ -29,6 +29,8 @@ pub(super) struct RawServer {
     pub allowed_origins: Vec<String>,
     pub max_connections: Option<usize>,
     pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_concurrent_streams: Option<u32>,
     pub worker_threads: Option<usize>,
 }
 
@@ -47,12 +49,14 @@ pub(super) struct RawUpstream {
     pub response_timeout: Option<String>,
     pub ca_file: Option<String>,
     pub allowed_instance_hosts: Option<Vec<String>>,
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawSoap {
     pub header_limit: Option<String>,
+    pub preauth_limit: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

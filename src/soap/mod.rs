@@ -10,9 +10,8 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
-use crate::body::ProxyBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::error::{ProxyError, Side};
 use crate::upstream::UpstreamBody;
 pub use inject::{EXACTTARGET_NS, EnvelopeError, Plan, Scan, scan};
@@ -28,33 +27,40 @@ const FAULT_PEEK_LIMIT: usize = 64 * 1024;
 pub struct Envelope {
     held: Bytes,
     plan: Plan,
-    rest: Option<Incoming>,
+    rest: Option<ClientBody>,
     /// The body was longer than what is held (it streams after `held`).
     streams: bool,
     declared_length: Option<u64>,
 }
 
+/// The start of an envelope, read until the token's place is known: enough
+/// to see who is calling (a local token in `fueloauth`) before reading more.
+pub struct EnvelopeStart {
+    buf: BytesMut,
+    plan: Plan,
+    body: ClientBody,
+    ended: bool,
+    declared_length: Option<u64>,
+    /// The body's whole size, as announced before any of it was read.
+    announced: Option<u64>,
+}
+
 impl Envelope {
     /// Reads until the token's place is known: the end of the Header when it
     /// comes first, else the whole envelope; that region may be at most `limit`
-    /// bytes. A body announced (`Content-Length`) at most `replay_limit` bytes
-    /// is read whole, as for REST, so that it can be replayed after a token
-    /// fault however it was split in transit.
-    pub async fn read(
-        mut body: Incoming,
+    /// bytes (`soap.header_limit`, or `soap.preauth_limit` for a caller not
+    /// yet known), and nothing past it is read here.
+    pub async fn start(
+        mut body: ClientBody,
         headers: &HeaderMap,
         limit: usize,
-        replay_limit: usize,
-    ) -> Result<Self, ProxyError> {
+    ) -> Result<EnvelopeStart, ProxyError> {
         check_encoding(headers)?;
         let declared_length = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let hold_whole = body
-            .size_hint()
-            .upper()
-            .is_some_and(|upper| upper <= replay_limit as u64);
+        let announced = body.size_hint().upper();
         let mut buf = BytesMut::new();
         let mut ended = body.is_end_stream();
         // Each scan parses everything held; rescanning on every frame would
@@ -79,26 +85,17 @@ impl Envelope {
                 Err(error) => return Err(ProxyError::BadRequest(error.to_string())),
             }
         };
-        while hold_whole && !ended {
-            ended = read_frame(&mut body, &mut buf).await?;
-        }
-        Ok(Self {
-            held: buf.freeze(),
+        Ok(EnvelopeStart {
+            buf,
             plan,
-            rest: (!ended).then_some(body),
-            streams: !ended,
+            body,
+            ended,
             declared_length,
+            announced,
         })
     }
 
     /// Whether the request can be sent again after a token fault.
-    /// The token the client put in its `fueloauth`, if any (never forwarded).
-    pub fn client_token(&self) -> Option<&str> {
-        self.plan
-            .client_token(&self.held)
-            .and_then(|bytes| std::str::from_utf8(bytes).ok())
-    }
-
     pub fn replayable(&self, limit: usize) -> bool {
         !self.streams && self.held.len() <= limit
     }
@@ -128,6 +125,41 @@ impl Envelope {
     }
 }
 
+impl EnvelopeStart {
+    /// The token the client put in its `fueloauth`, if any (never forwarded).
+    pub fn client_token(&self) -> Option<&str> {
+        self.plan
+            .client_token(&self.buf)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+    }
+
+    /// Once the caller may be served: a body announced (`Content-Length`) at
+    /// most `replay_limit` bytes is read whole, as for REST, so that it can be
+    /// replayed after a token fault however it was split in transit; a larger
+    /// one streams after what is held.
+    pub async fn finish(self, replay_limit: usize) -> Result<Envelope, ProxyError> {
+        let Self {
+            mut buf,
+            plan,
+            mut body,
+            mut ended,
+            declared_length,
+            announced,
+        } = self;
+        let hold_whole = announced.is_some_and(|upper| upper <= replay_limit as u64);
+        while hold_whole && !ended {
+            ended = read_frame(&mut body, &mut buf).await?;
+        }
+        Ok(Envelope {
+            held: buf.freeze(),
+            plan,
+            rest: (!ended).then_some(body),
+            streams: !ended,
+            declared_length,
+        })
+    }
+}
+
 fn too_large(limit: usize) -> ProxyError {
     ProxyError::BadRequest(format!(
         "the SOAP Header (or, when it follows the Body, the whole envelope) must come within the first {limit} bytes; raise soap.header_limit if such envelopes are expected"
@@ -135,7 +167,7 @@ fn too_large(limit: usize) -> ProxyError {
 }
 
 /// Appends the next data frame of `body` to `buf`; returns whether the body ended.
-async fn read_frame(body: &mut Incoming, buf: &mut BytesMut) -> Result<bool, ProxyError> {
+async fn read_frame(body: &mut ClientBody, buf: &mut BytesMut) -> Result<bool, ProxyError> {
     match body.frame().await {
         None => Ok(true),
         Some(Ok(frame)) => {

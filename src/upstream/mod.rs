@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use http::{Request, Response, Uri, header};
 
-use crate::body::ProxyBody;
+use crate::body::{IdleTimeout, ProxyBody, Sender};
 use crate::config::UpstreamSettings;
 use crate::error::{ProxyError, error_chain};
 use crate::token::InstanceBase;
@@ -31,6 +31,8 @@ pub struct Upstream {
     pool: Pool,
     connector: Connector,
     response_timeout: Duration,
+    /// A response body that sends nothing this long is cut.
+    idle_timeout: Duration,
 }
 
 impl Upstream {
@@ -39,6 +41,7 @@ impl Upstream {
             pool: Pool::with_sweeper(),
             connector: Connector::new(tls, settings.connect_timeout),
             response_timeout: settings.response_timeout,
+            idle_timeout: settings.idle_timeout,
         }
     }
 
@@ -84,6 +87,11 @@ impl Upstream {
         }
     }
 
+    /// SFMC's response body, cut if SFMC stops sending mid-way.
+    fn timed(&self, body: hyper::body::Incoming) -> IdleTimeout {
+        IdleTimeout::new(body, self.idle_timeout, Sender::Sfmc)
+    }
+
     /// One request over a pooled or (`fresh`, or none idle) new connection.
     async fn exchange(
         &self,
@@ -109,8 +117,9 @@ impl Upstream {
                         .insert(header::HOST, instance.host_header().clone());
                     match sender.try_send_request(request).await {
                         Ok(response) => {
-                            return Ok(response
-                                .map(|body| UpstreamBody::pooled(body, &self.pool, slot, sender)));
+                            return Ok(response.map(|body| {
+                                UpstreamBody::pooled(self.timed(body), &self.pool, slot, sender)
+                            }));
                         }
                         Err(error) => error,
                     }
@@ -120,7 +129,11 @@ impl Upstream {
                     request.headers_mut().remove(header::HOST);
                     *request.uri_mut() = absolute(instance, request.uri())?;
                     match sender.try_send_request(request).await {
-                        Ok(response) => return Ok(response.map(UpstreamBody::unpooled)),
+                        Ok(response) => {
+                            return Ok(
+                                response.map(|body| UpstreamBody::unpooled(self.timed(body)))
+                            );
+                        }
                         Err(error) => error,
                     }
                 }
@@ -231,6 +244,7 @@ mod tests {
             response_timeout: Duration::from_secs(30),
             ca_file: None,
             allowed_instance_hosts: Vec::new(),
+            idle_timeout: Duration::from_secs(60),
         };
         let tls = crate::tls::client_config(None).expect("TLS set-up");
         Upstream::new(&settings, tls)

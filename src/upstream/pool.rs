@@ -23,11 +23,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use tokio::time::Instant;
 
-use crate::body::ProxyBody;
+#[cfg(test)]
+use crate::body::Sender;
+use crate::body::{BodyError, IdleTimeout, ProxyBody};
 use crate::token::InstanceBase;
 
 /// Idle connections kept per instance: enough for a busy ETL job's
@@ -303,7 +304,7 @@ impl HostPool {
 /// (the client went away), the connection is closed instead, since the rest
 /// of that response would still arrive on it.
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: IdleTimeout,
     ended: bool,
     give_back: Option<GiveBack>,
 }
@@ -316,7 +317,7 @@ struct GiveBack {
 
 impl UpstreamBody {
     pub fn pooled(
-        inner: Incoming,
+        inner: IdleTimeout,
         pool: &Pool,
         slot: usize,
         sender: http1::SendRequest<ProxyBody>,
@@ -333,7 +334,7 @@ impl UpstreamBody {
     }
 
     /// A body whose connection needs no giving back (HTTP/2 streams).
-    pub fn unpooled(inner: Incoming) -> Self {
+    pub fn unpooled(inner: IdleTimeout) -> Self {
         Self {
             inner,
             ended: false,
@@ -354,12 +355,12 @@ impl Drop for UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         // A chunked body's end is only known by reading it.
         if let Poll::Ready(None) = polled {
@@ -440,7 +441,9 @@ mod tests {
                 .body(ProxyBody::Empty)
                 .expect("request");
             let response = sender.send_request(request).await.expect("200");
-            let mut body = UpstreamBody::pooled(response.into_body(), &pool, slot, sender);
+            let timed =
+                IdleTimeout::new(response.into_body(), Duration::from_secs(60), Sender::Sfmc);
+            let mut body = UpstreamBody::pooled(timed, &pool, slot, sender);
             if read_to_end {
                 let read = http_body_util::BodyExt::collect(&mut body).await;
                 assert_eq!(read.expect("body").to_bytes(), "hello");

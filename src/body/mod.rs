@@ -16,12 +16,20 @@ use hyper::body::Incoming;
 
 use crate::upstream::UpstreamBody;
 
+mod idle;
+
+pub use idle::{BodyError, IdleTimeout, Sender};
+
+/// The client's request body, cut when the client stops sending
+/// (`server.idle_timeout`).
+pub type ClientBody = IdleTimeout<Incoming>;
+
 pub enum ProxyBody {
     Empty,
     /// A complete body held in memory; `None` once it has been sent.
     Full(Option<Bytes>),
     /// The client's request body, streamed to SFMC.
-    Stream(Incoming),
+    Stream(ClientBody),
     /// SFMC's response body, streamed to the client (its end gives the
     /// upstream connection back to the pool).
     Upstream(UpstreamBody),
@@ -69,8 +77,8 @@ pub fn json_response(
     response
 }
 
-impl From<Incoming> for ProxyBody {
-    fn from(body: Incoming) -> Self {
+impl From<ClientBody> for ProxyBody {
+    fn from(body: ClientBody) -> Self {
         Self::Stream(body)
     }
 }
@@ -83,12 +91,12 @@ impl From<UpstreamBody> for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),

@@ -1,0 +1,220 @@
+//! What the accept loop knows of each open connection, so it can close the
+//! ones that hold a slot without using it: when bytes last moved, whether a
+//! request is being handled, and whether one ever arrived.
+//!
+//! hyper bounds only the HTTP/1 request head; hyper-util's protocol detection
+//! (reading the HTTP/2 preface) and hyper's HTTP/2 server have no deadline at
+//! all. So the connection's IO is wrapped ([`TrackedIo`]) to stamp progress,
+//! and a per-connection deadline is derived from these stamps:
+//! - no request yet: `header_read_timeout` after the accept, however slowly
+//!   bytes trickle in (slowloris, a partial HTTP/2 preface);
+//! - a request being handled (waiting for a token or for SFMC's answer): none
+//!   here — `upstream.response_timeout` bounds that, and a stalled request body
+//!   is cut by its own idle timer ([`crate::body::ClientBody`]);
+//! - otherwise (between requests, or streaming a response the client stopped
+//!   reading): `idle_timeout` after bytes last moved either way.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// One connection's activity. Shared by its IO (which stamps progress), its
+/// requests (which mark it busy) and the accept loop (which may shed it).
+pub struct Activity {
+    accepted: Instant,
+    /// Nanoseconds after `accepted` that bytes last moved.
+    last_progress: AtomicU64,
+    /// Requests whose response head is not yet returned.
+    busy: AtomicUsize,
+    /// Whether a request head ever arrived on this connection.
+    served: AtomicBool,
+    /// Set to ask the connection to close (shed for a newer one).
+    shed: Notify,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            accepted: Instant::now(),
+            last_progress: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            shed: Notify::new(),
+        })
+    }
+
+    fn stamp(&self) {
+        let nanos = self.accepted.elapsed().as_nanos();
+        self.last_progress
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn last_progress(&self) -> Instant {
+        self.accepted + Duration::from_nanos(self.last_progress.load(Ordering::Relaxed))
+    }
+
+    /// Marks a request as being handled until the returned guard is dropped
+    /// (when its response head is ready).
+    pub fn begin_request(self: &Arc<Self>) -> Busy {
+        self.served.store(true, Ordering::Relaxed);
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire) > 0
+    }
+
+    /// When this connection is due to be closed as things stand now; `None`
+    /// while a request is being handled (look again after `idle`).
+    pub fn deadline(&self, head: Duration, idle: Duration) -> Option<Instant> {
+        if !self.served.load(Ordering::Relaxed) {
+            Some(self.accepted + head)
+        } else if self.is_busy() {
+            None
+        } else {
+            Some(self.last_progress() + idle)
+        }
+    }
+
+    /// Resolves when the accept loop asks this connection to make room.
+    pub async fn shed_requested(&self) {
+        self.shed.notified().await;
+    }
+}
+
+/// A request in progress on a connection (see [`Activity::begin_request`]).
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.stamp();
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The open connections, for shedding the longest-idle one when full.
+#[derive(Default)]
+pub struct Registry {
+    next_id: AtomicU64,
+    live: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+impl Registry {
+    /// Registers a connection; it is removed when the returned entry drops.
+    pub fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Entry {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, activity);
+        Entry {
+            registry: self.clone(),
+            id,
+        }
+    }
+
+    /// Asks the idle connection whose bytes moved longest ago to close (as
+    /// nginx reuses keep-alive connections when `worker_connections` run
+    /// out). Returns whether one was asked; `false` when every connection is
+    /// handling a request.
+    pub fn shed_longest_idle(&self) -> bool {
+        let live = self.lock();
+        let idlest = live
+            .values()
+            .filter(|activity| !activity.is_busy())
+            .min_by_key(|activity| activity.last_progress());
+        match idlest {
+            Some(activity) => {
+                activity.shed.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub struct Entry {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+/// A connection's IO that stamps [`Activity`] whenever bytes move.
+pub struct TrackedIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> TrackedIo<T> {
+    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.stamp();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.stamp();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.stamp();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
