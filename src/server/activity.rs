@@ -8,11 +8,15 @@
 //! and a per-connection deadline is derived from these stamps:
 //! - no request yet: `header_read_timeout` after the accept, however slowly
 //!   bytes trickle in (slowloris, a partial HTTP/2 preface);
-//! - a request being handled (waiting for a token or for SFMC's answer): none
-//!   here — `upstream.response_timeout` bounds that, and a stalled request body
-//!   is cut by its own idle timer ([`crate::body::ClientBody`]);
-//! - otherwise (between requests, or streaming a response the client stopped
-//!   reading): `idle_timeout` after bytes last moved either way.
+//! - a request being handled (waiting for a token or for SFMC's answer), or a
+//!   response body waiting for SFMC's next bytes: none here —
+//!   `upstream.response_timeout` and `upstream.idle_timeout` bound those, and
+//!   a stalled request body is cut by its own idle timer
+//!   ([`crate::body::ClientBody`]);
+//! - otherwise `idle_timeout` after bytes last moved either way or a response
+//!   body was last read: between requests, and when a client stops reading its
+//!   response (hyper then stops asking the body for more, on HTTP/1 and on
+//!   HTTP/2 alike).
 
 use std::collections::HashMap;
 use std::io;
@@ -22,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -32,7 +37,8 @@ pub struct Activity {
     accepted: Instant,
     /// Nanoseconds after `accepted` that bytes last moved.
     last_progress: AtomicU64,
-    /// Requests whose response head is not yet returned.
+    /// Requests whose response head is not yet returned, plus response
+    /// bodies waiting for SFMC's next bytes.
     busy: AtomicUsize,
     /// Whether a request head ever arrived on this connection.
     served: AtomicBool,
@@ -93,6 +99,66 @@ impl Activity {
 
 /// A request in progress on a connection (see [`Activity::begin_request`]).
 pub struct Busy(Arc<Activity>);
+
+/// A response body on its way to the client: each read stamps the
+/// connection's activity, and while it waits for SFMC the connection counts
+/// as busy, not idle.
+pub struct Streaming<B> {
+    inner: B,
+    activity: Arc<Activity>,
+    waiting: bool,
+}
+
+impl<B> Streaming<B> {
+    pub fn new(inner: B, activity: Arc<Activity>) -> Self {
+        Self {
+            inner,
+            activity,
+            waiting: false,
+        }
+    }
+
+    fn set_waiting(&mut self, waiting: bool) {
+        if self.waiting == waiting {
+            return;
+        }
+        self.waiting = waiting;
+        if waiting {
+            self.activity.busy.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.activity.busy.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Streaming<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.activity.stamp();
+        self.set_waiting(polled.is_pending());
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Streaming<B> {
+    fn drop(&mut self) {
+        self.set_waiting(false);
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::config::{ServerSettings, Settings};
 use crate::proxy::{BuildError, Proxy};
-use activity::{Activity, Registry, TrackedIo};
+use activity::{Activity, Registry, Streaming, TrackedIo};
 
 /// How long in-flight requests may run after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -148,14 +148,14 @@ impl Connection {
     ) {
         let (proxy, activity) = (proxy.clone(), self.activity.clone());
         let service = service_fn(move |request| {
-            let proxy = proxy.clone();
+            let (proxy, activity) = (proxy.clone(), activity.clone());
             // Busy from the moment hyper has the head until the response
             // head is ready; the body then streams under the idle deadline.
             let busy = activity.begin_request();
             async move {
                 let response = proxy.handle(request).await;
                 drop(busy);
-                Ok::<_, Infallible>(response)
+                Ok::<_, Infallible>(response.map(|body| Streaming::new(body, activity)))
             }
         });
         let io = TokioIo::new(TrackedIo::new(stream, self.activity.clone()));
