@@ -40,6 +40,9 @@ pub struct Activity {
     /// Requests whose response head is not yet returned, plus response
     /// bodies waiting for SFMC's next bytes.
     busy: AtomicUsize,
+    /// Response bodies not yet finished (streaming, or waiting for the
+    /// client to read them).
+    open_bodies: AtomicUsize,
     /// Whether a request head ever arrived on this connection.
     served: AtomicBool,
     /// Set to ask the connection to close (shed for a newer one).
@@ -52,6 +55,7 @@ impl Activity {
             accepted: Instant::now(),
             last_progress: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
+            open_bodies: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             shed: Notify::new(),
         })
@@ -77,6 +81,12 @@ impl Activity {
 
     fn is_busy(&self) -> bool {
         self.busy.load(Ordering::Acquire) > 0
+    }
+
+    /// Nothing in flight at all: no request being handled, no response body
+    /// on its way. Only such a connection is shed.
+    fn is_between_requests(&self) -> bool {
+        !self.is_busy() && self.open_bodies.load(Ordering::Acquire) == 0
     }
 
     /// When this connection is due to be closed as things stand now; `None`
@@ -111,6 +121,7 @@ pub struct Streaming<B> {
 
 impl<B> Streaming<B> {
     pub fn new(inner: B, activity: Arc<Activity>) -> Self {
+        activity.open_bodies.fetch_add(1, Ordering::AcqRel);
         Self {
             inner,
             activity,
@@ -157,6 +168,7 @@ impl<B: Body + Unpin> Body for Streaming<B> {
 impl<B> Drop for Streaming<B> {
     fn drop(&mut self) {
         self.set_waiting(false);
+        self.activity.open_bodies.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -185,15 +197,16 @@ impl Registry {
         }
     }
 
-    /// Asks the idle connection whose bytes moved longest ago to close (as
-    /// nginx reuses keep-alive connections when `worker_connections` run
-    /// out). Returns whether one was asked; `false` when every connection is
-    /// handling a request.
+    /// Asks the connection between requests whose bytes moved longest ago to
+    /// close (as nginx reuses keep-alive connections when `worker_connections`
+    /// run out); a download in progress is never cut for a newcomer. Returns
+    /// whether one was asked; `false` when every connection has a request or
+    /// a response in flight.
     pub fn shed_longest_idle(&self) -> bool {
         let live = self.lock();
         let idlest = live
             .values()
-            .filter(|activity| !activity.is_busy())
+            .filter(|activity| activity.is_between_requests())
             .min_by_key(|activity| activity.last_progress());
         match idlest {
             Some(activity) => {
@@ -282,5 +295,79 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use http_body_util::channel::Channel;
+
+    const HEAD: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(60);
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_follows_the_connection_through_its_states() {
+        let activity = Activity::new();
+        let accepted = Instant::now();
+        assert_eq!(
+            activity.deadline(HEAD, IDLE),
+            Some(accepted + HEAD),
+            "no head yet"
+        );
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let busy = activity.begin_request();
+        assert_eq!(activity.deadline(HEAD, IDLE), None, "handling a request");
+        tokio::time::advance(Duration::from_secs(100)).await;
+        drop(busy);
+        let answered = Instant::now();
+        assert_eq!(activity.deadline(HEAD, IDLE), Some(answered + IDLE));
+        // A response body waiting for SFMC keeps it busy; one the client does
+        // not read does not.
+        let (mut tx, channel) = Channel::<bytes::Bytes, std::convert::Infallible>::new(1);
+        let mut body = Streaming::new(channel, activity.clone());
+        let waiting = tokio::spawn(async move {
+            let frame = body.frame().await.map(|f| f.is_ok());
+            (body, frame)
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(activity.deadline(HEAD, IDLE), None, "waiting for SFMC");
+        tx.send_data("x".into()).await.expect("send");
+        let (body, frame) = waiting.await.expect("reader");
+        assert_eq!(frame, Some(true));
+        let read = Instant::now();
+        assert_eq!(
+            activity.deadline(HEAD, IDLE),
+            Some(read + IDLE),
+            "waiting for the client"
+        );
+        assert!(!activity.is_between_requests(), "a response is still open");
+        drop(body);
+        assert!(activity.is_between_requests());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shedding_picks_the_longest_idle_connection_between_requests() {
+        let registry = Arc::new(Registry::default());
+        let oldest = Activity::new();
+        let _a = registry.register(oldest.clone());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let newer = Activity::new();
+        let _b = registry.register(newer.clone());
+        // The oldest has a response open (a slow download): never cut for a newcomer.
+        let (_tx, channel) = Channel::<bytes::Bytes, std::convert::Infallible>::new(1);
+        let download = Streaming::new(channel, oldest.clone());
+        assert!(registry.shed_longest_idle());
+        let asked = tokio::time::timeout(Duration::from_secs(1), newer.shed_requested()).await;
+        assert!(asked.is_ok(), "the idle one is asked to close");
+        let spared = tokio::time::timeout(Duration::from_secs(1), oldest.shed_requested()).await;
+        assert!(spared.is_err(), "the busy one is spared");
+        let _busy = newer.begin_request();
+        assert!(
+            !registry.shed_longest_idle(),
+            "nothing between requests: nobody is shed"
+        );
+        drop(download);
     }
 }
