@@ -4,12 +4,13 @@
 //! the JSON `error` field and in the `x-sfmc-proxy-error` header, so users can tell
 //! the proxy's answers from SFMC's) and a message a person can act on. Nothing in
 //! here ever carries a token or a secret.
+//!
+//! A leaf: it renders into a response over any body type that can be made
+//! from bytes, so it depends on no other module of the crate.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
-
-use crate::body::ProxyBody;
 
 /// Name of the response header that marks a proxy-made response.
 pub const PROXY_ERROR_HEADER: &str = "x-sfmc-proxy-error";
@@ -22,6 +23,8 @@ pub enum Side {
     Downstream,
     /// SFMC (auth endpoint or instance) failed or refused.
     Upstream,
+    /// The proxy itself failed (a bug, or the system under it).
+    Internal,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -88,6 +91,8 @@ pub enum ProxyError {
         reason: String,
         command: String,
     },
+    #[error("the proxy failed: {0}")]
+    Internal(String),
 }
 
 /// An error and its causes on one line ("connect failed: connection refused"):
@@ -107,60 +112,65 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 impl ProxyError {
+    /// The one table: status, side and stable code of every variant. No
+    /// `_ =>`: a new variant does not compile until it has its row.
+    fn row(&self) -> (StatusCode, Side, &'static str) {
+        use Side::{Downstream, Internal, Upstream};
+        match self {
+            Self::UnknownTenant { .. } => (StatusCode::BAD_REQUEST, Downstream, "unknown_tenant"),
+            Self::NoTenantSelected(_) => (StatusCode::BAD_REQUEST, Downstream, "unknown_tenant"),
+            Self::AccountNotAllowed { .. } => {
+                (StatusCode::FORBIDDEN, Downstream, "account_not_allowed")
+            }
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, Downstream, "bad_request"),
+            Self::TokenRejected { .. } => (StatusCode::BAD_GATEWAY, Upstream, "token_rejected"),
+            Self::TokenUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Upstream,
+                "token_unavailable",
+            ),
+            Self::InstanceNotAllowed { .. } => {
+                (StatusCode::BAD_GATEWAY, Upstream, "instance_not_allowed")
+            }
+            Self::UpstreamUnavailable(_) => {
+                (StatusCode::BAD_GATEWAY, Upstream, "upstream_unavailable")
+            }
+            Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, Upstream, "upstream_timeout"),
+            Self::HostNotAllowed(_) => (StatusCode::FORBIDDEN, Downstream, "host_not_allowed"),
+            Self::CrossSiteRequest(_) => (StatusCode::FORBIDDEN, Downstream, "cross_site_request"),
+            Self::InboundKeyRequired => {
+                (StatusCode::UNAUTHORIZED, Downstream, "inbound_key_required")
+            }
+            Self::MethodNotAllowed(_) => (StatusCode::FORBIDDEN, Downstream, "method_not_allowed"),
+            Self::BodyTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, Downstream, "body_too_large")
+            }
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, Downstream, "not_found"),
+            Self::LocalTokenInvalid => {
+                (StatusCode::UNAUTHORIZED, Downstream, "local_token_invalid")
+            }
+            Self::LoginRequired { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, Upstream, "login_required")
+            }
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Internal,
+                "internal_error",
+            ),
+        }
+    }
+
     /// Stable code: the JSON `error` field and the `x-sfmc-proxy-error` value.
     pub fn code(&self) -> &'static str {
-        match self {
-            Self::UnknownTenant { .. } | Self::NoTenantSelected(_) => "unknown_tenant",
-            Self::AccountNotAllowed { .. } => "account_not_allowed",
-            Self::BadRequest(_) => "bad_request",
-            Self::TokenRejected { .. } => "token_rejected",
-            Self::TokenUnavailable { .. } => "token_unavailable",
-            Self::InstanceNotAllowed { .. } => "instance_not_allowed",
-            Self::UpstreamUnavailable(_) => "upstream_unavailable",
-            Self::UpstreamTimeout(_) => "upstream_timeout",
-            Self::HostNotAllowed(_) => "host_not_allowed",
-            Self::CrossSiteRequest(_) => "cross_site_request",
-            Self::InboundKeyRequired => "inbound_key_required",
-            Self::MethodNotAllowed(_) => "method_not_allowed",
-            Self::BodyTooLarge { .. } => "body_too_large",
-            Self::NotFound(_) => "not_found",
-            Self::LocalTokenInvalid => "local_token_invalid",
-            Self::LoginRequired { .. } => "login_required",
-        }
+        self.row().2
     }
 
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::UnknownTenant { .. } | Self::NoTenantSelected(_) | Self::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::AccountNotAllowed { .. }
-            | Self::HostNotAllowed(_)
-            | Self::CrossSiteRequest(_)
-            | Self::MethodNotAllowed(_) => StatusCode::FORBIDDEN,
-            Self::TokenRejected { .. }
-            | Self::InstanceNotAllowed { .. }
-            | Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
-            Self::TokenUnavailable { .. } | Self::LoginRequired { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::InboundKeyRequired | Self::LocalTokenInvalid => StatusCode::UNAUTHORIZED,
-            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-        }
+        self.row().0
     }
 
     pub fn side(&self) -> Side {
-        match self {
-            Self::TokenRejected { .. }
-            | Self::TokenUnavailable { .. }
-            | Self::LoginRequired { .. }
-            | Self::InstanceNotAllowed { .. }
-            | Self::UpstreamUnavailable(_)
-            | Self::UpstreamTimeout(_) => Side::Upstream,
-            _ => Side::Downstream,
-        }
+        self.row().1
     }
 
     /// Extra JSON fields that give the client context beyond the message.
@@ -234,9 +244,10 @@ impl ProxyError {
         Value::Object(body)
     }
 
-    pub fn into_response(self) -> Response<ProxyBody> {
+    /// The JSON response, in any body type made from bytes.
+    pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
         let body = Bytes::from(self.json_body().to_string());
-        let mut response = Response::new(ProxyBody::full(body));
+        let mut response = Response::new(B::from(body));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(
@@ -332,9 +343,40 @@ mod tests {
             ),
             (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
             (ProxyError::BadRequest("x".into()), 400, "bad_request"),
+            (
+                ProxyError::NoTenantSelected("x".into()),
+                400,
+                "unknown_tenant",
+            ),
+            (
+                ProxyError::InstanceNotAllowed {
+                    url: "https://evil".into(),
+                    reason: "x".into(),
+                },
+                502,
+                "instance_not_allowed",
+            ),
+            (ProxyError::NotFound("/_proxy/x".into()), 404, "not_found"),
+            (ProxyError::LocalTokenInvalid, 401, "local_token_invalid"),
+            (
+                ProxyError::LoginRequired {
+                    tenant: "a".into(),
+                    reason: "x".into(),
+                    command: "sfmc-proxy login".into(),
+                },
+                503,
+                "login_required",
+            ),
+            (ProxyError::Internal("x".into()), 500, "internal_error"),
         ];
         for (error, status, code) in cases {
-            let response = error.into_response();
+            let side = match status {
+                500 => Side::Internal,
+                502..=504 => Side::Upstream,
+                _ => Side::Downstream,
+            };
+            assert_eq!(error.side(), side, "{code}");
+            let response: Response<Bytes> = error.into_response();
             assert_eq!(response.status().as_u16(), status, "{code}");
             assert_eq!(response.headers()[PROXY_ERROR_HEADER], code);
             assert_eq!(response.headers()["content-type"], "application/json");
@@ -361,6 +403,7 @@ mod tests {
                 .unwrap_or("")
                 .contains("invalid_client")
         );
-        assert_eq!(error.into_response().headers()["retry-after"], "5");
+        let response: Response<Bytes> = error.into_response();
+        assert_eq!(response.headers()["retry-after"], "5");
     }
 }

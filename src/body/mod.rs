@@ -77,6 +77,13 @@ pub fn json_response(
     response
 }
 
+/// For responses rendered generically ([`crate::error::ProxyError::into_response`]).
+impl From<Bytes> for ProxyBody {
+    fn from(bytes: Bytes) -> Self {
+        Self::full(bytes)
+    }
+}
+
 impl From<ClientBody> for ProxyBody {
     fn from(body: ClientBody) -> Self {
         Self::Stream(body)

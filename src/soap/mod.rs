@@ -245,7 +245,7 @@ pub fn fault_response(error: ProxyError) -> Response<ProxyBody> {
     let (faultcode, faultstring) = match error.side() {
         _ if local_token_invalid => ("soap:Security", "Token Expired".to_owned()),
         Side::Downstream => ("soap:Client", error.to_string()),
-        Side::Upstream => ("soap:Server", error.to_string()),
+        Side::Upstream | Side::Internal => ("soap:Server", error.to_string()),
     };
     let json = error.json_body();
     let mut detail = String::new();
@@ -264,7 +264,7 @@ pub fn fault_response(error: ProxyError) -> Response<ProxyBody> {
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><soap:Fault><faultcode>{faultcode}</faultcode><faultstring>{}</faultstring><detail><sfmcProxyError xmlns=\"urn:sfmc-proxy\">{detail}</sfmcProxyError></detail></soap:Fault></soap:Body></soap:Envelope>",
         quick_xml::escape::escape(&faultstring)
     );
-    let mut response = error.into_response();
+    let mut response: Response<ProxyBody> = error.into_response();
     *response.body_mut() = ProxyBody::full(xml);
     if local_token_invalid {
         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
