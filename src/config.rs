@@ -23,7 +23,7 @@ pub use broker::BrokerSettings;
 pub use login::{AppType, Grant};
 use raw::{RawConfig, RawServer, RawSoap, RawToken, RawUpstream};
 use values::{Expander, parse_duration};
-pub use values::{is_loopback_host, normalise_scope, parse_size};
+pub use values::{MID_RULE, is_loopback_host, is_mid, normalise_scope, parse_size};
 
 /// A secret string (client secret, inbound key, token). Its `Debug` is
 /// redacted and it has no `Display`, so it can sit in structs that get logged.

@@ -484,3 +484,32 @@ fn scopes_are_normalised_to_single_spaces_wherever_they_come_from() {
         Some("email_read email_write")
     );
 }
+
+#[test]
+fn scopes_are_sorted_and_deduplicated() {
+    assert_eq!(normalise_scope("b a a"), "a b");
+    assert_eq!(normalise_scope("  a   b "), "a b");
+    assert_eq!(normalise_scope("b a a"), normalise_scope("a b"));
+    let settings = parse(&format!(
+        "{MINIMAL}scope = \"email_read  data_extensions_read email_read\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        settings.tenants[0].scope.as_deref(),
+        Some("data_extensions_read email_read")
+    );
+}
+
+#[test]
+fn a_configured_business_unit_id_is_one_to_ten_digits() {
+    assert_eq!(
+        error_key(&format!("{MINIMAL}account_id = \"12345678901\"\n")),
+        "tenants.acme.account_id"
+    );
+    assert_eq!(
+        error_key(&format!("{MINIMAL}account_ids = [\"1\", \"\"]\n")),
+        "tenants.acme.account_ids[1]"
+    );
+    let ok = parse(&format!("{MINIMAL}account_id = 1234567890\n")).expect("valid");
+    assert_eq!(ok.tenants[0].account_id.as_deref(), Some("1234567890"));
+}
