@@ -135,6 +135,12 @@ pub struct TokenSettings {
     pub replay_body_limit: usize,
     /// Refresh tokens of authorization-code tenants (see `token::store`).
     pub store_file: Option<PathBuf>,
+    /// Token requests a tenant may send to SFMC at once (a token bucket's size).
+    pub rate_burst: u32,
+    /// One token request is regained per interval.
+    pub rate_interval: Duration,
+    /// (tenant, business unit, scope) keys the token cache holds at most.
+    pub max_keys: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -369,10 +375,34 @@ fn validate_token(raw: RawToken, ex: &Expander<'_>) -> Result<TokenSettings, Con
         Some(text) => parse_size("token.replay_body_limit", &text)?,
         None => 64 * 1024,
     };
+    let rate_burst = raw.rate_burst.unwrap_or(4);
+    if rate_burst == 0 {
+        return Err(invalid(
+            "token.rate_burst",
+            "must be at least 1 (0 would never let a token request through)",
+        ));
+    }
+    let rate_interval = match raw.rate_interval {
+        Some(text) => parse_duration("token.rate_interval", &text)?,
+        None => Duration::from_secs(5),
+    };
+    if rate_interval.is_zero() {
+        return Err(invalid(
+            "token.rate_interval",
+            "must be longer than 0s (it is the time one token request is regained in)",
+        ));
+    }
+    let max_keys = raw.max_keys.unwrap_or(1024);
+    if max_keys == 0 {
+        return Err(invalid("token.max_keys", "must be at least 1"));
+    }
     Ok(TokenSettings {
         refresh_before_expiry,
         replay_body_limit,
         store_file: login::store_file(raw.store_file.as_deref(), ex)?,
+        rate_burst,
+        rate_interval,
+        max_keys,
     })
 }
 

@@ -38,6 +38,9 @@ pub(super) struct RawToken {
     pub refresh_before_expiry: Option<String>,
     pub replay_body_limit: Option<String>,
     pub store_file: Option<String>,
+    pub rate_burst: Option<u32>,
+    pub rate_interval: Option<String>,
+    pub max_keys: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

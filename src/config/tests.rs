@@ -513,3 +513,25 @@ fn a_configured_business_unit_id_is_one_to_ten_digits() {
     let ok = parse(&format!("{MINIMAL}account_id = 1234567890\n")).expect("valid");
     assert_eq!(ok.tenants[0].account_id.as_deref(), Some("1234567890"));
 }
+
+#[test]
+fn token_rate_limits_and_key_bound_have_defaults_and_are_checked() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(settings.token.rate_burst, 4);
+    assert_eq!(settings.token.rate_interval, Duration::from_secs(5));
+    assert_eq!(settings.token.max_keys, 1024);
+    let set = parse(&format!(
+        "[token]\nrate_burst = 10\nrate_interval = \"1m\"\nmax_keys = 50\n{MINIMAL}"
+    ))
+    .expect("valid");
+    assert_eq!(set.token.rate_burst, 10);
+    assert_eq!(set.token.rate_interval, Duration::from_secs(60));
+    assert_eq!(set.token.max_keys, 50);
+    for (line, key) in [
+        ("rate_burst = 0", "token.rate_burst"),
+        ("rate_interval = \"0s\"", "token.rate_interval"),
+        ("max_keys = 0", "token.max_keys"),
+    ] {
+        assert_eq!(error_key(&format!("[token]\n{line}\n{MINIMAL}")), key);
+    }
+}
