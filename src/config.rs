@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 mod broker;
 mod login;
+mod parse_error;
 mod raw;
 mod tenant;
 mod values;
@@ -218,7 +219,9 @@ impl Settings {
         env: impl Fn(&str) -> Option<String>,
         base_dir: &Path,
     ) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        // Worded by `parse_error`: toml's own report would quote a secret's line.
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse(parse_error::describe(text, &e)))?;
         let expander = Expander::new(&env, base_dir);
         let server = validate_server(raw.server, &expander)?;
         let token = validate_token(raw.token, &expander)?;

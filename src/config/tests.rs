@@ -535,3 +535,64 @@ fn token_rate_limits_and_key_bound_have_defaults_and_are_checked() {
         assert_eq!(error_key(&format!("[token]\n{line}\n{MINIMAL}")), key);
     }
 }
+
+/// What a parse error may show when the line holds a secret: where, which
+/// key, what is wrong — never the value.
+fn parse_error(text: &str) -> String {
+    match parse(text) {
+        Err(error @ ConfigError::Parse(_)) => error.to_string(),
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn syntax_errors_on_secret_lines_name_the_key_and_line_but_not_the_value() {
+    let broken = MINIMAL.replace(
+        "client_secret = \"${SECRET}\"",
+        "client_secret = \"sup3r-s3cret-value",
+    );
+    let error = parse_error(&broken);
+    assert!(!error.contains("sup3r-s3cret"), "{error}");
+    assert!(error.contains("client_secret"), "{error}");
+    assert!(error.contains("line 5"), "{error}");
+
+    let bad_type = format!("[server]\ninbound_keys = \"inbound-key-0123456789\"\n{MINIMAL}");
+    let error = parse_error(&bad_type);
+    assert!(!error.contains("inbound-key-0123456789"), "{error}");
+    assert!(error.contains("inbound_keys"), "{error}");
+    assert!(error.contains("line 2"), "{error}");
+
+    let listed =
+        format!("[server]\ninbound_keys = [\n  \"inbound-key-0123456789\",\n  5,\n]\n{MINIMAL}");
+    let error = parse_error(&listed);
+    assert!(!error.contains("inbound-key-0123456789"), "{error}");
+
+    let broker =
+        format!("{MINIMAL}[broker.client_secrets]\nacme = \"local-secret-0123456789\" x\n");
+    let error = parse_error(&broker);
+    assert!(!error.contains("local-secret-0123456789"), "{error}");
+    assert!(error.contains("broker.client_secrets.acme"), "{error}");
+
+    let userinfo =
+        format!("[upstream]\nproxy = \"http://user:pa55word@proxy.corp:3128\"\n{MINIMAL}");
+    let error = parse_error(&userinfo);
+    assert!(!error.contains("pa55word"), "{error}");
+    assert!(error.contains("line 2"), "{error}");
+
+    let typo = MINIMAL
+        .replace("client_secret =", "client_secert =")
+        .replace("${SECRET}", "typo-s3cret");
+    let error = parse_error(&typo);
+    assert!(!error.contains("typo-s3cret"), "{error}");
+    assert!(error.contains("client_secert"), "{error}");
+}
+
+#[test]
+fn syntax_errors_elsewhere_keep_toml_s_full_report() {
+    let error = parse_error(&format!("[server]\nlisten = 8080\n{MINIMAL}"));
+    assert!(
+        error.contains("listen = 8080"),
+        "the line is shown: {error}"
+    );
+    assert!(error.contains("line 2"), "{error}");
+}
