@@ -80,5 +80,6 @@ pub(super) struct RawTenant {
     pub grant: Option<String>,
     pub app_type: Option<String>,
     pub redirect_uri: Option<String>,
+    pub pkce: Option<bool>,
     pub default: bool,
 }

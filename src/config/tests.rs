@@ -342,7 +342,7 @@ fn authorization_code_tenants_need_an_https_redirect_and_public_apps_no_secret()
     .expect("web app");
     assert!(matches!(
         &web.tenants[0].grant,
-        Grant::AuthorizationCode { app_type: AppType::Web, redirect_uri } if redirect_uri == "https://127.0.0.1:8443/"
+        Grant::AuthorizationCode { app_type: AppType::Web, redirect_uri, pkce: true } if redirect_uri == "https://127.0.0.1:8443/"
     ));
     assert!(web.tenants[0].client_secret.is_some());
     let public = parse(
@@ -595,4 +595,20 @@ fn syntax_errors_elsewhere_keep_toml_s_full_report() {
         "the line is shown: {error}"
     );
     assert!(error.contains("line 2"), "{error}");
+}
+
+#[test]
+fn pkce_is_on_by_default_and_only_for_authorization_code_tenants() {
+    let login = format!(
+        "{MINIMAL}grant = \"authorization_code\"\nredirect_uri = \"https://127.0.0.1:8443/\"\n"
+    );
+    let off = parse(&format!("{login}pkce = false\n")).expect("valid");
+    assert!(matches!(
+        off.tenants[0].grant,
+        Grant::AuthorizationCode { pkce: false, .. }
+    ));
+    assert_eq!(
+        error_key(&format!("{MINIMAL}pkce = false\n")),
+        "tenants.acme.pkce"
+    );
 }

@@ -41,6 +41,7 @@ use tokio::time::Instant;
 
 pub use instance::InstanceBase;
 pub use limits::Limits;
+pub use refresh::names_pkce;
 pub use types::{Token, TokenError, TokenFailure};
 
 use crate::config::TokenSettings;
