@@ -7,15 +7,18 @@
 //! - [`Bucket`]: a token bucket per tenant (`token.rate_burst` requests at
 //!   once, one more every `token.rate_interval`), checked before every request
 //!   to SFMC, background refreshes and retries included.
+//! - [`evict_idle`]: room in a full key map (`token.max_keys`).
 //!
 //! Both use tokio's clock, so tests run them under paused time.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use tokio::time::Instant;
 
-use super::{TokenError, TokenFailure};
+use super::{Slot, TokenError, TokenFailure, TokenKey};
 use crate::config::TokenSettings;
 
 /// The bounds a [`super::TokenCache`] enforces.
@@ -189,8 +192,32 @@ fn rate_limited(limits: &Limits, wait: Duration) -> TokenFailure {
     }
 }
 
+/// Drops the least recently used idle slot. Idle: only the map holds it (no
+/// caller, no fetch or refresh task), so nothing is lost but a token that
+/// can be fetched again. Checked again under the shard's write lock, where
+/// no one can take a new hold on it.
+pub(super) fn evict_idle(
+    slots: &DashMap<TokenKey, Arc<Slot>>,
+    limits: &Limits,
+) -> Result<(), TokenFailure> {
+    let idle =
+        |slot: &Arc<Slot>| Arc::strong_count(slot) == 1 && !slot.refreshing.load(Ordering::Acquire);
+    for _ in 0..3 {
+        let victim = slots
+            .iter()
+            .filter(|entry| idle(entry.value()))
+            .min_by_key(|entry| entry.value().last_used.load(Ordering::Relaxed))
+            .map(|entry| entry.key().clone());
+        let Some(victim) = victim else { break };
+        if slots.remove_if(&victim, |_, slot| idle(slot)).is_some() {
+            return Ok(());
+        }
+    }
+    Err(keys_full(limits))
+}
+
 /// Every key is busy: nothing could be evicted to make room.
-pub(super) fn keys_full(limits: &Limits) -> TokenFailure {
+fn keys_full(limits: &Limits) -> TokenFailure {
     TokenFailure {
         error: TokenError::Unavailable {
             reason: format!(

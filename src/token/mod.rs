@@ -326,7 +326,7 @@ impl TokenCache {
             return Ok(slot.clone());
         }
         if self.inner.slots.len() >= self.inner.limits.max_keys {
-            self.inner.evict_idle()?;
+            limits::evict_idle(&self.inner.slots, &self.inner.limits)?;
         }
         let slot = self.inner.slots.entry(key.clone()).or_default().clone();
         slot.touch(tick);
@@ -370,33 +370,6 @@ impl Inner {
     fn tick(&self, now: Instant) -> u64 {
         let millis = now.saturating_duration_since(self.epoch).as_millis();
         u64::try_from(millis).unwrap_or(u64::MAX)
-    }
-
-    /// Drops the least recently used idle slot. Idle: only the map holds it
-    /// (no caller, no fetch or refresh task), so nothing is lost but a
-    /// token that can be fetched again. Checked again under the shard's write
-    /// lock, where no one can take a new hold on it.
-    fn evict_idle(&self) -> Result<(), TokenFailure> {
-        let idle = |slot: &Arc<Slot>| {
-            Arc::strong_count(slot) == 1 && !slot.refreshing.load(Ordering::Acquire)
-        };
-        for _ in 0..3 {
-            let victim = self
-                .slots
-                .iter()
-                .filter(|entry| idle(entry.value()))
-                .min_by_key(|entry| entry.value().last_used.load(Ordering::Relaxed))
-                .map(|entry| entry.key().clone());
-            let Some(victim) = victim else { break };
-            if self
-                .slots
-                .remove_if(&victim, |_, slot| idle(slot))
-                .is_some()
-            {
-                return Ok(());
-            }
-        }
-        Err(limits::keys_full(&self.limits))
     }
 
     /// Fetches (with retries for transient failures) and records the result.
