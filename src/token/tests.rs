@@ -482,8 +482,10 @@ async fn a_full_key_map_with_every_key_fetching_refuses_naming_max_keys() {
             tokio::spawn(async move { cache.get(&key(Some(mid))).await.is_ok() })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    assert_eq!(source.calls(), 2, "both fetches in flight");
+    // Until both fetches are in flight (the source counts them on entry).
+    while source.calls() < 2 {
+        tokio::task::yield_now().await;
+    }
     let full = cache.get(&key(Some("3"))).await.expect_err("full");
     let error = full.into_proxy_error("acme");
     assert_eq!(error.code(), "token_unavailable");
