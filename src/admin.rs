@@ -137,6 +137,7 @@ async fn login(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
         context.client.clone(),
         tenant.name.clone(),
         key.account_id.clone(),
+        start.code_verifier.clone(),
         move |token, sent_at| {
             if let Err(error) = tokens.put(&key, token, sent_at) {
                 tracing::warn!(?error, "the login's first token could not be cached");

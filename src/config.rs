@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 mod broker;
 mod login;
+mod parse_error;
 mod raw;
 mod tenant;
 mod values;
@@ -23,7 +24,7 @@ pub use broker::BrokerSettings;
 pub use login::{AppType, Grant};
 use raw::{RawConfig, RawServer, RawSoap, RawToken, RawUpstream};
 use values::{Expander, parse_duration};
-pub use values::{is_loopback_host, normalise_scope, parse_size};
+pub use values::{MID_RULE, is_loopback_host, is_mid, normalise_scope, parse_size};
 
 /// A secret string (client secret, inbound key, token). Its `Debug` is
 /// redacted and it has no `Display`, so it can sit in structs that get logged.
@@ -142,6 +143,12 @@ pub struct TokenSettings {
     pub replay_body_limit: usize,
     /// Refresh tokens of authorization-code tenants (see `token::store`).
     pub store_file: Option<PathBuf>,
+    /// Token requests a tenant may send to SFMC at once (a token bucket's size).
+    pub rate_burst: u32,
+    /// One token request is regained per interval.
+    pub rate_interval: Duration,
+    /// (tenant, business unit, scope) keys the token cache holds at most.
+    pub max_keys: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -228,7 +235,9 @@ impl Settings {
         env: impl Fn(&str) -> Option<String>,
         base_dir: &Path,
     ) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        // Worded by `parse_error`: toml's own report would quote a secret's line.
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse(parse_error::describe(text, &e)))?;
         let expander = Expander::new(&env, base_dir);
         let server = validate_server(raw.server, &expander)?;
         let token = validate_token(raw.token, &expander)?;
@@ -398,10 +407,34 @@ fn validate_token(raw: RawToken, ex: &Expander<'_>) -> Result<TokenSettings, Con
         Some(text) => parse_size("token.replay_body_limit", &text)?,
         None => 64 * 1024,
     };
+    let rate_burst = raw.rate_burst.unwrap_or(4);
+    if rate_burst == 0 {
+        return Err(invalid(
+            "token.rate_burst",
+            "must be at least 1 (0 would never let a token request through)",
+        ));
+    }
+    let rate_interval = match raw.rate_interval {
+        Some(text) => parse_duration("token.rate_interval", &text)?,
+        None => Duration::from_secs(5),
+    };
+    if rate_interval.is_zero() {
+        return Err(invalid(
+            "token.rate_interval",
+            "must be longer than 0s (it is the time one token request is regained in)",
+        ));
+    }
+    let max_keys = raw.max_keys.unwrap_or(1024);
+    if max_keys == 0 {
+        return Err(invalid("token.max_keys", "must be at least 1"));
+    }
     Ok(TokenSettings {
         refresh_before_expiry,
         replay_body_limit,
         store_file: login::store_file(raw.store_file.as_deref(), ex)?,
+        rate_burst,
+        rate_interval,
+        max_keys,
     })
 }
 

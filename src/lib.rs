@@ -14,8 +14,9 @@
 //!   `POST /v2/token` → the [`broker`], `/_proxy/*` → [`admin`].
 //! - [`broker`]: the local `/v2/token` for SDK tools, and the local tokens it issues
 //!   (a request carrying one is served as the tenant and MID it is bound to).
-//! - [`token`]: `TokenCache` (single-flight, refresh-ahead, backoff), the SFMC `/v2/token`
-//!   client (client credentials, refresh and code grants) and the refresh-token store.
+//! - [`token`]: `TokenCache` (single-flight, refresh-ahead, backoff, a per-tenant
+//!   rate limit, bounded keys), the SFMC `/v2/token` client (client credentials,
+//!   refresh and code grants) and the refresh-token store.
 //! - [`forward`]: request rewrite, replayable bodies.
 //! - [`upstream`]: the client to SFMC's instances and its connection pool.
 //! - [`soap`]: the token into a SOAP envelope (namespace-aware, streaming), SOAP faults.

@@ -8,6 +8,12 @@
 //! by pasting the final URL from the address bar ([`code_from_callback`]).
 //! The `state` is checked either way (CSRF); the code exchange itself is the
 //! token client's (`SfmcTokenClient::exchange_code`).
+//!
+//! With `pkce` (the default) the login also sends PKCE (RFC 7636): an S256
+//! `code_challenge` on `/v2/authorize`, and its `code_verifier` (32 random
+//! bytes, base64url) on the exchange, so a code intercepted on its way back
+//! is useless to anyone else. SFMC's docs do not list these parameters: a
+//! refusal that names them tells the user to set `pkce = false`.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -25,7 +31,7 @@ use tokio::sync::mpsc;
 
 use tokio::time::Instant;
 
-use crate::config::{Grant, Tenant};
+use crate::config::{Grant, Secret, Tenant};
 use crate::token::sfmc::SfmcTokenClient;
 use crate::token::{FetchedToken, TokenFailure};
 
@@ -39,7 +45,7 @@ pub enum LoginError {
         "the answer's state does not match this login (a stale or forged redirect); start the login again"
     )]
     StateMismatch,
-    #[error("SFMC refused the login: {0}")]
+    #[error("SFMC refused the login: {0}{hint}", hint = pkce_hint(.0).unwrap_or_default())]
     Denied(String),
     #[error("the URL has no code: paste the whole address the browser ended on")]
     NoCode,
@@ -56,10 +62,15 @@ pub struct LoginStart {
     pub authorize_url: String,
     pub state: String,
     pub redirect_uri: String,
+    /// The PKCE verifier the code exchange must send (`None`: `pkce = false`).
+    pub code_verifier: Option<Secret>,
 }
 
 pub fn start(tenant: &Tenant) -> Result<LoginStart, LoginError> {
-    let Grant::AuthorizationCode { redirect_uri, .. } = &tenant.grant else {
+    let Grant::AuthorizationCode {
+        redirect_uri, pkce, ..
+    } = &tenant.grant
+    else {
         return Err(LoginError::NotALoginTenant(tenant.name.to_string()));
     };
     let state = crate::tls::random_hex(16)?;
@@ -72,10 +83,34 @@ pub fn start(tenant: &Tenant) -> Result<LoginStart, LoginError> {
         query.append_pair("scope", scope);
     }
     query.append_pair("state", &state);
+    let code_verifier = if *pkce {
+        let verifier = crate::tls::base64url(&crate::tls::random_bytes(32)?);
+        query
+            .append_pair("code_challenge", &pkce_challenge(&verifier))
+            .append_pair("code_challenge_method", "S256");
+        Some(Secret::new(verifier))
+    } else {
+        None
+    };
     Ok(LoginStart {
         authorize_url: format!("{}?{}", tenant.authorize_url, query.finish()),
         state,
         redirect_uri: redirect_uri.clone(),
+        code_verifier,
+    })
+}
+
+/// The S256 challenge of a PKCE verifier: base64url(SHA-256(verifier)).
+pub fn pkce_challenge(verifier: &str) -> String {
+    use sha2::{Digest, Sha256};
+    crate::tls::base64url(&Sha256::digest(verifier.as_bytes()))
+}
+
+/// What to tell a user whose SFMC refused the PKCE parameters, when
+/// `refusal` (SFMC's error and description) names them.
+pub fn pkce_hint(refusal: &str) -> Option<String> {
+    crate::token::names_pkce(refusal).then(|| {
+        " — this package seems not to accept PKCE: set `pkce = false` in the tenant's [tenants.NAME] section of proxy.toml and log in again".to_owned()
     })
 }
 
@@ -250,16 +285,18 @@ pub fn exchanger(
     client: Arc<SfmcTokenClient>,
     tenant: Arc<str>,
     account_id: Option<Arc<str>>,
+    code_verifier: Option<Secret>,
     on_token: impl Fn(FetchedToken, Instant) + Send + Sync + 'static,
 ) -> Exchange {
     let on_token = Arc::new(on_token);
     Arc::new(move |code: String| {
         let (client, tenant, account_id) = (client.clone(), tenant.clone(), account_id.clone());
-        let on_token = on_token.clone();
+        let (on_token, verifier) = (on_token.clone(), code_verifier.clone());
         Box::pin(async move {
             let sent_at = Instant::now();
+            let verifier = verifier.as_ref().map(Secret::expose);
             match client
-                .exchange_code(&tenant, account_id.as_deref(), &code)
+                .exchange_code(&tenant, account_id.as_deref(), &code, verifier)
                 .await
             {
                 Ok(token) => {
@@ -324,5 +361,15 @@ mod tests {
             code_from_callback("https://x/?state=s1", "s1"),
             Err(LoginError::NoCode)
         ));
+    }
+
+    #[test]
+    fn a_refused_pkce_challenge_says_to_set_pkce_false() {
+        let url = "https://x/?error=invalid_request&error_description=Unknown%20parameter%20code_challenge&state=s1";
+        let denied = code_from_callback(url, "s1").expect_err("denied");
+        assert!(denied.to_string().contains("pkce = false"), "{denied}");
+        let other = code_from_callback("https://x/?error=access_denied&state=s1", "s1")
+            .expect_err("denied");
+        assert!(!other.to_string().contains("pkce"), "{other}");
     }
 }

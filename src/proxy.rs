@@ -47,7 +47,7 @@ impl Proxy {
     pub fn new(settings: Arc<Settings>) -> Result<Self, BuildError> {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
         let client = Arc::new(SfmcTokenClient::new(&settings, tls.clone())?);
-        let tokens = TokenCache::new(client.clone(), settings.token.refresh_before_expiry);
+        let tokens = TokenCache::configured(client.clone(), &settings.token);
         let upstream = Upstream::new(&settings.upstream, tls);
         let locals = LocalTokens::new(settings.broker.token_lifetime);
         Ok(Self {

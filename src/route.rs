@@ -9,7 +9,7 @@ use http::HeaderMap;
 use http::request::Parts;
 use http::uri::PathAndQuery;
 
-use crate::config::{NoTenant, Settings, Tenant, normalise_scope};
+use crate::config::{MID_RULE, NoTenant, Settings, Tenant, is_mid, normalise_scope};
 use crate::error::ProxyError;
 use crate::headers::{X_SFMC_ACCOUNT_ID, X_SFMC_SCOPE, X_SFMC_TENANT};
 use crate::token::TokenKey;
@@ -276,9 +276,11 @@ fn strip_prefix(pq: &PathAndQuery, prefix: &str) -> Result<PathAndQuery, ProxyEr
 }
 
 fn checked_mid(tenant: &Tenant, mid: &str) -> Result<Arc<str>, ProxyError> {
-    if !mid.bytes().all(|b| b.is_ascii_digit()) {
+    // `^[0-9]{1,10}$`: every other value would only be one more token key
+    // (and one more token request) for SFMC to refuse.
+    if !is_mid(mid) {
         return Err(ProxyError::BadRequest(format!(
-            "X-SFMC-Account-Id `{mid}` is not a business unit MID (digits only)"
+            "X-SFMC-Account-Id `{mid}` is not a business unit MID ({MID_RULE})"
         )));
     }
     if !tenant.account_allowed(mid) {

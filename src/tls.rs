@@ -28,16 +28,43 @@ pub fn install_crypto_provider() {
 /// `bytes` random bytes from the crypto provider's CSPRNG, as lowercase hex.
 pub fn random_hex(bytes: usize) -> Result<String, rustls::Error> {
     use std::fmt::Write as _;
-    let mut buf = vec![0u8; bytes];
-    rustls::crypto::aws_lc_rs::default_provider()
-        .secure_random
-        .fill(&mut buf)
-        .map_err(|_| rustls::Error::FailedToGetRandomBytes)?;
+    let buf = random_bytes(bytes)?;
     let mut hex = String::with_capacity(2 * bytes);
     for byte in buf {
         let _ = write!(hex, "{byte:02x}");
     }
     Ok(hex)
+}
+
+/// `bytes` random bytes from the crypto provider's CSPRNG.
+pub fn random_bytes(bytes: usize) -> Result<Vec<u8>, rustls::Error> {
+    let mut buf = vec![0u8; bytes];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut buf)
+        .map_err(|_| rustls::Error::FailedToGetRandomBytes)?;
+    Ok(buf)
+}
+
+/// Base64url without padding (RFC 4648 §5), as PKCE wants it (RFC 7636):
+/// a dozen lines rather than a dependency for one use.
+pub fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        // 2, 3 or 4 characters for 1, 2 or 3 bytes: no padding.
+        for i in 0..=chunk.len() {
+            let index = (n >> (18 - 6 * i)) & 0x3f;
+            out.push(char::from(ALPHABET[index as usize]));
+        }
+    }
+    out
 }
 
 /// The client configuration every upstream connection (token and API) uses.
@@ -77,4 +104,28 @@ fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
         return Err(error("no PEM certificate found".into()));
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_matches_rfc_4648_and_the_pkce_example() {
+        for (input, expected) in [
+            (&b""[..], ""),
+            (b"f", "Zg"),
+            (b"fo", "Zm8"),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg"),
+            (b"\xfb\xff", "-_8"),
+        ] {
+            assert_eq!(base64url(input), expected);
+        }
+        // RFC 7636, appendix B.
+        use sha2::{Digest, Sha256};
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = base64url(&Sha256::digest(verifier.as_bytes()));
+        assert_eq!(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    }
 }

@@ -422,3 +422,29 @@ async fn stale_local_tokens_get_the_answers_tools_reauthenticate_on() {
     assert_eq!(s.fake.soap_requests(), 0);
     assert_eq!(s.fake.token_requests(), 0);
 }
+
+/// A tool that authenticates before every call gets the one live token back
+/// each time, not a new entry in the proxy's table per call.
+#[tokio::test]
+async fn a_thousand_identical_token_requests_share_one_local_token() {
+    let s = setup("").await;
+    let body = json!({"grant_type": "client_credentials", "client_id": "acme",
+                      "client_secret": "x", "account_id": "100", "scope": "email_read"});
+    let first = local_token(&s, body.clone()).await;
+    for _ in 0..999 {
+        assert_eq!(local_token(&s, body.clone()).await, first);
+    }
+    let other = local_token(
+        &s,
+        json!({"grant_type": "client_credentials",
+        "client_id": CLIENT_ID, "client_secret": "x", "account_id": "100", "scope": "email_read"}),
+    )
+    .await;
+    assert_ne!(other, first, "another client id has its own");
+    assert_eq!(s.fake.token_requests(), 1);
+    let reply = s
+        .client
+        .get(&s.proxy, "/hub/v1/x", &[("authorization", &bearer(&first))])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}

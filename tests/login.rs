@@ -67,7 +67,15 @@ async fn click_allow(authorize_url: &str) -> String {
         .split_once('?')
         .map(|(_, q)| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .expect("query");
-    let form: Vec<(&str, &str)> = ["client_id", "redirect_uri", "scope", "state"]
+    let fields = [
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+    ];
+    let form: Vec<(&str, &str)> = fields
         .iter()
         .filter_map(|n| query.get(*n).map(|v| (*n, v.as_str())))
         .collect();
@@ -83,6 +91,11 @@ async fn click_allow(authorize_url: &str) -> String {
 /// Runs `sfmc-proxy login`; `finish` gets the redirect and completes the login
 /// the way the test wants (paste it, or follow it).
 async fn cli_login(login: &Login, finish: Finish) -> std::process::Output {
+    cli_login_at(login, finish).await.0
+}
+
+/// `cli_login`, and the authorize URL the command printed.
+async fn cli_login_at(login: &Login, finish: Finish) -> (std::process::Output, String) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
         .arg("--config")
         .arg(&login.config)
@@ -130,7 +143,14 @@ async fn cli_login(login: &Login, finish: Finish) -> std::process::Output {
         }
     }
     drop(stdin);
-    child.wait_with_output().await.expect("login ends")
+    let output = child.wait_with_output().await.expect("login ends");
+    (output, authorize_url)
+}
+
+fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    url.split_once('?')
+        .map(|(_, q)| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }
 
 enum Finish {
@@ -145,12 +165,23 @@ async fn proxy_for(login: &Login, toml: &str) -> TestProxy {
 #[tokio::test]
 async fn pasted_url_logs_in_and_the_proxy_then_refreshes_by_itself() {
     let login = login_tenant("paste", "").await;
-    let output = cli_login(&login, Finish::Paste(|url| url.to_owned())).await;
+    let (output, authorize_url) = cli_login_at(&login, Finish::Paste(|url| url.to_owned())).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("Logged in"), "{stderr}");
+    // PKCE: an S256 challenge on /v2/authorize, its verifier on the exchange
+    // (the fake checks one against the other).
+    let query = query_of(&authorize_url);
+    assert_eq!(query["code_challenge_method"], "S256", "{authorize_url}");
+    let challenge = &query["code_challenge"];
+    assert_eq!(challenge.len(), 43, "base64url of a SHA-256, no padding");
     let exchange = login.fake.last_token_request().expect("code exchange");
     assert_eq!(exchange["grant_type"], "authorization_code");
+    let verifier = exchange["code_verifier"].as_str().expect("code_verifier");
+    assert_eq!(verifier.len(), 43, "32 random bytes, base64url");
+    assert!(
+        !stderr.contains(verifier) && !String::from_utf8_lossy(&output.stdout).contains(verifier)
+    );
     assert_eq!(
         exchange["redirect_uri"],
         login
@@ -233,8 +264,9 @@ async fn log_in(login: &Login, toml: &str) {
     let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
     let tls = sfmc_proxy::tls::client_config(None).expect("tls");
     let client = sfmc_proxy::token::sfmc::SfmcTokenClient::new(&settings, tls).expect("client");
+    let verifier = start.code_verifier.as_ref().map(|v| v.expose().to_owned());
     client
-        .exchange_code("acme", None, &code)
+        .exchange_code("acme", None, &code, verifier.as_deref())
         .await
         .expect("exchange");
 }
@@ -387,4 +419,80 @@ async fn the_proxys_login_page_logs_in_through_the_browser_and_ready_turns_green
         "the login's token is used, no refresh yet"
     );
     assert!(login.store.exists());
+}
+
+#[tokio::test]
+async fn the_browser_login_sends_pkce_and_a_wrong_verifier_is_refused() {
+    let login = login_tenant("pkce", "").await;
+    let settings =
+        sfmc_proxy::config::Settings::from_toml(&login.toml, |_| None, &login.dir).expect("config");
+    let tenant = settings.tenant("acme").expect("tenant");
+    let start = sfmc_proxy::oauth::start(tenant).expect("start");
+    let query = query_of(&start.authorize_url);
+    assert_eq!(query["code_challenge_method"], "S256");
+    let redirect = click_allow(&start.authorize_url).await;
+    let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
+    let tls = sfmc_proxy::tls::client_config(None).expect("tls");
+    let client = sfmc_proxy::token::sfmc::SfmcTokenClient::new(&settings, tls).expect("client");
+    let wrong = "A".repeat(43);
+    let refused = client
+        .exchange_code("acme", None, &code, Some(&wrong))
+        .await
+        .err()
+        .map(|error| format!("{error:?}"))
+        .expect("a wrong verifier is refused");
+    assert!(refused.contains("invalid_grant"), "{refused}");
+    assert!(!login.store.exists(), "nothing stored");
+    // The fake's codes are single-use: a fresh login with the right verifier.
+    let start = sfmc_proxy::oauth::start(tenant).expect("start");
+    let redirect = click_allow(&start.authorize_url).await;
+    let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
+    let verifier = start.code_verifier.as_ref().map(|v| v.expose().to_owned());
+    assert!(verifier.is_some());
+    client
+        .exchange_code("acme", None, &code, verifier.as_deref())
+        .await
+        .expect("the right verifier is accepted");
+    assert!(login.store.exists());
+    // Without one, a code issued for a challenge is refused too.
+    let start = sfmc_proxy::oauth::start(tenant).expect("start");
+    let redirect = click_allow(&start.authorize_url).await;
+    let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
+    assert!(
+        client
+            .exchange_code("acme", None, &code, None)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn pkce_false_sends_neither_challenge_nor_verifier() {
+    let login = login_tenant("no-pkce", "pkce = false").await;
+    let (output, authorize_url) = cli_login_at(&login, Finish::Paste(|url| url.to_owned())).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let query = query_of(&authorize_url);
+    assert!(!query.contains_key("code_challenge"), "{authorize_url}");
+    assert!(
+        !query.contains_key("code_challenge_method"),
+        "{authorize_url}"
+    );
+    let exchange = login.fake.last_token_request().expect("exchange");
+    assert!(exchange.get("code_verifier").is_none(), "{exchange}");
+    assert!(login.store.exists());
+}
+
+#[tokio::test]
+async fn an_sfmc_that_refuses_pkce_tells_the_user_to_set_pkce_false() {
+    let login = login_tenant("pkce-refused", "").await;
+    login.fake.set_pkce_supported(false);
+    let output = cli_login(&login, Finish::Paste(|url| url.to_owned())).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pkce = false"), "{stderr}");
+    assert!(stderr.contains("acme"), "{stderr}");
 }

@@ -322,3 +322,92 @@ async fn a_path_that_always_answers_401_does_not_cost_a_token_each_time() {
     // after that a 401 that a fresh token did not cure costs nothing for 30 s.
     assert_eq!(s.fake.token_requests(), 2);
 }
+
+/// A wrong secret is wrong for every business unit and scope: 80 requests over
+/// 80 MIDs and scopes must not cost 80 token requests. (The rate limit is
+/// raised so that only the tenant-wide backoff is measured.)
+#[tokio::test]
+async fn a_wrong_secret_backs_off_for_the_whole_tenant_not_per_business_unit() {
+    let s = setup_with("[token]\nrate_burst = 1000\n", "").await;
+    s.fake.set_token_failure(Some(invalid_client()));
+    for i in 0..80 {
+        let mid = format!("{}", 1000 + i);
+        let scope = format!("scope_{i}");
+        let headers = [
+            ("x-sfmc-account-id", mid.as_str()),
+            ("x-sfmc-scope", scope.as_str()),
+        ];
+        let reply = s.client.get(&s.proxy, "/hub/v1/x", &headers).await;
+        assert_eq!(reply.status, 502, "{}", reply.text());
+        assert_eq!(reply.json()["sfmc_error"], "invalid_client");
+    }
+    let sent = s.fake.token_requests();
+    assert!(sent <= 5, "{sent} token requests for one wrong secret");
+}
+
+#[tokio::test]
+async fn equal_scopes_in_any_order_share_one_token() {
+    let s = setup("").await;
+    for scope in ["b a a", "a b", " a  b ", "b a"] {
+        let reply = s
+            .client
+            .get(&s.proxy, "/hub/v1/x", &[("x-sfmc-scope", scope)])
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json()["scope"], "a b");
+    }
+    assert_eq!(s.fake.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_business_unit_id_is_one_to_ten_digits() {
+    let s = setup("").await;
+    for bad in ["12a", "12345678901", &"9".repeat(40), "-1", "1 2"] {
+        let reply = s
+            .client
+            .get(&s.proxy, "/hub/v1/x", &[("x-sfmc-account-id", bad)])
+            .await;
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.text());
+        assert_eq!(reply.proxy_error(), Some("bad_request"), "{bad}");
+    }
+    assert_eq!(s.fake.token_requests(), 0);
+    let ok = s
+        .client
+        .get(
+            &s.proxy,
+            "/hub/v1/x",
+            &[("x-sfmc-account-id", "1234567890")],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
+
+#[tokio::test]
+async fn token_requests_beyond_the_rate_limit_are_held_back_with_a_503() {
+    let s = setup_with("[token]\nrate_burst = 2\nrate_interval = \"1h\"\n", "").await;
+    for mid in ["1", "2"] {
+        let reply = s
+            .client
+            .get(&s.proxy, "/hub/v1/x", &[("x-sfmc-account-id", mid)])
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let held = s
+        .client
+        .get(&s.proxy, "/hub/v1/x", &[("x-sfmc-account-id", "3")])
+        .await;
+    assert_eq!(held.status, 503, "{}", held.text());
+    assert_eq!(held.proxy_error(), Some("token_unavailable"));
+    assert!(held.headers.contains_key("retry-after"));
+    let message = held.message();
+    assert!(
+        message.contains("rate limit") && message.contains("token.rate_burst"),
+        "{message}"
+    );
+    assert_eq!(s.fake.token_requests(), 2, "SFMC was not asked");
+    let cached = s
+        .client
+        .get(&s.proxy, "/hub/v1/x", &[("x-sfmc-account-id", "1")])
+        .await;
+    assert_eq!(cached.status, 200, "cached tokens keep being served");
+}

@@ -2,7 +2,16 @@
 //! bits from the TLS library's CSPRNG, bound to one (tenant, business unit,
 //! scope), held in memory only, and expires like an SFMC token. A request that
 //! presents one is served with the real token of what it is bound to.
+//!
+//! No one client can fill the table: an identical request (same tenant, MID,
+//! scope and presented `client_id`) gets the live token it was given before,
+//! with its remaining lifetime, and one (tenant, `client_id`) holds at most
+//! `MAX_TOKENS_PER_CLIENT` live tokens. So a tool that authenticates before
+//! every call, or one that cycles scopes, costs a few entries, and the global
+//! cap is never reached by one client refusing everyone else.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -16,8 +25,11 @@ use crate::token::TokenKey;
 pub const LOCAL_TOKEN_PREFIX: &str = "sfmcproxy_";
 const RANDOM_BYTES: usize = 32;
 /// Live local tokens at most; far above what tools renewing every ~15 minutes
-/// need, and a bound on memory if a client loops on `/v2/token`.
+/// need, and a bound on memory whatever clients do.
 const MAX_LIVE_TOKENS: usize = 100_000;
+/// Live local tokens one (tenant, presented `client_id`) may hold: a tool
+/// needs one per (MID, scope) it uses, and identical requests share one.
+pub const MAX_TOKENS_PER_CLIENT: usize = 64;
 /// Tools use a token up to its announced last second (fuel-auth, sfmc-sdk):
 /// honour it a little longer so a call made at that instant is not refused.
 const EXPIRY_GRACE: Duration = Duration::from_secs(30);
@@ -41,10 +53,24 @@ pub enum IssueError {
         "too many live local tokens ({MAX_LIVE_TOKENS}); is a client requesting a token per call?"
     )]
     Full,
+    #[error(
+        "client `{client_id}` of tenant `{tenant}` already holds {MAX_TOKENS_PER_CLIENT} live local tokens (one per business unit and scope); reuse them, or wait until one expires"
+    )]
+    ClientFull { tenant: String, client_id: String },
+}
+
+/// A local token handed out: the value, and the lifetime to announce.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Issued {
+    pub token: String,
+    pub expires_in: Duration,
 }
 
 pub struct LocalTokens {
+    /// Token → what it is bound to: read on every request that presents one.
     grants: DashMap<Box<str>, Grant>,
+    /// Who holds which live token: only issuing (rare) takes this lock.
+    holders: Mutex<HashMap<Holder, Vec<Held>>>,
     lifetime: Duration,
 }
 
@@ -53,10 +79,27 @@ struct Grant {
     expires_at: Instant,
 }
 
+/// One client as the broker knows it: the tenant and the `client_id` it sent
+/// (the tenant's name or its real client id).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Holder {
+    tenant: std::sync::Arc<str>,
+    client_id: Box<str>,
+}
+
+/// A live token a holder was given; `expires_at` is the announced expiry
+/// (without the grace).
+struct Held {
+    token: Box<str>,
+    key: TokenKey,
+    expires_at: Instant,
+}
+
 impl LocalTokens {
     pub fn new(lifetime: Duration) -> Self {
         Self {
             grants: DashMap::new(),
+            holders: Mutex::new(HashMap::new()),
             lifetime,
         }
     }
@@ -65,9 +108,37 @@ impl LocalTokens {
         self.lifetime
     }
 
-    /// A fresh local token bound to `key`.
-    pub fn issue(&self, key: TokenKey) -> Result<String, IssueError> {
+    /// A local token bound to `key` for the client that presented
+    /// `client_id`: the one it holds for the same key when at least half its
+    /// lifetime remains (tools renew on their own schedule from the announced
+    /// `expires_in`), else a fresh one (the old one stays valid until it expires).
+    pub fn issue(&self, key: TokenKey, client_id: &str) -> Result<Issued, IssueError> {
         let now = Instant::now();
+        let holder = Holder {
+            tenant: key.tenant.clone(),
+            client_id: client_id.into(),
+        };
+        let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = holders.entry(holder).or_default();
+        held.retain(|h| h.expires_at + EXPIRY_GRACE > now);
+        let reusable = held
+            .iter()
+            .filter(|h| h.key == key)
+            .map(|h| (h, h.expires_at.saturating_duration_since(now)))
+            .filter(|(_, left)| *left >= self.lifetime / 2)
+            .max_by_key(|(_, left)| *left);
+        if let Some((h, left)) = reusable {
+            return Ok(Issued {
+                token: h.token.to_string(),
+                expires_in: left,
+            });
+        }
+        if held.len() >= MAX_TOKENS_PER_CLIENT {
+            return Err(IssueError::ClientFull {
+                tenant: key.tenant.to_string(),
+                client_id: client_id.to_owned(),
+            });
+        }
         if self.grants.len() >= MAX_LIVE_TOKENS {
             // Issuing is rare (once per tool per ~15 min): a sweep here is cheap.
             self.grants.retain(|_, grant| grant.expires_at > now);
@@ -76,13 +147,22 @@ impl LocalTokens {
             }
         }
         let random = crate::tls::random_hex(RANDOM_BYTES).map_err(|_| IssueError::Random)?;
-        let token = format!("{LOCAL_TOKEN_PREFIX}{random}");
+        let token: Box<str> = format!("{LOCAL_TOKEN_PREFIX}{random}").into();
+        let expires_at = now + self.lifetime;
         let grant = Grant {
-            key,
-            expires_at: now + self.lifetime + EXPIRY_GRACE,
+            key: key.clone(),
+            expires_at: expires_at + EXPIRY_GRACE,
         };
-        self.grants.insert(token.clone().into_boxed_str(), grant);
-        Ok(token)
+        self.grants.insert(token.clone(), grant);
+        held.push(Held {
+            token: token.clone(),
+            key,
+            expires_at,
+        });
+        Ok(Issued {
+            token: token.into(),
+            expires_in: self.lifetime,
+        })
     }
 
     /// What `presented` (a bearer value or `fueloauth` text) stands for.
@@ -123,8 +203,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tokens_are_random_bound_and_expire() {
         let tokens = LocalTokens::new(Duration::from_secs(1080));
-        let a = tokens.issue(key("1")).expect("issue");
-        let b = tokens.issue(key("2")).expect("issue");
+        let a = tokens.issue(key("1"), "acme").expect("issue").token;
+        let b = tokens.issue(key("2"), "acme").expect("issue").token;
         assert_ne!(a, b);
         assert_eq!(a.len(), LOCAL_TOKEN_PREFIX.len() + 64, "256 bits, hex");
         assert_eq!(tokens.resolve(&a), Presented::Bound(key("1")));
@@ -140,5 +220,67 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(tokens.resolve(&a), Presented::Invalid);
         assert_eq!(tokens.grants.len(), 1, "the expired grant is dropped");
+    }
+
+    fn scoped(scope: &str) -> TokenKey {
+        TokenKey {
+            scope: Some(Arc::from(scope)),
+            ..key("1")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn identical_requests_share_one_live_token() {
+        let tokens = LocalTokens::new(Duration::from_secs(1080));
+        let first = tokens.issue(key("1"), "acme").expect("issue");
+        assert_eq!(first.expires_in, Duration::from_secs(1080));
+        for _ in 0..999 {
+            let again = tokens.issue(key("1"), "acme").expect("issue");
+            assert_eq!(again.token, first.token);
+        }
+        assert_eq!(tokens.grants.len(), 1);
+        // The remaining lifetime is announced.
+        tokio::time::advance(Duration::from_secs(500)).await;
+        let later = tokens.issue(key("1"), "acme").expect("issue");
+        assert_eq!(later.token, first.token);
+        assert_eq!(later.expires_in, Duration::from_secs(580));
+        // Under half left: a fresh one; the old one stays valid until it expires.
+        tokio::time::advance(Duration::from_secs(41)).await;
+        let fresh = tokens.issue(key("1"), "acme").expect("issue");
+        assert_ne!(fresh.token, first.token);
+        assert_eq!(fresh.expires_in, Duration::from_secs(1080));
+        assert_eq!(tokens.resolve(&first.token), Presented::Bound(key("1")));
+        // Another client id (the real one), another MID: each its own.
+        let other = tokens.issue(key("1"), "real-client-id").expect("issue");
+        assert_ne!(other.token, fresh.token);
+        let mid2 = tokens.issue(key("2"), "acme").expect("issue");
+        assert_ne!(mid2.token, fresh.token);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_client_holds_a_bounded_number_of_tokens_and_others_still_get_one() {
+        let tokens = LocalTokens::new(Duration::from_secs(1080));
+        let mut refused = 0;
+        for i in 0..1000 {
+            match tokens.issue(scoped(&format!("scope_{i}")), "acme") {
+                Ok(_) => {}
+                Err(IssueError::ClientFull { .. }) => refused += 1,
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(refused, 1000 - MAX_TOKENS_PER_CLIENT);
+        assert_eq!(tokens.grants.len(), MAX_TOKENS_PER_CLIENT);
+        // The same client may still renew what it holds…
+        assert!(tokens.issue(scoped("scope_0"), "acme").is_ok());
+        // …another client (another tenant, or the real client id) gets one.
+        let beta = TokenKey {
+            tenant: Arc::from("beta"),
+            ..key("1")
+        };
+        assert!(tokens.issue(beta, "beta").is_ok());
+        assert!(tokens.issue(scoped("x"), "real-client-id").is_ok());
+        // Once the held ones expire, the client may have new ones.
+        tokio::time::advance(Duration::from_secs(1080 + 30)).await;
+        assert!(tokens.issue(scoped("new"), "acme").is_ok());
     }
 }

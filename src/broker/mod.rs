@@ -162,7 +162,7 @@ async fn try_issue(
         .get(&key)
         .await
         .map_err(|failure| failure.into_proxy_error(&tenant.name))?;
-    let local = locals.issue(key).map_err(|error| {
+    let local = locals.issue(key, &client_id).map_err(|error| {
         Refusal::new(
             503,
             "temporarily_unavailable",
@@ -172,9 +172,10 @@ async fn try_issue(
     })?;
     let base = public_base(parts, settings);
     let body = json!({
-        "access_token": local,
+        "access_token": local.token,
         "token_type": "Bearer",
-        "expires_in": locals.lifetime().as_secs(),
+        // A reused token announces what is left of it.
+        "expires_in": local.expires_in.as_secs(),
         "scope": real.token.scope.as_deref().unwrap_or_default(),
         "soap_instance_url": base,
         "rest_instance_url": base,

@@ -46,6 +46,7 @@ pub(super) async fn run(
         Arc::new(client),
         tenant.name.clone(),
         key.account_id.clone(),
+        start.code_verifier.clone(),
         |_, _| {},
     );
     let received = async {

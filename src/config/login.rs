@@ -17,6 +17,11 @@ pub enum Grant {
         /// Registered in the package; SFMC accepts only https (the documented
         /// local one is `https://127.0.0.1:80/`; `localhost` is refused).
         redirect_uri: String,
+        /// Send PKCE (RFC 7636, S256): a code intercepted on its way back to
+        /// the redirect URI is useless without the verifier only this login
+        /// knows. SFMC's docs do not list the parameters, so it can be
+        /// turned off per tenant should a package refuse them.
+        pkce: bool,
     },
 }
 
@@ -51,6 +56,7 @@ pub(super) fn validate_grant(
             for (field, set) in [
                 ("app_type", raw.app_type.is_some()),
                 ("redirect_uri", raw.redirect_uri.is_some()),
+                ("pkce", raw.pkce.is_some()),
             ] {
                 if set {
                     return Err(invalid(
@@ -85,6 +91,7 @@ pub(super) fn validate_grant(
             Ok(Grant::AuthorizationCode {
                 app_type,
                 redirect_uri,
+                pkce: raw.pkce.unwrap_or(true),
             })
         }
         Some(other) => Err(invalid(

@@ -40,6 +40,9 @@ pub(super) struct RawToken {
     pub refresh_before_expiry: Option<String>,
     pub replay_body_limit: Option<String>,
     pub store_file: Option<String>,
+    pub rate_burst: Option<u32>,
+    pub rate_interval: Option<String>,
+    pub max_keys: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,5 +84,6 @@ pub(super) struct RawTenant {
     pub grant: Option<String>,
     pub app_type: Option<String>,
     pub redirect_uri: Option<String>,
+    pub pkce: Option<bool>,
     pub default: bool,
 }

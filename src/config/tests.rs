@@ -342,7 +342,7 @@ fn authorization_code_tenants_need_an_https_redirect_and_public_apps_no_secret()
     .expect("web app");
     assert!(matches!(
         &web.tenants[0].grant,
-        Grant::AuthorizationCode { app_type: AppType::Web, redirect_uri } if redirect_uri == "https://127.0.0.1:8443/"
+        Grant::AuthorizationCode { app_type: AppType::Web, redirect_uri, pkce: true } if redirect_uri == "https://127.0.0.1:8443/"
     ));
     assert!(web.tenants[0].client_secret.is_some());
     let public = parse(
@@ -482,5 +482,133 @@ fn scopes_are_normalised_to_single_spaces_wherever_they_come_from() {
     assert_eq!(
         settings.tenants[0].scope.as_deref(),
         Some("email_read email_write")
+    );
+}
+
+#[test]
+fn scopes_are_sorted_and_deduplicated() {
+    assert_eq!(normalise_scope("b a a"), "a b");
+    assert_eq!(normalise_scope("  a   b "), "a b");
+    assert_eq!(normalise_scope("b a a"), normalise_scope("a b"));
+    let settings = parse(&format!(
+        "{MINIMAL}scope = \"email_read  data_extensions_read email_read\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        settings.tenants[0].scope.as_deref(),
+        Some("data_extensions_read email_read")
+    );
+}
+
+#[test]
+fn a_configured_business_unit_id_is_one_to_ten_digits() {
+    assert_eq!(
+        error_key(&format!("{MINIMAL}account_id = \"12345678901\"\n")),
+        "tenants.acme.account_id"
+    );
+    assert_eq!(
+        error_key(&format!("{MINIMAL}account_ids = [\"1\", \"\"]\n")),
+        "tenants.acme.account_ids[1]"
+    );
+    let ok = parse(&format!("{MINIMAL}account_id = 1234567890\n")).expect("valid");
+    assert_eq!(ok.tenants[0].account_id.as_deref(), Some("1234567890"));
+}
+
+#[test]
+fn token_rate_limits_and_key_bound_have_defaults_and_are_checked() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(settings.token.rate_burst, 4);
+    assert_eq!(settings.token.rate_interval, Duration::from_secs(5));
+    assert_eq!(settings.token.max_keys, 1024);
+    let set = parse(&format!(
+        "[token]\nrate_burst = 10\nrate_interval = \"1m\"\nmax_keys = 50\n{MINIMAL}"
+    ))
+    .expect("valid");
+    assert_eq!(set.token.rate_burst, 10);
+    assert_eq!(set.token.rate_interval, Duration::from_secs(60));
+    assert_eq!(set.token.max_keys, 50);
+    for (line, key) in [
+        ("rate_burst = 0", "token.rate_burst"),
+        ("rate_interval = \"0s\"", "token.rate_interval"),
+        ("max_keys = 0", "token.max_keys"),
+    ] {
+        assert_eq!(error_key(&format!("[token]\n{line}\n{MINIMAL}")), key);
+    }
+}
+
+/// What a parse error may show when the line holds a secret: where, which
+/// key, what is wrong — never the value.
+fn parse_error(text: &str) -> String {
+    match parse(text) {
+        Err(error @ ConfigError::Parse(_)) => error.to_string(),
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn syntax_errors_on_secret_lines_name_the_key_and_line_but_not_the_value() {
+    let broken = MINIMAL.replace(
+        "client_secret = \"${SECRET}\"",
+        "client_secret = \"sup3r-s3cret-value",
+    );
+    let error = parse_error(&broken);
+    assert!(!error.contains("sup3r-s3cret"), "{error}");
+    assert!(error.contains("client_secret"), "{error}");
+    assert!(error.contains("line 5"), "{error}");
+
+    let bad_type = format!("[server]\ninbound_keys = \"inbound-key-0123456789\"\n{MINIMAL}");
+    let error = parse_error(&bad_type);
+    assert!(!error.contains("inbound-key-0123456789"), "{error}");
+    assert!(error.contains("inbound_keys"), "{error}");
+    assert!(error.contains("line 2"), "{error}");
+
+    let listed =
+        format!("[server]\ninbound_keys = [\n  \"inbound-key-0123456789\",\n  5,\n]\n{MINIMAL}");
+    let error = parse_error(&listed);
+    assert!(!error.contains("inbound-key-0123456789"), "{error}");
+
+    let broker =
+        format!("{MINIMAL}[broker.client_secrets]\nacme = \"local-secret-0123456789\" x\n");
+    let error = parse_error(&broker);
+    assert!(!error.contains("local-secret-0123456789"), "{error}");
+    assert!(error.contains("broker.client_secrets.acme"), "{error}");
+
+    let userinfo =
+        format!("[upstream]\nproxy = \"http://user:pa55word@proxy.corp:3128\"\n{MINIMAL}");
+    let error = parse_error(&userinfo);
+    assert!(!error.contains("pa55word"), "{error}");
+    assert!(error.contains("line 2"), "{error}");
+
+    let typo = MINIMAL
+        .replace("client_secret =", "client_secert =")
+        .replace("${SECRET}", "typo-s3cret");
+    let error = parse_error(&typo);
+    assert!(!error.contains("typo-s3cret"), "{error}");
+    assert!(error.contains("client_secert"), "{error}");
+}
+
+#[test]
+fn syntax_errors_elsewhere_keep_toml_s_full_report() {
+    let error = parse_error(&format!("[server]\nlisten = 8080\n{MINIMAL}"));
+    assert!(
+        error.contains("listen = 8080"),
+        "the line is shown: {error}"
+    );
+    assert!(error.contains("line 2"), "{error}");
+}
+
+#[test]
+fn pkce_is_on_by_default_and_only_for_authorization_code_tenants() {
+    let login = format!(
+        "{MINIMAL}grant = \"authorization_code\"\nredirect_uri = \"https://127.0.0.1:8443/\"\n"
+    );
+    let off = parse(&format!("{login}pkce = false\n")).expect("valid");
+    assert!(matches!(
+        off.tenants[0].grant,
+        Grant::AuthorizationCode { pkce: false, .. }
+    ));
+    assert_eq!(
+        error_key(&format!("{MINIMAL}pkce = false\n")),
+        "tenants.acme.pkce"
     );
 }

@@ -153,19 +153,32 @@ pub(super) fn parse_mid(
         MidValue::Number(n) => n.to_string(),
         MidValue::Text(s) => ex.expand(key, s.trim())?,
     };
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if !is_mid(&text) {
         return Err(invalid(
             key,
-            format!("`{text}` is not a business unit MID (digits only)"),
+            format!("`{text}` is not a business unit MID ({MID_RULE})"),
         ));
     }
     Ok(text)
 }
 
-/// Scopes are space-separated words: one space between them, none around,
-/// so equal scopes (from the config or an `X-SFMC-Scope`) share one token.
+/// How a MID is written, for error messages.
+pub const MID_RULE: &str = "1 to 10 digits";
+
+/// A business unit MID: `^[0-9]{1,10}$`. SFMC's MIDs are 32-bit numbers;
+/// anything longer is not one, and would only make another token key.
+pub fn is_mid(text: &str) -> bool {
+    (1..=10).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Scopes are a set of space-separated words: sorted, deduplicated, one space
+/// between them, so equal scopes written in any order (from the config or an
+/// `X-SFMC-Scope`) share one token.
 pub fn normalise_scope(scope: &str) -> String {
-    scope.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut words: Vec<&str> = scope.split_whitespace().collect();
+    words.sort_unstable();
+    words.dedup();
+    words.join(" ")
 }
 
 /// True for `localhost`, 127.0.0.0/8 and ::1 (with or without brackets).

@@ -2,7 +2,8 @@
 //! `GET /v2/authorize` shows a page with an "Allow" button, which posts back
 //! and redirects to the `redirect_uri` with a one-time code and the `state`;
 //! `/v2/token` exchanges codes (5 minutes, once) and rotates refresh tokens
-//! (each one works once; SFMC's do too).
+//! (each one works once; SFMC's do too). A code issued for a PKCE challenge
+//! (S256 only) is exchanged only with its verifier.
 
 use super::*;
 
@@ -12,6 +13,8 @@ pub(super) struct Code {
     redirect_uri: String,
     scope: String,
     issued_at: Instant,
+    /// The PKCE S256 challenge sent to `/v2/authorize`, if any.
+    code_challenge: Option<String>,
 }
 
 pub(super) struct RefreshGrant {
@@ -34,7 +37,15 @@ pub(super) async fn authorize(req: Request<Incoming>, state: &State) -> Reply {
     if let Err(problem) = check_authorize(&query, state) {
         return page(StatusCode::BAD_REQUEST, problem);
     }
-    let hidden: String = ["client_id", "redirect_uri", "scope", "state"]
+    let fields = [
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+    ];
+    let hidden: String = fields
         .iter()
         .map(|name| {
             let value = query.get(*name).map_or("", String::as_str);
@@ -57,6 +68,12 @@ fn check_authorize(query: &HashMap<String, String>, state: &State) -> Result<(),
     if query.get("client_id") != Some(&state.client_id) {
         return Err("Unknown client_id.");
     }
+    let method = query.get("code_challenge_method").map(String::as_str);
+    match (query.get("code_challenge"), method) {
+        (None, None) | (Some(_), Some("S256")) => {}
+        (Some(_), _) => return Err("code_challenge_method must be S256."),
+        (None, Some(_)) => return Err("code_challenge_method without code_challenge."),
+    }
     match query.get("redirect_uri") {
         Some(uri) if uri.starts_with("https://") => Ok(()),
         _ => Err("redirect_uri must be https."),
@@ -71,12 +88,15 @@ fn allow(form: &HashMap<String, String>, state: &State) -> Reply {
     let redirect_uri = field("redirect_uri");
     let code = format!("code-{}", hex(&fastrand_bytes(16)));
     let scope = Some(field("scope")).filter(|s| !s.is_empty());
+    let pkce = !state.pkce_unsupported.load(Ordering::SeqCst);
+    let code_challenge = form.get("code_challenge").filter(|_| pkce).cloned();
     lock(&state.codes).insert(
         code.clone(),
         Code {
             redirect_uri: redirect_uri.clone(),
             scope: scope.unwrap_or_else(|| DEFAULT_SCOPE.to_owned()),
             issued_at: Instant::now(),
+            code_challenge,
         },
     );
     let mut location = form_urlencoded::Serializer::new(String::new());
@@ -102,6 +122,10 @@ pub(super) fn grant(body: &Value, state: &State) -> Reply {
     if field("client_secret").is_some_and(|s| s != state.client_secret) {
         return token_error(401, "invalid_client", "Invalid client secret.");
     }
+    let verifier = field("code_verifier");
+    if verifier.is_some() && state.pkce_unsupported.load(Ordering::SeqCst) {
+        return token_error(400, "invalid_request", "Unknown parameter: code_verifier.");
+    }
     let scope = match field("grant_type").as_deref() {
         Some("authorization_code") => {
             let code = field("code").unwrap_or_default();
@@ -114,6 +138,13 @@ pub(super) fn grant(body: &Value, state: &State) -> Reply {
                     400,
                     "invalid_grant",
                     "Expired code or redirect_uri mismatch.",
+                );
+            }
+            if !pkce_verified(grant.code_challenge.as_deref(), verifier.as_deref()) {
+                return token_error(
+                    400,
+                    "invalid_grant",
+                    "The code_verifier does not match the code_challenge.",
                 );
             }
             grant.scope
@@ -151,6 +182,35 @@ pub(super) fn grant(body: &Value, state: &State) -> Reply {
     )
 }
 
+/// RFC 7636 §4.6: without a challenge anything goes (PKCE is optional);
+/// with one, base64url(SHA-256(verifier)) must equal it. Computed here, not
+/// with the proxy's helper, so a shared mistake cannot pass.
+fn pkce_verified(challenge: Option<&str>, verifier: Option<&str>) -> bool {
+    let Some(challenge) = challenge else {
+        return true;
+    };
+    let Some(verifier) = verifier else {
+        return false;
+    };
+    let digest = Sha256::digest(verifier.as_bytes());
+    base64url_nopad(&digest) == challenge
+}
+
+fn base64url_nopad(bytes: &[u8]) -> String {
+    let alphabet: Vec<char> = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        .chars()
+        .collect();
+    let bits: String = bytes.iter().map(|b| format!("{b:08b}")).collect();
+    bits.as_bytes()
+        .chunks(6)
+        .map(|six| {
+            let text = String::from_utf8_lossy(six);
+            let index = usize::from_str_radix(&format!("{text:0<6}"), 2).unwrap_or(0);
+            alphabet.get(index).copied().unwrap_or('?')
+        })
+        .collect()
+}
+
 pub(super) fn revoke_all(state: &State) {
     for grant in lock(&state.refresh_tokens).values_mut() {
         grant.used = true;
@@ -174,4 +234,19 @@ fn page(status: StatusCode, message: &str) -> Reply {
 /// XML's escaping serves for HTML text and attribute values too.
 fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     quick_xml::escape::escape(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fake_checks_pkce_as_rfc_7636_appendix_b() {
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        assert!(pkce_verified(Some(challenge), Some(verifier)));
+        assert!(!pkce_verified(Some(challenge), Some("wrong")));
+        assert!(!pkce_verified(Some(challenge), None));
+        assert!(pkce_verified(None, None), "PKCE is optional");
+    }
 }

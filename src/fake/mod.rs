@@ -132,6 +132,9 @@ struct State {
     /// Login codes not yet exchanged, and refresh tokens (used ones stay, refused).
     codes: Mutex<HashMap<String, login::Code>>,
     refresh_tokens: Mutex<HashMap<String, login::RefreshGrant>>,
+    /// Set by `set_pkce_supported(false)`: the exchange refuses `code_verifier`
+    /// as an unknown parameter (what an SFMC without PKCE might do).
+    pkce_unsupported: AtomicBool,
     gate: Notify,
     upload: Notify,
     /// Connection numbers, closes and ended downloads, for the tests.
@@ -219,6 +222,14 @@ impl FakeTenant {
         lock(&self.state.last_token)
             .as_ref()
             .and_then(|(_, ct)| ct.clone())
+    }
+
+    /// With `false`, `/v2/authorize` ignores a PKCE challenge and the code
+    /// exchange refuses a `code_verifier` as an unknown parameter.
+    pub fn set_pkce_supported(&self, supported: bool) {
+        self.state
+            .pkce_unsupported
+            .store(!supported, Ordering::SeqCst);
     }
 
     pub fn set_token_failure(&self, failure: Option<TokenFailure>) {

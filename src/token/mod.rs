@@ -9,14 +9,22 @@
 //!   still-valid token meanwhile.
 //! - A rejected token request opens a backoff window during which callers get the
 //!   same error without a new request (SFMC throttles token creation); the window
-//!   grows on repeated failures and resets on success. Transient failures are
-//!   retried a few times with jittered backoff first.
+//!   grows on repeated failures and resets on success. A refusal of the package
+//!   itself (`invalid_client`) backs off the whole tenant; one about a business
+//!   unit or scope, only that key. Transient failures are retried a few times
+//!   with jittered backoff first.
+//! - Every request to SFMC, refreshes and retries included, first takes a
+//!   token from the tenant's bucket (`token.rate_burst`, `token.rate_interval`):
+//!   whatever keys callers make up, SFMC sees a bounded rate (see `limits`).
+//! - At most `token.max_keys` keys are held; when full, the least recently
+//!   used idle key (no fetch in flight, nobody holding it) makes room.
 //! - `invalidate` drops a token only if it is still the one that failed, so a
 //!   late 401 never throws away a token another request just fetched.
 //!
 //! This module knows nothing of HTTP serving; `sfmc` is the `/v2/token` client.
 
 mod instance;
+mod limits;
 mod refresh;
 pub mod sfmc;
 pub mod store;
@@ -24,7 +32,7 @@ mod types;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -32,7 +40,12 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 pub use instance::InstanceBase;
+pub use limits::Limits;
+pub use refresh::names_pkce;
 pub use types::{Token, TokenError, TokenFailure};
+
+use crate::config::TokenSettings;
+use limits::{Failure, TenantGuard};
 
 /// What a token is for: one tenant, one business unit, one scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -94,8 +107,13 @@ pub struct TokenCache {
 
 struct Inner {
     slots: DashMap<TokenKey, Arc<Slot>>,
+    /// One per tenant (a handful, from the config): bucket and tenant-wide backoff.
+    tenants: DashMap<Arc<str>, Arc<TenantGuard>>,
     source: Arc<dyn TokenSource>,
     refresh_before: Duration,
+    limits: Limits,
+    /// Origin of the slots' `last_used` clock.
+    epoch: Instant,
 }
 
 #[derive(Default)]
@@ -106,6 +124,8 @@ struct Slot {
     fetch_lock: tokio::sync::Mutex<()>,
     /// Set while a background refresh task exists, so only one is spawned.
     refreshing: AtomicBool,
+    /// Milliseconds since `Inner::epoch` of the last use, for eviction.
+    last_used: AtomicU64,
 }
 
 #[derive(Default)]
@@ -114,13 +134,6 @@ struct SlotState {
     failure: Option<Failure>,
     /// When SFMC last refused this key's token (a 401) and the proxy dropped it.
     last_rejection: Option<Instant>,
-}
-
-struct Failure {
-    error: TokenError,
-    until: Instant,
-    /// The window just applied; the next failure doubles it.
-    window: Duration,
 }
 
 enum Check {
@@ -141,18 +154,26 @@ impl Slot {
                 return Check::Stale(token.clone());
             }
         }
-        match &state.failure {
-            Some(failure) if now < failure.until => Check::Failed(TokenFailure {
-                error: failure.error.clone(),
-                retry_in: failure.until - now,
-            }),
-            _ => Check::Missing,
+        match state.failure.as_ref().and_then(|f| f.active(now)) {
+            Some(failure) => Check::Failed(failure),
+            None => Check::Missing,
         }
     }
 
     fn in_backoff(&self, now: Instant) -> bool {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        state.failure.as_ref().is_some_and(|f| now < f.until)
+        state
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.active(now).is_some())
+    }
+
+    /// Marks the slot used at `tick`; a read first, so a hot key's cache
+    /// line is written at most once a millisecond, not once a request.
+    fn touch(&self, tick: u64) {
+        if self.last_used.load(Ordering::Relaxed) != tick {
+            self.last_used.store(tick, Ordering::Relaxed);
+        }
     }
 
     fn store(&self, token: Arc<Token>) {
@@ -163,20 +184,10 @@ impl Slot {
 
     fn record_failure(&self, error: TokenError, now: Instant) -> TokenFailure {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        let (first, cap) = error.backoff_schedule();
-        let window = match &state.failure {
-            Some(previous) => (previous.window * 2).min(cap),
-            None => first,
-        };
-        state.failure = Some(Failure {
-            error: error.clone(),
-            until: now + window,
-            window,
-        });
-        TokenFailure {
-            error,
-            retry_in: window,
-        }
+        let failure = Failure::next(state.failure.as_ref(), error, now);
+        let reported = failure.as_failure(now);
+        state.failure = Some(failure);
+        reported
     }
 }
 
@@ -188,20 +199,42 @@ const FETCH_ATTEMPTS: u32 = 3;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 impl TokenCache {
+    /// A cache with the default [`Limits`].
     pub fn new(source: Arc<dyn TokenSource>, refresh_before: Duration) -> Self {
+        Self::with_limits(source, refresh_before, Limits::default())
+    }
+
+    /// A cache as `[token]` configures it.
+    pub fn configured(source: Arc<dyn TokenSource>, settings: &TokenSettings) -> Self {
+        Self::with_limits(
+            source,
+            settings.refresh_before_expiry,
+            Limits::from(settings),
+        )
+    }
+
+    pub fn with_limits(
+        source: Arc<dyn TokenSource>,
+        refresh_before: Duration,
+        limits: Limits,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 slots: DashMap::new(),
+                tenants: DashMap::new(),
                 source,
                 refresh_before,
+                limits,
+                epoch: Instant::now(),
             }),
         }
     }
 
     /// A valid token for `key`: cached, or fetched once for all concurrent callers.
     pub async fn get(&self, key: &TokenKey) -> Result<Lease, TokenFailure> {
-        let slot = self.slot(key);
-        match slot.check(Instant::now()) {
+        let now = Instant::now();
+        let slot = self.slot(key, now)?;
+        match slot.check(now) {
             Check::Fresh(token) => return Ok(lease(token, Outcome::Hit)),
             Check::Stale(token) => {
                 self.refresh_in_background(key, &slot);
@@ -210,6 +243,10 @@ impl TokenCache {
             Check::Failed(failure) => return Err(failure),
             Check::Missing => {}
         }
+        // A refusal of the package holds back every key of the tenant.
+        if let Some(failure) = self.inner.tenant(&key.tenant).failed(now) {
+            return Err(failure);
+        }
         // The fetch runs in its own task: a caller that goes away (client
         // disconnect, timeout) must not cancel it half-way — a refresh token
         // SFMC has already rotated would then never be stored.
@@ -217,10 +254,14 @@ impl TokenCache {
         let fetch = tokio::spawn(async move {
             let _single_flight = slot.fetch_lock.lock().await;
             // Whoever held the lock before us may have fetched (or failed) already.
-            match slot.check(Instant::now()) {
+            let now = Instant::now();
+            match slot.check(now) {
                 Check::Fresh(token) | Check::Stale(token) => Ok(token),
                 Check::Failed(failure) => Err(failure),
-                Check::Missing => inner.fetch_into(&key, &slot).await,
+                Check::Missing => match inner.tenant(&key.tenant).failed(now) {
+                    Some(failure) => Err(failure),
+                    None => inner.fetch_into(&key, &slot).await,
+                },
             }
         });
         match fetch.await {
@@ -244,7 +285,11 @@ impl TokenCache {
         sent_at: Instant,
     ) -> Result<(), TokenError> {
         let token = Token::new(fetched, sent_at, self.inner.refresh_before)?;
-        self.slot(key).store(Arc::new(token));
+        let slot = self
+            .slot(key, Instant::now())
+            .map_err(|failure| failure.error)?;
+        slot.store(Arc::new(token));
+        self.inner.tenant(&key.tenant).succeeded();
         Ok(())
     }
 
@@ -273,11 +318,19 @@ impl TokenCache {
         true
     }
 
-    fn slot(&self, key: &TokenKey) -> Arc<Slot> {
+    /// The slot for `key`, made (room made first when full) if missing.
+    fn slot(&self, key: &TokenKey, now: Instant) -> Result<Arc<Slot>, TokenFailure> {
+        let tick = self.inner.tick(now);
         if let Some(slot) = self.inner.slots.get(key) {
-            return slot.clone();
+            slot.touch(tick);
+            return Ok(slot.clone());
         }
-        self.inner.slots.entry(key.clone()).or_default().clone()
+        if self.inner.slots.len() >= self.inner.limits.max_keys {
+            limits::evict_idle(&self.inner.slots, &self.inner.limits)?;
+        }
+        let slot = self.inner.slots.entry(key.clone()).or_default().clone();
+        slot.touch(tick);
+        Ok(slot)
     }
 
     fn refresh_in_background(&self, key: &TokenKey, slot: &Arc<Slot>) {
@@ -289,7 +342,9 @@ impl TokenCache {
             {
                 let _single_flight = slot.fetch_lock.lock().await;
                 let now = Instant::now();
-                let needed = !matches!(slot.check(now), Check::Fresh(_)) && !slot.in_backoff(now);
+                let needed = !matches!(slot.check(now), Check::Fresh(_))
+                    && !slot.in_backoff(now)
+                    && inner.tenant(&key.tenant).failed(now).is_none();
                 if needed {
                     // On failure the old token stays usable until it expires.
                     let _ = inner.fetch_into(&key, &slot).await;
@@ -301,13 +356,33 @@ impl TokenCache {
 }
 
 impl Inner {
+    fn tenant(&self, name: &Arc<str>) -> Arc<TenantGuard> {
+        if let Some(guard) = self.tenants.get(name) {
+            return guard.clone();
+        }
+        let guard = TenantGuard::new(&self.limits, Instant::now());
+        self.tenants
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(guard))
+            .clone()
+    }
+
+    fn tick(&self, now: Instant) -> u64 {
+        let millis = now.saturating_duration_since(self.epoch).as_millis();
+        u64::try_from(millis).unwrap_or(u64::MAX)
+    }
+
     /// Fetches (with retries for transient failures) and records the result.
     /// Call with the slot's fetch lock held.
     async fn fetch_into(&self, key: &TokenKey, slot: &Slot) -> Result<Arc<Token>, TokenFailure> {
+        let tenant = self.tenant(&key.tenant);
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempt = 1;
         loop {
             let sent_at = Instant::now();
+            // Held back by the proxy's own rate limit: nothing was sent, so
+            // nothing is recorded against the key.
+            tenant.admit(&self.limits, sent_at)?;
             let result = self
                 .source
                 .fetch(key)
@@ -317,6 +392,7 @@ impl Inner {
                 Ok(token) => {
                     let token = Arc::new(token);
                     slot.store(token.clone());
+                    tenant.succeeded();
                     return Ok(token);
                 }
                 Err(error) if error.retryable() && attempt < FETCH_ATTEMPTS => {
@@ -328,7 +404,12 @@ impl Inner {
                 }
                 Err(error) => {
                     tracing::warn!(tenant = %key.tenant, ?error, "token request failed");
-                    return Err(slot.record_failure(error, Instant::now()));
+                    let now = Instant::now();
+                    return Err(if error.is_tenant_wide() {
+                        tenant.record_failure(error, now)
+                    } else {
+                        slot.record_failure(error, now)
+                    });
                 }
             }
         }

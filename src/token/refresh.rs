@@ -39,6 +39,9 @@ struct CodeRequest<'a> {
     scope: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     account_id: Option<&'a str>,
+    /// PKCE: the verifier of the challenge the login sent to `/v2/authorize`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code_verifier: Option<&'a str>,
 }
 
 impl SfmcTokenClient {
@@ -79,13 +82,15 @@ impl SfmcTokenClient {
         Ok(granted.token)
     }
 
-    /// Exchanges a login's `code` and stores the refresh token; returns the
-    /// first access token.
+    /// Exchanges a login's `code` (with the PKCE verifier of its
+    /// `/v2/authorize`, if one was sent) and stores the refresh token;
+    /// returns the first access token.
     pub async fn exchange_code(
         &self,
         tenant_name: &str,
         account_id: Option<&str>,
         code: &str,
+        code_verifier: Option<&str>,
     ) -> Result<FetchedToken, TokenError> {
         let tenant = self.tenant(tenant_name)?.clone();
         let Grant::AuthorizationCode { redirect_uri, .. } = &tenant.grant else {
@@ -101,9 +106,13 @@ impl SfmcTokenClient {
             redirect_uri: redirect_uri.as_str(),
             scope: tenant.scope.as_deref(),
             account_id,
+            code_verifier,
         };
         let locked = self.lock_store().await?;
-        let granted = self.post(&tenant, &body).await?;
+        let granted = self
+            .post(&tenant, &body)
+            .await
+            .map_err(|error| pkce_refused(&tenant, error))?;
         persist(&locked, &tenant, account_id, &granted)?;
         Ok(granted.token)
     }
@@ -139,6 +148,41 @@ fn persist(
     locked
         .save(&tenant.name, account_id, refresh_token.expose())
         .map_err(store_error)
+}
+
+/// SFMC's docs do not list the PKCE parameters: a refusal that names them
+/// says how to turn PKCE off, in words the user sees.
+fn pkce_refused(tenant: &Tenant, error: TokenError) -> TokenError {
+    let TokenError::Rejected {
+        error: code,
+        description,
+        ..
+    } = &error
+    else {
+        return error;
+    };
+    let said = match description {
+        Some(description) => format!("{code}: {description}"),
+        None => code.clone(),
+    };
+    if !names_pkce(&said) {
+        return error;
+    }
+    TokenError::Unavailable {
+        reason: format!(
+            "SFMC refused the code exchange ({said}); this package seems not to accept PKCE: set `pkce = false` in [tenants.{}] of proxy.toml and log in again",
+            tenant.name
+        ),
+        retryable: false,
+    }
+}
+
+/// Whether SFMC's words name a PKCE parameter.
+pub fn names_pkce(refusal: &str) -> bool {
+    let text = refusal.to_ascii_lowercase();
+    ["code_verifier", "code_challenge", "pkce"]
+        .iter()
+        .any(|word| text.contains(word))
 }
 
 fn login_required(tenant: &Tenant, account_id: Option<&str>, why: &str) -> TokenError {

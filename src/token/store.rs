@@ -5,7 +5,10 @@
 //! - **Atomic replacement.** A write goes to a temp file in the same directory,
 //!   is fsynced, renamed over the store and the directory fsynced. A crash at
 //!   any instant leaves the old file or the new one, never a torn one, never
-//!   neither.
+//!   neither. The temp file is always a new file (`O_CREAT|O_EXCL|O_NOFOLLOW`,
+//!   mode 0600, set again with `fchmod` whatever the umask): a file or symlink
+//!   planted at its path is never written through, so the store ends up 0600
+//!   whatever was there before.
 //! - **One refresher at a time.** SFMC refresh tokens are single-use, so a
 //!   refresh holds an exclusive lock on `<store>.lock` from reading the refresh
 //!   token to persisting its successor — across processes too (a `token`
@@ -189,9 +192,8 @@ fn write_atomically(
 ) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("store");
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let (mut file, temp) = create_temp(dir, name)?;
     let result = (|| {
-        let mut file = private_options().write(true).truncate(true).open(&temp)?;
         after(Step::Created)?;
         file.write_all(bytes)?;
         after(Step::Written)?;
@@ -205,6 +207,62 @@ fn write_atomically(
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+/// Attempts at a fresh temp name when the first is taken (a leftover, or
+/// something planted there): each is a new random name.
+const TEMP_ATTEMPTS: usize = 8;
+
+/// A new, private temp file beside the store, never one that existed: a file
+/// or symlink at the path makes the open fail (`O_EXCL`; `O_NOFOLLOW` as
+/// well, should the platform treat a dangling link otherwise), and the next
+/// name is tried. What is found there is left alone: it is not ours.
+fn create_temp(dir: &Path, name: &str) -> std::io::Result<(File, PathBuf)> {
+    let pid = std::process::id();
+    let mut temp = dir.join(format!(".{name}.{pid}.tmp"));
+    let mut attempt = 1;
+    loop {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
+        match options.open(&temp) {
+            Ok(file) => {
+                set_private(&file)?;
+                return Ok((file, temp));
+            }
+            Err(error) if attempt < TEMP_ATTEMPTS && is_taken(&error) => {
+                attempt += 1;
+                temp = dir.join(format!(".{name}.{pid}.{:016x}.tmp", fastrand::u64(..)));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// `EEXIST`, or `ELOOP` (what `O_NOFOLLOW` gives for a symlink).
+fn is_taken(error: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    if error.raw_os_error() == Some(libc::ELOOP) {
+        return true;
+    }
+    error.kind() == std::io::ErrorKind::AlreadyExists
+}
+
+/// 0600 exactly, on the open file (`fchmod`): the mode given at creation
+/// is narrowed by the umask, never widened, but say it outright.
+fn set_private(file: &File) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
 }
 
 /// Files only the owner can read: the store holds long-lived credentials.

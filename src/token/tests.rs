@@ -6,12 +6,14 @@ use std::sync::atomic::AtomicUsize;
 
 use super::*;
 
-/// Hands out `token-1`, `token-2`, … after `latency`, or the scripted errors first.
+/// Hands out `token-1`, `token-2`, … after `latency`, or the scripted errors
+/// first; keys whose MID is in `refused` always get that error.
 struct ScriptedSource {
     calls: AtomicUsize,
     latency: Duration,
     expires_in: Duration,
     errors: Mutex<VecDeque<TokenError>>,
+    refused: Mutex<Vec<(String, TokenError)>>,
 }
 
 impl ScriptedSource {
@@ -21,7 +23,12 @@ impl ScriptedSource {
             latency,
             expires_in: Duration::from_secs(1080),
             errors: Mutex::new(VecDeque::new()),
+            refused: Mutex::new(Vec::new()),
         })
+    }
+    fn refuse_mid(&self, mid: &str, error: TokenError) {
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        refused.push((mid.to_owned(), error));
     }
     fn fail_next(&self, error: TokenError, times: usize) {
         let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
@@ -33,10 +40,20 @@ impl ScriptedSource {
 }
 
 impl TokenSource for ScriptedSource {
-    fn fetch<'a>(&'a self, _key: &'a TokenKey) -> FetchFuture<'a> {
+    fn fetch<'a>(&'a self, key: &'a TokenKey) -> FetchFuture<'a> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             tokio::time::sleep(self.latency).await;
+            let refused = self
+                .refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .find(|(mid, _)| key.account_id.as_deref() == Some(mid.as_str()))
+                .map(|(_, error)| error.clone());
+            if let Some(error) = refused {
+                return Err(error);
+            }
             if let Some(error) = self
                 .errors
                 .lock()
@@ -73,8 +90,37 @@ fn rejected() -> TokenError {
     }
 }
 
+/// Limits high enough that only the behaviour under test shows.
+fn unlimited() -> Limits {
+    Limits {
+        rate_burst: 1_000_000,
+        rate_interval: Duration::from_millis(1),
+        max_keys: 1_000_000,
+    }
+}
+
 fn cache(source: &Arc<ScriptedSource>) -> TokenCache {
-    TokenCache::new(source.clone(), Duration::from_secs(120))
+    TokenCache::with_limits(source.clone(), Duration::from_secs(120), unlimited())
+}
+
+fn limited(source: &Arc<ScriptedSource>, limits: Limits) -> TokenCache {
+    TokenCache::with_limits(source.clone(), Duration::from_secs(120), limits)
+}
+
+fn key_with(mid: &str, scope: &str) -> TokenKey {
+    TokenKey {
+        tenant: Arc::from("acme"),
+        account_id: Some(Arc::from(mid)),
+        scope: Some(Arc::from(scope)),
+    }
+}
+
+fn refused(error: &str, description: &str) -> TokenError {
+    TokenError::Rejected {
+        status: 401,
+        error: error.into(),
+        description: Some(description.into()),
+    }
 }
 
 async fn token_of(cache: &TokenCache, key: &TokenKey) -> String {
@@ -272,4 +318,182 @@ async fn a_caller_that_goes_away_does_not_cancel_the_fetch() {
     );
     assert_eq!(lease.token.access_token(), "token-1");
     assert_eq!(source.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_secret_backs_off_every_key_of_the_tenant() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let cache = cache(&source);
+    source.fail_next(rejected(), 1000);
+    for i in 0..80 {
+        let failure = cache
+            .get(&key_with(&format!("{i}"), &format!("scope_{i}")))
+            .await
+            .expect_err("rejected");
+        assert_eq!(failure.error, rejected());
+    }
+    assert_eq!(source.calls(), 1, "one request for 80 keys");
+    // Another tenant is not held back.
+    let other = TokenKey {
+        tenant: Arc::from("other"),
+        account_id: None,
+        scope: None,
+    };
+    assert!(cache.get(&other).await.is_err());
+    assert_eq!(source.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_business_unit_backs_off_alone() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let cache = cache(&source);
+    let no_access = refused(
+        "unauthorized_client",
+        "Client does not have access to the requested account_id.",
+    );
+    source.refuse_mid("1", no_access.clone());
+    source.refuse_mid("2", refused("invalid_client", "no access to account_id"));
+    source.refuse_mid("3", refused("invalid_scope", "bad scope"));
+    for mid in ["1", "2", "3"] {
+        assert!(cache.get(&key(Some(mid))).await.is_err(), "{mid}");
+        assert!(cache.get(&key(Some(mid))).await.is_err(), "{mid} backs off");
+    }
+    assert_eq!(source.calls(), 3, "each refused key asked once");
+    assert_eq!(token_of(&cache, &key(Some("4"))).await, "token-4");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_for_any_key_clears_the_tenant_wide_backoff() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let cache = cache(&source);
+    source.fail_next(rejected(), 2);
+    let first = cache.get(&key(Some("1"))).await.expect_err("rejected");
+    assert_eq!(first.retry_in, Duration::from_secs(5));
+    assert!(cache.get(&key(Some("2"))).await.is_err(), "held back");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let second = cache.get(&key(Some("2"))).await.expect_err("again");
+    assert_eq!(second.retry_in, Duration::from_secs(10), "the window grows");
+    assert_eq!(source.calls(), 2);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(token_of(&cache, &key(Some("3"))).await, "token-3");
+    // Cleared: key 1 asks at once, and a new refusal starts at 5 s again.
+    source.fail_next(rejected(), 1);
+    let again = cache.get(&key(Some("1"))).await.expect_err("rejected");
+    assert_eq!(again.retry_in, Duration::from_secs(5));
+    assert!(token_of(&cache, &key(Some("4"))).await.starts_with("error"));
+    assert_eq!(source.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_requests_are_rate_limited_per_tenant_whatever_the_keys() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let cache = limited(&source, Limits::default());
+    for mid in 1..=4 {
+        assert_eq!(
+            token_of(&cache, &key(Some(&mid.to_string()))).await,
+            format!("token-{mid}")
+        );
+    }
+    let held = cache.get(&key(Some("5"))).await.expect_err("held back");
+    assert_eq!(source.calls(), 4, "SFMC was not asked");
+    assert_eq!(held.retry_in, Duration::from_secs(5));
+    let error = held.into_proxy_error("acme");
+    assert_eq!(error.code(), "token_unavailable");
+    let message = error.to_string();
+    assert!(
+        message.contains("rate limit") && message.contains("token.rate_burst"),
+        "{message}"
+    );
+    assert!(message.contains("token.rate_interval"), "{message}");
+    // Not a backoff: the key asks as soon as the bucket has a token again.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(token_of(&cache, &key(Some("5"))).await, "token-5");
+    assert!(cache.get(&key(Some("6"))).await.is_err());
+    // The cached ones keep being served.
+    assert_eq!(token_of(&cache, &key(Some("1"))).await, "token-1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refreshes_respect_the_rate_limit_and_keep_serving() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let limits = Limits {
+        rate_burst: 2,
+        rate_interval: Duration::from_secs(600),
+        ..Limits::default()
+    };
+    let cache = limited(&source, limits);
+    let (a, b) = (key(Some("1")), key(Some("2")));
+    assert_eq!(token_of(&cache, &a).await, "token-1");
+    assert_eq!(token_of(&cache, &b).await, "token-2");
+    // Both stale; one request regained since: A's refresh takes it.
+    tokio::time::advance(Duration::from_secs(961)).await;
+    assert_eq!(token_of(&cache, &a).await, "token-1");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(source.calls(), 3);
+    assert_eq!(token_of(&cache, &a).await, "token-3");
+    // B's refresh is held back; its still-valid token keeps being served.
+    let stale = cache.get(&b).await.expect("still valid");
+    assert_eq!(stale.outcome, Outcome::Refresh);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(source.calls(), 3, "the refresh was held back");
+    assert_eq!(token_of(&cache, &b).await, "token-2");
+    // The next request is regained at t = 1200 s (600 s after the one regained
+    // at 600 s); B's token has expired by then and is fetched anew.
+    tokio::time::advance(Duration::from_secs(238)).await;
+    assert!(cache.get(&b).await.is_err(), "expired, and still held back");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(token_of(&cache, &b).await, "token-4");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_key_map_is_bounded_and_evicts_the_least_recently_used_idle_key() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let limits = Limits {
+        max_keys: 3,
+        ..unlimited()
+    };
+    let cache = limited(&source, limits);
+    for mid in ["1", "2", "3"] {
+        assert!(cache.get(&key(Some(mid))).await.is_ok());
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+    // 1 is used again, so 2 is the least recently used.
+    assert_eq!(token_of(&cache, &key(Some("1"))).await, "token-1");
+    tokio::time::advance(Duration::from_millis(10)).await;
+    assert_eq!(token_of(&cache, &key(Some("4"))).await, "token-4");
+    assert_eq!(cache.inner.slots.len(), 3);
+    assert!(!cache.inner.slots.contains_key(&key(Some("2"))));
+    assert_eq!(token_of(&cache, &key(Some("1"))).await, "token-1", "kept");
+    assert_eq!(token_of(&cache, &key(Some("3"))).await, "token-3", "kept");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_key_map_with_every_key_fetching_refuses_naming_max_keys() {
+    let source = ScriptedSource::new(Duration::from_secs(10));
+    let limits = Limits {
+        max_keys: 2,
+        ..unlimited()
+    };
+    let cache = limited(&source, limits);
+    let busy: Vec<_> = ["1", "2"]
+        .into_iter()
+        .map(|mid| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get(&key(Some(mid))).await.is_ok() })
+        })
+        .collect();
+    // Until both fetches are in flight (the source counts them on entry).
+    while source.calls() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let full = cache.get(&key(Some("3"))).await.expect_err("full");
+    let error = full.into_proxy_error("acme");
+    assert_eq!(error.code(), "token_unavailable");
+    assert!(error.to_string().contains("token.max_keys"), "{error}");
+    for task in busy {
+        assert!(task.await.unwrap_or(false));
+    }
+    // Idle again: room is made.
+    assert!(cache.get(&key(Some("3"))).await.is_ok());
+    assert_eq!(cache.inner.slots.len(), 2);
 }

@@ -111,6 +111,28 @@ impl TokenError {
         )
     }
 
+    /// Whether the refusal is about the package itself (a wrong client id or
+    /// secret) rather than one business unit or scope: then every key of the
+    /// tenant backs off together. SFMC answers a bad id or secret with
+    /// `invalid_client`; a BU the package may not use, or a scope it lacks,
+    /// with `unauthorized_client`/`invalid_scope` or a description naming the
+    /// account — those stay per key, so one bad MID does not freeze the rest.
+    pub(super) fn is_tenant_wide(&self) -> bool {
+        let Self::Rejected {
+            error, description, ..
+        } = self
+        else {
+            return false;
+        };
+        let about_one_key = description.as_deref().is_some_and(|text| {
+            let text = text.to_ascii_lowercase();
+            ["account", "mid", "scope", "business unit"]
+                .iter()
+                .any(|word| text.contains(word))
+        });
+        error.eq_ignore_ascii_case("invalid_client") && !about_one_key
+    }
+
     /// First backoff window and its cap: long for a refusal (it will not fix
     /// itself quickly and SFMC throttles), short for an outage.
     pub(super) fn backoff_schedule(&self) -> (Duration, Duration) {

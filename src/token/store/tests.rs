@@ -104,3 +104,72 @@ fn corrupt_store_is_an_error_that_says_what_to_do() {
     let error = locked.refresh_token("acme", None).expect_err("corrupt");
     assert!(error.to_string().contains("log in again"));
 }
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Where `write_atomically` first tries to put its temp file.
+#[cfg(unix)]
+fn first_temp_path(store: &TokenStore) -> PathBuf {
+    let dir = store.path().parent().expect("dir");
+    dir.join(format!(".tokens.json.{}.tmp", std::process::id()))
+}
+
+#[cfg(unix)]
+#[test]
+fn a_store_that_was_world_readable_becomes_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = temp_store("was-0644");
+    let locked = store.lock().expect("lock");
+    std::fs::write(store.path(), b"{\"version\":1,\"entries\":{}}").expect("write");
+    std::fs::set_permissions(store.path(), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    locked.save("acme", None, "rt-secret").expect("save");
+    assert_eq!(mode(store.path()), 0o600);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_world_readable_file_planted_at_the_temp_path_does_not_leak_the_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = temp_store("planted-file");
+    let locked = store.lock().expect("lock");
+    let planted = first_temp_path(&store);
+    std::fs::write(&planted, b"planted").expect("plant");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    locked.save("acme", None, "rt-secret").expect("save");
+    assert_eq!(mode(store.path()), 0o600, "the store is private");
+    let planted_now = std::fs::read(&planted).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&planted_now).contains("rt-secret"),
+        "the token went into the planted file"
+    );
+    let token = locked
+        .refresh_token("acme", None)
+        .expect("read")
+        .expect("entry");
+    assert_eq!(token.expose(), "rt-secret");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_planted_at_the_temp_path_is_not_followed() {
+    let store = temp_store("planted-link");
+    let locked = store.lock().expect("lock");
+    let target = store.path().with_file_name("elsewhere.txt");
+    std::fs::write(&target, b"").expect("target");
+    let planted = first_temp_path(&store);
+    std::os::unix::fs::symlink(&target, &planted).expect("symlink");
+    locked.save("acme", None, "rt-secret").expect("save");
+    let leaked = std::fs::read_to_string(&target).expect("target");
+    assert!(!leaked.contains("rt-secret"), "the symlink was followed");
+    let meta = std::fs::symlink_metadata(store.path()).expect("store");
+    assert!(meta.file_type().is_file(), "the store is a regular file");
+    assert_eq!(mode(store.path()), 0o600);
+}
