@@ -536,7 +536,10 @@ mod tests {
             account_id: Some(Arc::from("123")),
             scope: None,
         };
-        let local = locals.issue(key.clone()).expect("a local token");
+        let local = locals
+            .issue(key.clone(), "acme")
+            .expect("a local token")
+            .token;
         let local_bearer = format!("Bearer {local}");
         let routes = [
             (Method::GET, "/hub/v1/x"),
@@ -608,7 +611,10 @@ mod tests {
             account_id: None,
             scope: None,
         };
-        let local = locals.issue(key.clone()).expect("a local token");
+        let local = locals
+            .issue(key.clone(), "acme")
+            .expect("a local token")
+            .token;
         let code = |r: Result<Caller, ProxyError>| r.map_err(|e| e.code());
         assert_eq!(
             code(Caller::Unproven.from_envelope(Some(&local), &locals)),

@@ -60,10 +60,20 @@ pub enum IssueError {
 }
 
 /// A local token handed out: the value, and the lifetime to announce.
-#[derive(Debug, PartialEq, Eq)]
+/// `Debug` never shows the token: it stands in for a real one.
+#[derive(PartialEq, Eq)]
 pub struct Issued {
     pub token: String,
     pub expires_in: Duration,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("token", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
 }
 
 pub struct LocalTokens {
