@@ -93,6 +93,8 @@ pub enum ProxyError {
     },
     #[error("the proxy failed: {0}")]
     Internal(String),
+    #[error("the proxy is at a limit of its own: {0}; try again shortly")]
+    Overloaded(String),
 }
 
 /// An error and its causes on one line ("connect failed: connection refused"):
@@ -157,6 +159,7 @@ impl ProxyError {
                 Internal,
                 "internal_error",
             ),
+            Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, Internal, "overloaded"),
         }
     }
 
@@ -222,6 +225,7 @@ impl ProxyError {
             | Self::TokenUnavailable {
                 retry_after_secs, ..
             } => Some((*retry_after_secs).max(1)),
+            Self::Overloaded(_) => Some(1),
             _ => None,
         }
     }
@@ -368,12 +372,15 @@ mod tests {
                 "login_required",
             ),
             (ProxyError::Internal("x".into()), 500, "internal_error"),
+            (ProxyError::Overloaded("x".into()), 503, "overloaded"),
         ];
         for (error, status, code) in cases {
-            let side = match status {
-                500 => Side::Internal,
-                502..=504 => Side::Upstream,
-                _ => Side::Downstream,
+            let side = match code {
+                "internal_error" | "overloaded" => Side::Internal,
+                _ => match status {
+                    502..=504 => Side::Upstream,
+                    _ => Side::Downstream,
+                },
             };
             assert_eq!(error.side(), side, "{code}");
             let response: Response<Bytes> = error.into_response();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::body::{ClientBody, IdleTimeout, ProxyBody, Sender};
@@ -41,7 +42,14 @@ pub struct Proxy {
     locals: LocalTokens,
     /// Browser logins started at `/_proxy/login`, waiting for their redirect.
     pending_logins: admin::PendingLogins,
+    /// Requests whose body is being read before their caller is known (a
+    /// keyless SOAP call or broker token request): few at a time, so that
+    /// strangers cannot make the proxy hold many bodies at once.
+    unproven: Semaphore,
 }
+
+/// Keyless requests whose credential is read from the body, at once.
+const MAX_UNPROVEN: usize = 128;
 
 impl Proxy {
     pub fn new(settings: Arc<Settings>) -> Result<Self, BuildError> {
@@ -57,6 +65,7 @@ impl Proxy {
             upstream,
             locals,
             pending_logins: admin::PendingLogins::default(),
+            unproven: Semaphore::new(MAX_UNPROVEN),
         })
     }
 
@@ -118,12 +127,18 @@ impl Proxy {
         let caller = guard::identify(&parts, server, &self.locals)?;
         if caller == Caller::Unproven {
             // A SOAP call without a key: read only a small prefix of the
-            // envelope for a local token in `fueloauth`; nothing else is
-            // said to a caller who has not proved who it is.
+            // envelope, within the head's deadline, for a local token in
+            // `fueloauth`; nothing else is said to a caller who has not
+            // proved who it is.
             let limit = self.settings.soap.preauth_limit;
-            let start = soap::Envelope::start(body, &parts.headers, limit)
-                .await
-                .map_err(|_| ProxyError::InboundKeyRequired)?;
+            let start = {
+                let _slot = self.unproven_slot()?;
+                let read = soap::Envelope::start(body, &parts.headers, limit);
+                match tokio::time::timeout(server.header_read_timeout, read).await {
+                    Ok(Ok(start)) => start,
+                    Ok(Err(_)) | Err(_) => return Err(ProxyError::InboundKeyRequired),
+                }
+            };
             let caller = caller.from_envelope(start.client_token(), &self.locals)?;
             return match route::route(&parts, &self.settings, caller.bound())? {
                 Route::Api(target) if target.api == Api::Soap => {
@@ -153,6 +168,13 @@ impl Proxy {
             Route::Broker => {
                 let (settings, tokens) = (&self.settings, &self.tokens);
                 let trusted = caller.trusted();
+                // A stranger's token request counts against the few bodies
+                // read before a caller is known.
+                let _slot = if trusted {
+                    None
+                } else {
+                    Some(self.unproven_slot()?)
+                };
                 Ok(broker::issue(&parts, body, settings, tokens, &self.locals, trusted).await)
             }
             Route::Api(target) => {
@@ -166,6 +188,14 @@ impl Proxy {
                 }
             }
         }
+    }
+
+    fn unproven_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ProxyError> {
+        self.unproven.try_acquire().map_err(|_| {
+            ProxyError::Overloaded(format!(
+                "{MAX_UNPROVEN} requests without an inbound key are already being read; send the inbound key"
+            ))
+        })
     }
 
     /// A SOAP call from a known caller: the envelope's start is read (up to

@@ -71,6 +71,12 @@ pub fn route(
         return Ok(Route::Broker);
     }
     let by_prefix = tenant_by_prefix(path, settings);
+    // An SDK whose auth URL carries a tenant prefix: still the broker, never
+    // SFMC (the body holds the tool's client id and secret).
+    let prefixed_rest = by_prefix.and_then(|t| path.strip_prefix(t.path_prefix.as_deref()?));
+    if prefixed_rest.is_some_and(|rest| is_token_request(&parts.method, rest)) {
+        return Ok(Route::Broker);
+    }
     let by_header = header(&parts.headers, &X_SFMC_TENANT)?;
     let tenant = match bound {
         Some(key) => bound_tenant(key, by_header, by_prefix, settings)?,

@@ -507,3 +507,186 @@ async fn http2_streams_windows_and_headers_per_connection_are_capped() {
         "{settings:?}"
     );
 }
+
+// Regressions from the attacker's review of this work (each failed before
+// its fix; see the commit that added it).
+
+/// An HTTP/2 frame: length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("small frame");
+    let mut frame = len.to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_window_http2_client_is_cut_although_it_keeps_pinging() {
+    let s = setup_with(
+        &format!("[server]\ninbound_keys = [\"{KEY}\"]\nmax_connections = 1\n"),
+        "",
+    )
+    .await;
+    let stream = TcpStream::connect(s.proxy.addr).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0])); // INITIAL_WINDOW_SIZE = 0
+    wr.write_all(&hello).await.expect("preface");
+    let mut buf = vec![0u8; 4096];
+    let _ = rd.read(&mut buf).await.expect("the server's SETTINGS");
+    // GET /hub/v1/x without a key: its 401 body can never be sent.
+    let authority = format!("127.0.0.1:{}", s.proxy.addr.port());
+    let mut block = vec![0x82, 0x86, 0x04, 9];
+    block.extend_from_slice(b"/hub/v1/x");
+    block.extend([0x01, u8::try_from(authority.len()).expect("short")]);
+    block.extend_from_slice(authority.as_bytes());
+    let mut request = h2_frame(0x4, 0x1, 0, &[]);
+    request.extend(h2_frame(0x1, 0x5, 1, &block));
+    wr.write_all(&request).await.expect("request");
+    let pinger = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            if wr.write_all(&h2_frame(0x6, 0, 0, &[0; 8])).await.is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    while !matches!(rd.read(&mut buf).await, Ok(0) | Err(_)) {}
+    let open_for = started.elapsed();
+    assert!(
+        open_for <= Duration::from_secs(61),
+        "PINGs kept it open {open_for:?}"
+    );
+    pinger.abort();
+    let probe = s.client.get(&s.proxy, "/_proxy/health", &[]).await;
+    assert_eq!(probe.status, 200);
+}
+
+/// Sends `head`, then one byte of body every 50 s; returns how long until the
+/// proxy answered or closed.
+async fn trickle(addr: std::net::SocketAddr, head: String) -> (Duration, String) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    wr.write_all(head.as_bytes()).await.expect("head");
+    let trickler = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            if wr.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    let n = rd.read(&mut buf).await.unwrap_or(0);
+    trickler.abort();
+    (
+        started.elapsed(),
+        String::from_utf8_lossy(&buf[..n]).into_owned(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyless_body_trickled_byte_by_byte_gets_only_the_head_deadline() {
+    let s = setup_with(
+        &format!("[server]\ninbound_keys = [\"{KEY}\"]\nheader_read_timeout = \"10s\"\n"),
+        "",
+    )
+    .await;
+    let host = format!("127.0.0.1:{}", s.proxy.addr.port());
+    let soap = format!(
+        "POST /Service.asmx HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/xml\r\nContent-Length: 8000\r\n\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><!--"
+    );
+    let broker = format!(
+        "POST /v2/token HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 8000\r\n\r\n{{"
+    );
+    for (head, status) in [(soap, "401"), (broker, "400")] {
+        let (waited, answer) = trickle(s.proxy.addr, head).await;
+        assert!(
+            waited <= Duration::from_secs(11),
+            "answered after {waited:?}"
+        );
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+    }
+    assert_eq!(s.fake.token_requests(), 0);
+}
+
+#[tokio::test]
+async fn the_preauth_limit_is_kept_to_the_frame() {
+    let s = setup_with(&format!("[server]\ninbound_keys = [\"{KEY}\"]\n"), "").await;
+    let (mut tx, body) = channel_body();
+    let request = request("POST", &s.proxy, "/Service.asmx", &XML, body);
+    let client = s.client.clone();
+    let pending = tokio::spawn(async move { client.fetch(request).await });
+    let open = format!("<s:Envelope xmlns:s=\"{}\"><!--", support::soap::SOAP11);
+    tx.send_data(open.clone().into()).await.expect("send");
+    let mut sent = open.len();
+    // 64-byte frames until the proxy answers: it must stop within a frame of 8 KiB.
+    while !pending.is_finished() && sent < 64 * 1024 {
+        if tx.send_data("x".repeat(64).into()).await.is_err() {
+            break;
+        }
+        sent += 64;
+        tokio::task::yield_now().await;
+    }
+    let reply = pending.await.expect("client task");
+    assert_eq!(reply.status, 401);
+    assert!(
+        sent <= 8 * 1024 + 64 * 8,
+        "read {sent} bytes of a keyless envelope"
+    );
+}
+
+#[tokio::test]
+async fn made_up_scopes_cannot_push_out_a_token_callers_hold() {
+    let s = setup_with(
+        "[token]\nmax_keys = 4\nrate_burst = 2\nrate_interval = \"1h\"\n",
+        "",
+    )
+    .await;
+    assert_eq!(s.client.get(&s.proxy, "/hub/v1/x", &[]).await.status, 200);
+    for i in 0..8 {
+        let scope = format!("junk_{i}");
+        let _ = s
+            .client
+            .get(&s.proxy, "/hub/v1/x", &[("x-sfmc-scope", scope.as_str())])
+            .await;
+    }
+    let again = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(
+        s.fake.token_requests(),
+        2,
+        "the default token and one junk one"
+    );
+}
+
+#[tokio::test]
+async fn a_token_request_under_a_tenant_prefix_reaches_the_broker_never_sfmc() {
+    let s = setup("path_prefix = \"/acme\"").await;
+    let reply = s
+        .client
+        .post(
+            &s.proxy,
+            "/acme/v2/token",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "grant_type=client_credentials&client_id=acme&client_secret=anything",
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        reply.json()["access_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("sfmcproxy_"))
+    );
+    assert_eq!(
+        s.fake.rest_requests(),
+        0,
+        "the tool's credentials never reach SFMC"
+    );
+}

@@ -122,7 +122,17 @@ async fn try_issue(
     locals: &LocalTokens,
     trusted: bool,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    let request = read_request(parts, body).await?;
+    // A stranger has the head's deadline to send its (small) body as well.
+    let request = if trusted {
+        read_request(parts, body).await?
+    } else {
+        let deadline = settings.server.header_read_timeout;
+        tokio::time::timeout(deadline, read_request(parts, body))
+            .await
+            .map_err(|_| {
+                malformed("the body did not arrive within server.header_read_timeout".into())
+            })??
+    };
     let field = |name: &str| match request.get(name) {
         Some(Value::String(text)) => Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
         Some(Value::Number(number)) => Some(number.to_string()),

@@ -26,7 +26,11 @@ pub(super) fn describe(text: &str, error: &toml::de::Error) -> String {
     // An unknown key may be a misspelt secret (`client_secert = "…"`): its
     // line is never shown; the message names the key anyway.
     let unknown_key = error.message().starts_with("unknown field");
-    if !located.secret && !unknown_key {
+    // A multi-line string (`"""…"""`, `'''…'''`) can carry a secret onto
+    // lines that `locate` cannot attribute to a key: with one in the file, no
+    // source line is shown at all.
+    let multi_line = text.contains("\"\"\"") || text.contains("'''");
+    if !located.secret && !unknown_key && !multi_line {
         return error.to_string();
     }
     // The key's own name is not the secret, even where the value holds it.

@@ -585,6 +585,21 @@ fn syntax_errors_on_secret_lines_name_the_key_and_line_but_not_the_value() {
     let error = parse_error(&typo);
     assert!(!error.contains("typo-s3cret"), "{error}");
     assert!(error.contains("client_secert"), "{error}");
+
+    // A multi-line string carries the secret onto lines of its own.
+    for broken in [
+        MINIMAL.replace(
+            "client_secret = \"${SECRET}\"",
+            "client_secret = \"\"\"\nS3CRET-VALUE-XYZ",
+        ),
+        MINIMAL.replace(
+            "client_secret = \"${SECRET}\"",
+            "client_secret = '''S3CRET-VALUE-XYZ'''x",
+        ),
+    ] {
+        let error = parse_error(&broken);
+        assert!(!error.contains("S3CRET-VALUE-XYZ"), "{error}");
+    }
 }
 
 #[test]

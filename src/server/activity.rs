@@ -4,8 +4,9 @@
 //!
 //! hyper bounds only the HTTP/1 request head; hyper-util's protocol detection
 //! (reading the HTTP/2 preface) and hyper's HTTP/2 server have no deadline at
-//! all. So the connection's IO is wrapped ([`TrackedIo`]) to stamp progress,
-//! and a per-connection deadline is derived from these stamps:
+//! all. So each connection gets a deadline, derived from what its requests
+//! do — not from raw bytes, which HTTP/2 PINGs or SETTINGS could keep moving
+//! for ever while no request makes progress:
 //! - no request yet: `header_read_timeout` after the accept, however slowly
 //!   bytes trickle in (slowloris, a partial HTTP/2 preface);
 //! - a request being handled (waiting for a token or for SFMC's answer), or a
@@ -13,13 +14,12 @@
 //!   `upstream.response_timeout` and `upstream.idle_timeout` bound those, and
 //!   a stalled request body is cut by its own idle timer
 //!   ([`crate::body::ClientBody`]);
-//! - otherwise `idle_timeout` after bytes last moved either way or a response
-//!   body was last read: between requests, and when a client stops reading its
-//!   response (hyper then stops asking the body for more, on HTTP/1 and on
-//!   HTTP/2 alike).
+//! - otherwise `idle_timeout` after the last request's head was handled or a
+//!   response body last gave data: between requests, and when a client stops
+//!   reading its response (hyper then stops asking the body for more, on
+//!   HTTP/1 and on HTTP/2 alike, whatever control frames keep arriving).
 
 use std::collections::HashMap;
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,7 +27,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -35,7 +34,8 @@ use tokio::time::Instant;
 /// requests (which mark it busy) and the accept loop (which may shed it).
 pub struct Activity {
     accepted: Instant,
-    /// Nanoseconds after `accepted` that bytes last moved.
+    /// Nanoseconds after `accepted` that a request last made progress (its
+    /// head handled, or its response body gave data).
     last_progress: AtomicU64,
     /// Requests whose response head is not yet returned, plus response
     /// bodies waiting for SFMC's next bytes.
@@ -85,7 +85,7 @@ impl Activity {
 
     /// Nothing in flight at all: no request being handled, no response body
     /// on its way. Only such a connection is shed.
-    fn is_between_requests(&self) -> bool {
+    pub fn is_between_requests(&self) -> bool {
         !self.is_busy() && self.open_bodies.load(Ordering::Acquire) == 0
     }
 
@@ -110,7 +110,7 @@ impl Activity {
 /// A request in progress on a connection (see [`Activity::begin_request`]).
 pub struct Busy(Arc<Activity>);
 
-/// A response body on its way to the client: each read stamps the
+/// A response body on its way to the client: each frame it gives stamps the
 /// connection's activity, and while it waits for SFMC the connection counts
 /// as busy, not idle.
 pub struct Streaming<B> {
@@ -151,7 +151,9 @@ impl<B: Body + Unpin> Body for Streaming<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        self.activity.stamp();
+        if polled.is_ready() {
+            self.activity.stamp();
+        }
         self.set_waiting(polled.is_pending());
         polled
     }
@@ -230,71 +232,6 @@ pub struct Entry {
 impl Drop for Entry {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.id);
-    }
-}
-
-/// A connection's IO that stamps [`Activity`] whenever bytes move.
-pub struct TrackedIo<T> {
-    inner: T,
-    activity: Arc<Activity>,
-}
-
-impl<T> TrackedIo<T> {
-    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.stamp();
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.stamp();
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.stamp();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

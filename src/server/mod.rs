@@ -26,7 +26,10 @@ use tokio::time::Instant;
 
 use crate::config::{ServerSettings, Settings};
 use crate::proxy::{BuildError, Proxy};
-use activity::{Activity, Registry, Streaming, TrackedIo};
+use activity::{Activity, Registry, Streaming};
+
+/// How often a full accept loop looks again for a connection to shed.
+const SHED_RETRY: Duration = Duration::from_millis(100);
 
 /// How long in-flight requests may run after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -107,12 +110,20 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
                         "server.max_connections reached and every connection is busy; new connections wait"
                     );
                 }
-                tokio::select! {
-                    permit = connections.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_closed) => break,
-                    },
-                    () = &mut shutdown => break,
+                // Look again now and then: a connection busy now may be
+                // between requests a moment later.
+                let waited = loop {
+                    tokio::select! {
+                        permit = connections.clone().acquire_owned() => break permit.ok(),
+                        () = tokio::time::sleep(SHED_RETRY) => {
+                            registry.shed_longest_idle();
+                        }
+                        () = &mut shutdown => break None,
+                    }
+                };
+                match waited {
+                    Some(permit) => permit,
+                    None => break,
                 }
             }
         };
@@ -158,7 +169,7 @@ impl Connection {
                 Ok::<_, Infallible>(response.map(|body| Streaming::new(body, activity)))
             }
         });
-        let io = TokioIo::new(TrackedIo::new(stream, self.activity.clone()));
+        let io = TokioIo::new(stream);
         let connection = builder.serve_connection(io, service).into_owned();
         let connection = graceful.watch(connection);
         let entry = registry.register(self.activity.clone());
@@ -184,8 +195,11 @@ impl Connection {
                         }
                     }
                     () = self.activity.shed_requested() => {
-                        tracing::debug!("closed to make room under server.max_connections");
-                        break;
+                        // A request may have started since it was picked.
+                        if self.activity.is_between_requests() {
+                            tracing::debug!("closed to make room under server.max_connections");
+                            break;
+                        }
                     }
                 }
             }

@@ -68,8 +68,11 @@ impl Envelope {
         // when the held bytes doubled, grew by RESCAN_STEP, or the body ended.
         let mut scanned = 0;
         let plan = loop {
-            let worth_scanning =
-                ended || buf.len() >= 2 * scanned || buf.len() >= scanned + RESCAN_STEP;
+            // Past the limit, one more scan decides: the region fits or not.
+            let worth_scanning = ended
+                || buf.len() >= 2 * scanned
+                || buf.len() >= scanned + RESCAN_STEP
+                || (buf.len() > limit && scanned <= limit);
             if !worth_scanning {
                 ended = read_frame(&mut body, &mut buf).await?;
                 continue;

@@ -192,21 +192,38 @@ fn rate_limited(limits: &Limits, wait: Duration) -> TokenFailure {
     }
 }
 
-/// Drops the least recently used idle slot. Idle: only the map holds it (no
-/// caller, no fetch or refresh task), so nothing is lost but a token that
-/// can be fetched again. Checked again under the shard's write lock, where
-/// no one can take a new hold on it.
+/// Drops an idle slot: first one that holds no live token (a key that was
+/// refused, rate-limited or has expired — what made-up keys leave behind),
+/// then the least recently used. Idle: only the map holds it (no caller, no
+/// fetch or refresh task), so nothing is lost but a token that can be fetched
+/// again. Checked again under the shard's write lock, where no one can take a
+/// new hold on it. Keying the choice on live tokens first means a flood of
+/// junk keys cannot push out the tokens real callers use.
 pub(super) fn evict_idle(
     slots: &DashMap<TokenKey, Arc<Slot>>,
     limits: &Limits,
+    now: Instant,
 ) -> Result<(), TokenFailure> {
     let idle =
         |slot: &Arc<Slot>| Arc::strong_count(slot) == 1 && !slot.refreshing.load(Ordering::Acquire);
+    let holds_live_token = |slot: &Arc<Slot>| {
+        let state = slot.state.read().unwrap_or_else(PoisonError::into_inner);
+        state
+            .token
+            .as_ref()
+            .is_some_and(|token| now < token.expires_at)
+    };
     for _ in 0..3 {
         let victim = slots
             .iter()
             .filter(|entry| idle(entry.value()))
-            .min_by_key(|entry| entry.value().last_used.load(Ordering::Relaxed))
+            .min_by_key(|entry| {
+                let slot = entry.value();
+                (
+                    holds_live_token(slot),
+                    slot.last_used.load(Ordering::Relaxed),
+                )
+            })
             .map(|entry| entry.key().clone());
         let Some(victim) = victim else { break };
         if slots.remove_if(&victim, |_, slot| idle(slot)).is_some() {

@@ -326,7 +326,7 @@ impl TokenCache {
             return Ok(slot.clone());
         }
         if self.inner.slots.len() >= self.inner.limits.max_keys {
-            limits::evict_idle(&self.inner.slots, &self.inner.limits)?;
+            limits::evict_idle(&self.inner.slots, &self.inner.limits, now)?;
         }
         let slot = self.inner.slots.entry(key.clone()).or_default().clone();
         slot.touch(tick);

@@ -79,7 +79,12 @@ impl TokenStore {
             create_private_dir(dir).map_err(io)?;
         }
         let lock_path = self.path.with_extension("lock");
-        let file = private_options()
+        let mut options = private_options();
+        // A symlink planted at the lock's path is not followed (nothing
+        // secret is written there, but nothing is created elsewhere either).
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+        let file = options
             .read(true)
             .write(true)
             .truncate(false)
