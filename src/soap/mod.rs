@@ -15,6 +15,9 @@ use hyper::body::Incoming;
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, Side};
 use crate::upstream::UpstreamBody;
+use inject::encoding::Charset;
+#[doc(hidden)]
+pub use inject::verify::checked_apply;
 pub use inject::{EXACTTARGET_NS, EnvelopeError, Plan, Scan, scan};
 
 /// Held bytes may grow by this much before the envelope is scanned again.
@@ -47,6 +50,7 @@ impl Envelope {
         replay_limit: usize,
     ) -> Result<Self, ProxyError> {
         check_encoding(headers)?;
+        let charset = content_charset(headers)?;
         let declared_length = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -69,7 +73,7 @@ impl Envelope {
                 continue;
             }
             scanned = buf.len();
-            match scan(&buf, ended) {
+            match inject::scan_as(&buf, ended, charset) {
                 // Checked on the plan, not on what was read: a frame may bring
                 // more than the region, and the answer must not depend on framing.
                 Ok(Scan::Ready(plan)) if plan.upto > limit => return Err(too_large(limit)),
@@ -159,6 +163,30 @@ fn check_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
             "a SOAP request with Content-Encoding `{}` cannot carry the token; send the envelope uncompressed",
             String::from_utf8_lossy(value.as_bytes())
         ))),
+    }
+}
+
+/// The charset the Content-Type names (`text/xml; charset=…`), when the
+/// envelope can be edited byte for byte in it; refused (saying why) when not.
+fn content_charset(headers: &HeaderMap) -> Result<Option<Charset>, ProxyError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let named = text.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    });
+    match named {
+        None => Ok(None),
+        Some(name) => match inject::encoding::charset(&name) {
+            Some(charset) => Ok(Some(charset)),
+            None => Err(ProxyError::BadRequest(
+                inject::encoding::unsupported("the Content-Type", &name).to_string(),
+            )),
+        },
     }
 }
 

@@ -271,31 +271,47 @@ fn envelopes_in_encodings_that_are_not_ascii_compatible_are_refused_saying_why()
     }
 }
 
+/// An envelope with the given fueloauth text.
+type Render<'a> = dyn Fn(&[u8]) -> Vec<u8> + 'a;
+
 /// In UTF-8 and the single-byte ASCII-compatible encodings every byte of
 /// markup is that ASCII character: such envelopes are edited exactly, with
-/// Latin-1 bytes in the Body, in an attribute and in a comment the scan reads.
+/// non-ASCII bytes (`é` in UTF-8, Latin-1) in the Body, in an attribute and
+/// in a comment, which the scan reads when the Body comes first.
 #[test]
 fn ascii_compatible_encodings_are_edited_exactly() {
-    for declared in [
-        "utf-8",
-        "UTF8",
-        "us-ascii",
-        "ISO-8859-1",
-        "iso-8859-15",
-        "windows-1252",
-        "Windows-1250",
-    ] {
+    let utf8 = "\u{e9}".as_bytes();
+    let cases: [(&str, &[u8]); 8] = [
+        ("utf-8", utf8),
+        ("UTF8", utf8),
+        ("us-ascii", b"&#233;"),
+        ("ISO-8859-1", b"\xE9"),
+        ("iso-8859-15", b"\xE9"),
+        ("latin1", b"\xE9"),
+        ("windows-1252", b"\xE9"),
+        ("Windows-1250", b"\xE9"),
+    ];
+    for (declared, e_acute) in cases {
         let decl = format!("<?xml version=\"1.0\" encoding=\"{declared}\"?>");
         let envelope = b"<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\">";
-        let body: &[u8] = b"<s:Body><Name a=\"\xE9\">Zo\xEB \xE9t\xE9</Name><!-- \xE9 --></s:Body>";
+        let body = [
+            &b"<s:Body><Name a=\""[..],
+            e_acute,
+            b"\">Zo",
+            e_acute,
+            b"</Name><!-- ",
+            e_acute,
+            b" --></s:Body>",
+        ]
+        .concat();
         let open = b"<s:Header><fueloauth xmlns=\"http://exacttarget.com\">";
         let close = b"</fueloauth></s:Header>";
         let end = b"</s:Envelope>";
         let header_first =
-            |token: &[u8]| [decl.as_bytes(), envelope, open, token, close, body, end].concat();
+            |token: &[u8]| [decl.as_bytes(), envelope, open, token, close, &body, end].concat();
         let body_first =
-            |token: &[u8]| [decl.as_bytes(), envelope, body, open, token, close, end].concat();
-        let shapes: [&dyn Fn(&[u8]) -> Vec<u8>; 2] = [&header_first, &body_first];
+            |token: &[u8]| [decl.as_bytes(), envelope, &body, open, token, close, end].concat();
+        let shapes: [&Render; 2] = [&header_first, &body_first];
         for shape in shapes {
             assert_eq!(
                 rewrite_bytes(&shape(b"old")),
@@ -304,4 +320,21 @@ fn ascii_compatible_encodings_are_edited_exactly() {
             );
         }
     }
+}
+
+/// A Latin-1 Envelope prefix is kept as its bytes came in the Header the
+/// proxy inserts.
+#[test]
+fn an_inserted_header_keeps_a_latin1_prefix_as_it_came() {
+    let input = b"<?xml version=\"1.0\" encoding=\"iso-8859-1\"?><\xE9:Envelope xmlns:\xE9=\"http://schemas.xmlsoap.org/soap/envelope/\"><\xE9:Body/></\xE9:Envelope>";
+    let output = rewrite_bytes(input).expect("edited");
+    let header = [&b"<\xE9:Header>"[..], FUEL.as_bytes(), b"</\xE9:Header>"].concat();
+    let at = input.iter().position(|&b| b == b'>').expect("decl") + 1;
+    let at = at
+        + input[at..]
+            .iter()
+            .position(|&b| b == b'>')
+            .expect("envelope")
+        + 1;
+    assert_eq!(output, [&input[..at], &header, &input[at..]].concat());
 }
