@@ -294,3 +294,34 @@ async fn envelopes_in_encodings_that_cannot_be_edited_exactly_get_a_client_fault
     }
     assert_eq!((s.fake.soap_requests(), s.fake.token_requests()), (0, 0));
 }
+
+/// SFMC words its refusals in more than one way: `Login Failed: token
+/// revoked` in another case means the same as `Login failed`, and gets the
+/// same fresh token and one replay (not the fault passed on until the cached
+/// token expires).
+#[tokio::test]
+async fn token_faults_worded_otherwise_get_a_fresh_token_and_one_replay_too() {
+    let wordings = [
+        ("TOKEN EXPIRED.", "Login Failed: token revoked", false),
+        ("token expired: renew it", "LOGIN FAILED", true),
+    ];
+    for (expired, revoked, expire) in wordings {
+        let s = setup("").await;
+        s.fake.set_soap_refusal_wording(expired, revoked);
+        assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
+        match expire {
+            true => s.fake.expire_all_tokens(),
+            false => s.fake.revoke_all_tokens(),
+        }
+        let sent = envelope(&format!("<s:Header>{}</s:Header>", fuel("*")));
+        let reply = soap(&s, "/Service.asmx", sent.clone()).await;
+        assert_answered(&reply, 2);
+        assert_eq!(
+            (s.fake.token_requests(), s.fake.soap_requests()),
+            (2, 3),
+            "{revoked}: one new token, one replay"
+        );
+        let (before, after) = sent.split_once('*').expect("placeholder");
+        assert_issued(&between(&received(&s).body, before, after), 2);
+    }
+}
