@@ -168,38 +168,8 @@ pub fn scan_as(
             Err(error) => return Err(EnvelopeError::Malformed(error.to_string())),
         };
         let after = reader.buffer_position() as usize;
-        // XML has no U+0000 in any encoding: a NUL byte means UTF-16/32 (or
-        // not XML), whatever the parser made of it.
-        if source
-            .xml
-            .get(before..after)
-            .is_some_and(|bytes| bytes.contains(&0))
-        {
-            return Err(EnvelopeError::Encoding(
-                "it contains a NUL byte (UTF-16 or UTF-32?); send it as UTF-8".into(),
-            ));
-        }
-        // Where the name of a tag starts after its `<` (or `</`), and its length.
-        let tag = match &event {
-            Event::Start(start) | Event::Empty(start) => Some((1, start.name().as_ref().len())),
-            Event::End(end) => Some((2, end.name().as_ref().len())),
-            _ => None,
-        };
-        // Every edit is made at the envelope's offsets: map the parser's, and
-        // check that a tag is where its bytes are (a guard against the parser
-        // and the envelope ever disagreeing again, as over a BOM).
         let (at, end) = (source.original(before), source.original(after));
-        let name = match tag {
-            None => &[][..],
-            Some((skip, len)) => {
-                let name_end = source.original(before + skip + len);
-                located_name(buf, at..end, skip, name_end).ok_or_else(|| {
-                    EnvelopeError::Encoding(
-                        "the parser's positions do not match the envelope's bytes".into(),
-                    )
-                })?
-            }
-        };
+        let name = checked_name(buf, &source, &event, before, after)?;
         let done = match event {
             Event::Start(start) => scanner.open(&start, name, ns.as_deref(), at, end)?,
             Event::Empty(start) => scanner.empty(&start, name, ns.as_deref(), at, end)?,
@@ -225,16 +195,47 @@ pub fn scan_as(
     }
 }
 
-/// The name of the tag at `buf[tag]` (`<name…>` or `</name…>`, the name
-/// `skip` bytes in and ending at `name_end`), if the tag is really there.
-fn located_name(buf: &[u8], tag: Range<usize>, skip: usize, name_end: usize) -> Option<&[u8]> {
-    let bytes = buf.get(tag.clone())?;
-    let opens = bytes.starts_with(if skip == 2 { b"</" } else { b"<" });
-    if !(opens && bytes.ends_with(b">")) {
-        return None;
+/// The envelope's bytes of the name of the tag the parser read at
+/// `before..after` (its positions), empty for an event that is no tag.
+///
+/// Every edit is made at the envelope's offsets: the parser's are mapped and
+/// a tag must be where its bytes are (a guard against the parser and the
+/// envelope ever disagreeing again, as they did over a BOM). XML has no
+/// U+0000 in any encoding: a NUL byte means UTF-16/32 (or not XML),
+/// whatever the parser made of it.
+fn checked_name<'b>(
+    buf: &'b [u8],
+    source: &Source<'_>,
+    event: &Event<'_>,
+    before: usize,
+    after: usize,
+) -> Result<&'b [u8], EnvelopeError> {
+    if source
+        .xml
+        .get(before..after)
+        .is_some_and(|bytes| bytes.contains(&0))
+    {
+        return Err(EnvelopeError::Encoding(
+            "it contains a NUL byte (UTF-16 or UTF-32?); send it as UTF-8".into(),
+        ));
     }
-    buf.get(tag.start + skip..name_end)
-        .filter(|_| name_end <= tag.end)
+    // Where the name starts after the `<` (or `</`), and its length.
+    let (skip, len) = match event {
+        Event::Start(start) | Event::Empty(start) => (1, start.name().as_ref().len()),
+        Event::End(end) => (2, end.name().as_ref().len()),
+        _ => return Ok(&[]),
+    };
+    let (at, end) = (source.original(before), source.original(after));
+    let name_end = source.original(before + skip + len);
+    let tag = buf.get(at..end).unwrap_or_default();
+    let opens = tag.starts_with(if skip == 2 { b"</" } else { b"<" });
+    buf.get(at + skip..name_end)
+        .filter(|_| opens && tag.ends_with(b">") && name_end <= end)
+        .ok_or_else(|| {
+            EnvelopeError::Encoding(
+                "the parser's positions do not match the envelope's bytes".into(),
+            )
+        })
 }
 
 fn namespace(ns: &ResolveResult<'_>) -> Option<String> {
