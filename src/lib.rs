@@ -30,6 +30,7 @@
 //! (`ProxyError` → status, JSON body, `x-sfmc-proxy-error`), [`body`] (the body
 //! type), [`tls`] (crypto provider, trust roots). [`fake`] is an in-process fake
 //! SFMC tenant for `demo` and the tests; [`cli`] holds the subcommands.
+//! `fuzzing` (hidden) is the door the fuzz targets in `fuzz/` go through.
 
 #![forbid(unsafe_code)]
 
@@ -41,6 +42,8 @@ pub mod config;
 pub mod error;
 pub mod fake;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod headers;
 pub mod oauth;

@@ -399,6 +399,31 @@ async fn soap_calls_with_a_local_token_in_fueloauth_get_the_real_token_of_their_
     assert_eq!(s.fake.token_requests(), 1);
 }
 
+/// With a UTF-8 byte order mark before the envelope (.NET tools), the local
+/// token is read from the right bytes and replaced there.
+#[tokio::test]
+async fn a_local_token_in_an_envelope_with_a_bom_is_resolved_and_replaced() {
+    use support::soap::*;
+    let s = setup("account_ids = [\"100\", \"200\"]").await;
+    let local = local_token(
+        &s,
+        json!({"grant_type": "client_credentials", "client_id": "acme",
+               "client_secret": "x", "account_id": "200"}),
+    )
+    .await;
+    let before = format!(
+        "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"{SOAP11}\"><soap:Header>{FUEL_OPEN}"
+    );
+    let after =
+        format!("</fueloauth></soap:Header><soap:Body>{RETRIEVE}</soap:Body></soap:Envelope>");
+    let reply = soap(&s, "/Service.asmx", format!("{before}{local}{after}")).await;
+    assert_answered(&reply, 1);
+    assert_eq!(field(&reply, "fake:AccountId"), "200", "the bound MID");
+    let sent_token = between(&received(&s).body, &before, &after);
+    assert_issued(&sent_token, 1);
+    assert_eq!(s.fake.token_requests(), 1);
+}
+
 #[tokio::test]
 async fn stale_local_tokens_get_the_answers_tools_reauthenticate_on() {
     use support::soap::*;

@@ -271,3 +271,58 @@ async fn large_envelope_streams_to_sfmc_before_the_client_finishes_sending() {
         seen.body.len().to_string().as_str()
     );
 }
+
+/// .NET tools start UTF-8 with a byte order mark: the token lands in the
+/// fueloauth, the WS-Security header goes, and every other byte — the mark
+/// included — reaches SFMC as sent.
+#[tokio::test]
+async fn an_envelope_with_a_utf8_bom_is_edited_exactly_where_it_must() {
+    let s = setup("").await;
+    let before = format!(
+        "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><s:Envelope xmlns:s=\"{SOAP11}\"><s:Header>"
+    );
+    let security = "<wsse:Security xmlns:wsse=\"http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd\"><wsse:UsernameToken><wsse:Username>someone</wsse:Username><wsse:Password>pass-w0rd</wsse:Password></wsse:UsernameToken></wsse:Security>";
+    let after = format!("</fueloauth></s:Header><s:Body>{RETRIEVE}</s:Body></s:Envelope>");
+    let sent = format!("{before}{security}{FUEL_OPEN}placeholder{after}");
+    assert!(sent.as_bytes().starts_with(b"\xEF\xBB\xBF"));
+    let reply = soap(&s, "/Service.asmx", sent).await;
+    assert_answered(&reply, 1);
+    let seen = received(&s);
+    let token = between(&seen.body, &format!("{before}{FUEL_OPEN}"), &after);
+    assert_issued(&token, 1);
+    assert_eq!(
+        seen.body,
+        format!("{before}{FUEL_OPEN}{token}{after}").as_bytes(),
+        "byte for byte"
+    );
+    assert_eq!(
+        seen.headers["content-length"],
+        seen.body.len().to_string().as_str()
+    );
+}
+
+/// A Content-Type naming a single-byte charset makes the scan read the
+/// envelope as such: Latin-1 bytes before the Header are no obstacle.
+#[tokio::test]
+async fn a_latin1_envelope_reaches_sfmc_byte_for_byte() {
+    let s = setup("").await;
+    let before = [
+        format!("<s:Envelope xmlns:s=\"{SOAP11}\"><s:Body>").as_bytes(),
+        b"<RetrieveRequestMsg xmlns=\"http://exacttarget.com/wsdl/partnerAPI\"><Name>Zo\xEB</Name></RetrieveRequestMsg></s:Body><s:Header>",
+        FUEL_OPEN.as_bytes(),
+    ]
+    .concat();
+    let after = b"</fueloauth></s:Header></s:Envelope>";
+    let headers = [("content-type", "text/xml; charset=ISO-8859-1"), XML[1]];
+    let sent = [&before[..], b"old", after].concat();
+    let _ = s
+        .client
+        .post(&s.proxy, "/Service.asmx", &headers, sent)
+        .await;
+    let seen = received(&s).body;
+    let token = seen
+        .strip_prefix(&before[..])
+        .and_then(|rest| rest.strip_suffix(after))
+        .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&seen)));
+    assert_issued(std::str::from_utf8(token).expect("ASCII token"), 1);
+}

@@ -249,3 +249,79 @@ async fn guard_and_selector_errors_on_a_soap_call_are_soap_faults_too() {
     );
     assert_eq!(s.fake.soap_requests() + s.fake.token_requests(), 0);
 }
+
+/// An envelope the proxy cannot edit byte for byte is refused with a Client
+/// fault that says why, before any token is fetched: never a misplaced edit.
+#[tokio::test]
+async fn envelopes_in_encodings_that_cannot_be_edited_exactly_get_a_client_fault_saying_why() {
+    let s = setup("").await;
+    let plain = envelope(&format!("<s:Header>{}</s:Header>", fuel("*")));
+    let utf16: Vec<u8> = plain.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let declared = plain.replace("encoding=\"UTF-8\"", "encoding=\"utf-16\"");
+    let cases: [(&str, &str, Vec<u8>, &str); 4] = [
+        (
+            "UTF-16 with its BOM",
+            "text/xml",
+            [&b"\xFF\xFE"[..], &utf16].concat(),
+            "UTF-16 (little-endian) byte order mark",
+        ),
+        ("UTF-16 without a BOM", "text/xml", utf16, "UTF-16"),
+        (
+            "declared utf-16",
+            "text/xml",
+            declared.into_bytes(),
+            "the XML declaration names encoding `utf-16`",
+        ),
+        (
+            "Content-Type charset",
+            "text/xml; charset=\"UTF-32\"",
+            plain.clone().into_bytes(),
+            "the Content-Type names encoding `UTF-32`",
+        ),
+    ];
+    for (case, content_type, body, says) in cases {
+        let headers = [("content-type", content_type), XML[1]];
+        let reply = s
+            .client
+            .post(&s.proxy, "/Service.asmx", &headers, body)
+            .await;
+        assert_proxy_fault(&reply, 400, "bad_request", "soap:Client");
+        let faultstring = field(&reply, "faultstring");
+        assert!(
+            faultstring.contains(says) && faultstring.contains("send it as UTF-8"),
+            "{case}: {faultstring}"
+        );
+    }
+    assert_eq!((s.fake.soap_requests(), s.fake.token_requests()), (0, 0));
+}
+
+/// SFMC words its refusals in more than one way: `Login Failed: token
+/// revoked` in another case means the same as `Login failed`, and gets the
+/// same fresh token and one replay (not the fault passed on until the cached
+/// token expires).
+#[tokio::test]
+async fn token_faults_worded_otherwise_get_a_fresh_token_and_one_replay_too() {
+    let wordings = [
+        ("TOKEN EXPIRED.", "Login Failed: token revoked", false),
+        ("token expired: renew it", "LOGIN FAILED", true),
+    ];
+    for (expired, revoked, expire) in wordings {
+        let s = setup("").await;
+        s.fake.set_soap_refusal_wording(expired, revoked);
+        assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
+        match expire {
+            true => s.fake.expire_all_tokens(),
+            false => s.fake.revoke_all_tokens(),
+        }
+        let sent = envelope(&format!("<s:Header>{}</s:Header>", fuel("*")));
+        let reply = soap(&s, "/Service.asmx", sent.clone()).await;
+        assert_answered(&reply, 2);
+        assert_eq!(
+            (s.fake.token_requests(), s.fake.soap_requests()),
+            (2, 3),
+            "{revoked}: one new token, one replay"
+        );
+        let (before, after) = sent.split_once('*').expect("placeholder");
+        assert_issued(&between(&received(&s).body, before, after), 2);
+    }
+}

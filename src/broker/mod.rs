@@ -32,7 +32,7 @@ pub const TOKEN_PATH: &str = "/v2/token";
 const BODY_LIMIT: usize = 8 * 1024;
 
 /// An OAuth error as SFMC words it, plus the proxy's own code in the header.
-struct Refusal {
+pub(crate) struct Refusal {
     status: StatusCode,
     error: String,
     description: String,
@@ -193,7 +193,7 @@ async fn try_issue(
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// The body as SFMC accepts it: JSON, or a form (`application/x-www-form-urlencoded`).
+/// Reads the body (at most `BODY_LIMIT` bytes) and parses it.
 async fn read_request(parts: &Parts, body: ClientBody) -> Result<Map<String, Value>, Refusal> {
     let bytes = Limited::new(body, BODY_LIMIT)
         .collect()
@@ -204,10 +204,20 @@ async fn read_request(parts: &Parts, body: ClientBody) -> Result<Map<String, Val
                 "the body could not be read (at most {BODY_LIMIT} bytes)"
             ))
         })?;
-    let is_form = parts
+    let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.to_str().ok());
+    parse_request(content_type, &bytes)
+}
+
+/// The body as SFMC accepts it: JSON, or a form (`application/x-www-form-urlencoded`).
+/// Pure (no I/O), so that it can be fuzzed.
+pub(crate) fn parse_request(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Map<String, Value>, Refusal> {
+    let is_form = content_type
         .and_then(|v| v.split(';').next())
         .is_some_and(|media| {
             media
@@ -215,11 +225,11 @@ async fn read_request(parts: &Parts, body: ClientBody) -> Result<Map<String, Val
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
     if is_form {
-        let pairs = form_urlencoded::parse(&bytes)
+        let pairs = form_urlencoded::parse(body)
             .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())));
         return Ok(pairs.collect());
     }
-    match serde_json::from_slice(&bytes) {
+    match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(malformed(
             "the body must be a JSON object or a form (application/x-www-form-urlencoded)".into(),

@@ -124,6 +124,9 @@ struct State {
     rest_requests: AtomicUsize,
     soap_requests: AtomicUsize,
     soap_rate_limited: AtomicBool,
+    /// The faultstrings for an expired and an unknown token, when not SFMC's
+    /// usual `Token Expired` / `Login failed`.
+    soap_refusal_wording: Mutex<Option<(String, String)>>,
     last_soap: Mutex<Option<SoapRequest>>,
     /// Body (as JSON) and content type of the last `/v2/token` request.
     last_token: Mutex<Option<(Value, Option<String>)>>,
@@ -265,6 +268,13 @@ impl FakeTenant {
     /// While on, SOAP requests with a valid token get SFMC's `Rate Limited` fault.
     pub fn set_soap_rate_limited(&self, on: bool) {
         self.state.soap_rate_limited.store(on, Ordering::SeqCst);
+    }
+
+    /// From now on SOAP refusals are worded so: the faultstring for an
+    /// expired token and for an unknown (revoked) one. SFMC's wording and
+    /// case vary (`Login Failed: …`); the proxy must recognise any.
+    pub fn set_soap_refusal_wording(&self, expired: &str, unknown: &str) {
+        *lock(&self.state.soap_refusal_wording) = Some((expired.to_owned(), unknown.to_owned()));
     }
 
     /// Lets one `/fake/gated` response (current or next) send its second chunk.

@@ -62,8 +62,8 @@ pub(super) async fn service(req: Request<Incoming>, state: &State) -> Reply {
     };
     let issued = match envelope.token().map(|token| state.check(token)) {
         Some(Ok(issued)) => issued,
-        Some(Err(Refusal::Expired)) => return security_fault("Token Expired"),
-        Some(Err(Refusal::Unknown)) | None => return security_fault("Login failed"),
+        Some(Err(refusal)) => return security_fault(&state.soap_refusal(Some(refusal))),
+        None => return security_fault(&state.soap_refusal(None)),
     };
     if state.soap_rate_limited.load(Ordering::SeqCst) {
         return fault("soap:Server", "Rate Limited");
@@ -265,6 +265,22 @@ fn retrieve_response(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"{SOAP11_NS}\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\"><soap:Header><fake:Received xmlns:fake=\"{FAKE_NS}\">{received}</fake:Received></soap:Header><soap:Body><RetrieveResponseMsg xmlns=\"http://exacttarget.com/wsdl/partnerAPI\"><OverallStatus>OK</OverallStatus><RequestID>{request_id}</RequestID>{results}</RetrieveResponseMsg></soap:Body></soap:Envelope>"
     );
     text_response(StatusCode::OK, "text/xml; charset=utf-8", xml)
+}
+
+impl State {
+    /// The faultstring for a refused token (`None`: no token at all).
+    fn soap_refusal(&self, refusal: Option<Refusal>) -> String {
+        let wording = lock(&self.soap_refusal_wording);
+        let (expired, unknown) = wording
+            .as_ref()
+            .map_or(("Token Expired", "Login failed"), |(e, u)| {
+                (e.as_str(), u.as_str())
+            });
+        match refusal {
+            Some(Refusal::Expired) => expired.to_owned(),
+            Some(Refusal::Unknown) | None => unknown.to_owned(),
+        }
+    }
 }
 
 /// SFMC's Security fault for a token it does not accept.

@@ -10,14 +10,20 @@
 //! - a WS-Security `Security` header (removed: the client's credentials).
 //!
 //! Every other byte — declarations, prefixes, whitespace, CDATA, comments, the
-//! Body — is copied as it came. A plan holds no token, so it can be applied
-//! again with a fresh one for a replay.
+//! Body — is copied as it came, a UTF-8 byte order mark included. A plan
+//! holds no token, so it can be applied again with a fresh one for a replay.
+//! Offsets are the envelope's own: `encoding` prepares what the parser reads
+//! (a BOM cut off and counted back, single-byte encodings widened and mapped
+//! back) and refuses envelopes that cannot be edited byte for byte (UTF-16,
+//! UTF-32, EBCDIC, any other declared encoding); `verify` checks the promise.
 
 use std::ops::Range;
 
 use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
+
+use encoding::{Charset, Source};
 
 pub const EXACTTARGET_NS: &str = "http://exacttarget.com";
 const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -32,6 +38,8 @@ pub enum EnvelopeError {
     Malformed(String),
     #[error("the request body is not a SOAP envelope: {0}")]
     NotSoap(String),
+    #[error("the SOAP envelope cannot be edited byte for byte: {0}")]
+    Encoding(String),
 }
 
 /// The outcome of scanning the bytes received so far.
@@ -62,8 +70,9 @@ enum EditKind {
     Token,
     /// Replace the range with a whole `fueloauth` element.
     Fueloauth,
-    /// Replace the range with a Header (with the given element name) holding `fueloauth`.
-    Header(String),
+    /// Replace the range with a Header (with the given element name, the
+    /// envelope's own bytes) holding `fueloauth`.
+    Header(Vec<u8>),
     Remove,
 }
 
@@ -90,7 +99,17 @@ impl Plan {
                 EditKind::Token => out.extend_from_slice(token.as_bytes()),
                 EditKind::Fueloauth => out.extend_from_slice(fueloauth.as_bytes()),
                 EditKind::Header(name) => {
-                    out.extend_from_slice(format!("<{name}>{fueloauth}</{name}>").as_bytes());
+                    for part in [
+                        b"<",
+                        &name[..],
+                        b">",
+                        fueloauth.as_bytes(),
+                        b"</",
+                        name,
+                        b">",
+                    ] {
+                        out.extend_from_slice(part);
+                    }
                 }
                 EditKind::Remove => {}
             }
@@ -117,14 +136,27 @@ struct Scanner {
     stack: Vec<(Role, usize)>,
     edits: Vec<Edit>,
     /// End of the Envelope's start tag, and the Header name to use there.
-    envelope: Option<(usize, String)>,
+    envelope: Option<(usize, Vec<u8>)>,
     header_open_end: Option<usize>,
     has_fueloauth: bool,
 }
 
 /// Scans `buf`, the first bytes of a request body; `complete` when it is all of it.
 pub fn scan(buf: &[u8], complete: bool) -> Result<Scan, EnvelopeError> {
-    let mut reader = NsReader::from_reader(buf);
+    scan_as(buf, complete, None)
+}
+
+/// [`scan`] for a body whose Content-Type names `charset` (one that
+/// [`encoding::charset`] accepts).
+pub fn scan_as(
+    buf: &[u8],
+    complete: bool,
+    charset: Option<Charset>,
+) -> Result<Scan, EnvelopeError> {
+    let Some(source) = Source::new(buf, complete, charset)? else {
+        return Ok(Scan::NeedMore);
+    };
+    let mut reader = NsReader::from_reader(&source.xml[..]);
     reader.config_mut().check_end_names = true;
     let mut scanner = Scanner::default();
     loop {
@@ -136,10 +168,17 @@ pub fn scan(buf: &[u8], complete: bool) -> Result<Scan, EnvelopeError> {
             Err(error) => return Err(EnvelopeError::Malformed(error.to_string())),
         };
         let after = reader.buffer_position() as usize;
+        let (at, end) = (source.original(before), source.original(after));
+        let name = checked_name(buf, &source, &event, before, after)?;
         let done = match event {
-            Event::Start(start) => scanner.open(&start, ns.as_deref(), before, after)?,
-            Event::Empty(start) => scanner.empty(&start, ns.as_deref(), before, after)?,
-            Event::End(_) => scanner.close(before, after),
+            Event::Start(start) => scanner.open(&start, name, ns.as_deref(), at, end)?,
+            Event::Empty(start) => scanner.empty(&start, name, ns.as_deref(), at, end)?,
+            Event::End(_) => scanner.close(at, end),
+            Event::Decl(_) if before > 0 => {
+                return Err(EnvelopeError::Malformed(
+                    "an XML declaration after the start of the envelope".into(),
+                ));
+            }
             Event::Eof if complete => {
                 return Err(match scanner.envelope {
                     None => EnvelopeError::NotSoap("no Envelope element".into()),
@@ -154,6 +193,49 @@ pub fn scan(buf: &[u8], complete: bool) -> Result<Scan, EnvelopeError> {
             return Ok(Scan::Ready(Plan { edits, upto }));
         }
     }
+}
+
+/// The envelope's bytes of the name of the tag the parser read at
+/// `before..after` (its positions), empty for an event that is no tag.
+///
+/// Every edit is made at the envelope's offsets: the parser's are mapped and
+/// a tag must be where its bytes are (a guard against the parser and the
+/// envelope ever disagreeing again, as they did over a BOM). XML has no
+/// U+0000 in any encoding: a NUL byte means UTF-16/32 (or not XML),
+/// whatever the parser made of it.
+fn checked_name<'b>(
+    buf: &'b [u8],
+    source: &Source<'_>,
+    event: &Event<'_>,
+    before: usize,
+    after: usize,
+) -> Result<&'b [u8], EnvelopeError> {
+    if source
+        .xml
+        .get(before..after)
+        .is_some_and(|bytes| bytes.contains(&0))
+    {
+        return Err(EnvelopeError::Encoding(
+            "it contains a NUL byte (UTF-16 or UTF-32?); send it as UTF-8".into(),
+        ));
+    }
+    // Where the name starts after the `<` (or `</`), and its length.
+    let (skip, len) = match event {
+        Event::Start(start) | Event::Empty(start) => (1, start.name().as_ref().len()),
+        Event::End(end) => (2, end.name().as_ref().len()),
+        _ => return Ok(&[]),
+    };
+    let (at, end) = (source.original(before), source.original(after));
+    let name_end = source.original(before + skip + len);
+    let tag = buf.get(at..end).unwrap_or_default();
+    let opens = tag.starts_with(if skip == 2 { b"</" } else { b"<" });
+    buf.get(at + skip..name_end)
+        .filter(|_| opens && tag.ends_with(b">") && name_end <= end)
+        .ok_or_else(|| {
+            EnvelopeError::Encoding(
+                "the parser's positions do not match the envelope's bytes".into(),
+            )
+        })
 }
 
 fn namespace(ns: &ResolveResult<'_>) -> Option<String> {
@@ -190,6 +272,7 @@ impl Scanner {
     fn open(
         &mut self,
         start: &BytesStart<'_>,
+        name: &[u8],
         ns: Option<&str>,
         before: usize,
         after: usize,
@@ -197,9 +280,10 @@ impl Scanner {
         let role = self.role(start, ns)?;
         match role {
             Role::Envelope => {
-                let header = match start.name().prefix() {
-                    Some(prefix) => format!("{}:Header", prefix.as_ref()),
-                    None => "Header".to_owned(),
+                // The Envelope's prefix as its bytes came (not as parsed).
+                let header = match name.iter().position(|&b| b == b':') {
+                    Some(colon) => [&name[..=colon], b"Header"].concat(),
+                    None => b"Header".to_vec(),
                 };
                 self.envelope = Some((after, header));
             }
@@ -220,13 +304,14 @@ impl Scanner {
     fn empty(
         &mut self,
         start: &BytesStart<'_>,
+        name: &[u8],
         ns: Option<&str>,
         before: usize,
         after: usize,
     ) -> Result<Option<usize>, EnvelopeError> {
         let kind = match self.role(start, ns)? {
             Role::Envelope => return Err(EnvelopeError::NotSoap("the Envelope is empty".into())),
-            Role::Header => EditKind::Header(start.name().as_ref().to_owned()),
+            Role::Header => EditKind::Header(name.to_vec()),
             Role::Fueloauth => {
                 self.has_fueloauth = true;
                 EditKind::Fueloauth
@@ -280,7 +365,9 @@ impl Scanner {
     }
 }
 
+pub mod encoding;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
 mod tests;
+pub mod verify;

@@ -137,58 +137,68 @@ impl SfmcTokenClient {
             .bytes()
             .await
             .map_err(|e| unavailable(&tenant.token_url, &e))?;
-        if bytes.len() > MAX_TOKEN_RESPONSE {
-            return Err(TokenError::InvalidResponse(format!(
-                "token response of {} bytes is implausibly large",
-                bytes.len()
-            )));
-        }
-        if status.is_success() {
-            self.parse_success(&bytes)
-        } else {
-            Err(classify_error(status, &bytes))
-        }
+        parse_response(status, &bytes, &self.allowed_instance_hosts)
     }
+}
 
-    fn parse_success(&self, bytes: &[u8]) -> Result<Granted, TokenError> {
-        let parsed: TokenResponse = serde_json::from_slice(bytes).map_err(|e| {
-            TokenError::InvalidResponse(format!(
-                "SFMC's token response is not the expected JSON: {e}"
-            ))
-        })?;
-        let instance = |url: &str| {
-            InstanceBase::parse(url, &self.allowed_instance_hosts).map_err(|reason| {
-                TokenError::InstanceNotAllowed {
-                    url: url.to_owned(),
-                    reason,
-                }
-            })
-        };
-        let rest_instance = instance(&parsed.rest_instance_url)?;
-        let soap_instance = match parsed.soap_instance_url.as_deref() {
-            Some(url) if !url.trim().is_empty() => Some(instance(url)?),
-            _ => None,
-        };
-        if parsed.access_token.is_empty() || parsed.expires_in == 0 {
-            return Err(TokenError::InvalidResponse(
-                "SFMC returned an empty token or zero lifetime".into(),
-            ));
-        }
-        let token = FetchedToken {
-            access_token: parsed.access_token,
-            expires_in: Duration::from_secs(parsed.expires_in),
-            scope: parsed.scope,
-            rest_instance,
-            soap_instance,
-        };
-        Ok(Granted {
-            token,
-            refresh_token: parsed
-                .refresh_token
-                .filter(|t| !t.is_empty())
-                .map(Secret::new),
-        })
+/// SFMC's answer to one token request, its status and body as they came:
+/// the grant, or why there is none. Pure (no I/O), so that it can be fuzzed.
+pub(crate) fn parse_response(
+    status: http::StatusCode,
+    bytes: &[u8],
+    allowed_instance_hosts: &[String],
+) -> Result<Granted, TokenError> {
+    if bytes.len() > MAX_TOKEN_RESPONSE {
+        return Err(TokenError::InvalidResponse(format!(
+            "token response of {} bytes is implausibly large",
+            bytes.len()
+        )));
     }
+    if status.is_success() {
+        parse_success(bytes, allowed_instance_hosts)
+    } else {
+        Err(classify_error(status, bytes))
+    }
+}
+
+fn parse_success(bytes: &[u8], allowed_instance_hosts: &[String]) -> Result<Granted, TokenError> {
+    let parsed: TokenResponse = serde_json::from_slice(bytes).map_err(|e| {
+        TokenError::InvalidResponse(format!(
+            "SFMC's token response is not the expected JSON: {e}"
+        ))
+    })?;
+    let instance = |url: &str| {
+        InstanceBase::parse(url, allowed_instance_hosts).map_err(|reason| {
+            TokenError::InstanceNotAllowed {
+                url: url.to_owned(),
+                reason,
+            }
+        })
+    };
+    let rest_instance = instance(&parsed.rest_instance_url)?;
+    let soap_instance = match parsed.soap_instance_url.as_deref() {
+        Some(url) if !url.trim().is_empty() => Some(instance(url)?),
+        _ => None,
+    };
+    if parsed.access_token.is_empty() || parsed.expires_in == 0 {
+        return Err(TokenError::InvalidResponse(
+            "SFMC returned an empty token or zero lifetime".into(),
+        ));
+    }
+    let token = FetchedToken {
+        access_token: parsed.access_token,
+        expires_in: Duration::from_secs(parsed.expires_in),
+        scope: parsed.scope,
+        rest_instance,
+        soap_instance,
+    };
+    Ok(Granted {
+        token,
+        refresh_token: parsed
+            .refresh_token
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
+    })
 }
 
 impl TokenSource for SfmcTokenClient {

@@ -1,11 +1,15 @@
-//! Properties of the injector over generated envelopes and arbitrary bytes:
-//! it never panics, never changes a byte outside the token's place, never lets
-//! the client's placeholder through, and decides the same on any prefix of a
-//! streamed body as on the whole.
+//! Properties of the injector over generated envelopes and arbitrary bytes,
+//! with and without a UTF-8 byte order mark: it never panics, either refuses
+//! or changes no byte outside the planned edits (which lie where the markup
+//! says: [`verify::checked_apply`]), never lets the client's placeholder
+//! through, and decides the same on any prefix of a streamed body as on the whole.
 
 use proptest::prelude::*;
 
+use super::verify::checked_apply;
 use super::*;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 const TOKEN: &str = "REAL-TOKEN-42";
 
@@ -130,13 +134,40 @@ fn render(s: &Shape, token: &str, inject: bool) -> String {
 
 fn rewrite_all(input: &[u8]) -> Option<Vec<u8>> {
     match scan(input, true) {
-        Ok(Scan::Ready(plan)) => {
-            let mut out = plan.apply(input, TOKEN);
-            out.extend_from_slice(&input[plan.upto..]);
-            Some(out)
-        }
+        Ok(Scan::Ready(plan)) => Some(
+            checked_apply(input, &plan, TOKEN)
+                .unwrap_or_else(|why| panic!("{why}: {}", String::from_utf8_lossy(input))),
+        ),
         _ => None,
     }
+}
+
+/// The promise on any input: the whole and every prefix are refused, wait,
+/// or are edited only at their plan's places; a prefix that is ready decides
+/// as the whole does, and one that refuses means the whole is refused too.
+fn edits_only_in_place(input: &[u8]) -> Result<(), TestCaseError> {
+    let whole = scan(input, true);
+    if let Ok(Scan::Ready(plan)) = &whole {
+        checked_apply(input, plan, TOKEN).map_err(TestCaseError::fail)?;
+    }
+    for at in 0..=input.len() {
+        match scan(&input[..at], false) {
+            Ok(Scan::Ready(plan)) => {
+                checked_apply(input, &plan, TOKEN).map_err(TestCaseError::fail)?;
+                if let Ok(Scan::Ready(whole)) = &whole {
+                    prop_assert_eq!(&plan, whole);
+                }
+            }
+            Ok(Scan::NeedMore) => {}
+            Err(e) => prop_assert!(
+                whole.is_err(),
+                "prefix {} refused ({}), the whole is not",
+                at,
+                e
+            ),
+        }
+    }
+    Ok(())
 }
 
 proptest! {
@@ -191,6 +222,69 @@ proptest! {
                     _ => return Err(TestCaseError::fail(format!("no token in {}", String::from_utf8_lossy(&out)))),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_bom_moves_no_edit_and_is_kept(s in shape()) {
+        let input = [BOM, render(&s, &s.placeholder, false).as_bytes()].concat();
+        let expected = [BOM, render(&s, TOKEN, true).as_bytes()].concat();
+        let output = rewrite_all(&input);
+        prop_assert_eq!(
+            output.map(|o| String::from_utf8_lossy(&o).into_owned()),
+            Some(String::from_utf8_lossy(&expected).into_owned())
+        );
+    }
+
+    #[test]
+    fn a_streamed_prefix_with_a_bom_decides_like_the_whole(s in shape()) {
+        edits_only_in_place(&[BOM, render(&s, &s.placeholder, false).as_bytes()].concat())?;
+    }
+
+    #[test]
+    fn arbitrary_bytes_are_refused_or_edited_only_in_place(
+        bytes in prop::collection::vec(any::<u8>(), 0..300),
+        bom in any::<bool>(),
+    ) {
+        let input = if bom { [BOM, &bytes[..]].concat() } else { bytes };
+        edits_only_in_place(&input)?;
+    }
+
+    #[test]
+    fn mutated_envelopes_are_refused_or_edited_only_in_place(
+        s in shape(),
+        bom in any::<bool>(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut bytes = render(&s, "PLACEHOLDER", false).into_bytes();
+        for (index, byte) in flips {
+            let i = index.index(bytes.len());
+            bytes[i] = byte;
+        }
+        let input = if bom { [BOM, &bytes[..]].concat() } else { bytes };
+        if let Ok(Scan::Ready(plan)) = scan(&input, true) {
+            checked_apply(&input, &plan, TOKEN).map_err(TestCaseError::fail)?;
+        }
+    }
+
+    #[test]
+    fn declared_encodings_are_edited_exactly_or_refused(
+        s in shape(),
+        bom in any::<bool>(),
+        declared in prop::sample::select(&["utf-8", "ISO-8859-1", "windows-1252", "us-ascii", "UTF-16", "utf-32le", "ucs-2", "cp037", "EBCDIC-CP-US", "shift_jis"][..]),
+    ) {
+        let decl = format!("<?xml version=\"1.0\" encoding=\"{declared}\"?>");
+        let input = render(&s, &s.placeholder, false).replacen("<?xml version=\"1.0\"?>", &decl, 1);
+        let expected = render(&s, TOKEN, true).replacen("<?xml version=\"1.0\"?>", &decl, 1);
+        let input = if bom { [BOM, input.as_bytes()].concat() } else { input.into_bytes() };
+        let edited = encoding::charset(declared).is_some();
+        match scan(&input, true) {
+            Ok(Scan::Ready(plan)) if edited => {
+                let out = checked_apply(&input, &plan, TOKEN).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(&out[if bom { 3 } else { 0 }..], expected.as_bytes());
+            }
+            Err(EnvelopeError::Encoding(why)) if !edited => prop_assert!(why.contains(declared)),
+            other => return Err(TestCaseError::fail(format!("{declared}: {other:?}"))),
         }
     }
 }
