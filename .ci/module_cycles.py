@@ -6,13 +6,20 @@ paths such as `crate::error::error_chain(..)`, grouped `use crate::{a, b}`),
 and so does `super::NAME` from a file one level down. Comments are skipped.
 A module's own submodules (src/token/*.rs) belong to it; `#[cfg(test)]`
 code counts too — a test that reaches across modules is still a dependency.
-Usage: python3 .ci/module_cycles.py [src]
+Usage: python3 .ci/module_cycles.py [--known a,b ...] [src]
+`--known a,b`: a cycle among exactly these modules is reported but does not
+fail (one already on record, to be taken apart); any other cycle fails.
 """
 import os
 import re
 import sys
 
-src = sys.argv[1] if len(sys.argv) > 1 else "src"
+args = sys.argv[1:]
+known = []
+while args and args[0] == "--known":
+    known.append(sorted(args[1].split(",")))
+    args = args[2:]
+src = args[0] if args else "src"
 modules = sorted(
     name[:-3] if name.endswith(".rs") else name
     for name in os.listdir(src)
@@ -123,8 +130,10 @@ def a_cycle(scc):
     walk(start)
     return " -> ".join(path + [start])
 
-if sccs:
-    for scc in sccs:
-        print(f"import cycle between modules: {a_cycle(scc)}  (all of: {', '.join(scc)})")
+new = [scc for scc in sccs if scc not in known]
+for scc in sccs:
+    kind = "known import cycle (on record, to be removed)" if scc in known else "import cycle"
+    print(f"{kind} between modules: {a_cycle(scc)}  (all of: {', '.join(scc)})")
+if new:
     sys.exit(1)
-print(f"no import cycle among {len(modules)} modules")
+print(f"no new import cycle among {len(modules)} modules")

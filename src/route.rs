@@ -17,6 +17,9 @@ use crate::token::TokenKey;
 /// Paths under this prefix are the proxy's own and never forwarded.
 pub const ADMIN_PREFIX: &str = "/_proxy";
 
+/// The path SDKs post to for a token (`{auth_url}/v2/token`): the broker's.
+pub const TOKEN_PATH: &str = "/v2/token";
+
 pub enum Route {
     Admin,
     /// `POST /v2/token`: the local token broker for SDK tools.
@@ -245,7 +248,7 @@ fn select_tenant(
 /// in the tool's auth URL gives `//v2/token`: that must reach the broker too,
 /// never SFMC (the body holds the tool's client id and secret).
 pub fn is_token_request(method: &http::Method, path: &str) -> bool {
-    method == http::Method::POST && path.trim_start_matches('/') == &crate::broker::TOKEN_PATH[1..]
+    method == http::Method::POST && path.trim_start_matches('/') == &TOKEN_PATH[1..]
 }
 
 /// Whether a request looks like a SOAP call before it is routed: a POST whose

@@ -25,8 +25,6 @@ use crate::route;
 use crate::token::TokenCache;
 pub use local::{LOCAL_TOKEN_PREFIX, LocalTokens, Presented};
 
-/// The path SDKs post to (`{auth_url}/v2/token`).
-pub const TOKEN_PATH: &str = "/v2/token";
 /// A token request is a few hundred bytes; anything far larger is not one.
 /// Read before the tool is authenticated, so kept small.
 const BODY_LIMIT: usize = 8 * 1024;
