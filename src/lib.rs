@@ -7,9 +7,12 @@
 //!
 //! # Layout
 //! One module per job; a request travels through them in this order:
-//! - [`server`]: accept loop, connection limit, header-read timeout, graceful shutdown.
+//! - [`server`]: accept loop, connection limit (shedding the longest-idle
+//!   connection), per-connection deadlines (first head, idle), HTTP/2 limits,
+//!   graceful shutdown.
 //! - [`proxy`]: the pipeline — runs the phases below in order, replays once after a 401.
-//! - [`guard`]: inbound checks — Host allowlist, cross-site refusal, inbound key, no forward proxying.
+//! - [`guard`]: inbound checks — Host allowlist, cross-site refusal and CORS, no
+//!   forward proxying — and the one decision of who is calling (`Caller`).
 //! - [`route`]: request → tenant, business unit (MID), scope and forwarded path;
 //!   `POST /v2/token` → the [`broker`], `/_proxy/*` → [`admin`].
 //! - [`broker`]: the local `/v2/token` for SDK tools, and the local tokens it issues
@@ -28,7 +31,8 @@
 //!
 //! Leaves used by all: [`config`] (TOML → validated `Settings`), [`error`]
 //! (`ProxyError` → status, JSON body, `x-sfmc-proxy-error`), [`body`] (the body
-//! type), [`tls`] (crypto provider, trust roots). [`fake`] is an in-process fake
+//! type, and the idle timer on client and SFMC bodies), [`tls`] (crypto
+//! provider, trust roots). [`fake`] is an in-process fake
 //! SFMC tenant for `demo` and the tests; [`cli`] holds the subcommands.
 //! `fuzzing` (hidden) is the door the fuzz targets in `fuzz/` go through.
 
