@@ -31,7 +31,7 @@
 //!
 //! Leaves used by all: [`config`] (TOML → validated `Settings`), [`error`]
 //! (`ProxyError` → status, JSON body, `x-sfmc-proxy-error`), [`body`] (the body
-//! type, and the idle timer on client and SFMC bodies), [`tls`] (crypto
+//! type), [`idle`] (the idle timer on client and SFMC bodies), [`tls`] (crypto
 //! provider, trust roots). [`fake`] is an in-process fake
 //! SFMC tenant for `demo` and the tests; [`cli`] holds the subcommands.
 //! `fuzzing` (hidden) is the door the fuzz targets in `fuzz/` go through.
@@ -50,6 +50,7 @@ pub mod forward;
 pub mod fuzzing;
 pub mod guard;
 pub mod headers;
+pub mod idle;
 pub mod oauth;
 pub mod proxy;
 pub mod route;

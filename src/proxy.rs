@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::body::{ClientBody, IdleTimeout, ProxyBody, Sender};
+use crate::body::{ClientBody, IdleTimeout, ProxyBody, Sender, SfmcBody};
 use crate::broker::LocalTokens;
 use crate::config::Settings;
 use crate::error::ProxyError;
@@ -20,7 +20,7 @@ use crate::route::{Api, Route, Target};
 use crate::telemetry::AccessRecord;
 use crate::token::sfmc::SfmcTokenClient;
 use crate::token::{Lease, Outcome, TokenCache};
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::Upstream;
 use crate::{admin, broker, guard, route, soap, tls};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub struct Proxy {
     tokens: TokenCache,
     /// The `/v2/token` client behind `tokens`, also used for logins.
     client: Arc<SfmcTokenClient>,
-    upstream: Upstream,
+    upstream: Upstream<ProxyBody>,
     /// Stand-in tokens the broker issued to SDK tools.
     locals: LocalTokens,
     /// Browser logins started at `/_proxy/login`, waiting for their redirect.
@@ -360,7 +360,7 @@ impl Proxy {
 }
 
 /// SFMC's response as is — status, headers, streamed body — minus hop-by-hop headers.
-fn respond(response: Response<UpstreamBody>) -> Response<ProxyBody> {
+fn respond(response: Response<SfmcBody>) -> Response<ProxyBody> {
     strip_response(response.map(ProxyBody::Upstream))
 }
 

@@ -16,13 +16,15 @@ use hyper::body::Incoming;
 
 use crate::upstream::UpstreamBody;
 
-mod idle;
-
-pub use idle::{BodyError, IdleTimeout, Sender};
+pub use crate::idle::{BodyError, IdleTimeout, Sender};
 
 /// The client's request body, cut when the client stops sending
 /// (`server.idle_timeout`).
 pub type ClientBody = IdleTimeout<Incoming>;
+
+/// SFMC's response body, streamed to the client; its end gives the upstream
+/// connection (which sends `ProxyBody` requests) back to the pool.
+pub type SfmcBody = UpstreamBody<ProxyBody>;
 
 pub enum ProxyBody {
     Empty,
@@ -32,7 +34,7 @@ pub enum ProxyBody {
     Stream(ClientBody),
     /// SFMC's response body, streamed to the client (its end gives the
     /// upstream connection back to the pool).
-    Upstream(UpstreamBody),
+    Upstream(SfmcBody),
     /// Bytes already read (and possibly rewritten), then the rest of the
     /// stream. Boxed: only SOAP needs it, and the enum stays small.
     Prefixed(Option<Bytes>, Box<ProxyBody>),
@@ -90,8 +92,8 @@ impl From<ClientBody> for ProxyBody {
     }
 }
 
-impl From<UpstreamBody> for ProxyBody {
-    fn from(body: UpstreamBody) -> Self {
+impl From<SfmcBody> for ProxyBody {
+    fn from(body: SfmcBody) -> Self {
         Self::Upstream(body)
     }
 }

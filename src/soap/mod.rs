@@ -12,9 +12,8 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::BodyExt;
 
-use crate::body::{ClientBody, ProxyBody};
+use crate::body::{ClientBody, ProxyBody, SfmcBody};
 use crate::error::{ProxyError, Side};
-use crate::upstream::UpstreamBody;
 use fault::is_token_fault;
 use inject::encoding::Charset;
 #[doc(hidden)]
@@ -230,7 +229,7 @@ fn content_charset(headers: &HeaderMap) -> Result<Option<Charset>, ProxyError> {
 /// Passes SFMC's answer on, first reading a small HTTP 500 to see whether it is
 /// a token fault (`Token Expired`, `Login failed`). Returns the response to
 /// send and whether the token was refused.
-pub async fn inspect_response(response: Response<UpstreamBody>) -> (Response<ProxyBody>, bool) {
+pub async fn inspect_response(response: Response<SfmcBody>) -> (Response<ProxyBody>, bool) {
     let (parts, mut body) = response.into_parts();
     if parts.status != StatusCode::INTERNAL_SERVER_ERROR {
         return (Response::from_parts(parts, body.into()), false);

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
-use crate::body::ProxyBody;
+use super::RequestBody;
 use crate::error::error_chain;
 use crate::token::InstanceBase;
 
@@ -24,9 +24,9 @@ const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A fresh connection's request handle, by the protocol the server chose.
-pub enum Handle {
-    Http1(http1::SendRequest<ProxyBody>),
-    Http2(http2::SendRequest<ProxyBody>),
+pub enum Handle<B> {
+    Http1(http1::SendRequest<B>),
+    Http2(http2::SendRequest<B>),
 }
 
 pub struct Connector {
@@ -47,7 +47,10 @@ impl Connector {
 
     /// Opens a connection to the instance — DNS, TCP and TLS within
     /// `connect_timeout`; the error text says what failed.
-    pub async fn connect(&self, instance: &InstanceBase) -> Result<Handle, String> {
+    pub async fn connect<B: RequestBody>(
+        &self,
+        instance: &InstanceBase,
+    ) -> Result<Handle<B>, String> {
         let deadline = Instant::now() + self.connect_timeout;
         match tokio::time::timeout_at(deadline, self.open(instance, deadline)).await {
             Ok(result) => result,
@@ -55,7 +58,11 @@ impl Connector {
         }
     }
 
-    async fn open(&self, instance: &InstanceBase, deadline: Instant) -> Result<Handle, String> {
+    async fn open<B: RequestBody>(
+        &self,
+        instance: &InstanceBase,
+        deadline: Instant,
+    ) -> Result<Handle<B>, String> {
         // `[::1]` in a URL; `::1` to the resolver and as a TLS server name.
         let host = instance.host();
         let host = host
@@ -142,9 +149,10 @@ async fn connect_first(
 
 /// hyper's handshake for the chosen protocol; the connection then runs in its
 /// own task until the last handle is dropped or the server closes it.
-async fn handshake<T>(io: T, http2: bool) -> Result<Handle, String>
+async fn handshake<T, B>(io: T, http2: bool) -> Result<Handle<B>, String>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: RequestBody,
 {
     let io = TokioIo::new(io);
     let failed = |e: hyper::Error| format!("HTTP handshake failed: {}", error_chain(&e));
@@ -178,6 +186,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type Empty = http_body_util::Empty<bytes::Bytes>;
 
     fn connector(connect_timeout: Duration) -> Connector {
         crate::tls::install_crypto_provider();
@@ -238,7 +248,7 @@ mod tests {
         let instance =
             InstanceBase::parse(&format!("https://localhost:{port}/"), &[]).expect("valid");
         let connector = connector(Duration::from_millis(300));
-        let Err(error) = connector.connect(&instance).await else {
+        let Err(error) = connector.connect::<Empty>(&instance).await else {
             panic!("a silent server cannot complete a TLS handshake");
         };
         assert!(
@@ -259,7 +269,7 @@ mod tests {
         let instance =
             InstanceBase::parse(&format!("https://localhost:{port}/"), &[]).expect("valid");
         let connector = connector(Duration::from_secs(5));
-        let Err(error) = connector.connect(&instance).await else {
+        let Err(error) = connector.connect::<Empty>(&instance).await else {
             panic!("plain HTTP cannot complete a TLS handshake");
         };
         assert!(error.starts_with("TLS with localhost failed"), "{error}");
@@ -276,7 +286,7 @@ mod tests {
         let connector = connector(Duration::from_secs(2));
         let accepted = tokio::spawn(async move { listener.accept().await.map(|(_, peer)| peer) });
         let handle = connector
-            .connect(&instance)
+            .connect::<Empty>(&instance)
             .await
             .expect("connected to [::1]");
         assert!(matches!(handle, Handle::Http1(_)));

@@ -18,24 +18,43 @@ use std::time::Duration;
 
 use http::{Request, Response, Uri, header};
 
-use crate::body::{IdleTimeout, ProxyBody, Sender};
 use crate::config::UpstreamSettings;
 use crate::error::{ProxyError, error_chain};
+use crate::idle::{IdleTimeout, Sender};
 use crate::token::InstanceBase;
 use connect::{Connector, Handle};
 use pool::{AfterGate, Checkout, Pool};
 
 pub use pool::UpstreamBody;
 
-pub struct Upstream {
-    pool: Pool,
+/// What the pool sends as a request body: any body hyper can write from a
+/// spawned connection task (the proxy's own `ProxyBody` in practice; this
+/// module does not name it, so it depends on no body type of the crate).
+pub trait RequestBody:
+    http_body::Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<T> RequestBody for T where
+    T: http_body::Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
+pub struct Upstream<B> {
+    pool: Pool<B>,
     connector: Connector,
     response_timeout: Duration,
     /// A response body that sends nothing this long is cut.
     idle_timeout: Duration,
 }
 
-impl Upstream {
+impl<B: RequestBody> Upstream<B> {
     pub fn new(settings: &UpstreamSettings, tls: rustls::ClientConfig) -> Self {
         Self {
             pool: Pool::with_sweeper(),
@@ -50,8 +69,8 @@ impl Upstream {
     pub async fn send(
         &self,
         instance: &InstanceBase,
-        request: Request<ProxyBody>,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        request: Request<B>,
+    ) -> Result<Response<UpstreamBody<B>>, ProxyError> {
         self.send_or_resend(instance, request, None::<fn() -> _>)
             .await
     }
@@ -65,9 +84,9 @@ impl Upstream {
     pub async fn send_or_resend(
         &self,
         instance: &InstanceBase,
-        request: Request<ProxyBody>,
-        resend: Option<impl FnOnce() -> Result<Request<ProxyBody>, ProxyError>>,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        request: Request<B>,
+        resend: Option<impl FnOnce() -> Result<Request<B>, ProxyError>>,
+    ) -> Result<Response<UpstreamBody<B>>, ProxyError> {
         let attempts = async {
             match (self.exchange(instance, request, false).await, resend) {
                 (Ok(response), _) => Ok(response),
@@ -96,9 +115,9 @@ impl Upstream {
     async fn exchange(
         &self,
         instance: &InstanceBase,
-        mut request: Request<ProxyBody>,
+        mut request: Request<B>,
         fresh: bool,
-    ) -> Result<Response<UpstreamBody>, Failed> {
+    ) -> Result<Response<UpstreamBody<B>>, Failed> {
         loop {
             let (slot, checkout) = match fresh {
                 true => (self.pool.slot(instance), Checkout::Empty),
@@ -165,7 +184,7 @@ impl Upstream {
         &self,
         instance: &InstanceBase,
         slot: usize,
-    ) -> Result<(Handle, bool), ProxyError> {
+    ) -> Result<(Handle<B>, bool), ProxyError> {
         let gate = self.pool.connect_gate(slot);
         let mut turn = match &gate {
             Some(gate) => Some(gate.lock().await),
@@ -222,7 +241,7 @@ fn absolute(instance: &InstanceBase, origin: &Uri) -> Result<Uri, ProxyError> {
 
 /// A request handed back from an HTTP/2 attempt carries the absolute URI; a
 /// retry may go out over HTTP/1.1, which wants the origin form.
-fn unsent_origin_form(request: &Request<ProxyBody>) -> Option<Uri> {
+fn unsent_origin_form<B>(request: &Request<B>) -> Option<Uri> {
     request.uri().scheme()?;
     request.uri().path_and_query().cloned().map(Uri::from)
 }
@@ -235,9 +254,12 @@ mod tests {
     use hyper_util::rt::TokioIo;
 
     use super::*;
+
+    /// The pool does not care what body it sends; the proxy's is not needed here.
+    type TestBody = http_body_util::Full<bytes::Bytes>;
     use crate::fake::{FakeConfig, FakeTenant};
 
-    fn upstream() -> Upstream {
+    fn upstream() -> Upstream<TestBody> {
         crate::tls::install_crypto_provider();
         let settings = UpstreamSettings {
             connect_timeout: Duration::from_secs(5),
@@ -260,10 +282,10 @@ mod tests {
         (fake, instance)
     }
 
-    fn get(path: &str) -> Request<ProxyBody> {
+    fn get(path: &str) -> Request<TestBody> {
         Request::builder()
             .uri(path)
-            .body(ProxyBody::Empty)
+            .body(TestBody::default())
             .expect("request")
     }
 

@@ -26,9 +26,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::client::conn::{http1, http2};
 use tokio::time::Instant;
 
-#[cfg(test)]
-use crate::body::Sender;
-use crate::body::{BodyError, IdleTimeout, ProxyBody};
+use crate::idle::{BodyError, IdleTimeout};
 use crate::token::InstanceBase;
 
 /// Idle connections kept per instance: enough for a busy ETL job's
@@ -39,24 +37,40 @@ const MAX_IDLE_PER_HOST: usize = 256;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection taken from the pool, or none to take.
-pub enum Checkout {
-    Http1(http1::SendRequest<ProxyBody>),
-    Http2(http2::SendRequest<ProxyBody>),
+pub enum Checkout<B> {
+    Http1(http1::SendRequest<B>),
+    Http2(http2::SendRequest<B>),
     Empty,
 }
 
-#[derive(Clone, Default)]
-pub struct Pool {
-    hosts: Arc<Mutex<Vec<HostPool>>>,
+pub struct Pool<B> {
+    hosts: Arc<Mutex<Vec<HostPool<B>>>>,
+}
+
+// By hand: derived impls would ask `B: Clone` / `B: Default`.
+impl<B> Clone for Pool<B> {
+    fn clone(&self) -> Self {
+        Self {
+            hosts: self.hosts.clone(),
+        }
+    }
+}
+
+impl<B> Default for Pool<B> {
+    fn default() -> Self {
+        Self {
+            hosts: Arc::default(),
+        }
+    }
 }
 
 /// One instance's connections. Instances come from token responses, so there
 /// are as many as tenants at most; a linear search beats hashing here.
-struct HostPool {
+struct HostPool<B> {
     scheme: Scheme,
     authority: Authority,
-    idle: VecDeque<Idle>,
-    http2: Option<Shared>,
+    idle: VecDeque<Idle<B>>,
+    http2: Option<Shared<B>>,
     /// Set once an https connect to the instance negotiated HTTP/1.1: from
     /// then on, connects need not wait for each other.
     http1_only: bool,
@@ -64,12 +78,12 @@ struct HostPool {
 }
 
 /// The instance's HTTP/2 connection, shared by every request to it.
-struct Shared {
-    sender: http2::SendRequest<ProxyBody>,
+struct Shared<B> {
+    sender: http2::SendRequest<B>,
     last_used: Instant,
 }
 
-impl Shared {
+impl<B> Shared<B> {
     /// Closed, or unused for `IDLE_TIMEOUT`: a NAT may have forgotten it.
     fn expired(&self, now: Instant) -> bool {
         self.sender.is_closed() || now.duration_since(self.last_used) > IDLE_TIMEOUT
@@ -77,23 +91,23 @@ impl Shared {
 }
 
 /// What a request waiting at the connect gate finds when its turn comes.
-pub enum AfterGate {
+pub enum AfterGate<B> {
     /// Another request connected with HTTP/2 meanwhile: use that.
-    Http2(http2::SendRequest<ProxyBody>),
+    Http2(http2::SendRequest<B>),
     /// The instance speaks HTTP/1.1: connect without holding the gate.
     Http1Only,
     /// Still unknown (or the HTTP/2 connection went): connect through the gate.
     Connect,
 }
 
-struct Idle {
-    sender: http1::SendRequest<ProxyBody>,
+struct Idle<B> {
+    sender: http1::SendRequest<B>,
     since: Instant,
 }
 
-impl Pool {
+impl<B: Send + 'static> Pool<B> {
     /// The instance's slot number, and a live connection if one is idle.
-    pub fn checkout(&self, instance: &InstanceBase) -> (usize, Checkout) {
+    pub fn checkout(&self, instance: &InstanceBase) -> (usize, Checkout<B>) {
         let mut hosts = self.lock();
         let slot = slot_in(&mut hosts, instance);
         let host = &mut hosts[slot];
@@ -131,7 +145,7 @@ impl Pool {
         (host.scheme == Scheme::HTTPS && !host.http1_only).then(|| host.connect_gate.clone())
     }
 
-    pub fn after_gate(&self, slot: usize) -> AfterGate {
+    pub fn after_gate(&self, slot: usize) -> AfterGate<B> {
         let mut hosts = self.lock();
         let Some(host) = hosts.get_mut(slot) else {
             return AfterGate::Connect;
@@ -146,7 +160,7 @@ impl Pool {
     }
 
     /// Keeps a new HTTP/2 connection for every later request to the instance.
-    pub fn share_http2(&self, slot: usize, sender: &http2::SendRequest<ProxyBody>) {
+    pub fn share_http2(&self, slot: usize, sender: &http2::SendRequest<B>) {
         if let Some(host) = self.lock().get_mut(slot) {
             host.http2 = Some(Shared {
                 sender: sender.clone(),
@@ -165,7 +179,7 @@ impl Pool {
     /// Puts an HTTP/1.1 connection whose exchange ended back, or, if it is
     /// still sending the request body (SFMC answered early), does so once it
     /// is done.
-    fn give_back(&self, slot: usize, mut sender: http1::SendRequest<ProxyBody>) {
+    fn give_back(&self, slot: usize, mut sender: http1::SendRequest<B>) {
         if sender.is_ready() {
             self.keep_idle(slot, sender);
         } else if !sender.is_closed()
@@ -180,7 +194,7 @@ impl Pool {
         }
     }
 
-    pub(super) fn keep_idle(&self, slot: usize, sender: http1::SendRequest<ProxyBody>) {
+    pub(super) fn keep_idle(&self, slot: usize, sender: http1::SendRequest<B>) {
         let now = Instant::now();
         let mut hosts = self.lock();
         let Some(host) = hosts.get_mut(slot) else {
@@ -194,10 +208,27 @@ impl Pool {
         host.idle.push_back(Idle { sender, since: now });
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<HostPool>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<HostPool<B>>> {
         lock(&self.hosts)
     }
 
+    /// Whether a shared HTTP/2 connection is kept for the instance (for tests).
+    #[cfg(test)]
+    pub fn has_http2(&self, slot: usize) -> bool {
+        self.lock().get(slot).is_some_and(|h| h.http2.is_some())
+    }
+
+    /// Idle HTTP/1.1 connections kept for the instance (for tests).
+    #[cfg(test)]
+    pub fn idle_count(&self, instance: &InstanceBase) -> usize {
+        self.lock()
+            .iter()
+            .find(|h| h.authority == *instance.authority() && h.scheme == *instance.scheme())
+            .map_or(0, |h| h.idle.len())
+    }
+}
+
+impl<B: Send + 'static> Pool<B> {
     /// A pool that also closes expired connections when no request comes:
     /// otherwise a quiet instance would keep up to `MAX_IDLE_PER_HOST`
     /// sockets (and their tasks) open until its next request. A task sweeps
@@ -231,31 +262,16 @@ impl Pool {
         }
         pool
     }
-
-    /// Whether a shared HTTP/2 connection is kept for the instance (for tests).
-    #[cfg(test)]
-    pub fn has_http2(&self, slot: usize) -> bool {
-        self.lock().get(slot).is_some_and(|h| h.http2.is_some())
-    }
-
-    /// Idle HTTP/1.1 connections kept for the instance (for tests).
-    #[cfg(test)]
-    pub fn idle_count(&self, instance: &InstanceBase) -> usize {
-        self.lock()
-            .iter()
-            .find(|h| h.authority == *instance.authority() && h.scheme == *instance.scheme())
-            .map_or(0, |h| h.idle.len())
-    }
 }
 
-fn lock(hosts: &Mutex<Vec<HostPool>>) -> MutexGuard<'_, Vec<HostPool>> {
+fn lock<B>(hosts: &Mutex<Vec<HostPool<B>>>) -> MutexGuard<'_, Vec<HostPool<B>>> {
     // The pool holds no invariant a panic could break halfway.
     hosts.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The instance's place in `hosts`, added at the end if it is new (slots are
 /// never removed, so a slot number stays valid).
-fn slot_in(hosts: &mut Vec<HostPool>, instance: &InstanceBase) -> usize {
+fn slot_in<B>(hosts: &mut Vec<HostPool<B>>, instance: &InstanceBase) -> usize {
     if let Some(slot) = hosts
         .iter()
         .position(|h| h.authority == *instance.authority() && h.scheme == *instance.scheme())
@@ -273,7 +289,7 @@ fn slot_in(hosts: &mut Vec<HostPool>, instance: &InstanceBase) -> usize {
     hosts.len() - 1
 }
 
-impl HostPool {
+impl<B> HostPool<B> {
     /// Drops the idle connections older than `IDLE_TIMEOUT` (the oldest are
     /// at the front).
     fn drop_expired_idle(&mut self, now: Instant) {
@@ -288,7 +304,7 @@ impl HostPool {
 
     /// The shared HTTP/2 connection, unless it expired (without this, every
     /// request would wait for `response_timeout` on a dead connection).
-    fn shared_http2(&mut self, now: Instant) -> Option<http2::SendRequest<ProxyBody>> {
+    fn shared_http2(&mut self, now: Instant) -> Option<http2::SendRequest<B>> {
         let shared = self.http2.as_mut()?;
         if shared.expired(now) {
             self.http2 = None;
@@ -303,24 +319,24 @@ impl HostPool {
 /// when this is dropped after the body was read to the end; dropped earlier
 /// (the client went away), the connection is closed instead, since the rest
 /// of that response would still arrive on it.
-pub struct UpstreamBody {
+pub struct UpstreamBody<B: Send + 'static> {
     inner: IdleTimeout,
     ended: bool,
-    give_back: Option<GiveBack>,
+    give_back: Option<GiveBack<B>>,
 }
 
-struct GiveBack {
-    pool: Pool,
+struct GiveBack<B: Send + 'static> {
+    pool: Pool<B>,
     slot: usize,
-    sender: http1::SendRequest<ProxyBody>,
+    sender: http1::SendRequest<B>,
 }
 
-impl UpstreamBody {
+impl<B: Send + 'static> UpstreamBody<B> {
     pub fn pooled(
         inner: IdleTimeout,
-        pool: &Pool,
+        pool: &Pool<B>,
         slot: usize,
-        sender: http1::SendRequest<ProxyBody>,
+        sender: http1::SendRequest<B>,
     ) -> Self {
         Self {
             inner,
@@ -343,7 +359,7 @@ impl UpstreamBody {
     }
 }
 
-impl Drop for UpstreamBody {
+impl<B: Send + 'static> Drop for UpstreamBody<B> {
     fn drop(&mut self) {
         if let Some(back) = self.give_back.take()
             && (self.ended || self.inner.is_end_stream())
@@ -353,7 +369,7 @@ impl Drop for UpstreamBody {
     }
 }
 
-impl Body for UpstreamBody {
+impl<B: Send + 'static> Body for UpstreamBody<B> {
     type Data = Bytes;
     type Error = BodyError;
 
@@ -381,6 +397,9 @@ impl Body for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pool does not care what body it sends; the proxy's is not needed here.
+    type TestBody = http_body_util::Full<bytes::Bytes>;
     use hyper::server::conn::http1 as server;
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
@@ -391,11 +410,11 @@ mod tests {
 
     /// A connection to an in-memory HTTP/1.1 server that answers every
     /// request with `hello`; ready for a request once this returns.
-    async fn connection() -> http1::SendRequest<ProxyBody> {
+    async fn connection() -> http1::SendRequest<TestBody> {
         let (client, server_io) = tokio::io::duplex(4096);
         tokio::spawn(async move {
             let service = service_fn(|_request| async {
-                Ok::<_, std::convert::Infallible>(http::Response::new(ProxyBody::full("hello")))
+                Ok::<_, std::convert::Infallible>(http::Response::new(TestBody::from("hello")))
             });
             let _ = server::Builder::new()
                 .serve_connection(TokioIo::new(server_io), service)
@@ -438,11 +457,14 @@ mod tests {
             let request = http::Request::builder()
                 .uri("/")
                 .header(http::header::HOST, "127.0.0.1:9")
-                .body(ProxyBody::Empty)
+                .body(TestBody::default())
                 .expect("request");
             let response = sender.send_request(request).await.expect("200");
-            let timed =
-                IdleTimeout::new(response.into_body(), Duration::from_secs(60), Sender::Sfmc);
+            let timed = IdleTimeout::new(
+                response.into_body(),
+                Duration::from_secs(60),
+                crate::idle::Sender::Sfmc,
+            );
             let mut body = UpstreamBody::pooled(timed, &pool, slot, sender);
             if read_to_end {
                 let read = http_body_util::BodyExt::collect(&mut body).await;
@@ -456,12 +478,12 @@ mod tests {
     }
 
     /// An HTTP/2 connection to an in-memory server that answers `hello`.
-    async fn http2_connection() -> http2::SendRequest<ProxyBody> {
+    async fn http2_connection() -> http2::SendRequest<TestBody> {
         use hyper_util::rt::TokioExecutor;
         let (client, server_io) = tokio::io::duplex(64 * 1024);
         tokio::spawn(async move {
             let service = service_fn(|_request| async {
-                Ok::<_, std::convert::Infallible>(http::Response::new(ProxyBody::full("hello")))
+                Ok::<_, std::convert::Infallible>(http::Response::new(TestBody::from("hello")))
             });
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(server_io), service)
