@@ -20,7 +20,8 @@
 //! - [`token`]: `TokenCache` (single-flight, refresh-ahead, backoff, a per-tenant
 //!   rate limit, bounded keys), the SFMC `/v2/token` client (client credentials,
 //!   refresh and code grants) and the refresh-token store.
-//! - [`forward`]: request rewrite, replayable bodies.
+//! - [`forward`]: request rewrite, replayable bodies; `replay`: the
+//!   replay-once rule after SFMC refuses a token, for REST and SOAP alike.
 //! - [`upstream`]: the client to SFMC's instances and its connection pool.
 //! - [`soap`]: the token into a SOAP envelope (namespace-aware, streaming), SOAP faults.
 //! - [`headers`]: hop-by-hop and control-header stripping.
@@ -53,6 +54,7 @@ pub mod headers;
 pub mod idle;
 pub mod oauth;
 pub mod proxy;
+mod replay;
 pub mod route;
 pub mod server;
 pub mod soap;

@@ -19,9 +19,9 @@ use crate::headers::{strip_hop_by_hop, strip_request_headers};
 use crate::route::{Api, Route, Target};
 use crate::telemetry::AccessRecord;
 use crate::token::sfmc::SfmcTokenClient;
-use crate::token::{Lease, Outcome, TokenCache};
+use crate::token::{Lease, TokenCache};
 use crate::upstream::Upstream;
-use crate::{admin, broker, guard, route, soap, tls};
+use crate::{admin, broker, guard, replay, route, soap, tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -234,47 +234,14 @@ impl Proxy {
         let body = OutboundBody::prepare(body, self.settings.token.replay_body_limit).await?;
         let mut headers = parts.headers;
         strip_request_headers(&mut headers);
-        let lease = self.token(target).await?;
-        record.token = Some(lease.outcome);
-        let replay = body.replay_copy().map(|bytes| (bytes, headers.clone()));
-        // The request for SFMC with a lease's token: sent, possibly sent
-        // again, or replayed after a 401.
-        let rest_request = |lease: &Lease, headers, body| {
-            let (method, instance) = (parts.method.clone(), &lease.token.rest_instance);
-            let pq = &target.path_and_query;
-            build_request(method, instance, pq, headers, Some(&*lease.token), body)
+        let mut exchange = RestExchange {
+            upstream: &self.upstream,
+            method: parts.method,
+            target,
+            replay: body.replay_copy().map(|bytes| (bytes, headers.clone())),
+            first: Some((headers, body)),
         };
-        let request = rest_request(&lease, headers, body.into_body())?;
-        // Sent again once if a kept-alive connection closes under it: only
-        // an idempotent request with its body held.
-        let resend = replay
-            .as_ref()
-            .filter(|_| parts.method.is_idempotent())
-            .map(|(bytes, headers)| {
-                || rest_request(&lease, headers.clone(), ProxyBody::full(bytes.clone()))
-            });
-        let response = self
-            .upstream
-            .send_or_resend(&lease.token.rest_instance, request, resend)
-            .await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            return Ok(respond(response));
-        }
-        // SFMC no longer accepts this token (revoked, or expired early): drop it
-        // — unless a concurrent request already replaced it — so the next
-        // request gets a fresh one; unless 401s keep coming whatever the token.
-        let fresh_may_help = self.tokens.invalidate(&target.key, &lease.token);
-        let Some((bytes, headers)) = replay.filter(|_| fresh_may_help) else {
-            return Ok(respond(response));
-        };
-        // Not passed on: let its connection go now, not after the replay.
-        drop(response);
-        let lease = self.token(target).await?;
-        record.token = Some(Outcome::Fetch);
-        record.replayed = true;
-        let request = rest_request(&lease, headers, ProxyBody::full(bytes))?;
-        let instance = &lease.token.rest_instance;
-        Ok(respond(self.upstream.send(instance, request).await?))
+        replay::replay_once(&mut exchange, &self.tokens, target, record).await
     }
 
     /// The same for SOAP: the token goes into the envelope, and SFMC's
@@ -288,31 +255,18 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         record.target(&target);
         let replay_limit = self.settings.token.replay_body_limit;
-        let mut envelope = start.finish(replay_limit).await?;
-        let target = &target;
+        let envelope = start.finish(replay_limit).await?;
         let mut headers = parts.headers;
         strip_request_headers(&mut headers);
-        let lease = self.token(target).await?;
-        record.token = Some(lease.outcome);
-        let replayable = envelope.replayable(replay_limit);
-        let replay_headers = replayable.then(|| headers.clone());
-        let (response, token_fault) = self
-            .send_soap(&parts.method, target, headers, &lease, &mut envelope)
-            .await?;
-        if !token_fault {
-            return Ok(strip_response(response));
-        }
-        let fresh_may_help = self.tokens.invalidate(&target.key, &lease.token);
-        let Some(headers) = replay_headers.filter(|_| fresh_may_help) else {
-            return Ok(strip_response(response));
+        let mut exchange = SoapExchange {
+            proxy: self,
+            method: parts.method,
+            target: &target,
+            replayable: envelope.replayable(replay_limit),
+            headers,
+            envelope,
         };
-        let lease = self.token(target).await?;
-        record.token = Some(Outcome::Fetch);
-        record.replayed = true;
-        let (response, _) = self
-            .send_soap(&parts.method, target, headers, &lease, &mut envelope)
-            .await?;
-        Ok(strip_response(response))
+        replay::replay_once(&mut exchange, &self.tokens, &target, record).await
     }
 
     /// Sends the envelope with this lease's token to the tenant's SOAP
@@ -350,12 +304,99 @@ impl Proxy {
         )?;
         Ok(soap::inspect_response(self.upstream.send(instance, request).await?).await)
     }
+}
 
-    async fn token(&self, target: &Target) -> Result<Lease, ProxyError> {
-        self.tokens
-            .get(&target.key)
-            .await
-            .map_err(|failure| failure.into_proxy_error(&target.tenant.name))
+/// A REST request: sent first with the client's body (streamed or held),
+/// resent on a fresh connection if a kept-alive one closes under it, and
+/// replayed from the held copy after a 401.
+struct RestExchange<'a> {
+    upstream: &'a Upstream<ProxyBody>,
+    method: http::Method,
+    target: &'a Target,
+    /// The headers and body of the first send (taken by it).
+    first: Option<(http::HeaderMap, OutboundBody)>,
+    /// A copy of both when the body was held.
+    replay: Option<(bytes::Bytes, http::HeaderMap)>,
+}
+
+impl RestExchange<'_> {
+    /// The request for SFMC with a lease's token.
+    fn request(
+        &self,
+        lease: &Lease,
+        headers: http::HeaderMap,
+        body: ProxyBody,
+    ) -> Result<Request<ProxyBody>, ProxyError> {
+        let (method, instance) = (self.method.clone(), &lease.token.rest_instance);
+        let pq = &self.target.path_and_query;
+        build_request(method, instance, pq, headers, Some(&*lease.token), body)
+    }
+}
+
+impl replay::Exchange for RestExchange<'_> {
+    async fn send(&mut self, lease: &Lease) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+        let instance = &lease.token.rest_instance;
+        let response = match self.first.take() {
+            Some((headers, body)) => {
+                let request = self.request(lease, headers, body.into_body())?;
+                // Sent again once if a kept-alive connection closes under it:
+                // only an idempotent request with its body held.
+                let resend = self
+                    .replay
+                    .as_ref()
+                    .filter(|_| self.method.is_idempotent())
+                    .map(|(bytes, headers)| {
+                        || self.request(lease, headers.clone(), ProxyBody::full(bytes.clone()))
+                    });
+                self.upstream
+                    .send_or_resend(instance, request, resend)
+                    .await?
+            }
+            None => {
+                let (bytes, headers) = self.replay.take().ok_or_else(|| {
+                    ProxyError::Internal("a REST request was replayed twice".into())
+                })?;
+                let request = self.request(lease, headers, ProxyBody::full(bytes))?;
+                self.upstream.send(instance, request).await?
+            }
+        };
+        let refused = response.status() == StatusCode::UNAUTHORIZED;
+        Ok((respond(response), refused))
+    }
+
+    fn replayable(&self) -> bool {
+        self.replay.is_some()
+    }
+}
+
+/// A SOAP request: the envelope is rewritten with each lease's token.
+struct SoapExchange<'a> {
+    proxy: &'a Proxy,
+    method: http::Method,
+    target: &'a Target,
+    headers: http::HeaderMap,
+    envelope: soap::Envelope,
+    replayable: bool,
+}
+
+impl replay::Exchange for SoapExchange<'_> {
+    async fn send(&mut self, lease: &Lease) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+        let headers = self.headers.clone();
+        let (response, token_fault) = self
+            .proxy
+            .send_soap(
+                &self.method,
+                self.target,
+                headers,
+                lease,
+                &mut self.envelope,
+            )
+            .await?;
+        Ok((strip_response(response), token_fault))
+    }
+
+    fn replayable(&self) -> bool {
+        self.replayable
     }
 }
 
