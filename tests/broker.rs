@@ -345,21 +345,25 @@ async fn public_url_is_what_the_broker_advertises() {
 }
 
 #[tokio::test]
-async fn trailing_slash_auth_urls_reach_the_broker_not_sfmc() {
-    // FuelSDK-Python posts to `authenticationurl + "/v2/token"`.
-    let s = setup("").await;
-    let reply = token_form(
-        &s,
-        "//v2/token",
-        "grant_type=client_credentials&client_id=acme&client_secret=x",
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert!(
-        reply.json()["access_token"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("sfmcproxy_"))
-    );
+async fn auth_urls_joined_any_way_reach_the_broker_not_sfmc() {
+    // FuelSDK-Python posts to `authenticationurl + "/v2/token"` (a trailing
+    // slash gives `//v2/token`); a tool may also carry a tenant's prefix.
+    let s = setup("path_prefix = \"/acme\"").await;
+    for path in ["//v2/token", "/acme/v2/token", "/acme//v2/token"] {
+        let reply = token_form(
+            &s,
+            path,
+            "grant_type=client_credentials&client_id=acme&client_secret=x",
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        assert!(
+            reply.json()["access_token"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("sfmcproxy_")),
+            "{path}"
+        );
+    }
     assert_eq!(
         s.fake.rest_requests(),
         0,

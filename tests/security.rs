@@ -665,28 +665,3 @@ async fn made_up_scopes_cannot_push_out_a_token_callers_hold() {
         "the default token and one junk one"
     );
 }
-
-#[tokio::test]
-async fn a_token_request_under_a_tenant_prefix_reaches_the_broker_never_sfmc() {
-    let s = setup("path_prefix = \"/acme\"").await;
-    let reply = s
-        .client
-        .post(
-            &s.proxy,
-            "/acme/v2/token",
-            &[("content-type", "application/x-www-form-urlencoded")],
-            "grant_type=client_credentials&client_id=acme&client_secret=anything",
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert!(
-        reply.json()["access_token"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("sfmcproxy_"))
-    );
-    assert_eq!(
-        s.fake.rest_requests(),
-        0,
-        "the tool's credentials never reach SFMC"
-    );
-}
