@@ -17,6 +17,7 @@ use crate::config::{NoTenant, Settings};
 use crate::error::ProxyError;
 use crate::oauth;
 use crate::route::key_for;
+use crate::sync::lock;
 use crate::token::TokenCache;
 use crate::token::sfmc::SfmcTokenClient;
 
@@ -164,12 +165,6 @@ async fn login(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
 
 /// Logins waiting for their browser redirect: redirect URI → (tenant, authorize URL).
 pub type PendingLogins = Arc<Mutex<HashMap<String, (Arc<str>, String)>>>;
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Sends the browser to SFMC's login page.
 fn redirect(authorize_url: String) -> Result<Response<ProxyBody>, ProxyError> {

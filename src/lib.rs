@@ -33,7 +33,7 @@
 //! Leaves used by all: [`config`] (TOML → validated `Settings`), [`error`]
 //! (`ProxyError` → status, JSON body, `x-sfmc-proxy-error`), [`body`] (the body
 //! type), [`idle`] (the idle timer on client and SFMC bodies), [`tls`] (crypto
-//! provider, trust roots). [`fake`] is an in-process fake
+//! provider, trust roots), `sync` (poison-tolerant lock access). [`fake`] is an in-process fake
 //! SFMC tenant for `demo` and the tests; [`cli`] holds the subcommands.
 //! `fuzzing` (hidden) is the door the fuzz targets in `fuzz/` go through.
 
@@ -58,6 +58,7 @@ mod replay;
 pub mod route;
 pub mod server;
 pub mod soap;
+mod sync;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

@@ -11,7 +11,7 @@
 //! cap is never reached by one client refusing everyone else.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -128,7 +128,7 @@ impl LocalTokens {
             tenant: key.tenant.clone(),
             client_id: client_id.into(),
         };
-        let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut holders = crate::sync::lock(&self.holders);
         let held = holders.entry(holder).or_default();
         held.retain(|h| h.expires_at + EXPIRY_GRACE > now);
         let reusable = held

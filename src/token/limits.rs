@@ -12,7 +12,7 @@
 //! Both use tokio's clock, so tests run them under paused time.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -149,12 +149,12 @@ impl TenantGuard {
 
     /// The tenant-wide refusal in force, if any.
     pub(super) fn failed(&self, now: Instant) -> Option<TokenFailure> {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = crate::sync::lock(&self.state);
         state.failure.as_ref().and_then(|f| f.active(now))
     }
 
     pub(super) fn record_failure(&self, error: TokenError, now: Instant) -> TokenFailure {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::sync::lock(&self.state);
         let failure = Failure::next(state.failure.as_ref(), error, now);
         let reported = failure.as_failure(now);
         state.failure = Some(failure);
@@ -163,13 +163,13 @@ impl TenantGuard {
 
     /// A token was had for some key: the package's credentials work again.
     pub(super) fn succeeded(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::sync::lock(&self.state);
         state.failure = None;
     }
 
     /// Permission to send one request to SFMC now, or the caller's error.
     pub(super) fn admit(&self, limits: &Limits, now: Instant) -> Result<(), TokenFailure> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::sync::lock(&self.state);
         state
             .bucket
             .take(limits, now)
@@ -207,7 +207,7 @@ pub(super) fn evict_idle(
     let idle =
         |slot: &Arc<Slot>| Arc::strong_count(slot) == 1 && !slot.refreshing.load(Ordering::Acquire);
     let holds_live_token = |slot: &Arc<Slot>| {
-        let state = slot.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = crate::sync::read(&slot.state);
         state
             .token
             .as_ref()

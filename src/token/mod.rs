@@ -33,7 +33,7 @@ mod types;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -145,7 +145,7 @@ enum Check {
 
 impl Slot {
     fn check(&self, now: Instant) -> Check {
-        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = crate::sync::read(&self.state);
         if let Some(token) = &state.token {
             if now < token.refresh_at {
                 return Check::Fresh(token.clone());
@@ -161,7 +161,7 @@ impl Slot {
     }
 
     fn in_backoff(&self, now: Instant) -> bool {
-        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = crate::sync::read(&self.state);
         state
             .failure
             .as_ref()
@@ -177,13 +177,13 @@ impl Slot {
     }
 
     fn store(&self, token: Arc<Token>) {
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::sync::write(&self.state);
         state.token = Some(token);
         state.failure = None;
     }
 
     fn record_failure(&self, error: TokenError, now: Instant) -> TokenFailure {
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::sync::write(&self.state);
         let failure = Failure::next(state.failure.as_ref(), error, now);
         let reported = failure.as_failure(now);
         state.failure = Some(failure);
@@ -302,7 +302,7 @@ impl TokenCache {
         let Some(slot) = self.inner.slots.get(key) else {
             return true;
         };
-        let mut state = slot.state.write().unwrap_or_else(PoisonError::into_inner);
+        let mut state = crate::sync::write(&slot.state);
         if !state.token.as_ref().is_some_and(|t| Arc::ptr_eq(t, failed)) {
             return true; // already replaced by a concurrent request
         }

@@ -27,11 +27,11 @@ impl ScriptedSource {
         })
     }
     fn refuse_mid(&self, mid: &str, error: TokenError) {
-        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut refused = crate::sync::lock(&self.refused);
         refused.push((mid.to_owned(), error));
     }
     fn fail_next(&self, error: TokenError, times: usize) {
-        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut errors = crate::sync::lock(&self.errors);
         errors.extend(std::iter::repeat_n(error, times));
     }
     fn calls(&self) -> usize {
@@ -44,22 +44,14 @@ impl TokenSource for ScriptedSource {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             tokio::time::sleep(self.latency).await;
-            let refused = self
-                .refused
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+            let refused = crate::sync::lock(&self.refused)
                 .iter()
                 .find(|(mid, _)| key.account_id.as_deref() == Some(mid.as_str()))
                 .map(|(_, error)| error.clone());
             if let Some(error) = refused {
                 return Err(error);
             }
-            if let Some(error) = self
-                .errors
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop_front()
-            {
+            if let Some(error) = crate::sync::lock(&self.errors).pop_front() {
                 return Err(error);
             }
             Ok(FetchedToken {

@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -209,7 +209,7 @@ impl<B: Send + 'static> Pool<B> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<HostPool<B>>> {
-        lock(&self.hosts)
+        crate::sync::lock(&self.hosts)
     }
 
     /// Whether a shared HTTP/2 connection is kept for the instance (for tests).
@@ -247,7 +247,7 @@ impl<B: Send + 'static> Pool<B> {
                         return;
                     };
                     let now = Instant::now();
-                    for host in lock(&hosts).iter_mut() {
+                    for host in crate::sync::lock(&hosts).iter_mut() {
                         host.drop_expired_idle(now);
                         if host
                             .http2
@@ -262,11 +262,6 @@ impl<B: Send + 'static> Pool<B> {
         }
         pool
     }
-}
-
-fn lock<B>(hosts: &Mutex<Vec<HostPool<B>>>) -> MutexGuard<'_, Vec<HostPool<B>>> {
-    // The pool holds no invariant a panic could break halfway.
-    hosts.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The instance's place in `hosts`, added at the end if it is new (slots are
