@@ -23,6 +23,42 @@ use crate::token::InstanceBase;
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a connection to an instance could not be opened; each says what to
+/// check. Shown to the client in a `502 upstream_unavailable`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve `{host}`: {source}")]
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("`{host}` resolved to no address")]
+    NoAddress { host: String },
+    #[error("connecting to {addr} failed: {source}")]
+    Refused {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "connecting to {host}:{port} (DNS, TCP and TLS) timed out after upstream.connect_timeout ({timeout:?}); check the network path to SFMC (firewall, proxy) or raise the timeout"
+    )]
+    TimedOut {
+        host: String,
+        port: u16,
+        timeout: Duration,
+    },
+    #[error("cannot set TCP_NODELAY: {0}")]
+    Socket(std::io::Error),
+    #[error("`{host}` is not a valid TLS server name: {reason}")]
+    ServerName { host: String, reason: String },
+    #[error(
+        "TLS with {host} failed: {reason}; if a TLS-inspecting proxy or a private CA is in the way, add its certificate with upstream.ca_file"
+    )]
+    Tls { host: String, reason: String },
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(String),
+}
+
 /// A fresh connection's request handle, by the protocol the server chose.
 pub enum Handle<B> {
     Http1(http1::SendRequest<B>),
@@ -50,7 +86,7 @@ impl Connector {
     pub async fn connect<B: RequestBody>(
         &self,
         instance: &InstanceBase,
-    ) -> Result<Handle<B>, String> {
+    ) -> Result<Handle<B>, ConnectError> {
         let deadline = Instant::now() + self.connect_timeout;
         match tokio::time::timeout_at(deadline, self.open(instance, deadline)).await {
             Ok(result) => result,
@@ -62,7 +98,7 @@ impl Connector {
         &self,
         instance: &InstanceBase,
         deadline: Instant,
-    ) -> Result<Handle<B>, String> {
+    ) -> Result<Handle<B>, ConnectError> {
         // `[::1]` in a URL; `::1` to the resolver and as a TLS server name.
         let host = instance.host();
         let host = host
@@ -75,17 +111,17 @@ impl Connector {
         if instance.scheme() != &Scheme::HTTPS {
             return handshake(tcp, false).await;
         }
-        let name = ServerName::try_from(host.to_owned())
-            .map_err(|e| format!("`{host}` is not a valid TLS server name: {e}"))?;
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| ConnectError::ServerName {
+            host: host.to_owned(),
+            reason: e.to_string(),
+        })?;
         let tls = self
             .tls
             .connect(name, tcp)
             .await
-            .map_err(|e| {
-                format!(
-                    "TLS with {host} failed: {}; if a TLS-inspecting proxy or a private CA is in the way, add its certificate with upstream.ca_file",
-                    error_chain(&e)
-                )
+            .map_err(|e| ConnectError::Tls {
+                host: host.to_owned(),
+                reason: error_chain(&e),
             })?;
         let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         handshake(tls, http2).await
@@ -97,32 +133,34 @@ impl Connector {
         host: &str,
         instance: &InstanceBase,
         deadline: Instant,
-    ) -> Result<TcpStream, String> {
+    ) -> Result<TcpStream, ConnectError> {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, instance.port()))
             .await
-            .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+            .map_err(|source| ConnectError::Resolve {
+                host: host.to_owned(),
+                source,
+            })?
             .collect();
         if addrs.is_empty() {
-            return Err(format!("`{host}` resolved to no address"));
+            return Err(ConnectError::NoAddress {
+                host: host.to_owned(),
+            });
         }
         let stream = connect_first(&addrs, deadline)
             .await
             .map_err(|failed| failed.unwrap_or_else(|| self.timed_out(instance)))?;
         // Requests and responses are written whole; Nagle would only delay
         // the last segment of each.
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
+        stream.set_nodelay(true).map_err(ConnectError::Socket)?;
         Ok(stream)
     }
 
-    fn timed_out(&self, instance: &InstanceBase) -> String {
-        format!(
-            "connecting to {}:{} (DNS, TCP and TLS) timed out after upstream.connect_timeout ({:?}); check the network path to SFMC (firewall, proxy) or raise the timeout",
-            instance.host(),
-            instance.port(),
-            self.connect_timeout
-        )
+    fn timed_out(&self, instance: &InstanceBase) -> ConnectError {
+        ConnectError::TimedOut {
+            host: instance.host().to_owned(),
+            port: instance.port(),
+            timeout: self.connect_timeout,
+        }
     }
 }
 
@@ -133,14 +171,19 @@ impl Connector {
 async fn connect_first(
     addrs: &[SocketAddr],
     deadline: Instant,
-) -> Result<TcpStream, Option<String>> {
+) -> Result<TcpStream, Option<ConnectError>> {
     let mut last = None;
     for (index, addr) in addrs.iter().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
         let attempts_left = u32::try_from(addrs.len() - index).unwrap_or(u32::MAX);
         match tokio::time::timeout(left / attempts_left, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(e)) => last = Some(format!("connecting to {addr} failed: {e}")),
+            Ok(Err(source)) => {
+                last = Some(ConnectError::Refused {
+                    addr: *addr,
+                    source,
+                });
+            }
             Err(_elapsed) => last = None,
         }
     }
@@ -149,13 +192,13 @@ async fn connect_first(
 
 /// hyper's handshake for the chosen protocol; the connection then runs in its
 /// own task until the last handle is dropped or the server closes it.
-async fn handshake<T, B>(io: T, http2: bool) -> Result<Handle<B>, String>
+async fn handshake<T, B>(io: T, http2: bool) -> Result<Handle<B>, ConnectError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     B: RequestBody,
 {
     let io = TokioIo::new(io);
-    let failed = |e: hyper::Error| format!("HTTP handshake failed: {}", error_chain(&e));
+    let failed = |e: hyper::Error| ConnectError::Handshake(error_chain(&e));
     if http2 {
         // Pings find a connection that died under a request (a NAT that
         // forgot it) in seconds rather than at `response_timeout`.
@@ -226,14 +269,20 @@ mod tests {
     async fn the_last_failure_is_named_or_none_for_a_timeout() {
         let (silent, _held) = unanswered().await;
         let deadline = Instant::now() + Duration::from_millis(200);
-        assert_eq!(connect_first(&[silent], deadline).await.err(), Some(None));
+        assert!(matches!(
+            connect_first(&[silent], deadline).await,
+            Err(None)
+        ));
         let closed = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("addr")
         };
         let deadline = Instant::now() + Duration::from_secs(2);
         let refused = connect_first(&[closed], deadline).await.err().flatten();
-        assert!(refused.is_some_and(|e| e.contains(&closed.to_string())));
+        assert!(
+            matches!(refused, Some(ConnectError::Refused { addr, .. }) if addr == closed),
+            "{refused:?}"
+        );
     }
 
     /// A server that accepts and then never speaks: the TLS handshake is
@@ -251,8 +300,9 @@ mod tests {
         let Err(error) = connector.connect::<Empty>(&instance).await else {
             panic!("a silent server cannot complete a TLS handshake");
         };
+        assert!(matches!(error, ConnectError::TimedOut { .. }), "{error}");
         assert!(
-            error.contains("timed out after upstream.connect_timeout"),
+            error.to_string().contains("upstream.connect_timeout"),
             "{error}"
         );
         drop(held);
@@ -272,8 +322,11 @@ mod tests {
         let Err(error) = connector.connect::<Empty>(&instance).await else {
             panic!("plain HTTP cannot complete a TLS handshake");
         };
-        assert!(error.starts_with("TLS with localhost failed"), "{error}");
-        assert!(error.contains("upstream.ca_file"), "{error}");
+        assert!(
+            matches!(&error, ConnectError::Tls { host, .. } if host == "localhost"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("upstream.ca_file"), "{error}");
     }
 
     #[tokio::test]

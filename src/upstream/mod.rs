@@ -201,7 +201,7 @@ impl<B: RequestBody> Upstream<B> {
             .connector
             .connect(instance)
             .await
-            .map_err(ProxyError::UpstreamUnavailable)?;
+            .map_err(|error| ProxyError::UpstreamUnavailable(error.to_string()))?;
         match &handle {
             Handle::Http2(sender) => self.pool.share_http2(slot, sender),
             Handle::Http1(_) if turn.is_some() => self.pool.mark_http1_only(slot),
