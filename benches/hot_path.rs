@@ -17,9 +17,8 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request};
 use sfmc_proxy::config::Settings;
 use sfmc_proxy::headers::{strip_hop_by_hop, strip_request_headers};
-use sfmc_proxy::token::{
-    FetchedToken, InstanceBase, TokenCache, TokenError, TokenKey, TokenSource,
-};
+use sfmc_proxy::token::{FetchedToken, TokenCache, TokenError, TokenKey, TokenSource};
+use sfmc_proxy::upstream::InstanceBase;
 use sfmc_proxy::{guard, route};
 
 fn main() {

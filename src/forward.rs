@@ -14,7 +14,8 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::body::{ClientBody, ProxyBody};
 use crate::error::{ProxyError, error_chain};
-use crate::token::{InstanceBase, Token};
+use crate::token::Token;
+use crate::upstream::InstanceBase;
 
 /// A request body ready to send: held (and so replayable after a 401) or streamed.
 pub enum OutboundBody {

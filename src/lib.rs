@@ -22,7 +22,8 @@
 //!   refresh and code grants) and the refresh-token store.
 //! - [`forward`]: request rewrite, replayable bodies; `replay`: the
 //!   replay-once rule after SFMC refuses a token, for REST and SOAP alike.
-//! - [`upstream`]: the client to SFMC's instances and its connection pool.
+//! - [`upstream`]: the client to SFMC's instances, its connection pool and the
+//!   instance address (`InstanceBase`, checked before a token goes there).
 //! - [`soap`]: the token into a SOAP envelope (namespace-aware, streaming), SOAP faults.
 //! - [`headers`]: hop-by-hop and control-header stripping.
 //! - [`admin`]: the proxy's own `/_proxy/*` paths (health, ready, the browser login).

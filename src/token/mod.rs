@@ -23,7 +23,6 @@
 //!
 //! This module knows nothing of HTTP serving; `sfmc` is the `/v2/token` client.
 
-mod instance;
 mod limits;
 mod refresh;
 pub mod sfmc;
@@ -39,12 +38,12 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-pub use instance::InstanceBase;
 pub use limits::Limits;
 pub use refresh::names_pkce;
 pub use types::{Token, TokenError, TokenFailure};
 
 use crate::config::TokenSettings;
+use crate::upstream::InstanceBase;
 use limits::{Failure, TenantGuard};
 
 /// What a token is for: one tenant, one business unit, one scope.

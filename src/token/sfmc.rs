@@ -12,9 +12,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::store::TokenStore;
-use super::{FetchFuture, FetchedToken, InstanceBase, TokenError, TokenKey, TokenSource};
+use super::{FetchFuture, FetchedToken, TokenError, TokenKey, TokenSource};
 use crate::config::{Grant, Secret, Settings, Tenant};
 use crate::error::error_chain;
+use crate::upstream::InstanceBase;
 
 /// Upper bound for one token request: SFMC answers in well under a second, so
 /// anything slower is an outage worth retrying.

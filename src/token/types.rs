@@ -7,9 +7,10 @@ use std::time::Duration;
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use super::{FetchedToken, InstanceBase};
+use super::FetchedToken;
 use crate::config::Secret;
 use crate::error::ProxyError;
+use crate::upstream::InstanceBase;
 
 /// A valid access token and where to use it. `Debug` never shows the token.
 pub struct Token {

@@ -16,9 +16,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+use super::InstanceBase;
 use super::RequestBody;
 use crate::error::error_chain;
-use crate::token::InstanceBase;
 
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);

@@ -12,6 +12,7 @@
 //! out once more ([`Upstream::send_or_resend`]).
 
 mod connect;
+mod instance;
 mod pool;
 
 use std::time::Duration;
@@ -21,10 +22,10 @@ use http::{Request, Response, Uri, header};
 use crate::config::UpstreamSettings;
 use crate::error::{ProxyError, error_chain};
 use crate::idle::{IdleTimeout, Sender};
-use crate::token::InstanceBase;
 use connect::{Connector, Handle};
 use pool::{AfterGate, Checkout, Pool};
 
+pub use instance::InstanceBase;
 pub use pool::UpstreamBody;
 
 /// What the pool sends as a request body: any body hyper can write from a

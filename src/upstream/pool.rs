@@ -26,8 +26,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::client::conn::{http1, http2};
 use tokio::time::Instant;
 
+use super::InstanceBase;
 use crate::idle::{BodyError, IdleTimeout};
-use crate::token::InstanceBase;
 
 /// Idle connections kept per instance: enough for a busy ETL job's
 /// concurrency without reconnecting (TLS handshakes are the expensive part).
