@@ -211,14 +211,17 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let limit = self.settings.soap.header_limit;
         let start = soap::Envelope::start(body, &parts.headers, limit).await?;
-        let bound_before = caller.bound().is_some();
-        let caller = caller.from_envelope(start.client_token(), &self.locals)?;
-        let target = match caller.bound() {
-            Some(key) if !bound_before => match route::route(&parts, &self.settings, Some(key))? {
-                Route::Api(target) => target,
+        // A local token as bearer already binds the call; else one in
+        // `fueloauth` does, and the call is routed again with it.
+        let target = match caller {
+            Caller::Local(_) => target,
+            caller => match caller.from_envelope(start.client_token(), &self.locals)? {
+                Caller::Local(key) => match route::route(&parts, &self.settings, Some(&key))? {
+                    Route::Api(bound) => bound,
+                    _ => target,
+                },
                 _ => target,
             },
-            _ => target,
         };
         self.forward_soap(parts, start, target, record).await
     }

@@ -46,25 +46,10 @@ pub fn random_bytes(bytes: usize) -> Result<Vec<u8>, rustls::Error> {
     Ok(buf)
 }
 
-/// Base64url without padding (RFC 4648 §5), as PKCE wants it (RFC 7636):
-/// a dozen lines rather than a dependency for one use.
+/// Base64url without padding (RFC 4648 §5), as PKCE wants it (RFC 7636).
 pub fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        // 2, 3 or 4 characters for 1, 2 or 3 bytes: no padding.
-        for i in 0..=chunk.len() {
-            let index = (n >> (18 - 6 * i)) & 0x3f;
-            out.push(char::from(ALPHABET[index as usize]));
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The client configuration every upstream connection (token and API) uses.

@@ -114,10 +114,6 @@ impl LocalTokens {
         }
     }
 
-    pub fn lifetime(&self) -> Duration {
-        self.lifetime
-    }
-
     /// A local token bound to `key` for the client that presented
     /// `client_id`: the one it holds for the same key when at least half its
     /// lifetime remains (tools renew on their own schedule from the announced

@@ -183,8 +183,7 @@ pub(super) fn grant(body: &Value, state: &State) -> Reply {
 }
 
 /// RFC 7636 §4.6: without a challenge anything goes (PKCE is optional);
-/// with one, base64url(SHA-256(verifier)) must equal it. Computed here, not
-/// with the proxy's helper, so a shared mistake cannot pass.
+/// with one, base64url(SHA-256(verifier)) must equal it.
 fn pkce_verified(challenge: Option<&str>, verifier: Option<&str>) -> bool {
     let Some(challenge) = challenge else {
         return true;
@@ -197,18 +196,8 @@ fn pkce_verified(challenge: Option<&str>, verifier: Option<&str>) -> bool {
 }
 
 fn base64url_nopad(bytes: &[u8]) -> String {
-    let alphabet: Vec<char> = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-        .chars()
-        .collect();
-    let bits: String = bytes.iter().map(|b| format!("{b:08b}")).collect();
-    bits.as_bytes()
-        .chunks(6)
-        .map(|six| {
-            let text = String::from_utf8_lossy(six);
-            let index = usize::from_str_radix(&format!("{text:0<6}"), 2).unwrap_or(0);
-            alphabet.get(index).copied().unwrap_or('?')
-        })
-        .collect()
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 pub(super) fn revoke_all(state: &State) {

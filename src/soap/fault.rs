@@ -10,8 +10,7 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 
-const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
-const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
+use super::inject::{SOAP11_NS, SOAP12_NS};
 
 /// How a faultstring for a refused token begins (compared in lower case).
 const TOKEN_REFUSALS: [&str; 2] = ["login failed", "token expired"];

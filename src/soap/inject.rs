@@ -26,8 +26,8 @@ use quick_xml::name::ResolveResult;
 use encoding::{Charset, Source};
 
 pub const EXACTTARGET_NS: &str = "http://exacttarget.com";
-const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
-const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
+pub(super) const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+pub(super) const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
 const WSSE_NS: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
 
