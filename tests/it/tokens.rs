@@ -1,9 +1,7 @@
 //! Tokens as SFMC sees them: requested once per key, in the documented shape,
 //! replaced after a 401, never hammered when refused, only sent to allowed hosts.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn many_requests_make_one_token_request() {

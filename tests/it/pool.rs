@@ -8,8 +8,6 @@
 //! connection closed, a download stream ended). A timeout only turns a hang
 //! into a failure with a message.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -17,9 +15,9 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sfmc_proxy::fake::CONNECTION_HEADER;
-use support::*;
 use tokio::task::JoinSet;
+
+use crate::support::*;
 
 /// How long a test waits for something that happens at once when all is well.
 const HANG: Duration = Duration::from_secs(30);

@@ -1,13 +1,12 @@
 //! Logs as an operator sees them: one JSON event per request with the fields
 //! that matter, and never a token, a secret or a query string.
 
-mod support;
-
 use std::process::Stdio;
 
 use serde_json::Value;
-use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::*;
 
 #[tokio::test]
 async fn json_access_log_has_one_event_per_request_and_no_secrets() {

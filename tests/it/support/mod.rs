@@ -1,7 +1,6 @@
 //! Builders for the integration tests: a fake SFMC tenant and a proxy, both on
 //! 127.0.0.1 with ephemeral ports, and an HTTP client that sends paths and
 //! queries byte for byte (hyper does not normalise them; reqwest's URL parser would).
-#![allow(dead_code)] // each test file uses a subset
 
 pub mod soap;
 
@@ -23,9 +22,9 @@ use sfmc_proxy::config::Settings;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-#[allow(unused_imports)]
 pub use sfmc_proxy::fake::{
-    FakeConfig, FakeTenant, InstanceUrlForm, SoapRequest, TokenFailure, reply_field,
+    CONNECTION_HEADER, FakeConfig, FakeTenant, InstanceUrlForm, SoapRequest, TokenFailure,
+    reply_field,
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -81,7 +80,6 @@ pub fn closed_port() -> SocketAddr {
 /// A proxy serving on 127.0.0.1:0; stops when dropped.
 pub struct TestProxy {
     pub addr: SocketAddr,
-    pub settings: Arc<Settings>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -99,18 +97,16 @@ impl TestProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let run_settings = settings.clone();
         tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
             };
-            sfmc_proxy::server::run(listener, run_settings, shutdown)
+            sfmc_proxy::server::run(listener, settings, shutdown)
                 .await
                 .expect("proxy builds");
         });
         TestProxy {
             addr,
-            settings,
             shutdown: Some(tx),
         }
     }

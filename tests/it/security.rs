@@ -4,16 +4,15 @@
 //! closed. Timing tests run on paused tokio time: the runtime jumps to the
 //! next deadline whenever every task waits, so "closed after 10 s" is exact.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::json;
-use support::soap::{XML, envelope, fuel};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::support::soap::{XML, envelope, fuel};
+use crate::support::*;
 
 const KEY: &str = "inbound-key-0123456789";
 const LOCAL_SECRET: &str = "local-secret-0123456789";
@@ -77,7 +76,7 @@ async fn an_unauthenticated_soap_upload_is_refused_after_a_small_prefix_not_read
     });
     let start = format!(
         "<s:Envelope xmlns:s=\"{}\"><!--{}",
-        support::soap::SOAP11,
+        crate::support::soap::SOAP11,
         "x".repeat(20 * 1024)
     );
     tx.send_data(start.into()).await.expect("the proxy reads");
@@ -623,7 +622,10 @@ async fn the_preauth_limit_is_kept_to_the_frame() {
     let request = request("POST", &s.proxy, "/Service.asmx", &XML, body);
     let client = s.client.clone();
     let pending = tokio::spawn(async move { client.fetch(request).await });
-    let open = format!("<s:Envelope xmlns:s=\"{}\"><!--", support::soap::SOAP11);
+    let open = format!(
+        "<s:Envelope xmlns:s=\"{}\"><!--",
+        crate::support::soap::SOAP11
+    );
     tx.send_data(open.clone().into()).await.expect("send");
     let mut sent = open.len();
     // 64-byte frames until the proxy answers: it must stop within a frame of 8 KiB.

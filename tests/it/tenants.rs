@@ -1,9 +1,7 @@
 //! Several tenants and business units behind one proxy: selection by default,
 //! header and path prefix, and the refusals that keep a request in its lane.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// Two fake tenants: `acme` (default, MIDs 100/200 allowed) and `beta` (prefix /beta).
 async fn two_tenants() -> (FakeTenant, FakeTenant, TestProxy) {

@@ -1,10 +1,9 @@
 //! The local token broker: `POST /v2/token` on the proxy for SDK tools, and
 //! requests that carry its local tokens served with the real token.
 
-mod support;
-
 use serde_json::{Value, json};
-use support::*;
+
+use crate::support::*;
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 const JSON: (&str, &str) = ("content-type", "application/json");
@@ -373,7 +372,7 @@ async fn auth_urls_joined_any_way_reach_the_broker_not_sfmc() {
 
 #[tokio::test]
 async fn soap_calls_with_a_local_token_in_fueloauth_get_the_real_token_of_their_business_unit() {
-    use support::soap::*;
+    use crate::support::soap::*;
     let s = setup("account_ids = [\"100\", \"200\"]").await;
     let local = local_token(
         &s,
@@ -407,7 +406,7 @@ async fn soap_calls_with_a_local_token_in_fueloauth_get_the_real_token_of_their_
 /// token is read from the right bytes and replaced there.
 #[tokio::test]
 async fn a_local_token_in_an_envelope_with_a_bom_is_resolved_and_replaced() {
-    use support::soap::*;
+    use crate::support::soap::*;
     let s = setup("account_ids = [\"100\", \"200\"]").await;
     let local = local_token(
         &s,
@@ -430,7 +429,7 @@ async fn a_local_token_in_an_envelope_with_a_bom_is_resolved_and_replaced() {
 
 #[tokio::test]
 async fn stale_local_tokens_get_the_answers_tools_reauthenticate_on() {
-    use support::soap::*;
+    use crate::support::soap::*;
     let s = setup("").await;
     let stale = "sfmcproxy_00000000000000000000000000000000";
     let rest = s

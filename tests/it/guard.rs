@@ -1,9 +1,7 @@
 //! The guard in front of a credential-holding proxy: DNS rebinding, cross-site
 //! browser requests, inbound keys, and no forward-proxy use.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn foreign_host_header_is_refused_before_any_token_is_used() {

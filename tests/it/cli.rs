@@ -1,12 +1,10 @@
 //! The binary as a user runs it: exit codes, messages that name the key, and
 //! `token`/`check` output (never a token where it does not belong).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::*;
+use crate::support::*;
 
 async fn run(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));

@@ -1,12 +1,11 @@
 //! REST forwarding: bytes of path, query and body pass unchanged, headers are
 //! cleaned as they cross, responses pass untouched, bodies stream both ways.
 
-mod support;
-
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
-use support::*;
+
+use crate::support::*;
 
 #[tokio::test]
 async fn path_and_query_reach_sfmc_byte_for_byte() {

@@ -2,11 +2,10 @@
 //! token and one replay, its other faults passed on untouched, and the proxy's
 //! own errors on a SOAP call answered as SOAP 1.1 faults rather than JSON.
 
-mod support;
-
 use bytes::Bytes;
-use support::soap::*;
-use support::*;
+
+use crate::support::soap::*;
+use crate::support::*;
 
 type Header = (&'static str, &'static str);
 

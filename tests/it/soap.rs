@@ -2,13 +2,12 @@
 //! its shape and every other byte reaches SFMC as sent; routing, headers and
 //! streaming as for REST. Faults (SFMC's and the proxy's) are in `soap_faults.rs`.
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::soap::*;
-use support::*;
+
+use crate::support::soap::*;
+use crate::support::*;
 
 /// An envelope shape: the case, what is sent before the token's place, the
 /// placeholder there, what is sent after it, and what SFMC must receive around

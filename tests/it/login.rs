@@ -2,14 +2,13 @@
 //! redirect to its TLS listener, or the pasted URL), the refresh token stored
 //! and rotated, refreshes serialised, and a revoked login reported.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::support::*;
 
 struct Login {
     fake: FakeTenant,
