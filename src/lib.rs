@@ -46,6 +46,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod error;
+mod failures;
 pub mod fake;
 pub mod forward;
 #[doc(hidden)]
@@ -53,7 +54,7 @@ pub mod fuzzing;
 pub mod guard;
 pub mod headers;
 pub mod idle;
-pub mod oauth;
+pub mod login;
 pub mod proxy;
 mod replay;
 pub mod route;

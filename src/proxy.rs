@@ -16,6 +16,7 @@ use crate::error::ProxyError;
 use crate::forward::{OutboundBody, build_request};
 use crate::guard::Caller;
 use crate::headers::{strip_hop_by_hop, strip_request_headers};
+use crate::login::PendingLogins;
 use crate::route::{Api, Route, Target};
 use crate::telemetry::AccessRecord;
 use crate::token::sfmc::SfmcTokenClient;
@@ -41,7 +42,7 @@ pub struct Proxy {
     /// Stand-in tokens the broker issued to SDK tools.
     locals: LocalTokens,
     /// Browser logins started at `/_proxy/login`, waiting for their redirect.
-    pending_logins: admin::PendingLogins,
+    pending_logins: PendingLogins,
     /// Requests whose body is being read before their caller is known (a
     /// keyless SOAP call or broker token request): few at a time, so that
     /// strangers cannot make the proxy hold many bodies at once.
@@ -64,7 +65,7 @@ impl Proxy {
             client,
             upstream,
             locals,
-            pending_logins: admin::PendingLogins::default(),
+            pending_logins: PendingLogins::default(),
             unproven: Semaphore::new(MAX_UNPROVEN),
         })
     }

@@ -266,9 +266,9 @@ async fn a_redirect_with_another_state_is_refused() {
 async fn log_in(login: &Login, config: &ProxyBuilder) {
     let settings = config.settings(&login.dir);
     let tenant = settings.tenant("acme").expect("tenant");
-    let start = sfmc_proxy::oauth::start(tenant).expect("start");
+    let start = sfmc_proxy::login::start(tenant).expect("start");
     let redirect = click_allow(&start.authorize_url).await;
-    let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
+    let code = sfmc_proxy::login::code_from_callback(&redirect, &start.state).expect("code");
     let tls = sfmc_proxy::tls::client_config(None).expect("tls");
     let client = sfmc_proxy::token::sfmc::SfmcTokenClient::new(&settings, tls).expect("client");
     let verifier = start.code_verifier.as_ref().map(|v| v.expose().to_owned());
@@ -433,11 +433,11 @@ async fn the_browser_login_sends_pkce_and_a_wrong_verifier_is_refused() {
     let login = login_tenant("pkce").await;
     let settings = login.proxy.settings(&login.dir);
     let tenant = settings.tenant("acme").expect("tenant");
-    let start = sfmc_proxy::oauth::start(tenant).expect("start");
+    let start = sfmc_proxy::login::start(tenant).expect("start");
     let query = query_of(&start.authorize_url);
     assert_eq!(query["code_challenge_method"], "S256");
     let redirect = click_allow(&start.authorize_url).await;
-    let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
+    let code = sfmc_proxy::login::code_from_callback(&redirect, &start.state).expect("code");
     let tls = sfmc_proxy::tls::client_config(None).expect("tls");
     let client = sfmc_proxy::token::sfmc::SfmcTokenClient::new(&settings, tls).expect("client");
     let wrong = "A".repeat(43);
@@ -450,9 +450,9 @@ async fn the_browser_login_sends_pkce_and_a_wrong_verifier_is_refused() {
     assert!(refused.contains("invalid_grant"), "{refused}");
     assert!(!login.store.exists(), "nothing stored");
     // The fake's codes are single-use: a fresh login with the right verifier.
-    let start = sfmc_proxy::oauth::start(tenant).expect("start");
+    let start = sfmc_proxy::login::start(tenant).expect("start");
     let redirect = click_allow(&start.authorize_url).await;
-    let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
+    let code = sfmc_proxy::login::code_from_callback(&redirect, &start.state).expect("code");
     let verifier = start.code_verifier.as_ref().map(|v| v.expose().to_owned());
     assert!(verifier.is_some());
     client
@@ -461,9 +461,9 @@ async fn the_browser_login_sends_pkce_and_a_wrong_verifier_is_refused() {
         .expect("the right verifier is accepted");
     assert!(login.store.exists());
     // Without one, a code issued for a challenge is refused too.
-    let start = sfmc_proxy::oauth::start(tenant).expect("start");
+    let start = sfmc_proxy::login::start(tenant).expect("start");
     let redirect = click_allow(&start.authorize_url).await;
-    let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
+    let code = sfmc_proxy::login::code_from_callback(&redirect, &start.state).expect("code");
     assert!(
         client
             .exchange_code("acme", None, &code, None)
