@@ -40,9 +40,10 @@ pub fn token_failure(failure: TokenFailure, tenant: &str) -> ProxyError {
                 retry_after_secs,
             }
         }
-        TokenError::InstanceNotAllowed { url, reason } => {
-            ProxyError::InstanceNotAllowed { url, reason }
-        }
+        TokenError::InstanceNotAllowed { url, reason } => ProxyError::InstanceNotAllowed {
+            url,
+            reason: reason.to_string(),
+        },
         TokenError::LoginRequired { reason, command } => ProxyError::LoginRequired {
             tenant,
             reason,

@@ -58,8 +58,12 @@ impl TokenSource for ScriptedSource {
                 access_token: format!("token-{n}"),
                 expires_in: self.expires_in,
                 scope: None,
-                rest_instance: InstanceBase::parse("http://127.0.0.1:1/", &[])
-                    .map_err(TokenError::InvalidResponse)?,
+                rest_instance: InstanceBase::parse("http://127.0.0.1:1/", &[]).map_err(
+                    |reason| TokenError::InstanceNotAllowed {
+                        url: "http://127.0.0.1:1/".into(),
+                        reason,
+                    },
+                )?,
                 soap_instance: None,
             })
         })

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::FetchedToken;
 use crate::config::Secret;
-use crate::upstream::InstanceBase;
+use crate::upstream::{InstanceBase, InstanceRefused};
 
 /// A valid access token and where to use it. `Debug` never shows the token.
 pub struct Token {
@@ -95,7 +95,10 @@ pub enum TokenError {
     /// SFMC answered 200 with something that is not a usable token.
     InvalidResponse(String),
     /// The instance URL is not one the proxy will send a token to.
-    InstanceNotAllowed { url: String, reason: String },
+    InstanceNotAllowed {
+        url: String,
+        reason: InstanceRefused,
+    },
     /// An authorization-code tenant has no usable refresh token: a person
     /// must log in (`command`) before the proxy can act for them again.
     LoginRequired { reason: String, command: String },
