@@ -5,13 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::defaults::DEFAULT_BROKER_TOKEN_LIFETIME;
 use super::raw::RawBroker;
 use super::values::{Expander, parse_duration};
 use super::{ConfigError, Secret, ServerSettings, Tenant, invalid};
-
-/// Local tokens last as long as SFMC's server-to-server tokens: SDKs renew
-/// them the same way (FuelSDK when under 300 s remain, sfmc-sdk at expiry).
-const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(1080);
 
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
@@ -32,7 +29,7 @@ pub(super) fn validate(
 ) -> Result<BrokerSettings, ConfigError> {
     let token_lifetime = match raw.token_lifetime {
         Some(text) => parse_duration("broker.token_lifetime", &text)?,
-        None => DEFAULT_TOKEN_LIFETIME,
+        None => DEFAULT_BROKER_TOKEN_LIFETIME,
     };
     if token_lifetime < Duration::from_secs(600) {
         // FuelSDK renews a token with under 300 s left: shorter lifetimes

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{ConfigError, MidValue, invalid};
+use super::raw::MidValue;
+use super::{ConfigError, invalid};
 
 /// Expands `${VAR}` from an environment lookup and resolves relative paths
 /// against the config file's directory.
