@@ -10,7 +10,7 @@ use super::defaults::{
     DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
 };
 use super::raw::RawServer;
-use super::values::{Expander, parse_duration};
+use super::values::{Expander, duration_or};
 use super::{ConfigError, Secret, invalid};
 
 #[derive(Debug, Clone)]
@@ -126,14 +126,16 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
         .iter()
         .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
         .collect();
-    let header_read_timeout = match raw.header_read_timeout {
-        Some(text) => parse_duration("server.header_read_timeout", &text)?,
-        None => DEFAULT_HEADER_READ_TIMEOUT,
-    };
-    let idle_timeout = match raw.idle_timeout {
-        Some(text) => parse_duration("server.idle_timeout", &text)?,
-        None => DEFAULT_IDLE_TIMEOUT,
-    };
+    let header_read_timeout = duration_or(
+        "server.header_read_timeout",
+        raw.header_read_timeout.as_deref(),
+        DEFAULT_HEADER_READ_TIMEOUT,
+    )?;
+    let idle_timeout = duration_or(
+        "server.idle_timeout",
+        raw.idle_timeout.as_deref(),
+        DEFAULT_IDLE_TIMEOUT,
+    )?;
     let max_concurrent_streams = raw
         .max_concurrent_streams
         .unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS);

@@ -4,7 +4,7 @@
 use super::ConfigError;
 use super::defaults::{DEFAULT_SOAP_HEADER_LIMIT, DEFAULT_SOAP_PREAUTH_LIMIT};
 use super::raw::RawSoap;
-use super::values::parse_size;
+use super::values::size_or;
 
 #[derive(Debug, Clone)]
 pub struct SoapSettings {
@@ -17,14 +17,16 @@ pub struct SoapSettings {
 }
 
 pub(super) fn validate(raw: RawSoap) -> Result<SoapSettings, ConfigError> {
-    let header_limit = match raw.header_limit {
-        Some(text) => parse_size("soap.header_limit", &text)?,
-        None => DEFAULT_SOAP_HEADER_LIMIT,
-    };
-    let preauth_limit = match raw.preauth_limit {
-        Some(text) => parse_size("soap.preauth_limit", &text)?,
-        None => DEFAULT_SOAP_PREAUTH_LIMIT,
-    };
+    let header_limit = size_or(
+        "soap.header_limit",
+        raw.header_limit.as_deref(),
+        DEFAULT_SOAP_HEADER_LIMIT,
+    )?;
+    let preauth_limit = size_or(
+        "soap.preauth_limit",
+        raw.preauth_limit.as_deref(),
+        DEFAULT_SOAP_PREAUTH_LIMIT,
+    )?;
     Ok(SoapSettings {
         header_limit,
         preauth_limit: preauth_limit.min(header_limit),

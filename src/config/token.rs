@@ -11,7 +11,7 @@ use super::defaults::{
     DEFAULT_REPLAY_BODY_LIMIT,
 };
 use super::raw::RawToken;
-use super::values::{Expander, parse_duration, parse_size};
+use super::values::{Expander, duration_or, size_or};
 use super::{ConfigError, invalid};
 
 #[derive(Debug, Clone)]
@@ -29,14 +29,16 @@ pub struct TokenSettings {
 }
 
 pub(super) fn validate(raw: RawToken, ex: &Expander<'_>) -> Result<TokenSettings, ConfigError> {
-    let refresh_before_expiry = match raw.refresh_before_expiry {
-        Some(text) => parse_duration("token.refresh_before_expiry", &text)?,
-        None => DEFAULT_REFRESH_BEFORE_EXPIRY,
-    };
-    let replay_body_limit = match raw.replay_body_limit {
-        Some(text) => parse_size("token.replay_body_limit", &text)?,
-        None => DEFAULT_REPLAY_BODY_LIMIT,
-    };
+    let refresh_before_expiry = duration_or(
+        "token.refresh_before_expiry",
+        raw.refresh_before_expiry.as_deref(),
+        DEFAULT_REFRESH_BEFORE_EXPIRY,
+    )?;
+    let replay_body_limit = size_or(
+        "token.replay_body_limit",
+        raw.replay_body_limit.as_deref(),
+        DEFAULT_REPLAY_BODY_LIMIT,
+    )?;
     let rate_burst = raw.rate_burst.unwrap_or(DEFAULT_RATE_BURST);
     if rate_burst == 0 {
         return Err(invalid(
@@ -44,10 +46,11 @@ pub(super) fn validate(raw: RawToken, ex: &Expander<'_>) -> Result<TokenSettings
             "must be at least 1 (0 would never let a token request through)",
         ));
     }
-    let rate_interval = match raw.rate_interval {
-        Some(text) => parse_duration("token.rate_interval", &text)?,
-        None => DEFAULT_RATE_INTERVAL,
-    };
+    let rate_interval = duration_or(
+        "token.rate_interval",
+        raw.rate_interval.as_deref(),
+        DEFAULT_RATE_INTERVAL,
+    )?;
     if rate_interval.is_zero() {
         return Err(invalid(
             "token.rate_interval",

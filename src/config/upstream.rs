@@ -12,7 +12,7 @@ use super::defaults::{
 };
 use super::invalid;
 use super::raw::RawUpstream;
-use super::values::{Expander, parse_duration};
+use super::values::{Expander, duration_or};
 
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
@@ -30,14 +30,16 @@ pub(super) fn validate(
     raw: RawUpstream,
     ex: &Expander<'_>,
 ) -> Result<UpstreamSettings, ConfigError> {
-    let connect_timeout = match raw.connect_timeout {
-        Some(text) => parse_duration("upstream.connect_timeout", &text)?,
-        None => DEFAULT_CONNECT_TIMEOUT,
-    };
-    let response_timeout = match raw.response_timeout {
-        Some(text) => parse_duration("upstream.response_timeout", &text)?,
-        None => DEFAULT_RESPONSE_TIMEOUT,
-    };
+    let connect_timeout = duration_or(
+        "upstream.connect_timeout",
+        raw.connect_timeout.as_deref(),
+        DEFAULT_CONNECT_TIMEOUT,
+    )?;
+    let response_timeout = duration_or(
+        "upstream.response_timeout",
+        raw.response_timeout.as_deref(),
+        DEFAULT_RESPONSE_TIMEOUT,
+    )?;
     let ca_file = match raw.ca_file {
         Some(path) => Some(ex.path("upstream.ca_file", &path)?),
         None => None,
@@ -59,10 +61,11 @@ pub(super) fn validate(
         }
         None => DEFAULT_ALLOWED_INSTANCE_HOSTS.map(String::from).into(),
     };
-    let idle_timeout = match raw.idle_timeout {
-        Some(text) => parse_duration("upstream.idle_timeout", &text)?,
-        None => DEFAULT_IDLE_TIMEOUT,
-    };
+    let idle_timeout = duration_or(
+        "upstream.idle_timeout",
+        raw.idle_timeout.as_deref(),
+        DEFAULT_IDLE_TIMEOUT,
+    )?;
     Ok(UpstreamSettings {
         connect_timeout,
         response_timeout,

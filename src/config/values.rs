@@ -75,6 +75,20 @@ impl<'a> Expander<'a> {
     }
 }
 
+/// `key`'s duration as written, or `default` when the file does not set it.
+pub(super) fn duration_or(
+    key: &str,
+    text: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    text.map_or(Ok(default), |text| parse_duration(key, text))
+}
+
+/// `key`'s size as written, or `default` when the file does not set it.
+pub(super) fn size_or(key: &str, text: Option<&str>, default: usize) -> Result<usize, ConfigError> {
+    text.map_or(Ok(default), |text| parse_size(key, text))
+}
+
 pub(super) fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text.trim()).map_err(|e| {
         invalid(
