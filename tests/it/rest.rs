@@ -115,6 +115,15 @@ async fn client_credentials_control_and_hop_by_hop_headers_never_reach_sfmc() {
     assert_eq!(auth, "Bearer <fake token #1>");
     let host = seen["host"].as_str().unwrap_or_default();
     assert_eq!(host, s.fake.addr().to_string(), "Host is the instance's");
+    // The key's other spelling is stripped too.
+    let by_header = [("x-proxy-key", "inbound-key-0123456789")];
+    let reply = s.client.get(&s.proxy, "/hub/v1/x", &by_header).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = reply.json()["headers"].clone();
+    assert!(
+        seen.get("x-proxy-key").is_none(),
+        "x-proxy-key reached SFMC: {seen}"
+    );
 }
 
 #[tokio::test]
@@ -311,7 +320,7 @@ async fn instance_that_never_accepts_is_a_502_after_connect_timeout() {
         .start()
         .await;
     let reply = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
+        Duration::from_secs(60),
         TestClient::new().get(&proxy, "/hub/v1/x", &[]),
     )
     .await

@@ -317,10 +317,13 @@ async fn a_latin1_envelope_reaches_sfmc_byte_for_byte() {
     let after = b"</fueloauth></s:Header></s:Envelope>";
     let headers = [("content-type", "text/xml; charset=ISO-8859-1"), XML[1]];
     let sent = [&before[..], b"old", after].concat();
-    let _ = s
+    let reply = s
         .client
         .post(&s.proxy, "/Service.asmx", &headers, sent)
         .await;
+    // The proxy forwarded it (the fake's own parser reads only UTF-8 and
+    // answers with its Fault; what is asserted is what reached it).
+    assert_eq!(reply.proxy_error(), None, "{}", reply.text());
     let seen = received(&s).body;
     let token = seen
         .strip_prefix(&before[..])
