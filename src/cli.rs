@@ -164,12 +164,14 @@ async fn bind(listen: SocketAddr) -> Result<TcpListener, Failure> {
 async fn serve(settings: Arc<Settings>) -> Result<(), Failure> {
     let proxy = build(settings.clone())?;
     let listener = bind(settings.server.listen).await?;
+    // The bound address, not the configured one: with port 0 the system
+    // picks the port, and this line is where the user learns it.
+    let listen = listener.local_addr().unwrap_or(settings.server.listen);
     tracing::info!(
-        listen = %settings.server.listen,
+        %listen,
         tenants = %settings.tenant_names(),
         worker_threads = settings.server.runtime_threads(),
-        "sfmc-proxy listening; point SFMC clients at http://{}/",
-        settings.server.listen
+        "sfmc-proxy listening; point SFMC clients at http://{listen}/"
     );
     crate::server::serve(listener, proxy, shutdown_signal()).await;
     Ok(())

@@ -11,7 +11,8 @@ use crate::support::*;
 #[tokio::test]
 async fn json_access_log_has_one_event_per_request_and_no_secrets() {
     let fake = start_fake().await;
-    let listen = closed_port();
+    // Port 0: the proxy binds a free port and says which in its start-up line.
+    let listen: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
     let dir = temp_dir("logs");
     let config = dir.join("proxy.toml");
     let text = TestProxy::builder()
@@ -32,14 +33,22 @@ async fn json_access_log_has_one_event_per_request_and_no_secrets() {
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let mut log = Vec::new();
     // Wait for the start-up event rather than sleeping.
+    let mut started = Value::Null;
     while let Some(line) = lines.next_line().await.expect("read stderr") {
         let listening = line.contains("listening");
+        if listening {
+            started = serde_json::from_str(&line).unwrap_or_default();
+        }
         log.push(line);
         if listening {
             break;
         }
     }
-    let base = format!("http://{listen}");
+    let bound = started["listen"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no start-up line with the address:\n{}", log.join("\n")));
+    assert!(!bound.ends_with(":0"), "the bound port is logged: {bound}");
+    let base = format!("http://{bound}");
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
