@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sfmc_proxy::fake::CONNECTION_HEADER;
+use sfmc_fake::CONNECTION_HEADER;
 use support::*;
 use tokio::task::JoinSet;
 

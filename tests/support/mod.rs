@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 #[allow(unused_imports)]
-pub use sfmc_proxy::fake::{
+pub use sfmc_fake::{
     FakeConfig, FakeTenant, InstanceUrlForm, SoapRequest, TokenFailure, reply_field,
 };
 

@@ -1,4 +1,6 @@
-//! An embedded fake SFMC tenant for `sfmc-proxy demo` and the tests.
+//! sfmc-fake: an embedded fake SFMC tenant for `sfmc-proxy demo` and the
+//! proxy's tests. It is a crate of its own that never depends on the proxy, so
+//! the tests check the proxy against an independent reading of what SFMC does.
 //!
 //! One listener on 127.0.0.1 plays both hosts of a tenant: the auth host
 //! (`POST /v2/token`: client credentials, SFMC's token and error bodies, failure
@@ -10,6 +12,12 @@
 //! responses name the TCP connection they came on (`x-fake-connection`), so
 //! tests can watch the proxy's connection pool. It owns its accept loop, its
 //! counters and the tokens it issued.
+//!
+//! Start one with [`FakeTenant::start`] (a [`FakeConfig`]), point a client at
+//! [`FakeTenant::auth_url`], and ask the tenant afterwards what it received
+//! or make it fail on demand (the `set_*`, `revoke_*` and `expire_*` methods).
+
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
