@@ -1,7 +1,19 @@
 //! The fake's auth host: `POST /v2/token` with SFMC's answers and errors, and
 //! the book of tokens it issued, which the REST and SOAP instances check.
 
-use super::*;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::{
+    DEFAULT_MID, DEFAULT_SCOPE, Reply, State, TokenFailure, decode, hex, json_response, lock,
+    login, lossy, text_response, token_error,
+};
 
 /// A token the fake issued, as the instances see it.
 #[derive(Clone)]
@@ -141,7 +153,7 @@ fn issue_token(body: &Value, state: &State) -> Reply {
     }
     match field("grant_type").as_deref() {
         Some("client_credentials") => {}
-        Some("authorization_code" | "refresh_token") => return super::login::grant(body, state),
+        Some("authorization_code" | "refresh_token") => return login::grant(body, state),
         _ => return token_error(400, "unsupported_grant_type", "Use client_credentials."),
     }
     let id_ok = field("client_id").as_deref() == Some(state.client_id.as_str());

@@ -1,6 +1,25 @@
-use super::*;
+//! The fake on its own, driven by a plain HTTP client: tokens, the echo, the
+//! `/fake/*` helpers, TLS and the transport counters.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::channel::Channel;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+use crate::{
+    CONNECTION_HEADER, DEFAULT_SCOPE, FakeBody, FakeConfig, FakeTenant, InstanceUrlForm,
+    NOT_AUTHORIZED, TokenFailure, decode,
+};
 
 /// A whole response: status, headers, body.
 struct Got(u16, HeaderMap, Bytes);
