@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::{
-    DEFAULT_MID, DEFAULT_SCOPE, Reply, State, TokenFailure, decode, hex, json_response, lock,
-    login, lossy, text_response, token_error,
+    DEFAULT_MID, DEFAULT_SCOPE, Reply, State, TokenFailure, hex, json_response, lock, login, lossy,
+    text_response, token_error,
 };
 
 /// A token the fake issued, as the instances see it.
@@ -121,9 +121,10 @@ pub(super) async fn token_endpoint(req: Request<Incoming>, state: &State) -> Rep
     }
 }
 
-/// A form becomes an object of strings; anything else is read as JSON (or kept
-/// as a string when it is not JSON).
-fn parse_token_body(body: &[u8], content_type: Option<&str>) -> Value {
+/// A form becomes an object of strings (`+` a space, malformed escapes kept as
+/// they are); anything else is read as JSON (or kept as a string when it is
+/// not JSON).
+pub(super) fn parse_token_body(body: &[u8], content_type: Option<&str>) -> Value {
     let media = content_type
         .and_then(|ct| ct.split(';').next())
         .unwrap_or("");
@@ -131,11 +132,8 @@ fn parse_token_body(body: &[u8], content_type: Option<&str>) -> Value {
         .trim()
         .eq_ignore_ascii_case("application/x-www-form-urlencoded")
     {
-        let text = String::from_utf8_lossy(body);
-        let pairs = text.split('&').filter(|pair| !pair.is_empty()).map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(name, true), Value::String(decode(value, true)))
-        });
+        let pairs = form_urlencoded::parse(body)
+            .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())));
         return Value::Object(pairs.collect());
     }
     let text = || Value::String(String::from_utf8_lossy(body).into_owned());

@@ -35,6 +35,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -415,34 +416,18 @@ fn text_response(status: StatusCode, content_type: &'static str, body: impl Into
     reply
 }
 
-/// The query's `name=value` pairs, percent-decoded (`+` stays a `+`).
+/// The query's `name=value` pairs, percent-decoded (`+` stays a `+`: this is
+/// a URL's query, not a form); malformed escapes stay as they are.
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let decode = |text| percent_decode_str(text).decode_utf8_lossy().into_owned();
     let pairs = query
         .unwrap_or("")
         .split('&')
         .filter(|pair| !pair.is_empty());
     pairs
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-        .map(|(name, value)| (decode(name, false), decode(value, false)))
+        .map(|(name, value)| (decode(name), decode(value)))
         .collect()
-}
-
-/// `%XX` decoding, and `+` as a space for forms; malformed escapes stay as they are.
-fn decode(input: &str, plus_as_space: bool) -> String {
-    let (bytes, mut out, mut i) = (input.as_bytes(), Vec::with_capacity(input.len()), 0);
-    let digit = |i: usize| bytes.get(i).and_then(|b| char::from(*b).to_digit(16));
-    while let Some(&byte) = bytes.get(i) {
-        match (byte, digit(i + 1).zip(digit(i + 2))) {
-            (b'%', Some((high, low))) => {
-                out.push((high * 16 + low) as u8);
-                i += 2;
-            }
-            (b'+', _) if plus_as_space => out.push(b' '),
-            _ => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn lossy(value: &HeaderValue) -> String {
