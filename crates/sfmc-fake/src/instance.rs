@@ -15,10 +15,12 @@ use tokio::sync::Notify;
 
 use crate::auth::Issued;
 use crate::transport::{ConnectionId, HangUp, stamp};
-use crate::{
-    CHUNK, NOT_AUTHORIZED, PERIOD, Reply, State, hex, json_response, lossy, query_pairs,
-    text_response,
-};
+use crate::{NOT_AUTHORIZED, Reply, State, hex, json_response, lossy, query_pairs, text_response};
+
+/// The size of the chunks `/fake/download` sends.
+const CHUNK: u64 = 64 * 1024;
+/// The period of its byte pattern (`i % 251`).
+const PERIOD: u64 = 251;
 
 /// The REST instance: SFMC's 401 without a valid token, else a fake path or
 /// the echo. Every answer names its connection (`x-fake-connection`).
