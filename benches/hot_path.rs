@@ -140,7 +140,10 @@ impl TokenSource for Fixed {
         Box::pin(async {
             let allowed = [".marketingcloudapis.com".to_owned()];
             let rest = InstanceBase::parse("https://mc123.rest.marketingcloudapis.com/", &allowed)
-                .map_err(TokenError::InvalidResponse)?;
+                .map_err(|reason| TokenError::InstanceNotAllowed {
+                    url: "https://mc123.rest.marketingcloudapis.com/".into(),
+                    reason,
+                })?;
             Ok(FetchedToken {
                 access_token: "t".repeat(400),
                 expires_in: Duration::from_secs(1080),

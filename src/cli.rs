@@ -16,10 +16,12 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::config::{NoTenant, Settings, default_worker_threads};
+use crate::error::ProxyError;
+use crate::failures::token_failure;
 use crate::proxy::Proxy;
-use crate::route::key_for;
 use crate::telemetry::LogFormat;
 use crate::token::Lease;
+use crate::token::{KeyRefused, TokenKey};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -211,7 +213,7 @@ async fn check(config: &Path) -> Result<(), Failure> {
     );
     let mut failed = 0;
     for tenant in &settings.tenants {
-        let key = key_for(tenant, None, None).map_err(|e| usage(e.to_string()))?;
+        let key = TokenKey::for_tenant(tenant, None, None).map_err(refused_key)?;
         match proxy.tokens().get(&key).await {
             Ok(lease) => print_check(tenant, &lease),
             Err(failure) => {
@@ -219,7 +221,7 @@ async fn check(config: &Path) -> Result<(), Failure> {
                 println!(
                     "tenant {}: FAILED\n  {}",
                     tenant.name,
-                    failure.into_proxy_error(&tenant.name)
+                    token_failure(failure, &tenant.name)
                 );
             }
         }
@@ -299,6 +301,12 @@ fn pick_tenant<'a>(
         })
 }
 
+/// A business unit or scope the tenant refuses: a usage error, in the words
+/// a client of the proxy would get.
+fn refused_key(refused: KeyRefused) -> Failure {
+    usage(ProxyError::from(refused).to_string())
+}
+
 async fn token(
     config: &Path,
     tenant: Option<&str>,
@@ -307,13 +315,13 @@ async fn token(
 ) -> Result<(), Failure> {
     let settings = load(config)?;
     let tenant = pick_tenant(&settings, tenant)?;
-    let key = key_for(tenant, account_id, scope).map_err(|e| usage(e.to_string()))?;
+    let key = TokenKey::for_tenant(tenant, account_id, scope).map_err(refused_key)?;
     let proxy = build(settings.clone())?;
     let lease = proxy
         .tokens()
         .get(&key)
         .await
-        .map_err(|failure| runtime(failure.into_proxy_error(&tenant.name).to_string()))?;
+        .map_err(|failure| runtime(token_failure(failure, &tenant.name).to_string()))?;
     println!("{}", lease.token.access_token());
     Ok(())
 }

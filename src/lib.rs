@@ -48,13 +48,14 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod error;
+mod failures;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guard;
 pub mod headers;
 pub mod idle;
-pub mod oauth;
+pub mod login;
 pub mod proxy;
 mod replay;
 pub mod route;

@@ -1,27 +1,28 @@
 //! The pipeline: one request through guard → route → credential → forward →
 //! respond → record, in that order. Each phase lives in its own module; this
-//! one only knows their order and the replay-once rule after a 401.
+//! one only knows their order (and that a keyless SOAP call is identified by
+//! the start of its envelope before it is routed).
 
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::body::{ClientBody, IdleTimeout, ProxyBody, Sender, SfmcBody};
+use crate::body::{ClientBody, IdleTimeout, ProxyBody, Sender};
 use crate::broker::LocalTokens;
 use crate::config::Settings;
 use crate::error::ProxyError;
-use crate::forward::{OutboundBody, build_request};
+use crate::forward::Forwarder;
 use crate::guard::Caller;
-use crate::headers::{strip_hop_by_hop, strip_request_headers};
+use crate::login::PendingLogins;
 use crate::route::{Api, Route, Target};
 use crate::telemetry::AccessRecord;
+use crate::token::TokenCache;
 use crate::token::sfmc::SfmcTokenClient;
-use crate::token::{Lease, TokenCache};
 use crate::upstream::Upstream;
-use crate::{admin, broker, guard, replay, route, soap, tls};
+use crate::{admin, broker, guard, route, soap, tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -41,7 +42,7 @@ pub struct Proxy {
     /// Stand-in tokens the broker issued to SDK tools.
     locals: LocalTokens,
     /// Browser logins started at `/_proxy/login`, waiting for their redirect.
-    pending_logins: admin::PendingLogins,
+    pending_logins: PendingLogins,
     /// Requests whose body is being read before their caller is known (a
     /// keyless SOAP call or broker token request): few at a time, so that
     /// strangers cannot make the proxy hold many bodies at once.
@@ -64,7 +65,7 @@ impl Proxy {
             client,
             upstream,
             locals,
-            pending_logins: admin::PendingLogins::default(),
+            pending_logins: PendingLogins::default(),
             unproven: Semaphore::new(MAX_UNPROVEN),
         })
     }
@@ -142,7 +143,7 @@ impl Proxy {
             let caller = caller.from_envelope(start.client_token(), &self.locals)?;
             return match route::route(&parts, &self.settings, caller.bound())? {
                 Route::Api(target) if target.api == Api::Soap => {
-                    Box::pin(self.forward_soap(parts, start, target, record)).await
+                    Box::pin(self.forwarder().soap(parts, start, target, record)).await
                 }
                 _ => Err(ProxyError::BadRequest(
                     "a call that carries its local token in fueloauth must be POST /Service.asmx"
@@ -180,13 +181,21 @@ impl Proxy {
             Route::Api(target) => {
                 record.target(&target);
                 match target.api {
-                    Api::Rest => self.forward_rest(parts, body, &target, record).await,
+                    Api::Rest => self.forwarder().rest(parts, body, &target, record).await,
                     // Boxed: the SOAP state (envelope reader, fault inspection)
                     // would otherwise make every request's future larger, and
                     // that future is moved into place once per request.
                     Api::Soap => Box::pin(self.soap(parts, body, caller, target, record)).await,
                 }
             }
+        }
+    }
+
+    fn forwarder(&self) -> Forwarder<'_> {
+        Forwarder {
+            upstream: &self.upstream,
+            tokens: &self.tokens,
+            replay_limit: self.settings.token.replay_body_limit,
         }
     }
 
@@ -223,192 +232,6 @@ impl Proxy {
                 _ => target,
             },
         };
-        self.forward_soap(parts, start, target, record).await
+        self.forwarder().soap(parts, start, target, record).await
     }
-
-    /// Credential, forward and respond, with one replay after a 401.
-    async fn forward_rest(
-        &self,
-        parts: Parts,
-        body: ClientBody,
-        target: &Target,
-        record: &mut AccessRecord,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let body = OutboundBody::prepare(body, self.settings.token.replay_body_limit).await?;
-        let mut headers = parts.headers;
-        strip_request_headers(&mut headers);
-        let mut exchange = RestExchange {
-            upstream: &self.upstream,
-            method: parts.method,
-            target,
-            replay: body.replay_copy().map(|bytes| (bytes, headers.clone())),
-            first: Some((headers, body)),
-        };
-        replay::replay_once(&mut exchange, &self.tokens, target, record).await
-    }
-
-    /// The same for SOAP: the token goes into the envelope, and SFMC's
-    /// `Token Expired` / `Login failed` faults take the place of the 401.
-    async fn forward_soap(
-        &self,
-        parts: Parts,
-        start: soap::EnvelopeStart,
-        target: Target,
-        record: &mut AccessRecord,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        record.target(&target);
-        let replay_limit = self.settings.token.replay_body_limit;
-        let envelope = start.finish(replay_limit).await?;
-        let mut headers = parts.headers;
-        strip_request_headers(&mut headers);
-        let mut exchange = SoapExchange {
-            proxy: self,
-            method: parts.method,
-            target: &target,
-            replayable: envelope.replayable(replay_limit),
-            headers,
-            envelope,
-        };
-        replay::replay_once(&mut exchange, &self.tokens, &target, record).await
-    }
-
-    /// Sends the envelope with this lease's token to the tenant's SOAP
-    /// instance, with a `Content-Length` that matches the rewrite; returns the
-    /// response and whether it is a token fault.
-    async fn send_soap(
-        &self,
-        method: &http::Method,
-        target: &Target,
-        mut headers: http::HeaderMap,
-        lease: &Lease,
-        envelope: &mut soap::Envelope,
-    ) -> Result<(Response<ProxyBody>, bool), ProxyError> {
-        let instance = lease.token.soap_instance.as_ref().ok_or_else(|| {
-            ProxyError::UpstreamUnavailable(format!(
-                "SFMC's token response for tenant `{}` had no soap_instance_url",
-                target.tenant.name
-            ))
-        })?;
-        let (body, length) = envelope.request_body(lease.token.access_token());
-        match length {
-            Some(length) => headers.insert(
-                http::header::CONTENT_LENGTH,
-                http::HeaderValue::from(length),
-            ),
-            None => headers.remove(http::header::CONTENT_LENGTH),
-        };
-        let request = build_request(
-            method.clone(),
-            instance,
-            &target.path_and_query,
-            headers,
-            None,
-            body,
-        )?;
-        Ok(soap::inspect_response(self.upstream.send(instance, request).await?).await)
-    }
-}
-
-/// A REST request: sent first with the client's body (streamed or held),
-/// resent on a fresh connection if a kept-alive one closes under it, and
-/// replayed from the held copy after a 401.
-struct RestExchange<'a> {
-    upstream: &'a Upstream<ProxyBody>,
-    method: http::Method,
-    target: &'a Target,
-    /// The headers and body of the first send (taken by it).
-    first: Option<(http::HeaderMap, OutboundBody)>,
-    /// A copy of both when the body was held.
-    replay: Option<(bytes::Bytes, http::HeaderMap)>,
-}
-
-impl RestExchange<'_> {
-    /// The request for SFMC with a lease's token.
-    fn request(
-        &self,
-        lease: &Lease,
-        headers: http::HeaderMap,
-        body: ProxyBody,
-    ) -> Result<Request<ProxyBody>, ProxyError> {
-        let (method, instance) = (self.method.clone(), &lease.token.rest_instance);
-        let pq = &self.target.path_and_query;
-        build_request(method, instance, pq, headers, Some(&*lease.token), body)
-    }
-}
-
-impl replay::Exchange for RestExchange<'_> {
-    async fn send(&mut self, lease: &Lease) -> Result<(Response<ProxyBody>, bool), ProxyError> {
-        let instance = &lease.token.rest_instance;
-        let response = match self.first.take() {
-            Some((headers, body)) => {
-                let request = self.request(lease, headers, body.into_body())?;
-                // Sent again once if a kept-alive connection closes under it:
-                // only an idempotent request with its body held.
-                let resend = self
-                    .replay
-                    .as_ref()
-                    .filter(|_| self.method.is_idempotent())
-                    .map(|(bytes, headers)| {
-                        || self.request(lease, headers.clone(), ProxyBody::full(bytes.clone()))
-                    });
-                self.upstream
-                    .send_or_resend(instance, request, resend)
-                    .await?
-            }
-            None => {
-                let (bytes, headers) = self.replay.take().ok_or_else(|| {
-                    ProxyError::Internal("a REST request was replayed twice".into())
-                })?;
-                let request = self.request(lease, headers, ProxyBody::full(bytes))?;
-                self.upstream.send(instance, request).await?
-            }
-        };
-        let refused = response.status() == StatusCode::UNAUTHORIZED;
-        Ok((respond(response), refused))
-    }
-
-    fn replayable(&self) -> bool {
-        self.replay.is_some()
-    }
-}
-
-/// A SOAP request: the envelope is rewritten with each lease's token.
-struct SoapExchange<'a> {
-    proxy: &'a Proxy,
-    method: http::Method,
-    target: &'a Target,
-    headers: http::HeaderMap,
-    envelope: soap::Envelope,
-    replayable: bool,
-}
-
-impl replay::Exchange for SoapExchange<'_> {
-    async fn send(&mut self, lease: &Lease) -> Result<(Response<ProxyBody>, bool), ProxyError> {
-        let headers = self.headers.clone();
-        let (response, token_fault) = self
-            .proxy
-            .send_soap(
-                &self.method,
-                self.target,
-                headers,
-                lease,
-                &mut self.envelope,
-            )
-            .await?;
-        Ok((strip_response(response), token_fault))
-    }
-
-    fn replayable(&self) -> bool {
-        self.replayable
-    }
-}
-
-/// SFMC's response as is — status, headers, streamed body — minus hop-by-hop headers.
-fn respond(response: Response<SfmcBody>) -> Response<ProxyBody> {
-    strip_response(response.map(ProxyBody::Upstream))
-}
-
-fn strip_response(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
-    strip_hop_by_hop(response.headers_mut());
-    response
 }

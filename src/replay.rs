@@ -13,6 +13,7 @@ use http::Response;
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
+use crate::failures::token_failure;
 use crate::route::Target;
 use crate::telemetry::AccessRecord;
 use crate::token::{Lease, Outcome, TokenCache};
@@ -58,5 +59,5 @@ pub(crate) async fn token_for(tokens: &TokenCache, target: &Target) -> Result<Le
     tokens
         .get(&target.key)
         .await
-        .map_err(|failure| failure.into_proxy_error(&target.tenant.name))
+        .map_err(|failure| token_failure(failure, &target.tenant.name))
 }

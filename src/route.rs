@@ -9,10 +9,11 @@ use http::HeaderMap;
 use http::request::Parts;
 use http::uri::PathAndQuery;
 
-use crate::config::{MID_RULE, NoTenant, Settings, Tenant, is_mid, normalise_scope};
+use crate::config::{Settings, Tenant};
 use crate::error::ProxyError;
+use crate::failures::no_tenant;
 use crate::headers::{X_SFMC_ACCOUNT_ID, X_SFMC_SCOPE, X_SFMC_TENANT};
-use crate::token::TokenKey;
+use crate::token::{TokenKey, checked_scope};
 
 /// Paths under this prefix are the proxy's own and never forwarded.
 pub const ADMIN_PREFIX: &str = "/_proxy";
@@ -97,7 +98,7 @@ pub fn route(
     let scope = header(&parts.headers, &X_SFMC_SCOPE)?;
     let key = match bound {
         Some(key) => bound_key(key, mid, scope)?,
-        None => key_for(&tenant, mid, scope)?,
+        None => TokenKey::for_tenant(&tenant, mid, scope)?,
     };
     Ok(Route::Api(Target {
         tenant,
@@ -157,29 +158,6 @@ fn bound_key(
     Ok(key.clone())
 }
 
-/// The token key for `tenant` with an optional business unit and scope
-/// override (checked against the tenant's `account_ids`); shared by request
-/// routing and the `token`/`check` commands.
-pub fn key_for(
-    tenant: &Tenant,
-    account_id: Option<&str>,
-    scope: Option<&str>,
-) -> Result<TokenKey, ProxyError> {
-    let account_id = match account_id {
-        Some(mid) => Some(checked_mid(tenant, mid)?),
-        None => tenant.account_id.clone(),
-    };
-    let scope = match scope {
-        Some(scope) => Some(checked_scope(scope)?),
-        None => tenant.scope.clone(),
-    };
-    Ok(TokenKey {
-        tenant: tenant.name.clone(),
-        account_id,
-        scope,
-    })
-}
-
 fn header<'a>(
     headers: &'a HeaderMap,
     name: &http::HeaderName,
@@ -231,15 +209,12 @@ fn select_tenant(
         (by_header, None) => settings
             .tenant_or_default(by_header)
             .cloned()
-            .map_err(|missing| match missing {
-                NoTenant::Unknown(name) => ProxyError::UnknownTenant {
-                    name: name.to_owned(),
-                    known: settings.tenant_names(),
-                },
-                NoTenant::NoDefault => ProxyError::NoTenantSelected(format!(
-                    "several tenants are configured and none is the default; send X-SFMC-Tenant ({}) or use a tenant's path_prefix",
+            .map_err(|missing| {
+                let how = format!(
+                    "send X-SFMC-Tenant ({}) or use a tenant's path_prefix",
                     settings.tenant_names()
-                )),
+                );
+                no_tenant(missing, settings, &how)
             }),
     }
 }
@@ -282,32 +257,4 @@ fn strip_prefix(pq: &PathAndQuery, prefix: &str) -> Result<PathAndQuery, ProxyEr
         None => path.to_owned(),
     };
     PathAndQuery::try_from(joined).map_err(|e| ProxyError::BadRequest(format!("invalid path: {e}")))
-}
-
-fn checked_mid(tenant: &Tenant, mid: &str) -> Result<Arc<str>, ProxyError> {
-    // `^[0-9]{1,10}$`: every other value would only be one more token key
-    // (and one more token request) for SFMC to refuse.
-    if !is_mid(mid) {
-        return Err(ProxyError::BadRequest(format!(
-            "X-SFMC-Account-Id `{mid}` is not a business unit MID ({MID_RULE})"
-        )));
-    }
-    if !tenant.account_allowed(mid) {
-        return Err(ProxyError::AccountNotAllowed {
-            tenant: tenant.name.to_string(),
-            mid: mid.to_owned(),
-        });
-    }
-    Ok(Arc::from(mid))
-}
-
-/// Scopes are space-separated words; normalise spacing so equal scopes share a token.
-fn checked_scope(scope: &str) -> Result<Arc<str>, ProxyError> {
-    let valid = scope.len() <= 2048 && scope.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
-    if !valid {
-        return Err(ProxyError::BadRequest(
-            "X-SFMC-Scope must be space-separated scope names".into(),
-        ));
-    }
-    Ok(Arc::from(normalise_scope(scope)))
 }

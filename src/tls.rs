@@ -27,13 +27,7 @@ pub fn install_crypto_provider() {
 
 /// `bytes` random bytes from the crypto provider's CSPRNG, as lowercase hex.
 pub fn random_hex(bytes: usize) -> Result<String, rustls::Error> {
-    use std::fmt::Write as _;
-    let buf = random_bytes(bytes)?;
-    let mut hex = String::with_capacity(2 * bytes);
-    for byte in buf {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    Ok(hex)
+    Ok(data_encoding::HEXLOWER.encode(&random_bytes(bytes)?))
 }
 
 /// `bytes` random bytes from the crypto provider's CSPRNG.
@@ -112,5 +106,17 @@ mod tests {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         let challenge = base64url(&Sha256::digest(verifier.as_bytes()));
         assert_eq!(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    }
+
+    #[test]
+    fn random_hex_is_lowercase_hex_of_the_asked_length_and_never_repeats() {
+        let a = random_hex(16).expect("random");
+        let b = random_hex(16).expect("random");
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+            "{a}"
+        );
+        assert_ne!(a, b);
     }
 }

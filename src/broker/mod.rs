@@ -21,8 +21,8 @@ use subtle::ConstantTimeEq;
 use crate::body::{ClientBody, ProxyBody};
 use crate::config::{Settings, Tenant};
 use crate::error::{PROXY_ERROR_HEADER, ProxyError};
-use crate::route;
-use crate::token::TokenCache;
+use crate::failures::token_failure;
+use crate::token::{TokenCache, TokenKey};
 pub use local::{LOCAL_TOKEN_PREFIX, LocalTokens, Presented};
 
 /// A token request is a few hundred bytes; anything far larger is not one.
@@ -161,15 +161,16 @@ async fn try_issue(
         }
         Err(refusal) => return Err(refusal),
     };
-    let key = route::key_for(
+    let key = TokenKey::for_tenant(
         &tenant,
         field("account_id").as_deref(),
         field("scope").as_deref(),
-    )?;
+    )
+    .map_err(ProxyError::from)?;
     let real = tokens
         .get(&key)
         .await
-        .map_err(|failure| failure.into_proxy_error(&tenant.name))?;
+        .map_err(|failure| token_failure(failure, &tenant.name))?;
     let local = locals.issue(key, &client_id).map_err(|error| {
         Refusal::new(
             503,

@@ -5,17 +5,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::{Failure, load, pick_tenant, runtime, usage};
-use crate::oauth::{self, LoginError};
-use crate::route::key_for;
+use super::{Failure, load, pick_tenant, refused_key, runtime, usage};
+use crate::login::{self, LOGIN_WAIT, LoginError};
+use crate::token::TokenKey;
 use crate::token::sfmc::SfmcTokenClient;
-
-/// SFMC's codes live 5 minutes; a login left waiting longer is abandoned.
-const WAIT: Duration = Duration::from_secs(600);
 
 pub(super) async fn run(
     config: &Path,
@@ -24,15 +20,15 @@ pub(super) async fn run(
 ) -> Result<(), Failure> {
     let settings = load(config)?;
     let tenant = pick_tenant(&settings, tenant)?;
-    let key = key_for(tenant, account_id, None).map_err(|e| usage(e.to_string()))?;
-    let start = oauth::start(tenant).map_err(|e| usage(e.to_string()))?;
+    let key = TokenKey::for_tenant(tenant, account_id, None).map_err(refused_key)?;
+    let start = login::start(tenant).map_err(|e| usage(e.to_string()))?;
     let tls = crate::tls::client_config(settings.upstream.ca_file.as_deref())
         .map_err(|e| usage(e.to_string()))?;
     let client = SfmcTokenClient::new(&settings, tls).map_err(|e| runtime(e.to_string()))?;
 
     eprintln!("Open this URL in a browser and log in:\n");
     println!("{}", start.authorize_url);
-    let listener = oauth::bind_callback(&start.redirect_uri).await;
+    let listener = login::bind_callback(&start.redirect_uri).await;
     match &listener {
         Ok(_) => eprintln!(
             "\nWaiting for the browser at {} (it warns once about the proxy's own certificate: accept it),\nor paste the address the browser ended on and press Enter:",
@@ -42,7 +38,7 @@ pub(super) async fn run(
             eprintln!("\n{error}\nPaste the address the browser ended on and press Enter:")
         }
     }
-    let exchange = oauth::exchanger(
+    let exchange = login::exchanger(
         Arc::new(client),
         tenant.name.clone(),
         key.account_id.clone(),
@@ -62,7 +58,10 @@ pub(super) async fn run(
     tokio::select! {
         done = received => done,
         done = by_paste => done,
-        () = tokio::time::sleep(WAIT) => return Err(runtime("no login within 10 minutes; run `sfmc-proxy login` again")),
+        () = tokio::time::sleep(LOGIN_WAIT) => return Err(runtime(format!(
+            "no login within {} minutes; run `sfmc-proxy login` again",
+            LOGIN_WAIT.as_secs() / 60
+        ))),
     }
     .map_err(|e| runtime(e.to_string()))?;
     let store = settings
@@ -86,7 +85,7 @@ async fn pasted(state: &str) -> Result<String, LoginError> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if !line.trim().is_empty() {
-            return oauth::code_from_callback(&line, state);
+            return login::code_from_callback(&line, state);
         }
     }
     std::future::pending().await

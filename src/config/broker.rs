@@ -5,13 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::defaults::DEFAULT_BROKER_TOKEN_LIFETIME;
 use super::raw::RawBroker;
-use super::values::{Expander, parse_duration};
+use super::values::{Expander, duration_or};
 use super::{ConfigError, Secret, ServerSettings, Tenant, invalid};
-
-/// Local tokens last as long as SFMC's server-to-server tokens: SDKs renew
-/// them the same way (FuelSDK when under 300 s remain, sfmc-sdk at expiry).
-const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(1080);
 
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
@@ -30,10 +27,11 @@ pub(super) fn validate(
     tenants: &[Arc<Tenant>],
     ex: &Expander<'_>,
 ) -> Result<BrokerSettings, ConfigError> {
-    let token_lifetime = match raw.token_lifetime {
-        Some(text) => parse_duration("broker.token_lifetime", &text)?,
-        None => DEFAULT_TOKEN_LIFETIME,
-    };
+    let token_lifetime = duration_or(
+        "broker.token_lifetime",
+        raw.token_lifetime.as_deref(),
+        DEFAULT_BROKER_TOKEN_LIFETIME,
+    )?;
     if token_lifetime < Duration::from_secs(600) {
         // FuelSDK renews a token with under 300 s left: shorter lifetimes
         // would make it re-authenticate on nearly every call.

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::MidValue;
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawConfig {
@@ -86,4 +84,13 @@ pub(super) struct RawTenant {
     pub redirect_uri: Option<String>,
     pub pkce: Option<bool>,
     pub default: bool,
+}
+
+/// Deserialisable MID: SFMC MIDs are numbers, but TOML users write both
+/// `account_id = 12345` and `account_id = "12345"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum MidValue {
+    Number(u64),
+    Text(String),
 }

@@ -5,9 +5,39 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::grant::{self, Grant};
 use super::raw::RawTenant;
 use super::values::{Expander, normalise_scope, parse_http_url, parse_mid};
-use super::{ConfigError, Secret, Tenant, invalid, login};
+use super::{ConfigError, Secret, invalid};
+
+/// One SFMC installed package (server-to-server, client credentials).
+#[derive(Debug)]
+pub struct Tenant {
+    pub name: Arc<str>,
+    /// `{auth_url}/v2/token`.
+    pub token_url: String,
+    /// `{auth_url}/v2/authorize`, where a user logs in (authorization code).
+    pub authorize_url: String,
+    pub client_id: String,
+    /// `None` only for a public app, which has none and sends none.
+    pub client_secret: Option<Secret>,
+    pub grant: Grant,
+    /// Default business unit (MID); `None` = the BU that owns the package.
+    pub account_id: Option<Arc<str>>,
+    /// BUs a request may select; `None` = any.
+    pub account_ids: Option<Vec<String>>,
+    pub scope: Option<Arc<str>>,
+    /// `/name`-style prefix that selects this tenant (stripped before forwarding).
+    pub path_prefix: Option<String>,
+}
+
+impl Tenant {
+    pub fn account_allowed(&self, mid: &str) -> bool {
+        self.account_ids
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|id| id == mid))
+    }
+}
 
 pub(super) fn validate_tenants(
     raw: BTreeMap<String, RawTenant>,
@@ -68,7 +98,7 @@ fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tena
             "a tenant name may hold only letters, digits, '-' and '_'",
         ));
     }
-    let grant = login::validate_grant(name, &raw, ex)?;
+    let grant = grant::validate_grant(name, &raw, ex)?;
     let auth_url_text = ex.expand(&key("auth_url"), &required(raw.auth_url, &key("auth_url"))?)?;
     let auth_url = parse_http_url(&key("auth_url"), &auth_url_text)?;
     let client_id = ex.expand(

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{ConfigError, MidValue, invalid};
+use super::raw::MidValue;
+use super::{ConfigError, invalid};
 
 /// Expands `${VAR}` from an environment lookup and resolves relative paths
 /// against the config file's directory.
@@ -72,6 +73,20 @@ impl<'a> Expander<'a> {
             .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
         Ok(text.trim_end_matches(['\r', '\n']).to_owned())
     }
+}
+
+/// `key`'s duration as written, or `default` when the file does not set it.
+pub(super) fn duration_or(
+    key: &str,
+    text: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    text.map_or(Ok(default), |text| parse_duration(key, text))
+}
+
+/// `key`'s size as written, or `default` when the file does not set it.
+pub(super) fn size_or(key: &str, text: Option<&str>, default: usize) -> Result<usize, ConfigError> {
+    text.map_or(Ok(default), |text| parse_size(key, text))
 }
 
 pub(super) fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {

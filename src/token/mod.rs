@@ -23,6 +23,7 @@
 //!
 //! This module knows nothing of HTTP serving; `sfmc` is the `/v2/token` client.
 
+mod key;
 mod limits;
 mod refresh;
 pub mod sfmc;
@@ -38,6 +39,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
+pub use key::{KeyRefused, TokenKey, checked_scope};
 pub use limits::Limits;
 pub use refresh::names_pkce;
 pub use types::{Token, TokenError, TokenFailure};
@@ -45,16 +47,6 @@ pub use types::{Token, TokenError, TokenFailure};
 use crate::config::TokenSettings;
 use crate::upstream::InstanceBase;
 use limits::{Failure, TenantGuard};
-
-/// What a token is for: one tenant, one business unit, one scope.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TokenKey {
-    pub tenant: Arc<str>,
-    /// `None`: the business unit that owns the package.
-    pub account_id: Option<Arc<str>>,
-    /// `None`: every scope the package has.
-    pub scope: Option<Arc<str>>,
-}
 
 /// What a token source returns; the cache adds the timing.
 pub struct FetchedToken {

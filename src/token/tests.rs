@@ -58,8 +58,12 @@ impl TokenSource for ScriptedSource {
                 access_token: format!("token-{n}"),
                 expires_in: self.expires_in,
                 scope: None,
-                rest_instance: InstanceBase::parse("http://127.0.0.1:1/", &[])
-                    .map_err(TokenError::InvalidResponse)?,
+                rest_instance: InstanceBase::parse("http://127.0.0.1:1/", &[]).map_err(
+                    |reason| TokenError::InstanceNotAllowed {
+                        url: "http://127.0.0.1:1/".into(),
+                        reason,
+                    },
+                )?,
                 soap_instance: None,
             })
         })
@@ -255,8 +259,7 @@ async fn transient_failures_are_retried_then_reported_unavailable() {
     let failure = cache.get(&key(None)).await.expect_err("unavailable");
     assert_eq!(failure.error, down);
     assert_eq!(source.calls(), FETCH_ATTEMPTS as usize);
-    let proxy_error = failure.into_proxy_error("acme");
-    assert_eq!(proxy_error.code(), "token_unavailable");
+    assert!(matches!(failure.error, TokenError::Unavailable { .. }));
     // A blip shorter than the retries is invisible to the caller.
     tokio::time::advance(Duration::from_secs(2)).await;
     source.fail_next(down, 1);
@@ -389,9 +392,12 @@ async fn token_requests_are_rate_limited_per_tenant_whatever_the_keys() {
     let held = cache.get(&key(Some("5"))).await.expect_err("held back");
     assert_eq!(source.calls(), 4, "SFMC was not asked");
     assert_eq!(held.retry_in, Duration::from_secs(5));
-    let error = held.into_proxy_error("acme");
-    assert_eq!(error.code(), "token_unavailable");
-    let message = error.to_string();
+    let TokenError::Unavailable {
+        reason: message, ..
+    } = held.error
+    else {
+        panic!("held back is unavailable: {:?}", held.error);
+    };
     assert!(
         message.contains("rate limit") && message.contains("token.rate_burst"),
         "{message}"
@@ -479,9 +485,10 @@ async fn a_full_key_map_with_every_key_fetching_refuses_naming_max_keys() {
         tokio::task::yield_now().await;
     }
     let full = cache.get(&key(Some("3"))).await.expect_err("full");
-    let error = full.into_proxy_error("acme");
-    assert_eq!(error.code(), "token_unavailable");
-    assert!(error.to_string().contains("token.max_keys"), "{error}");
+    let TokenError::Unavailable { reason, .. } = full.error else {
+        panic!("a full cache is unavailable: {:?}", full.error);
+    };
+    assert!(reason.contains("token.max_keys"), "{reason}");
     for task in busy {
         assert!(task.await.unwrap_or(false));
     }

@@ -1,6 +1,7 @@
 //! The token types: `Token` (a valid access token, its `Authorization` value
-//! built once, and its timing), `TokenError` (why one could not be had, and
-//! how soon to ask again) and `TokenFailure` (that, as the proxy's error).
+//! built once, and its timing), `TokenError` (why one could not be had) and
+//! `TokenFailure` (that, and when to ask again; `crate::failures` turns it
+//! into the proxy's error).
 
 use std::time::Duration;
 
@@ -9,8 +10,7 @@ use tokio::time::Instant;
 
 use super::FetchedToken;
 use crate::config::Secret;
-use crate::error::ProxyError;
-use crate::upstream::InstanceBase;
+use crate::upstream::{InstanceBase, InstanceRefused};
 
 /// A valid access token and where to use it. `Debug` never shows the token.
 pub struct Token {
@@ -95,7 +95,10 @@ pub enum TokenError {
     /// SFMC answered 200 with something that is not a usable token.
     InvalidResponse(String),
     /// The instance URL is not one the proxy will send a token to.
-    InstanceNotAllowed { url: String, reason: String },
+    InstanceNotAllowed {
+        url: String,
+        reason: InstanceRefused,
+    },
     /// An authorization-code tenant has no usable refresh token: a person
     /// must log in (`command`) before the proxy can act for them again.
     LoginRequired { reason: String, command: String },
@@ -151,39 +154,4 @@ impl TokenError {
 pub struct TokenFailure {
     pub error: TokenError,
     pub retry_in: Duration,
-}
-
-impl TokenFailure {
-    pub fn into_proxy_error(self, tenant: &str) -> ProxyError {
-        let tenant = tenant.to_owned();
-        let retry_after_secs = self.retry_in.as_secs_f64().ceil() as u64;
-        match self.error {
-            TokenError::Rejected {
-                status,
-                error,
-                description,
-            } => ProxyError::TokenRejected {
-                tenant,
-                status,
-                sfmc_error: error,
-                sfmc_error_description: description,
-                retry_after_secs,
-            },
-            TokenError::Unavailable { reason, .. } | TokenError::InvalidResponse(reason) => {
-                ProxyError::TokenUnavailable {
-                    tenant,
-                    reason,
-                    retry_after_secs,
-                }
-            }
-            TokenError::InstanceNotAllowed { url, reason } => {
-                ProxyError::InstanceNotAllowed { url, reason }
-            }
-            TokenError::LoginRequired { reason, command } => ProxyError::LoginRequired {
-                tenant,
-                reason,
-                command,
-            },
-        }
-    }
 }

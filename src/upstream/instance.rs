@@ -12,6 +12,25 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 use crate::config::is_loopback_host;
 
+/// Why an instance URL is not one the proxy sends a token to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstanceRefused {
+    #[error("not a valid URL")]
+    NotAUrl,
+    #[error("not an absolute URL")]
+    NotAbsolute,
+    #[error("URL carries credentials or a query")]
+    CredentialsOrQuery,
+    #[error("instance URL is not https")]
+    NotHttps,
+    #[error("host `{host}` does not end with any of upstream.allowed_instance_hosts ({allowed})")]
+    HostNotAllowed { host: String, allowed: String },
+    #[error("instance URL is neither http nor https")]
+    NotHttp,
+    #[error("not a valid host")]
+    BadHost,
+}
+
 /// Where requests for one token go: scheme, authority and an optional base path
 /// (without trailing slash; empty for every real SFMC instance).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,42 +45,40 @@ pub struct InstanceBase {
 
 impl InstanceBase {
     /// Normalises `raw` and checks it against the allowed host suffixes.
-    pub fn parse(raw: &str, allowed_suffixes: &[String]) -> Result<Self, String> {
+    pub fn parse(raw: &str, allowed_suffixes: &[String]) -> Result<Self, InstanceRefused> {
         let trimmed = raw.trim();
         let with_scheme = if trimmed.contains("://") {
             trimmed.to_owned()
         } else {
             format!("https://{trimmed}")
         };
-        let uri: Uri = with_scheme
-            .parse()
-            .map_err(|_| "not a valid URL".to_owned())?;
+        let uri: Uri = with_scheme.parse().map_err(|_| InstanceRefused::NotAUrl)?;
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Err("not an absolute URL".to_owned());
+            return Err(InstanceRefused::NotAbsolute);
         };
         if authority.as_str().contains('@') || uri.query().is_some() {
-            return Err("URL carries credentials or a query".to_owned());
+            return Err(InstanceRefused::CredentialsOrQuery);
         }
         let host = authority.host().to_ascii_lowercase();
         let loopback = is_loopback_host(&host);
         if !loopback {
             if scheme != &Scheme::HTTPS {
-                return Err("instance URL is not https".to_owned());
+                return Err(InstanceRefused::NotHttps);
             }
             if !allowed_suffixes
                 .iter()
                 .any(|suffix| host_matches(&host, suffix))
             {
-                return Err(format!(
-                    "host `{host}` does not end with any of upstream.allowed_instance_hosts ({})",
-                    allowed_suffixes.join(", ")
-                ));
+                return Err(InstanceRefused::HostNotAllowed {
+                    host,
+                    allowed: allowed_suffixes.join(", "),
+                });
             }
         } else if scheme != &Scheme::HTTPS && scheme != &Scheme::HTTP {
-            return Err("instance URL is neither http nor https".to_owned());
+            return Err(InstanceRefused::NotHttp);
         }
         let host_header =
-            HeaderValue::from_str(authority.as_str()).map_err(|_| "not a valid host".to_owned())?;
+            HeaderValue::from_str(authority.as_str()).map_err(|_| InstanceRefused::BadHost)?;
         Ok(Self {
             scheme: scheme.clone(),
             authority: authority.clone(),
@@ -164,15 +181,32 @@ mod tests {
 
     #[test]
     fn foreign_or_plain_http_hosts_are_refused() {
-        for bad in [
-            "https://evil.example.com/",
-            "https://marketingcloudapis.com.evil.com/",
-            "http://mc1.rest.marketingcloudapis.com/",
-            "https://user@mc1.rest.marketingcloudapis.com/",
-            "https://mc1.rest.marketingcloudapis.com/?x=1",
-            "",
+        let foreign = |host: &str| InstanceRefused::HostNotAllowed {
+            host: host.into(),
+            allowed: ".marketingcloudapis.com".into(),
+        };
+        for (bad, why) in [
+            ("https://evil.example.com/", foreign("evil.example.com")),
+            (
+                "https://marketingcloudapis.com.evil.com/",
+                foreign("marketingcloudapis.com.evil.com"),
+            ),
+            (
+                "http://mc1.rest.marketingcloudapis.com/",
+                InstanceRefused::NotHttps,
+            ),
+            (
+                "https://user@mc1.rest.marketingcloudapis.com/",
+                InstanceRefused::CredentialsOrQuery,
+            ),
+            (
+                "https://mc1.rest.marketingcloudapis.com/?x=1",
+                InstanceRefused::CredentialsOrQuery,
+            ),
+            ("", InstanceRefused::NotAUrl),
+            ("ftp://127.0.0.1/", InstanceRefused::NotHttp),
         ] {
-            assert!(InstanceBase::parse(bad, &allowed()).is_err(), "{bad}");
+            assert_eq!(InstanceBase::parse(bad, &allowed()), Err(why), "{bad}");
         }
     }
 

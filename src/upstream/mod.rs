@@ -25,7 +25,7 @@ use crate::idle::{IdleTimeout, Sender};
 use connect::{Connector, Handle};
 use pool::{AfterGate, Checkout, Pool};
 
-pub use instance::InstanceBase;
+pub use instance::{InstanceBase, InstanceRefused};
 pub use pool::UpstreamBody;
 
 /// What the pool sends as a request body: any body hyper can write from a

@@ -2,11 +2,10 @@
 //! token and one replay, its other faults passed on untouched, and the proxy's
 //! own errors on a SOAP call answered as SOAP 1.1 faults rather than JSON.
 
-mod support;
-
 use bytes::Bytes;
-use support::soap::*;
-use support::*;
+
+use crate::support::soap::*;
+use crate::support::*;
 
 type Header = (&'static str, &'static str);
 
@@ -39,7 +38,7 @@ async fn token_expired_and_login_failed_get_a_fresh_token_and_one_replay() {
     ];
     // A proxy each: a key's token is dropped after a refusal at most every 30 s.
     for (case, sent, expire) in cases {
-        let s = setup("").await;
+        let s = setup().await;
         assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
         match expire {
             true => s.fake.expire_all_tokens(),
@@ -69,7 +68,7 @@ async fn token_expired_and_login_failed_get_a_fresh_token_and_one_replay() {
 /// DATA frames, the first ending with the Header.
 #[tokio::test]
 async fn small_envelope_sent_in_pieces_is_replayed_too() {
-    let s = setup("").await;
+    let s = setup().await;
     assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
     s.fake.expire_all_tokens();
     let sent = envelope(&format!("<s:Header>{}</s:Header>", fuel("*")));
@@ -92,7 +91,7 @@ async fn small_envelope_sent_in_pieces_is_replayed_too() {
 
 #[tokio::test]
 async fn rate_limited_fault_passes_through_untouched_without_replay() {
-    let s = setup("").await;
+    let s = setup().await;
     assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
     s.fake.set_soap_rate_limited(true);
     let reply = soap(&s, "/Service.asmx", envelope("")).await;
@@ -115,7 +114,10 @@ async fn rate_limited_fault_passes_through_untouched_without_replay() {
 
 #[tokio::test]
 async fn token_fault_over_the_replay_limit_passes_through_and_the_next_call_gets_a_fresh_token() {
-    let s = setup_with("[token]\nreplay_body_limit = \"1KiB\"\n", "").await;
+    let s = Setup::builder()
+        .proxy(|p| p.replay_body_limit(1024))
+        .start()
+        .await;
     assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
     s.fake.expire_all_tokens();
     let big = header_after_body(&RETRIEVE.repeat(8));
@@ -133,7 +135,10 @@ async fn token_fault_over_the_replay_limit_passes_through_and_the_next_call_gets
 
 #[tokio::test]
 async fn bad_envelopes_get_a_client_fault_from_the_proxy() {
-    let s = setup_with("[soap]\nheader_limit = \"1KiB\"\n", "").await;
+    let s = Setup::builder()
+        .proxy(|p| p.soap_header_limit(1024))
+        .start()
+        .await;
     let filler = "<Properties>EmailAddress</Properties>".repeat(128);
     let late_header = header_after_body(&filler);
     let cases: [(&str, &str, &str, &str); 6] = [
@@ -186,7 +191,7 @@ async fn bad_envelopes_get_a_client_fault_from_the_proxy() {
 
 #[tokio::test]
 async fn token_fetch_failures_are_soap_faults_with_the_same_information() {
-    let s = setup("").await;
+    let s = setup().await;
     s.fake.set_token_failure(Some(invalid_client()));
     let reply = soap(&s, "/Service.asmx", envelope("")).await;
     assert_proxy_fault(&reply, 502, "token_rejected", "soap:Server");
@@ -196,7 +201,7 @@ async fn token_fetch_failures_are_soap_faults_with_the_same_information() {
     assert!(reply.headers.contains_key("retry-after"));
     assert!(!reply.text().contains(CLIENT_SECRET));
 
-    let outage = setup("").await;
+    let outage = setup().await;
     outage
         .fake
         .set_token_failure(Some(TokenFailure::ServerError));
@@ -209,8 +214,11 @@ async fn token_fetch_failures_are_soap_faults_with_the_same_information() {
 /// on a SOAP call: a SOAP client reads a Fault, not JSON.
 #[tokio::test]
 async fn guard_and_selector_errors_on_a_soap_call_are_soap_faults_too() {
-    let keys = "[server]\ninbound_keys = [\"inbound-key-0123456789\"]\n";
-    let s = setup_with(keys, "path_prefix = \"/acme\"\naccount_ids = [\"100\"]").await;
+    let s = Setup::builder()
+        .proxy(|p| p.inbound_keys(&["inbound-key-0123456789"]))
+        .tenant(|t| t.path_prefix("/acme").account_ids(&["100"]))
+        .start()
+        .await;
     let key = ("x-proxy-key", "inbound-key-0123456789");
     // (path, extra headers, status, code)
     let cases: [(&str, &[Header], u16, &str); 4] = [
@@ -254,7 +262,7 @@ async fn guard_and_selector_errors_on_a_soap_call_are_soap_faults_too() {
 /// fault that says why, before any token is fetched: never a misplaced edit.
 #[tokio::test]
 async fn envelopes_in_encodings_that_cannot_be_edited_exactly_get_a_client_fault_saying_why() {
-    let s = setup("").await;
+    let s = setup().await;
     let plain = envelope(&format!("<s:Header>{}</s:Header>", fuel("*")));
     let utf16: Vec<u8> = plain.encode_utf16().flat_map(u16::to_le_bytes).collect();
     let declared = plain.replace("encoding=\"UTF-8\"", "encoding=\"utf-16\"");
@@ -306,7 +314,7 @@ async fn token_faults_worded_otherwise_get_a_fresh_token_and_one_replay_too() {
         ("token expired: renew it", "LOGIN FAILED", true),
     ];
     for (expired, revoked, expire) in wordings {
-        let s = setup("").await;
+        let s = setup().await;
         s.fake.set_soap_refusal_wording(expired, revoked);
         assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
         match expire {

@@ -1,9 +1,11 @@
 //! Builders for the integration tests: a fake SFMC tenant and a proxy, both on
 //! 127.0.0.1 with ephemeral ports, and an HTTP client that sends paths and
 //! queries byte for byte (hyper does not normalise them; reqwest's URL parser would).
-#![allow(dead_code)] // each test file uses a subset
 
+mod proxy;
 pub mod soap;
+
+pub use proxy::{ProxyBuilder, Setup, Tenant, TestProxy, setup};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,13 +21,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use sfmc_proxy::config::Settings;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-#[allow(unused_imports)]
 pub use sfmc_fake::{
-    FakeConfig, FakeTenant, InstanceUrlForm, SoapRequest, TokenFailure, reply_field,
+    CONNECTION_HEADER, FakeConfig, FakeTenant, InstanceUrlForm, SoapRequest, TokenFailure,
+    reply_field,
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,14 +47,6 @@ pub async fn start_fake_with(config: FakeConfig) -> FakeTenant {
     FakeTenant::start(config).await.expect("fake tenant starts")
 }
 
-/// A `[tenants.NAME]` section for `fake`, plus extra lines.
-pub fn tenant_section(name: &str, fake: &FakeTenant, extra: &str) -> String {
-    format!(
-        "[tenants.{name}]\nauth_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n{extra}\n",
-        fake.auth_url()
-    )
-}
-
 /// SFMC's refusal of a wrong client ID, for `set_token_failure`.
 pub fn invalid_client() -> TokenFailure {
     TokenFailure::Reject {
@@ -65,90 +57,10 @@ pub fn invalid_client() -> TokenFailure {
     }
 }
 
-/// A tenant `acme` whose auth endpoint is `auth_url` (for hand-made endpoints).
-pub fn tenant_at(auth_url: &str) -> String {
-    format!(
-        "[tenants.acme]\nauth_url = \"{auth_url}\"\nclient_id = \"id\"\nclient_secret = \"secret\"\n"
-    )
-}
-
 /// A loopback address where nothing listens (bound, then closed).
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
-}
-
-/// A proxy serving on 127.0.0.1:0; stops when dropped.
-pub struct TestProxy {
-    pub addr: SocketAddr,
-    pub settings: Arc<Settings>,
-    shutdown: Option<oneshot::Sender<()>>,
-}
-
-impl TestProxy {
-    /// Starts a proxy from TOML text (relative paths resolve from `base_dir`).
-    pub async fn start(toml: &str) -> TestProxy {
-        Self::start_in(toml, Path::new(".")).await
-    }
-
-    pub async fn start_in(toml: &str, base_dir: &Path) -> TestProxy {
-        init();
-        let settings = Settings::from_toml(toml, |name| std::env::var(name).ok(), base_dir)
-            .unwrap_or_else(|e| panic!("test config is valid: {e}\n{toml}"));
-        let settings = Arc::new(settings);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        let run_settings = settings.clone();
-        tokio::spawn(async move {
-            let shutdown = async {
-                let _ = rx.await;
-            };
-            sfmc_proxy::server::run(listener, run_settings, shutdown)
-                .await
-                .expect("proxy builds");
-        });
-        TestProxy {
-            addr,
-            settings,
-            shutdown: Some(tx),
-        }
-    }
-
-    pub fn url(&self, path_and_query: &str) -> String {
-        format!("http://{}{path_and_query}", self.addr)
-    }
-}
-
-impl Drop for TestProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// A fake tenant `acme` and a proxy in front of it.
-pub struct Setup {
-    pub fake: FakeTenant,
-    pub proxy: TestProxy,
-    pub client: TestClient,
-}
-
-pub async fn setup(tenant_extra: &str) -> Setup {
-    setup_with("", tenant_extra).await
-}
-
-/// `top` goes before the tenant section (e.g. `[server]`, `[token]` tables).
-pub async fn setup_with(top: &str, tenant_extra: &str) -> Setup {
-    let fake = start_fake().await;
-    let toml = format!("{top}\n{}", tenant_section("acme", &fake, tenant_extra));
-    let proxy = TestProxy::start(&toml).await;
-    Setup {
-        fake,
-        proxy,
-        client: TestClient::new(),
-    }
 }
 
 /// A whole response, body collected.

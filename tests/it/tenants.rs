@@ -1,24 +1,21 @@
 //! Several tenants and business units behind one proxy: selection by default,
 //! header and path prefix, and the refusals that keep a request in its lane.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// Two fake tenants: `acme` (default, MIDs 100/200 allowed) and `beta` (prefix /beta).
 async fn two_tenants() -> (FakeTenant, FakeTenant, TestProxy) {
     let acme = start_fake().await;
     let beta = start_fake().await;
-    let toml = format!(
-        "{}{}",
-        tenant_section(
-            "acme",
-            &acme,
-            "default = true\naccount_ids = [100, \"200\"]"
-        ),
-        tenant_section("beta", &beta, "path_prefix = \"/beta\"")
-    );
-    let proxy = TestProxy::start(&toml).await;
+    let proxy = TestProxy::builder()
+        .tenant(
+            Tenant::new("acme", &acme)
+                .default(true)
+                .account_ids(&["100", "200"]),
+        )
+        .tenant(Tenant::new("beta", &beta).path_prefix("/beta"))
+        .start()
+        .await;
     (acme, beta, proxy)
 }
 
@@ -93,12 +90,11 @@ async fn conflicting_prefix_and_header_is_a_400() {
 async fn without_a_default_requests_must_select_a_tenant() {
     let one = start_fake().await;
     let two = start_fake().await;
-    let toml = format!(
-        "{}{}",
-        tenant_section("one", &one, ""),
-        tenant_section("two", &two, "")
-    );
-    let proxy = TestProxy::start(&toml).await;
+    let proxy = TestProxy::builder()
+        .tenant(Tenant::new("one", &one))
+        .tenant(Tenant::new("two", &two))
+        .start()
+        .await;
     let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.proxy_error(), Some("unknown_tenant"));

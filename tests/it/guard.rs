@@ -1,13 +1,11 @@
 //! The guard in front of a credential-holding proxy: DNS rebinding, cross-site
 //! browser requests, inbound keys, and no forward-proxy use.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn foreign_host_header_is_refused_before_any_token_is_used() {
-    let s = setup("").await;
+    let s = setup().await;
     let reply = s
         .client
         .get(&s.proxy, "/hub/v1/x", &[("host", "attacker.example:8080")])
@@ -28,7 +26,10 @@ async fn foreign_host_header_is_refused_before_any_token_is_used() {
 
 #[tokio::test]
 async fn allowed_hosts_can_be_configured() {
-    let s = setup_with("[server]\nallowed_hosts = [\"proxy.internal\"]\n", "").await;
+    let s = Setup::builder()
+        .proxy(|p| p.allowed_hosts(&["proxy.internal"]))
+        .start()
+        .await;
     assert_eq!(
         s.client
             .get(&s.proxy, "/x", &[("host", "proxy.internal:8080")])
@@ -47,11 +48,10 @@ async fn allowed_hosts_can_be_configured() {
 
 #[tokio::test]
 async fn cross_site_browser_requests_are_refused() {
-    let s = setup_with(
-        "[server]\nallowed_origins = [\"http://localhost:3000\"]\n",
-        "",
-    )
-    .await;
+    let s = Setup::builder()
+        .proxy(|p| p.allowed_origins(&["http://localhost:3000"]))
+        .start()
+        .await;
     for headers in [
         vec![("origin", "https://evil.example")],
         vec![("origin", "null")],
@@ -77,7 +77,10 @@ async fn cross_site_browser_requests_are_refused() {
 #[tokio::test]
 async fn inbound_key_is_required_when_configured() {
     let key = "inbound-key-0123456789";
-    let s = setup_with(&format!("[server]\ninbound_keys = [\"{key}\"]\n"), "").await;
+    let s = Setup::builder()
+        .proxy(|p| p.inbound_keys(&[key]))
+        .start()
+        .await;
     let none = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
     assert_eq!(none.status, 401);
     assert_eq!(none.proxy_error(), Some("inbound_key_required"));
@@ -123,7 +126,7 @@ async fn inbound_key_is_required_when_configured() {
 #[tokio::test]
 async fn connect_and_absolute_form_targets_are_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let s = setup("").await;
+    let s = setup().await;
     for request in [
         "CONNECT attacker.example:443 HTTP/1.1\r\nHost: attacker.example:443\r\n\r\n".to_owned(),
         "GET http://attacker.example/steal HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n".to_owned(),

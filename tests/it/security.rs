@@ -4,16 +4,15 @@
 //! closed. Timing tests run on paused tokio time: the runtime jumps to the
 //! next deadline whenever every task waits, so "closed after 10 s" is exact.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::json;
-use support::soap::{XML, envelope, fuel};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::support::soap::{XML, envelope, fuel};
+use crate::support::*;
 
 const KEY: &str = "inbound-key-0123456789";
 const LOCAL_SECRET: &str = "local-secret-0123456789";
@@ -22,12 +21,18 @@ const LOCAL_SECRET: &str = "local-secret-0123456789";
 async fn keyed_pair() -> (Setup, FakeTenant) {
     let fake = start_fake().await;
     let beta = start_fake().await;
-    let toml = format!(
-        "[server]\ninbound_keys = [\"{KEY}\"]\n[broker.client_secrets]\nacme = \"{LOCAL_SECRET}\"\nbeta = \"{LOCAL_SECRET}\"\n{}{}",
-        tenant_section("acme", &fake, "default = true\npath_prefix = \"/acme\""),
-        tenant_section("beta", &beta, "path_prefix = \"/beta\""),
-    );
-    let proxy = TestProxy::start(&toml).await;
+    let proxy = TestProxy::builder()
+        .inbound_keys(&[KEY])
+        .broker_client_secret("acme", LOCAL_SECRET)
+        .broker_client_secret("beta", LOCAL_SECRET)
+        .tenant(
+            Tenant::new("acme", &fake)
+                .default(true)
+                .path_prefix("/acme"),
+        )
+        .tenant(Tenant::new("beta", &beta).path_prefix("/beta"))
+        .start()
+        .await;
     let s = Setup {
         fake,
         proxy,
@@ -77,7 +82,7 @@ async fn an_unauthenticated_soap_upload_is_refused_after_a_small_prefix_not_read
     });
     let start = format!(
         "<s:Envelope xmlns:s=\"{}\"><!--{}",
-        support::soap::SOAP11,
+        crate::support::soap::SOAP11,
         "x".repeat(20 * 1024)
     );
     tx.send_data(start.into()).await.expect("the proxy reads");
@@ -188,7 +193,10 @@ async fn a_local_token_for_one_tenant_is_never_served_as_another() {
 
 #[tokio::test]
 async fn two_hosts_a_bad_port_duplicate_selectors_and_asterisk_targets_are_refused() {
-    let s = setup("account_ids = [\"100\", \"200\"]").await;
+    let s = Setup::builder()
+        .tenant(|t| t.account_ids(&["100", "200"]))
+        .start()
+        .await;
     let port = s.proxy.addr.port();
     let loopback = format!("127.0.0.1:{port}");
     let two_hosts = raw_exchange(
@@ -226,11 +234,10 @@ async fn two_hosts_a_bad_port_duplicate_selectors_and_asterisk_targets_are_refus
 
 #[tokio::test]
 async fn cookies_stay_here_and_cors_is_answered_by_the_proxy() {
-    let s = setup_with(
-        "[server]\nallowed_origins = [\"http://localhost:3000\"]\n",
-        "",
-    )
-    .await;
+    let s = Setup::builder()
+        .proxy(|p| p.allowed_origins(&["http://localhost:3000"]))
+        .start()
+        .await;
     let preflight = s
         .client
         .fetch(request(
@@ -312,11 +319,13 @@ async fn read_until_closed(stream: &mut TcpStream) -> usize {
 
 /// A short head deadline; `server.idle_timeout` and `upstream.idle_timeout`
 /// stay at their default, 60 s.
-const TIMEOUTS: &str = "[server]\nheader_read_timeout = \"10s\"\n";
+fn timeouts(proxy: ProxyBuilder) -> ProxyBuilder {
+    proxy.header_read_timeout(Duration::from_secs(10))
+}
 
 #[tokio::test(start_paused = true)]
 async fn silent_and_half_sent_connections_are_closed_at_the_header_deadline() {
-    let s = setup_with(TIMEOUTS, "").await;
+    let s = Setup::builder().proxy(timeouts).start().await;
     let openings: [&[u8]; 4] = [
         b"",
         b"GET /hub/v1/x HT",
@@ -340,7 +349,7 @@ async fn silent_and_half_sent_connections_are_closed_at_the_header_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
-    let s = setup_with(TIMEOUTS, "").await;
+    let s = Setup::builder().proxy(timeouts).start().await;
     let stream = TcpStream::connect(s.proxy.addr).await.expect("connect");
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -366,7 +375,7 @@ async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stalled_request_body_is_cut_after_idle_timeout() {
-    let s = setup_with(TIMEOUTS, "").await;
+    let s = Setup::builder().proxy(timeouts).start().await;
     let mut stream = TcpStream::connect(s.proxy.addr).await.expect("connect");
     let head = format!(
         "POST /hub/v1/x HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 1000\r\n\r\n0123456789",
@@ -395,7 +404,7 @@ async fn a_stalled_request_body_is_cut_after_idle_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_is_cut_after_idle_timeout() {
-    let s = setup_with(TIMEOUTS, "").await;
+    let s = Setup::builder().proxy(timeouts).start().await;
     let mut stream = TcpStream::connect(s.proxy.addr).await.expect("connect");
     let size = 512 * 1024 * 1024u64;
     let head = format!(
@@ -417,7 +426,7 @@ async fn a_client_that_stops_reading_is_cut_after_idle_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn an_sfmc_body_that_stops_sending_is_cut_after_upstream_idle_timeout() {
-    let s = setup_with(TIMEOUTS, "").await;
+    let s = Setup::builder().proxy(timeouts).start().await;
     let response = s
         .client
         .send(request("GET", &s.proxy, "/fake/gated", &[], empty()))
@@ -446,11 +455,13 @@ async fn an_sfmc_body_that_stops_sending_is_cut_after_upstream_idle_timeout() {
 #[tokio::test]
 async fn when_connections_run_out_the_longest_idle_one_makes_room_for_a_probe() {
     // Real time with deadlines far away: only shedding can make room.
-    let s = setup_with(
-        "[server]\nmax_connections = 2\nheader_read_timeout = \"1h\"\n",
-        "",
-    )
-    .await;
+    let s = Setup::builder()
+        .proxy(|p| {
+            p.max_connections(2)
+                .header_read_timeout(Duration::from_secs(3600))
+        })
+        .start()
+        .await;
     let mut silent = Vec::new();
     for _ in 0..2 {
         silent.push(TcpStream::connect(s.proxy.addr).await.expect("connect"));
@@ -494,13 +505,16 @@ async fn http2_streams_windows_and_headers_per_connection_are_capped() {
     const MAX_CONCURRENT_STREAMS: u16 = 0x3;
     const INITIAL_WINDOW_SIZE: u16 = 0x4;
     const MAX_HEADER_LIST_SIZE: u16 = 0x6;
-    let s = setup("").await;
+    let s = setup().await;
     let settings = server_settings(s.proxy.addr).await;
     let value = |id| settings.iter().find(|(i, _)| *i == id).map(|(_, v)| *v);
     assert_eq!(value(MAX_CONCURRENT_STREAMS), Some(100), "{settings:?}");
     assert_eq!(value(INITIAL_WINDOW_SIZE), Some(256 * 1024), "{settings:?}");
     assert_eq!(value(MAX_HEADER_LIST_SIZE), Some(64 * 1024), "{settings:?}");
-    let custom = setup_with("[server]\nmax_concurrent_streams = 3\n", "").await;
+    let custom = Setup::builder()
+        .proxy(|p| p.max_concurrent_streams(3))
+        .start()
+        .await;
     let settings = server_settings(custom.proxy.addr).await;
     assert!(
         settings.contains(&(MAX_CONCURRENT_STREAMS, 3)),
@@ -523,11 +537,10 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test(start_paused = true)]
 async fn a_zero_window_http2_client_is_cut_although_it_keeps_pinging() {
-    let s = setup_with(
-        &format!("[server]\ninbound_keys = [\"{KEY}\"]\nmax_connections = 1\n"),
-        "",
-    )
-    .await;
+    let s = Setup::builder()
+        .proxy(|p| p.inbound_keys(&[KEY]).max_connections(1))
+        .start()
+        .await;
     let stream = TcpStream::connect(s.proxy.addr).await.expect("connect");
     let (mut rd, mut wr) = stream.into_split();
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
@@ -590,11 +603,13 @@ async fn trickle(addr: std::net::SocketAddr, head: String) -> (Duration, String)
 
 #[tokio::test(start_paused = true)]
 async fn a_keyless_body_trickled_byte_by_byte_gets_only_the_head_deadline() {
-    let s = setup_with(
-        &format!("[server]\ninbound_keys = [\"{KEY}\"]\nheader_read_timeout = \"10s\"\n"),
-        "",
-    )
-    .await;
+    let s = Setup::builder()
+        .proxy(|p| {
+            p.inbound_keys(&[KEY])
+                .header_read_timeout(Duration::from_secs(10))
+        })
+        .start()
+        .await;
     let host = format!("127.0.0.1:{}", s.proxy.addr.port());
     let soap = format!(
         "POST /Service.asmx HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/xml\r\nContent-Length: 8000\r\n\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><!--"
@@ -618,12 +633,18 @@ async fn a_keyless_body_trickled_byte_by_byte_gets_only_the_head_deadline() {
 
 #[tokio::test]
 async fn the_preauth_limit_is_kept_to_the_frame() {
-    let s = setup_with(&format!("[server]\ninbound_keys = [\"{KEY}\"]\n"), "").await;
+    let s = Setup::builder()
+        .proxy(|p| p.inbound_keys(&[KEY]))
+        .start()
+        .await;
     let (mut tx, body) = channel_body();
     let request = request("POST", &s.proxy, "/Service.asmx", &XML, body);
     let client = s.client.clone();
     let pending = tokio::spawn(async move { client.fetch(request).await });
-    let open = format!("<s:Envelope xmlns:s=\"{}\"><!--", support::soap::SOAP11);
+    let open = format!(
+        "<s:Envelope xmlns:s=\"{}\"><!--",
+        crate::support::soap::SOAP11
+    );
     tx.send_data(open.clone().into()).await.expect("send");
     let mut sent = open.len();
     // 64-byte frames until the proxy answers: it must stop within a frame of 8 KiB.
@@ -644,11 +665,14 @@ async fn the_preauth_limit_is_kept_to_the_frame() {
 
 #[tokio::test]
 async fn made_up_scopes_cannot_push_out_a_token_callers_hold() {
-    let s = setup_with(
-        "[token]\nmax_keys = 4\nrate_burst = 2\nrate_interval = \"1h\"\n",
-        "",
-    )
-    .await;
+    let s = Setup::builder()
+        .proxy(|p| {
+            p.max_keys(4)
+                .rate_burst(2)
+                .rate_interval(Duration::from_secs(3600))
+        })
+        .start()
+        .await;
     assert_eq!(s.client.get(&s.proxy, "/hub/v1/x", &[]).await.status, 200);
     for i in 0..8 {
         let scope = format!("junk_{i}");

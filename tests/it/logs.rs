@@ -1,27 +1,23 @@
 //! Logs as an operator sees them: one JSON event per request with the fields
 //! that matter, and never a token, a secret or a query string.
 
-mod support;
-
 use std::process::Stdio;
 
 use serde_json::Value;
-use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::*;
 
 #[tokio::test]
 async fn json_access_log_has_one_event_per_request_and_no_secrets() {
     let fake = start_fake().await;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        probe.local_addr().expect("addr").port()
-    };
+    let listen = closed_port();
     let dir = temp_dir("logs");
     let config = dir.join("proxy.toml");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n{}",
-        tenant_section("acme", &fake, "account_ids = [\"100\", \"200\"]")
-    );
+    let text = TestProxy::builder()
+        .listen(listen)
+        .tenant(Tenant::new("acme", &fake).account_ids(&["100", "200"]))
+        .render();
     std::fs::write(&config, text).expect("write config");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
         .arg("--config")
@@ -43,7 +39,7 @@ async fn json_access_log_has_one_event_per_request_and_no_secrets() {
             break;
         }
     }
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://{listen}");
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()

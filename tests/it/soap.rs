@@ -2,13 +2,12 @@
 //! its shape and every other byte reaches SFMC as sent; routing, headers and
 //! streaming as for REST. Faults (SFMC's and the proxy's) are in `soap_faults.rs`.
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::soap::*;
-use support::*;
+
+use crate::support::soap::*;
+use crate::support::*;
 
 /// An envelope shape: the case, what is sent before the token's place, the
 /// placeholder there, what is sent after it, and what SFMC must receive around
@@ -23,7 +22,7 @@ type Shape = (
 
 #[tokio::test]
 async fn token_goes_into_the_header_whatever_its_shape_and_nothing_else_changes() {
-    let s = setup("").await;
+    let s = setup().await;
     let body = format!("<s:Body>{RETRIEVE}</s:Body></s:Envelope>");
     let s11 = format!("<?xml version=\"1.0\"?>\n<s:Envelope xmlns:s=\"{SOAP11}\">");
     let fuelsdk_python = format!(
@@ -131,7 +130,7 @@ async fn token_goes_into_the_header_whatever_its_shape_and_nothing_else_changes(
 
 #[tokio::test]
 async fn client_credentials_never_reach_sfmc() {
-    let s = setup("").await;
+    let s = setup().await;
     let before = format!("<?xml version=\"1.0\"?><s:Envelope xmlns:s=\"{SOAP11}\"><s:Header>");
     let security = "<wsse:Security xmlns:wsse=\"http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd\"><wsse:UsernameToken><wsse:Username>someone</wsse:Username><wsse:Password>pass-w0rd</wsse:Password></wsse:UsernameToken></wsse:Security>";
     let after = format!("</s:Header><s:Body>{RETRIEVE}</s:Body></s:Envelope>");
@@ -157,7 +156,7 @@ async fn client_credentials_never_reach_sfmc() {
 
 #[tokio::test]
 async fn soapaction_and_content_type_pass_through_and_content_length_fits_the_rewrite() {
-    let s = setup("").await;
+    let s = setup().await;
     let cases = [
         ("text/xml; charset=utf-8", "soapaction", "\"Retrieve\""),
         (
@@ -189,7 +188,10 @@ async fn soapaction_and_content_type_pass_through_and_content_length_fits_the_re
 
 #[tokio::test]
 async fn any_case_path_a_tenant_prefix_and_the_mid_selector_route_soap() {
-    let s = setup("path_prefix = \"/acme\"\naccount_ids = [\"100\", \"200\"]").await;
+    let s = Setup::builder()
+        .tenant(|t| t.path_prefix("/acme").account_ids(&["100", "200"]))
+        .start()
+        .await;
     let sent = envelope("");
     for path in [
         "/service.asmx",
@@ -214,7 +216,7 @@ async fn any_case_path_a_tenant_prefix_and_the_mid_selector_route_soap() {
 
 #[tokio::test]
 async fn rest_and_soap_share_the_token_cache() {
-    let s = setup("").await;
+    let s = setup().await;
     let rest = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
     assert_eq!(rest.json()["token_number"], 1);
     assert_answered(&soap(&s, "/Service.asmx", envelope("")).await, 1);
@@ -223,7 +225,7 @@ async fn rest_and_soap_share_the_token_cache() {
 
 #[tokio::test]
 async fn large_envelope_streams_to_sfmc_before_the_client_finishes_sending() {
-    let s = setup("").await;
+    let s = setup().await;
     let before =
         format!("<?xml version=\"1.0\"?><s:Envelope xmlns:s=\"{SOAP11}\"><s:Header>{FUEL_OPEN}");
     let head = format!(
@@ -277,7 +279,7 @@ async fn large_envelope_streams_to_sfmc_before_the_client_finishes_sending() {
 /// included — reaches SFMC as sent.
 #[tokio::test]
 async fn an_envelope_with_a_utf8_bom_is_edited_exactly_where_it_must() {
-    let s = setup("").await;
+    let s = setup().await;
     let before = format!(
         "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><s:Envelope xmlns:s=\"{SOAP11}\"><s:Header>"
     );
@@ -305,7 +307,7 @@ async fn an_envelope_with_a_utf8_bom_is_edited_exactly_where_it_must() {
 /// envelope as such: Latin-1 bytes before the Header are no obstacle.
 #[tokio::test]
 async fn a_latin1_envelope_reaches_sfmc_byte_for_byte() {
-    let s = setup("").await;
+    let s = setup().await;
     let before = [
         format!("<s:Envelope xmlns:s=\"{SOAP11}\"><s:Body>").as_bytes(),
         b"<RetrieveRequestMsg xmlns=\"http://exacttarget.com/wsdl/partnerAPI\"><Name>Zo\xEB</Name></RetrieveRequestMsg></s:Body><s:Header>",
@@ -315,10 +317,13 @@ async fn a_latin1_envelope_reaches_sfmc_byte_for_byte() {
     let after = b"</fueloauth></s:Header></s:Envelope>";
     let headers = [("content-type", "text/xml; charset=ISO-8859-1"), XML[1]];
     let sent = [&before[..], b"old", after].concat();
-    let _ = s
+    let reply = s
         .client
         .post(&s.proxy, "/Service.asmx", &headers, sent)
         .await;
+    // The proxy forwarded it (the fake's own parser reads only UTF-8 and
+    // answers with its Fault; what is asserted is what reached it).
+    assert_eq!(reply.proxy_error(), None, "{}", reply.text());
     let seen = received(&s).body;
     let token = seen
         .strip_prefix(&before[..])

@@ -2,50 +2,66 @@
 //! redirect to its TLS listener, or the pasted URL), the refresh token stored
 //! and rotated, refreshes serialised, and a revoked login reported.
 
-mod support;
-
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::support::*;
 
 struct Login {
     fake: FakeTenant,
+    /// The file `sfmc-proxy login` reads: `proxy`, rendered.
     config: PathBuf,
-    toml: String,
+    proxy: ProxyBuilder,
+    redirect_uri: String,
     store: PathBuf,
     dir: PathBuf,
 }
 
-async fn login_tenant(name: &str, extra: &str) -> Login {
+async fn login_tenant(name: &str) -> Login {
+    login_tenant_with(name, |acme| acme).await
+}
+
+/// A Web App tenant `acme` that logs in with the authorization code, its
+/// configuration written to a file; `tenant` adds settings.
+async fn login_tenant_with(name: &str, tenant: fn(Tenant) -> Tenant) -> Login {
     let fake = start_fake().await;
     let dir = temp_dir(name);
     let store = dir.join("state").join("tokens.json");
     let port = closed_port().port();
-    let toml = format!(
-        "[token]\nstore_file = \"{}\"\n{}grant = \"authorization_code\"\nredirect_uri = \"https://127.0.0.1:{port}/callback\"\n{extra}\n",
-        store.display(),
-        tenant_section("acme", &fake, ""),
-    );
+    let redirect_uri = format!("https://127.0.0.1:{port}/callback");
+    let proxy = login_config(&fake, &store, &redirect_uri, tenant);
     let config = dir.join("proxy.toml");
-    std::fs::write(&config, &toml).expect("config");
+    std::fs::write(&config, proxy.render()).expect("config");
     Login {
         fake,
         config,
-        toml,
+        proxy,
+        redirect_uri,
         store,
         dir,
     }
 }
 
-fn public_app(toml: &str) -> String {
-    toml.replace(&format!("client_secret = \"{CLIENT_SECRET}\"\n"), "")
-        .replace(
-            "grant = \"authorization_code\"",
-            "grant = \"authorization_code\"\napp_type = \"public\"",
-        )
+fn login_config(
+    fake: &FakeTenant,
+    store: &Path,
+    redirect_uri: &str,
+    tenant: fn(Tenant) -> Tenant,
+) -> ProxyBuilder {
+    let acme = Tenant::new("acme", fake)
+        .grant("authorization_code")
+        .redirect_uri(redirect_uri);
+    TestProxy::builder().store_file(store).tenant(tenant(acme))
+}
+
+/// `login`'s configuration as a Public App: no client secret.
+fn public_app(login: &Login) -> ProxyBuilder {
+    login_config(&login.fake, &login.store, &login.redirect_uri, |acme| {
+        acme.without_client_secret().app_type("public")
+    })
 }
 
 /// What a person does in the browser: open the page, click "Allow".
@@ -158,13 +174,13 @@ enum Finish {
     Follow,
 }
 
-async fn proxy_for(login: &Login, toml: &str) -> TestProxy {
-    TestProxy::start_in(toml, &login.dir).await
+async fn proxy_for(login: &Login, config: &ProxyBuilder) -> TestProxy {
+    config.clone().start_in(&login.dir).await
 }
 
 #[tokio::test]
 async fn pasted_url_logs_in_and_the_proxy_then_refreshes_by_itself() {
-    let login = login_tenant("paste", "").await;
+    let login = login_tenant("paste").await;
     let (output, authorize_url) = cli_login_at(&login, Finish::Paste(|url| url.to_owned())).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -182,15 +198,7 @@ async fn pasted_url_logs_in_and_the_proxy_then_refreshes_by_itself() {
     assert!(
         !stderr.contains(verifier) && !String::from_utf8_lossy(&output.stdout).contains(verifier)
     );
-    assert_eq!(
-        exchange["redirect_uri"],
-        login
-            .toml
-            .split("redirect_uri = \"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .expect("uri")
-    );
+    assert_eq!(exchange["redirect_uri"], login.redirect_uri.as_str());
     let stored = std::fs::read_to_string(&login.store).expect("store written");
     assert!(
         !String::from_utf8_lossy(&output.stdout).contains("rt-"),
@@ -207,7 +215,7 @@ async fn pasted_url_logs_in_and_the_proxy_then_refreshes_by_itself() {
         assert_eq!(mode, 0o600);
     }
 
-    let proxy = proxy_for(&login, &login.toml).await;
+    let proxy = proxy_for(&login, &login.proxy).await;
     let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
@@ -223,7 +231,7 @@ async fn pasted_url_logs_in_and_the_proxy_then_refreshes_by_itself() {
 
 #[tokio::test]
 async fn the_browser_redirect_reaches_the_login_listener_over_tls() {
-    let login = login_tenant("follow", "").await;
+    let login = login_tenant("follow").await;
     let output = cli_login(&login, Finish::Follow).await;
     assert!(
         output.status.success(),
@@ -235,7 +243,7 @@ async fn the_browser_redirect_reaches_the_login_listener_over_tls() {
 
 #[tokio::test]
 async fn a_redirect_with_another_state_is_refused() {
-    let login = login_tenant("state", "").await;
+    let login = login_tenant("state").await;
     let output = cli_login(
         &login,
         Finish::Paste(|url| {
@@ -255,13 +263,12 @@ async fn a_redirect_with_another_state_is_refused() {
 }
 
 /// Logs in without the CLI (the same library calls), for the tests below.
-async fn log_in(login: &Login, toml: &str) {
-    let settings =
-        sfmc_proxy::config::Settings::from_toml(toml, |_| None, &login.dir).expect("config");
+async fn log_in(login: &Login, config: &ProxyBuilder) {
+    let settings = config.settings(&login.dir);
     let tenant = settings.tenant("acme").expect("tenant");
-    let start = sfmc_proxy::oauth::start(tenant).expect("start");
+    let start = sfmc_proxy::login::start(tenant).expect("start");
     let redirect = click_allow(&start.authorize_url).await;
-    let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
+    let code = sfmc_proxy::login::code_from_callback(&redirect, &start.state).expect("code");
     let tls = sfmc_proxy::tls::client_config(None).expect("tls");
     let client = sfmc_proxy::token::sfmc::SfmcTokenClient::new(&settings, tls).expect("client");
     let verifier = start.code_verifier.as_ref().map(|v| v.expose().to_owned());
@@ -273,11 +280,11 @@ async fn log_in(login: &Login, toml: &str) {
 
 #[tokio::test]
 async fn rotated_refresh_tokens_survive_a_restart_and_old_ones_are_dead() {
-    let login = login_tenant("restart", "").await;
-    log_in(&login, &login.toml).await;
+    let login = login_tenant("restart").await;
+    log_in(&login, &login.proxy).await;
     let first = std::fs::read_to_string(&login.store).expect("store");
     {
-        let proxy = proxy_for(&login, &login.toml).await;
+        let proxy = proxy_for(&login, &login.proxy).await;
         assert_eq!(
             TestClient::new().get(&proxy, "/hub/v1/a", &[]).await.status,
             200
@@ -285,7 +292,7 @@ async fn rotated_refresh_tokens_survive_a_restart_and_old_ones_are_dead() {
     }
     let second = std::fs::read_to_string(&login.store).expect("store");
     assert_ne!(first, second);
-    let proxy = proxy_for(&login, &login.toml).await;
+    let proxy = proxy_for(&login, &login.proxy).await;
     assert_eq!(
         TestClient::new().get(&proxy, "/hub/v1/b", &[]).await.status,
         200,
@@ -305,10 +312,10 @@ async fn rotated_refresh_tokens_survive_a_restart_and_old_ones_are_dead() {
 
 #[tokio::test]
 async fn a_hundred_concurrent_requests_make_exactly_one_refresh() {
-    let login = login_tenant("concurrent", "").await;
-    log_in(&login, &login.toml).await;
+    let login = login_tenant("concurrent").await;
+    log_in(&login, &login.proxy).await;
     let before = login.fake.token_requests();
-    let proxy = Arc::new(proxy_for(&login, &login.toml).await);
+    let proxy = Arc::new(proxy_for(&login, &login.proxy).await);
     let client = TestClient::new();
     let calls = (0..100).map(|i| {
         let (client, proxy) = (client.clone(), proxy.clone());
@@ -331,14 +338,14 @@ async fn a_hundred_concurrent_requests_make_exactly_one_refresh() {
 
 #[tokio::test]
 async fn a_public_app_never_sends_a_secret() {
-    let login = login_tenant("public", "").await;
-    let toml = public_app(&login.toml);
-    assert!(!toml.contains("client_secret"));
-    log_in(&login, &toml).await;
+    let login = login_tenant("public").await;
+    let public = public_app(&login);
+    assert!(!public.render().contains("client_secret"));
+    log_in(&login, &public).await;
     let exchange = login.fake.last_token_request().expect("exchange");
     assert_eq!(exchange["grant_type"], "authorization_code");
     assert!(exchange.get("client_secret").is_none(), "{exchange}");
-    let proxy = proxy_for(&login, &toml).await;
+    let proxy = proxy_for(&login, &public).await;
     assert_eq!(
         TestClient::new().get(&proxy, "/hub/v1/x", &[]).await.status,
         200
@@ -350,10 +357,10 @@ async fn a_public_app_never_sends_a_secret() {
 
 #[tokio::test]
 async fn a_revoked_login_is_a_503_naming_the_command_and_check_reports_it() {
-    let login = login_tenant("revoked", "").await;
-    log_in(&login, &login.toml).await;
+    let login = login_tenant("revoked").await;
+    log_in(&login, &login.proxy).await;
     login.fake.revoke_refresh_tokens();
-    let proxy = proxy_for(&login, &login.toml).await;
+    let proxy = proxy_for(&login, &login.proxy).await;
     let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
     assert_eq!(reply.status, 503);
     assert_eq!(reply.proxy_error(), Some("login_required"));
@@ -380,8 +387,8 @@ async fn a_revoked_login_is_a_503_naming_the_command_and_check_reports_it() {
 
 #[tokio::test]
 async fn the_proxys_login_page_logs_in_through_the_browser_and_ready_turns_green() {
-    let login = login_tenant("page", "").await;
-    let proxy = proxy_for(&login, &login.toml).await;
+    let login = login_tenant("page").await;
+    let proxy = proxy_for(&login, &login.proxy).await;
     let client = TestClient::new();
     let before = client.get(&proxy, "/_proxy/ready", &[]).await;
     assert_eq!(before.status, 503, "no login yet");
@@ -423,15 +430,14 @@ async fn the_proxys_login_page_logs_in_through_the_browser_and_ready_turns_green
 
 #[tokio::test]
 async fn the_browser_login_sends_pkce_and_a_wrong_verifier_is_refused() {
-    let login = login_tenant("pkce", "").await;
-    let settings =
-        sfmc_proxy::config::Settings::from_toml(&login.toml, |_| None, &login.dir).expect("config");
+    let login = login_tenant("pkce").await;
+    let settings = login.proxy.settings(&login.dir);
     let tenant = settings.tenant("acme").expect("tenant");
-    let start = sfmc_proxy::oauth::start(tenant).expect("start");
+    let start = sfmc_proxy::login::start(tenant).expect("start");
     let query = query_of(&start.authorize_url);
     assert_eq!(query["code_challenge_method"], "S256");
     let redirect = click_allow(&start.authorize_url).await;
-    let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
+    let code = sfmc_proxy::login::code_from_callback(&redirect, &start.state).expect("code");
     let tls = sfmc_proxy::tls::client_config(None).expect("tls");
     let client = sfmc_proxy::token::sfmc::SfmcTokenClient::new(&settings, tls).expect("client");
     let wrong = "A".repeat(43);
@@ -444,9 +450,9 @@ async fn the_browser_login_sends_pkce_and_a_wrong_verifier_is_refused() {
     assert!(refused.contains("invalid_grant"), "{refused}");
     assert!(!login.store.exists(), "nothing stored");
     // The fake's codes are single-use: a fresh login with the right verifier.
-    let start = sfmc_proxy::oauth::start(tenant).expect("start");
+    let start = sfmc_proxy::login::start(tenant).expect("start");
     let redirect = click_allow(&start.authorize_url).await;
-    let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
+    let code = sfmc_proxy::login::code_from_callback(&redirect, &start.state).expect("code");
     let verifier = start.code_verifier.as_ref().map(|v| v.expose().to_owned());
     assert!(verifier.is_some());
     client
@@ -455,9 +461,9 @@ async fn the_browser_login_sends_pkce_and_a_wrong_verifier_is_refused() {
         .expect("the right verifier is accepted");
     assert!(login.store.exists());
     // Without one, a code issued for a challenge is refused too.
-    let start = sfmc_proxy::oauth::start(tenant).expect("start");
+    let start = sfmc_proxy::login::start(tenant).expect("start");
     let redirect = click_allow(&start.authorize_url).await;
-    let code = sfmc_proxy::oauth::code_from_callback(&redirect, &start.state).expect("code");
+    let code = sfmc_proxy::login::code_from_callback(&redirect, &start.state).expect("code");
     assert!(
         client
             .exchange_code("acme", None, &code, None)
@@ -468,7 +474,7 @@ async fn the_browser_login_sends_pkce_and_a_wrong_verifier_is_refused() {
 
 #[tokio::test]
 async fn pkce_false_sends_neither_challenge_nor_verifier() {
-    let login = login_tenant("no-pkce", "pkce = false").await;
+    let login = login_tenant_with("no-pkce", |acme| acme.pkce(false)).await;
     let (output, authorize_url) = cli_login_at(&login, Finish::Paste(|url| url.to_owned())).await;
     assert!(
         output.status.success(),
@@ -488,7 +494,7 @@ async fn pkce_false_sends_neither_challenge_nor_verifier() {
 
 #[tokio::test]
 async fn an_sfmc_that_refuses_pkce_tells_the_user_to_set_pkce_false() {
-    let login = login_tenant("pkce-refused", "").await;
+    let login = login_tenant("pkce-refused").await;
     login.fake.set_pkce_supported(false);
     let output = cli_login(&login, Finish::Paste(|url| url.to_owned())).await;
     let stderr = String::from_utf8_lossy(&output.stderr);

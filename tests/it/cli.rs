@@ -1,12 +1,10 @@
 //! The binary as a user runs it: exit codes, messages that name the key, and
 //! `token`/`check` output (never a token where it does not belong).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::*;
+use crate::support::*;
 
 async fn run(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));
@@ -101,10 +99,9 @@ async fn usage_errors_exit_2() {
 #[tokio::test]
 async fn token_prints_one_token_and_nothing_else_on_stdout() {
     let fake = start_fake().await;
-    let path = write_config(
-        "token",
-        &tenant_section("acme", &fake, "account_ids = [\"100\", \"200\"]"),
-    );
+    let config =
+        TestProxy::builder().tenant(Tenant::new("acme", &fake).account_ids(&["100", "200"]));
+    let path = write_config("token", &config.render());
     let output = run(&["token"], &path, &[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let printed = stdout(&output);
@@ -131,10 +128,8 @@ async fn token_prints_one_token_and_nothing_else_on_stdout() {
 #[tokio::test]
 async fn check_reports_instance_expiry_and_scope_but_never_the_token() {
     let fake = start_fake().await;
-    let path = write_config(
-        "check",
-        &tenant_section("acme", &fake, "scope = \"email_read\""),
-    );
+    let config = TestProxy::builder().tenant(Tenant::new("acme", &fake).scope("email_read"));
+    let path = write_config("check", &config.render());
     let output = run(&["check"], &path, &[]).await;
     let printed = stdout(&output);
     assert_eq!(
@@ -160,11 +155,9 @@ async fn check_reports_instance_expiry_and_scope_but_never_the_token() {
 #[tokio::test]
 async fn check_fails_with_exit_1_and_sfmcs_reason_when_refused() {
     let fake = start_fake().await;
-    let text = format!(
-        "[tenants.acme]\nauth_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"not-the-secret\"\n",
-        fake.auth_url()
-    );
-    let path = write_config("check-refused", &text);
+    let config =
+        TestProxy::builder().tenant(Tenant::new("acme", &fake).client_secret("not-the-secret"));
+    let path = write_config("check-refused", &config.render());
     let output = run(&["check"], &path, &[]).await;
     assert_eq!(output.status.code(), Some(1));
     let printed = stdout(&output);
@@ -180,13 +173,10 @@ async fn serve_refuses_a_port_in_use_with_exit_1() {
     let fake = start_fake().await;
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = busy.local_addr().expect("addr");
-    let path = write_config(
-        "busy",
-        &format!(
-            "[server]\nlisten = \"{addr}\"\n{}",
-            tenant_section("acme", &fake, "")
-        ),
-    );
+    let config = TestProxy::builder()
+        .listen(addr)
+        .tenant(Tenant::new("acme", &fake));
+    let path = write_config("busy", &config.render());
     let output = run(&["serve"], &path, &[]).await;
     assert_eq!(output.status.code(), Some(1));
     assert!(

@@ -1,21 +1,34 @@
 //! Forwarding: the rewrite of a client request into an SFMC request (sent by
-//! [`crate::upstream`]), and the preparation of the request body for a
-//! possible replay.
+//! [`crate::upstream`]), the preparation of the request body for a possible
+//! replay, and each API's send (`rest`, `soap`) as an `Exchange` for the
+//! replay-once rule in `crate::replay`.
 //!
 //! Bodies stream: only a body small enough to replay (`replay_body_limit`,
 //! announced by `Content-Length`) is held in memory; everything else flows
 //! through frame by frame.
 
+mod rest;
+mod soap;
+
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, Request, header};
+use http::{HeaderMap, Method, Request, Response, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 
 use crate::body::{ClientBody, ProxyBody};
 use crate::error::{ProxyError, error_chain};
-use crate::token::Token;
-use crate::upstream::InstanceBase;
+use crate::headers::strip_hop_by_hop;
+use crate::token::{Token, TokenCache};
+use crate::upstream::{InstanceBase, Upstream};
+
+/// What forwarding a request uses of the proxy: the client to SFMC, the
+/// token cache, and how much of a body is held for a replay.
+pub struct Forwarder<'a> {
+    pub upstream: &'a Upstream<ProxyBody>,
+    pub tokens: &'a TokenCache,
+    pub replay_limit: usize,
+}
 
 /// A request body ready to send: held (and so replayable after a 401) or streamed.
 pub enum OutboundBody {
@@ -87,4 +100,10 @@ pub fn build_request(
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     Ok(request)
+}
+
+/// A response from SFMC minus its hop-by-hop headers.
+fn strip_response(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    strip_hop_by_hop(response.headers_mut());
+    response
 }

@@ -2,8 +2,7 @@
 //! (an API Integration package, server-to-server), or a user's login through
 //! the authorization-code grant (a Web or Public App package).
 
-use std::path::{Path, PathBuf};
-
+use super::defaults::DEFAULT_PKCE;
 use super::raw::RawTenant;
 use super::values::Expander;
 use super::{ConfigError, invalid};
@@ -91,7 +90,7 @@ pub(super) fn validate_grant(
             Ok(Grant::AuthorizationCode {
                 app_type,
                 redirect_uri,
-                pkce: raw.pkce.unwrap_or(true),
+                pkce: raw.pkce.unwrap_or(DEFAULT_PKCE),
             })
         }
         Some(other) => Err(invalid(
@@ -123,21 +122,4 @@ fn validate_redirect_uri(key: &str, text: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(text.to_owned())
-}
-
-/// `token.store_file`: as configured (relative to the config file), else
-/// `$XDG_STATE_HOME/sfmc-proxy/tokens.json`, else
-/// `~/.local/state/sfmc-proxy/tokens.json`; `None` when none can be had.
-pub(super) fn store_file(
-    configured: Option<&str>,
-    ex: &Expander<'_>,
-) -> Result<Option<PathBuf>, ConfigError> {
-    if let Some(path) = configured {
-        return ex.path("token.store_file", path).map(Some);
-    }
-    let state = ex.var("XDG_STATE_HOME").map(PathBuf::from).or_else(|| {
-        ex.var("HOME")
-            .map(|home| Path::new(&home).join(".local/state"))
-    });
-    Ok(state.map(|dir| dir.join("sfmc-proxy").join("tokens.json")))
 }

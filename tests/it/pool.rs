@@ -8,8 +8,6 @@
 //! connection closed, a download stream ended). A timeout only turns a hang
 //! into a failure with a message.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -17,9 +15,9 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sfmc_fake::CONNECTION_HEADER;
-use support::*;
 use tokio::task::JoinSet;
+
+use crate::support::*;
 
 /// How long a test waits for something that happens at once when all is well.
 const HANG: Duration = Duration::from_secs(30);
@@ -59,7 +57,7 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 
 #[tokio::test]
 async fn sequential_requests_reuse_one_upstream_connection() {
-    let s = setup("").await;
+    let s = setup().await;
     let mut used = HashSet::new();
     for i in 0..20 {
         used.insert(echo(&s.client, &s, &format!("/hub/v1/seq/{i}")).await);
@@ -111,7 +109,7 @@ async fn gated_round(s: &Setup, n: usize) -> HashSet<u64> {
 #[tokio::test]
 async fn concurrent_requests_get_one_connection_each_then_stay_pooled() {
     const N: usize = 6;
-    let s = setup("").await;
+    let s = setup().await;
     let first = gated_round(&s, N).await;
     assert_eq!(
         first.len(),
@@ -154,7 +152,7 @@ async fn concurrent_requests_get_one_connection_each_then_stay_pooled() {
 
 #[tokio::test]
 async fn connection_close_from_upstream_is_honoured_and_the_next_request_reconnects() {
-    let s = setup("").await;
+    let s = setup().await;
     let pooled = echo(&s.client, &s, "/hub/v1/before").await;
     let closing = s
         .client
@@ -187,7 +185,7 @@ async fn connection_close_from_upstream_is_honoured_and_the_next_request_reconne
 
 #[tokio::test]
 async fn an_idle_connection_the_upstream_closed_is_not_an_error() {
-    let s = setup("").await;
+    let s = setup().await;
     let idle = echo(&s.client, &s, "/hub/v1/first").await;
     // As when SFMC's keep-alive timeout ends a pooled connection: unannounced.
     s.fake.close_connection(idle);
@@ -202,7 +200,7 @@ async fn an_idle_connection_the_upstream_closed_is_not_an_error() {
 
 #[tokio::test]
 async fn responses_without_a_body_leave_the_connection_reusable() {
-    let s = setup("").await;
+    let s = setup().await;
     let pooled = echo(&s.client, &s, "/hub/v1/first").await;
     // HEAD's answer announces a length it does not send; 204 and 304 have none.
     let cases = [
@@ -234,7 +232,7 @@ async fn responses_without_a_body_leave_the_connection_reusable() {
 
 #[tokio::test]
 async fn a_client_leaving_a_large_download_half_way_does_not_break_later_requests() {
-    let s = setup("").await;
+    let s = setup().await;
     let size = 256 * 1024 * 1024;
     for (ended, framing) in [(1, ""), (2, "&chunked")] {
         // A client of its own: dropping the body closes its proxy connection.
@@ -282,7 +280,7 @@ enum Ending {
 
 #[tokio::test]
 async fn an_upload_answered_early_does_not_break_later_requests() {
-    let s = setup("").await;
+    let s = setup().await;
     for ending in [Ending::Finishes, Ending::Abandons] {
         let uploader = TestClient::new();
         let (mut tx, upload) = channel_body();
@@ -329,7 +327,7 @@ async fn an_upload_answered_early_does_not_break_later_requests() {
 
 #[tokio::test]
 async fn an_upload_answered_early_but_sent_whole_does_not_break_later_requests() {
-    let s = setup("").await;
+    let s = setup().await;
     let pooled = echo(&s.client, &s, "/hub/v1/first").await;
     // Small enough for the proxy to hold and send in one go; the instance
     // answers without reading it (and may read it to keep the connection).
@@ -347,7 +345,7 @@ async fn an_upload_answered_early_but_sent_whole_does_not_break_later_requests()
 
 #[tokio::test]
 async fn a_chunked_response_read_to_the_end_leaves_the_connection_reusable() {
-    let s = setup("").await;
+    let s = setup().await;
     let pooled = echo(&s.client, &s, "/hub/v1/first").await;
     let size = 3 * 1024 * 1024 + 7;
     let target = format!("/fake/download?bytes={size}&chunked");
@@ -388,12 +386,11 @@ async fn a_burst_of_first_requests_over_http2_shares_one_connection() {
         ..FakeConfig::default()
     })
     .await;
-    let toml = format!(
-        "[upstream]\nca_file = \"{}\"\n{}",
-        ca_path.display(),
-        tenant_section("acme", &fake, "")
-    );
-    let proxy = TestProxy::start(&toml).await;
+    let proxy = TestProxy::builder()
+        .ca_file(&ca_path)
+        .tenant(Tenant::new("acme", &fake))
+        .start()
+        .await;
     let mut burst = JoinSet::new();
     for n in 0..16 {
         let get = request("GET", &proxy, &format!("/hub/v1/burst/{n}"), &[], empty());
@@ -424,7 +421,7 @@ async fn a_burst_of_first_requests_over_http2_shares_one_connection() {
 /// 502, since SFMC may have acted on it.
 #[tokio::test]
 async fn an_idempotent_request_a_closing_pooled_connection_drops_is_sent_again() {
-    let s = setup("").await;
+    let s = setup().await;
     let pooled = echo(&s.client, &s, "/hub/v1/first").await;
     let reply = s.client.get(&s.proxy, "/fake/hangup-once", &[]).await;
     assert_eq!(reply.status, 200, "sent again: {}", reply.text());
@@ -445,7 +442,7 @@ async fn an_idempotent_request_a_closing_pooled_connection_drops_is_sent_again()
 
 #[tokio::test]
 async fn a_post_a_closing_pooled_connection_drops_is_a_502_not_sent_twice() {
-    let s = setup("").await;
+    let s = setup().await;
     echo(&s.client, &s, "/hub/v1/first").await;
     let before = s.fake.rest_requests();
     let reply = s
@@ -468,7 +465,7 @@ async fn a_post_a_closing_pooled_connection_drops_is_a_502_not_sent_twice() {
 
 #[tokio::test]
 async fn a_new_connection_dropped_under_a_get_is_a_502_not_a_retry_loop() {
-    let s = setup("").await;
+    let s = setup().await;
     // The first instance request goes out on a new connection: a hang-up
     // there is SFMC failing, not a stale pooled connection.
     let reply = s.client.get(&s.proxy, "/fake/hangup-once", &[]).await;

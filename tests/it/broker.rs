@@ -1,10 +1,9 @@
 //! The local token broker: `POST /v2/token` on the proxy for SDK tools, and
 //! requests that carry its local tokens served with the real token.
 
-mod support;
-
 use serde_json::{Value, json};
-use support::*;
+
+use crate::support::*;
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 const JSON: (&str, &str) = ("content-type", "application/json");
@@ -34,7 +33,10 @@ fn bearer(token: &str) -> String {
 
 #[tokio::test]
 async fn json_and_form_requests_get_an_sfmc_shaped_local_token() {
-    let s = setup("account_ids = [\"100\", \"200\"]").await;
+    let s = Setup::builder()
+        .tenant(|t| t.account_ids(&["100", "200"]))
+        .start()
+        .await;
     let base = s.proxy.url("/");
     let json_reply = s
         .client
@@ -78,7 +80,10 @@ async fn json_and_form_requests_get_an_sfmc_shaped_local_token() {
 
 #[tokio::test]
 async fn rest_calls_with_a_local_token_get_the_real_token_of_their_business_unit() {
-    let s = setup("account_ids = [\"100\", \"200\"]").await;
+    let s = Setup::builder()
+        .tenant(|t| t.account_ids(&["100", "200"]))
+        .start()
+        .await;
     let local = local_token(
         &s,
         json!({"grant_type": "client_credentials", "client_id": CLIENT_ID,
@@ -117,7 +122,7 @@ async fn rest_calls_with_a_local_token_get_the_real_token_of_their_business_unit
 
 #[tokio::test]
 async fn real_token_never_reaches_the_client_through_the_broker() {
-    let s = setup("").await;
+    let s = setup().await;
     let reply = token_form(
         &s,
         "/v2/token",
@@ -148,7 +153,7 @@ async fn real_token_never_reaches_the_client_through_the_broker() {
 
 #[tokio::test]
 async fn unknown_or_stale_local_token_is_sfmcs_401_so_tools_authenticate_again() {
-    let s = setup("").await;
+    let s = setup().await;
     let reply = s
         .client
         .get(
@@ -177,11 +182,11 @@ async fn unknown_or_stale_local_token_is_sfmcs_401_so_tools_authenticate_again()
 
 #[tokio::test]
 async fn wrong_client_unknown_tenant_and_bad_grant_are_refused_like_sfmc() {
-    let s = setup_with(
-        "[broker.client_secrets]\nacme = \"local-secret-0123456789\"\n",
-        "account_ids = [\"100\"]",
-    )
-    .await;
+    let s = Setup::builder()
+        .proxy(|p| p.broker_client_secret("acme", "local-secret-0123456789"))
+        .tenant(|t| t.account_ids(&["100"]))
+        .start()
+        .await;
     let cases = [
         (
             "grant_type=client_credentials&client_id=acme&client_secret=wrong",
@@ -232,7 +237,7 @@ async fn wrong_client_unknown_tenant_and_bad_grant_are_refused_like_sfmc() {
 
 #[tokio::test]
 async fn sfmc_refusing_the_package_reaches_the_tool_at_authentication() {
-    let s = setup("").await;
+    let s = setup().await;
     s.fake.set_token_failure(Some(TokenFailure::Reject {
         status: 401,
         error: "invalid_client".into(),
@@ -256,7 +261,10 @@ async fn sfmc_refusing_the_package_reaches_the_tool_at_authentication() {
 #[tokio::test]
 async fn with_inbound_keys_the_broker_needs_a_local_secret_and_its_tokens_stand_in_for_the_key() {
     let key = "inbound-key-0123456789";
-    let open = setup_with(&format!("[server]\ninbound_keys = [\"{key}\"]\n"), "").await;
+    let open = Setup::builder()
+        .proxy(|p| p.inbound_keys(&[key]))
+        .start()
+        .await;
     let refused = token_form(
         &open,
         "/v2/token",
@@ -296,13 +304,13 @@ async fn with_inbound_keys_the_broker_needs_a_local_secret_and_its_tokens_stand_
         keyed.text()
     );
 
-    let s = setup_with(
-        &format!(
-            "[server]\ninbound_keys = [\"{key}\"]\n[broker.client_secrets]\nacme = \"local-secret-0123456789\"\n"
-        ),
-        "",
-    )
-    .await;
+    let s = Setup::builder()
+        .proxy(|p| {
+            p.inbound_keys(&[key])
+                .broker_client_secret("acme", "local-secret-0123456789")
+        })
+        .start()
+        .await;
     let local = local_token(
         &s,
         json!({"grant_type": "client_credentials", "client_id": "acme",
@@ -323,11 +331,10 @@ async fn with_inbound_keys_the_broker_needs_a_local_secret_and_its_tokens_stand_
 
 #[tokio::test]
 async fn public_url_is_what_the_broker_advertises() {
-    let s = setup_with(
-        "[server]\npublic_url = \"http://sfmc-proxy.internal:8080\"\n",
-        "",
-    )
-    .await;
+    let s = Setup::builder()
+        .proxy(|p| p.public_url("http://sfmc-proxy.internal:8080"))
+        .start()
+        .await;
     let reply = token_form(
         &s,
         "/v2/token",
@@ -348,7 +355,10 @@ async fn public_url_is_what_the_broker_advertises() {
 async fn auth_urls_joined_any_way_reach_the_broker_not_sfmc() {
     // FuelSDK-Python posts to `authenticationurl + "/v2/token"` (a trailing
     // slash gives `//v2/token`); a tool may also carry a tenant's prefix.
-    let s = setup("path_prefix = \"/acme\"").await;
+    let s = Setup::builder()
+        .tenant(|t| t.path_prefix("/acme"))
+        .start()
+        .await;
     for path in ["//v2/token", "/acme/v2/token", "/acme//v2/token"] {
         let reply = token_form(
             &s,
@@ -373,8 +383,11 @@ async fn auth_urls_joined_any_way_reach_the_broker_not_sfmc() {
 
 #[tokio::test]
 async fn soap_calls_with_a_local_token_in_fueloauth_get_the_real_token_of_their_business_unit() {
-    use support::soap::*;
-    let s = setup("account_ids = [\"100\", \"200\"]").await;
+    use crate::support::soap::*;
+    let s = Setup::builder()
+        .tenant(|t| t.account_ids(&["100", "200"]))
+        .start()
+        .await;
     let local = local_token(
         &s,
         json!({"grant_type": "client_credentials", "client_id": "acme",
@@ -407,8 +420,11 @@ async fn soap_calls_with_a_local_token_in_fueloauth_get_the_real_token_of_their_
 /// token is read from the right bytes and replaced there.
 #[tokio::test]
 async fn a_local_token_in_an_envelope_with_a_bom_is_resolved_and_replaced() {
-    use support::soap::*;
-    let s = setup("account_ids = [\"100\", \"200\"]").await;
+    use crate::support::soap::*;
+    let s = Setup::builder()
+        .tenant(|t| t.account_ids(&["100", "200"]))
+        .start()
+        .await;
     let local = local_token(
         &s,
         json!({"grant_type": "client_credentials", "client_id": "acme",
@@ -430,8 +446,8 @@ async fn a_local_token_in_an_envelope_with_a_bom_is_resolved_and_replaced() {
 
 #[tokio::test]
 async fn stale_local_tokens_get_the_answers_tools_reauthenticate_on() {
-    use support::soap::*;
-    let s = setup("").await;
+    use crate::support::soap::*;
+    let s = setup().await;
     let stale = "sfmcproxy_00000000000000000000000000000000";
     let rest = s
         .client
@@ -456,7 +472,7 @@ async fn stale_local_tokens_get_the_answers_tools_reauthenticate_on() {
 /// each time, not a new entry in the proxy's table per call.
 #[tokio::test]
 async fn a_thousand_identical_token_requests_share_one_local_token() {
-    let s = setup("").await;
+    let s = setup().await;
     let body = json!({"grant_type": "client_credentials", "client_id": "acme",
                       "client_secret": "x", "account_id": "100", "scope": "email_read"});
     let first = local_token(&s, body.clone()).await;

@@ -1,13 +1,13 @@
 //! Tokens as SFMC sees them: requested once per key, in the documented shape,
 //! replaced after a 401, never hammered when refused, only sent to allowed hosts.
 
-mod support;
+use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn many_requests_make_one_token_request() {
-    let s = setup("").await;
+    let s = setup().await;
     for _ in 0..25 {
         let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
         assert_eq!(reply.status, 200);
@@ -18,7 +18,7 @@ async fn many_requests_make_one_token_request() {
 
 #[tokio::test]
 async fn five_hundred_concurrent_cold_requests_make_one_token_request() {
-    let s = setup("").await;
+    let s = setup().await;
     let tasks: Vec<_> = (0..500)
         .map(|i| {
             let client = s.client.clone();
@@ -34,7 +34,13 @@ async fn five_hundred_concurrent_cold_requests_make_one_token_request() {
 
 #[tokio::test]
 async fn token_request_is_the_documented_json_body() {
-    let s = setup("account_id = \"12345\"\nscope = \"data_extensions_read  email_read\"\n").await;
+    let s = Setup::builder()
+        .tenant(|t| {
+            t.account_id("12345")
+                .scope("data_extensions_read  email_read")
+        })
+        .start()
+        .await;
     assert_eq!(s.client.get(&s.proxy, "/hub/v1/x", &[]).await.status, 200);
     assert_eq!(
         s.fake.last_token_content_type().as_deref(),
@@ -47,7 +53,7 @@ async fn token_request_is_the_documented_json_body() {
     assert_eq!(body["account_id"], "12345");
     assert_eq!(body["scope"], "data_extensions_read email_read");
 
-    let plain = setup("").await;
+    let plain = setup().await;
     assert_eq!(
         plain
             .client
@@ -65,7 +71,7 @@ async fn token_request_is_the_documented_json_body() {
 
 #[tokio::test]
 async fn each_business_unit_and_scope_gets_its_own_token() {
-    let s = setup("").await;
+    let s = setup().await;
     let get = |headers: &'static [(&'static str, &'static str)]| {
         let client = s.client.clone();
         let req = request("GET", &s.proxy, "/hub/v1/x", headers, empty());
@@ -93,7 +99,7 @@ async fn each_business_unit_and_scope_gets_its_own_token() {
 
 #[tokio::test]
 async fn upstream_401_gets_a_fresh_token_and_one_replay() {
-    let s = setup("").await;
+    let s = setup().await;
     assert_eq!(
         s.client.get(&s.proxy, "/hub/v1/x", &[]).await.json()["token_number"],
         1
@@ -127,7 +133,7 @@ async fn upstream_401_gets_a_fresh_token_and_one_replay() {
 
 #[tokio::test]
 async fn concurrent_401s_refetch_once() {
-    let s = setup("").await;
+    let s = setup().await;
     assert_eq!(s.client.get(&s.proxy, "/hub/v1/x", &[]).await.status, 200);
     s.fake.revoke_all_tokens();
     let tasks: Vec<_> = (0..50)
@@ -147,7 +153,10 @@ async fn concurrent_401s_refetch_once() {
 
 #[tokio::test]
 async fn body_over_the_replay_limit_gets_sfmcs_401_and_the_next_request_a_fresh_token() {
-    let s = setup_with("[token]\nreplay_body_limit = \"1KiB\"\n", "").await;
+    let s = Setup::builder()
+        .proxy(|p| p.replay_body_limit(1024))
+        .start()
+        .await;
     assert_eq!(s.client.get(&s.proxy, "/hub/v1/x", &[]).await.status, 200);
     s.fake.revoke_all_tokens();
     let big = vec![b'x'; 4096];
@@ -165,7 +174,7 @@ async fn body_over_the_replay_limit_gets_sfmcs_401_and_the_next_request_a_fresh_
 
 #[tokio::test]
 async fn rejected_token_request_is_a_502_with_sfmcs_error_and_no_hammering() {
-    let s = setup("").await;
+    let s = setup().await;
     s.fake.set_token_failure(Some(invalid_client()));
     for _ in 0..5 {
         let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
@@ -189,11 +198,10 @@ async fn rejected_token_request_is_a_502_with_sfmcs_error_and_no_hammering() {
 #[tokio::test]
 async fn wrong_secret_is_reported_as_token_rejected() {
     let fake = start_fake().await;
-    let toml = format!(
-        "[tenants.acme]\nauth_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"wrong\"\n",
-        fake.auth_url()
-    );
-    let proxy = TestProxy::start(&toml).await;
+    let proxy = TestProxy::builder()
+        .tenant(Tenant::new("acme", &fake).client_secret("wrong"))
+        .start()
+        .await;
     let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
     assert_eq!(reply.status, 502);
     assert_eq!(reply.json()["sfmc_error"], "invalid_client");
@@ -201,7 +209,7 @@ async fn wrong_secret_is_reported_as_token_rejected() {
 
 #[tokio::test]
 async fn auth_outage_is_retried_then_a_503() {
-    let s = setup("").await;
+    let s = setup().await;
     s.fake.set_token_failure(Some(TokenFailure::ServerError));
     let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
     assert_eq!(reply.status, 503);
@@ -215,8 +223,10 @@ async fn auth_outage_is_retried_then_a_503() {
 #[tokio::test]
 async fn unreachable_auth_endpoint_is_a_503() {
     let closed = closed_port();
-    let toml = tenant_at(&format!("http://{closed}/"));
-    let proxy = TestProxy::start(&toml).await;
+    let proxy = TestProxy::builder()
+        .tenant(Tenant::at("acme", &format!("http://{closed}/")))
+        .start()
+        .await;
     let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
     assert_eq!(reply.status, 503);
     assert_eq!(reply.proxy_error(), Some("token_unavailable"));
@@ -234,8 +244,10 @@ async fn token_for_a_foreign_instance_host_is_never_used() {
         "rest_instance_url": "https://attacker.example.com/"
     }))
     .await;
-    let toml = tenant_at(&auth_url);
-    let proxy = TestProxy::start(&toml).await;
+    let proxy = TestProxy::builder()
+        .tenant(Tenant::at("acme", &auth_url))
+        .start()
+        .await;
     let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
     assert_eq!(reply.status, 502);
     assert_eq!(reply.proxy_error(), Some("instance_not_allowed"));
@@ -261,12 +273,11 @@ async fn instance_url_forms_all_work_over_https_with_ca_file() {
         })
         .await;
         assert!(fake.auth_url().starts_with("https://localhost:"));
-        let toml = format!(
-            "[upstream]\nca_file = \"{}\"\n{}",
-            ca_path.display(),
-            tenant_section("acme", &fake, "")
-        );
-        let proxy = TestProxy::start(&toml).await;
+        let proxy = TestProxy::builder()
+            .ca_file(&ca_path)
+            .tenant(Tenant::new("acme", &fake))
+            .start()
+            .await;
         let reply = TestClient::new()
             .get(&proxy, "//hub/v1/x?$filter=a%20b", &[])
             .await;
@@ -298,7 +309,10 @@ async fn https_instance_with_an_unknown_ca_is_refused() {
         ..FakeConfig::default()
     })
     .await;
-    let proxy = TestProxy::start(&tenant_section("acme", &fake, "")).await;
+    let proxy = TestProxy::builder()
+        .tenant(Tenant::new("acme", &fake))
+        .start()
+        .await;
     let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
     assert_eq!(
         reply.status, 503,
@@ -310,7 +324,7 @@ async fn https_instance_with_an_unknown_ca_is_refused() {
 
 #[tokio::test]
 async fn a_path_that_always_answers_401_does_not_cost_a_token_each_time() {
-    let s = setup("").await;
+    let s = setup().await;
     for _ in 0..10 {
         let reply = s
             .client
@@ -328,7 +342,7 @@ async fn a_path_that_always_answers_401_does_not_cost_a_token_each_time() {
 /// raised so that only the tenant-wide backoff is measured.)
 #[tokio::test]
 async fn a_wrong_secret_backs_off_for_the_whole_tenant_not_per_business_unit() {
-    let s = setup_with("[token]\nrate_burst = 1000\n", "").await;
+    let s = Setup::builder().proxy(|p| p.rate_burst(1000)).start().await;
     s.fake.set_token_failure(Some(invalid_client()));
     for i in 0..80 {
         let mid = format!("{}", 1000 + i);
@@ -347,7 +361,7 @@ async fn a_wrong_secret_backs_off_for_the_whole_tenant_not_per_business_unit() {
 
 #[tokio::test]
 async fn equal_scopes_in_any_order_share_one_token() {
-    let s = setup("").await;
+    let s = setup().await;
     for scope in ["b a a", "a b", " a  b ", "b a"] {
         let reply = s
             .client
@@ -361,7 +375,7 @@ async fn equal_scopes_in_any_order_share_one_token() {
 
 #[tokio::test]
 async fn a_business_unit_id_is_one_to_ten_digits() {
-    let s = setup("").await;
+    let s = setup().await;
     for bad in ["12a", "12345678901", &"9".repeat(40), "-1", "1 2"] {
         let reply = s
             .client
@@ -384,7 +398,10 @@ async fn a_business_unit_id_is_one_to_ten_digits() {
 
 #[tokio::test]
 async fn token_requests_beyond_the_rate_limit_are_held_back_with_a_503() {
-    let s = setup_with("[token]\nrate_burst = 2\nrate_interval = \"1h\"\n", "").await;
+    let s = Setup::builder()
+        .proxy(|p| p.rate_burst(2).rate_interval(Duration::from_secs(3600)))
+        .start()
+        .await;
     for mid in ["1", "2"] {
         let reply = s
             .client

@@ -1,16 +1,17 @@
 //! REST forwarding: bytes of path, query and body pass unchanged, headers are
 //! cleaned as they cross, responses pass untouched, bodies stream both ways.
 
-mod support;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
-use support::*;
+
+use crate::support::*;
 
 #[tokio::test]
 async fn path_and_query_reach_sfmc_byte_for_byte() {
-    let s = setup("").await;
+    let s = setup().await;
     let cases = [
         ("/hub/v1/dataevents/key:MyDE/rowset", None),
         ("//hub/v1/dataevents/key:MyDE/rowset", None),
@@ -42,7 +43,7 @@ async fn path_and_query_reach_sfmc_byte_for_byte() {
 
 #[tokio::test]
 async fn method_and_body_pass_unchanged_with_the_tenant_token() {
-    let s = setup("").await;
+    let s = setup().await;
     let body = br#"{"items":[{"Email":"a@example.com","Name":"\u00e9"}]}"#.to_vec();
     for method in ["POST", "PUT", "PATCH", "DELETE"] {
         let req = request(
@@ -73,11 +74,10 @@ async fn method_and_body_pass_unchanged_with_the_tenant_token() {
 
 #[tokio::test]
 async fn client_credentials_control_and_hop_by_hop_headers_never_reach_sfmc() {
-    let s = setup_with(
-        "[server]\ninbound_keys = [\"inbound-key-0123456789\"]\n",
-        "",
-    )
-    .await;
+    let s = Setup::builder()
+        .proxy(|p| p.inbound_keys(&["inbound-key-0123456789"]))
+        .start()
+        .await;
     let headers = [
         ("authorization", "Bearer client-placeholder"),
         ("proxy-authorization", "Bearer inbound-key-0123456789"),
@@ -115,11 +115,20 @@ async fn client_credentials_control_and_hop_by_hop_headers_never_reach_sfmc() {
     assert_eq!(auth, "Bearer <fake token #1>");
     let host = seen["host"].as_str().unwrap_or_default();
     assert_eq!(host, s.fake.addr().to_string(), "Host is the instance's");
+    // The key's other spelling is stripped too.
+    let by_header = [("x-proxy-key", "inbound-key-0123456789")];
+    let reply = s.client.get(&s.proxy, "/hub/v1/x", &by_header).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = reply.json()["headers"].clone();
+    assert!(
+        seen.get("x-proxy-key").is_none(),
+        "x-proxy-key reached SFMC: {seen}"
+    );
 }
 
 #[tokio::test]
 async fn responses_pass_through_untouched_except_hop_by_hop_headers() {
-    let s = setup("").await;
+    let s = setup().await;
     let query = "status=429&header=Retry-After:30&header=Content-Encoding:gzip&header=X-Mashery-Error-Code:ERR_403&header=Connection:x-drop&header=x-drop:1&header=Keep-Alive:timeout%3D5";
     let reply = s
         .client
@@ -137,7 +146,7 @@ async fn responses_pass_through_untouched_except_hop_by_hop_headers() {
 
 #[tokio::test]
 async fn first_response_bytes_arrive_before_sfmc_finishes() {
-    let s = setup("").await;
+    let s = setup().await;
     let response = s
         .client
         .send(request("GET", &s.proxy, "/fake/gated", &[], empty()))
@@ -161,7 +170,7 @@ async fn first_response_bytes_arrive_before_sfmc_finishes() {
 
 #[tokio::test]
 async fn upload_streams_to_sfmc_before_the_client_finishes_sending() {
-    let s = setup("").await;
+    let s = setup().await;
     let (mut tx, body) = channel_body();
     let req = request("POST", &s.proxy, "/fake/upload-gated", &[], body);
     let client = s.client.clone();
@@ -185,7 +194,7 @@ async fn upload_streams_to_sfmc_before_the_client_finishes_sending() {
 
 #[tokio::test]
 async fn large_bodies_stream_both_ways_intact() {
-    let s = setup("").await;
+    let s = setup().await;
     let size: usize = 32 * 1024 * 1024;
     let response = s
         .client
@@ -233,7 +242,7 @@ async fn large_bodies_stream_both_ways_intact() {
 
 #[tokio::test]
 async fn health_answers_and_unknown_admin_paths_are_not_forwarded() {
-    let s = setup("").await;
+    let s = setup().await;
     let health = s.client.get(&s.proxy, "/_proxy/health", &[]).await;
     assert_eq!(health.status, 200);
     assert_eq!(health.json()["status"], "ok");
@@ -246,7 +255,7 @@ async fn health_answers_and_unknown_admin_paths_are_not_forwarded() {
 
 #[tokio::test]
 async fn http2_clients_are_served_too() {
-    let s = setup("").await;
+    let s = setup().await;
     let response = TestClient::http2()
         .send(request("GET", &s.proxy, "/hub/v1/h2?x=%20", &[], empty()))
         .await;
@@ -267,8 +276,10 @@ async fn unreachable_instance_is_a_clear_502() {
         "rest_instance_url": format!("http://{closed}/"), "soap_instance_url": format!("http://{closed}/")
     }))
     .await;
-    let toml = tenant_at(&auth_url);
-    let proxy = TestProxy::start(&toml).await;
+    let proxy = TestProxy::builder()
+        .tenant(Tenant::at("acme", &auth_url))
+        .start()
+        .await;
     let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
     assert_eq!(reply.status, 502);
     assert_eq!(reply.proxy_error(), Some("upstream_unavailable"));
@@ -283,11 +294,11 @@ async fn silent_instance_is_a_504_after_response_timeout() {
         "rest_instance_url": format!("http://{hole}/")
     }))
     .await;
-    let toml = format!(
-        "[upstream]\nresponse_timeout = \"300ms\"\n{}",
-        tenant_at(&auth_url)
-    );
-    let proxy = TestProxy::start(&toml).await;
+    let proxy = TestProxy::builder()
+        .response_timeout(Duration::from_millis(300))
+        .tenant(Tenant::at("acme", &auth_url))
+        .start()
+        .await;
     let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
     assert_eq!(reply.status, 504);
     assert_eq!(reply.proxy_error(), Some("upstream_timeout"));
@@ -302,13 +313,14 @@ async fn instance_that_never_accepts_is_a_502_after_connect_timeout() {
     }))
     .await;
     // The response timeout is far away: only connect_timeout can end this early.
-    let toml = format!(
-        "[upstream]\nconnect_timeout = \"200ms\"\nresponse_timeout = \"120s\"\n{}",
-        tenant_at(&auth_url)
-    );
-    let proxy = TestProxy::start(&toml).await;
+    let proxy = TestProxy::builder()
+        .connect_timeout(Duration::from_millis(200))
+        .response_timeout(Duration::from_secs(120))
+        .tenant(Tenant::at("acme", &auth_url))
+        .start()
+        .await;
     let reply = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
+        Duration::from_secs(60),
         TestClient::new().get(&proxy, "/hub/v1/x", &[]),
     )
     .await
@@ -330,14 +342,14 @@ fn hex(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn ready_says_whether_every_tenant_can_get_a_token() {
-    let s = setup("").await;
+    let s = setup().await;
     let ready = s.client.get(&s.proxy, "/_proxy/ready", &[]).await;
     assert_eq!(ready.status, 200, "{}", ready.text());
     assert_eq!(ready.json()["status"], "ready");
     assert_eq!(ready.json()["tenants"]["acme"]["ready"], true);
     assert!(!ready.text().contains("fake-"), "no token in the answer");
 
-    let refused = setup("").await;
+    let refused = setup().await;
     refused.fake.set_token_failure(Some(TokenFailure::Reject {
         status: 401,
         error: "invalid_client".into(),

@@ -1,0 +1,59 @@
+//! Every default of `proxy.toml`, named, in one place: what a key is when the
+//! file does not set it. The README's configuration reference and
+//! `proxy.toml`'s comments state the same values.
+
+use std::time::Duration;
+
+/// `server.listen`: loopback only, so nothing off the machine reaches the
+/// credentials unless the operator says so.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// `server.header_read_timeout`: time a new connection has to send its first
+/// request head (slowloris).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `server.idle_timeout` and `upstream.idle_timeout` (nginx's keep-alive and
+/// send timeouts are of the same order).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `server.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// `server.max_concurrent_streams`: HTTP/2 streams per connection (Envoy,
+/// nginx and Go's server use 100 to 250).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// `token.refresh_before_expiry`: SFMC tokens live about 20 minutes.
+pub const DEFAULT_REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(120);
+
+/// `token.replay_body_limit`: a body up to this size is held so a request
+/// can be replayed once after SFMC refuses its token.
+pub const DEFAULT_REPLAY_BODY_LIMIT: usize = 64 * 1024;
+
+/// `token.rate_burst` and `token.rate_interval`: token requests a tenant may
+/// send to SFMC at once, and how fast one is regained.
+pub const DEFAULT_RATE_BURST: u32 = 4;
+pub const DEFAULT_RATE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `token.max_keys`: (tenant, business unit, scope) keys the cache holds.
+pub const DEFAULT_MAX_KEYS: usize = 1024;
+
+/// `upstream.connect_timeout` and `upstream.response_timeout` (SFMC's slow
+/// calls, large data extension reads, take minutes).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `upstream.allowed_instance_hosts`: SFMC's own instance hosts.
+pub const DEFAULT_ALLOWED_INSTANCE_HOSTS: [&str; 1] = [".marketingcloudapis.com"];
+
+/// `soap.header_limit` and `soap.preauth_limit`.
+pub const DEFAULT_SOAP_HEADER_LIMIT: usize = 1024 * 1024;
+pub const DEFAULT_SOAP_PREAUTH_LIMIT: usize = 8 * 1024;
+
+/// `broker.token_lifetime`: local tokens last as long as SFMC's
+/// server-to-server tokens (18 minutes, inside SFMC's own 20), so SDKs renew
+/// them the same way (FuelSDK when under 300 s remain, sfmc-sdk at expiry).
+pub const DEFAULT_BROKER_TOKEN_LIFETIME: Duration = Duration::from_secs(1080);
+
+/// `tenants.NAME.pkce`.
+pub const DEFAULT_PKCE: bool = true;

@@ -1,0 +1,182 @@
+//! Configuration: `proxy.toml` parsed into raw serde structs (unknown keys are
+//! errors), then validated into typed [`Settings`] whose errors name the key.
+//!
+//! `${VAR}` in any string value is replaced from the environment (a missing
+//! variable is an error naming it). Secrets are held in [`Secret`], whose `Debug`
+//! never shows the value. This module is a leaf: it knows nothing of HTTP serving.
+//!
+//! One file a section: `server`, `token`, `upstream`, `soap`, `tenant` (with
+//! `grant`: client credentials or a person's login), `broker`; `defaults`
+//! names every default; `raw` is the file as written, `values` the shared
+//! value parsers, `parse_error` the wording of TOML syntax errors.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+mod broker;
+mod defaults;
+mod grant;
+mod parse_error;
+mod raw;
+mod server;
+mod soap;
+mod tenant;
+mod token;
+mod upstream;
+mod values;
+
+pub use broker::BrokerSettings;
+pub use defaults::{DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN};
+pub use grant::{AppType, Grant};
+use raw::RawConfig;
+pub use server::{
+    MAX_DEFAULT_WORKER_THREADS, MAX_WORKER_THREADS, ServerSettings, default_worker_threads,
+};
+pub use soap::SoapSettings;
+pub use tenant::Tenant;
+pub use token::TokenSettings;
+pub use upstream::UpstreamSettings;
+use values::Expander;
+pub use values::{MID_RULE, is_loopback_host, is_mid, normalise_scope, parse_size};
+
+/// A secret string (client secret, inbound key, token). Its `Debug` is
+/// redacted and it has no `Display`, so it can sit in structs that get logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The value itself: call only where it is sent to SFMC or compared.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read config file {path}: {source} (copy the annotated proxy.toml from the project, or pass --config PATH)"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Everything the proxy needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub token: TokenSettings,
+    pub upstream: UpstreamSettings,
+    pub soap: SoapSettings,
+    pub broker: BrokerSettings,
+    /// In name order; at least one.
+    pub tenants: Vec<Arc<Tenant>>,
+    /// Index into `tenants` of the tenant that serves requests with no selector.
+    pub default_tenant: Option<usize>,
+}
+
+/// Why [`Settings::tenant_or_default`] found no tenant.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoTenant<'n> {
+    /// No tenant has this name.
+    Unknown(&'n str),
+    /// No name was given, and several tenants are configured, none the default.
+    NoDefault,
+}
+
+impl Settings {
+    /// Reads and validates a config file; relative file paths inside it
+    /// (`client_secret_file`, `ca_file`) are taken from the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, |name| std::env::var(name).ok(), base)
+    }
+
+    /// Parses and validates TOML text. `env` resolves `${VAR}`.
+    pub fn from_toml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+        base_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        // Worded by `parse_error`: toml's own report would quote a secret's line.
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse(parse_error::describe(text, &e)))?;
+        let expander = Expander::new(&env, base_dir);
+        let server = server::validate(raw.server, &expander)?;
+        let token = token::validate(raw.token, &expander)?;
+        let upstream = upstream::validate(raw.upstream, &expander)?;
+        let soap = soap::validate(raw.soap)?;
+        let (tenants, default_tenant) = tenant::validate_tenants(raw.tenants, &expander)?;
+        let broker = broker::validate(raw.broker, &server, &tenants, &expander)?;
+        let needs_store = tenants.iter().any(|t| t.grant != Grant::ClientCredentials);
+        if needs_store && token.store_file.is_none() {
+            return Err(invalid(
+                "token.store_file",
+                "an authorization_code tenant needs a file for its refresh tokens, and neither HOME nor XDG_STATE_HOME is set; set token.store_file",
+            ));
+        }
+        Ok(Self {
+            server,
+            token,
+            upstream,
+            soap,
+            broker,
+            tenants,
+            default_tenant,
+        })
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.iter().find(|t| &*t.name == name)
+    }
+
+    /// The tenant `name`, or the default tenant when no name is given: the
+    /// one choice the CLI, the login page and request routing all make. Each
+    /// caller words the error for its own user.
+    pub fn tenant_or_default<'n>(
+        &self,
+        name: Option<&'n str>,
+    ) -> Result<&Arc<Tenant>, NoTenant<'n>> {
+        match name {
+            Some(name) => self.tenant(name).ok_or(NoTenant::Unknown(name)),
+            None => self
+                .default_tenant
+                .and_then(|index| self.tenants.get(index))
+                .ok_or(NoTenant::NoDefault),
+        }
+    }
+
+    pub fn tenant_names(&self) -> String {
+        let names: Vec<&str> = self.tenants.iter().map(|t| &*t.name).collect();
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! `[server]`: where the proxy listens and what it lets in — inbound keys,
+//! allowed Host names and browser origins, connection limits and timeouts,
+//! the runtime's threads.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::defaults::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
+};
+use super::raw::RawServer;
+use super::values::{Expander, duration_or};
+use super::{ConfigError, Secret, invalid};
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// What the token broker advertises as the instance URLs (ends with `/`);
+    /// `None`: `http://<the request's Host>/`, i.e. however the client reached us.
+    pub public_url: Option<String>,
+    pub inbound_keys: Vec<Secret>,
+    pub allow_unauthenticated_remote: bool,
+    /// Host names (lowercase, no port; IPv6 in brackets) a request may address.
+    /// `None` turns the check off: only when listening on an unspecified address
+    /// with inbound keys and without `allowed_hosts` configured.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Browser origins (`scheme://host[:port]`, lowercase) allowed to call.
+    pub allowed_origins: Vec<String>,
+    pub max_connections: usize,
+    /// Time a new connection has to send its first request head (slowloris).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving either way
+    /// for this long is closed: idle keep-alive, a stalled request body, a
+    /// client that stopped reading its response, a silent HTTP/2 connection.
+    pub idle_timeout: Duration,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Threads of the async runtime that serves requests; `None`: see
+    /// [`ServerSettings::runtime_threads`].
+    pub worker_threads: Option<usize>,
+}
+
+/// The default runtime size is capped here: a sidecar for SFMC traffic (SFMC
+/// itself rate-limits to a few thousand calls per second per tenant) is far
+/// from needing more, and should not take every core of a big host.
+pub const MAX_DEFAULT_WORKER_THREADS: usize = 4;
+
+/// The most `server.worker_threads` accepts: more threads than that only cost
+/// memory for a proxy whose work per request is a few microseconds.
+pub const MAX_WORKER_THREADS: usize = 256;
+
+impl ServerSettings {
+    /// How many runtime threads to start: `server.worker_threads`, or else the
+    /// CPUs this process may use (affinity and cgroup quota included, so a
+    /// container limited to one CPU gets one thread), at most
+    /// [`MAX_DEFAULT_WORKER_THREADS`].
+    pub fn runtime_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(default_worker_threads)
+    }
+}
+
+/// `min(available CPUs, MAX_DEFAULT_WORKER_THREADS)`.
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAX_DEFAULT_WORKER_THREADS)
+}
+
+pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettings, ConfigError> {
+    let listen_text = ex.expand(
+        "server.listen",
+        raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+    )?;
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("`{listen_text}` is not an IP:port address (e.g. \"127.0.0.1:8080\")"),
+        )
+    })?;
+    let mut inbound_keys = Vec::new();
+    for (i, key) in raw.inbound_keys.iter().enumerate() {
+        let name = format!("server.inbound_keys[{i}]");
+        let value = ex.expand(&name, key)?;
+        if value.len() < 16 {
+            return Err(invalid(
+                name,
+                "an inbound key must be at least 16 characters",
+            ));
+        }
+        inbound_keys.push(Secret::new(value));
+    }
+    if !listen.ip().is_loopback() && inbound_keys.is_empty() && !raw.allow_unauthenticated_remote {
+        return Err(invalid(
+            "server.listen",
+            format!(
+                "{listen} is not a loopback address: anyone who can reach it could use your SFMC credentials. Set server.inbound_keys, or server.allow_unauthenticated_remote = true if the network is private"
+            ),
+        ));
+    }
+    let allowed_hosts = match raw.allowed_hosts {
+        Some(hosts) => Some(
+            hosts
+                .iter()
+                .map(|h| super::values::normalise_host_name(h))
+                .collect(),
+        ),
+        // Every address, with inbound keys: callers come by any name, and a
+        // rebinding web page cannot present a key.
+        None if listen.ip().is_unspecified() && !inbound_keys.is_empty() => None,
+        None => {
+            // Without keys (loopback, or a container published on the host's
+            // loopback) only loopback names: anything else may be a web page
+            // that rebound its own name to this address.
+            let mut hosts: Vec<String> =
+                ["localhost", "127.0.0.1", "[::1]"].map(String::from).into();
+            let own = super::values::host_of_ip(listen.ip());
+            if !listen.ip().is_unspecified() && !hosts.contains(&own) {
+                hosts.push(own);
+            }
+            Some(hosts)
+        }
+    };
+    let allowed_origins = raw
+        .allowed_origins
+        .iter()
+        .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+        .collect();
+    let header_read_timeout = duration_or(
+        "server.header_read_timeout",
+        raw.header_read_timeout.as_deref(),
+        DEFAULT_HEADER_READ_TIMEOUT,
+    )?;
+    let idle_timeout = duration_or(
+        "server.idle_timeout",
+        raw.idle_timeout.as_deref(),
+        DEFAULT_IDLE_TIMEOUT,
+    )?;
+    let max_concurrent_streams = raw
+        .max_concurrent_streams
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS);
+    if max_concurrent_streams == 0 {
+        return Err(invalid(
+            "server.max_concurrent_streams",
+            "must be at least 1",
+        ));
+    }
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(invalid("server.max_connections", "must be at least 1"));
+    }
+    let public_url = match raw.public_url {
+        Some(text) => Some(super::broker::parse_public_url(
+            &ex.expand("server.public_url", &text)?,
+        )?),
+        None => None,
+    };
+    if let Some(threads) = raw.worker_threads
+        && !(1..=MAX_WORKER_THREADS).contains(&threads)
+    {
+        return Err(invalid(
+            "server.worker_threads",
+            format!(
+                "must be between 1 and {MAX_WORKER_THREADS} (omit it for the default: the available CPUs, at most {MAX_DEFAULT_WORKER_THREADS})"
+            ),
+        ));
+    }
+    Ok(ServerSettings {
+        listen,
+        public_url,
+        inbound_keys,
+        allow_unauthenticated_remote: raw.allow_unauthenticated_remote,
+        allowed_hosts,
+        allowed_origins,
+        max_connections,
+        header_read_timeout,
+        idle_timeout,
+        max_concurrent_streams,
+        worker_threads: raw.worker_threads,
+    })
+}

@@ -1,0 +1,137 @@
+//! The other sections: server (listen, workers), token limits, broker.
+
+use super::*;
+
+#[test]
+fn non_loopback_listen_needs_keys_or_explicit_opt_out() {
+    let open = format!("[server]\nlisten = \"0.0.0.0:8080\"\n{MINIMAL}");
+    assert_eq!(error_key(&open), "server.listen");
+    let keyed =
+        format!("[server]\nlisten = \"0.0.0.0:8080\"\ninbound_keys = [\"${{KEY}}\"]\n{MINIMAL}");
+    let settings = parse(&keyed).expect("keys make it valid");
+    assert_eq!(settings.server.inbound_keys.len(), 1);
+    assert!(
+        settings.server.allowed_hosts.is_none(),
+        "unspecified address with keys: host check off"
+    );
+    let opted = format!(
+        "[server]\nlisten = \"0.0.0.0:8080\"\nallow_unauthenticated_remote = true\n{MINIMAL}"
+    );
+    let opted = parse(&opted).expect("explicit opt-out is valid");
+    assert_eq!(
+        opted.server.allowed_hosts.as_deref(),
+        Some(
+            &[
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "[::1]".to_owned()
+            ][..]
+        ),
+        "no key, no host check off: a rebinding page must not get through"
+    );
+}
+
+#[test]
+fn broker_settings_are_validated_and_default_to_open_only_on_bare_loopback() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(settings.broker.token_lifetime, Duration::from_secs(1080));
+    assert!(
+        settings.broker.accept_any_secret,
+        "loopback, no inbound keys"
+    );
+    assert_eq!(settings.server.public_url, None);
+
+    let keyed = parse(&format!(
+        "[server]\ninbound_keys = [\"${{KEY}}\"]\n{MINIMAL}"
+    ))
+    .expect("valid");
+    assert!(
+        !keyed.broker.accept_any_secret,
+        "inbound keys: the broker needs secrets"
+    );
+
+    let with = parse(&format!(
+        "[server]\npublic_url = \"http://proxy.internal:8080\"\n[broker]\ntoken_lifetime = \"20m\"\n[broker.client_secrets]\nacme = \"${{KEY}}\"\n{MINIMAL}"
+    ))
+    .expect("valid");
+    assert_eq!(
+        with.server.public_url.as_deref(),
+        Some("http://proxy.internal:8080/")
+    );
+    assert_eq!(with.broker.token_lifetime, Duration::from_secs(1200));
+    assert_eq!(
+        with.broker.client_secrets.get("acme").map(Secret::expose),
+        Some("0123456789abcdef0123")
+    );
+    assert!(!format!("{with:?}").contains("0123456789abcdef0123"));
+
+    let cases = [
+        (
+            "[broker.client_secrets]\nnope = \"${KEY}\"\n",
+            "broker.client_secrets.nope",
+        ),
+        (
+            "[broker.client_secrets]\nacme = \"short\"\n",
+            "broker.client_secrets.acme",
+        ),
+        (
+            "[broker]\ntoken_lifetime = \"5m\"\n",
+            "broker.token_lifetime",
+        ),
+        ("[server]\npublic_url = \"ftp://x/\"\n", "server.public_url"),
+    ];
+    for (top, key) in cases {
+        assert_eq!(error_key(&format!("{top}{MINIMAL}")), key, "{top}");
+    }
+}
+
+#[test]
+fn worker_threads_default_to_the_available_cpus_capped() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(settings.server.worker_threads, None);
+    let threads = settings.server.runtime_threads();
+    assert!(
+        (1..=MAX_DEFAULT_WORKER_THREADS).contains(&threads),
+        "{threads}"
+    );
+    assert_eq!(threads, default_worker_threads());
+}
+
+#[test]
+fn worker_threads_can_be_set_and_must_be_sensible() {
+    let settings = parse(&format!("[server]\nworker_threads = 2\n{MINIMAL}")).expect("valid");
+    assert_eq!(settings.server.worker_threads, Some(2));
+    assert_eq!(settings.server.runtime_threads(), 2);
+    for bad in ["0", "257"] {
+        assert_eq!(
+            error_key(&format!("[server]\nworker_threads = {bad}\n{MINIMAL}")),
+            "server.worker_threads"
+        );
+    }
+    assert!(matches!(
+        parse(&format!("[server]\nworker_threads = -1\n{MINIMAL}")),
+        Err(ConfigError::Parse(_))
+    ));
+}
+
+#[test]
+fn token_rate_limits_and_key_bound_have_defaults_and_are_checked() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(settings.token.rate_burst, 4);
+    assert_eq!(settings.token.rate_interval, Duration::from_secs(5));
+    assert_eq!(settings.token.max_keys, 1024);
+    let set = parse(&format!(
+        "[token]\nrate_burst = 10\nrate_interval = \"1m\"\nmax_keys = 50\n{MINIMAL}"
+    ))
+    .expect("valid");
+    assert_eq!(set.token.rate_burst, 10);
+    assert_eq!(set.token.rate_interval, Duration::from_secs(60));
+    assert_eq!(set.token.max_keys, 50);
+    for (line, key) in [
+        ("rate_burst = 0", "token.rate_burst"),
+        ("rate_interval = \"0s\"", "token.rate_interval"),
+        ("max_keys = 0", "token.max_keys"),
+    ] {
+        assert_eq!(error_key(&format!("[token]\n{line}\n{MINIMAL}")), key);
+    }
+}

@@ -1,0 +1,258 @@
+//! Tenants: URLs, business units, scopes, secrets, grants and the default.
+
+use super::*;
+
+#[test]
+fn auth_url_with_or_without_trailing_slash_is_the_same() {
+    let without = MINIMAL.replace("marketingcloudapis.com/\"", "marketingcloudapis.com\"");
+    let a = parse(MINIMAL).expect("valid");
+    let b = parse(&without).expect("valid");
+    assert_eq!(a.tenants[0].token_url, b.tenants[0].token_url);
+}
+
+#[test]
+fn plain_http_auth_url_is_allowed_only_on_loopback() {
+    let text = MINIMAL.replace(
+        "https://mc123.auth.marketingcloudapis.com/",
+        "http://127.0.0.1:9999/",
+    );
+    assert_eq!(
+        parse(&text).expect("loopback http").tenants[0].token_url,
+        "http://127.0.0.1:9999/v2/token"
+    );
+}
+
+#[test]
+fn account_ids_accept_numbers_and_strings() {
+    let text = format!("{MINIMAL}account_id = 12345\naccount_ids = [12345, \"67890\"]\n");
+    let settings = parse(&text).expect("valid");
+    let tenant = &settings.tenants[0];
+    assert_eq!(tenant.account_id.as_deref(), Some("12345"));
+    assert!(tenant.account_allowed("67890"));
+    assert!(!tenant.account_allowed("11111"));
+    let outside = format!("{MINIMAL}account_id = 1\naccount_ids = [2]\n");
+    assert_eq!(error_key(&outside), "tenants.acme.account_id");
+}
+
+#[test]
+fn several_tenants_and_defaults() {
+    let two = format!("{MINIMAL}\n{}", MINIMAL.replace("acme", "beta"));
+    let settings = parse(&two).expect("valid");
+    assert_eq!(settings.default_tenant, None);
+    let chosen = |name| settings.tenant_or_default(name).map(|t| &*t.name);
+    assert_eq!(chosen(Some("beta")), Ok("beta"));
+    assert_eq!(chosen(Some("gamma")), Err(NoTenant::Unknown("gamma")));
+    assert_eq!(chosen(None), Err(NoTenant::NoDefault));
+    let with_default = format!(
+        "{MINIMAL}\n{}default = true\n",
+        MINIMAL.replace("acme", "beta")
+    );
+    let settings = parse(&with_default).expect("valid");
+    assert_eq!(
+        settings.default_tenant.map(|i| &*settings.tenants[i].name),
+        Some("beta")
+    );
+    let default = settings.tenant_or_default(None).map(|t| &*t.name);
+    assert_eq!(default, Ok("beta"));
+    let both = format!(
+        "{MINIMAL}default = true\n{}default = true\n",
+        MINIMAL.replace("acme", "beta")
+    );
+    assert_eq!(error_key(&both), "tenants.beta.default");
+}
+
+#[test]
+fn secret_file_is_read_relative_to_the_config() {
+    let dir = std::env::temp_dir().join(format!("sfmc-proxy-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("secret.txt"), "from-file\n").expect("write");
+    let text = MINIMAL.replace(
+        "client_secret = \"${SECRET}\"",
+        "client_secret_file = \"secret.txt\"",
+    );
+    let settings = Settings::from_toml(&text, env, &dir).expect("valid");
+    assert_eq!(
+        settings.tenants[0]
+            .client_secret
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or_default(),
+        "from-file"
+    );
+    let missing = MINIMAL.replace(
+        "client_secret = \"${SECRET}\"",
+        "client_secret_file = \"nope.txt\"",
+    );
+    match Settings::from_toml(&missing, env, &dir) {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "tenants.acme.client_secret_file"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn authorization_code_tenants_need_an_https_redirect_and_public_apps_no_secret() {
+    let web = parse(&format!(
+        "{MINIMAL}grant = \"authorization_code\"\nredirect_uri = \"https://127.0.0.1:8443/\"\n"
+    ))
+    .expect("web app");
+    assert!(matches!(
+        &web.tenants[0].grant,
+        Grant::AuthorizationCode { app_type: AppType::Web, redirect_uri, pkce: true } if redirect_uri == "https://127.0.0.1:8443/"
+    ));
+    assert!(web.tenants[0].client_secret.is_some());
+    let public = parse(
+        "[tenants.p]\nauth_url = \"https://mc1.auth.marketingcloudapis.com\"\nclient_id = \"id\"\ngrant = \"authorization_code\"\napp_type = \"public\"\nredirect_uri = \"https://127.0.0.1/\"\n",
+    )
+    .expect("public app");
+    assert!(
+        public.tenants[0].client_secret.is_none(),
+        "a public app has no secret"
+    );
+    assert_eq!(
+        public.token.store_file,
+        Some(PathBuf::from(
+            "/home/test/.local/state/sfmc-proxy/tokens.json"
+        ))
+    );
+
+    let cases = [
+        (
+            format!("{MINIMAL}grant = \"authorization_code\"\n"),
+            "tenants.acme.redirect_uri",
+        ),
+        (
+            format!(
+                "{MINIMAL}grant = \"authorization_code\"\nredirect_uri = \"http://127.0.0.1/\"\n"
+            ),
+            "tenants.acme.redirect_uri",
+        ),
+        (
+            format!(
+                "{MINIMAL}grant = \"authorization_code\"\nredirect_uri = \"https://localhost/\"\n"
+            ),
+            "tenants.acme.redirect_uri",
+        ),
+        (
+            format!(
+                "{MINIMAL}grant = \"authorization_code\"\napp_type = \"public\"\nredirect_uri = \"https://127.0.0.1/\"\n"
+            ),
+            "tenants.acme.client_secret",
+        ),
+        (
+            format!("{MINIMAL}app_type = \"web\"\n"),
+            "tenants.acme.app_type",
+        ),
+        (
+            format!("{MINIMAL}grant = \"password\"\n"),
+            "tenants.acme.grant",
+        ),
+    ];
+    for (text, key) in cases {
+        assert_eq!(error_key(&text), key, "{text}");
+    }
+}
+
+#[test]
+fn store_file_defaults_to_the_state_directory() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| (name != "HOME").then(|| env(name)).flatten())
+        }
+    };
+    let at = |pairs| {
+        Settings::from_toml(MINIMAL, env(pairs), Path::new("/etc/p"))
+            .expect("valid")
+            .token
+            .store_file
+    };
+    assert_eq!(
+        at(&[("XDG_STATE_HOME", "/s"), ("HOME", "/h")]),
+        Some(PathBuf::from("/s/sfmc-proxy/tokens.json"))
+    );
+    assert_eq!(
+        at(&[("HOME", "/h")]),
+        Some(PathBuf::from("/h/.local/state/sfmc-proxy/tokens.json"))
+    );
+    assert_eq!(at(&[]), None);
+    let configured = Settings::from_toml(
+        &format!("[token]\nstore_file = \"t.json\"\n{MINIMAL}"),
+        env(&[]),
+        Path::new("/etc/p"),
+    )
+    .expect("valid");
+    assert_eq!(
+        configured.token.store_file,
+        Some(PathBuf::from("/etc/p/t.json"))
+    );
+    let login_without_store =
+        format!("{MINIMAL}grant = \"authorization_code\"\nredirect_uri = \"https://127.0.0.1/\"\n");
+    match Settings::from_toml(&login_without_store, env(&[]), Path::new(".")) {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "token.store_file"),
+        other => panic!("expected token.store_file error, got {other:?}"),
+    }
+}
+
+#[test]
+fn scopes_are_normalised_to_single_spaces_wherever_they_come_from() {
+    assert_eq!(
+        normalise_scope("  email_read \t email_write  "),
+        "email_read email_write"
+    );
+    assert_eq!(normalise_scope("   "), "");
+    let spaced = format!("{MINIMAL}scope = \" email_read   email_write \"\n");
+    let settings = parse(&spaced).expect("valid");
+    assert_eq!(
+        settings.tenants[0].scope.as_deref(),
+        Some("email_read email_write")
+    );
+}
+
+#[test]
+fn scopes_are_sorted_and_deduplicated() {
+    assert_eq!(normalise_scope("b a a"), "a b");
+    assert_eq!(normalise_scope("  a   b "), "a b");
+    assert_eq!(normalise_scope("b a a"), normalise_scope("a b"));
+    let settings = parse(&format!(
+        "{MINIMAL}scope = \"email_read  data_extensions_read email_read\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        settings.tenants[0].scope.as_deref(),
+        Some("data_extensions_read email_read")
+    );
+}
+
+#[test]
+fn a_configured_business_unit_id_is_one_to_ten_digits() {
+    assert_eq!(
+        error_key(&format!("{MINIMAL}account_id = \"12345678901\"\n")),
+        "tenants.acme.account_id"
+    );
+    assert_eq!(
+        error_key(&format!("{MINIMAL}account_ids = [\"1\", \"\"]\n")),
+        "tenants.acme.account_ids[1]"
+    );
+    let ok = parse(&format!("{MINIMAL}account_id = 1234567890\n")).expect("valid");
+    assert_eq!(ok.tenants[0].account_id.as_deref(), Some("1234567890"));
+}
+
+#[test]
+fn pkce_is_on_by_default_and_only_for_authorization_code_tenants() {
+    let login = format!(
+        "{MINIMAL}grant = \"authorization_code\"\nredirect_uri = \"https://127.0.0.1:8443/\"\n"
+    );
+    let off = parse(&format!("{login}pkce = false\n")).expect("valid");
+    assert!(matches!(
+        off.tenants[0].grant,
+        Grant::AuthorizationCode { pkce: false, .. }
+    ));
+    assert_eq!(
+        error_key(&format!("{MINIMAL}pkce = false\n")),
+        "tenants.acme.pkce"
+    );
+}

@@ -1,0 +1,91 @@
+//! A SOAP call: the envelope (read up to the end of its Header by `soap`) is
+//! rewritten with each lease's token in `fueloauth`, and SFMC's
+//! `Token Expired` / `Login failed` faults take the place of REST's 401 in
+//! the replay (the rule is `replay`'s).
+
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Response, header};
+
+use super::{Forwarder, build_request, strip_response};
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::headers::strip_request_headers;
+use crate::replay;
+use crate::route::Target;
+use crate::soap::{self, Envelope, EnvelopeStart};
+use crate::telemetry::AccessRecord;
+use crate::token::Lease;
+
+impl Forwarder<'_> {
+    /// Reads the rest of the envelope (held when it fits the replay limit),
+    /// then sends it with the target's token, replaying once after a token fault.
+    pub async fn soap(
+        &self,
+        parts: Parts,
+        start: EnvelopeStart,
+        target: Target,
+        record: &mut AccessRecord,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        record.target(&target);
+        let envelope = start.finish(self.replay_limit).await?;
+        let mut headers = parts.headers;
+        strip_request_headers(&mut headers);
+        let mut exchange = SoapExchange {
+            forwarder: self,
+            method: parts.method,
+            target: &target,
+            replayable: envelope.replayable(self.replay_limit),
+            headers,
+            envelope,
+        };
+        replay::replay_once(&mut exchange, self.tokens, &target, record).await
+    }
+}
+
+/// A SOAP request: the envelope is rewritten with each lease's token.
+struct SoapExchange<'a> {
+    forwarder: &'a Forwarder<'a>,
+    method: Method,
+    target: &'a Target,
+    headers: HeaderMap,
+    envelope: Envelope,
+    replayable: bool,
+}
+
+impl SoapExchange<'_> {
+    /// Sends the envelope with this lease's token to the tenant's SOAP
+    /// instance, with a `Content-Length` that matches the rewrite; returns the
+    /// response and whether it is a token fault.
+    async fn send_with(
+        &mut self,
+        lease: &Lease,
+    ) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+        let instance = lease.token.soap_instance.as_ref().ok_or_else(|| {
+            ProxyError::UpstreamUnavailable(format!(
+                "SFMC's token response for tenant `{}` had no soap_instance_url",
+                self.target.tenant.name
+            ))
+        })?;
+        let mut headers = self.headers.clone();
+        let (body, length) = self.envelope.request_body(lease.token.access_token());
+        match length {
+            Some(length) => headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length)),
+            None => headers.remove(header::CONTENT_LENGTH),
+        };
+        let pq = &self.target.path_and_query;
+        let request = build_request(self.method.clone(), instance, pq, headers, None, body)?;
+        let response = self.forwarder.upstream.send(instance, request).await?;
+        Ok(soap::inspect_response(response).await)
+    }
+}
+
+impl replay::Exchange for SoapExchange<'_> {
+    async fn send(&mut self, lease: &Lease) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+        let (response, token_fault) = self.send_with(lease).await?;
+        Ok((strip_response(response), token_fault))
+    }
+
+    fn replayable(&self) -> bool {
+        self.replayable
+    }
+}

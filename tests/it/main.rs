@@ -1,0 +1,18 @@
+//! The integration tests, in one binary: `support` starts a fake SFMC tenant
+//! and a proxy on 127.0.0.1 (ephemeral ports) and holds the shared helpers;
+//! each other module is one capability, tested over real sockets.
+
+mod support;
+
+mod broker;
+mod cli;
+mod guard;
+mod login;
+mod logs;
+mod pool;
+mod rest;
+mod security;
+mod soap;
+mod soap_faults;
+mod tenants;
+mod tokens;

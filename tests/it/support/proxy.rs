@@ -1,0 +1,328 @@
+//! Proxies for the tests, configured with typed builders: `TestProxy::builder()`
+//! sets the `[server]`, `[upstream]`, `[token]`, `[soap]` and `[broker]` keys the
+//! tests use, `Tenant` a `[tenants.NAME]` table, and `Setup::builder()` both for
+//! one fake tenant `acme`. The builders render TOML and the real parser
+//! (`Settings::from_toml`) reads it, so the config path is the one users take.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sfmc_proxy::config::Settings;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use toml::{Table, Value};
+
+use super::{CLIENT_ID, CLIENT_SECRET, FakeTenant, TestClient, init, start_fake};
+
+/// A proxy serving on 127.0.0.1:0; stops when dropped.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestProxy {
+    pub fn builder() -> ProxyBuilder {
+        ProxyBuilder::default()
+    }
+
+    async fn serve(settings: Settings) -> TestProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            sfmc_proxy::server::run(listener, Arc::new(settings), shutdown)
+                .await
+                .expect("proxy builds");
+        });
+        TestProxy {
+            addr,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{path_and_query}", self.addr)
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A proxy's configuration, key by key; `render` gives it as `proxy.toml` text.
+#[derive(Clone, Default)]
+pub struct ProxyBuilder {
+    root: Table,
+}
+
+impl ProxyBuilder {
+    pub fn listen(self, addr: SocketAddr) -> Self {
+        self.set(&["server"], "listen", addr.to_string())
+    }
+
+    pub fn public_url(self, url: &str) -> Self {
+        self.set(&["server"], "public_url", url)
+    }
+
+    pub fn inbound_keys(self, keys: &[&str]) -> Self {
+        self.set(&["server"], "inbound_keys", strings(keys))
+    }
+
+    pub fn allowed_hosts(self, hosts: &[&str]) -> Self {
+        self.set(&["server"], "allowed_hosts", strings(hosts))
+    }
+
+    pub fn allowed_origins(self, origins: &[&str]) -> Self {
+        self.set(&["server"], "allowed_origins", strings(origins))
+    }
+
+    pub fn max_connections(self, n: usize) -> Self {
+        self.set(&["server"], "max_connections", integer(n))
+    }
+
+    pub fn header_read_timeout(self, timeout: Duration) -> Self {
+        self.set(&["server"], "header_read_timeout", duration(timeout))
+    }
+
+    pub fn max_concurrent_streams(self, n: u32) -> Self {
+        self.set(&["server"], "max_concurrent_streams", integer(n))
+    }
+
+    pub fn connect_timeout(self, timeout: Duration) -> Self {
+        self.set(&["upstream"], "connect_timeout", duration(timeout))
+    }
+
+    pub fn response_timeout(self, timeout: Duration) -> Self {
+        self.set(&["upstream"], "response_timeout", duration(timeout))
+    }
+
+    pub fn ca_file(self, path: &Path) -> Self {
+        self.set(&["upstream"], "ca_file", path_text(path))
+    }
+
+    /// In bytes.
+    pub fn replay_body_limit(self, bytes: usize) -> Self {
+        self.set(&["token"], "replay_body_limit", bytes.to_string())
+    }
+
+    pub fn store_file(self, path: &Path) -> Self {
+        self.set(&["token"], "store_file", path_text(path))
+    }
+
+    pub fn rate_burst(self, n: u32) -> Self {
+        self.set(&["token"], "rate_burst", integer(n))
+    }
+
+    pub fn rate_interval(self, interval: Duration) -> Self {
+        self.set(&["token"], "rate_interval", duration(interval))
+    }
+
+    pub fn max_keys(self, n: usize) -> Self {
+        self.set(&["token"], "max_keys", integer(n))
+    }
+
+    /// In bytes.
+    pub fn soap_header_limit(self, bytes: usize) -> Self {
+        self.set(&["soap"], "header_limit", bytes.to_string())
+    }
+
+    /// `[broker.client_secrets]`: the local secret SDK tools send for `tenant`.
+    pub fn broker_client_secret(self, tenant: &str, secret: &str) -> Self {
+        self.set(&["broker", "client_secrets"], tenant, secret)
+    }
+
+    pub fn tenant(self, tenant: Tenant) -> Self {
+        let Tenant { name, table } = tenant;
+        self.set(&["tenants"], &name, table)
+    }
+
+    /// The configuration as TOML text.
+    pub fn render(&self) -> String {
+        toml::to_string(&self.root).expect("a TOML table renders")
+    }
+
+    /// The configuration as the proxy reads it (relative paths from `base_dir`).
+    pub fn settings(&self, base_dir: &Path) -> Settings {
+        let text = self.render();
+        Settings::from_toml(&text, |name| std::env::var(name).ok(), base_dir)
+            .unwrap_or_else(|e| panic!("test config is valid: {e}\n{text}"))
+    }
+
+    pub async fn start(self) -> TestProxy {
+        self.start_in(Path::new(".")).await
+    }
+
+    pub async fn start_in(self, base_dir: &Path) -> TestProxy {
+        init();
+        TestProxy::serve(self.settings(base_dir)).await
+    }
+
+    fn set(mut self, section: &[&str], key: &str, value: impl Into<Value>) -> Self {
+        let mut table = &mut self.root;
+        for name in section {
+            let entry = table
+                .entry(name.to_string())
+                .or_insert_with(|| Value::Table(Table::new()));
+            table = entry.as_table_mut().expect("a section is a table");
+        }
+        table.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// A `[tenants.NAME]` table: auth URL, the fake's client ID and secret, and
+/// whatever else a test sets.
+#[derive(Clone)]
+pub struct Tenant {
+    name: String,
+    table: Table,
+}
+
+impl Tenant {
+    /// A tenant whose auth endpoint is the fake `fake`.
+    pub fn new(name: &str, fake: &FakeTenant) -> Self {
+        Self::at(name, &fake.auth_url())
+    }
+
+    /// A tenant whose auth endpoint is `auth_url` (for hand-made endpoints).
+    pub fn at(name: &str, auth_url: &str) -> Self {
+        let tenant = Tenant {
+            name: name.to_owned(),
+            table: Table::new(),
+        };
+        tenant
+            .set("auth_url", auth_url)
+            .set("client_id", CLIENT_ID)
+            .client_secret(CLIENT_SECRET)
+    }
+
+    pub fn client_secret(self, secret: &str) -> Self {
+        self.set("client_secret", secret)
+    }
+
+    /// No `client_secret` at all (a Public App).
+    pub fn without_client_secret(mut self) -> Self {
+        self.table.remove("client_secret");
+        self
+    }
+
+    pub fn account_id(self, mid: &str) -> Self {
+        self.set("account_id", mid)
+    }
+
+    pub fn account_ids(self, mids: &[&str]) -> Self {
+        self.set("account_ids", strings(mids))
+    }
+
+    pub fn scope(self, scope: &str) -> Self {
+        self.set("scope", scope)
+    }
+
+    pub fn path_prefix(self, prefix: &str) -> Self {
+        self.set("path_prefix", prefix)
+    }
+
+    pub fn default(self, default: bool) -> Self {
+        self.set("default", default)
+    }
+
+    /// `"client_credentials"` or `"authorization_code"`.
+    pub fn grant(self, grant: &str) -> Self {
+        self.set("grant", grant)
+    }
+
+    /// `"web"` or `"public"`.
+    pub fn app_type(self, app_type: &str) -> Self {
+        self.set("app_type", app_type)
+    }
+
+    pub fn redirect_uri(self, uri: &str) -> Self {
+        self.set("redirect_uri", uri)
+    }
+
+    pub fn pkce(self, pkce: bool) -> Self {
+        self.set("pkce", pkce)
+    }
+
+    fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.table.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// A fake tenant `acme` and a proxy in front of it.
+pub struct Setup {
+    pub fake: FakeTenant,
+    pub proxy: TestProxy,
+    pub client: TestClient,
+}
+
+/// `Setup` with no settings beyond the tenant `acme` itself.
+pub async fn setup() -> Setup {
+    Setup::builder().start().await
+}
+
+impl Setup {
+    pub fn builder() -> SetupBuilder {
+        SetupBuilder {
+            proxy: TestProxy::builder(),
+            // Its auth URL is the fake's, known once the fake runs.
+            acme: Tenant::at("acme", ""),
+        }
+    }
+}
+
+pub struct SetupBuilder {
+    proxy: ProxyBuilder,
+    acme: Tenant,
+}
+
+impl SetupBuilder {
+    /// The proxy's settings besides the tenant.
+    pub fn proxy(mut self, configure: impl FnOnce(ProxyBuilder) -> ProxyBuilder) -> Self {
+        self.proxy = configure(self.proxy);
+        self
+    }
+
+    /// The tenant `acme`'s settings besides its auth URL and credentials.
+    pub fn tenant(mut self, configure: impl FnOnce(Tenant) -> Tenant) -> Self {
+        self.acme = configure(self.acme);
+        self
+    }
+
+    pub async fn start(self) -> Setup {
+        let fake = start_fake().await;
+        let acme = self.acme.set("auth_url", fake.auth_url());
+        let proxy = self.proxy.tenant(acme).start().await;
+        Setup {
+            fake,
+            proxy,
+            client: TestClient::new(),
+        }
+    }
+}
+
+fn strings(items: &[&str]) -> Value {
+    Value::Array(items.iter().map(|s| Value::from(*s)).collect())
+}
+
+fn integer(n: impl TryInto<i64>) -> Value {
+    Value::Integer(n.try_into().ok().expect("a TOML integer"))
+}
+
+fn duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
