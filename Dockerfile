@@ -11,17 +11,23 @@
 # The slim Rust image carries gcc, which aws-lc-sys (the TLS crypto) needs.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Dependencies first, so a code change does not rebuild them.
+# Dependencies first, so a code change does not rebuild them: the workspace's
+# manifests with placeholder sources for both packages (the proxy and
+# crates/sfmc-fake, which `demo` uses). Cargo wants the declared bench's file
+# to exist too; it is never built here, so its placeholder stays.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY crates/sfmc-fake/Cargo.toml crates/sfmc-fake/
+RUN mkdir -p src benches crates/sfmc-fake/src \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
+ && echo 'fn main() {}' > benches/hot_path.rs \
+ && touch src/lib.rs crates/sfmc-fake/src/lib.rs \
  && cargo build --release --locked \
- && rm -rf src
+ && rm -rf src crates/sfmc-fake/src
 COPY src ./src
+COPY crates ./crates
 COPY proxy.toml ./
 # Touch so cargo sees the real sources as newer than the placeholder build.
-RUN touch src/main.rs src/lib.rs \
+RUN touch src/main.rs src/lib.rs crates/sfmc-fake/src/lib.rs \
  && cargo build --release --locked --bin sfmc-proxy \
  && mkdir -p /state
 

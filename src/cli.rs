@@ -1,7 +1,9 @@
-//! The command line: `serve` (default), `check`, `token`, `login`, `demo`. Exit codes:
+//! The command line: `serve` (default), `check`, `token`, `login`, `demo` (with
+//! the default feature `demo`, which brings in the fake tenant). Exit codes:
 //! 0 ok, 2 bad config or usage (the message names the key or flag), 1 a
 //! runtime failure (SFMC refused or unreachable, port in use).
 
+#[cfg(feature = "demo")]
 mod demo;
 mod login;
 
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::config::{DEFAULT_LISTEN, NoTenant, Settings, default_worker_threads};
+use crate::config::{NoTenant, Settings, default_worker_threads};
 use crate::error::ProxyError;
 use crate::failures::token_failure;
 use crate::proxy::Proxy;
@@ -71,9 +73,10 @@ pub enum Command {
         account_id: Option<String>,
     },
     /// Start an embedded fake SFMC tenant and the proxy in front of it.
+    #[cfg(feature = "demo")]
     Demo {
         /// Where the proxy listens.
-        #[arg(long, default_value = DEFAULT_LISTEN)]
+        #[arg(long, default_value = crate::config::DEFAULT_LISTEN)]
         listen: SocketAddr,
     },
 }
@@ -276,6 +279,7 @@ async fn run_command(command: Command, config: &Path) -> Result<(), Failure> {
         Command::Login { tenant, account_id } => {
             login::run(config, tenant.as_deref(), account_id.as_deref()).await
         }
+        #[cfg(feature = "demo")]
         Command::Demo { listen } => demo::run(listen).await,
     }
 }

@@ -34,8 +34,10 @@
 //! Leaves used by all: [`config`] (TOML → validated `Settings`), [`error`]
 //! (`ProxyError` → status, JSON body, `x-sfmc-proxy-error`), [`body`] (the body
 //! type), [`idle`] (the idle timer on client and SFMC bodies), [`tls`] (crypto
-//! provider, trust roots), `sync` (poison-tolerant lock access). [`fake`] is an in-process fake
-//! SFMC tenant for `demo` and the tests; [`cli`] holds the subcommands.
+//! provider, trust roots), `sync` (poison-tolerant lock access); [`cli`] holds
+//! the subcommands. The fake SFMC tenant that `demo` and the tests start is not
+//! a module: it is the `sfmc-fake` crate (crates/sfmc-fake), which never
+//! depends on this one.
 //! `fuzzing` (hidden) is the door the fuzz targets in `fuzz/` go through.
 
 #![forbid(unsafe_code)]
@@ -47,7 +49,6 @@ pub mod cli;
 pub mod config;
 pub mod error;
 mod failures;
-pub mod fake;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;

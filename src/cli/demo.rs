@@ -7,10 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
+use sfmc_fake::{FakeConfig, FakeTenant, reply_field};
 
 use super::{Failure, bind, build, runtime, shutdown_signal, usage};
 use crate::config::Settings;
-use crate::fake::{FakeConfig, FakeTenant, reply_field};
 
 const ROWSET_PATH: &str =
     "/hub/v1/dataevents/key:DemoDE/rowset?$filter=Email%20eq%20%27a@example.com%27";

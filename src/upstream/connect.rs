@@ -312,7 +312,7 @@ mod tests {
     /// makes the handshake fail; an untrusted one takes the same path.)
     #[tokio::test]
     async fn a_failed_tls_handshake_names_the_host_and_upstream_ca_file() {
-        let fake = crate::fake::FakeTenant::start(crate::fake::FakeConfig::default())
+        let fake = sfmc_fake::FakeTenant::start(sfmc_fake::FakeConfig::default())
             .await
             .expect("fake tenant");
         let port = fake.addr().port();

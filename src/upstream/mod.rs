@@ -258,7 +258,7 @@ mod tests {
 
     /// The pool does not care what body it sends; the proxy's is not needed here.
     type TestBody = http_body_util::Full<bytes::Bytes>;
-    use crate::fake::{FakeConfig, FakeTenant};
+    use sfmc_fake::{FakeConfig, FakeTenant};
 
     fn upstream() -> Upstream<TestBody> {
         crate::tls::install_crypto_provider();

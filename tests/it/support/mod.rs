@@ -23,7 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-pub use sfmc_proxy::fake::{
+pub use sfmc_fake::{
     CONNECTION_HEADER, FakeConfig, FakeTenant, InstanceUrlForm, SoapRequest, TokenFailure,
     reply_field,
 };

@@ -1,6 +1,26 @@
-use super::*;
+//! The fake on its own, driven by a plain HTTP client: tokens, the echo, the
+//! `/fake/*` helpers, TLS and the transport counters.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::channel::Channel;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+use crate::auth::parse_token_body;
+use crate::{
+    CONNECTION_HEADER, DEFAULT_SCOPE, FakeBody, FakeConfig, FakeTenant, InstanceUrlForm,
+    NOT_AUTHORIZED, TokenFailure, query_pairs,
+};
 
 /// A whole response: status, headers, body.
 struct Got(u16, HeaderMap, Bytes);
@@ -384,9 +404,14 @@ async fn tls_serves_https_urls_and_negotiates_h2() {
 
 #[test]
 fn decoding_handles_escapes_plus_and_malformed_input() {
-    assert_eq!(decode("a+b%20c%2fd%E2%82%AC", true), "a b c/d€");
-    assert_eq!(decode("a+b%3D", false), "a+b=");
-    assert_eq!(decode("100%%zz%4", true), "100%%zz%4");
+    let form = |value: &str| {
+        let body = format!("v={value}");
+        parse_token_body(body.as_bytes(), Some("application/x-www-form-urlencoded"))["v"].clone()
+    };
+    let query = |value: &str| query_pairs(Some(&format!("v={value}")))[0].1.clone();
+    assert_eq!(form("a+b%20c%2fd%E2%82%AC"), "a b c/d€");
+    assert_eq!(query("a+b%3D"), "a+b=");
+    assert_eq!(form("100%%zz%4"), "100%%zz%4");
 }
 
 mod soap;

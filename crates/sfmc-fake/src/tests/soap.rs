@@ -1,6 +1,13 @@
 //! The fake's SOAP endpoint on its own, driven by a plain HTTP client.
 
-use super::*;
+use std::time::Duration;
+
+use http::HeaderValue;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{Got, creds, fetch, full, get, req, start, token};
+use crate::{FakeConfig, FakeTenant, hex, reply_field};
 
 const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 

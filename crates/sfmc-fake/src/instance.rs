@@ -1,7 +1,26 @@
 //! The fake's REST instance: SFMC's 401, the echo, and the `/fake/*` helpers.
 
-use super::transport::{HangUp, stamp};
-use super::*;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use http_body_util::channel::Channel;
+use hyper::body::Incoming;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::auth::Issued;
+use crate::transport::{ConnectionId, HangUp, stamp};
+use crate::{NOT_AUTHORIZED, Reply, State, hex, json_response, lossy, query_pairs, text_response};
+
+/// The size of the chunks `/fake/download` sends.
+const CHUNK: u64 = 64 * 1024;
+/// The period of its byte pattern (`i % 251`).
+const PERIOD: u64 = 251;
 
 /// The REST instance: SFMC's 401 without a valid token, else a fake path or
 /// the echo. Every answer names its connection (`x-fake-connection`).

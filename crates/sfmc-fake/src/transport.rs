@@ -6,8 +6,12 @@
 //! and wait for an event instead of sleeping.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::*;
+use http::HeaderValue;
+use tokio::sync::watch;
+
+use crate::{FakeTenant, Reply};
 
 /// The response header naming the connection an instance request arrived on.
 pub const CONNECTION_HEADER: &str = "x-fake-connection";

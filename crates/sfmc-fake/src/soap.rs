@@ -10,12 +10,21 @@
 //! header, the token's number, the SOAPAction and the received body's length
 //! and SHA-256.
 
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use quick_xml::NsReader;
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 
-use super::*;
+use crate::auth::{Issued, Refusal};
+use crate::{Reply, State, hex, lock, lossy, text_response};
 
 /// The path SDKs post to (`soap_instance_url + "Service.asmx"`), matched in any case.
 pub(super) const PATH: &str = "/Service.asmx";

@@ -1,7 +1,19 @@
 //! The fake's auth host: `POST /v2/token` with SFMC's answers and errors, and
 //! the book of tokens it issued, which the REST and SOAP instances check.
 
-use super::*;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::{
+    DEFAULT_MID, DEFAULT_SCOPE, Reply, State, TokenFailure, hex, json_response, lock, login, lossy,
+    text_response, token_error,
+};
 
 /// A token the fake issued, as the instances see it.
 #[derive(Clone)]
@@ -109,9 +121,10 @@ pub(super) async fn token_endpoint(req: Request<Incoming>, state: &State) -> Rep
     }
 }
 
-/// A form becomes an object of strings; anything else is read as JSON (or kept
-/// as a string when it is not JSON).
-fn parse_token_body(body: &[u8], content_type: Option<&str>) -> Value {
+/// A form becomes an object of strings (`+` a space, malformed escapes kept as
+/// they are); anything else is read as JSON (or kept as a string when it is
+/// not JSON).
+pub(super) fn parse_token_body(body: &[u8], content_type: Option<&str>) -> Value {
     let media = content_type
         .and_then(|ct| ct.split(';').next())
         .unwrap_or("");
@@ -119,11 +132,8 @@ fn parse_token_body(body: &[u8], content_type: Option<&str>) -> Value {
         .trim()
         .eq_ignore_ascii_case("application/x-www-form-urlencoded")
     {
-        let text = String::from_utf8_lossy(body);
-        let pairs = text.split('&').filter(|pair| !pair.is_empty()).map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(name, true), Value::String(decode(value, true)))
-        });
+        let pairs = form_urlencoded::parse(body)
+            .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())));
         return Value::Object(pairs.collect());
     }
     let text = || Value::String(String::from_utf8_lossy(body).into_owned());
@@ -141,7 +151,7 @@ fn issue_token(body: &Value, state: &State) -> Reply {
     }
     match field("grant_type").as_deref() {
         Some("client_credentials") => {}
-        Some("authorization_code" | "refresh_token") => return super::login::grant(body, state),
+        Some("authorization_code" | "refresh_token") => return login::grant(body, state),
         _ => return token_error(400, "unsupported_grant_type", "Use client_credentials."),
     }
     let id_ok = field("client_id").as_deref() == Some(state.client_id.as_str());

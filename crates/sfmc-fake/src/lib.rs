@@ -1,4 +1,6 @@
-//! An embedded fake SFMC tenant for `sfmc-proxy demo` and the tests.
+//! sfmc-fake: an embedded fake SFMC tenant for `sfmc-proxy demo` and the
+//! proxy's tests. It is a crate of its own that never depends on the proxy, so
+//! the tests check the proxy against an independent reading of what SFMC does.
 //!
 //! One listener on 127.0.0.1 plays both hosts of a tenant: the auth host
 //! (`POST /v2/token`: client credentials, SFMC's token and error bodies, failure
@@ -10,46 +12,54 @@
 //! responses name the TCP connection they came on (`x-fake-connection`), so
 //! tests can watch the proxy's connection pool. It owns its accept loop, its
 //! counters and the tokens it issued.
+//!
+//! Start one with [`FakeTenant::start`] (a [`FakeConfig`]), point a client at
+//! [`FakeTenant::auth_url`], and ask the tenant afterwards what it received
+//! or make it fail on demand (the `set_*`, `revoke_*` and `expire_*` methods).
+//!
+//! # Layout
+//! - `server`: the accept loop (TCP or TLS), HTTP/1.1 and h2, dispatch by path.
+//! - `auth`: `POST /v2/token` (client credentials) and the book of issued tokens.
+//! - `login`: `/v2/authorize`'s pages, the code and refresh grants, PKCE.
+//! - `instance`: the REST instance: SFMC's 401, the echo, the `/fake/*` paths.
+//! - `soap`: `/Service.asmx` with its own envelope reader, SFMC's faults.
+//! - `transport`: connection numbers, closes and ended downloads, for tests.
+//!
+//! This file: the public [`FakeTenant`] and [`FakeConfig`], the state the
+//! modules share, and the reply helpers they use.
+
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::channel::Channel;
+use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use http_body_util::{BodyExt, Full};
+use percent_encoding::percent_decode_str;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
+use tokio::task::JoinHandle;
 
 mod auth;
 mod instance;
 mod login;
+mod server;
 mod soap;
 #[cfg(test)]
 mod tests;
 mod transport;
 
-use auth::{Issued, Refusal, token_endpoint};
-use instance::instance;
+use auth::{Issued, Refusal};
 pub use soap::{SoapRequest, reply_field};
 pub use transport::CONNECTION_HEADER;
-use transport::{ConnectionId, HangUp, Transport};
+use transport::Transport;
 
 type FakeBody = BoxBody<Bytes, Infallible>;
 type Reply = Response<FakeBody>;
@@ -59,8 +69,6 @@ const DEFAULT_SCOPE: &str =
 /// The MID of the business unit that owns the fake's package.
 const DEFAULT_MID: &str = "100";
 const NOT_AUTHORIZED: &str = r#"{"message":"Not Authorized","errorcode":0,"documentation":"https://developer.salesforce.com/docs/atlas.en-us.mc-apis.meta/mc-apis/error-handling.htm"}"#;
-const CHUNK: u64 = 64 * 1024;
-const PERIOD: u64 = 251;
 
 /// How the token response writes the instance URLs (SFMC uses all three).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,8 +186,8 @@ impl FakeTenant {
             instance_url,
             ..State::default()
         });
-        let tls = config.tls.as_deref().map(tls_acceptor);
-        let task = tokio::spawn(accept_loop(listener, tls, state.clone()));
+        let tls = config.tls.as_deref().map(server::tls_acceptor);
+        let task = tokio::spawn(server::accept_loop(listener, tls, state.clone()));
         let auth_url = format!("{scheme}://{authority}/");
         Ok(FakeTenant {
             addr,
@@ -301,94 +309,6 @@ impl Drop for FakeTenant {
     }
 }
 
-fn tls_acceptor(config: &rustls::ServerConfig) -> TlsAcceptor {
-    let mut config = config.clone();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    TlsAcceptor::from(Arc::new(config))
-}
-
-/// Accepts until shutdown; open connections end with it (dropping the set aborts them).
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc<State>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            () = state.stopped() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(serve(stream, tls.clone(), state.clone()));
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "fake tenant: accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-        }
-    }
-}
-
-async fn serve(stream: TcpStream, tls: Option<TlsAcceptor>, state: Arc<State>) {
-    let _ = stream.set_nodelay(true);
-    let id = state.transport.opened();
-    match tls {
-        None => serve_io(stream, id, state.clone()).await,
-        Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(stream) => serve_io(stream, id, state.clone()).await,
-            Err(error) => tracing::debug!(%error, "fake tenant: TLS handshake failed"),
-        },
-    }
-    state.transport.closed(id);
-}
-
-async fn serve_io<I>(io: I, id: ConnectionId, state: Arc<State>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service_state = state.clone();
-    let service = service_fn(move |mut req: Request<Incoming>| {
-        let state = service_state.clone();
-        // The handlers find the connection's number on the request.
-        req.extensions_mut().insert(id);
-        async move {
-            let reply = handle(req, &state).await;
-            // A service error makes hyper close the connection unanswered.
-            match reply.extensions().get::<HangUp>() {
-                Some(_) => Err(std::io::Error::other("the fake hangs up, as asked")),
-                None => Ok(reply),
-            }
-        }
-    });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let ended = tokio::select! {
-        ended = connection.as_mut() => ended,
-        // A test's `close_connection`: hyper ends an idle connection at once.
-        () = state.transport.close_requested(id) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = ended {
-        tracing::debug!(%error, "fake tenant: connection ended with an error");
-    }
-}
-
-async fn handle(req: Request<Incoming>, state: &Arc<State>) -> Reply {
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let reply = if path == "/v2/token" {
-        token_endpoint(req, state).await
-    } else if path == "/v2/authorize" {
-        login::authorize(req, state).await
-    } else if path.eq_ignore_ascii_case(soap::PATH) {
-        soap::service(req, state).await
-    } else {
-        instance(req, state).await
-    };
-    let status = reply.status().as_u16();
-    tracing::debug!(%method, %path, status, "fake tenant answered");
-    reply
-}
 fn token_error(status: u16, error: &str, description: &str) -> Reply {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
     let uri = "https://developer.salesforce.com/docs";
@@ -410,34 +330,18 @@ fn text_response(status: StatusCode, content_type: &'static str, body: impl Into
     reply
 }
 
-/// The query's `name=value` pairs, percent-decoded (`+` stays a `+`).
+/// The query's `name=value` pairs, percent-decoded (`+` stays a `+`: this is
+/// a URL's query, not a form); malformed escapes stay as they are.
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let decode = |text| percent_decode_str(text).decode_utf8_lossy().into_owned();
     let pairs = query
         .unwrap_or("")
         .split('&')
         .filter(|pair| !pair.is_empty());
     pairs
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-        .map(|(name, value)| (decode(name, false), decode(value, false)))
+        .map(|(name, value)| (decode(name), decode(value)))
         .collect()
-}
-
-/// `%XX` decoding, and `+` as a space for forms; malformed escapes stay as they are.
-fn decode(input: &str, plus_as_space: bool) -> String {
-    let (bytes, mut out, mut i) = (input.as_bytes(), Vec::with_capacity(input.len()), 0);
-    let digit = |i: usize| bytes.get(i).and_then(|b| char::from(*b).to_digit(16));
-    while let Some(&byte) = bytes.get(i) {
-        match (byte, digit(i + 1).zip(digit(i + 2))) {
-            (b'%', Some((high, low))) => {
-                out.push((high * 16 + low) as u8);
-                i += 2;
-            }
-            (b'+', _) if plus_as_space => out.push(b' '),
-            _ => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn lossy(value: &HeaderValue) -> String {

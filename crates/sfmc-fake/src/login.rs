@@ -5,7 +5,21 @@
 //! (each one works once; SFMC's do too). A code issued for a PKCE challenge
 //! (S256 only) is exchanged only with its verifier.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::{
+    DEFAULT_MID, DEFAULT_SCOPE, Reply, State, hex, json_response, lock, query_pairs, text_response,
+    token_error,
+};
 
 const CODE_LIFETIME: Duration = Duration::from_secs(300);
 
@@ -227,7 +241,7 @@ fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::pkce_verified;
 
     #[test]
     fn the_fake_checks_pkce_as_rfc_7636_appendix_b() {
