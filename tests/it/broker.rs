@@ -238,7 +238,7 @@ async fn wrong_client_unknown_tenant_and_bad_grant_are_refused_like_sfmc() {
 #[tokio::test]
 async fn sfmc_refusing_the_package_reaches_the_tool_at_authentication() {
     let s = setup().await;
-    s.fake.set_token_failure(Some(TokenFailure::Reject {
+    s.fake.set_auth_failure(Some(AuthFailure::Reject {
         status: 401,
         error: "invalid_client".into(),
         description: "Client authentication failed.".into(),

@@ -186,6 +186,8 @@ async fn serve_refuses_a_port_in_use_with_exit_1() {
     );
 }
 
+// The slim build (`--no-default-features`) has no `demo`.
+#[cfg(feature = "demo")]
 #[tokio::test]
 async fn demo_checks_rest_and_soap_and_prints_a_soap_curl_line_that_works() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))

@@ -62,7 +62,10 @@ async fn method_and_body_pass_unchanged_with_the_tenant_token() {
             "plain-http loopback instance: HTTP/1.1"
         );
         assert_eq!(echo["body_len"], body.len());
-        assert_eq!(echo["body_sha256"], hex(&Sha256::digest(&body)));
+        assert_eq!(
+            echo["body_sha256"],
+            data_encoding::HEXLOWER.encode(&Sha256::digest(&body))
+        );
         assert_eq!(echo["headers"]["content-type"], "application/json");
         let auth = echo["headers"]["authorization"]
             .as_str()
@@ -188,7 +191,7 @@ async fn upload_streams_to_sfmc_before_the_client_finishes_sending() {
     assert_eq!(reply.status, 200);
     assert_eq!(
         reply.json()["body_sha256"],
-        hex(&Sha256::digest(b"part one;part two"))
+        data_encoding::HEXLOWER.encode(&Sha256::digest(b"part one;part two"))
     );
 }
 
@@ -221,7 +224,10 @@ async fn large_bodies_stream_both_ways_intact() {
     }
     assert_eq!(received, size);
     let expected: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    assert_eq!(hex(&hasher.finalize()), hex(&Sha256::digest(&expected)));
+    assert_eq!(
+        data_encoding::HEXLOWER.encode(&hasher.finalize()),
+        data_encoding::HEXLOWER.encode(&Sha256::digest(&expected))
+    );
 
     // Upload the same bytes in chunks through a streamed (non-replayable) body.
     let (mut tx, upload) = channel_body();
@@ -237,7 +243,10 @@ async fn large_bodies_stream_both_ways_intact() {
     let reply = pending.await.expect("task");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["body_len"], size);
-    assert_eq!(reply.json()["body_sha256"], hex(&Sha256::digest(&expected)));
+    assert_eq!(
+        reply.json()["body_sha256"],
+        data_encoding::HEXLOWER.encode(&Sha256::digest(&expected))
+    );
 }
 
 #[tokio::test]
@@ -336,10 +345,6 @@ async fn instance_that_never_accepts_is_a_502_after_connect_timeout() {
     );
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[tokio::test]
 async fn ready_says_whether_every_tenant_can_get_a_token() {
     let s = setup().await;
@@ -350,7 +355,7 @@ async fn ready_says_whether_every_tenant_can_get_a_token() {
     assert!(!ready.text().contains("fake-"), "no token in the answer");
 
     let refused = setup().await;
-    refused.fake.set_token_failure(Some(TokenFailure::Reject {
+    refused.fake.set_auth_failure(Some(AuthFailure::Reject {
         status: 401,
         error: "invalid_client".into(),
         description: "Client authentication failed.".into(),

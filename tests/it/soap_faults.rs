@@ -192,7 +192,7 @@ async fn bad_envelopes_get_a_client_fault_from_the_proxy() {
 #[tokio::test]
 async fn token_fetch_failures_are_soap_faults_with_the_same_information() {
     let s = setup().await;
-    s.fake.set_token_failure(Some(invalid_client()));
+    s.fake.set_auth_failure(Some(invalid_client()));
     let reply = soap(&s, "/Service.asmx", envelope("")).await;
     assert_proxy_fault(&reply, 502, "token_rejected", "soap:Server");
     assert_eq!(field(&reply, "sfmc_error"), "invalid_client");
@@ -202,9 +202,7 @@ async fn token_fetch_failures_are_soap_faults_with_the_same_information() {
     assert!(!reply.text().contains(CLIENT_SECRET));
 
     let outage = setup().await;
-    outage
-        .fake
-        .set_token_failure(Some(TokenFailure::ServerError));
+    outage.fake.set_auth_failure(Some(AuthFailure::ServerError));
     let reply = soap(&outage, "/service.asmx", envelope("")).await;
     assert_proxy_fault(&reply, 503, "token_unavailable", "soap:Server");
     assert_eq!(s.fake.soap_requests() + outage.fake.soap_requests(), 0);

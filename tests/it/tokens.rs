@@ -175,7 +175,7 @@ async fn body_over_the_replay_limit_gets_sfmcs_401_and_the_next_request_a_fresh_
 #[tokio::test]
 async fn rejected_token_request_is_a_502_with_sfmcs_error_and_no_hammering() {
     let s = setup().await;
-    s.fake.set_token_failure(Some(invalid_client()));
+    s.fake.set_auth_failure(Some(invalid_client()));
     for _ in 0..5 {
         let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
         assert_eq!(reply.status, 502);
@@ -210,7 +210,7 @@ async fn wrong_secret_is_reported_as_token_rejected() {
 #[tokio::test]
 async fn auth_outage_is_retried_then_a_503() {
     let s = setup().await;
-    s.fake.set_token_failure(Some(TokenFailure::ServerError));
+    s.fake.set_auth_failure(Some(AuthFailure::ServerError));
     let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
     assert_eq!(reply.status, 503);
     assert_eq!(reply.proxy_error(), Some("token_unavailable"));
@@ -343,7 +343,7 @@ async fn a_path_that_always_answers_401_does_not_cost_a_token_each_time() {
 #[tokio::test]
 async fn a_wrong_secret_backs_off_for_the_whole_tenant_not_per_business_unit() {
     let s = Setup::builder().proxy(|p| p.rate_burst(1000)).start().await;
-    s.fake.set_token_failure(Some(invalid_client()));
+    s.fake.set_auth_failure(Some(invalid_client()));
     for i in 0..80 {
         let mid = format!("{}", 1000 + i);
         let scope = format!("scope_{i}");

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::{
-    DEFAULT_MID, DEFAULT_SCOPE, Reply, State, TokenFailure, hex, json_response, lock, login, lossy,
+    AuthFailure, DEFAULT_MID, DEFAULT_SCOPE, Reply, State, hex, json_response, lock, login, lossy,
     text_response, token_error,
 };
 
@@ -29,7 +29,7 @@ pub(super) struct Issued {
 
 /// Why an instance refuses a token (SOAP tells expiry apart; REST does not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Refusal {
+pub(super) enum InvalidToken {
     /// Never issued here, or revoked.
     Unknown,
     Expired,
@@ -56,14 +56,14 @@ impl State {
     }
 
     /// The issued token `token`, if it is unrevoked and unexpired.
-    pub(super) fn check(&self, token: &str) -> Result<Issued, Refusal> {
+    pub(super) fn check(&self, token: &str) -> Result<Issued, InvalidToken> {
         let tokens = lock(&self.tokens);
-        let issued = tokens.get(token).ok_or(Refusal::Unknown)?;
+        let issued = tokens.get(token).ok_or(InvalidToken::Unknown)?;
         let lifetime = Duration::from_secs(self.expires_in);
         if issued.revoked {
-            Err(Refusal::Unknown)
+            Err(InvalidToken::Unknown)
         } else if issued.expired || issued.issued_at.elapsed() >= lifetime {
-            Err(Refusal::Expired)
+            Err(InvalidToken::Expired)
         } else {
             Ok(issued.clone())
         }
@@ -78,11 +78,11 @@ impl State {
     }
 
     /// From now on every token issued so far is refused for this reason.
-    pub(super) fn refuse_all(&self, refusal: Refusal) {
+    pub(super) fn refuse_all(&self, refusal: InvalidToken) {
         for issued in lock(&self.tokens).values_mut() {
             match refusal {
-                Refusal::Unknown => issued.revoked = true,
-                Refusal::Expired => issued.expired = true,
+                InvalidToken::Unknown => issued.revoked = true,
+                InvalidToken::Expired => issued.expired = true,
             }
         }
     }
@@ -105,16 +105,16 @@ pub(super) async fn token_endpoint(req: Request<Incoming>, state: &State) -> Rep
     let failure = lock(&state.failure).clone();
     match failure {
         None => issue_token(&body, state),
-        Some(TokenFailure::Reject {
+        Some(AuthFailure::Reject {
             status,
             error,
             description,
         }) => token_error(status, &error, &description),
-        Some(TokenFailure::ServerError) => {
+        Some(AuthFailure::ServerError) => {
             let page = "<html><body><h1>500 Internal Server Error</h1></body></html>";
             text_response(StatusCode::INTERNAL_SERVER_ERROR, "text/html", page)
         }
-        Some(TokenFailure::Hang) => {
+        Some(AuthFailure::Hang) => {
             state.stopped().await;
             text_response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "stopped")
         }

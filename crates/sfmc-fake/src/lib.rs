@@ -32,7 +32,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -56,7 +55,7 @@ mod soap;
 mod tests;
 mod transport;
 
-use auth::{Issued, Refusal};
+use auth::{InvalidToken, Issued};
 pub use soap::{SoapRequest, reply_field};
 pub use transport::CONNECTION_HEADER;
 use transport::Transport;
@@ -109,7 +108,7 @@ impl Default for FakeConfig {
 
 /// How `/v2/token` fails instead of issuing a token.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TokenFailure {
+pub enum AuthFailure {
     /// This status with SFMC's `{"error","error_description","error_uri"}`.
     Reject {
         status: u16,
@@ -138,7 +137,7 @@ struct State {
     last_soap: Mutex<Option<SoapRequest>>,
     /// Body (as JSON) and content type of the last `/v2/token` request.
     last_token: Mutex<Option<(Value, Option<String>)>>,
-    failure: Mutex<Option<TokenFailure>>,
+    failure: Mutex<Option<AuthFailure>>,
     tokens: Mutex<HashMap<String, Issued>>,
     /// Login codes not yet exchanged, and refresh tokens (used ones stay, refused).
     codes: Mutex<HashMap<String, login::Code>>,
@@ -243,19 +242,19 @@ impl FakeTenant {
             .store(!supported, Ordering::SeqCst);
     }
 
-    pub fn set_token_failure(&self, failure: Option<TokenFailure>) {
+    pub fn set_auth_failure(&self, failure: Option<AuthFailure>) {
         *lock(&self.state.failure) = failure;
     }
 
     /// Every token issued so far gets SFMC's 401 (SOAP: `Login failed`) from now on.
     pub fn revoke_all_tokens(&self) {
-        self.state.refuse_all(Refusal::Unknown);
+        self.state.refuse_all(InvalidToken::Unknown);
     }
 
     /// Every token issued so far is expired from now on, ahead of its
     /// `expires_in` (SFMC's may be): REST gets the 401, SOAP `Token Expired`.
     pub fn expire_all_tokens(&self) {
-        self.state.refuse_all(Refusal::Expired);
+        self.state.refuse_all(InvalidToken::Expired);
     }
 
     /// Requests to any path but `/v2/token` and `/Service.asmx`, unauthorised ones included.
@@ -349,12 +348,12 @@ fn lossy(value: &HeaderValue) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(2 * bytes.len()), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
+    data_encoding::HEXLOWER.encode(bytes)
+}
+
+/// XML's escaping, for the fake's SOAP answers and its HTML pages alike.
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(text)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

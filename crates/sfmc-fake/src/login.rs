@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::{
-    DEFAULT_MID, DEFAULT_SCOPE, Reply, State, hex, json_response, lock, query_pairs, text_response,
-    token_error,
+    DEFAULT_MID, DEFAULT_SCOPE, Reply, State, escape, hex, json_response, lock, query_pairs,
+    text_response, token_error,
 };
 
 const CODE_LIFETIME: Duration = Duration::from_secs(300);
@@ -232,11 +232,6 @@ fn page(status: StatusCode, message: &str) -> Reply {
         escape(message)
     );
     text_response(status, "text/html; charset=utf-8", html)
-}
-
-/// XML's escaping serves for HTML text and attribute values too.
-fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    quick_xml::escape::escape(text)
 }
 
 #[cfg(test)]

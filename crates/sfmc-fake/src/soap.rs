@@ -23,8 +23,8 @@ use quick_xml::name::ResolveResult;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::auth::{Issued, Refusal};
-use crate::{Reply, State, hex, lock, lossy, text_response};
+use crate::auth::{InvalidToken, Issued};
+use crate::{Reply, State, escape, hex, lock, lossy, text_response};
 
 /// The path SDKs post to (`soap_instance_url + "Service.asmx"`), matched in any case.
 pub(super) const PATH: &str = "/Service.asmx";
@@ -278,7 +278,7 @@ fn retrieve_response(
 
 impl State {
     /// The faultstring for a refused token (`None`: no token at all).
-    fn soap_refusal(&self, refusal: Option<Refusal>) -> String {
+    fn soap_refusal(&self, refusal: Option<InvalidToken>) -> String {
         let wording = lock(&self.soap_refusal_wording);
         let (expired, unknown) = wording
             .as_ref()
@@ -286,8 +286,8 @@ impl State {
                 (e.as_str(), u.as_str())
             });
         match refusal {
-            Some(Refusal::Expired) => expired.to_owned(),
-            Some(Refusal::Unknown) | None => unknown.to_owned(),
+            Some(InvalidToken::Expired) => expired.to_owned(),
+            Some(InvalidToken::Unknown) | None => unknown.to_owned(),
         }
     }
 }
@@ -305,10 +305,6 @@ fn fault(faultcode: &str, faultstring: &str) -> Reply {
     );
     let status = StatusCode::INTERNAL_SERVER_ERROR;
     text_response(status, "text/xml; charset=utf-8", xml)
-}
-
-fn escape(text: &str) -> String {
-    quick_xml::escape::escape(text).into_owned()
 }
 
 /// The text of the first `<name>…</name>` in one of the fake's answers (its

@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 
 use crate::auth::parse_token_body;
 use crate::{
-    CONNECTION_HEADER, DEFAULT_SCOPE, FakeBody, FakeConfig, FakeTenant, InstanceUrlForm,
-    NOT_AUTHORIZED, TokenFailure, query_pairs,
+    AuthFailure, CONNECTION_HEADER, DEFAULT_SCOPE, FakeBody, FakeConfig, FakeTenant,
+    InstanceUrlForm, NOT_AUTHORIZED, query_pairs,
 };
 
 /// A whole response: status, headers, body.
@@ -339,22 +339,22 @@ async fn respond_uses_the_given_status_and_headers() {
 async fn token_failures_reject_fail_or_hang_until_shutdown() {
     let fake = start(FakeConfig::default()).await;
     let (error, description) = ("invalid_request".to_owned(), "no".to_owned());
-    let reject = TokenFailure::Reject {
+    let reject = AuthFailure::Reject {
         status: 400,
         error,
         description,
     };
-    fake.set_token_failure(Some(reject));
+    fake.set_auth_failure(Some(reject));
     let got = token(&fake, &creds()).await;
     assert_eq!(
         (got.0, &got.json()["error_description"]),
         (400, &json!("no"))
     );
-    fake.set_token_failure(Some(TokenFailure::ServerError));
+    fake.set_auth_failure(Some(AuthFailure::ServerError));
     let got = token(&fake, &creds()).await;
     assert_eq!(got.0, 500);
     assert_eq!(got.1["content-type"], "text/html");
-    fake.set_token_failure(Some(TokenFailure::Hang));
+    fake.set_auth_failure(Some(AuthFailure::Hang));
     let hung = req(&fake, "POST", "/v2/token", &[], full("{}"));
     let pending = tokio::spawn(client(false).request(hung));
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -24,7 +24,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 pub use sfmc_fake::{
-    CONNECTION_HEADER, FakeConfig, FakeTenant, InstanceUrlForm, SoapRequest, TokenFailure,
+    AuthFailure, CONNECTION_HEADER, FakeConfig, FakeTenant, InstanceUrlForm, SoapRequest,
     reply_field,
 };
 
@@ -47,9 +47,9 @@ pub async fn start_fake_with(config: FakeConfig) -> FakeTenant {
     FakeTenant::start(config).await.expect("fake tenant starts")
 }
 
-/// SFMC's refusal of a wrong client ID, for `set_token_failure`.
-pub fn invalid_client() -> TokenFailure {
-    TokenFailure::Reject {
+/// SFMC's refusal of a wrong client ID, for `set_auth_failure`.
+pub fn invalid_client() -> AuthFailure {
+    AuthFailure::Reject {
         status: 401,
         error: "invalid_client".into(),
         description: "Invalid client ID. Use the client ID in Marketing Cloud Installed Packages."
