@@ -42,26 +42,26 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod body;
-pub mod broker;
+pub(crate) mod admin;
+pub(crate) mod body;
+pub(crate) mod broker;
 pub mod cli;
 pub mod config;
-pub mod error;
-mod failures;
-pub mod forward;
+pub(crate) mod error;
+pub(crate) mod failures;
+pub(crate) mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guard;
 pub mod headers;
-pub mod idle;
+pub(crate) mod idle;
 pub mod login;
-pub mod proxy;
-mod replay;
+pub(crate) mod proxy;
+pub(crate) mod replay;
 pub mod route;
 pub mod server;
-pub mod soap;
-mod sync;
+pub(crate) mod soap;
+pub(crate) mod sync;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

@@ -18,7 +18,7 @@ use fault::is_token_fault;
 use inject::encoding::Charset;
 #[doc(hidden)]
 pub use inject::verify::checked_apply;
-pub use inject::{EXACTTARGET_NS, EnvelopeError, Plan, Scan, scan};
+pub use inject::{Plan, Scan, scan};
 
 /// Held bytes may grow by this much before the envelope is scanned again.
 const RESCAN_STEP: usize = 64 * 1024;
