@@ -10,35 +10,47 @@
 //! - [`server`]: accept loop, connection limit (shedding the longest-idle
 //!   connection), per-connection deadlines (first head, idle), HTTP/2 limits,
 //!   graceful shutdown.
-//! - [`proxy`]: the pipeline — runs the phases below in order, replays once after a 401.
+//! - `proxy`: the pipeline — runs the phases below in order, nothing else.
 //! - [`guard`]: inbound checks — Host allowlist, cross-site refusal and CORS, no
-//!   forward proxying — and the one decision of who is calling (`Caller`).
-//! - [`route`]: request → tenant, business unit (MID), scope and forwarded path;
-//!   `POST /v2/token` → the [`broker`], `/_proxy/*` → [`admin`].
-//! - [`broker`]: the local `/v2/token` for SDK tools, and the local tokens it issues
+//!   forward proxying — and the one decision of who is calling (`Caller`,
+//!   with the one Bearer parser).
+//! - [`route`]: request → tenant, business unit (MID), scope and forwarded path,
+//!   and every path constant; `POST /v2/token` → the `broker`, `/_proxy/*` →
+//!   `admin`.
+//! - `broker`: the local `/v2/token` for SDK tools, and the local tokens it issues
 //!   (a request carrying one is served as the tenant and MID it is bound to).
-//! - [`token`]: `TokenCache` (single-flight, refresh-ahead, backoff, a per-tenant
-//!   rate limit, bounded keys), the SFMC `/v2/token` client (client credentials,
-//!   refresh and code grants) and the refresh-token store.
-//! - [`forward`]: request rewrite, replayable bodies; `replay`: the
-//!   replay-once rule after SFMC refuses a token, for REST and SOAP alike.
-//! - [`upstream`]: the client to SFMC's instances, its connection pool and the
+//! - [`token`]: `TokenKey` (and its one checked constructor), `TokenCache`
+//!   (single-flight, refresh-ahead, backoff, a per-tenant rate limit, bounded
+//!   keys), the SFMC `/v2/token` client (client credentials, refresh and code
+//!   grants) and the refresh-token store. It knows nothing of HTTP serving.
+//! - `forward`: request rewrite, replayable bodies, and each API's send
+//!   (`forward/rest.rs`, `forward/soap.rs`); `replay`: the replay-once rule
+//!   after SFMC refuses a token, written once for both.
+//! - [`upstream`]: the client to SFMC's instances (connect, pool) and the
 //!   instance address (`InstanceBase`, checked before a token goes there).
-//! - [`soap`]: the token into a SOAP envelope (namespace-aware, streaming), SOAP faults.
+//! - `soap`: the token into a SOAP envelope (namespace-aware, streaming), SOAP faults.
 //! - [`headers`]: hop-by-hop and control-header stripping.
-//! - [`admin`]: the proxy's own `/_proxy/*` paths (health, ready, the browser login).
-//! - [`oauth`]: a person's login (authorization code): authorize URL, state, the
-//!   TLS listener for the redirect, the pasted URL.
+//! - `admin`: the proxy's own `/_proxy/*` paths (health, ready, the browser login).
+//! - [`login`]: a person's login (authorization code, PKCE) for `sfmc-proxy
+//!   login` and `/_proxy/login` alike: start, the TLS listener for the
+//!   redirect, pending browser logins, the code exchange.
 //! - [`telemetry`]: logging set-up and the access-log event.
 //!
-//! Leaves used by all: [`config`] (TOML → validated `Settings`), [`error`]
-//! (`ProxyError` → status, JSON body, `x-sfmc-proxy-error`), [`body`] (the body
-//! type), [`idle`] (the idle timer on client and SFMC bodies), [`tls`] (crypto
-//! provider, trust roots), `sync` (poison-tolerant lock access); [`cli`] holds
-//! the subcommands. The fake SFMC tenant that `demo` and the tests start is not
-//! a module: it is the `sfmc-fake` crate (crates/sfmc-fake), which never
-//! depends on this one.
-//! `fuzzing` (hidden) is the door the fuzz targets in `fuzz/` go through.
+//! Leaves used by all: [`config`] (TOML → validated `Settings`, one file a
+//! section, every default named in `config/defaults.rs`), `error`
+//! (`ProxyError` → status, side, code, message: one table), `failures` (the
+//! one place a token failure, a refused key or a missing tenant becomes a
+//! `ProxyError`), `body` (the body type), `idle` (the idle timer on client and
+//! SFMC bodies), [`tls`] (crypto provider, trust roots, randomness), `sync`
+//! (poison-tolerant lock access); [`cli`] holds the subcommands. Modules
+//! without a link are `pub(crate)`: only the binary, the tests, the benchmarks
+//! and the fuzz targets need the rest. No two modules import each other
+//! (`.ci/module_cycles.py` checks it in CI).
+//!
+//! The fake SFMC tenant that `demo` and the tests start is not a module: it
+//! is the `sfmc-fake` crate (crates/sfmc-fake, behind the default `demo`
+//! feature), which never depends on this one. `fuzzing` (hidden) is the door
+//! the fuzz targets in `fuzz/` go through.
 
 #![forbid(unsafe_code)]
 

@@ -5,7 +5,7 @@
 //!
 //! Limits per connection: `header_read_timeout` until its first request head
 //! (hyper bounds later HTTP/1 heads itself), `idle_timeout` while nothing is
-//! in flight and no bytes move (see [`activity`]), `max_concurrent_streams`
+//! in flight and no bytes move (see `activity`), `max_concurrent_streams`
 //! HTTP/2 streams, and flow-control windows and read buffers that bound what a
 //! client can make the proxy hold before a request is handled.
 
