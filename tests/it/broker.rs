@@ -33,10 +33,7 @@ fn bearer(token: &str) -> String {
 
 #[tokio::test]
 async fn json_and_form_requests_get_an_sfmc_shaped_local_token() {
-    let s = Setup::builder()
-        .tenant(|t| t.account_ids(&["100", "200"]))
-        .start()
-        .await;
+    let s = setup_with_business_units(&["100", "200"]).await;
     let base = s.proxy.url("/");
     let json_reply = s
         .client
@@ -80,10 +77,7 @@ async fn json_and_form_requests_get_an_sfmc_shaped_local_token() {
 
 #[tokio::test]
 async fn rest_calls_with_a_local_token_get_the_real_token_of_their_business_unit() {
-    let s = Setup::builder()
-        .tenant(|t| t.account_ids(&["100", "200"]))
-        .start()
-        .await;
+    let s = setup_with_business_units(&["100", "200"]).await;
     let local = local_token(
         &s,
         json!({"grant_type": "client_credentials", "client_id": CLIENT_ID,
@@ -384,10 +378,7 @@ async fn auth_urls_joined_any_way_reach_the_broker_not_sfmc() {
 #[tokio::test]
 async fn soap_calls_with_a_local_token_in_fueloauth_get_the_real_token_of_their_business_unit() {
     use crate::support::soap::*;
-    let s = Setup::builder()
-        .tenant(|t| t.account_ids(&["100", "200"]))
-        .start()
-        .await;
+    let s = setup_with_business_units(&["100", "200"]).await;
     let local = local_token(
         &s,
         json!({"grant_type": "client_credentials", "client_id": "acme",
@@ -421,10 +412,7 @@ async fn soap_calls_with_a_local_token_in_fueloauth_get_the_real_token_of_their_
 #[tokio::test]
 async fn a_local_token_in_an_envelope_with_a_bom_is_resolved_and_replaced() {
     use crate::support::soap::*;
-    let s = Setup::builder()
-        .tenant(|t| t.account_ids(&["100", "200"]))
-        .start()
-        .await;
+    let s = setup_with_business_units(&["100", "200"]).await;
     let local = local_token(
         &s,
         json!({"grant_type": "client_credentials", "client_id": "acme",

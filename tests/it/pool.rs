@@ -380,12 +380,7 @@ async fn a_chunked_response_read_to_the_end_leaves_the_connection_reusable() {
 async fn a_burst_of_first_requests_over_http2_shares_one_connection() {
     let dir = temp_dir("pool-h2-burst");
     let (server_config, ca_path) = tls_server_with_ca(&dir);
-    let fake = start_fake_with(FakeConfig {
-        tls: Some(server_config),
-        instance_host: "localhost".into(),
-        ..FakeConfig::default()
-    })
-    .await;
+    let fake = start_fake_with(tls_fake(&server_config)).await;
     let proxy = TestProxy::builder()
         .ca_file(&ca_path)
         .tenant(Tenant::new("acme", &fake))

@@ -193,10 +193,7 @@ async fn a_local_token_for_one_tenant_is_never_served_as_another() {
 
 #[tokio::test]
 async fn two_hosts_a_bad_port_duplicate_selectors_and_asterisk_targets_are_refused() {
-    let s = Setup::builder()
-        .tenant(|t| t.account_ids(&["100", "200"]))
-        .start()
-        .await;
+    let s = setup_with_business_units(&["100", "200"]).await;
     let port = s.proxy.addr.port();
     let loopback = format!("127.0.0.1:{port}");
     let two_hosts = raw_exchange(

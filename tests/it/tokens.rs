@@ -266,10 +266,8 @@ async fn instance_url_forms_all_work_over_https_with_ca_file() {
         InstanceUrlForm::SlashSuffixed,
     ] {
         let fake = start_fake_with(FakeConfig {
-            tls: Some(server_config.clone()),
-            instance_host: "localhost".into(),
             instance_url_form: form,
-            ..FakeConfig::default()
+            ..tls_fake(&server_config)
         })
         .await;
         assert!(fake.auth_url().starts_with("https://localhost:"));
@@ -303,12 +301,7 @@ async fn instance_url_forms_all_work_over_https_with_ca_file() {
 async fn https_instance_with_an_unknown_ca_is_refused() {
     let dir = temp_dir("tls-untrusted");
     let (server_config, _ca_path) = tls_server_with_ca(&dir);
-    let fake = start_fake_with(FakeConfig {
-        tls: Some(server_config),
-        instance_host: "localhost".into(),
-        ..FakeConfig::default()
-    })
-    .await;
+    let fake = start_fake_with(tls_fake(&server_config)).await;
     let proxy = TestProxy::builder()
         .tenant(Tenant::new("acme", &fake))
         .start()

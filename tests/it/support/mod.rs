@@ -5,7 +5,7 @@
 mod proxy;
 pub mod soap;
 
-pub use proxy::{ProxyBuilder, Setup, Tenant, TestProxy, setup};
+pub use proxy::{ProxyBuilder, Setup, Tenant, TestProxy, setup, setup_with_business_units};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -206,6 +206,16 @@ pub fn request(
         builder = builder.header(*name, *value);
     }
     builder.body(body).expect("valid test request")
+}
+
+/// A fake tenant served over TLS with `server_config`, its instance URLs
+/// naming `localhost` (what the test CA's certificate covers).
+pub fn tls_fake(server_config: &Arc<rustls::ServerConfig>) -> FakeConfig {
+    FakeConfig {
+        tls: Some(server_config.clone()),
+        instance_host: "localhost".into(),
+        ..FakeConfig::default()
+    }
 }
 
 /// A CA and a server configuration for `localhost`/127.0.0.1 signed by it,

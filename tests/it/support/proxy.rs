@@ -271,6 +271,14 @@ pub async fn setup() -> Setup {
     Setup::builder().start().await
 }
 
+/// The same, with tenant `acme` allowing these business units (MIDs).
+pub async fn setup_with_business_units(mids: &[&str]) -> Setup {
+    Setup::builder()
+        .tenant(|t| t.account_ids(mids))
+        .start()
+        .await
+}
+
 impl Setup {
     pub fn builder() -> SetupBuilder {
         SetupBuilder {
