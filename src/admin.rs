@@ -1,6 +1,7 @@
 //! The proxy's own paths under `/_proxy/`, never forwarded: liveness
 //! (`health`), readiness (`ready`: every tenant can get a token) and the
-//! browser login for Web/Public App tenants (`login`). Metrics and the status
+//! browser login for Web/Public App tenants (`login`); and `/favicon.ico`,
+//! which a browser asks every host for. Metrics and the status
 //! page come with their own work.
 
 use std::sync::Arc;
@@ -19,6 +20,9 @@ use crate::token::sfmc::SfmcTokenClient;
 use crate::token::{TokenCache, TokenKey};
 
 pub const HEALTH_PATH: &str = "/_proxy/health";
+/// What a browser asks every host for. SFMC's APIs have no icon, so it is
+/// answered here: forwarded, it would cost a token and show up as an error.
+pub const FAVICON_PATH: &str = "/favicon.ico";
 const READY_PATH: &str = "/_proxy/ready";
 const LOGIN_PATH: &str = "/_proxy/login";
 
@@ -28,6 +32,17 @@ pub struct Context<'a> {
     pub tokens: &'a TokenCache,
     pub client: &'a Arc<SfmcTokenClient>,
     pub pending: &'a PendingLogins,
+}
+
+/// No icon (204), cached by the browser for a day so it does not ask again.
+pub fn favicon() -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Empty);
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    response
 }
 
 /// Liveness: the process is up and serving. Says nothing about SFMC.

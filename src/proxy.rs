@@ -124,6 +124,10 @@ impl Proxy {
         if let Some(answer) = guard::answer_locally(&parts, server) {
             return Ok(answer);
         }
+        // A browser's icon request carries no credential and needs none.
+        if parts.method == http::Method::GET && parts.uri.path() == admin::FAVICON_PATH {
+            return Ok(admin::favicon());
+        }
         // Who is calling comes before routing, whose errors name tenants.
         let caller = guard::identify(&parts, server, &self.locals)?;
         if caller == Caller::Unproven {

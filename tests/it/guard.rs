@@ -141,3 +141,26 @@ async fn connect_and_absolute_form_targets_are_refused() {
     }
     assert_eq!((s.fake.token_requests(), s.fake.rest_requests()), (0, 0));
 }
+
+/// A browser pointed at the proxy asks for `/favicon.ico`: answered here,
+/// never sent to SFMC with a token (with or without an inbound key).
+#[tokio::test]
+async fn a_browsers_favicon_request_is_answered_here_without_a_token() {
+    let s = Setup::builder()
+        .proxy(|p| p.inbound_keys(&["inbound-key-0123456789"]))
+        .start()
+        .await;
+    let reply = s.client.get(&s.proxy, "/favicon.ico", &[]).await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    assert!(reply.body.is_empty());
+    let cache = reply
+        .headers
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(cache, Some("public, max-age=86400"));
+    assert_eq!((s.fake.token_requests(), s.fake.rest_requests()), (0, 0));
+    // The Host check still comes first.
+    let foreign = [("host", "attacker.example")];
+    let refused = s.client.get(&s.proxy, "/favicon.ico", &foreign).await;
+    assert_eq!(refused.proxy_error(), Some("host_not_allowed"));
+}
