@@ -16,15 +16,9 @@ use crate::config::Settings;
 use crate::error::ProxyError;
 use crate::failures::{no_tenant, token_failure};
 use crate::login::PendingLogins;
+use crate::route::{LOGIN_PATH, READY_PATH};
 use crate::token::sfmc::SfmcTokenClient;
 use crate::token::{TokenCache, TokenKey};
-
-pub const HEALTH_PATH: &str = "/_proxy/health";
-/// What a browser asks every host for. SFMC's APIs have no icon, so it is
-/// answered here: forwarded, it would cost a token and show up as an error.
-pub const FAVICON_PATH: &str = "/favicon.ico";
-const READY_PATH: &str = "/_proxy/ready";
-const LOGIN_PATH: &str = "/_proxy/login";
 
 /// What the admin paths may use of the proxy.
 pub struct Context<'a> {

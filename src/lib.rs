@@ -36,16 +36,17 @@
 //!   redirect, pending browser logins, the code exchange.
 //! - [`telemetry`]: logging set-up and the access-log event.
 //!
-//! Leaves used by all: [`config`] (TOML → validated `Settings`, one file a
-//! section, every default named in `config/defaults.rs`), `error`
-//! (`ProxyError` → status, side, code, message: one table), `failures` (the
-//! one place a token failure, a refused key or a missing tenant becomes a
-//! `ProxyError`), `body` (the body type), `idle` (the idle timer on client and
+//! Shared by the phases: `body` (the body type), `failures` (the one place
+//! a token failure, a refused key or a missing tenant becomes a
+//! `ProxyError`). Leaves, importing no other module: [`config`] (TOML →
+//! validated `Settings`, one file a section, every default named in
+//! `config/defaults.rs`), `error` (`ProxyError` → status, side, code,
+//! message: one table), [`headers`], `idle` (the idle timer on client and
 //! SFMC bodies), [`tls`] (crypto provider, trust roots, randomness), `sync`
-//! (poison-tolerant lock access); [`cli`] holds the subcommands. Modules
-//! without a link are `pub(crate)`: only the binary, the tests, the benchmarks
-//! and the fuzz targets need the rest. No two modules import each other
-//! (`.ci/module_cycles.py` checks it in CI).
+//! (poison-tolerant lock access). [`cli`] holds the subcommands. Modules
+//! without a link are `pub(crate)`: only the binary, the tests, the
+//! benchmarks and the fuzz targets need the rest. No two modules import each
+//! other (`.ci/module_cycles.py` checks it in CI).
 //!
 //! The fake SFMC tenant that `demo` and the tests start is not a module: it
 //! is the `sfmc-fake` crate (crates/sfmc-fake, behind the default `demo`

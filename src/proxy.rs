@@ -116,7 +116,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Liveness answers before the guard: it reveals nothing, and probes from
         // an orchestrator carry neither an allowed Host nor an inbound key.
-        if parts.uri.path() == admin::HEALTH_PATH {
+        if parts.uri.path() == route::HEALTH_PATH {
             return Ok(admin::health());
         }
         let server = &self.settings.server;
@@ -125,35 +125,13 @@ impl Proxy {
             return Ok(answer);
         }
         // A browser's icon request carries no credential and needs none.
-        if parts.method == http::Method::GET && parts.uri.path() == admin::FAVICON_PATH {
+        if parts.method == http::Method::GET && parts.uri.path() == route::FAVICON_PATH {
             return Ok(admin::favicon());
         }
         // Who is calling comes before routing, whose errors name tenants.
         let caller = guard::identify(&parts, server, &self.locals)?;
         if caller == Caller::Unproven {
-            // A SOAP call without a key: read only a small prefix of the
-            // envelope, within the head's deadline, for a local token in
-            // `fueloauth`; nothing else is said to a caller who has not
-            // proved who it is.
-            let limit = self.settings.soap.preauth_limit;
-            let start = {
-                let _slot = self.unproven_slot()?;
-                let read = soap::Envelope::start(body, &parts.headers, limit);
-                match tokio::time::timeout(server.header_read_timeout, read).await {
-                    Ok(Ok(start)) => start,
-                    Ok(Err(_)) | Err(_) => return Err(ProxyError::InboundKeyRequired),
-                }
-            };
-            let caller = caller.from_envelope(start.client_token(), &self.locals)?;
-            return match route::route(&parts, &self.settings, caller.bound())? {
-                Route::Api(target) if target.api == Api::Soap => {
-                    Box::pin(self.forwarder().soap(parts, start, target, record)).await
-                }
-                _ => Err(ProxyError::BadRequest(
-                    "a call that carries its local token in fueloauth must be POST /Service.asmx"
-                        .into(),
-                )),
-            };
+            return Box::pin(self.unproven_soap(parts, body, caller, record)).await;
         }
         match route::route(&parts, &self.settings, caller.bound())? {
             Route::Admin => {
@@ -192,6 +170,38 @@ impl Proxy {
                     Api::Soap => Box::pin(self.soap(parts, body, caller, target, record)).await,
                 }
             }
+        }
+    }
+
+    /// A SOAP call without a key: only a small prefix of the envelope is read,
+    /// within the head's deadline, for a local token in `fueloauth`; nothing
+    /// else is said to a caller who has not proved who it is.
+    async fn unproven_soap(
+        &self,
+        parts: Parts,
+        body: ClientBody,
+        caller: Caller,
+        record: &mut AccessRecord,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let server = &self.settings.server;
+        let limit = self.settings.soap.preauth_limit;
+        let start = {
+            let _slot = self.unproven_slot()?;
+            let read = soap::Envelope::start(body, &parts.headers, limit);
+            match tokio::time::timeout(server.header_read_timeout, read).await {
+                Ok(Ok(start)) => start,
+                Ok(Err(_)) | Err(_) => return Err(ProxyError::InboundKeyRequired),
+            }
+        };
+        let caller = caller.from_envelope(start.client_token(), &self.locals)?;
+        match route::route(&parts, &self.settings, caller.bound())? {
+            Route::Api(target) if target.api == Api::Soap => {
+                self.forwarder().soap(parts, start, target, record).await
+            }
+            _ => Err(ProxyError::BadRequest(
+                "a call that carries its local token in fueloauth must be POST /Service.asmx"
+                    .into(),
+            )),
         }
     }
 

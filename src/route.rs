@@ -18,6 +18,18 @@ use crate::token::{TokenKey, checked_scope};
 /// Paths under this prefix are the proxy's own and never forwarded.
 pub const ADMIN_PREFIX: &str = "/_proxy";
 
+/// Liveness: answered before any check (orchestrators' probes carry neither
+/// an allowed Host nor a key).
+pub const HEALTH_PATH: &str = "/_proxy/health";
+/// Readiness, per tenant or over all of them.
+pub const READY_PATH: &str = "/_proxy/ready";
+/// A person's login from a browser.
+pub const LOGIN_PATH: &str = "/_proxy/login";
+
+/// What a browser asks every host for. SFMC's APIs have no icon, so it is
+/// answered here: forwarded, it would cost a token and show up as an error.
+pub const FAVICON_PATH: &str = "/favicon.ico";
+
 /// The path SDKs post to for a token (`{auth_url}/v2/token`): the broker's.
 pub const TOKEN_PATH: &str = "/v2/token";
 

@@ -8,6 +8,11 @@ use std::time::Duration;
 /// credentials unless the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
+/// `server.allowed_hosts` without inbound keys: the loopback names (plus the
+/// listen address itself), since any other name may be a web page that
+/// rebound its own name to this address.
+pub const DEFAULT_ALLOWED_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
 /// `server.header_read_timeout`: time a new connection has to send its first
 /// request head (slowloris).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);

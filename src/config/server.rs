@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::defaults::{
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_ALLOWED_HOSTS, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
 };
 use super::raw::RawServer;
@@ -112,8 +112,7 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
             // Without keys (loopback, or a container published on the host's
             // loopback) only loopback names: anything else may be a web page
             // that rebound its own name to this address.
-            let mut hosts: Vec<String> =
-                ["localhost", "127.0.0.1", "[::1]"].map(String::from).into();
+            let mut hosts: Vec<String> = DEFAULT_ALLOWED_HOSTS.map(String::from).into();
             let own = super::values::host_of_ip(listen.ip());
             if !listen.ip().is_unspecified() && !hosts.contains(&own) {
                 hosts.push(own);

@@ -30,8 +30,6 @@ pub mod sfmc;
 pub mod store;
 mod types;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -42,54 +40,11 @@ use tokio::time::Instant;
 pub use key::{KeyRefused, TokenKey, checked_scope};
 pub use limits::Limits;
 pub use refresh::names_pkce;
-pub use types::{Token, TokenError, TokenFailure};
+use types::FetchFuture;
+pub use types::{FetchedToken, Lease, Outcome, Token, TokenError, TokenFailure, TokenSource};
 
 use crate::config::TokenSettings;
-use crate::upstream::InstanceBase;
 use limits::{Failure, TenantGuard};
-
-/// What a token source returns; the cache adds the timing.
-pub struct FetchedToken {
-    pub access_token: String,
-    pub expires_in: Duration,
-    pub scope: Option<String>,
-    pub rest_instance: InstanceBase,
-    pub soap_instance: Option<InstanceBase>,
-}
-
-type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<FetchedToken, TokenError>> + Send + 'a>>;
-
-/// Where tokens come from: SFMC's `/v2/token` in production, a script in tests.
-pub trait TokenSource: Send + Sync + 'static {
-    fn fetch<'a>(&'a self, key: &'a TokenKey) -> FetchFuture<'a>;
-}
-
-/// How a request got its token, for the access log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Served from the cache.
-    Hit,
-    /// Waited for a fetch (its own or a concurrent caller's).
-    Fetch,
-    /// Served a still-valid token and started its background refresh.
-    Refresh,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hit => "hit",
-            Self::Fetch => "fetch",
-            Self::Refresh => "refresh",
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct Lease {
-    pub token: Arc<Token>,
-    pub outcome: Outcome,
-}
 
 #[derive(Clone)]
 pub struct TokenCache {

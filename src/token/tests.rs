@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
 
 use super::*;
+use crate::upstream::InstanceBase;
 
 /// Hands out `token-1`, `token-2`, … after `latency`, or the scripted errors
 /// first; keys whose MID is in `refused` always get that error.

@@ -3,12 +3,15 @@
 //! `TokenFailure` (that, and when to ask again; `crate::failures` turns it
 //! into the proxy's error).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use super::FetchedToken;
+use super::TokenKey;
 use crate::config::Secret;
 use crate::upstream::{InstanceBase, InstanceRefused};
 
@@ -154,4 +157,48 @@ impl TokenError {
 pub struct TokenFailure {
     pub error: TokenError,
     pub retry_in: Duration,
+}
+
+/// What a token source returns; the cache adds the timing.
+pub struct FetchedToken {
+    pub access_token: String,
+    pub expires_in: Duration,
+    pub scope: Option<String>,
+    pub rest_instance: InstanceBase,
+    pub soap_instance: Option<InstanceBase>,
+}
+
+pub(super) type FetchFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<FetchedToken, TokenError>> + Send + 'a>>;
+
+/// Where tokens come from: SFMC's `/v2/token` in production, a script in tests.
+pub trait TokenSource: Send + Sync + 'static {
+    fn fetch<'a>(&'a self, key: &'a TokenKey) -> FetchFuture<'a>;
+}
+
+/// How a request got its token, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from the cache.
+    Hit,
+    /// Waited for a fetch (its own or a concurrent caller's).
+    Fetch,
+    /// Served a still-valid token and started its background refresh.
+    Refresh,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Fetch => "fetch",
+            Self::Refresh => "refresh",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Lease {
+    pub token: Arc<Token>,
+    pub outcome: Outcome,
 }

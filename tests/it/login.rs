@@ -502,3 +502,32 @@ async fn an_sfmc_that_refuses_pkce_tells_the_user_to_set_pkce_false() {
     assert!(stderr.contains("pkce = false"), "{stderr}");
     assert!(stderr.contains("acme"), "{stderr}");
 }
+
+/// With several tenants and no default, `/_proxy/login` must be told which:
+/// the same `unknown_tenant` refusal (and wording) as a request that names no
+/// tenant, with how to name one here. Nothing is started.
+#[tokio::test]
+async fn a_browser_login_without_a_tenant_among_several_says_how_to_name_one() {
+    let fake = start_fake().await;
+    let proxy = TestProxy::builder()
+        .tenant(Tenant::new("acme", &fake))
+        .tenant(Tenant::new("beta", &fake))
+        .start()
+        .await;
+    let reply = TestClient::new().get(&proxy, "/_proxy/login", &[]).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(reply.proxy_error(), Some("unknown_tenant"));
+    let message = reply.message();
+    assert!(message.contains("none is the default"), "{message}");
+    assert!(message.contains("/_proxy/login?tenant=NAME"), "{message}");
+    let unknown = TestClient::new()
+        .get(&proxy, "/_proxy/login?tenant=gamma", &[])
+        .await;
+    assert_eq!(unknown.proxy_error(), Some("unknown_tenant"));
+    assert!(
+        unknown.message().contains("acme, beta"),
+        "{}",
+        unknown.text()
+    );
+    assert_eq!(fake.token_requests(), 0);
+}
