@@ -21,6 +21,12 @@ pub const ADMIN_PREFIX: &str = "/_proxy";
 /// The path SDKs post to for a token (`{auth_url}/v2/token`): the broker's.
 pub const TOKEN_PATH: &str = "/v2/token";
 
+/// The paths orchestrators and Prometheus poll: their access-log events
+/// are written at debug, not info, so they do not drown the requests.
+pub fn is_probe(path: &str) -> bool {
+    matches!(path, "/_proxy/health" | "/_proxy/ready" | "/_proxy/metrics")
+}
+
 pub enum Route {
     Admin,
     /// `POST /v2/token`: the local token broker for SDK tools.
