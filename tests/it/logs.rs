@@ -256,9 +256,24 @@ async fn a_download_is_logged_when_its_body_ends_and_a_cut_one_says_so() {
     assert_eq!(event["status"], 200, "{event}");
     let sent = event["bytes_out"].as_u64().unwrap_or(u64::MAX);
     assert!(sent < size, "{event}");
+    // The same over HTTP/2, and a HEAD, whose empty body is never polled.
+    let h2 = TestClient::http2();
+    let small = 1024 * 1024;
+    let url = proxy.url(&format!("/fake/download?bytes={small}"));
+    let request = http::Request::get(url).body(empty()).expect("request");
+    assert_eq!(h2.fetch(request).await.body.len(), small);
+    let request = http::Request::head(proxy.url("/hub/v1/x")).body(empty());
+    let reply = TestClient::new().fetch(request.expect("request")).await;
+    assert_eq!((reply.status, reply.body.len()), (200, 0));
+    let events = proxy.access(2).await;
+    assert_eq!(events[0]["bytes_out"], small, "{}", events[0]);
+    assert_eq!(events[0]["completed"], true, "{}", events[0]);
+    assert_eq!(events[1]["method"], "HEAD");
+    assert_eq!(events[1]["bytes_out"], 0, "{}", events[1]);
+    assert_eq!(events[1]["completed"], true, "{}", events[1]);
     let whole = proxy.stop().await;
     let events = whole.lines().filter(|l| l.contains(ACCESS)).count();
-    assert_eq!(events, 2, "one event per request:\n{whole}");
+    assert_eq!(events, 4, "one event per request:\n{whole}");
 }
 
 #[tokio::test]
