@@ -10,7 +10,6 @@
 //! to tell a refusal, whether the request can be sent again.
 
 use http::Response;
-use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
@@ -55,16 +54,17 @@ pub(crate) async fn replay_once(
     Ok(timed_send(exchange, &fresh, record).await?.0)
 }
 
-/// One send, its time to SFMC's response head and status in the record.
+/// One send, its time to SFMC's response head (or to the request's end, if
+/// it goes away first) and status in the record.
 async fn timed_send(
     exchange: &mut impl Exchange,
     lease: &Lease,
     record: &mut AccessRecord,
 ) -> Result<(Response<ProxyBody>, bool), ProxyError> {
-    let sent = Instant::now();
+    record.upstream_sent();
     let result = exchange.send(lease).await;
     let status = result.as_ref().ok().map(|(response, _)| response.status());
-    record.upstream(sent.elapsed(), status);
+    record.upstream_answered(status);
     result
 }
 

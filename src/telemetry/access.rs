@@ -94,6 +94,8 @@ pub struct AccessRecord {
     upstream_status: Option<StatusCode>,
     /// Time spent waiting for SFMC's response heads (both sends of a replay).
     upstream: Option<Duration>,
+    /// When the send to SFMC now waiting for its answer went out.
+    sent: Option<Instant>,
     bytes_in: ByteCount,
     bytes_out: u64,
     /// Whether the response body reached its end.
@@ -140,6 +142,7 @@ impl AccessRecord {
             status: None,
             upstream_status: None,
             upstream: None,
+            sent: None,
             bytes_in,
             bytes_out: 0,
             completed: false,
@@ -167,11 +170,22 @@ impl AccessRecord {
         }
     }
 
-    /// One send to SFMC: how long its response head took, and its status
-    /// (`None`: no response).
-    pub fn upstream(&mut self, took: Duration, status: Option<StatusCode>) {
-        self.upstream = Some(self.upstream.unwrap_or_default() + took);
+    /// A send to SFMC begins; timed until [`Self::upstream_answered`], or
+    /// until the event is written if the request goes away first.
+    pub fn upstream_sent(&mut self) {
+        self.sent = Some(Instant::now());
+    }
+
+    /// SFMC's response head (its status), or `None`: no response.
+    pub fn upstream_answered(&mut self, status: Option<StatusCode>) {
+        self.add_upstream_time();
         self.upstream_status = status;
+    }
+
+    fn add_upstream_time(&mut self) {
+        if let Some(sent) = self.sent.take() {
+            self.upstream = Some(self.upstream.unwrap_or_default() + sent.elapsed());
+        }
     }
 
     pub fn request_id(&self) -> &HeaderValue {
@@ -183,6 +197,7 @@ impl AccessRecord {
         if !std::mem::take(&mut self.enabled) {
             return;
         }
+        self.add_upstream_time();
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         macro_rules! event {
             ($level:expr) => {

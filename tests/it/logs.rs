@@ -300,3 +300,38 @@ async fn log_paths_false_drops_paths_and_probes_stay_below_info() {
     assert!(!whole.contains("Jane-Doe"), "{whole}");
     assert!(!whole.contains("/_proxy/"), "{whole}");
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_before_the_answer_is_logged_once() {
+    let hole = black_hole().await;
+    let auth_url = static_auth_server(serde_json::json!({
+        "access_token": "t", "token_type": "Bearer", "expires_in": 1080,
+        "rest_instance_url": format!("http://{hole}/")
+    }))
+    .await;
+    // SFMC never answers; the client gives up long before the proxy would.
+    let builder = TestProxy::builder()
+        .response_timeout(Duration::from_secs(60))
+        .tenant(Tenant::at("acme", &auth_url));
+    let mut proxy = Binary::start("logs-hang-up", builder, "info").await;
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let gave_up = impatient.get(proxy.url("/hub/v1/slow")).send().await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    let event = &proxy.access(1).await[0];
+    assert_eq!(event["completed"], false, "{event}");
+    // The time it waited for SFMC, though no answer came.
+    let waited = event["upstream_us"].as_u64().unwrap_or_default();
+    assert!(waited > 0, "{event}");
+    assert_eq!(event["tenant"], "acme", "{event}");
+    assert!(
+        event.get("status").is_none(),
+        "no response was sent: {event}"
+    );
+    let whole = proxy.stop().await;
+    let events = whole.lines().filter(|l| l.contains(ACCESS)).count();
+    assert_eq!(events, 1, "one event:\n{whole}");
+}
