@@ -3,14 +3,14 @@
 //! one only knows their order (and that a keyless SOAP call is identified by
 //! the start of its envelope before it is routed).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::request::Parts;
 use http::{Request, Response};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 
-use crate::body::{ClientBody, IdleTimeout, ProxyBody, Sender};
+use crate::body::{ClientBody, Counted, IdleTimeout, ProxyBody, Sender};
 use crate::broker::LocalTokens;
 use crate::config::Settings;
 use crate::error::ProxyError;
@@ -18,11 +18,11 @@ use crate::forward::Forwarder;
 use crate::guard::Caller;
 use crate::login::PendingLogins;
 use crate::route::{Api, Route, Target};
-use crate::telemetry::AccessRecord;
+use crate::telemetry::{AccessRecord, Logged, X_REQUEST_ID};
 use crate::token::TokenCache;
 use crate::token::sfmc::SfmcTokenClient;
 use crate::upstream::Upstream;
-use crate::{admin, broker, guard, route, soap, tls};
+use crate::{admin, broker, guard, route, soap, telemetry, tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -79,19 +79,26 @@ impl Proxy {
     }
 
     /// Runs one request to completion of its response head; never fails: a
-    /// failure becomes the proxy's own error response.
-    pub async fn handle(&self, request: Request<hyper::body::Incoming>) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let (parts, body) = request.into_parts();
-        let idle = self.settings.server.idle_timeout;
-        let body = IdleTimeout::new(body, idle, Sender::Client);
-        let mut record = AccessRecord::new(&parts);
+    /// failure becomes the proxy's own error response. `client` is the
+    /// peer's address, for the access log; the response body writes the
+    /// request's log event when it ends.
+    pub async fn handle(
+        &self,
+        request: Request<hyper::body::Incoming>,
+        client: SocketAddr,
+    ) -> Response<Logged> {
+        let (mut parts, body) = request.into_parts();
+        let server = &self.settings.server;
+        let request_id = telemetry::request_id(&mut parts.headers);
+        let (body, bytes_in) =
+            Counted::new(IdleTimeout::new(body, server.idle_timeout, Sender::Client));
+        let mut record = AccessRecord::new(&parts, client, request_id, bytes_in, server.log_paths);
         let soap_shaped = route::soap_shaped(&parts.method, parts.uri.path());
-        let origin = guard::allowed_origin(&parts.headers, &self.settings.server);
+        let origin = guard::allowed_origin(&parts.headers, server);
         let mut response = match self.run(parts, body, &mut record).await {
             Ok(response) => response,
             Err(error) => {
-                record.error = Some(error.code());
+                record.failed(&error);
                 // A SOAP client understands a Fault, not JSON; before routing
                 // decided, the path tells.
                 if record.api.map_or(soap_shaped, |api| api == Api::Soap) {
@@ -104,8 +111,10 @@ impl Proxy {
         if let Some(origin) = origin {
             guard::grant_origin(origin, &mut response);
         }
-        record.finish(response.status(), started.elapsed());
-        response
+        let headers = response.headers_mut();
+        headers.insert(X_REQUEST_ID, record.request_id().clone());
+        let status = response.status();
+        response.map(|body| Logged::new(body, record, status))
     }
 
     async fn run(

@@ -38,7 +38,7 @@ pub(crate) async fn replay_once(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let first = token_for(tokens, target).await?;
     record.token = Some(first.outcome);
-    let (response, refused) = exchange.send(&first).await?;
+    let (response, refused) = timed_send(exchange, &first, record).await?;
     if !refused {
         return Ok(response);
     }
@@ -51,7 +51,21 @@ pub(crate) async fn replay_once(
     let fresh = token_for(tokens, target).await?;
     record.token = Some(Outcome::Fetch);
     record.replayed = true;
-    Ok(exchange.send(&fresh).await?.0)
+    Ok(timed_send(exchange, &fresh, record).await?.0)
+}
+
+/// One send, its time to SFMC's response head (or to the request's end, if
+/// it goes away first) and status in the record.
+async fn timed_send(
+    exchange: &mut impl Exchange,
+    lease: &Lease,
+    record: &mut AccessRecord,
+) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+    record.upstream_sent();
+    let result = exchange.send(lease).await;
+    let status = result.as_ref().ok().map(|(response, _)| response.status());
+    record.upstream_answered(status);
+    result
 }
 
 /// A valid token for the target, or the proxy's error naming its tenant.

@@ -25,6 +25,8 @@ pub const HEALTH_PATH: &str = "/_proxy/health";
 pub const READY_PATH: &str = "/_proxy/ready";
 /// A person's login from a browser.
 pub const LOGIN_PATH: &str = "/_proxy/login";
+/// Metrics, for Prometheus (served with the operations work).
+pub const METRICS_PATH: &str = "/_proxy/metrics";
 
 /// What a browser asks every host for. SFMC's APIs have no icon, so it is
 /// answered here: forwarded, it would cost a token and show up as an error.
@@ -32,6 +34,12 @@ pub const FAVICON_PATH: &str = "/favicon.ico";
 
 /// The path SDKs post to for a token (`{auth_url}/v2/token`): the broker's.
 pub const TOKEN_PATH: &str = "/v2/token";
+
+/// The paths orchestrators and Prometheus poll: their access-log events
+/// are written at debug, not info, so they do not drown the requests.
+pub fn is_probe(path: &str) -> bool {
+    [HEALTH_PATH, READY_PATH, METRICS_PATH].contains(&path)
+}
 
 pub enum Route {
     Admin,

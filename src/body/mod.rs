@@ -16,11 +16,14 @@ use hyper::body::Incoming;
 
 use crate::upstream::UpstreamBody;
 
+mod counted;
+
 pub use crate::idle::{BodyError, IdleTimeout, Sender};
+pub use counted::{ByteCount, Counted};
 
 /// The client's request body, cut when the client stops sending
-/// (`server.idle_timeout`).
-pub type ClientBody = IdleTimeout<Incoming>;
+/// (`server.idle_timeout`), its bytes counted for the access log.
+pub type ClientBody = Counted<IdleTimeout<Incoming>>;
 
 /// SFMC's response body, streamed to the client; its end gives the upstream
 /// connection (which sends `ProxyBody` requests) back to the pool.

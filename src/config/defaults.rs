@@ -28,6 +28,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// nginx and Go's server use 100 to 250).
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 
+/// `server.log_paths`: the access log names each request's path (never its
+/// query); off for users whose paths carry customer data.
+pub const DEFAULT_LOG_PATHS: bool = true;
+
 /// `token.refresh_before_expiry`: SFMC tokens live about 20 minutes.
 pub const DEFAULT_REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(120);
 

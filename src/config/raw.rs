@@ -30,6 +30,7 @@ pub(super) struct RawServer {
     pub idle_timeout: Option<String>,
     pub max_concurrent_streams: Option<u32>,
     pub worker_threads: Option<usize>,
+    pub log_paths: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

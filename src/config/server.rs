@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::defaults::{
     DEFAULT_ALLOWED_HOSTS, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
-    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_LOG_PATHS, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
 };
 use super::raw::RawServer;
 use super::values::{Expander, duration_or};
@@ -39,6 +39,8 @@ pub struct ServerSettings {
     /// Threads of the async runtime that serves requests; `None`: see
     /// [`ServerSettings::runtime_threads`].
     pub worker_threads: Option<usize>,
+    /// Whether the access log names each request's path (never its query).
+    pub log_paths: bool,
 }
 
 /// The default runtime size is capped here: a sidecar for SFMC traffic (SFMC
@@ -176,5 +178,6 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
         idle_timeout,
         max_concurrent_streams,
         worker_threads: raw.worker_threads,
+        log_paths: raw.log_paths.unwrap_or(DEFAULT_LOG_PATHS),
     })
 }

@@ -13,6 +13,7 @@ mod activity;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,9 +83,9 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Usually out of file descriptors: pause rather than spin.
                     tracing::warn!(%error, "accept failed");
@@ -132,7 +133,14 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
             activity: Activity::new(),
             permit,
         };
-        connection.spawn(stream, &proxy, &builder, &registry, &graceful, &server);
+        connection.spawn(
+            (stream, peer),
+            &proxy,
+            &builder,
+            &registry,
+            &graceful,
+            &server,
+        );
     }
     drop(listener);
     tokio::select! {
@@ -150,7 +158,7 @@ struct Connection {
 impl Connection {
     fn spawn(
         self,
-        stream: TcpStream,
+        (stream, peer): (TcpStream, SocketAddr),
         proxy: &Arc<Proxy>,
         builder: &auto::Builder<TokioExecutor>,
         registry: &Arc<Registry>,
@@ -164,7 +172,7 @@ impl Connection {
             // head is ready; the body then streams under the idle deadline.
             let busy = activity.begin_request();
             async move {
-                let response = proxy.handle(request).await;
+                let response = proxy.handle(request, peer).await;
                 drop(busy);
                 Ok::<_, Infallible>(response.map(|body| Streaming::new(body, activity)))
             }

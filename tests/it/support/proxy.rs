@@ -85,6 +85,10 @@ impl ProxyBuilder {
         self.set(&["server"], "allowed_origins", strings(origins))
     }
 
+    pub fn log_paths(self, on: bool) -> Self {
+        self.set(&["server"], "log_paths", on)
+    }
+
     pub fn max_connections(self, n: usize) -> Self {
         self.set(&["server"], "max_connections", integer(n))
     }
