@@ -30,6 +30,7 @@ pub(super) struct RawServer {
     pub idle_timeout: Option<String>,
     pub max_concurrent_streams: Option<u32>,
     pub worker_threads: Option<usize>,
+    pub ready_requires: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +42,7 @@ pub(super) struct RawToken {
     pub rate_burst: Option<u32>,
     pub rate_interval: Option<String>,
     pub max_keys: Option<usize>,
+    pub prefetch: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

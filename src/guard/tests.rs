@@ -39,6 +39,7 @@ fn server(keys: &[&str], origins: &[&str]) -> ServerSettings {
         idle_timeout: std::time::Duration::from_secs(1),
         max_concurrent_streams: 100,
         worker_threads: None,
+        ready_requires: crate::config::ReadyRequires::All,
     }
 }
 
