@@ -78,20 +78,20 @@ fn log_ok(tenant: &Tenant, lease: &Lease) {
 
 fn log_failure(tenant: &Tenant, error: &ProxyError) {
     let body = error.json_body();
-    let field = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
-    let (sfmc_error, sfmc_error_description) =
-        (field("sfmc_error"), field("sfmc_error_description"));
-    let said = match (sfmc_error.as_str(), sfmc_error_description.as_str()) {
-        ("", _) => String::new(),
-        (code, "") => format!(" SFMC said: {code}."),
-        (code, description) => format!(" SFMC said: {code}: {description}"),
+    let sfmc_error = body["sfmc_error"].as_str();
+    let sfmc_error_description = body["sfmc_error_description"].as_str();
+    let said = match (sfmc_error, sfmc_error_description) {
+        (Some(code), Some(description)) => format!(" SFMC said: {code}: {description}."),
+        (Some(code), None) => format!(" SFMC said: {code}."),
+        _ => String::new(),
     };
+    // The error's message names the tenant and what to check.
     tracing::warn!(
         tenant = %tenant.name,
         error = error.code(),
         sfmc_error,
         sfmc_error_description,
-        "prefetch: tenant `{}` could not get a token: {error}.{said} Requests for it fail until this is fixed; `sfmc-proxy check` tries again, and /_proxy/ready?tenant={} shows when it works",
+        "prefetch: {error}.{said} Requests for tenant `{}` fail until this is fixed (the proxy asks again after its backoff); `sfmc-proxy check` tries at once, and /_proxy/ready?tenant={} shows when it works",
         tenant.name,
         tenant.name,
     );
