@@ -1,5 +1,5 @@
 //! The proxy's own paths under `/_proxy/`, never forwarded: liveness
-//! (`health`), readiness (`ready`: every tenant can get a token) and the
+//! (`health`), readiness (`ready`: each tenant's state, see `readiness`) and the
 //! browser login for Web/Public App tenants (`login`); and `/favicon.ico`,
 //! which a browser asks every host for. Metrics and the status
 //! page come with their own work.
@@ -9,13 +9,13 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
-use tokio::time::Instant;
 
 use crate::body::{ProxyBody, json_response};
 use crate::config::Settings;
 use crate::error::ProxyError;
-use crate::failures::{no_tenant, token_failure};
+use crate::failures::no_tenant;
 use crate::login::PendingLogins;
+use crate::readiness;
 use crate::route::{LOGIN_PATH, READY_PATH};
 use crate::token::sfmc::SfmcTokenClient;
 use crate::token::{TokenCache, TokenKey};
@@ -49,42 +49,79 @@ pub async fn handle(
     context: &Context<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     match parts.uri.path() {
-        READY_PATH => Ok(ready(context).await),
+        READY_PATH => ready(parts, context).await,
         LOGIN_PATH => login(parts, context).await,
         other => Err(ProxyError::NotFound(other.to_owned())),
     }
 }
 
-/// 200 when every tenant's default business unit has a token (fetched if need
-/// be, within the usual backoff), else 503; either way, per tenant what is wrong.
-async fn ready(context: &Context<'_>) -> Response<ProxyBody> {
-    let mut tenants = Map::new();
-    let mut all_ready = true;
-    for tenant in &context.settings.tenants {
-        let state = match TokenKey::for_tenant(tenant, None, None) {
-            Ok(key) => match context.tokens.get(&key).await {
-                Ok(lease) => json!({
-                    "ready": true,
-                    "expires_in_s": lease.token.expires_at.saturating_duration_since(Instant::now()).as_secs(),
-                }),
-                Err(failure) => not_ready(token_failure(failure, &tenant.name)),
-            },
-            Err(refused) => not_ready(refused.into()),
-        };
-        all_ready &= state["ready"] == true;
-        tenants.insert(tenant.name.to_string(), state);
+/// `/_proxy/ready?tenant=NAME`: 200 when that tenant is `ready` or
+/// `degraded`, else 503. Plain `/_proxy/ready`: `server.ready_requires` over
+/// all tenants (see `readiness::overall`), and each tenant's state. Neither
+/// joins a token fetch in flight nor fetches for a key in backoff.
+async fn ready(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBody>, ProxyError> {
+    let settings = context.settings;
+    if let Some(name) = query_param(parts, "tenant") {
+        let tenant = settings.tenant_or_default(Some(&name)).map_err(|missing| {
+            no_tenant(missing, settings, "name one: /_proxy/ready?tenant=NAME")
+        })?;
+        let report = readiness::check(tenant, context.tokens).await;
+        let mut body = tenant_state(&report);
+        body.insert("tenant".into(), json!(&*tenant.name));
+        return Ok(json_response(
+            status(report.state.serving()),
+            &Value::Object(body),
+        ));
     }
-    let status = if all_ready {
+    let reports = readiness::check_all(&settings.tenants, context.tokens).await;
+    let states: Vec<_> = reports.iter().map(|r| r.state).collect();
+    let requires = settings.server.ready_requires;
+    let ready = readiness::overall(&states, requires);
+    let tenants: Map<String, Value> = settings
+        .tenants
+        .iter()
+        .zip(&reports)
+        .map(|(tenant, report)| (tenant.name.to_string(), Value::Object(tenant_state(report))))
+        .collect();
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "ready_requires": requires.as_str(),
+        "tenants": tenants,
+    });
+    Ok(json_response(status(ready), &body))
+}
+
+fn status(ready: bool) -> StatusCode {
+    if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({"status": if all_ready { "ready" } else { "not_ready" }, "tenants": tenants});
-    json_response(status, &body)
+    }
 }
 
-fn not_ready(error: ProxyError) -> Value {
-    json!({"ready": false, "error": error.code(), "message": error.to_string()})
+/// `state`, `ready`, and either the token's time left or the error a request
+/// would get (code, message, SFMC's `sfmc_error` and description). Never a token.
+fn tenant_state(report: &readiness::Report) -> Map<String, Value> {
+    let mut state = match &report.error {
+        Some(error) => match error.json_body() {
+            Value::Object(body) => body,
+            _ => Map::new(),
+        },
+        None => Map::new(),
+    };
+    state.remove("tenant");
+    state.insert("state".into(), json!(report.state.as_str()));
+    state.insert("ready".into(), json!(report.state.serving()));
+    if let Some(left) = report.expires_in {
+        state.insert("expires_in_s".into(), json!(left.as_secs()));
+    }
+    state
+}
+
+fn query_param(parts: &Parts, name: &str) -> Option<String> {
+    form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// `GET /_proxy/login?tenant=NAME[&account_id=MID]`: starts a person's login

@@ -30,7 +30,12 @@
 //!   instance address (`InstanceBase`, checked before a token goes there).
 //! - `soap`: the token into a SOAP envelope (namespace-aware, streaming), SOAP faults.
 //! - [`headers`]: hop-by-hop and control-header stripping.
-//! - `admin`: the proxy's own `/_proxy/*` paths (health, ready, the browser login).
+//! - `admin`: the proxy's own `/_proxy/*` paths (health, ready, the browser
+//!   login); `readiness`: each tenant's state (`ready`, `starting`,
+//!   `login_required`, `failing`, `degraded`) and the `server.ready_requires`
+//!   rule, read from the token cache without ever joining a fetch in flight.
+//! - `prefetch`: at start, each client-credentials tenant's default token,
+//!   fetched in the background, and one log line per tenant saying how it went.
 //! - [`login`]: a person's login (authorization code, PKCE) for `sfmc-proxy
 //!   login` and `/_proxy/login` alike: start, the TLS listener for the
 //!   redirect, pending browser logins, the code exchange.
@@ -69,7 +74,9 @@ pub mod guard;
 pub mod headers;
 pub(crate) mod idle;
 pub mod login;
+pub(crate) mod prefetch;
 pub(crate) mod proxy;
+pub(crate) mod readiness;
 pub(crate) mod replay;
 pub mod route;
 pub mod server;

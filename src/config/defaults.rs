@@ -44,6 +44,14 @@ pub const DEFAULT_REPLAY_BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_RATE_BURST: u32 = 4;
 pub const DEFAULT_RATE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// `token.prefetch`: fetch each client-credentials tenant's default token
+/// at start, so a wrong secret shows in the log at once.
+pub const DEFAULT_PREFETCH: bool = true;
+
+/// `server.ready_requires`: `/_proxy/ready` is 200 only when every tenant
+/// (login tenants aside) is ready.
+pub const DEFAULT_READY_REQUIRES: super::ReadyRequires = super::ReadyRequires::All;
+
 /// `token.max_keys`: (tenant, business unit, scope) keys the cache holds.
 pub const DEFAULT_MAX_KEYS: usize = 1024;
 

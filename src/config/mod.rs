@@ -31,7 +31,8 @@ pub use defaults::{DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN};
 pub use grant::{AppType, Grant};
 use raw::RawConfig;
 pub use server::{
-    MAX_DEFAULT_WORKER_THREADS, MAX_WORKER_THREADS, ServerSettings, default_worker_threads,
+    MAX_DEFAULT_WORKER_THREADS, MAX_WORKER_THREADS, ReadyRequires, ServerSettings,
+    default_worker_threads,
 };
 pub use soap::SoapSettings;
 pub use tenant::Tenant;

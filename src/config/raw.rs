@@ -31,6 +31,7 @@ pub(super) struct RawServer {
     pub max_concurrent_streams: Option<u32>,
     pub worker_threads: Option<usize>,
     pub log_paths: Option<bool>,
+    pub ready_requires: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +43,7 @@ pub(super) struct RawToken {
     pub rate_burst: Option<u32>,
     pub rate_interval: Option<String>,
     pub max_keys: Option<usize>,
+    pub prefetch: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,6 @@
 //! `[server]`: where the proxy listens and what it lets in — inbound keys,
 //! allowed Host names and browser origins, connection limits and timeouts,
-//! the runtime's threads.
+//! the runtime's threads, and what plain `/_proxy/ready` requires.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::defaults::{
     DEFAULT_ALLOWED_HOSTS, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_LOG_PATHS, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READY_REQUIRES,
 };
 use super::raw::RawServer;
 use super::values::{Expander, duration_or};
@@ -41,6 +42,40 @@ pub struct ServerSettings {
     pub worker_threads: Option<usize>,
     /// Whether the access log names each request's path (never its query).
     pub log_paths: bool,
+    /// How plain `/_proxy/ready` combines the tenants' states.
+    pub ready_requires: ReadyRequires,
+}
+
+/// `server.ready_requires`: which tenants must be ready (or degraded) for
+/// plain `/_proxy/ready` to answer 200. Tenants waiting for a person's login
+/// are left out of either rule unless every tenant is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyRequires {
+    /// Every tenant (one broken tenant takes the instance out of service).
+    All,
+    /// At least one (an instance that serves some tenants stays in service).
+    Any,
+}
+
+impl ReadyRequires {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Any => "any",
+        }
+    }
+
+    fn parse(text: Option<&str>) -> Result<Self, ConfigError> {
+        match text {
+            None => Ok(DEFAULT_READY_REQUIRES),
+            Some("all") => Ok(Self::All),
+            Some("any") => Ok(Self::Any),
+            Some(other) => Err(invalid(
+                "server.ready_requires",
+                format!("`{other}` is neither \"all\" nor \"any\""),
+            )),
+        }
+    }
 }
 
 /// The default runtime size is capped here: a sidecar for SFMC traffic (SFMC
@@ -166,6 +201,7 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
             ),
         ));
     }
+    let ready_requires = ReadyRequires::parse(raw.ready_requires.as_deref())?;
     Ok(ServerSettings {
         listen,
         public_url,
@@ -179,5 +215,6 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
         max_concurrent_streams,
         worker_threads: raw.worker_threads,
         log_paths: raw.log_paths.unwrap_or(DEFAULT_LOG_PATHS),
+        ready_requires,
     })
 }

@@ -1,14 +1,14 @@
 //! `[token]`: when tokens are refreshed, how much of a body is held for a
 //! replay, the rate limit of token requests to SFMC, how many keys the cache
-//! holds, and where login tenants' refresh tokens are kept (`store_file`,
+//! holds, whether default tokens are fetched at start (`prefetch`), and where login tenants' refresh tokens are kept (`store_file`,
 //! whose default is decided here, beside the setting).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::defaults::{
-    DEFAULT_MAX_KEYS, DEFAULT_RATE_BURST, DEFAULT_RATE_INTERVAL, DEFAULT_REFRESH_BEFORE_EXPIRY,
-    DEFAULT_REPLAY_BODY_LIMIT,
+    DEFAULT_MAX_KEYS, DEFAULT_PREFETCH, DEFAULT_RATE_BURST, DEFAULT_RATE_INTERVAL,
+    DEFAULT_REFRESH_BEFORE_EXPIRY, DEFAULT_REPLAY_BODY_LIMIT,
 };
 use super::raw::RawToken;
 use super::values::{Expander, duration_or, size_or};
@@ -26,6 +26,8 @@ pub struct TokenSettings {
     pub rate_interval: Duration,
     /// (tenant, business unit, scope) keys the token cache holds at most.
     pub max_keys: usize,
+    /// Fetch each client-credentials tenant's default token at start.
+    pub prefetch: bool,
 }
 
 pub(super) fn validate(raw: RawToken, ex: &Expander<'_>) -> Result<TokenSettings, ConfigError> {
@@ -68,6 +70,7 @@ pub(super) fn validate(raw: RawToken, ex: &Expander<'_>) -> Result<TokenSettings
         rate_burst,
         rate_interval,
         max_keys,
+        prefetch: raw.prefetch.unwrap_or(DEFAULT_PREFETCH),
     })
 }
 

@@ -1,7 +1,8 @@
 //! Accepting connections: HTTP/1.1 and h2c on one listener, every connection
 //! bounded in time and size, a connection limit that sheds the longest-idle
 //! connection rather than locking new clients out, and graceful shutdown that
-//! lets in-flight requests finish.
+//! lets in-flight requests finish. Start-up work (the token prefetch) is begun
+//! here, so the binary and the tests that call [`run`] both do it.
 //!
 //! Limits per connection: `header_read_timeout` until its first request head
 //! (hyper bounds later HTTP/1 heads itself), `idle_timeout` while nothing is
@@ -74,8 +75,13 @@ fn builder(server: &ServerSettings) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves an already-built proxy (the demo and `check` share one).
+/// Serves an already-built proxy (the demo and `check` share one). The
+/// start-up prefetch (`token.prefetch`) is begun before the first connection
+/// is accepted, so the first readiness probe sees it.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+    if proxy.settings().token.prefetch {
+        crate::prefetch::start(proxy.settings(), proxy.tokens());
+    }
     let server = proxy.settings().server.clone();
     let builder = Arc::new(builder(&server));
     let connections = Arc::new(Semaphore::new(server.max_connections));

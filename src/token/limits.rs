@@ -153,6 +153,13 @@ impl TenantGuard {
         state.failure.as_ref().and_then(|f| f.active(now))
     }
 
+    /// The last tenant-wide refusal, even once its window is over (cleared
+    /// by a success).
+    pub(super) fn last_failure(&self, now: Instant) -> Option<TokenFailure> {
+        let state = crate::sync::lock(&self.state);
+        state.failure.as_ref().map(|f| f.as_failure(now))
+    }
+
     pub(super) fn record_failure(&self, error: TokenError, now: Instant) -> TokenFailure {
         let mut state = crate::sync::lock(&self.state);
         let failure = Failure::next(state.failure.as_ref(), error, now);

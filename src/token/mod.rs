@@ -20,9 +20,12 @@
 //!   used idle key (no fetch in flight, nobody holding it) makes room.
 //! - `invalidate` drops a token only if it is still the one that failed, so a
 //!   late 401 never throws away a token another request just fetched.
+//! - `try_get` (see `attempt`) is `get` for readiness probes and the start-up
+//!   prefetch: it never waits on another caller's fetch, and says so instead.
 //!
 //! This module knows nothing of HTTP serving; `sfmc` is the `/v2/token` client.
 
+mod attempt;
 mod key;
 mod limits;
 mod refresh;
@@ -37,6 +40,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
+pub use attempt::{Attempt, Fetch};
 pub use key::{KeyRefused, TokenKey, checked_scope};
 pub use limits::Limits;
 pub use refresh::names_pkce;
@@ -66,8 +70,9 @@ struct Inner {
 struct Slot {
     /// Held only to read or swap a pointer: never across an await.
     state: RwLock<SlotState>,
-    /// Serialises fetches for this key (single-flight).
-    fetch_lock: tokio::sync::Mutex<()>,
+    /// Serialises fetches for this key (single-flight). In an `Arc` so that
+    /// `try_get` can take it before the task that fetches exists.
+    fetch_lock: Arc<tokio::sync::Mutex<()>>,
     /// Set while a background refresh task exists, so only one is spawned.
     refreshing: AtomicBool,
     /// Milliseconds since `Inner::epoch` of the last use, for eviction.
@@ -104,6 +109,12 @@ impl Slot {
             Some(failure) => Check::Failed(failure),
             None => Check::Missing,
         }
+    }
+
+    /// The last refusal recorded for this key, even once its window is over.
+    fn last_failure(&self, now: Instant) -> Option<TokenFailure> {
+        let state = crate::sync::read(&self.state);
+        state.failure.as_ref().map(|f| f.as_failure(now))
     }
 
     fn in_backoff(&self, now: Instant) -> bool {
@@ -180,18 +191,8 @@ impl TokenCache {
     pub async fn get(&self, key: &TokenKey) -> Result<Lease, TokenFailure> {
         let now = Instant::now();
         let slot = self.slot(key, now)?;
-        match slot.check(now) {
-            Check::Fresh(token) => return Ok(lease(token, Outcome::Hit)),
-            Check::Stale(token) => {
-                self.refresh_in_background(key, &slot);
-                return Ok(lease(token, Outcome::Refresh));
-            }
-            Check::Failed(failure) => return Err(failure),
-            Check::Missing => {}
-        }
-        // A refusal of the package holds back every key of the tenant.
-        if let Some(failure) = self.inner.tenant(&key.tenant).failed(now) {
-            return Err(failure);
+        if let Some(answer) = self.without_fetch(key, &slot, now) {
+            return answer;
         }
         // The fetch runs in its own task: a caller that goes away (client
         // disconnect, timeout) must not cancel it half-way — a refresh token
@@ -199,27 +200,31 @@ impl TokenCache {
         let (inner, key, slot) = (self.inner.clone(), key.clone(), slot.clone());
         let fetch = tokio::spawn(async move {
             let _single_flight = slot.fetch_lock.lock().await;
-            // Whoever held the lock before us may have fetched (or failed) already.
-            let now = Instant::now();
-            match slot.check(now) {
-                Check::Fresh(token) | Check::Stale(token) => Ok(token),
-                Check::Failed(failure) => Err(failure),
-                Check::Missing => match inner.tenant(&key.tenant).failed(now) {
-                    Some(failure) => Err(failure),
-                    None => inner.fetch_into(&key, &slot).await,
-                },
-            }
+            inner.fetch_locked(&key, &slot).await
         });
-        match fetch.await {
-            Ok(result) => result.map(|token| lease(token, Outcome::Fetch)),
-            Err(join_error) => Err(TokenFailure {
-                error: TokenError::Unavailable {
-                    reason: format!("the token fetch task failed: {join_error}"),
-                    retryable: false,
-                },
-                retry_in: Duration::ZERO,
-            }),
+        Fetch(fetch).finish().await
+    }
+
+    /// What `get` answers without fetching: a valid token (a stale one's
+    /// refresh started), or the refusal whose backoff window is open; `None`
+    /// when a fetch is needed.
+    fn without_fetch(
+        &self,
+        key: &TokenKey,
+        slot: &Arc<Slot>,
+        now: Instant,
+    ) -> Option<Result<Lease, TokenFailure>> {
+        match slot.check(now) {
+            Check::Fresh(token) => return Some(Ok(lease(token, Outcome::Hit))),
+            Check::Stale(token) => {
+                self.refresh_in_background(key, slot);
+                return Some(Ok(lease(token, Outcome::Refresh)));
+            }
+            Check::Failed(failure) => return Some(Err(failure)),
+            Check::Missing => {}
         }
+        // A refusal of the package holds back every key of the tenant.
+        self.inner.tenant(&key.tenant).failed(now).map(Err)
     }
 
     /// Caches a token obtained outside `get` (a login's code exchange), so the
@@ -316,6 +321,20 @@ impl Inner {
     fn tick(&self, now: Instant) -> u64 {
         let millis = now.saturating_duration_since(self.epoch).as_millis();
         u64::try_from(millis).unwrap_or(u64::MAX)
+    }
+
+    /// With the slot's fetch lock held: whoever held it before may have
+    /// fetched (or failed) already; else fetches.
+    async fn fetch_locked(&self, key: &TokenKey, slot: &Slot) -> Result<Arc<Token>, TokenFailure> {
+        let now = Instant::now();
+        match slot.check(now) {
+            Check::Fresh(token) | Check::Stale(token) => Ok(token),
+            Check::Failed(failure) => Err(failure),
+            Check::Missing => match self.tenant(&key.tenant).failed(now) {
+                Some(failure) => Err(failure),
+                None => self.fetch_into(key, slot).await,
+            },
+        }
     }
 
     /// Fetches (with retries for transient failures) and records the result.

@@ -497,3 +497,49 @@ async fn a_full_key_map_with_every_key_fetching_refuses_naming_max_keys() {
     assert!(cache.get(&key(Some("3"))).await.is_ok());
     assert_eq!(cache.inner.slots.len(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn try_get_never_joins_a_fetch_in_flight_and_sends_nothing_in_backoff() {
+    let source = ScriptedSource::new(Duration::from_secs(3));
+    let cache = cache(&source);
+    // The first call starts the fetch, holding its lock before it returns.
+    let Attempt::Started(fetch) = cache.try_get(&key(None)) else {
+        panic!("nothing cached, nothing in flight: a fetch starts");
+    };
+    // Later callers are told a fetch is in flight, with no failure yet.
+    assert!(matches!(
+        cache.try_get(&key(None)),
+        Attempt::Busy { last: None }
+    ));
+    assert_eq!(fetch.finish().await.expect("token").outcome, Outcome::Fetch);
+    assert_eq!(source.calls(), 1);
+    let Attempt::Done(Ok(lease)) = cache.try_get(&key(None)) else {
+        panic!("a cached token is answered at once");
+    };
+    assert_eq!(lease.outcome, Outcome::Hit);
+
+    // A refusal: answered from the backoff window, nothing sent.
+    source.fail_next(rejected(), 2);
+    let Attempt::Started(fetch) = cache.try_get(&key(Some("200"))) else {
+        panic!("a new key is fetched");
+    };
+    assert!(fetch.finish().await.is_err());
+    for _ in 0..5 {
+        assert!(matches!(
+            cache.try_get(&key(Some("200"))),
+            Attempt::Done(Err(_))
+        ));
+    }
+    assert_eq!(source.calls(), 2);
+    // Once the window is over, a fetch in flight reports the last refusal.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let Attempt::Started(again) = cache.try_get(&key(Some("200"))) else {
+        panic!("the window is over: fetched again");
+    };
+    let Attempt::Busy { last: Some(last) } = cache.try_get(&key(Some("200"))) else {
+        panic!("busy, with the last refusal");
+    };
+    assert_eq!(last.error, rejected());
+    assert!(again.finish().await.is_err());
+    assert_eq!(source.calls(), 3);
+}

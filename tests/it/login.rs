@@ -393,6 +393,7 @@ async fn the_proxys_login_page_logs_in_through_the_browser_and_ready_turns_green
     let before = client.get(&proxy, "/_proxy/ready", &[]).await;
     assert_eq!(before.status, 503, "no login yet");
     assert_eq!(before.json()["tenants"]["acme"]["error"], "login_required");
+    assert_eq!(before.json()["tenants"]["acme"]["state"], "login_required");
 
     let start = client.get(&proxy, "/_proxy/login?tenant=acme", &[]).await;
     assert_eq!(start.status, 302, "{}", start.text());
@@ -419,6 +420,7 @@ async fn the_proxys_login_page_logs_in_through_the_browser_and_ready_turns_green
     let after = client.get(&proxy, "/_proxy/ready", &[]).await;
     assert_eq!(after.status, 200, "{}", after.text());
     assert_eq!(after.json()["tenants"]["acme"]["ready"], true);
+    assert_eq!(after.json()["tenants"]["acme"]["state"], "ready");
     assert_eq!(client.get(&proxy, "/hub/v1/x", &[]).await.status, 200);
     assert_eq!(
         login.fake.token_requests(),

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod admin;
 mod broker;
 mod cli;
 mod guard;

@@ -352,6 +352,7 @@ async fn ready_says_whether_every_tenant_can_get_a_token() {
     assert_eq!(ready.status, 200, "{}", ready.text());
     assert_eq!(ready.json()["status"], "ready");
     assert_eq!(ready.json()["tenants"]["acme"]["ready"], true);
+    assert_eq!(ready.json()["tenants"]["acme"]["state"], "ready");
     assert!(!ready.text().contains("fake-"), "no token in the answer");
 
     let refused = setup().await;
@@ -366,4 +367,5 @@ async fn ready_says_whether_every_tenant_can_get_a_token() {
         .await;
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["tenants"]["acme"]["error"], "token_rejected");
+    assert_eq!(ready.json()["tenants"]["acme"]["state"], "failing");
 }

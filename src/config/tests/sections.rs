@@ -135,3 +135,20 @@ fn token_rate_limits_and_key_bound_have_defaults_and_are_checked() {
         assert_eq!(error_key(&format!("[token]\n{line}\n{MINIMAL}")), key);
     }
 }
+
+#[test]
+fn ready_requires_and_prefetch_have_defaults_and_refuse_other_values() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(settings.server.ready_requires, ReadyRequires::All);
+    assert!(settings.token.prefetch, "prefetch is on by default");
+    let set = parse(&format!(
+        "[server]\nready_requires = \"any\"\n[token]\nprefetch = false\n{MINIMAL}"
+    ))
+    .expect("valid");
+    assert_eq!(set.server.ready_requires, ReadyRequires::Any);
+    assert!(!set.token.prefetch);
+    let wrong = format!("[server]\nready_requires = \"most\"\n{MINIMAL}");
+    assert_eq!(error_key(&wrong), "server.ready_requires");
+    let typed = format!("[token]\nprefetch = \"yes\"\n{MINIMAL}");
+    assert!(parse(&typed).is_err(), "prefetch is a boolean");
+}

@@ -1,6 +1,6 @@
 //! Proxies for the tests, configured with typed builders: `TestProxy::builder()`
 //! sets the `[server]`, `[upstream]`, `[token]`, `[soap]` and `[broker]` keys the
-//! tests use, `Tenant` a `[tenants.NAME]` table, and `Setup::builder()` both for
+//! tests use (with the start-up prefetch off unless a test turns it on), `Tenant` a `[tenants.NAME]` table, and `Setup::builder()` both for
 //! one fake tenant `acme`. The builders render TOML and the real parser
 //! (`Settings::from_toml`) reads it, so the config path is the one users take.
 
@@ -23,8 +23,10 @@ pub struct TestProxy {
 }
 
 impl TestProxy {
+    /// Prefetch off (`token.prefetch = false`): tests that count token
+    /// requests count only their own; `.prefetch(true)` turns it on.
     pub fn builder() -> ProxyBuilder {
-        ProxyBuilder::default()
+        ProxyBuilder::default().prefetch(false)
     }
 
     async fn serve(settings: Settings) -> TestProxy {
@@ -97,6 +99,11 @@ impl ProxyBuilder {
         self.set(&["server"], "header_read_timeout", duration(timeout))
     }
 
+    /// `"all"` or `"any"`.
+    pub fn ready_requires(self, requires: &str) -> Self {
+        self.set(&["server"], "ready_requires", requires)
+    }
+
     pub fn max_concurrent_streams(self, n: u32) -> Self {
         self.set(&["server"], "max_concurrent_streams", integer(n))
     }
@@ -128,6 +135,11 @@ impl ProxyBuilder {
 
     pub fn rate_interval(self, interval: Duration) -> Self {
         self.set(&["token"], "rate_interval", duration(interval))
+    }
+
+    /// `token.prefetch`: off unless a test turns it on.
+    pub fn prefetch(self, prefetch: bool) -> Self {
+        self.set(&["token"], "prefetch", prefetch)
     }
 
     pub fn max_keys(self, n: usize) -> Self {
