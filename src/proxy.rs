@@ -134,7 +134,9 @@ impl Proxy {
             return Ok(answer);
         }
         // A browser's icon request carries no credential and needs none.
-        if parts.method == http::Method::GET && parts.uri.path() == route::FAVICON_PATH {
+        if matches!(parts.method, http::Method::GET | http::Method::HEAD)
+            && parts.uri.path() == route::FAVICON_PATH
+        {
             return Ok(admin::favicon());
         }
         // Who is calling comes before routing, whose errors name tenants.

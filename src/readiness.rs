@@ -57,6 +57,9 @@ impl State {
     }
 }
 
+/// How long a probe waits for a fetch it started before answering `starting`.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+
 /// One tenant's state and what explains it.
 #[derive(Debug)]
 pub struct Report {
@@ -91,7 +94,19 @@ fn start(tenant: &Tenant, tokens: &TokenCache) -> Result<Attempt, ProxyError> {
 async fn finish(tenant: &Tenant, attempt: Result<Attempt, ProxyError>) -> Report {
     let result = match attempt {
         Ok(Attempt::Done(result)) => result,
-        Ok(Attempt::Started(fetch)) => fetch.finish().await,
+        // The fetch runs in its own task: a probe waits for it a moment at
+        // most (a hung auth host must not hang the probe), then says `starting`.
+        Ok(Attempt::Started(fetch)) => match tokio::time::timeout(PROBE_WAIT, fetch.finish()).await
+        {
+            Ok(result) => result,
+            Err(_) => {
+                return Report {
+                    state: State::Starting,
+                    expires_in: None,
+                    error: None,
+                };
+            }
+        },
         Ok(Attempt::Busy {
             last: Some(failure),
         }) => Err(failure),

@@ -12,7 +12,7 @@ use crate::error::ProxyError;
 use crate::headers::strip_request_headers;
 use crate::replay;
 use crate::route::Target;
-use crate::telemetry::AccessRecord;
+use crate::telemetry::{AccessRecord, X_REQUEST_ID};
 use crate::token::Lease;
 use crate::upstream::Upstream;
 
@@ -28,6 +28,9 @@ impl Forwarder<'_> {
         let body = OutboundBody::prepare(body, self.replay_limit).await?;
         let mut headers = parts.headers;
         strip_request_headers(&mut headers);
+        // Again after the strip: a client's `Connection: x-request-id` must
+        // not keep from SFMC the id the log and the client are given.
+        headers.insert(X_REQUEST_ID, record.request_id().clone());
         let mut exchange = RestExchange {
             upstream: self.upstream,
             method: parts.method,

@@ -13,7 +13,7 @@ use crate::headers::strip_request_headers;
 use crate::replay;
 use crate::route::Target;
 use crate::soap::{self, Envelope, EnvelopeStart};
-use crate::telemetry::AccessRecord;
+use crate::telemetry::{AccessRecord, X_REQUEST_ID};
 use crate::token::Lease;
 
 impl Forwarder<'_> {
@@ -30,6 +30,9 @@ impl Forwarder<'_> {
         let envelope = start.finish(self.replay_limit).await?;
         let mut headers = parts.headers;
         strip_request_headers(&mut headers);
+        // Again after the strip: a client's `Connection: x-request-id` must
+        // not keep from SFMC the id the log and the client are given.
+        headers.insert(X_REQUEST_ID, record.request_id().clone());
         let mut exchange = SoapExchange {
             forwarder: self,
             method: parts.method,

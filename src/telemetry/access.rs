@@ -102,6 +102,24 @@ pub struct AccessRecord {
     completed: bool,
 }
 
+/// What of a path and a `User-Agent` a log line keeps: a head may be 64 KiB,
+/// and a stranger's request must not write that much log per line.
+const MAX_LOGGED_PATH: usize = 1024;
+const MAX_LOGGED_USER_AGENT: usize = 256;
+
+/// `text` cut to at most `max` bytes on a character boundary (both are ASCII
+/// here, so no character is split in practice).
+fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl AccessRecord {
     pub fn new(
         parts: &Parts,
@@ -111,10 +129,11 @@ impl AccessRecord {
         log_paths: bool,
     ) -> Self {
         let probe = route::is_probe(parts.uri.path());
-        let enabled = match probe {
-            true => tracing::enabled!(target: ACCESS, tracing::Level::DEBUG),
-            false => tracing::enabled!(target: ACCESS, tracing::Level::INFO),
-        };
+        // A probe's own answer is written at debug, anything else on a probe
+        // path (a refused key, a wrong Host) at info like every request: so
+        // the record is kept whenever info is on.
+        let enabled = tracing::enabled!(target: ACCESS, tracing::Level::INFO)
+            || (probe && tracing::enabled!(target: ACCESS, tracing::Level::DEBUG));
         let copy = |wanted: bool| enabled && wanted;
         Self {
             enabled,
@@ -206,7 +225,7 @@ impl AccessRecord {
                     $level,
                     request_id = self.request_id.to_str().unwrap_or("-"),
                     method = %self.method,
-                    path = self.path.as_ref().map(PathAndQuery::path),
+                    path = self.path.as_ref().map(|pq| clip(pq.path(), MAX_LOGGED_PATH)),
                     status = self.status.map(|s| s.as_u16()),
                     upstream_status = self.upstream_status.map(|s| s.as_u16()),
                     duration_us = micros(self.started.elapsed()),
@@ -214,7 +233,11 @@ impl AccessRecord {
                     bytes_in = self.bytes_in.get(),
                     bytes_out = self.bytes_out,
                     client = %self.client,
-                    user_agent = self.user_agent.as_ref().and_then(|ua| ua.to_str().ok()),
+                    user_agent = self
+                        .user_agent
+                        .as_ref()
+                        .and_then(|ua| ua.to_str().ok())
+                        .map(|ua| clip(ua, MAX_LOGGED_USER_AGENT)),
                     tenant = self.tenant.as_deref(),
                     account_id = self.account_id.as_deref(),
                     api = self.api.map(Api::as_str),
@@ -226,7 +249,12 @@ impl AccessRecord {
                 )
             };
         }
-        match self.probe {
+        let probe_answer = self.probe
+            && matches!(
+                self.status,
+                Some(StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE)
+            );
+        match probe_answer {
             true => event!(tracing::Level::DEBUG),
             false => event!(tracing::Level::INFO),
         }
@@ -314,6 +342,16 @@ impl Drop for Logged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_paths_and_user_agents_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(
+            clip(&"a".repeat(2000), MAX_LOGGED_PATH).len(),
+            MAX_LOGGED_PATH
+        );
+        assert_eq!(clip("aé", 2), "a");
+    }
 
     fn ids(values: &[&str]) -> (HeaderValue, HeaderMap) {
         let mut headers = HeaderMap::new();

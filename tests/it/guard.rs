@@ -158,6 +158,11 @@ async fn a_browsers_favicon_request_is_answered_here_without_a_token() {
         .get("cache-control")
         .and_then(|v| v.to_str().ok());
     assert_eq!(cache, Some("public, max-age=86400"));
+    let head = s
+        .client
+        .fetch(request("HEAD", &s.proxy, "/favicon.ico", &[], empty()))
+        .await;
+    assert_eq!(head.status, 204, "HEAD too");
     assert_eq!((s.fake.token_requests(), s.fake.rest_requests()), (0, 0));
     // The Host check still comes first.
     let foreign = [("host", "attacker.example")];

@@ -118,6 +118,24 @@ async fn client_credentials_control_and_hop_by_hop_headers_never_reach_sfmc() {
     assert_eq!(auth, "Bearer <fake token #1>");
     let host = seen["host"].as_str().unwrap_or_default();
     assert_eq!(host, s.fake.addr().to_string(), "Host is the instance's");
+    // A request id named in Connection still reaches SFMC: it is the id the
+    // log and the client are given.
+    let named = [
+        ("x-proxy-key", "inbound-key-0123456789"),
+        ("x-request-id", "kept-456"),
+        ("connection", "x-request-id"),
+    ];
+    let reply = s.client.get(&s.proxy, "/hub/v1/x", &named).await;
+    assert_eq!(
+        reply.json()["headers"]["x-request-id"],
+        "kept-456",
+        "{}",
+        reply.text()
+    );
+    assert_eq!(
+        reply.headers.get("x-request-id").map(|v| v.as_bytes()),
+        Some(&b"kept-456"[..])
+    );
     // The key's other spelling is stripped too.
     let by_header = [("x-proxy-key", "inbound-key-0123456789")];
     let reply = s.client.get(&s.proxy, "/hub/v1/x", &by_header).await;
