@@ -70,20 +70,34 @@ pub struct Report {
     pub error: Option<ProxyError>,
 }
 
+impl Report {
+    /// A first fetch still in flight: nothing to say yet but that.
+    fn starting() -> Self {
+        Self {
+            state: State::Starting,
+            expires_in: None,
+            error: None,
+        }
+    }
+}
+
 /// Each tenant's report, in the order given. Every tenant's fetch (where one
 /// is needed) is started before any is waited for, so they run side by side.
+/// One deadline for all of them: a probe over many tenants waits
+/// [`PROBE_WAIT`] at most in all, not once per tenant.
 pub async fn check_all(tenants: &[Arc<Tenant>], tokens: &TokenCache) -> Vec<Report> {
+    let deadline = Instant::now() + PROBE_WAIT;
     let attempts: Vec<_> = tenants.iter().map(|t| start(t, tokens)).collect();
     let mut reports = Vec::with_capacity(attempts.len());
     for (tenant, attempt) in tenants.iter().zip(attempts) {
-        reports.push(finish(tenant, attempt).await);
+        reports.push(finish(tenant, attempt, deadline).await);
     }
     reports
 }
 
 /// One tenant's report.
 pub async fn check(tenant: &Tenant, tokens: &TokenCache) -> Report {
-    finish(tenant, start(tenant, tokens)).await
+    finish(tenant, start(tenant, tokens), Instant::now() + PROBE_WAIT).await
 }
 
 fn start(tenant: &Tenant, tokens: &TokenCache) -> Result<Attempt, ProxyError> {
@@ -91,32 +105,25 @@ fn start(tenant: &Tenant, tokens: &TokenCache) -> Result<Attempt, ProxyError> {
     Ok(tokens.try_get(&key))
 }
 
-async fn finish(tenant: &Tenant, attempt: Result<Attempt, ProxyError>) -> Report {
+async fn finish(
+    tenant: &Tenant,
+    attempt: Result<Attempt, ProxyError>,
+    deadline: Instant,
+) -> Report {
     let result = match attempt {
         Ok(Attempt::Done(result)) => result,
         // The fetch runs in its own task: a probe waits for it a moment at
         // most (a hung auth host must not hang the probe), then says `starting`.
-        Ok(Attempt::Started(fetch)) => match tokio::time::timeout(PROBE_WAIT, fetch.finish()).await
-        {
-            Ok(result) => result,
-            Err(_) => {
-                return Report {
-                    state: State::Starting,
-                    expires_in: None,
-                    error: None,
-                };
+        Ok(Attempt::Started(fetch)) => {
+            match tokio::time::timeout_at(deadline, fetch.finish()).await {
+                Ok(result) => result,
+                Err(_) => return Report::starting(),
             }
-        },
+        }
         Ok(Attempt::Busy {
             last: Some(failure),
         }) => Err(failure),
-        Ok(Attempt::Busy { last: None }) => {
-            return Report {
-                state: State::Starting,
-                expires_in: None,
-                error: None,
-            };
-        }
+        Ok(Attempt::Busy { last: None }) => return Report::starting(),
         Err(refused) => return failing(State::Failing, refused),
     };
     match result {
