@@ -69,12 +69,13 @@ const MAX_UNPROVEN: usize = 128;
 impl Proxy {
     pub fn new(settings: Arc<Settings>) -> Result<Self, BuildError> {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
-        let client = Arc::new(SfmcTokenClient::new(&settings, tls.clone())?);
-        // The metrics read the cache and the cache tells the metrics of
-        // each token request: the cache is made first, told through a hook
-        // the metrics are connected to once they exist.
+        // The metrics read the cache, and the token client behind it tells
+        // the metrics of each request it sends: the client is made first,
+        // with a hook the metrics are connected to once they exist.
         let events = Arc::new(LateEvents::default());
-        let tokens = TokenCache::configured(client.clone(), &settings.token, events.clone());
+        let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events.clone());
+        let client = Arc::new(client);
+        let tokens = TokenCache::configured(client.clone(), &settings.token);
         let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
         let live = locals.clone();
         let metrics = Metrics::new(&settings, tokens.clone(), move || live.live());
