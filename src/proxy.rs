@@ -30,6 +30,8 @@ pub enum BuildError {
     Tls(#[from] tls::TlsError),
     #[error("cannot build the token client: {0}")]
     TokenClient(#[from] reqwest::Error),
+    #[error("cannot draw the status page's form token from the system's random source: {0}")]
+    Random(rustls::Error),
 }
 
 /// Everything a request needs, shared by all connections.
@@ -43,6 +45,8 @@ pub struct Proxy {
     locals: LocalTokens,
     /// Browser logins started at `/_proxy/login`, waiting for their redirect.
     pending_logins: PendingLogins,
+    /// The status page's uptime start and form token.
+    page: admin::PageState,
     /// Requests whose body is being read before their caller is known (a
     /// keyless SOAP call or broker token request): few at a time, so that
     /// strangers cannot make the proxy hold many bodies at once.
@@ -66,6 +70,7 @@ impl Proxy {
             upstream,
             locals,
             pending_logins: PendingLogins::default(),
+            page: admin::PageState::new().map_err(BuildError::Random)?,
             unproven: Semaphore::new(MAX_UNPROVEN),
         })
     }
@@ -155,8 +160,9 @@ impl Proxy {
                     tokens: &self.tokens,
                     client: &self.client,
                     pending: &self.pending_logins,
+                    page: &self.page,
                 };
-                admin::handle(&parts, &context).await
+                admin::handle(&parts, body, &context).await
             }
             // The broker authenticates the tool itself, by its local secret.
             Route::Broker => {

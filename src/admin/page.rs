@@ -1,0 +1,447 @@
+//! The status page as HTML, for a person: one self-contained document
+//! (inline CSS, no script, no external resource) with a table per tenant,
+//! state badges, SFMC's last error in full, a login tenant's command, and a
+//! "drop cached token" form per key. Every text from outside — tenant names,
+//! scopes, SFMC's error text — is escaped. Also the choice between this and
+//! the JSON ([`prefers_html`]) and the headers that lock the page down.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::Value;
+
+use super::status::{KeyRow, Status, TenantRow, error_json, rfc3339};
+use crate::body::ProxyBody;
+use crate::readiness::State;
+use crate::route::{LOGIN_PATH, STATUS_DROP_PATH, STATUS_PATH};
+
+/// No script, no outside resource, forms only to the proxy, no framing.
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// HTML when the client asks for it more than for JSON: a browser's
+/// `Accept` (`text/html,…,*/*;q=0.8`) does; curl's `*/*`, none at all and
+/// `application/json` do not. `?format=html|json` overrides.
+pub fn prefers_html(parts: &Parts) -> bool {
+    let query = parts.uri.query().unwrap_or_default();
+    let format = form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "format");
+    if let Some((_, format)) = format {
+        return format.eq_ignore_ascii_case("html");
+    }
+    let accept: Vec<&str> = parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let accept = accept.join(",");
+    quality(&accept, "text/html") > quality(&accept, "application/json")
+}
+
+/// The q-value `accept` gives `media` (exact type, then `type/*`, then
+/// `*/*`), in thousandths; 0 when nothing matches.
+fn quality(accept: &str, media: &str) -> u32 {
+    let major = media.split('/').next().unwrap_or_default();
+    let mut best: Option<(u8, u32)> = None;
+    for range in accept.split(',') {
+        let mut params = range.split(';');
+        let name = params.next().unwrap_or_default().trim();
+        let specificity = if name.eq_ignore_ascii_case(media) {
+            3
+        } else if name
+            .strip_suffix("/*")
+            .is_some_and(|m| m.eq_ignore_ascii_case(major))
+        {
+            2
+        } else if name == "*/*" {
+            1
+        } else {
+            continue;
+        };
+        let q = params
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .map_or(1000, |q| (q.clamp(0.0, 1.0) * 1000.0) as u32);
+        if best.is_none_or(|(s, _)| specificity > s) {
+            best = Some((specificity, q));
+        }
+    }
+    best.map_or(0, |(_, q)| q)
+}
+
+/// What was just dropped, from the redirect's query, shown above the tables.
+pub struct Notice {
+    pub tenant: String,
+    pub account_id: Option<String>,
+    pub scope: Option<String>,
+}
+
+impl Notice {
+    /// Only for a configured tenant: the page never repeats made-up names.
+    pub fn from_query(parts: &Parts, status: &Status) -> Option<Notice> {
+        let query = parts.uri.query()?;
+        let field = |wanted: &str| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == wanted)
+                .map(|(_, value)| value.into_owned())
+                .filter(|value| !value.is_empty())
+        };
+        let tenant = field("dropped")?;
+        status
+            .tenants
+            .iter()
+            .any(|t| *t.name == *tenant)
+            .then(|| Notice {
+                tenant,
+                account_id: field("account_id"),
+                scope: field("scope"),
+            })
+    }
+}
+
+/// The page, with its headers.
+pub fn response(status: &Status, notice: Option<&Notice>) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(render(status, notice)));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    let fixed = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::VARY, "Accept"),
+    ];
+    for (name, value) in fixed {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Text made safe for HTML content and quoted attribute values.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn render(status: &Status, notice: Option<&Notice>) -> String {
+    let mut html = String::with_capacity(8 * 1024);
+    html.push_str(HEAD);
+    let _ = write!(
+        html,
+        "<header><h1>sfmc-proxy <span>status</span></h1><p class=\"meta\">version {} · up {} · as of {} · \
+         <a href=\"{STATUS_PATH}\">reload</a> · <a href=\"{STATUS_PATH}?format=json\">JSON</a></p></header>\n<main>\n",
+        esc(status.version),
+        human(status.uptime),
+        rfc3339(status.generated_at),
+    );
+    if let Some(notice) = notice {
+        let _ = write!(
+            html,
+            "<p class=\"notice\" role=\"status\">Dropped the cached token of <b>{}</b> · {} · {}. \
+             The next request fetches a new one.</p>",
+            esc(&notice.tenant),
+            business_unit(notice.account_id.as_deref()),
+            scope_asked(notice.scope.as_deref()),
+        );
+    }
+    for tenant in &status.tenants {
+        tenant_section(&mut html, tenant, &status.form_token);
+    }
+    html.push_str(
+        "</main>\n<footer>This page never shows a token, a client secret or a refresh token. \
+         Dropping a cached token makes the next request for that key fetch a new one \
+         (a package's changed scopes take up to 5 minutes to show in SFMC's tokens).</footer>\n</body>\n</html>\n",
+    );
+    html
+}
+
+fn tenant_section(html: &mut String, tenant: &TenantRow, form_token: &str) {
+    let name = esc(&tenant.name);
+    let state = tenant.state.as_str();
+    let _ = write!(
+        html,
+        "<section class=\"tenant\" data-tenant=\"{name}\">\n<h2><span class=\"name\">{name}</span> \
+         <span class=\"badge {state}\" data-state=\"{state}\">{}</span> <span class=\"grant\">{}</span></h2>\n",
+        state_label(tenant.state),
+        esc(tenant.grant),
+    );
+    if let Some(command) = &tenant.login_command {
+        let _ = write!(
+            html,
+            "<div class=\"login\">A person must log in: run <code class=\"command\">{}</code> \
+             or <a href=\"{LOGIN_PATH}?tenant={}\">log in from this browser</a>.</div>",
+            esc(command),
+            esc(&form_urlencoded::byte_serialize(tenant.name.as_bytes()).collect::<String>()),
+        );
+    } else if let Some(problem) = &tenant.problem {
+        html.push_str("<div class=\"problem\">");
+        error_text(html, &error_json(problem));
+        html.push_str("</div>\n");
+    }
+    if tenant.keys.is_empty() {
+        html.push_str("<p class=\"empty\">No token has been asked for yet.</p>\n</section>\n");
+        return;
+    }
+    html.push_str(
+        "<table>\n<thead><tr><th>Business unit</th><th>Scope asked</th><th>Token</th>\
+         <th>Granted scope</th><th>Last refresh</th><th>Last error</th><th class=\"num\">Requests</th>\
+         <th class=\"num\">Errors</th><th></th></tr></thead>\n<tbody>\n",
+    );
+    for key in &tenant.keys {
+        key_row(html, key, form_token);
+    }
+    html.push_str("</tbody>\n</table>\n</section>\n");
+}
+
+fn key_row(html: &mut String, row: &KeyRow, form_token: &str) {
+    let (mid, scope) = (row.key.account_id.as_deref(), row.key.scope.as_deref());
+    let _ = write!(
+        html,
+        "<tr data-account-id=\"{}\" data-scope=\"{}\"><td>{}{}</td><td>{}</td>",
+        esc(mid.unwrap_or_default()),
+        esc(scope.unwrap_or_default()),
+        business_unit(mid),
+        if row.default {
+            " <span class=\"tag\">default</span>"
+        } else {
+            ""
+        },
+        scope_asked(scope),
+    );
+    match &row.token {
+        Some(token) => {
+            let left = if token.expires_in.is_zero() {
+                "<b class=\"bad\">expired</b>".to_owned()
+            } else {
+                format!("expires in {}", human(token.expires_in))
+            };
+            let _ = write!(
+                html,
+                "<td class=\"token\">age {} · {left}<br><small>refresh in {} · {}</small></td><td class=\"granted\">{}</td>",
+                human(token.age),
+                human(token.refresh_in),
+                esc(&token.rest_host),
+                token.granted_scope.as_deref().map_or("—".to_owned(), esc),
+            );
+        }
+        None => {
+            html.push_str("<td class=\"token\"><span class=\"none\">no token</span></td><td>—</td>")
+        }
+    }
+    match row.last_success {
+        Some(at) => {
+            let _ = write!(html, "<td>{} ago</td>", human(at.ago));
+        }
+        None => html.push_str("<td>never</td>"),
+    }
+    html.push_str("<td class=\"error\">");
+    match &row.last_error {
+        Some(error) => {
+            error_text(html, &error_json(&error.error));
+            let _ = write!(html, "<small>{} ago", human(error.when.ago));
+            if let Some(backoff) = row.backoff {
+                let _ = write!(html, " · asks SFMC again in {}", human(backoff));
+            }
+            html.push_str("</small>");
+        }
+        None => html.push('—'),
+    }
+    let (requests, errors) = row
+        .counts
+        .map_or(("—".to_owned(), "—".to_owned()), |(r, e)| {
+            (r.to_string(), e.to_string())
+        });
+    let _ = write!(
+        html,
+        "</td><td class=\"num\">{requests}</td><td class=\"num\">{errors}</td><td>\
+         <form method=\"post\" action=\"{STATUS_DROP_PATH}\">\
+         <input type=\"hidden\" name=\"tenant\" value=\"{}\">\
+         <input type=\"hidden\" name=\"account_id\" value=\"{}\">\
+         <input type=\"hidden\" name=\"scope\" value=\"{}\">\
+         <input type=\"hidden\" name=\"form_token\" value=\"{}\">\
+         <button type=\"submit\">drop cached token</button></form></td></tr>",
+        esc(&row.key.tenant),
+        esc(mid.unwrap_or_default()),
+        esc(scope.unwrap_or_default()),
+        esc(form_token),
+    );
+    html.push('\n');
+}
+
+/// The proxy's message, then SFMC's own words in full, then a login command.
+fn error_text(html: &mut String, body: &Value) {
+    let field = |name: &str| body.get(name).and_then(Value::as_str);
+    if let Some(message) = field("message") {
+        let _ = write!(html, "<p class=\"message\">{}</p>", esc(message));
+    }
+    if let Some(sfmc_error) = field("sfmc_error") {
+        let status = body.get("sfmc_status").and_then(Value::as_u64);
+        let _ = write!(
+            html,
+            "<p class=\"sfmc\">SFMC said{}: <code>{}</code>",
+            status.map_or(String::new(), |s| format!(" (HTTP {s})")),
+            esc(sfmc_error),
+        );
+        if let Some(description) = field("sfmc_error_description") {
+            let _ = write!(html, " <q>{}</q>", esc(description));
+        }
+        html.push_str("</p>");
+    }
+    if let Some(command) = field("command") {
+        let _ = write!(
+            html,
+            "<p>Run <code class=\"command\">{}</code></p>",
+            esc(command)
+        );
+    }
+}
+
+fn state_label(state: State) -> &'static str {
+    match state {
+        State::Ready => "ready",
+        State::Starting => "starting",
+        State::LoginRequired => "login required",
+        State::Failing => "failing",
+        State::Degraded => "degraded",
+    }
+}
+
+fn business_unit(mid: Option<&str>) -> String {
+    mid.map_or("<em>the package's own</em>".to_owned(), |mid| {
+        format!("MID {}", esc(mid))
+    })
+}
+
+fn scope_asked(scope: Option<&str>) -> String {
+    scope.map_or("<em>all the package's</em>".to_owned(), |s| {
+        format!("<code>{}</code>", esc(s))
+    })
+}
+
+/// "42s", "3m 12s", "14m", "2h 5m", "3d 4h": as precise as a person needs.
+pub fn human(duration: Duration) -> String {
+    let s = duration.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..600 => format!("{}m {}s", s / 60, s % 60),
+        600..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+const HEAD: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>sfmc-proxy status</title>
+<style>
+:root { color-scheme: light; --ink: #1d2330; --mute: #5b6475; --line: #dde2ea; --bg: #f5f7fa; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); background: var(--bg); }
+header { background: #032d60; color: #fff; padding: 14px 24px; }
+header h1 { margin: 0; font-size: 20px; font-weight: 600; }
+header h1 span { font-weight: 400; opacity: .8; }
+header .meta { margin: 4px 0 0; opacity: .85; font-size: 13px; }
+header a { color: #fff; }
+main { padding: 16px 24px; max-width: 1400px; }
+.tenant { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px; margin: 0 0 16px; }
+.tenant h2 { margin: 0 0 8px; font-size: 17px; display: flex; align-items: center; gap: 10px; flex-wrap: wrap; }
+.grant { font-size: 12px; font-weight: 400; color: var(--mute); }
+.badge { font-size: 12px; font-weight: 600; padding: 2px 9px; border-radius: 999px; text-transform: uppercase; letter-spacing: .03em; }
+.badge.ready { background: #d8f3e0; color: #11632f; }
+.badge.starting { background: #e2e8f3; color: #2f4670; }
+.badge.login_required { background: #fff0c7; color: #7a5600; }
+.badge.failing { background: #fde0de; color: #9c1c12; }
+.badge.degraded { background: #ffe6cc; color: #8a4500; }
+.problem, .login { border-left: 4px solid #d93025; background: #fdf1f0; padding: 8px 12px; margin: 0 0 10px; border-radius: 4px; }
+.login { border-color: #e3a008; background: #fff8e6; }
+.problem p, td.error p { margin: 0 0 4px; }
+table { width: 100%; border-collapse: collapse; }
+th { text-align: left; font-size: 12px; color: var(--mute); font-weight: 600; border-bottom: 2px solid var(--line); padding: 6px 8px; }
+td { border-bottom: 1px solid var(--line); padding: 7px 8px; vertical-align: top; }
+tbody tr:nth-child(even) { background: #fafbfc; }
+td.error { max-width: 420px; white-space: pre-wrap; overflow-wrap: anywhere; }
+td.granted { max-width: 260px; overflow-wrap: anywhere; font-size: 12px; }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+small { color: var(--mute); }
+code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; background: #eef1f5; padding: 1px 4px; border-radius: 3px; }
+q { font-style: italic; }
+.tag { font-size: 11px; color: var(--mute); border: 1px solid var(--line); border-radius: 3px; padding: 0 4px; }
+.none, .empty { color: var(--mute); }
+.bad { color: #9c1c12; }
+.notice { background: #e6f4ea; border: 1px solid #b7e1c1; padding: 8px 12px; border-radius: 6px; }
+button { font: inherit; font-size: 12px; padding: 4px 10px; border: 1px solid #b9c2d0; border-radius: 5px; background: #fff; cursor: pointer; white-space: nowrap; }
+button:hover { background: #eef1f5; }
+footer { padding: 0 24px 24px; color: var(--mute); font-size: 12px; }
+</style>
+</head>
+<body>
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(accept: Option<&str>, query: &str) -> Parts {
+        let mut builder = http::Request::builder().uri(format!("/_proxy/status{query}"));
+        if let Some(accept) = accept {
+            builder = builder.header("accept", accept);
+        }
+        builder.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn a_browser_gets_html_and_programs_get_json() {
+        let chromium =
+            "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+        assert!(prefers_html(&parts(Some(chromium), "")));
+        assert!(!prefers_html(&parts(Some("*/*"), "")), "curl");
+        assert!(!prefers_html(&parts(None, "")));
+        assert!(!prefers_html(&parts(Some("application/json"), "")));
+        assert!(!prefers_html(&parts(
+            Some("text/html;q=0.5, application/json"),
+            ""
+        )));
+        assert!(prefers_html(&parts(Some("text/*"), "")));
+        assert!(!prefers_html(&parts(Some(chromium), "?format=json")));
+        assert!(prefers_html(&parts(None, "?format=html")));
+    }
+
+    #[test]
+    fn durations_read_as_a_person_says_them() {
+        let cases = [
+            (0, "0s"),
+            (42, "42s"),
+            (192, "3m 12s"),
+            (840, "14m"),
+            (7500, "2h 5m"),
+            (273_600, "3d 4h"),
+        ];
+        for (secs, text) in cases {
+            assert_eq!(human(Duration::from_secs(secs)), text);
+        }
+    }
+
+    #[test]
+    fn escaping_leaves_no_markup() {
+        assert_eq!(
+            esc(r#"<script>alert("x")</script> & 'y'"#),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
+        );
+    }
+}
