@@ -15,5 +15,6 @@ mod rest;
 mod security;
 mod soap;
 mod soap_faults;
+mod status;
 mod tenants;
 mod tokens;
