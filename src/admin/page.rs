@@ -110,7 +110,10 @@ pub fn response(status: &Status, notice: Option<&Notice>) -> Response<ProxyBody>
         (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::CACHE_CONTROL, "no-store"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Not `no-referrer`: with it Chromium sends `Origin: null` on the
+        // page's own form posts, which the guard refuses as cross-site.
+        // `same-origin` still gives no other origin a referrer.
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::VARY, "Accept"),
     ];
@@ -250,9 +253,9 @@ fn key_row(html: &mut String, row: &KeyRow, form_token: &str) {
     html.push_str("<td class=\"error\">");
     match &row.last_error {
         Some(error) => {
-            error_text(html, &error_json(&error.error));
+            short_error_text(html, &error_json(&error.error));
             let _ = write!(html, "<small>{} ago", human(error.when.ago));
-            if let Some(backoff) = row.backoff {
+            if let Some(backoff) = row.backoff.filter(|b| b.as_secs() > 0) {
                 let _ = write!(html, " · asks SFMC again in {}", human(backoff));
             }
             html.push_str("</small>");
@@ -283,10 +286,24 @@ fn key_row(html: &mut String, row: &KeyRow, form_token: &str) {
 
 /// The proxy's message, then SFMC's own words in full, then a login command.
 fn error_text(html: &mut String, body: &Value) {
-    let field = |name: &str| body.get(name).and_then(Value::as_str);
-    if let Some(message) = field("message") {
+    if let Some(message) = body.get("message").and_then(Value::as_str) {
         let _ = write!(html, "<p class=\"message\">{}</p>", esc(message));
     }
+    sfmc_words(html, body);
+}
+
+/// In a key's row: SFMC's own words in full where SFMC refused, else the
+/// proxy's message (an outage, a login to run).
+fn short_error_text(html: &mut String, body: &Value) {
+    if body.get("sfmc_error").is_some() {
+        sfmc_words(html, body);
+    } else {
+        error_text(html, body);
+    }
+}
+
+fn sfmc_words(html: &mut String, body: &Value) {
+    let field = |name: &str| body.get(name).and_then(Value::as_str);
     if let Some(sfmc_error) = field("sfmc_error") {
         let status = body.get("sfmc_status").and_then(Value::as_u64);
         let _ = write!(

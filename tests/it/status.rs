@@ -247,7 +247,7 @@ async fn the_page_escapes_sfmc_text_and_is_locked_down() {
     );
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["cache-control"], "no-store");
-    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["referrer-policy"], "same-origin");
     let html = reply.text();
     assert!(
         !html.contains("<script") && !html.contains("<img"),
