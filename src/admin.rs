@@ -5,6 +5,7 @@
 //! token); and `/favicon.ico`, which a browser asks every host for. Metrics
 //! come with their own work.
 
+mod accept;
 mod actions;
 mod page;
 mod status;
@@ -93,7 +94,7 @@ pub async fn handle(
 }
 
 /// `GET /_proxy/status`: JSON, or the HTML page for a browser
-/// (`page::prefers_html`). Bounded like readiness: it never waits on a hung
+/// (`accept::prefers_html`). Bounded like readiness: it never waits on a hung
 /// token endpoint for longer than a probe does.
 async fn status_page(
     parts: &Parts,
@@ -106,7 +107,7 @@ async fn status_page(
         });
     }
     let status = status::Status::build(context).await;
-    if page::prefers_html(parts) {
+    if accept::prefers_html(parts) {
         let notice = page::Notice::from_query(parts, &status);
         return Ok(page::response(&status, notice.as_ref()));
     }

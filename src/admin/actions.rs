@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::{Context, page};
+use super::{Context, accept};
 use crate::body::{ClientBody, ProxyBody, json_response};
 use crate::error::ProxyError;
 use crate::failures::no_tenant;
@@ -80,7 +80,7 @@ impl DropForm {
     }
 }
 
-/// Drops the named key's token. A browser (see `page::prefers_html`) is
+/// Drops the named key's token. A browser (see `accept::prefers_html`) is
 /// sent back to the page with `303 See Other`; a program gets JSON.
 pub async fn drop_token(
     parts: &Parts,
@@ -102,7 +102,7 @@ pub async fn drop_token(
         had_token,
         "status page: dropped the cached token; the next request fetches a new one"
     );
-    if page::prefers_html(parts) {
+    if accept::prefers_html(parts) {
         return Ok(back_to_page(&key));
     }
     let message = if had_token {

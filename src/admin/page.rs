@@ -2,8 +2,8 @@
 //! (inline CSS, no script, no external resource) with a table per tenant,
 //! state badges, SFMC's last error in full, a login tenant's command, and a
 //! "drop cached token" form per key. Every text from outside — tenant names,
-//! scopes, SFMC's error text — is escaped. Also the choice between this and
-//! the JSON ([`prefers_html`]) and the headers that lock the page down.
+//! scopes, SFMC's error text — is escaped. And the headers that lock the
+//! page down. The style is `page.css`, inlined.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -19,56 +19,6 @@ use crate::route::{LOGIN_PATH, STATUS_DROP_PATH, STATUS_PATH};
 
 /// No script, no outside resource, forms only to the proxy, no framing.
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-/// HTML when the client asks for it more than for JSON: a browser's
-/// `Accept` (`text/html,…,*/*;q=0.8`) does; curl's `*/*`, none at all and
-/// `application/json` do not. `?format=html|json` overrides.
-pub fn prefers_html(parts: &Parts) -> bool {
-    let query = parts.uri.query().unwrap_or_default();
-    let format = form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "format");
-    if let Some((_, format)) = format {
-        return format.eq_ignore_ascii_case("html");
-    }
-    let accept: Vec<&str> = parts
-        .headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let accept = accept.join(",");
-    quality(&accept, "text/html") > quality(&accept, "application/json")
-}
-
-/// The q-value `accept` gives `media` (exact type, then `type/*`, then
-/// `*/*`), in thousandths; 0 when nothing matches.
-fn quality(accept: &str, media: &str) -> u32 {
-    let major = media.split('/').next().unwrap_or_default();
-    let mut best: Option<(u8, u32)> = None;
-    for range in accept.split(',') {
-        let mut params = range.split(';');
-        let name = params.next().unwrap_or_default().trim();
-        let specificity = if name.eq_ignore_ascii_case(media) {
-            3
-        } else if name
-            .strip_suffix("/*")
-            .is_some_and(|m| m.eq_ignore_ascii_case(major))
-        {
-            2
-        } else if name == "*/*" {
-            1
-        } else {
-            continue;
-        };
-        let q = params
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .map_or(1000, |q| (q.clamp(0.0, 1.0) * 1000.0) as u32);
-        if best.is_none_or(|(s, _)| specificity > s) {
-            best = Some((specificity, q));
-        }
-    }
-    best.map_or(0, |(_, q)| q)
-}
 
 /// What was just dropped, from the redirect's query, shown above the tables.
 pub struct Notice {
@@ -142,6 +92,8 @@ fn esc(text: &str) -> String {
 pub fn render(status: &Status, notice: Option<&Notice>) -> String {
     let mut html = String::with_capacity(8 * 1024);
     html.push_str(HEAD);
+    html.push_str(STYLE);
+    html.push_str(AFTER_STYLE);
     let _ = write!(
         html,
         "<header><h1>sfmc-proxy <span>status</span></h1><p class=\"meta\">version {} · up {} · as of {} · \
@@ -224,6 +176,32 @@ fn key_row(html: &mut String, row: &KeyRow, form_token: &str) {
         },
         scope_asked(scope),
     );
+    token_cells(html, row);
+    error_cell(html, row);
+    let (requests, errors) = row
+        .counts
+        .map_or(("—".to_owned(), "—".to_owned()), |(r, e)| {
+            (r.to_string(), e.to_string())
+        });
+    let _ = write!(
+        html,
+        "<td class=\"num\">{requests}</td><td class=\"num\">{errors}</td><td>\
+         <form method=\"post\" action=\"{STATUS_DROP_PATH}\">\
+         <input type=\"hidden\" name=\"tenant\" value=\"{}\">\
+         <input type=\"hidden\" name=\"account_id\" value=\"{}\">\
+         <input type=\"hidden\" name=\"scope\" value=\"{}\">\
+         <input type=\"hidden\" name=\"form_token\" value=\"{}\">\
+         <button type=\"submit\">drop cached token</button></form></td></tr>",
+        esc(&row.key.tenant),
+        esc(mid.unwrap_or_default()),
+        esc(scope.unwrap_or_default()),
+        esc(form_token),
+    );
+    html.push('\n');
+}
+
+/// Token, granted scope and last refresh.
+fn token_cells(html: &mut String, row: &KeyRow) {
     match &row.token {
         Some(token) => {
             let left = if token.expires_in.is_zero() {
@@ -250,6 +228,9 @@ fn key_row(html: &mut String, row: &KeyRow, form_token: &str) {
         }
         None => html.push_str("<td>never</td>"),
     }
+}
+
+fn error_cell(html: &mut String, row: &KeyRow) {
     html.push_str("<td class=\"error\">");
     match &row.last_error {
         Some(error) => {
@@ -262,26 +243,7 @@ fn key_row(html: &mut String, row: &KeyRow, form_token: &str) {
         }
         None => html.push('—'),
     }
-    let (requests, errors) = row
-        .counts
-        .map_or(("—".to_owned(), "—".to_owned()), |(r, e)| {
-            (r.to_string(), e.to_string())
-        });
-    let _ = write!(
-        html,
-        "</td><td class=\"num\">{requests}</td><td class=\"num\">{errors}</td><td>\
-         <form method=\"post\" action=\"{STATUS_DROP_PATH}\">\
-         <input type=\"hidden\" name=\"tenant\" value=\"{}\">\
-         <input type=\"hidden\" name=\"account_id\" value=\"{}\">\
-         <input type=\"hidden\" name=\"scope\" value=\"{}\">\
-         <input type=\"hidden\" name=\"form_token\" value=\"{}\">\
-         <button type=\"submit\">drop cached token</button></form></td></tr>",
-        esc(&row.key.tenant),
-        esc(mid.unwrap_or_default()),
-        esc(scope.unwrap_or_default()),
-        esc(form_token),
-    );
-    html.push('\n');
+    html.push_str("</td>");
 }
 
 /// The proxy's message, then SFMC's own words in full, then a login command.
@@ -367,45 +329,12 @@ const HEAD: &str = r#"<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>sfmc-proxy status</title>
 <style>
-:root { color-scheme: light; --ink: #1d2330; --mute: #5b6475; --line: #dde2ea; --bg: #f5f7fa; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink); background: var(--bg); }
-header { background: #032d60; color: #fff; padding: 14px 24px; }
-header h1 { margin: 0; font-size: 20px; font-weight: 600; }
-header h1 span { font-weight: 400; opacity: .8; }
-header .meta { margin: 4px 0 0; opacity: .85; font-size: 13px; }
-header a { color: #fff; }
-main { padding: 16px 24px; max-width: 1400px; }
-.tenant { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px; margin: 0 0 16px; }
-.tenant h2 { margin: 0 0 8px; font-size: 17px; display: flex; align-items: center; gap: 10px; flex-wrap: wrap; }
-.grant { font-size: 12px; font-weight: 400; color: var(--mute); }
-.badge { font-size: 12px; font-weight: 600; padding: 2px 9px; border-radius: 999px; text-transform: uppercase; letter-spacing: .03em; }
-.badge.ready { background: #d8f3e0; color: #11632f; }
-.badge.starting { background: #e2e8f3; color: #2f4670; }
-.badge.login_required { background: #fff0c7; color: #7a5600; }
-.badge.failing { background: #fde0de; color: #9c1c12; }
-.badge.degraded { background: #ffe6cc; color: #8a4500; }
-.problem, .login { border-left: 4px solid #d93025; background: #fdf1f0; padding: 8px 12px; margin: 0 0 10px; border-radius: 4px; }
-.login { border-color: #e3a008; background: #fff8e6; }
-.problem p, td.error p { margin: 0 0 4px; }
-table { width: 100%; border-collapse: collapse; }
-th { text-align: left; font-size: 12px; color: var(--mute); font-weight: 600; border-bottom: 2px solid var(--line); padding: 6px 8px; }
-td { border-bottom: 1px solid var(--line); padding: 7px 8px; vertical-align: top; }
-tbody tr:nth-child(even) { background: #fafbfc; }
-td.error { max-width: 420px; white-space: pre-wrap; overflow-wrap: anywhere; }
-td.granted { max-width: 260px; overflow-wrap: anywhere; font-size: 12px; }
-.num { text-align: right; font-variant-numeric: tabular-nums; }
-small { color: var(--mute); }
-code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; background: #eef1f5; padding: 1px 4px; border-radius: 3px; }
-q { font-style: italic; }
-.tag { font-size: 11px; color: var(--mute); border: 1px solid var(--line); border-radius: 3px; padding: 0 4px; }
-.none, .empty { color: var(--mute); }
-.bad { color: #9c1c12; }
-.notice { background: #e6f4ea; border: 1px solid #b7e1c1; padding: 8px 12px; border-radius: 6px; }
-button { font: inherit; font-size: 12px; padding: 4px 10px; border: 1px solid #b9c2d0; border-radius: 5px; background: #fff; cursor: pointer; white-space: nowrap; }
-button:hover { background: #eef1f5; }
-footer { padding: 0 24px 24px; color: var(--mute); font-size: 12px; }
-</style>
+"#;
+
+/// Inlined: the page loads nothing from elsewhere.
+const STYLE: &str = include_str!("page.css");
+
+const AFTER_STYLE: &str = r#"</style>
 </head>
 <body>
 "#;
@@ -413,31 +342,6 @@ footer { padding: 0 24px 24px; color: var(--mute); font-size: 12px; }
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parts(accept: Option<&str>, query: &str) -> Parts {
-        let mut builder = http::Request::builder().uri(format!("/_proxy/status{query}"));
-        if let Some(accept) = accept {
-            builder = builder.header("accept", accept);
-        }
-        builder.body(()).expect("request").into_parts().0
-    }
-
-    #[test]
-    fn a_browser_gets_html_and_programs_get_json() {
-        let chromium =
-            "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
-        assert!(prefers_html(&parts(Some(chromium), "")));
-        assert!(!prefers_html(&parts(Some("*/*"), "")), "curl");
-        assert!(!prefers_html(&parts(None, "")));
-        assert!(!prefers_html(&parts(Some("application/json"), "")));
-        assert!(!prefers_html(&parts(
-            Some("text/html;q=0.5, application/json"),
-            ""
-        )));
-        assert!(prefers_html(&parts(Some("text/*"), "")));
-        assert!(!prefers_html(&parts(Some(chromium), "?format=json")));
-        assert!(prefers_html(&parts(None, "?format=html")));
-    }
 
     #[test]
     fn durations_read_as_a_person_says_them() {
