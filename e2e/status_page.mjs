@@ -103,6 +103,8 @@ async function checkPage(page) {
     expect(own, /^age \d+s · expires in 1[78]m/, "demo's token (the fake's 1080 s)");
     const other = await seen(page, 'section[data-tenant="demo"] tr[data-account-id="200"] td.token');
     expect(other, /^age \d+s · expires in/, "demo's token for MID 200");
+    const counted = await seen(page, 'section[data-tenant="demo"] tr[data-account-id="200"] td.requests');
+    if (counted !== '1') fail(`demo's MID 200 row counts ${counted} requests, not the 1 sent`);
     const refused = await seen(page, 'section[data-tenant="broken"] .problem');
     expect(refused, 'invalid_client', "broken's error");
     expect(refused, 'Invalid client ID. Use the client ID in Marketing Cloud Installed Packages.', "SFMC's words");

@@ -1,9 +1,10 @@
 //! The proxy's own paths under `/_proxy/`, never forwarded: liveness
-//! (`health`), readiness (`ready`: each tenant's state, see `readiness`), the
-//! browser login for Web/Public App tenants (`login`) and the status page
-//! (`status`: the model, `page`: its HTML, `actions`: dropping a cached
-//! token); and `/favicon.ico`, which a browser asks every host for. Metrics
-//! come with their own work.
+//! (`health`), readiness (`ready`: each tenant's state, see `readiness`),
+//! the metrics (`metrics`, see `telemetry::metrics`), the browser login for
+//! Web/Public App tenants (`login`) and the status page (`status`: the
+//! model, `page`: its HTML, `accept`: which of JSON and HTML, `actions`:
+//! dropping a cached token); and `/favicon.ico`, which a browser asks every
+//! host for.
 
 mod accept;
 mod actions;
@@ -26,7 +27,9 @@ use crate::error::ProxyError;
 use crate::failures::no_tenant;
 use crate::login::PendingLogins;
 use crate::readiness;
-use crate::route::{LOGIN_PATH, READY_PATH, STATUS_DROP_PATH, STATUS_PATH};
+use crate::route::{LOGIN_PATH, METRICS_PATH, READY_PATH, STATUS_DROP_PATH, STATUS_PATH};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::CONTENT_TYPE;
 use crate::token::sfmc::SfmcTokenClient;
 use crate::token::{TokenCache, TokenKey};
 
@@ -36,6 +39,7 @@ pub struct Context<'a> {
     pub tokens: &'a TokenCache,
     pub client: &'a Arc<SfmcTokenClient>,
     pub pending: &'a PendingLogins,
+    pub metrics: &'a Arc<Metrics>,
     pub page: &'a PageState,
 }
 
@@ -79,6 +83,7 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     match parts.uri.path() {
         READY_PATH => ready(parts, context).await,
+        METRICS_PATH => metrics(parts, context.metrics),
         LOGIN_PATH => login(parts, context).await,
         STATUS_PATH => status_page(parts, context).await,
         STATUS_DROP_PATH => match parts.method {
@@ -118,9 +123,27 @@ async fn status_page(
     Ok(response)
 }
 
-/// Requests and errors of a key's business unit, once metrics are kept.
-fn business_unit_counts(_context: &Context<'_>, _key: &TokenKey) -> Option<(u64, u64)> {
-    None
+/// Requests and errors (4xx/5xx answers) of a key's business unit, all its
+/// scopes together, since start.
+fn business_unit_counts(context: &Context<'_>, key: &TokenKey) -> (u64, u64) {
+    context
+        .metrics
+        .business_unit_counts(&key.tenant, key.account_id.as_ref())
+}
+
+/// `GET /_proxy/metrics`: the OpenMetrics exposition.
+fn metrics(parts: &Parts, metrics: &Metrics) -> Result<Response<ProxyBody>, ProxyError> {
+    if !matches!(parts.method, http::Method::GET | http::Method::HEAD) {
+        return Err(ProxyError::MethodNotAllowed(format!(
+            "{} {METRICS_PATH}: the metrics are read with GET",
+            parts.method
+        )));
+    }
+    let mut response = Response::new(ProxyBody::full(metrics.encode()));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// `/_proxy/ready?tenant=NAME`: 200 when that tenant is `ready` or

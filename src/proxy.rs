@@ -18,7 +18,8 @@ use crate::forward::Forwarder;
 use crate::guard::Caller;
 use crate::login::PendingLogins;
 use crate::route::{Api, Route, Target};
-use crate::telemetry::{AccessRecord, Logged, X_REQUEST_ID};
+use crate::telemetry::metrics::LateEvents;
+use crate::telemetry::{AccessRecord, Logged, Metrics, X_REQUEST_ID};
 use crate::token::TokenCache;
 use crate::token::sfmc::SfmcTokenClient;
 use crate::upstream::Upstream;
@@ -42,7 +43,8 @@ pub struct Proxy {
     client: Arc<SfmcTokenClient>,
     upstream: Upstream<ProxyBody>,
     /// Stand-in tokens the broker issued to SDK tools.
-    locals: LocalTokens,
+    locals: Arc<LocalTokens>,
+    metrics: Arc<Metrics>,
     /// Browser logins started at `/_proxy/login`, waiting for their redirect.
     pending_logins: PendingLogins,
     /// The status page's uptime start and form token.
@@ -60,15 +62,23 @@ impl Proxy {
     pub fn new(settings: Arc<Settings>) -> Result<Self, BuildError> {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
         let client = Arc::new(SfmcTokenClient::new(&settings, tls.clone())?);
-        let tokens = TokenCache::configured(client.clone(), &settings.token);
-        let upstream = Upstream::new(&settings.upstream, tls);
-        let locals = LocalTokens::new(settings.broker.token_lifetime);
+        // The metrics read the cache and the cache tells the metrics of
+        // each token request: the cache is made first, told through a hook
+        // the metrics are connected to once they exist.
+        let events = Arc::new(LateEvents::default());
+        let tokens = TokenCache::configured(client.clone(), &settings.token, events.clone());
+        let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
+        let live = locals.clone();
+        let metrics = Metrics::new(&settings, tokens.clone(), move || live.live());
+        events.connect(metrics.clone());
+        let upstream = Upstream::new(&settings.upstream, tls, metrics.upstream_connections());
         Ok(Self {
             settings,
             tokens,
             client,
             upstream,
             locals,
+            metrics,
             pending_logins: PendingLogins::default(),
             page: admin::PageState::new().map_err(BuildError::Random)?,
             unproven: Semaphore::new(MAX_UNPROVEN),
@@ -81,6 +91,10 @@ impl Proxy {
 
     pub fn tokens(&self) -> &TokenCache {
         &self.tokens
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Runs one request to completion of its response head; never fails: a
@@ -97,7 +111,14 @@ impl Proxy {
         let request_id = telemetry::request_id(&mut parts.headers);
         let (body, bytes_in) =
             Counted::new(IdleTimeout::new(body, server.idle_timeout, Sender::Client));
-        let mut record = AccessRecord::new(&parts, client, request_id, bytes_in, server.log_paths);
+        let mut record = AccessRecord::new(
+            &parts,
+            client,
+            request_id,
+            bytes_in,
+            server.log_paths,
+            self.metrics.clone(),
+        );
         let soap_shaped = route::soap_shaped(&parts.method, parts.uri.path());
         let origin = guard::allowed_origin(&parts.headers, server);
         let mut response = match self.run(parts, body, &mut record).await {
@@ -160,6 +181,7 @@ impl Proxy {
                     tokens: &self.tokens,
                     client: &self.client,
                     pending: &self.pending_logins,
+                    metrics: &self.metrics,
                     page: &self.page,
                 };
                 admin::handle(&parts, body, &context).await

@@ -178,14 +178,10 @@ fn key_row(html: &mut String, row: &KeyRow, form_token: &str) {
     );
     token_cells(html, row);
     error_cell(html, row);
-    let (requests, errors) = row
-        .counts
-        .map_or(("—".to_owned(), "—".to_owned()), |(r, e)| {
-            (r.to_string(), e.to_string())
-        });
+    let (requests, errors) = row.counts;
     let _ = write!(
         html,
-        "<td class=\"num\">{requests}</td><td class=\"num\">{errors}</td><td>\
+        "<td class=\"num requests\">{requests}</td><td class=\"num errors\">{errors}</td><td>\
          <form method=\"post\" action=\"{STATUS_DROP_PATH}\">\
          <input type=\"hidden\" name=\"tenant\" value=\"{}\">\
          <input type=\"hidden\" name=\"account_id\" value=\"{}\">\

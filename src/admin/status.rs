@@ -58,7 +58,7 @@ pub struct KeyRow {
     /// How long until the proxy asks SFMC again, while a refusal holds it back.
     pub backoff: Option<Duration>,
     /// Requests and errors of this key's business unit (all its scopes).
-    pub counts: Option<(u64, u64)>,
+    pub counts: (u64, u64),
 }
 
 /// A moment in the past: how long ago, and when by the wall clock.
@@ -263,10 +263,7 @@ fn tenant_json(row: &TenantRow) -> Value {
 
 fn key_json(row: &KeyRow) -> Value {
     let token = row.token.as_ref();
-    let (requests, errors) = match row.counts {
-        Some((requests, errors)) => (json!(requests), json!(errors)),
-        None => (Value::Null, Value::Null),
-    };
+    let (requests, errors) = row.counts;
     json!({
         "account_id": row.key.account_id.as_deref(),
         "scope": row.key.scope.as_deref(),

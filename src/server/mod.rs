@@ -171,6 +171,7 @@ impl Connection {
         graceful: &GracefulShutdown,
         server: &ServerSettings,
     ) {
+        let open = proxy.metrics().client_connections();
         let (proxy, activity) = (proxy.clone(), self.activity.clone());
         let service = service_fn(move |request| {
             let (proxy, activity) = (proxy.clone(), activity.clone());
@@ -188,6 +189,7 @@ impl Connection {
         let connection = graceful.watch(connection);
         let entry = registry.register(self.activity.clone());
         let (head, idle) = (server.header_read_timeout, server.idle_timeout);
+        open.inc();
         tokio::spawn(async move {
             tokio::pin!(connection);
             loop {
@@ -219,6 +221,7 @@ impl Connection {
             }
             drop(entry);
             drop(self.permit);
+            open.dec();
         });
     }
 }

@@ -157,6 +157,11 @@ async fn json_shows_each_tenant_and_key_with_its_timing_scope_and_sfmc_words() {
     assert_eq!(own["rest_host"], "127.0.0.1");
     assert!(own["last_success_age_s"].as_u64().is_some_and(|a| a >= 192));
     assert_eq!(own["last_error"], Value::Null);
+    assert_eq!(
+        (&own["requests"], &own["errors"]),
+        (&1.into(), &0.into()),
+        "{own}"
+    );
 
     let refused = key(&body, "acme", Some("300"));
     assert_eq!(
@@ -164,6 +169,10 @@ async fn json_shows_each_tenant_and_key_with_its_timing_scope_and_sfmc_words() {
         (&false.into(), &false.into())
     );
     assert_eq!(refused["age_s"], Value::Null);
+    assert_eq!(
+        (&refused["requests"], &refused["errors"]),
+        (&1.into(), &1.into())
+    );
     let error = &refused["last_error"];
     assert_eq!(error["error"], "token_rejected");
     assert_eq!(error["sfmc_status"], 401);
