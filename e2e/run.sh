@@ -48,7 +48,7 @@ step "npm ci (fuel-auth, fuel-rest, sfmc-sdk, playwright-core)"
 
 chromium=/usr/bin/chromium
 if [ "$target" = proxy ]; then
-  step "Debian's chromium (for the browser login)"
+  step "Debian's chromium (for the browser login and the status page)"
   if [ ! -x "$chromium" ]; then
     if [ "$(id -u)" -ne 0 ]; then
       echo "FAIL: $chromium is missing and this is not root: install Debian's chromium" \
