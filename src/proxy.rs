@@ -35,9 +35,21 @@ pub enum BuildError {
     Random(rustls::Error),
 }
 
+/// Which address a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// `server.listen`: everything.
+    Main,
+    /// `server.admin_listen`: `/_proxy/*` only, without the inbound key.
+    Admin,
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
     settings: Arc<Settings>,
+    /// `settings.server` as the admin address checks requests (see
+    /// `ServerSettings::for_admin_listener`).
+    admin_server: crate::config::ServerSettings,
     tokens: TokenCache,
     /// The `/v2/token` client behind `tokens`, also used for logins.
     client: Arc<SfmcTokenClient>,
@@ -73,6 +85,7 @@ impl Proxy {
         events.connect(metrics.clone());
         let upstream = Upstream::new(&settings.upstream, tls, metrics.upstream_connections());
         Ok(Self {
+            admin_server: settings.server.for_admin_listener(),
             settings,
             tokens,
             client,
@@ -105,6 +118,7 @@ impl Proxy {
         &self,
         request: Request<hyper::body::Incoming>,
         client: SocketAddr,
+        entry: Entry,
     ) -> Response<Logged> {
         let (mut parts, body) = request.into_parts();
         let server = &self.settings.server;
@@ -121,7 +135,7 @@ impl Proxy {
         );
         let soap_shaped = route::soap_shaped(&parts.method, parts.uri.path());
         let origin = guard::allowed_origin(&parts.headers, server);
-        let mut response = match self.run(parts, body, &mut record).await {
+        let mut response = match self.run(parts, body, entry, &mut record).await {
             Ok(response) => response,
             Err(error) => {
                 record.failed(&error);
@@ -147,6 +161,7 @@ impl Proxy {
         &self,
         parts: Parts,
         body: ClientBody,
+        entry: Entry,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Liveness answers before the guard: it reveals nothing, and probes from
@@ -154,7 +169,16 @@ impl Proxy {
         if parts.uri.path() == route::HEALTH_PATH {
             return Ok(admin::health());
         }
-        let server = &self.settings.server;
+        let server = match entry {
+            Entry::Main => &self.settings.server,
+            Entry::Admin if route::is_admin_path(parts.uri.path()) => &self.admin_server,
+            Entry::Admin => {
+                return Err(ProxyError::NotFound(format!(
+                    "{}: server.admin_listen serves only /_proxy/*; send API calls to server.listen",
+                    parts.uri.path()
+                )));
+            }
+        };
         guard::check(&parts, server)?;
         if let Some(answer) = guard::answer_locally(&parts, server) {
             return Ok(answer);
