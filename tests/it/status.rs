@@ -412,3 +412,44 @@ async fn the_page_needs_the_inbound_key_where_one_is_set() {
     assert_eq!(with.status, 200, "{}", with.text());
     assert!(!with.text().contains(key));
 }
+
+#[tokio::test]
+async fn a_browser_uses_the_page_and_its_action_on_the_admin_address_without_the_key() {
+    let key = "status-page-inbound-key-0123456789";
+    let s = Setup::builder()
+        .proxy(|p| p.inbound_keys(&[key]).admin_listener())
+        .start()
+        .await;
+    let admin = s.proxy.admin();
+    let with_key = [("x-proxy-key", key)];
+    assert_eq!(
+        s.client.get(&s.proxy, "/hub/v1/x", &with_key).await.status,
+        200
+    );
+    let page = s.client.get(&admin, "/_proxy/status", &[BROWSER]).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = page.text();
+    let marker = r#"name="form_token" value=""#;
+    let at = html.find(marker).expect("a form token in the page") + marker.len();
+    let token = &html[at..at + 64];
+    let origin = format!("http://{}", admin.addr);
+    let headers = [
+        FORM,
+        BROWSER,
+        ("origin", origin.as_str()),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let form = format!("tenant=acme&account_id=&scope=&form_token={token}");
+    let path = "/_proxy/status/drop";
+    let reply = s.client.post(&admin, path, &headers, form.clone()).await;
+    assert_eq!(reply.status, 303, "{}", reply.text());
+    assert_eq!(s.fake.token_requests(), 1);
+    assert_eq!(
+        s.client.get(&s.proxy, "/hub/v1/x", &with_key).await.status,
+        200
+    );
+    assert_eq!(s.fake.token_requests(), 2, "dropped: fetched anew");
+    // The main address still wants the key, for the action too.
+    let main = s.client.post(&s.proxy, path, &[FORM], form).await;
+    assert_eq!(main.proxy_error(), Some("inbound_key_required"));
+}
