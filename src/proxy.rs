@@ -31,6 +31,8 @@ pub enum BuildError {
     Tls(#[from] tls::TlsError),
     #[error("cannot build the token client: {0}")]
     TokenClient(#[from] reqwest::Error),
+    #[error("cannot draw the status page's form token from the system's random source: {0}")]
+    Random(rustls::Error),
 }
 
 /// Which address a request came in on.
@@ -57,6 +59,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Browser logins started at `/_proxy/login`, waiting for their redirect.
     pending_logins: PendingLogins,
+    /// The status page's uptime start and form token.
+    page: admin::PageState,
     /// Requests whose body is being read before their caller is known (a
     /// keyless SOAP call or broker token request): few at a time, so that
     /// strangers cannot make the proxy hold many bodies at once.
@@ -90,6 +94,7 @@ impl Proxy {
             locals,
             metrics,
             pending_logins: PendingLogins::default(),
+            page: admin::PageState::new().map_err(BuildError::Random)?,
             unproven: Semaphore::new(MAX_UNPROVEN),
         })
     }
@@ -202,8 +207,9 @@ impl Proxy {
                     client: &self.client,
                     pending: &self.pending_logins,
                     metrics: &self.metrics,
+                    page: &self.page,
                 };
-                admin::handle(&parts, &context).await
+                admin::handle(&parts, body, &context).await
             }
             // The broker authenticates the tool itself, by its local secret.
             Route::Broker => {
