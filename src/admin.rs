@@ -133,11 +133,11 @@ fn business_unit_counts(context: &Context<'_>, key: &TokenKey) -> (u64, u64) {
 
 /// `GET /_proxy/metrics`: the OpenMetrics exposition.
 fn metrics(parts: &Parts, metrics: &Metrics) -> Result<Response<ProxyBody>, ProxyError> {
-    if !matches!(parts.method, http::Method::GET | http::Method::HEAD) {
-        return Err(ProxyError::MethodNotAllowed(format!(
-            "{} {METRICS_PATH}: the metrics are read with GET",
-            parts.method
-        )));
+    if !matches!(parts.method, Method::GET | Method::HEAD) {
+        return Err(ProxyError::WrongMethod {
+            path: METRICS_PATH,
+            allow: "GET, HEAD",
+        });
     }
     let mut response = Response::new(ProxyBody::full(metrics.encode()));
     let headers = response.headers_mut();

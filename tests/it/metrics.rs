@@ -123,6 +123,10 @@ async fn the_inbound_key_guards_the_metrics_and_may_come_as_a_bearer() {
     )
     .await;
     assert_eq!(header.status, 200);
+    let key = [("x-proxy-key", "metrics-key-0123456789")];
+    let posted = s.client.post(&s.proxy, "/_proxy/metrics", &key, "").await;
+    assert_eq!(posted.status, 405);
+    assert_eq!(posted.headers["allow"], "GET, HEAD");
     // Only on /_proxy/*: elsewhere `Authorization` is the caller's own and
     // never counts as the inbound key.
     let api = s
