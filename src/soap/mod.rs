@@ -6,6 +6,7 @@
 
 mod fault;
 mod inject;
+mod operation;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -19,6 +20,7 @@ use inject::encoding::Charset;
 #[doc(hidden)]
 pub use inject::verify::checked_apply;
 pub use inject::{Plan, Scan, scan};
+pub use operation::{Operation, PARTNER_API_NS, first_in_body};
 
 /// Held bytes may grow by this much before the envelope is scanned again.
 const RESCAN_STEP: usize = 64 * 1024;
@@ -47,6 +49,8 @@ pub struct EnvelopeStart {
     declared_length: Option<u64>,
     /// The body's whole size, as announced before any of it was read.
     announced: Option<u64>,
+    /// The Content-Type's charset, if it names one.
+    charset: Option<Charset>,
 }
 
 impl Envelope {
@@ -68,17 +72,10 @@ impl Envelope {
         let announced = body.size_hint().upper();
         let mut buf = BytesMut::new();
         let mut ended = body.is_end_stream();
-        // Each scan parses everything held; rescanning on every frame would
-        // cost the square of the size (a slow sender in tiny frames). Rescan
-        // when the held bytes doubled, grew by RESCAN_STEP, or the body ended.
+        // Bytes held at the last scan (see `worth_scanning`).
         let mut scanned = 0;
         let plan = loop {
-            // Past the limit, one more scan decides: the region fits or not.
-            let worth_scanning = ended
-                || buf.len() >= 2 * scanned
-                || buf.len() >= scanned + RESCAN_STEP
-                || (buf.len() > limit && scanned <= limit);
-            if !worth_scanning {
+            if !worth_scanning(buf.len(), scanned, limit, ended) {
                 ended = read_frame(&mut body, &mut buf).await?;
                 continue;
             }
@@ -100,6 +97,7 @@ impl Envelope {
             ended,
             declared_length,
             announced,
+            charset,
         })
     }
 
@@ -141,6 +139,33 @@ impl EnvelopeStart {
             .and_then(|bytes| std::str::from_utf8(bytes).ok())
     }
 
+    /// The operation the envelope asks for (the Body's first element),
+    /// reading on past the Header as needed: its start tag must end within
+    /// `limit` bytes (`soap.header_limit`). What is read stays held and is
+    /// forwarded as it came.
+    pub async fn operation(&mut self, limit: usize) -> Result<Operation, ProxyError> {
+        let mut scanned = 0;
+        loop {
+            if worth_scanning(self.buf.len(), scanned, limit, self.ended) {
+                scanned = self.buf.len();
+                match operation::first_in_body(&self.buf, self.ended, self.charset) {
+                    Ok(Some(found)) if found.end > limit => return Err(too_far(limit)),
+                    Ok(Some(found)) => return Ok(found),
+                    Ok(None) if self.buf.len() > limit => return Err(too_far(limit)),
+                    // Not reached (a whole envelope decides), but never loop on it.
+                    Ok(None) if self.ended => {
+                        return Err(ProxyError::BadRequest(
+                            "the SOAP envelope ends before its Body".into(),
+                        ));
+                    }
+                    Ok(None) => {}
+                    Err(error) => return Err(ProxyError::BadRequest(error.to_string())),
+                }
+            }
+            self.ended = read_frame(&mut self.body, &mut self.buf).await?;
+        }
+    }
+
     /// Once the caller may be served: a body announced (`Content-Length`) at
     /// most `replay_limit` bytes is read whole, as for REST, so that it can be
     /// replayed after a token fault however it was split in transit; a larger
@@ -153,6 +178,7 @@ impl EnvelopeStart {
             mut ended,
             declared_length,
             announced,
+            charset: _,
         } = self;
         let hold_whole = announced.is_some_and(|upper| upper <= replay_limit as u64);
         while hold_whole && !ended {
@@ -168,9 +194,26 @@ impl EnvelopeStart {
     }
 }
 
+/// Each scan parses everything held; rescanning on every frame would cost
+/// the square of the size (a slow sender in tiny frames). Rescan when the
+/// held bytes doubled, grew by RESCAN_STEP, or the body ended; past the
+/// limit, one more scan decides: the region fits or not.
+fn worth_scanning(held: usize, scanned: usize, limit: usize, ended: bool) -> bool {
+    ended
+        || held >= 2 * scanned
+        || held >= scanned + RESCAN_STEP
+        || (held > limit && scanned <= limit)
+}
+
 fn too_large(limit: usize) -> ProxyError {
     ProxyError::BadRequest(format!(
         "the SOAP Header (or, when it follows the Body, the whole envelope) must come within the first {limit} bytes; raise soap.header_limit if such envelopes are expected"
+    ))
+}
+
+fn too_far(limit: usize) -> ProxyError {
+    ProxyError::BadRequest(format!(
+        "the first element of the SOAP Body (the operation) must begin within the first {limit} bytes; raise soap.header_limit if such envelopes are expected"
     ))
 }
 

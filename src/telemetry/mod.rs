@@ -5,6 +5,7 @@ mod access;
 
 use tracing_subscriber::EnvFilter;
 
+pub(crate) use access::clip;
 pub use access::{AccessRecord, Logged, X_REQUEST_ID, request_id};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
