@@ -168,8 +168,13 @@ fn settle(
                 listed(&tenant.policy.allow_paths)
             ),
         ),
+        // Refused for the list that could not be applied (deny first).
         ByPath::Unreadable(why) => (
-            "allow_paths",
+            if tenant.policy.deny_paths.is_empty() {
+                "allow_paths"
+            } else {
+                "deny_paths"
+            },
             format!(
                 "tenant `{name}` has allow_paths or deny_paths, and the path of {what} cannot be read one way only ({why}): refused; send the path percent-encoded once, without control characters"
             ),

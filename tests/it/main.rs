@@ -10,6 +10,7 @@ mod cli;
 mod guard;
 mod login;
 mod logs;
+mod policy;
 mod pool;
 mod rest;
 mod security;
