@@ -18,7 +18,7 @@
 use http::request::Parts;
 use http::{HeaderMap, Method, header};
 
-use crate::config::{Cover, PathPrefix, Policy, Tenant, Unreadable, normalise_path};
+use crate::config::{PathPrefix, Policy, Tenant, Unreadable, normalise_path};
 use crate::error::ProxyError;
 use crate::route::Target;
 use crate::soap::{EnvelopeStart, Operation, PARTNER_API_NS};
@@ -117,19 +117,11 @@ fn by_path<'p>(policy: &'p Policy, path: &str) -> ByPath<'p> {
             Err(why) => return ByPath::Unreadable(why),
         };
         // A path that may be under a deny prefix is; one that may be under an
-        // allow prefix is not (see `Cover::Maybe`).
-        if let Some(prefix) = policy
-            .deny_paths
-            .iter()
-            .find(|p| p.covers(&normal) != Cover::No)
-        {
+        // allow prefix is not.
+        if let Some(prefix) = policy.deny_paths.iter().find(|p| p.may_cover(&normal)) {
             return ByPath::Denied(prefix);
         }
-        if policy
-            .allow_paths
-            .iter()
-            .any(|p| p.covers(&normal) == Cover::Yes)
-        {
+        if policy.allow_paths.iter().any(|p| p.surely_covers(&normal)) {
             return ByPath::Allowed;
         }
     }

@@ -31,7 +31,7 @@ mod values;
 pub use broker::BrokerSettings;
 pub use defaults::{DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN};
 pub use grant::{AppType, Grant};
-pub use policy::{Cover, NormalPath, PathPrefix, Policy, Unreadable, normalise_path};
+pub use policy::{NormalPath, PathPrefix, Policy, Unreadable, normalise_path};
 use raw::RawConfig;
 pub use server::{
     MAX_DEFAULT_WORKER_THREADS, MAX_WORKER_THREADS, ReadyRequires, ServerSettings,

@@ -2,14 +2,17 @@
 //! lets through (decided after routing by `crate::policy`), and the one path
 //! normalisation that configured prefixes and request paths both go through.
 //!
-//! The normalised path is for matching only; the forwarded path stays byte
-//! for byte. It is read the widest way a server behind SFMC's load balancer
-//! might read it, so that no spelling of a denied path slips past a prefix:
+//! The readings are for matching only; the forwarded path stays byte for
+//! byte. A server behind SFMC's load balancer may read a path two ways, so
+//! the policy reads it both ways, letters lowercased in each: the widest —
 //! percent-decoded once (`%2F` and `%5C` included), `/` and `\` both
 //! separators, empty and `.` segments dropped, `..` taking the one before it,
 //! `;params` cut from each segment (as Tomcat does), trailing dots and spaces
-//! trimmed (as IIS does), ASCII letters lowercased. What it cannot read one
-//! way only is [`Unreadable`], and refused wherever a prefix list is set.
+//! trimmed (as IIS does) — and the literal: split at its `/` only, each
+//! segment decoded, `.` and `..` kept (as a router matching raw prefixes
+//! does). A path is under a deny prefix if either reading is, under an allow
+//! prefix only if both are. What cannot be read one way only is
+//! [`Unreadable`], and refused wherever a prefix list is set.
 
 use super::defaults::DEFAULT_READ_ONLY;
 use super::raw::RawTenant;
@@ -47,19 +50,24 @@ pub struct PathPrefix {
     segments: Vec<String>,
 }
 
-/// A request path as the policy reads it (see the module's doc).
+/// A request path as the policy reads it: two readings, since servers on
+/// the way to SFMC may read it either way (see the module's doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalPath {
-    segments: Vec<String>,
+    /// Decoded and collapsed the widest way.
+    widest: Vec<String>,
+    /// Split at its literal `/` only, each segment decoded, nothing collapsed
+    /// but empty segments (`.` and `..` stay).
+    literal: Vec<String>,
 }
 
 impl NormalPath {
-    /// The path with one `/` before each segment (`/` for the root).
+    /// The widest reading, one `/` before each segment (`/` for the root).
     pub fn display(&self) -> String {
-        if self.segments.is_empty() {
+        if self.widest.is_empty() {
             return "/".into();
         }
-        self.segments.iter().map(|s| format!("/{s}")).collect()
+        self.widest.iter().map(|s| format!("/{s}")).collect()
     }
 }
 
@@ -76,26 +84,41 @@ pub enum Unreadable {
     Dots,
 }
 
-/// How a path stands to a prefix.
+/// How one reading of a path stands to a prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cover {
+enum Cover {
     /// The path is the prefix or under it, by whole segments.
     Yes,
-    /// It is, if a server folds a non-ASCII letter of it into the prefix's
-    /// (as `ſ` into `s`): under a deny prefix, under no allow prefix.
+    /// It is if a server folds a non-ASCII letter of it into the prefix's
+    /// segment at its place (as some fold `ſ` into `s`).
     Maybe,
     No,
 }
 
 impl PathPrefix {
-    /// Whether `path` is this prefix or under it: `/hub/v1` covers `/hub/v1`
-    /// and `/hub/v1/x`, not `/hub/v10`; `/` covers every path.
-    pub fn covers(&self, path: &NormalPath) -> Cover {
-        if path.segments.len() < self.segments.len() {
+    /// For `deny_paths`: whether `path` is, or may be, this prefix or under
+    /// it in either reading. `/hub/v1` covers `/hub/v1` and `/hub/v1/x`, not
+    /// `/hub/v10`; `/` covers every path.
+    pub fn may_cover(&self, path: &NormalPath) -> bool {
+        [&path.widest, &path.literal]
+            .iter()
+            .any(|reading| self.cover(reading) != Cover::No)
+    }
+
+    /// For `allow_paths`: whether `path` surely is this prefix or under it,
+    /// in both readings.
+    pub fn surely_covers(&self, path: &NormalPath) -> bool {
+        [&path.widest, &path.literal]
+            .iter()
+            .all(|reading| self.cover(reading) == Cover::Yes)
+    }
+
+    fn cover(&self, reading: &[String]) -> Cover {
+        if reading.len() < self.segments.len() {
             return Cover::No;
         }
         let mut cover = Cover::Yes;
-        for (want, have) in self.segments.iter().zip(&path.segments) {
+        for (want, have) in self.segments.iter().zip(reading) {
             if want == have {
                 continue;
             }
@@ -118,25 +141,33 @@ pub fn normalise_path(path: &str) -> Result<NormalPath, Unreadable> {
     if still_encoded(&decoded) {
         return Err(Unreadable::DoubleEncoded);
     }
-    let mut segments: Vec<String> = Vec::new();
+    let mut widest: Vec<String> = Vec::new();
     for raw in decoded.split(['/', '\\']) {
         // `..;x` is `..` to a server that drops matrix parameters.
         let segment = raw.split(';').next().unwrap_or_default();
         match segment {
             "" | "." => {}
             ".." => {
-                segments.pop();
+                widest.pop();
             }
             _ if segment.bytes().all(|b| b == b'.') => return Err(Unreadable::Dots),
             _ => {
                 let trimmed = segment.trim_end_matches(['.', ' ']);
                 if !trimmed.is_empty() {
-                    segments.push(trimmed.to_ascii_lowercase());
+                    widest.push(trimmed.to_ascii_lowercase());
                 }
             }
         }
     }
-    Ok(NormalPath { segments })
+    let literal = path
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| {
+            let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+            decoded.to_ascii_lowercase()
+        })
+        .collect();
+    Ok(NormalPath { widest, literal })
 }
 
 /// A `%` followed by two hex digits: what a second decoding would change.
@@ -171,7 +202,7 @@ fn prefixes(key: &str, raw: &[String]) -> Result<Vec<PathPrefix>, ConfigError> {
                 ));
             }
             let normal = normalise_path(text).map_err(|why| refuse(format!("cannot be read: {why}")))?;
-            if normal.segments.first().is_some_and(|s| s == "_proxy") {
+            if normal.widest.first().is_some_and(|s| s == "_proxy") {
                 return Err(refuse(
                     "is the proxy's own (/_proxy/* is never forwarded, and no policy applies to it)"
                         .into(),
@@ -179,7 +210,7 @@ fn prefixes(key: &str, raw: &[String]) -> Result<Vec<PathPrefix>, ConfigError> {
             }
             Ok(PathPrefix {
                 text: text.clone(),
-                segments: normal.segments,
+                segments: normal.widest,
             })
         })
         .collect()
@@ -187,7 +218,7 @@ fn prefixes(key: &str, raw: &[String]) -> Result<Vec<PathPrefix>, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Cover, NormalPath, PathPrefix, Unreadable, normalise_path};
+    use super::{NormalPath, PathPrefix, Unreadable, normalise_path};
 
     fn normal(path: &str) -> String {
         normalise_path(path).map_or_else(|e| format!("{e:?}"), |p| p.display())
@@ -197,12 +228,18 @@ mod tests {
         let normal = normalise_path(text).expect("a readable prefix");
         PathPrefix {
             text: text.into(),
-            segments: normal.segments,
+            segments: normal.widest,
         }
     }
 
     fn path(text: &str) -> NormalPath {
         normalise_path(text).expect("a readable path")
+    }
+
+    /// (as a deny prefix: may cover, as an allow prefix: surely covers)
+    fn covers(prefix_text: &str, path_text: &str) -> (bool, bool) {
+        let (prefix, path) = (prefix(prefix_text), path(path_text));
+        (prefix.may_cover(&path), prefix.surely_covers(&path))
     }
 
     #[test]
@@ -248,32 +285,63 @@ mod tests {
 
     #[test]
     fn a_prefix_covers_whole_segments_only() {
-        let hub = prefix("/hub/v1");
-        assert_eq!(hub.covers(&path("/hub/v1")), Cover::Yes);
-        assert_eq!(hub.covers(&path("/hub/v1/dataevents")), Cover::Yes);
-        assert_eq!(hub.covers(&path("/Hub/V1/x")), Cover::Yes);
-        assert_eq!(hub.covers(&path("/hub/v10")), Cover::No);
-        assert_eq!(hub.covers(&path("/hub")), Cover::No);
-        assert_eq!(hub.covers(&path("/hubx/v1")), Cover::No);
-        assert_eq!(prefix("/").covers(&path("/anything")), Cover::Yes);
-        assert_eq!(prefix("/").covers(&path("/")), Cover::Yes);
+        assert_eq!(covers("/hub/v1", "/hub/v1"), (true, true));
+        assert_eq!(covers("/hub/v1", "/hub/v1/dataevents"), (true, true));
+        assert_eq!(covers("/hub/v1", "/Hub/V1/x"), (true, true));
+        assert_eq!(covers("/hub/v1", "//hub/%76%31/x"), (true, true));
+        assert_eq!(covers("/hub/v1", "/hub/v10"), (false, false));
+        assert_eq!(covers("/hub/v1", "/hub"), (false, false));
+        assert_eq!(covers("/hub/v1", "/hubx/v1"), (false, false));
+        assert_eq!(covers("/", "/anything"), (true, true));
+        assert_eq!(covers("/", "/"), (true, true));
     }
 
     #[test]
-    fn a_non_ascii_letter_may_fold_into_the_prefix() {
-        let subscribers = prefix("/contacts/v1/subscribers");
+    fn denied_if_either_reading_is_under_allowed_only_if_both_are() {
+        // Collapsed, it leaves `/hub`; read raw, a prefix router sends it there.
+        assert_eq!(covers("/hub", "/hub/x/../../data/v1/async"), (true, false));
+        assert_eq!(
+            covers("/data/v1/async", "/hub/x/../../data/v1/async"),
+            (true, false)
+        );
+        // An encoded `/`: a separator to some servers, part of a name to others.
+        assert_eq!(
+            covers("/data/v1/async", "/data%2Fv1%2Fasync/x"),
+            (true, false)
+        );
+        assert_eq!(covers("/data/v1/async", "/data/v1\\async/x"), (true, false));
+        assert_eq!(
+            covers("/data/v1/async", "/data;a/v1/async/x"),
+            (true, false)
+        );
+        // Dots past the prefix keep both readings under it.
+        assert_eq!(
+            covers("/data/v1/async", "/data/v1/async/x/../y"),
+            (true, true)
+        );
+        assert_eq!(
+            covers("/data/v1/async", "/data/v1/async/%2e%2e%2fasync/y"),
+            (true, true)
+        );
+    }
+
+    #[test]
+    fn a_non_ascii_letter_may_fold_into_a_deny_prefix_never_an_allow_one() {
         // U+017F LATIN SMALL LETTER LONG S uppercases to `S`.
-        let long_s = path("/contacts/v1/%C5%BFubscribers/1");
-        assert_eq!(subscribers.covers(&long_s), Cover::Maybe);
+        let long_s = "/contacts/v1/%C5%BFubscribers/1";
+        assert_eq!(covers("/contacts/v1/subscribers", long_s), (true, false));
         // Where the ASCII segments already differ, nothing folds it back.
         assert_eq!(
-            subscribers.covers(&path("/contacts/v2/%C5%BFubscribers")),
-            Cover::No
+            covers("/contacts/v1/subscribers", "/contacts/v2/%C5%BFubscribers"),
+            (false, false)
         );
         // Past the prefix, any letter is fine.
         assert_eq!(
-            subscribers.covers(&path("/contacts/v1/subscribers/caf%C3%A9")),
-            Cover::Yes
+            covers(
+                "/contacts/v1/subscribers",
+                "/contacts/v1/subscribers/caf%C3%A9"
+            ),
+            (true, true)
         );
     }
 }

@@ -117,6 +117,9 @@ fn deny_then_allow_then_read_only() {
         ("POST", "/data/v1/async/%2e%2e/%2e%2e/hub", "read_only"),
         ("POST", "/data/v1/async/..;/..;/hub", "read_only"),
         ("POST", "/data/v1/asyncx", "read_only"),
+        // Allowed only if read raw it is under the prefix too.
+        ("POST", "/hub/x/../../data/v1/async/rows", "read_only"),
+        ("POST", "/data%2Fv1%2Fasync/rows", "read_only"),
         // What cannot be read one way only is refused, reads included.
         ("GET", "/data/v1/async/%252e%252e/x", "deny_paths"),
         ("GET", "/data/v1/async%00/x", "deny_paths"),

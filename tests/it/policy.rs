@@ -120,6 +120,8 @@ async fn deny_beats_allow_beats_read_only_however_the_path_is_spelt() {
         ),
         ("POST", "/data/v1/async/%2e%2e/%2e%2e/hub/v1/x", "read_only"),
         ("POST", "/data/v1/async/..;/..;/hub/v1/x", "read_only"),
+        ("POST", "/hub/x/../../data/v1/async/rows", "read_only"),
+        ("POST", "/data%2Fv1%2Fasync/rows", "read_only"),
         ("GET", "/data/v1/async/%252e%252e/x", "deny_paths"),
     ];
     for (method, path, rule) in refused {
@@ -178,7 +180,7 @@ async fn an_allowed_odd_path_reaches_sfmc_byte_for_byte() {
     for path in [
         "/DATA/v1//async/%2e/dataextensions/key:My%20DE;v=1/rows",
         "/data/v1/async/x/../dataextensions/key%3AMy%20DE/rows",
-        "/data%2Fv1%2Fasync/dataextensions",
+        "/data/v1/async/%2E%2E%2Fasync/rows",
     ] {
         let reply = s
             .client
