@@ -19,7 +19,7 @@
 //!   `admin`.
 //! - `policy`: a tenant's `deny_paths`, `allow_paths` and `read_only`, once
 //!   routing knows the tenant and before any token is fetched (a SOAP call's
-//!   operation is read from its Body's first element).
+//!   operation is read from its whole envelope, bounded).
 //! - `broker`: the local `/v2/token` for SDK tools, and the local tokens it issues
 //!   (a request carrying one is served as the tenant and MID it is bound to).
 //! - [`token`]: `TokenKey` (and its one checked constructor), `TokenCache`

@@ -4,7 +4,7 @@
 //! 1. a path under a `deny_paths` prefix is refused, whatever the method;
 //! 2. else a path under an `allow_paths` prefix passes, whatever the method;
 //! 3. else with `read_only`, reads pass — GET, HEAD, OPTIONS, and SOAP whose
-//!    Body's first element is `RetrieveRequestMsg` or `DefinitionRequestMsg`
+//!    Body's one element is `RetrieveRequestMsg` or `DefinitionRequestMsg`
 //!    (Describe) in the partner API namespace — and nothing else;
 //! 4. else with `allow_paths` set, the request is refused;
 //! 5. else it passes.
@@ -25,7 +25,7 @@ use crate::soap::{EnvelopeStart, Operation, PARTNER_API_NS};
 use crate::telemetry::clip;
 
 /// The SOAP operations a read-only tenant lets through, by the Body's
-/// first element and by `SOAPAction`.
+/// one element and by `SOAPAction`.
 const SOAP_READS: [(&str, &str); 2] = [
     ("RetrieveRequestMsg", "Retrieve"),
     ("DefinitionRequestMsg", "Describe"),
@@ -83,8 +83,8 @@ fn check(
     }
 }
 
-/// The policy on a SOAP call. Under `read_only`, the envelope is read on to
-/// the Body's first element (within `limit`, `soap.header_limit`); a
+/// The policy on a SOAP call. Under `read_only`, the envelope is read whole
+/// (within `limit`, `soap.header_limit`) to tell its operation; a
 /// `SOAPAction` naming another operation refuses it before that.
 pub async fn check_soap(
     parts: &Parts,
@@ -261,7 +261,7 @@ fn soap_action_read(headers: &HeaderMap) -> Result<(), String> {
     Ok(())
 }
 
-/// A read by the Body's first element; an envelope whose operation cannot
+/// A read by the Body's one element; an envelope whose operation cannot
 /// be told is refused, saying why.
 fn soap_read(operation: Result<&Operation, &ProxyError>) -> Result<(), String> {
     match operation {

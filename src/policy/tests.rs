@@ -271,7 +271,6 @@ fn only_retrieve_and_describe_in_the_partner_namespace_are_soap_reads() {
     let op = |ns: Option<&str>, name: &str| Operation {
         namespace: ns.map(str::to_owned),
         local_name: name.into(),
-        end: 0,
     };
     let partner = Some(PARTNER_API_NS);
     for (operation, passes) in [

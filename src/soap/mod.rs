@@ -20,7 +20,7 @@ use inject::encoding::Charset;
 #[doc(hidden)]
 pub use inject::verify::checked_apply;
 pub use inject::{Plan, Scan, scan};
-pub use operation::{Operation, PARTNER_API_NS, first_in_body};
+pub use operation::{Operation, PARTNER_API_NS, operation_of};
 
 /// Held bytes may grow by this much before the envelope is scanned again.
 const RESCAN_STEP: usize = 64 * 1024;
@@ -139,30 +139,26 @@ impl EnvelopeStart {
             .and_then(|bytes| std::str::from_utf8(bytes).ok())
     }
 
-    /// The operation the envelope asks for (the Body's first element),
-    /// reading on past the Header as needed: its start tag must end within
-    /// `limit` bytes (`soap.header_limit`). What is read stays held and is
-    /// forwarded as it came.
+    /// The operation the envelope asks for (the Body's one element): the
+    /// envelope is read whole to tell, at most `limit` bytes
+    /// (`soap.header_limit`). What is read stays held and is forwarded as
+    /// it came.
     pub async fn operation(&mut self, limit: usize) -> Result<Operation, ProxyError> {
-        let mut scanned = 0;
-        loop {
-            if worth_scanning(self.buf.len(), scanned, limit, self.ended) {
-                scanned = self.buf.len();
-                match operation::first_in_body(&self.buf, self.ended, self.charset) {
-                    Ok(Some(found)) if found.end > limit => return Err(too_far(limit)),
-                    Ok(Some(found)) => return Ok(found),
-                    Ok(None) if self.buf.len() > limit => return Err(too_far(limit)),
-                    // Not reached (a whole envelope decides), but never loop on it.
-                    Ok(None) if self.ended => {
-                        return Err(ProxyError::BadRequest(
-                            "the SOAP envelope ends before its Body".into(),
-                        ));
-                    }
-                    Ok(None) => {}
-                    Err(error) => return Err(ProxyError::BadRequest(error.to_string())),
-                }
-            }
+        while !self.ended && self.buf.len() <= limit {
             self.ended = read_frame(&mut self.body, &mut self.buf).await?;
+        }
+        if self.buf.len() > limit {
+            return Err(ProxyError::BadRequest(format!(
+                "a SOAP call to a read_only tenant is read whole to tell its operation, and this one is larger than soap.header_limit ({limit} bytes); raise it if such envelopes are expected"
+            )));
+        }
+        match operation::operation_of(&self.buf, true, self.charset) {
+            Ok(Some(found)) => Ok(found),
+            // Not reached (a whole envelope decides), but never pass on it.
+            Ok(None) => Err(ProxyError::BadRequest(
+                "the SOAP envelope's operation cannot be read".into(),
+            )),
+            Err(error) => Err(ProxyError::BadRequest(error.to_string())),
         }
     }
 
@@ -208,12 +204,6 @@ fn worth_scanning(held: usize, scanned: usize, limit: usize, ended: bool) -> boo
 fn too_large(limit: usize) -> ProxyError {
     ProxyError::BadRequest(format!(
         "the SOAP Header (or, when it follows the Body, the whole envelope) must come within the first {limit} bytes; raise soap.header_limit if such envelopes are expected"
-    ))
-}
-
-fn too_far(limit: usize) -> ProxyError {
-    ProxyError::BadRequest(format!(
-        "the first element of the SOAP Body (the operation) must begin within the first {limit} bytes; raise soap.header_limit if such envelopes are expected"
     ))
 }
 

@@ -1,15 +1,16 @@
-//! Which operation a SOAP envelope asks for: the first element inside its
+//! Which operation a SOAP envelope asks for: the one element inside its
 //! `Body`, by namespace and local name (`RetrieveRequestMsg` in
 //! `http://exacttarget.com/wsdl/partnerAPI`), read namespace-aware from the
-//! start of the envelope — for a tenant's `read_only` policy.
+//! whole envelope — for a tenant's `read_only` policy.
 //!
 //! It fails closed: anything that could make SFMC read another operation
 //! than the one seen here is an error, not a guess — a document type
-//! declaration, text or CDATA before the first element, an Envelope child
-//! other than a Header before the Body, an empty Body, an envelope cut short.
+//! declaration, text or CDATA beside the operation, a second element in the
+//! Body or a second Body, an Envelope child other than a Header, an empty
+//! Body, an envelope cut short.
 
 use quick_xml::NsReader;
-use quick_xml::events::Event;
+use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 
 use super::inject::encoding::{Charset, Source};
@@ -18,20 +19,38 @@ use super::inject::{EnvelopeError, SOAP11_NS, SOAP12_NS};
 /// The namespace of SFMC's SOAP operations (the partner API's WSDL).
 pub const PARTNER_API_NS: &str = "http://exacttarget.com/wsdl/partnerAPI";
 
-/// The Body's first element.
+/// The Body's one element.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
     /// Its namespace, when one is bound.
     pub namespace: Option<String>,
     pub local_name: String,
-    /// The envelope offset where its start tag ends.
-    pub end: usize,
+}
+
+/// Which child of the Envelope is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Child {
+    None,
+    Header,
+    Body,
+}
+
+/// What has been read of the envelope so far.
+struct Reading {
+    /// Open elements.
+    depth: usize,
+    child: Child,
+    bodies: usize,
+    operation: Option<Operation>,
+    /// The Envelope has ended.
+    closed: bool,
 }
 
 /// The operation of the envelope whose first bytes are `buf` (`complete`
-/// when they are all of it), in `charset` (the Content-Type's, if named);
-/// `None` while it needs more of the body.
-pub fn first_in_body(
+/// when they are all of it), in `charset` (the Content-Type's, if named).
+/// Only a whole envelope names one: `None` while more is to come (an error
+/// may show earlier).
+pub fn operation_of(
     buf: &[u8],
     complete: bool,
     charset: Option<Charset>,
@@ -41,63 +60,25 @@ pub fn first_in_body(
     };
     let mut reader = NsReader::from_reader(&source.xml[..]);
     reader.config_mut().check_end_names = true;
-    // Depth of open elements; `in_header` while inside the Header.
-    let (mut depth, mut in_header, mut in_body) = (0usize, false, false);
+    let mut reading = Reading {
+        depth: 0,
+        child: Child::None,
+        bodies: 0,
+        operation: None,
+        closed: false,
+    };
     loop {
         let (ns, event) = match reader.read_resolved_event() {
             Ok((ns, event)) => (bound(&ns), event),
             Err(_) if !complete => return Ok(None),
             Err(error) => return Err(EnvelopeError::Malformed(error.to_string())),
         };
-        let at = source.original(reader.buffer_position() as usize);
-        let soap = ns
-            .as_deref()
-            .is_some_and(|ns| ns == SOAP11_NS || ns == SOAP12_NS);
         match event {
-            Event::Start(start) | Event::Empty(start) if in_body => {
-                let local_name = start.local_name().as_ref().to_owned();
-                return Ok(Some(Operation {
-                    namespace: ns,
-                    local_name,
-                    end: at,
-                }));
-            }
-            Event::Start(start) => {
-                let local = start.local_name();
-                match depth {
-                    0 if soap && local.as_ref() == "Envelope" => {}
-                    0 => return Err(not_soap("the root element is not a SOAP Envelope")),
-                    1 if soap && local.as_ref() == "Header" => in_header = true,
-                    1 if soap && local.as_ref() == "Body" => in_body = true,
-                    1 => return Err(not_soap("an element other than Header before the Body")),
-                    _ => {}
-                }
-                depth += 1;
-            }
-            Event::Empty(start) => match depth {
-                0 => return Err(not_soap("the Envelope is empty")),
-                1 if soap && start.local_name().as_ref() == "Body" => {
-                    return Err(not_soap("the Body is empty"));
-                }
-                1 if soap && start.local_name().as_ref() == "Header" => {}
-                1 => return Err(not_soap("an element other than Header before the Body")),
-                _ => {}
-            },
-            Event::End(_) => {
-                if in_body {
-                    return Err(not_soap("the Body is empty"));
-                }
-                depth = depth.saturating_sub(1);
-                if depth == 1 {
-                    in_header = false;
-                }
-                if depth == 0 {
-                    return Err(not_soap("the Envelope has no Body"));
-                }
-            }
-            // Inside the Header anything goes: it is not the operation.
-            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) if in_header => {}
+            Event::Start(start) => reading.open(&start, ns, true)?,
+            Event::Empty(start) => reading.open(&start, ns, false)?,
+            Event::End(_) => reading.close()?,
             Event::Text(text) if text.bytes().all(|b| b.is_ascii_whitespace()) => {}
+            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) if reading.holds_text() => {}
             Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => {
                 return Err(not_soap("text where only elements belong"));
             }
@@ -106,11 +87,94 @@ pub fn first_in_body(
                     "a document type declaration (SFMC takes none; it could redefine what follows)",
                 ));
             }
-            Event::Eof if complete => return Err(not_soap("the envelope ends before its Body")),
-            Event::Eof => return Ok(None),
+            Event::Eof if !complete => return Ok(None),
+            Event::Eof => return reading.finish().map(Some),
             // Comments, processing instructions, the XML declaration.
             _ => {}
         }
+    }
+}
+
+impl Reading {
+    fn open(
+        &mut self,
+        start: &BytesStart<'_>,
+        ns: Option<String>,
+        has_content: bool,
+    ) -> Result<(), EnvelopeError> {
+        let soap = ns
+            .as_deref()
+            .is_some_and(|ns| ns == SOAP11_NS || ns == SOAP12_NS);
+        let local = start.local_name();
+        let local = local.as_ref();
+        if self.closed {
+            return Err(not_soap("an element after the Envelope"));
+        }
+        match self.depth {
+            0 if soap && local == "Envelope" && has_content => {}
+            0 if soap && local == "Envelope" => return Err(not_soap("the Envelope is empty")),
+            0 => return Err(not_soap("the root element is not a SOAP Envelope")),
+            1 if soap && local == "Header" => self.child = Child::Header,
+            1 if soap && local == "Body" && self.bodies > 0 => {
+                return Err(not_soap("the Envelope has two Bodies"));
+            }
+            1 if soap && local == "Body" && has_content => {
+                self.bodies += 1;
+                self.child = Child::Body;
+            }
+            1 if soap && local == "Body" => return Err(not_soap("the Body is empty")),
+            1 => return Err(not_soap("an Envelope child other than Header and Body")),
+            2 if self.child == Child::Body && self.operation.is_some() => {
+                return Err(not_soap("the Body holds more than one element"));
+            }
+            2 if self.child == Child::Body => {
+                self.operation = Some(Operation {
+                    namespace: ns,
+                    local_name: local.to_owned(),
+                });
+            }
+            _ => {}
+        }
+        if has_content {
+            self.depth += 1;
+        } else if self.depth == 1 {
+            // `<Header/>`: nothing stays open.
+            self.child = Child::None;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), EnvelopeError> {
+        self.depth = self.depth.saturating_sub(1);
+        match self.depth {
+            1 if self.child == Child::Body && self.operation.is_none() => {
+                Err(not_soap("the Body is empty"))
+            }
+            1 => {
+                self.child = Child::None;
+                Ok(())
+            }
+            0 => {
+                self.closed = true;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Text belongs inside the Header and inside the operation.
+    fn holds_text(&self) -> bool {
+        self.depth >= 3 || (self.depth >= 2 && self.child == Child::Header)
+    }
+
+    fn finish(self) -> Result<Operation, EnvelopeError> {
+        if !self.closed {
+            return Err(EnvelopeError::Malformed(
+                "the body ends before </Envelope>".into(),
+            ));
+        }
+        self.operation
+            .ok_or_else(|| not_soap("the Envelope has no Body"))
     }
 }
 
@@ -130,10 +194,10 @@ mod tests {
     use super::*;
 
     const ENV: &str = "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\">";
-    const RETRIEVE: &str = "<RetrieveRequestMsg xmlns=\"http://exacttarget.com/wsdl/partnerAPI\"><RetrieveRequest/></RetrieveRequestMsg>";
+    const RETRIEVE: &str = "<RetrieveRequestMsg xmlns=\"http://exacttarget.com/wsdl/partnerAPI\"><RetrieveRequest><ObjectType>Subscriber</ObjectType></RetrieveRequest></RetrieveRequestMsg>";
 
     fn read(xml: &str) -> Result<Option<Operation>, EnvelopeError> {
-        first_in_body(xml.as_bytes(), true, None)
+        operation_of(xml.as_bytes(), true, None)
     }
 
     fn name(xml: &str) -> String {
@@ -144,12 +208,12 @@ mod tests {
     }
 
     #[test]
-    fn the_first_element_of_the_body_is_the_operation() {
+    fn the_element_in_the_body_is_the_operation() {
         let partner = format!("{PARTNER_API_NS}|RetrieveRequestMsg");
         for xml in [
             format!("{ENV}<s:Body>{RETRIEVE}</s:Body></s:Envelope>"),
             format!(
-                "<?xml version=\"1.0\"?>\n{ENV}<s:Header><fueloauth xmlns=\"http://exacttarget.com\">t</fueloauth></s:Header>\n  <s:Body> <!-- a comment --> <?pi x?>\n{RETRIEVE}</s:Body></s:Envelope>"
+                "<?xml version=\"1.0\"?>\n{ENV}<s:Header><fueloauth xmlns=\"http://exacttarget.com\">t</fueloauth></s:Header>\n  <s:Body> <!-- a comment --> <?pi x?>\n{RETRIEVE}\n</s:Body></s:Envelope>\n"
             ),
             format!(
                 "{ENV}<s:Body><et:RetrieveRequestMsg xmlns:et=\"{PARTNER_API_NS}\"/></s:Body></s:Envelope>"
@@ -157,7 +221,9 @@ mod tests {
             format!(
                 "<Envelope xmlns=\"http://www.w3.org/2003/05/soap-envelope\"><Body>{RETRIEVE}</Body></Envelope>"
             ),
-            format!("\u{FEFF}{ENV}<s:Body>{RETRIEVE}</s:Body></s:Envelope>"),
+            // The Header after the Body, as some SDKs write it.
+            format!("{ENV}<s:Body>{RETRIEVE}</s:Body><s:Header><a>x</a></s:Header></s:Envelope>"),
+            format!("\u{FEFF}{ENV}<s:Header/><s:Body>{RETRIEVE}</s:Body></s:Envelope>"),
         ] {
             assert_eq!(name(&xml), partner, "{xml}");
         }
@@ -186,8 +252,15 @@ mod tests {
     fn what_cannot_be_told_is_an_error() {
         for xml in [
             format!("{ENV}<s:Body>text{RETRIEVE}</s:Body></s:Envelope>"),
+            format!("{ENV}<s:Body>{RETRIEVE}text</s:Body></s:Envelope>"),
             format!("{ENV}<s:Body><![CDATA[x]]>{RETRIEVE}</s:Body></s:Envelope>"),
             format!("{ENV}<s:Body>&amp;{RETRIEVE}</s:Body></s:Envelope>"),
+            format!("{ENV}<s:Body>{RETRIEVE}<CreateRequest/></s:Body></s:Envelope>"),
+            format!(
+                "{ENV}<s:Body>{RETRIEVE}</s:Body><s:Body><CreateRequest/></s:Body></s:Envelope>"
+            ),
+            format!("{ENV}<s:Body>{RETRIEVE}</s:Body><x/></s:Envelope>"),
+            format!("{ENV}<s:Body>{RETRIEVE}</s:Body></s:Envelope><CreateRequest/>"),
             format!(
                 "<!DOCTYPE s:Envelope [<!ENTITY e \"x\">]>{ENV}<s:Body>{RETRIEVE}</s:Body></s:Envelope>"
             ),
@@ -196,7 +269,8 @@ mod tests {
             format!("{ENV}<s:Header/></s:Envelope>"),
             format!("{ENV}<x/><s:Body>{RETRIEVE}</s:Body></s:Envelope>"),
             format!("<Envelope>{RETRIEVE}</Envelope>"),
-            format!("{ENV}<s:Header><fueloauth>t</fueloauth></s:Header>"),
+            format!("{ENV}<s:Body>{RETRIEVE}</s:Body>"),
+            format!("{ENV}<s:Body>{RETRIEVE}"),
             "not xml".to_owned(),
             String::new(),
         ] {
@@ -205,20 +279,15 @@ mod tests {
     }
 
     #[test]
-    fn a_prefix_waits_for_more_and_then_agrees_with_the_whole() {
+    fn only_a_whole_envelope_names_its_operation() {
         let xml = format!(
             "{ENV}<s:Header><a>{}</a></s:Header><s:Body>{RETRIEVE}</s:Body></s:Envelope>",
             "x".repeat(100)
         );
-        let whole = read(&xml).expect("readable").expect("found");
-        let open = &RETRIEVE[..=RETRIEVE.find('>').unwrap_or_default()];
-        assert!(xml[..whole.end].ends_with(open), "{}", &xml[..whole.end]);
-        for at in 0..xml.len() {
-            match first_in_body(&xml.as_bytes()[..at], false, None) {
-                Ok(None) => assert!(at < whole.end, "{at}"),
-                Ok(Some(op)) => assert_eq!(op, whole, "{at}"),
-                Err(e) => panic!("prefix {at}: {e}"),
-            }
+        assert!(read(&xml).is_ok_and(|op| op.is_some()));
+        for at in 0..=xml.len() {
+            let prefix = operation_of(&xml.as_bytes()[..at], false, None);
+            assert_eq!(prefix, Ok(None), "prefix {at}");
         }
     }
 }

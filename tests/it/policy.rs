@@ -1,7 +1,7 @@
 //! Per-tenant policy end to end: `deny_paths` > `allow_paths` > `read_only`,
 //! decided before a token is fetched (a refusal costs SFMC nothing), on a
 //! normalised copy of the path while SFMC receives it byte for byte; SOAP
-//! reads told by the Body's first element, refusals as SOAP faults.
+//! reads told by the Body's one element, refusals as SOAP faults.
 
 use bytes::Bytes;
 use serde_json::json;
@@ -335,6 +335,12 @@ async fn a_soap_operation_is_read_namespace_aware_and_refused_when_it_cannot_be_
             "<s:Envelope xmlns:s=\"{SOAP11}\"><b:Body xmlns:b=\"urn:b\">{RETRIEVE}</b:Body><s:Body>{}</s:Body></s:Envelope>",
             create()
         ),
+        // A Create after the Retrieve, in the Body or in a second Body.
+        envelope_with("", &format!("{RETRIEVE}{}", create())),
+        format!(
+            "<s:Envelope xmlns:s=\"{SOAP11}\"><s:Body>{RETRIEVE}</s:Body><s:Body>{}</s:Body></s:Envelope>",
+            create()
+        ),
         // Text before the operation, an empty Body, a DTD, a cut envelope.
         envelope_with("", &format!("x{RETRIEVE}")),
         envelope_with("", ""),
@@ -352,7 +358,7 @@ async fn a_soap_operation_is_read_namespace_aware_and_refused_when_it_cannot_be_
 }
 
 #[tokio::test]
-async fn a_soap_body_after_a_large_streamed_header_is_read_to_its_first_element() {
+async fn a_soap_envelope_with_a_large_streamed_header_is_read_whole_to_tell_its_operation() {
     let s = Setup::builder()
         .tenant(|t| t.read_only(true))
         .proxy(|p| p.soap_header_limit(512 * 1024))
@@ -385,7 +391,7 @@ async fn a_soap_body_after_a_large_streamed_header_is_read_to_its_first_element(
             .body
             .ends_with(format!("{RETRIEVE}</s:Body></s:Envelope>").as_bytes())
     );
-    // An operation that begins past soap.header_limit cannot be told: refused.
+    // An envelope larger than soap.header_limit cannot be told: refused.
     let near = format!("<s:Header><pad>{}</pad></s:Header>", "p".repeat(500 * 1024));
     let late = format!("<!--{}-->{RETRIEVE}", "c".repeat(20 * 1024));
     let reply = soap(&s, "/Service.asmx", envelope_with(&near, &late)).await;
