@@ -273,17 +273,15 @@ fn soap_read(operation: Result<&Operation, &ProxyError>) -> Result<(), String> {
         {
             Ok(())
         }
-        Ok(op) => Err(format!(
-            "SOAP {}{}",
-            quoted(&op.local_name),
-            op.namespace.as_deref().map_or_else(
-                || " (in no namespace)".to_owned(),
-                |ns| format!(" (in {})", quoted(ns))
-            )
-        )),
-        Err(why) => Err(format!(
-            "a SOAP call whose operation cannot be told ({why})"
-        )),
+        Ok(op) => Err(match op.namespace.as_deref() {
+            Some(ns) => format!(
+                "SOAP {} in namespace {}",
+                quoted(&op.local_name),
+                quoted(ns)
+            ),
+            None => format!("SOAP {} in no namespace", quoted(&op.local_name)),
+        }),
+        Err(why) => Err(format!("its SOAP operation cannot be told: {why}")),
     }
 }
 

@@ -291,7 +291,7 @@ fn only_retrieve_and_describe_in_the_partner_namespace_are_soap_reads() {
     let unreadable = ProxyError::BadRequest("the Body is empty".into());
     let refused = soap_read(Err(&unreadable)).expect_err("refused");
     assert!(
-        refused.contains("cannot be told (the Body is empty)"),
+        refused.contains("operation cannot be told: the Body is empty"),
         "{refused}"
     );
 }
