@@ -18,7 +18,8 @@ use crate::forward::Forwarder;
 use crate::guard::Caller;
 use crate::login::PendingLogins;
 use crate::route::{Api, Route, Target};
-use crate::telemetry::{AccessRecord, Logged, X_REQUEST_ID};
+use crate::telemetry::metrics::LateEvents;
+use crate::telemetry::{AccessRecord, Logged, Metrics, X_REQUEST_ID};
 use crate::token::TokenCache;
 use crate::token::sfmc::SfmcTokenClient;
 use crate::upstream::Upstream;
@@ -30,19 +31,36 @@ pub enum BuildError {
     Tls(#[from] tls::TlsError),
     #[error("cannot build the token client: {0}")]
     TokenClient(#[from] reqwest::Error),
+    #[error("cannot draw the status page's form token from the system's random source: {0}")]
+    Random(rustls::Error),
+}
+
+/// Which address a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// `server.listen`: everything.
+    Main,
+    /// `server.admin_listen`: `/_proxy/*` only, without the inbound key.
+    Admin,
 }
 
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
     settings: Arc<Settings>,
+    /// `settings.server` as the admin address checks requests (see
+    /// `ServerSettings::for_admin_listener`).
+    admin_server: crate::config::ServerSettings,
     tokens: TokenCache,
     /// The `/v2/token` client behind `tokens`, also used for logins.
     client: Arc<SfmcTokenClient>,
     upstream: Upstream<ProxyBody>,
     /// Stand-in tokens the broker issued to SDK tools.
-    locals: LocalTokens,
+    locals: Arc<LocalTokens>,
+    metrics: Arc<Metrics>,
     /// Browser logins started at `/_proxy/login`, waiting for their redirect.
     pending_logins: PendingLogins,
+    /// The status page's uptime start and form token.
+    page: admin::PageState,
     /// Requests whose body is being read before their caller is known (a
     /// keyless SOAP call or broker token request): few at a time, so that
     /// strangers cannot make the proxy hold many bodies at once.
@@ -55,17 +73,28 @@ const MAX_UNPROVEN: usize = 128;
 impl Proxy {
     pub fn new(settings: Arc<Settings>) -> Result<Self, BuildError> {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
-        let client = Arc::new(SfmcTokenClient::new(&settings, tls.clone())?);
+        // The metrics read the cache, and the token client behind it tells
+        // the metrics of each request it sends: the client is made first,
+        // with a hook the metrics are connected to once they exist.
+        let events = Arc::new(LateEvents::default());
+        let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events.clone());
+        let client = Arc::new(client);
         let tokens = TokenCache::configured(client.clone(), &settings.token);
-        let upstream = Upstream::new(&settings.upstream, tls);
-        let locals = LocalTokens::new(settings.broker.token_lifetime);
+        let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
+        let live = locals.clone();
+        let metrics = Metrics::new(&settings, tokens.clone(), move || live.live());
+        events.connect(metrics.clone());
+        let upstream = Upstream::new(&settings.upstream, tls, metrics.upstream_connections());
         Ok(Self {
+            admin_server: settings.server.for_admin_listener(),
             settings,
             tokens,
             client,
             upstream,
             locals,
+            metrics,
             pending_logins: PendingLogins::default(),
+            page: admin::PageState::new().map_err(BuildError::Random)?,
             unproven: Semaphore::new(MAX_UNPROVEN),
         })
     }
@@ -78,6 +107,10 @@ impl Proxy {
         &self.tokens
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Runs one request to completion of its response head; never fails: a
     /// failure becomes the proxy's own error response. `client` is the
     /// peer's address, for the access log; the response body writes the
@@ -86,16 +119,24 @@ impl Proxy {
         &self,
         request: Request<hyper::body::Incoming>,
         client: SocketAddr,
+        entry: Entry,
     ) -> Response<Logged> {
         let (mut parts, body) = request.into_parts();
         let server = &self.settings.server;
         let request_id = telemetry::request_id(&mut parts.headers);
         let (body, bytes_in) =
             Counted::new(IdleTimeout::new(body, server.idle_timeout, Sender::Client));
-        let mut record = AccessRecord::new(&parts, client, request_id, bytes_in, server.log_paths);
+        let mut record = AccessRecord::new(
+            &parts,
+            client,
+            request_id,
+            bytes_in,
+            server.log_paths,
+            self.metrics.clone(),
+        );
         let soap_shaped = route::soap_shaped(&parts.method, parts.uri.path());
         let origin = guard::allowed_origin(&parts.headers, server);
-        let mut response = match self.run(parts, body, &mut record).await {
+        let mut response = match self.run(parts, body, entry, &mut record).await {
             Ok(response) => response,
             Err(error) => {
                 record.failed(&error);
@@ -121,6 +162,7 @@ impl Proxy {
         &self,
         parts: Parts,
         body: ClientBody,
+        entry: Entry,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Liveness answers before the guard: it reveals nothing, and probes from
@@ -128,7 +170,16 @@ impl Proxy {
         if parts.uri.path() == route::HEALTH_PATH {
             return Ok(admin::health());
         }
-        let server = &self.settings.server;
+        let server = match entry {
+            Entry::Main => &self.settings.server,
+            Entry::Admin if route::is_admin_path(parts.uri.path()) => &self.admin_server,
+            Entry::Admin => {
+                return Err(ProxyError::NotFound(format!(
+                    "{}: server.admin_listen serves only /_proxy/*; send API calls to server.listen",
+                    parts.uri.path()
+                )));
+            }
+        };
         guard::check(&parts, server)?;
         if let Some(answer) = guard::answer_locally(&parts, server) {
             return Ok(answer);
@@ -155,8 +206,10 @@ impl Proxy {
                     tokens: &self.tokens,
                     client: &self.client,
                     pending: &self.pending_logins,
+                    metrics: &self.metrics,
+                    page: &self.page,
                 };
-                admin::handle(&parts, &context).await
+                admin::handle(&parts, body, &context).await
             }
             // The broker authenticates the tool itself, by its local secret.
             Route::Broker => {

@@ -122,8 +122,21 @@ async fn finish(
         }
         Ok(Attempt::Busy {
             last: Some(failure),
+            ..
         }) => Err(failure),
-        Ok(Attempt::Busy { last: None }) => return Report::starting(),
+        // A re-fetch in flight for a key whose last fetch succeeded: the
+        // tenant was serving and nothing says it stopped.
+        Ok(Attempt::Busy {
+            last: None,
+            succeeded_before: true,
+        }) => {
+            return Report {
+                state: State::Ready,
+                expires_in: None,
+                error: None,
+            };
+        }
+        Ok(Attempt::Busy { last: None, .. }) => return Report::starting(),
         Err(refused) => return failing(State::Failing, refused),
     };
     match result {

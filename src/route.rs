@@ -27,6 +27,10 @@ pub const READY_PATH: &str = "/_proxy/ready";
 pub const LOGIN_PATH: &str = "/_proxy/login";
 /// Metrics, for Prometheus (served with the operations work).
 pub const METRICS_PATH: &str = "/_proxy/metrics";
+/// The status page: JSON for programs, HTML for a browser.
+pub const STATUS_PATH: &str = "/_proxy/status";
+/// The status page's action: `POST` drops one key's cached token.
+pub const STATUS_DROP_PATH: &str = "/_proxy/status/drop";
 
 /// What a browser asks every host for. SFMC's APIs have no icon, so it is
 /// answered here: forwarded, it would cost a token and show up as an error.
@@ -34,6 +38,11 @@ pub const FAVICON_PATH: &str = "/favicon.ico";
 
 /// The path SDKs post to for a token (`{auth_url}/v2/token`): the broker's.
 pub const TOKEN_PATH: &str = "/v2/token";
+
+/// `/_proxy` and everything under it: the proxy's own, never forwarded.
+pub fn is_admin_path(path: &str) -> bool {
+    path == ADMIN_PREFIX || path.starts_with("/_proxy/")
+}
 
 /// The paths orchestrators and Prometheus poll: their access-log events
 /// are written at debug, not info, so they do not drown the requests.
@@ -88,7 +97,7 @@ pub fn route(
     bound: Option<&TokenKey>,
 ) -> Result<Route, ProxyError> {
     let path = parts.uri.path();
-    if path == ADMIN_PREFIX || path.starts_with("/_proxy/") {
+    if is_admin_path(path) {
         return Ok(Route::Admin);
     }
     if is_token_request(&parts.method, path) {

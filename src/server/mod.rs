@@ -27,7 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::{ServerSettings, Settings};
-use crate::proxy::{BuildError, Proxy};
+use crate::proxy::{BuildError, Entry, Proxy};
 use activity::{Activity, Registry, Streaming};
 
 /// How often a full accept loop looks again for a connection to shed.
@@ -53,8 +53,18 @@ pub async fn run(
     settings: Arc<Settings>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BuildError> {
+    run_with_admin(listener, None, settings, shutdown).await
+}
+
+/// [`run`] with `admin` (bound for `server.admin_listen`) beside it.
+pub async fn run_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    settings: Arc<Settings>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BuildError> {
     let proxy = Arc::new(Proxy::new(settings)?);
-    serve(listener, proxy, shutdown).await;
+    serve_with_admin(listener, admin, proxy, shutdown).await;
     Ok(())
 }
 
@@ -79,6 +89,18 @@ fn builder(server: &ServerSettings) -> auto::Builder<TokioExecutor> {
 /// start-up prefetch (`token.prefetch`) is begun before the first connection
 /// is accepted, so the first readiness probe sees it.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+    serve_with_admin(listener, None, proxy, shutdown).await;
+}
+
+/// [`serve`], and `admin` (`server.admin_listen`) beside it: its connections
+/// are served `/_proxy/*` alone, without the inbound key, under the same
+/// connection limit and deadlines.
+pub async fn serve_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    proxy: Arc<Proxy>,
+    shutdown: impl Future<Output = ()>,
+) {
     if proxy.settings().token.prefetch {
         crate::prefetch::start(proxy.settings(), proxy.tokens());
     }
@@ -89,17 +111,19 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of file descriptors: pause rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let (accepted, entry) = tokio::select! {
+            accepted = listener.accept() => (accepted, Entry::Main),
+            accepted = accept(admin.as_ref()) => (accepted, Entry::Admin),
             () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Usually out of file descriptors: pause rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let permit = match connections.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -140,7 +164,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
             permit,
         };
         connection.spawn(
-            (stream, peer),
+            (stream, peer, entry),
             &proxy,
             &builder,
             &registry,
@@ -149,9 +173,18 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
         );
     }
     drop(listener);
+    drop(admin);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("shut down cleanly"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; dropping open connections"),
+    }
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -164,13 +197,14 @@ struct Connection {
 impl Connection {
     fn spawn(
         self,
-        (stream, peer): (TcpStream, SocketAddr),
+        (stream, peer, entry): (TcpStream, SocketAddr, Entry),
         proxy: &Arc<Proxy>,
         builder: &auto::Builder<TokioExecutor>,
         registry: &Arc<Registry>,
         graceful: &GracefulShutdown,
         server: &ServerSettings,
     ) {
+        let open = proxy.metrics().client_connections();
         let (proxy, activity) = (proxy.clone(), self.activity.clone());
         let service = service_fn(move |request| {
             let (proxy, activity) = (proxy.clone(), activity.clone());
@@ -178,7 +212,7 @@ impl Connection {
             // head is ready; the body then streams under the idle deadline.
             let busy = activity.begin_request();
             async move {
-                let response = proxy.handle(request, peer).await;
+                let response = proxy.handle(request, peer, entry).await;
                 drop(busy);
                 Ok::<_, Infallible>(response.map(|body| Streaming::new(body, activity)))
             }
@@ -188,6 +222,7 @@ impl Connection {
         let connection = graceful.watch(connection);
         let entry = registry.register(self.activity.clone());
         let (head, idle) = (server.header_read_timeout, server.idle_timeout);
+        open.inc();
         tokio::spawn(async move {
             tokio::pin!(connection);
             loop {
@@ -219,6 +254,7 @@ impl Connection {
             }
             drop(entry);
             drop(self.permit);
+            open.dec();
         });
     }
 }

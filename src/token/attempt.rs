@@ -21,18 +21,23 @@ pub enum Attempt {
     /// A fetch this call started (it runs whether or not it is awaited).
     Started(Fetch),
     /// Another caller's fetch is in flight. `last`: the key's (or its
-    /// tenant's) last refusal, if there was one since the last success.
-    Busy { last: Option<TokenFailure> },
+    /// tenant's) last refusal, if there was one since the last success;
+    /// `succeeded_before`: whether a token was ever had for the key (a
+    /// refresh in flight, not a first fetch).
+    Busy {
+        last: Option<TokenFailure>,
+        succeeded_before: bool,
+    },
 }
 
 /// A fetch running in its own task.
-pub struct Fetch(pub(super) JoinHandle<Result<Arc<Token>, TokenFailure>>);
+pub struct Fetch(pub(super) JoinHandle<Result<(Arc<Token>, Outcome), TokenFailure>>);
 
 impl Fetch {
     /// Waits for the fetch.
     pub async fn finish(self) -> Result<Lease, TokenFailure> {
         match self.0.await {
-            Ok(result) => result.map(|token| lease(token, Outcome::Fetch)),
+            Ok(result) => result.map(|(token, outcome)| lease(token, outcome)),
             Err(join_error) => Err(TokenFailure {
                 error: TokenError::Unavailable {
                     reason: format!("the token fetch task failed: {join_error}"),
@@ -61,7 +66,10 @@ impl TokenCache {
                 .tenant(&key.tenant)
                 .last_failure(now)
                 .or_else(|| slot.last_failure(now));
-            return Attempt::Busy { last };
+            return Attempt::Busy {
+                last,
+                succeeded_before: slot.succeeded_before(),
+            };
         };
         let (inner, key, slot) = (self.inner.clone(), key.clone(), slot.clone());
         Attempt::Started(Fetch(tokio::spawn(async move {

@@ -83,6 +83,11 @@ impl Failure {
         (now < self.until).then(|| self.as_failure(now))
     }
 
+    /// When the window ends.
+    pub(super) fn until(&self) -> Instant {
+        self.until
+    }
+
     pub(super) fn as_failure(&self, now: Instant) -> TokenFailure {
         TokenFailure {
             error: self.error.clone(),
@@ -151,6 +156,16 @@ impl TenantGuard {
     pub(super) fn failed(&self, now: Instant) -> Option<TokenFailure> {
         let state = crate::sync::lock(&self.state);
         state.failure.as_ref().and_then(|f| f.active(now))
+    }
+
+    /// When the tenant-wide refusal in force ends, if one is.
+    pub(super) fn backoff_until(&self, now: Instant) -> Option<Instant> {
+        let state = crate::sync::lock(&self.state);
+        state
+            .failure
+            .as_ref()
+            .filter(|f| f.active(now).is_some())
+            .map(Failure::until)
     }
 
     /// The last tenant-wide refusal, even once its window is over (cleared

@@ -22,11 +22,16 @@
 //!   late 401 never throws away a token another request just fetched.
 //! - `try_get` (see `attempt`) is `get` for readiness probes and the start-up
 //!   prefetch: it never waits on another caller's fetch, and says so instead.
+//! - Each key keeps its last success and last error (see `ledger`), which
+//!   [`TokenCache::keys`] shows without a token value. (What is sent to
+//!   `/v2/token` is told to [`TokenEvents`] by the client, `sfmc`, the one
+//!   place that sends.)
 //!
 //! This module knows nothing of HTTP serving; `sfmc` is the `/v2/token` client.
 
 mod attempt;
 mod key;
+mod ledger;
 mod limits;
 mod refresh;
 pub mod sfmc;
@@ -42,10 +47,12 @@ use tokio::time::Instant;
 
 pub use attempt::{Attempt, Fetch};
 pub use key::{KeyRefused, TokenKey, checked_scope};
+pub use ledger::{KeyView, NoEvents, Sent, TokenEvents, TokenView};
 pub use limits::Limits;
 pub use refresh::names_pkce;
-use types::FetchFuture;
-pub use types::{FetchedToken, Lease, Outcome, Token, TokenError, TokenFailure, TokenSource};
+pub use types::{
+    FetchFuture, FetchedToken, Lease, Outcome, Token, TokenError, TokenFailure, TokenSource,
+};
 
 use crate::config::TokenSettings;
 use limits::{Failure, TenantGuard};
@@ -85,6 +92,11 @@ struct SlotState {
     failure: Option<Failure>,
     /// When SFMC last refused this key's token (a 401) and the proxy dropped it.
     last_rejection: Option<Instant>,
+    /// When a token was last had for this key; survives a later failure.
+    last_success: Option<Instant>,
+    /// The last failure and when; survives a later success (the status page
+    /// shows both).
+    last_error: Option<(Instant, TokenError)>,
 }
 
 enum Check {
@@ -137,6 +149,39 @@ impl Slot {
         let mut state = crate::sync::write(&self.state);
         state.token = Some(token);
         state.failure = None;
+        state.last_success = Some(Instant::now());
+    }
+
+    /// Notes a failure for the ledger only (a tenant-wide refusal is
+    /// recorded on the tenant, but each key shows it too).
+    fn note_error(&self, error: &TokenError, now: Instant) {
+        crate::sync::write(&self.state).last_error = Some((now, error.clone()));
+    }
+
+    /// Whether a token was ever had for this key.
+    fn succeeded_before(&self) -> bool {
+        crate::sync::read(&self.state).last_success.is_some()
+    }
+
+    fn view(&self, key: &TokenKey, now: Instant) -> KeyView {
+        let state = crate::sync::read(&self.state);
+        KeyView {
+            key: key.clone(),
+            token: state.token.as_ref().map(|token| TokenView {
+                sent_at: token.sent_at,
+                expires_at: token.expires_at,
+                refresh_at: token.refresh_at,
+                scope: token.scope.clone(),
+                rest_host: token.rest_instance.host().to_owned(),
+            }),
+            last_success: state.last_success,
+            last_error: state.last_error.clone(),
+            backoff_until: state
+                .failure
+                .as_ref()
+                .filter(|f| f.active(now).is_some())
+                .map(limits::Failure::until),
+        }
     }
 
     fn record_failure(&self, error: TokenError, now: Instant) -> TokenFailure {
@@ -203,6 +248,47 @@ impl TokenCache {
             inner.fetch_locked(&key, &slot).await
         });
         Fetch(fetch).finish().await
+    }
+
+    /// Every key held now, with its token's facts, last success and last
+    /// error; never a token value. For the status page and the metrics.
+    pub fn keys(&self) -> Vec<KeyView> {
+        let now = Instant::now();
+        let mut views: Vec<KeyView> = self
+            .inner
+            .slots
+            .iter()
+            .map(|entry| {
+                let mut view = entry.value().view(entry.key(), now);
+                // A tenant-wide refusal holds this key back too.
+                if view.backoff_until.is_none() {
+                    view.backoff_until = self
+                        .inner
+                        .tenants
+                        .get(&entry.key().tenant)
+                        .and_then(|t| t.backoff_until(now));
+                }
+                view
+            })
+            .collect();
+        views.sort_by(|a, b| {
+            let order = |k: &TokenKey| (k.tenant.clone(), k.account_id.clone(), k.scope.clone());
+            order(&a.key).cmp(&order(&b.key))
+        });
+        views
+    }
+
+    /// Drops the cached token of `key` (the status page's action, after a
+    /// package's scopes changed): the next request fetches a new one. Its
+    /// backoff window is cleared too, so that fetch is not held back.
+    /// Returns whether there was a token.
+    pub fn drop_token(&self, key: &TokenKey) -> bool {
+        let Some(slot) = self.inner.slots.get(key) else {
+            return false;
+        };
+        let mut state = crate::sync::write(&slot.state);
+        state.failure = None;
+        state.token.take().is_some()
     }
 
     /// What `get` answers without fetching: a valid token (a stale one's
@@ -325,14 +411,20 @@ impl Inner {
 
     /// With the slot's fetch lock held: whoever held it before may have
     /// fetched (or failed) already; else fetches.
-    async fn fetch_locked(&self, key: &TokenKey, slot: &Slot) -> Result<Arc<Token>, TokenFailure> {
+    /// `Outcome::Coalesced` when another caller's fetch already brought the
+    /// token, `Outcome::Fetch` when this call fetched it.
+    async fn fetch_locked(
+        &self,
+        key: &TokenKey,
+        slot: &Slot,
+    ) -> Result<(Arc<Token>, Outcome), TokenFailure> {
         let now = Instant::now();
         match slot.check(now) {
-            Check::Fresh(token) | Check::Stale(token) => Ok(token),
+            Check::Fresh(token) | Check::Stale(token) => Ok((token, Outcome::Coalesced)),
             Check::Failed(failure) => Err(failure),
             Check::Missing => match self.tenant(&key.tenant).failed(now) {
                 Some(failure) => Err(failure),
-                None => self.fetch_into(key, slot).await,
+                None => Ok((self.fetch_into(key, slot).await?, Outcome::Fetch)),
             },
         }
     }
@@ -367,9 +459,19 @@ impl Inner {
                     delay *= 2;
                     attempt += 1;
                 }
+                // No stored login is a state, not an event: readiness and the
+                // status page say it; a probe every few seconds must not
+                // write a warning each time.
+                Err(error @ TokenError::LoginRequired { .. }) => {
+                    tracing::debug!(tenant = %key.tenant, ?error, "no token: a login is needed");
+                    let now = Instant::now();
+                    slot.note_error(&error, now);
+                    return Err(slot.record_failure(error, now));
+                }
                 Err(error) => {
                     tracing::warn!(tenant = %key.tenant, ?error, "token request failed");
                     let now = Instant::now();
+                    slot.note_error(&error, now);
                     return Err(if error.is_tenant_wide() {
                         tenant.record_failure(error, now)
                     } else {

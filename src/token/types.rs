@@ -168,7 +168,7 @@ pub struct FetchedToken {
     pub soap_instance: Option<InstanceBase>,
 }
 
-pub(super) type FetchFuture<'a> =
+pub type FetchFuture<'a> =
     Pin<Box<dyn Future<Output = Result<FetchedToken, TokenError>> + Send + 'a>>;
 
 /// Where tokens come from: SFMC's `/v2/token` in production, a script in tests.
@@ -181,8 +181,10 @@ pub trait TokenSource: Send + Sync + 'static {
 pub enum Outcome {
     /// Served from the cache.
     Hit,
-    /// Waited for a fetch (its own or a concurrent caller's).
+    /// Fetched it (this request's own fetch).
     Fetch,
+    /// Waited for a concurrent caller's fetch and shared its token.
+    Coalesced,
     /// Served a still-valid token and started its background refresh.
     Refresh,
 }
@@ -192,6 +194,7 @@ impl Outcome {
         match self {
             Self::Hit => "hit",
             Self::Fetch => "fetch",
+            Self::Coalesced => "coalesced",
             Self::Refresh => "refresh",
         }
     }

@@ -4,6 +4,7 @@
 
 mod proxy;
 pub mod soap;
+pub mod tools;
 
 pub use proxy::{ProxyBuilder, Setup, Tenant, TestProxy, setup, setup_with_business_units};
 

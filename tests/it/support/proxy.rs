@@ -19,6 +19,8 @@ use super::{CLIENT_ID, CLIENT_SECRET, FakeTenant, TestClient, init, start_fake};
 /// A proxy serving on 127.0.0.1:0; stops when dropped.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// The `server.admin_listen` address, when the builder asked for one.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -29,21 +31,36 @@ impl TestProxy {
         ProxyBuilder::default().prefetch(false)
     }
 
-    async fn serve(settings: Settings) -> TestProxy {
+    async fn serve(settings: Settings, admin: bool) -> TestProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let admin = match admin {
+            true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin")),
+            false => None,
+        };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr().expect("admin addr"));
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
             };
-            sfmc_proxy::server::run(listener, Arc::new(settings), shutdown)
+            sfmc_proxy::server::run_with_admin(listener, admin, Arc::new(settings), shutdown)
                 .await
                 .expect("proxy builds");
         });
         TestProxy {
             addr,
+            admin_addr,
             shutdown: Some(tx),
+        }
+    }
+
+    /// The same proxy as seen on its admin address (`admin_listener()`).
+    pub fn admin(&self) -> TestProxy {
+        TestProxy {
+            addr: self.admin_addr.expect("started with .admin_listener()"),
+            admin_addr: None,
+            shutdown: None,
         }
     }
 
@@ -64,6 +81,8 @@ impl Drop for TestProxy {
 #[derive(Clone, Default)]
 pub struct ProxyBuilder {
     root: Table,
+    /// Whether to serve `server.admin_listen` too.
+    admin_listener: bool,
 }
 
 impl ProxyBuilder {
@@ -179,7 +198,15 @@ impl ProxyBuilder {
 
     pub async fn start_in(self, base_dir: &Path) -> TestProxy {
         init();
-        TestProxy::serve(self.settings(base_dir)).await
+        let admin = self.admin_listener;
+        TestProxy::serve(self.settings(base_dir), admin).await
+    }
+
+    /// Serves `server.admin_listen` too, on its own free port
+    /// (`TestProxy::admin`). The settings say `127.0.0.1:0`.
+    pub fn admin_listener(mut self) -> Self {
+        self.admin_listener = true;
+        self.set(&["server"], "admin_listen", "127.0.0.1:0")
     }
 
     fn set(mut self, section: &[&str], key: &str, value: impl Into<Value>) -> Self {

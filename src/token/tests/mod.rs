@@ -509,7 +509,7 @@ async fn try_get_never_joins_a_fetch_in_flight_and_sends_nothing_in_backoff() {
     // Later callers are told a fetch is in flight, with no failure yet.
     assert!(matches!(
         cache.try_get(&key(None)),
-        Attempt::Busy { last: None }
+        Attempt::Busy { last: None, .. }
     ));
     assert_eq!(fetch.finish().await.expect("token").outcome, Outcome::Fetch);
     assert_eq!(source.calls(), 1);
@@ -536,10 +536,15 @@ async fn try_get_never_joins_a_fetch_in_flight_and_sends_nothing_in_backoff() {
     let Attempt::Started(again) = cache.try_get(&key(Some("200"))) else {
         panic!("the window is over: fetched again");
     };
-    let Attempt::Busy { last: Some(last) } = cache.try_get(&key(Some("200"))) else {
+    let Attempt::Busy {
+        last: Some(last), ..
+    } = cache.try_get(&key(Some("200")))
+    else {
         panic!("busy, with the last refusal");
     };
     assert_eq!(last.error, rejected());
     assert!(again.finish().await.is_err());
     assert_eq!(source.calls(), 3);
 }
+
+mod ledger;
