@@ -77,6 +77,14 @@ pub enum ProxyError {
     InboundKeyRequired,
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// A tenant's `read_only`, `allow_paths` or `deny_paths` refused the
+    /// request (`rule` names which); the message says what and how to allow it.
+    #[error("{message}")]
+    PolicyRefused {
+        tenant: String,
+        rule: &'static str,
+        message: String,
+    },
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("no such admin path `{0}`; see /_proxy/health")]
@@ -164,6 +172,7 @@ impl ProxyError {
                 (StatusCode::UNAUTHORIZED, Downstream, "inbound_key_required")
             }
             Self::MethodNotAllowed(_) => (StatusCode::FORBIDDEN, Downstream, "method_not_allowed"),
+            Self::PolicyRefused { .. } => (StatusCode::FORBIDDEN, Downstream, "method_not_allowed"),
             Self::BodyTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, Downstream, "body_too_large")
             }
@@ -231,6 +240,10 @@ impl ProxyError {
             }
             Self::TokenUnavailable { tenant, .. } => {
                 ctx.insert("tenant".into(), json!(tenant));
+            }
+            Self::PolicyRefused { tenant, rule, .. } => {
+                ctx.insert("tenant".into(), json!(tenant));
+                ctx.insert("rule".into(), json!(rule));
             }
             Self::LoginRequired {
                 tenant, command, ..

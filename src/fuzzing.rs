@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use crate::config::{ServerSettings, Settings};
-use crate::soap::{Scan, checked_apply, scan};
+use crate::soap::{Scan, checked_apply, operation_of, scan};
 
 /// The token the SOAP property applies (escaping included: `&` and `<`).
 const TOKEN: &str = "fuzz-token-<&>-0123456789";
@@ -19,17 +19,28 @@ const TOKEN: &str = "fuzz-token-<&>-0123456789";
 /// of a streamed body, the envelope is refused, waits for more, or is
 /// edited only at its plan's places (checked by the envelope's bytes, not by
 /// what the scanner believed); a ready prefix decides as the whole does.
+///
+/// The reader of the SOAP operation (the Body's one element, which a
+/// `read_only` tenant's policy decides on) names one only for a whole
+/// envelope, and a prefix it refuses is refused whole.
 pub fn soap_inject(data: &[u8]) {
     let whole = scan(data, true);
     if let Ok(Scan::Ready(plan)) = &whole {
         assert_in_place(data, plan);
     }
+    let operation = operation_of(data, true, None);
     for at in 0..=data.len() {
         if let Ok(Scan::Ready(plan)) = scan(&data[..at], false) {
             assert_in_place(data, &plan);
             if let Ok(Scan::Ready(whole)) = &whole {
                 assert_eq!(&plan, whole, "prefix {at} decided otherwise than the whole");
             }
+        }
+        match operation_of(&data[..at], false, None) {
+            Ok(None) => {}
+            // Refused early only if refused in the end: no framing decides.
+            Err(error) => assert!(operation.is_err(), "prefix {at} refused ({error})"),
+            Ok(Some(found)) => panic!("prefix {at} named {found:?} before the envelope ended"),
         }
     }
 }

@@ -17,6 +17,9 @@
 //! - [`route`]: request → tenant, business unit (MID), scope and forwarded path,
 //!   and every path constant; `POST /v2/token` → the `broker`, `/_proxy/*` →
 //!   `admin`.
+//! - `policy`: a tenant's `deny_paths`, `allow_paths` and `read_only`, once
+//!   routing knows the tenant and before any token is fetched (a SOAP call's
+//!   operation is read from its whole envelope, bounded).
 //! - `broker`: the local `/v2/token` for SDK tools, and the local tokens it issues
 //!   (a request carrying one is served as the tenant and MID it is bound to).
 //! - [`token`]: `TokenKey` (and its one checked constructor), `TokenCache`
@@ -78,6 +81,7 @@ pub mod guard;
 pub mod headers;
 pub(crate) mod idle;
 pub mod login;
+pub(crate) mod policy;
 pub(crate) mod prefetch;
 pub(crate) mod proxy;
 pub(crate) mod readiness;

@@ -23,7 +23,7 @@ use crate::telemetry::{AccessRecord, Logged, Metrics, X_REQUEST_ID};
 use crate::token::TokenCache;
 use crate::token::sfmc::SfmcTokenClient;
 use crate::upstream::Upstream;
-use crate::{admin, broker, guard, route, soap, telemetry, tls};
+use crate::{admin, broker, guard, policy, route, soap, telemetry, tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -227,7 +227,10 @@ impl Proxy {
             Route::Api(target) => {
                 record.target(&target);
                 match target.api {
-                    Api::Rest => self.forwarder().rest(parts, body, &target, record).await,
+                    Api::Rest => {
+                        policy::check_rest(&parts, &target)?;
+                        self.forwarder().rest(parts, body, &target, record).await
+                    }
                     // Boxed: the SOAP state (envelope reader, fault inspection)
                     // would otherwise make every request's future larger, and
                     // that future is moved into place once per request.
@@ -249,7 +252,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let server = &self.settings.server;
         let limit = self.settings.soap.preauth_limit;
-        let start = {
+        let mut start = {
             let _slot = self.unproven_slot()?;
             let read = soap::Envelope::start(body, &parts.headers, limit);
             match tokio::time::timeout(server.header_read_timeout, read).await {
@@ -260,6 +263,9 @@ impl Proxy {
         let caller = caller.from_envelope(start.client_token(), &self.locals)?;
         match route::route(&parts, &self.settings, caller.bound())? {
             Route::Api(target) if target.api == Api::Soap => {
+                record.target(&target);
+                let limit = self.settings.soap.header_limit;
+                policy::check_soap(&parts, &target, &mut start, limit).await?;
                 self.forwarder().soap(parts, start, target, record).await
             }
             _ => Err(ProxyError::BadRequest(
@@ -297,7 +303,7 @@ impl Proxy {
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let limit = self.settings.soap.header_limit;
-        let start = soap::Envelope::start(body, &parts.headers, limit).await?;
+        let mut start = soap::Envelope::start(body, &parts.headers, limit).await?;
         // A local token as bearer already binds the call; else one in
         // `fueloauth` does, and the call is routed again with it.
         let target = match caller {
@@ -310,6 +316,8 @@ impl Proxy {
                 _ => target,
             },
         };
+        record.target(&target);
+        policy::check_soap(&parts, &target, &mut start, limit).await?;
         self.forwarder().soap(parts, start, target, record).await
     }
 }

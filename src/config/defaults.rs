@@ -63,6 +63,10 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
 /// `upstream.allowed_instance_hosts`: SFMC's own instance hosts.
 pub const DEFAULT_ALLOWED_INSTANCE_HOSTS: [&str; 1] = [".marketingcloudapis.com"];
 
+/// `tenants.NAME.read_only`: off, every method passes (`allow_paths` and
+/// `deny_paths` are empty unless set: no path is refused).
+pub const DEFAULT_READ_ONLY: bool = false;
+
 /// `soap.header_limit` and `soap.preauth_limit`.
 pub const DEFAULT_SOAP_HEADER_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_SOAP_PREAUTH_LIMIT: usize = 8 * 1024;

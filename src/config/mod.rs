@@ -6,7 +6,8 @@
 //! never shows the value. This module is a leaf: it knows nothing of HTTP serving.
 //!
 //! One file a section: `server`, `token`, `upstream`, `soap`, `tenant` (with
-//! `grant`: client credentials or a person's login), `broker`; `defaults`
+//! `grant`: client credentials or a person's login, and `policy`: what it
+//! lets through), `broker`; `defaults`
 //! names every default; `raw` is the file as written, `values` the shared
 //! value parsers, `parse_error` the wording of TOML syntax errors.
 
@@ -18,6 +19,7 @@ mod broker;
 mod defaults;
 mod grant;
 mod parse_error;
+mod policy;
 mod raw;
 mod server;
 mod soap;
@@ -29,6 +31,7 @@ mod values;
 pub use broker::BrokerSettings;
 pub use defaults::{DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN};
 pub use grant::{AppType, Grant};
+pub use policy::{NormalPath, PathPrefix, Policy, Unreadable, normalise_path};
 use raw::RawConfig;
 pub use server::{
     MAX_DEFAULT_WORKER_THREADS, MAX_WORKER_THREADS, ReadyRequires, ServerSettings,

@@ -87,6 +87,9 @@ pub(super) struct RawTenant {
     pub app_type: Option<String>,
     pub redirect_uri: Option<String>,
     pub pkce: Option<bool>,
+    pub read_only: Option<bool>,
+    pub allow_paths: Vec<String>,
+    pub deny_paths: Vec<String>,
     pub default: bool,
 }
 

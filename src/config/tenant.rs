@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::grant::{self, Grant};
+use super::policy::{self, Policy};
 use super::raw::RawTenant;
 use super::values::{Expander, normalise_scope, parse_http_url, parse_mid};
 use super::{ConfigError, Secret, invalid};
@@ -29,6 +30,8 @@ pub struct Tenant {
     pub scope: Option<Arc<str>>,
     /// `/name`-style prefix that selects this tenant (stripped before forwarding).
     pub path_prefix: Option<String>,
+    /// What requests the tenant lets through (`read_only`, `allow_paths`, `deny_paths`).
+    pub policy: Policy,
 }
 
 impl Tenant {
@@ -99,6 +102,7 @@ fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tena
         ));
     }
     let grant = grant::validate_grant(name, &raw, ex)?;
+    let policy = policy::validate(name, &raw)?;
     let auth_url_text = ex.expand(&key("auth_url"), &required(raw.auth_url, &key("auth_url"))?)?;
     let auth_url = parse_http_url(&key("auth_url"), &auth_url_text)?;
     let client_id = ex.expand(
@@ -178,6 +182,7 @@ fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tena
         account_ids,
         scope: scope.map(Arc::from),
         path_prefix,
+        policy,
     })
 }
 

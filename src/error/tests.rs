@@ -65,6 +65,15 @@ fn statuses_and_codes_follow_the_contract() {
             403,
             "method_not_allowed",
         ),
+        (
+            ProxyError::PolicyRefused {
+                tenant: "prod".into(),
+                rule: "read_only",
+                message: "x".into(),
+            },
+            403,
+            "method_not_allowed",
+        ),
         (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
         (ProxyError::BadRequest("x".into()), 400, "bad_request"),
         (

@@ -6,6 +6,7 @@
 
 mod fault;
 mod inject;
+mod operation;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -19,6 +20,7 @@ use inject::encoding::Charset;
 #[doc(hidden)]
 pub use inject::verify::checked_apply;
 pub use inject::{Plan, Scan, scan};
+pub use operation::{Operation, PARTNER_API_NS, operation_of};
 
 /// Held bytes may grow by this much before the envelope is scanned again.
 const RESCAN_STEP: usize = 64 * 1024;
@@ -47,6 +49,8 @@ pub struct EnvelopeStart {
     declared_length: Option<u64>,
     /// The body's whole size, as announced before any of it was read.
     announced: Option<u64>,
+    /// The Content-Type's charset, if it names one.
+    charset: Option<Charset>,
 }
 
 impl Envelope {
@@ -68,17 +72,10 @@ impl Envelope {
         let announced = body.size_hint().upper();
         let mut buf = BytesMut::new();
         let mut ended = body.is_end_stream();
-        // Each scan parses everything held; rescanning on every frame would
-        // cost the square of the size (a slow sender in tiny frames). Rescan
-        // when the held bytes doubled, grew by RESCAN_STEP, or the body ended.
+        // Bytes held at the last scan (see `worth_scanning`).
         let mut scanned = 0;
         let plan = loop {
-            // Past the limit, one more scan decides: the region fits or not.
-            let worth_scanning = ended
-                || buf.len() >= 2 * scanned
-                || buf.len() >= scanned + RESCAN_STEP
-                || (buf.len() > limit && scanned <= limit);
-            if !worth_scanning {
+            if !worth_scanning(buf.len(), scanned, limit, ended) {
                 ended = read_frame(&mut body, &mut buf).await?;
                 continue;
             }
@@ -100,6 +97,7 @@ impl Envelope {
             ended,
             declared_length,
             announced,
+            charset,
         })
     }
 
@@ -141,6 +139,29 @@ impl EnvelopeStart {
             .and_then(|bytes| std::str::from_utf8(bytes).ok())
     }
 
+    /// The operation the envelope asks for (the Body's one element): the
+    /// envelope is read whole to tell, at most `limit` bytes
+    /// (`soap.header_limit`). What is read stays held and is forwarded as
+    /// it came.
+    pub async fn operation(&mut self, limit: usize) -> Result<Operation, ProxyError> {
+        while !self.ended && self.buf.len() <= limit {
+            self.ended = read_frame(&mut self.body, &mut self.buf).await?;
+        }
+        if self.buf.len() > limit {
+            return Err(ProxyError::BadRequest(format!(
+                "a SOAP call to a read_only tenant is read whole to tell its operation, and this one is larger than soap.header_limit ({limit} bytes); raise it if such envelopes are expected"
+            )));
+        }
+        match operation::operation_of(&self.buf, true, self.charset) {
+            Ok(Some(found)) => Ok(found),
+            // Not reached (a whole envelope decides), but never pass on it.
+            Ok(None) => Err(ProxyError::BadRequest(
+                "the SOAP envelope's operation cannot be read".into(),
+            )),
+            Err(error) => Err(ProxyError::BadRequest(error.to_string())),
+        }
+    }
+
     /// Once the caller may be served: a body announced (`Content-Length`) at
     /// most `replay_limit` bytes is read whole, as for REST, so that it can be
     /// replayed after a token fault however it was split in transit; a larger
@@ -153,6 +174,7 @@ impl EnvelopeStart {
             mut ended,
             declared_length,
             announced,
+            charset: _,
         } = self;
         let hold_whole = announced.is_some_and(|upper| upper <= replay_limit as u64);
         while hold_whole && !ended {
@@ -166,6 +188,17 @@ impl EnvelopeStart {
             declared_length,
         })
     }
+}
+
+/// Each scan parses everything held; rescanning on every frame would cost
+/// the square of the size (a slow sender in tiny frames). Rescan when the
+/// held bytes doubled, grew by RESCAN_STEP, or the body ended; past the
+/// limit, one more scan decides: the region fits or not.
+fn worth_scanning(held: usize, scanned: usize, limit: usize, ended: bool) -> bool {
+    ended
+        || held >= 2 * scanned
+        || held >= scanned + RESCAN_STEP
+        || (held > limit && scanned <= limit)
 }
 
 fn too_large(limit: usize) -> ProxyError {

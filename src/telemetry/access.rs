@@ -114,9 +114,10 @@ pub struct AccessRecord {
 const MAX_LOGGED_PATH: usize = 1024;
 const MAX_LOGGED_USER_AGENT: usize = 256;
 
-/// `text` cut to at most `max` bytes on a character boundary (both are ASCII
-/// here, so no character is split in practice).
-fn clip(text: &str, max: usize) -> &str {
+/// `text` cut to at most `max` bytes on a character boundary (a path and a
+/// user agent are ASCII, so no character is split in practice). Also what
+/// the policy's refusals quote of a path.
+pub(crate) fn clip(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

@@ -8,6 +8,7 @@ pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
+pub(crate) use access::clip;
 pub use access::{AccessRecord, Logged, X_REQUEST_ID, request_id};
 pub use metrics::Metrics;
 

@@ -11,6 +11,7 @@ mod guard;
 mod login;
 mod logs;
 mod metrics;
+mod policy;
 mod pool;
 mod prometheus;
 mod rest;

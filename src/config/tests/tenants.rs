@@ -256,3 +256,43 @@ fn pkce_is_on_by_default_and_only_for_authorization_code_tenants() {
         "tenants.acme.pkce"
     );
 }
+
+#[test]
+fn policy_keys_default_to_open_and_name_the_entry_they_refuse() {
+    let open = parse(MINIMAL).expect("valid");
+    assert!(open.tenants[0].policy.is_open());
+    let text = format!(
+        "{MINIMAL}read_only = true\nallow_paths = [\"/data/v1/async\"]\ndeny_paths = [\"/data/v1/async/dataextensions/key:Audit\", \"/Service.asmx\"]\n"
+    );
+    let policy = &parse(&text).expect("valid").tenants[0].policy;
+    assert!(policy.read_only && !policy.is_open());
+    assert_eq!(policy.allow_paths[0].text, "/data/v1/async");
+    assert_eq!(policy.deny_paths.len(), 2);
+    for (entry, key) in [
+        ("allow_paths = [\"hub/v1\"]", "tenants.acme.allow_paths[0]"),
+        (
+            "allow_paths = [\"/a\", \"/b?x=1\"]",
+            "tenants.acme.allow_paths[1]",
+        ),
+        ("deny_paths = [\"/a#b\"]", "tenants.acme.deny_paths[0]"),
+        ("deny_paths = [\"/a;b\"]", "tenants.acme.deny_paths[0]"),
+        ("deny_paths = [\"/a%252e\"]", "tenants.acme.deny_paths[0]"),
+        (
+            "deny_paths = [\"/_proxy/status\"]",
+            "tenants.acme.deny_paths[0]",
+        ),
+        ("read_only = \"yes\"", ""),
+    ] {
+        let text = format!("{MINIMAL}{entry}\n");
+        match parse(&text) {
+            Err(ConfigError::Invalid { key: got, message }) => {
+                assert_eq!(got, key, "{entry}");
+                assert!(message.contains("like \"/hub/v1/dataevents\""), "{message}");
+            }
+            Err(ConfigError::Parse(message)) if key.is_empty() => {
+                assert!(message.contains("read_only"), "{message}");
+            }
+            other => panic!("{entry}: {other:?}"),
+        }
+    }
+}

@@ -296,6 +296,18 @@ impl Tenant {
         self.set("pkce", pkce)
     }
 
+    pub fn read_only(self, read_only: bool) -> Self {
+        self.set("read_only", read_only)
+    }
+
+    pub fn allow_paths(self, prefixes: &[&str]) -> Self {
+        self.set("allow_paths", strings(prefixes))
+    }
+
+    pub fn deny_paths(self, prefixes: &[&str]) -> Self {
+        self.set("deny_paths", strings(prefixes))
+    }
+
     fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.table.insert(key.to_owned(), value.into());
         self
