@@ -77,6 +77,7 @@ pub mod login;
 pub(crate) mod prefetch;
 pub(crate) mod proxy;
 pub(crate) mod readiness;
+pub mod reload;
 pub(crate) mod replay;
 pub mod route;
 pub mod server;

@@ -2,6 +2,12 @@
 //! respond → record, in that order. Each phase lives in its own module; this
 //! one only knows their order (and that a keyless SOAP call is identified by
 //! the start of its envelope before it is routed).
+//!
+//! A `Proxy` is one generation of the configuration: its settings and what
+//! is built from them (the `/v2/token` client, the upstream client), beside
+//! the state every generation shares (token cache, local tokens, pending
+//! logins). A reload (see `reload`) builds the next one with [`Proxy::next`];
+//! a request keeps the generation it started with to its end.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,21 +38,26 @@ pub enum BuildError {
     TokenClient(#[from] reqwest::Error),
 }
 
-/// Everything a request needs, shared by all connections.
+/// Everything a request needs, shared by all connections: one generation
+/// of the settings and what is built from them, and (in `Arc`s or clones of
+/// one handle) the state all generations share.
 pub struct Proxy {
     settings: Arc<Settings>,
+    /// Shared by every generation: a reload keeps the tokens it may keep.
     tokens: TokenCache,
     /// The `/v2/token` client behind `tokens`, also used for logins.
     client: Arc<SfmcTokenClient>,
-    upstream: Upstream<ProxyBody>,
+    /// Shared with the next generation unless `[upstream]` changed; a
+    /// response streaming from an older one keeps its pool until it ends.
+    upstream: Arc<Upstream<ProxyBody>>,
     /// Stand-in tokens the broker issued to SDK tools.
-    locals: LocalTokens,
+    locals: Arc<LocalTokens>,
     /// Browser logins started at `/_proxy/login`, waiting for their redirect.
     pending_logins: PendingLogins,
     /// Requests whose body is being read before their caller is known (a
     /// keyless SOAP call or broker token request): few at a time, so that
     /// strangers cannot make the proxy hold many bodies at once.
-    unproven: Semaphore,
+    unproven: Arc<Semaphore>,
 }
 
 /// Keyless requests whose credential is read from the body, at once.
@@ -57,8 +68,8 @@ impl Proxy {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
         let client = Arc::new(SfmcTokenClient::new(&settings, tls.clone())?);
         let tokens = TokenCache::configured(client.clone(), &settings.token);
-        let upstream = Upstream::new(&settings.upstream, tls);
-        let locals = LocalTokens::new(settings.broker.token_lifetime);
+        let upstream = Arc::new(Upstream::new(&settings.upstream, tls));
+        let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
         Ok(Self {
             settings,
             tokens,
@@ -66,7 +77,30 @@ impl Proxy {
             upstream,
             locals,
             pending_logins: PendingLogins::default(),
-            unproven: Semaphore::new(MAX_UNPROVEN),
+            unproven: Arc::new(Semaphore::new(MAX_UNPROVEN)),
+        })
+    }
+
+    /// The generation after this one, for `settings`: a new `/v2/token`
+    /// client (it knows the new tenants; `upstream.ca_file` is read again),
+    /// a new upstream client when `new_upstream` (else this one's pool), and
+    /// this generation's shared state. Changes nothing in this one: the
+    /// caller puts the client into the cache and swaps generations.
+    pub fn next(&self, settings: Arc<Settings>, new_upstream: bool) -> Result<Self, BuildError> {
+        let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
+        let client = Arc::new(SfmcTokenClient::new(&settings, tls.clone())?);
+        let upstream = match new_upstream {
+            true => Arc::new(Upstream::new(&settings.upstream, tls)),
+            false => self.upstream.clone(),
+        };
+        Ok(Self {
+            settings,
+            tokens: self.tokens.clone(),
+            client,
+            upstream,
+            locals: self.locals.clone(),
+            pending_logins: self.pending_logins.clone(),
+            unproven: self.unproven.clone(),
         })
     }
 
@@ -76,6 +110,18 @@ impl Proxy {
 
     pub fn tokens(&self) -> &TokenCache {
         &self.tokens
+    }
+
+    pub fn client(&self) -> &Arc<SfmcTokenClient> {
+        &self.client
+    }
+
+    pub fn locals(&self) -> &LocalTokens {
+        &self.locals
+    }
+
+    pub fn pending_logins(&self) -> &PendingLogins {
+        &self.pending_logins
     }
 
     /// Runs one request to completion of its response head; never fails: a

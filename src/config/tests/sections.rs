@@ -152,3 +152,19 @@ fn ready_requires_and_prefetch_have_defaults_and_refuse_other_values() {
     let typed = format!("[token]\nprefetch = \"yes\"\n{MINIMAL}");
     assert!(parse(&typed).is_err(), "prefetch is a boolean");
 }
+
+#[test]
+fn shutdown_timeout_defaults_to_30s_and_names_its_key() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(
+        settings.server.shutdown_timeout,
+        std::time::Duration::from_secs(30)
+    );
+    let set = parse(&format!("[server]\nshutdown_timeout = \"5s\"\n{MINIMAL}")).expect("valid");
+    assert_eq!(
+        set.server.shutdown_timeout,
+        std::time::Duration::from_secs(5)
+    );
+    let wrong = format!("[server]\nshutdown_timeout = \"soon\"\n{MINIMAL}");
+    assert_eq!(error_key(&wrong), "server.shutdown_timeout");
+}

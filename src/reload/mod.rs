@@ -1,0 +1,188 @@
+//! Reload without drops: [`Live`] holds the generation of the proxy (see
+//! `proxy`) that new requests get, and [`Live::reload`] replaces it. A
+//! request takes the current generation once, at its start (one
+//! `ArcSwap` load), and keeps it to its end, so a reload never changes a
+//! request mid-way; a response still streaming keeps the upstream pool it
+//! came from.
+//!
+//! What a reload keeps and drops (see `diff` for how tenants are compared):
+//! the token cache is kept, minus the keys of tenants removed or with new
+//! credentials (and every key when `upstream.allowed_instance_hosts`
+//! changed); local broker tokens and waiting logins of those tenants are
+//! dropped. `signal` re-reads the file on SIGHUP.
+
+mod diff;
+mod signal;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+
+use crate::config::{ConfigError, Settings};
+use crate::proxy::{BuildError, Proxy};
+use crate::telemetry::Logged;
+use crate::token::TokenKey;
+
+pub use diff::{Changes, same_credentials};
+pub use signal::watch_sighup;
+
+/// The proxy that serves new requests, replaceable while requests run.
+pub struct Live {
+    current: ArcSwap<Proxy>,
+    /// One reload at a time (a SIGHUP during a test's own reload, say).
+    reloading: Mutex<()>,
+}
+
+/// Why a reload was refused: the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file is unreadable or invalid (the message names the key and
+    /// never quotes a secret).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Valid, but what it names could not be built (an unreadable
+    /// `upstream.ca_file`, say).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub struct ReloadReport {
+    pub changes: Changes,
+    /// Cached SFMC tokens dropped.
+    pub tokens_dropped: usize,
+    /// Broker local tokens dropped.
+    pub local_tokens_dropped: usize,
+    /// Waiting browser logins cancelled.
+    pub logins_cancelled: usize,
+}
+
+impl Live {
+    pub fn new(settings: Arc<Settings>) -> Result<Self, BuildError> {
+        Ok(Self::from_proxy(Proxy::new(settings)?))
+    }
+
+    pub fn from_proxy(proxy: Proxy) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(proxy),
+            reloading: Mutex::new(()),
+        }
+    }
+
+    /// The generation new requests get.
+    pub fn current(&self) -> Arc<Proxy> {
+        self.current.load_full()
+    }
+
+    /// The settings new requests get.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.current.load().settings().clone()
+    }
+
+    /// Runs one request on the current generation, which it keeps to its end.
+    pub async fn handle(
+        &self,
+        request: Request<hyper::body::Incoming>,
+        client: SocketAddr,
+    ) -> Response<Logged> {
+        let proxy = self.current.load_full();
+        proxy.handle(request, client).await
+    }
+
+    /// Reads a configuration with `load` and applies it; logs the outcome
+    /// in one line (a refusal at error level: the running one stays). The
+    /// one place a reload's outcome is known, signal or not.
+    pub fn reload_from(
+        &self,
+        load: impl FnOnce() -> Result<Settings, ConfigError>,
+    ) -> Result<ReloadReport, ReloadError> {
+        let result = load()
+            .map_err(ReloadError::from)
+            .and_then(|settings| Ok(self.reload(Arc::new(settings))?));
+        match &result {
+            Ok(report) => log_applied(report),
+            Err(error) => tracing::error!(
+                %error,
+                "config reload refused, the running configuration stays: {error}"
+            ),
+        }
+        result
+    }
+
+    /// Applies `settings` to new requests; in-flight ones finish with the
+    /// generation they began with. Nothing changes when it fails.
+    pub fn reload(&self, settings: Arc<Settings>) -> Result<ReloadReport, BuildError> {
+        let _one = crate::sync::lock(&self.reloading);
+        let old = self.current.load_full();
+        let changes = Changes::between(old.settings(), &settings);
+        let next = old.next(settings.clone(), changes.upstream)?;
+        // The cache's source first: from here on every fetch knows the new
+        // tenants, so a new tenant's first request never meets the old client.
+        let tokens = next.tokens().clone();
+        tokens.reconfigure(next.client().clone(), &settings.token);
+        let allowed = |key: &TokenKey| {
+            settings.tenant(&key.tenant).is_some_and(|tenant| {
+                key.account_id
+                    .as_deref()
+                    .is_none_or(|mid| tenant.account_allowed(mid))
+            })
+        };
+        let tokens_dropped = tokens.retain(
+            |key| !changes.tokens_void(&key.tenant) && allowed(key),
+            |tenant| !changes.credentials_void(tenant),
+        );
+        let broker = (&old.settings().broker, &settings.broker);
+        let same_local_secret = |tenant: &str| {
+            broker.0.client_secrets.get(tenant) == broker.1.client_secrets.get(tenant)
+        };
+        let local_tokens_dropped = next.locals().retain(|key| {
+            !changes.credentials_void(&key.tenant) && same_local_secret(&key.tenant) && allowed(key)
+        });
+        next.locals().set_lifetime(settings.broker.token_lifetime);
+        let logins_cancelled = next
+            .pending_logins()
+            .cancel(|tenant| changes.credentials_void(tenant));
+        self.current.store(Arc::new(next));
+        // A request of the old generation may have made a key of a removed
+        // tenant since the first pass (its fetch fails: the tenant is gone).
+        tokens.retain(
+            |key| settings.tenant(&key.tenant).is_some(),
+            |tenant| settings.tenant(tenant).is_some(),
+        );
+        if settings.token.prefetch {
+            let fresh = |name: &str| changes.credentials_void(name) || changes.instance_hosts;
+            crate::prefetch::start_some(&settings, &tokens, |tenant| fresh(&tenant.name));
+        }
+        Ok(ReloadReport {
+            changes,
+            tokens_dropped,
+            local_tokens_dropped,
+            logins_cancelled,
+        })
+    }
+}
+
+fn log_applied(report: &ReloadReport) {
+    let changes = &report.changes;
+    let (tokens, locals, logins) = (
+        report.tokens_dropped,
+        report.local_tokens_dropped,
+        report.logins_cancelled,
+    );
+    let summary = format!(
+        "config reloaded: {changes}; dropped {tokens} cached token(s), {locals} local token(s), {logins} waiting login(s)"
+    );
+    if changes.needs_restart.is_empty() {
+        tracing::info!(tokens_dropped = tokens, "{summary}");
+    } else {
+        let restart = changes.needs_restart.join(", ");
+        tracing::warn!(
+            tokens_dropped = tokens,
+            needs_restart = %restart,
+            "{summary}; restart sfmc-proxy to apply {restart} (the rest applies now)"
+        );
+    }
+}
