@@ -37,7 +37,10 @@ pub struct Changes {
 }
 
 impl Changes {
-    pub fn between(old: &Settings, new: &Settings) -> Self {
+    /// From `old` to `new`; the restart-only keys are compared with
+    /// `started`, the settings the process started with (what is bound), so
+    /// they are reported at every reload until a restart applies them.
+    pub fn between(old: &Settings, new: &Settings, started: &Settings) -> Self {
         let mut changes = Self::default();
         for tenant in &new.tenants {
             match old.tenant(&tenant.name) {
@@ -58,8 +61,8 @@ impl Changes {
         changes.instance_hosts =
             old.upstream.allowed_instance_hosts != new.upstream.allowed_instance_hosts;
         let restart = [
-            old.server.listen != new.server.listen,
-            old.server.worker_threads != new.server.worker_threads,
+            started.server.listen != new.server.listen,
+            started.server.worker_threads != new.server.worker_threads,
         ];
         changes.needs_restart = RESTART_ONLY
             .iter()
@@ -157,7 +160,7 @@ mod tests {
             tenant("b", "changed"),
             tenant("d", "four")
         ));
-        let changes = Changes::between(&old, &new);
+        let changes = Changes::between(&old, &new, &old);
         let names = |list: &[Arc<str>]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         assert_eq!(names(&changes.kept), ["a"], "a scope is not a credential");
         assert_eq!(names(&changes.credentials_changed), ["b"]);
@@ -179,11 +182,13 @@ mod tests {
             "[server]\nlisten = \"127.0.0.1:9999\"\nworker_threads = 2\n[upstream]\nallowed_instance_hosts = [\".example.com\"]\n{}",
             tenant("a", "one")
         ));
-        let changes = Changes::between(&old, &new);
+        let changes = Changes::between(&old, &new, &old);
         assert_eq!(
             changes.needs_restart,
             ["server.listen", "server.worker_threads"]
         );
+        let again = Changes::between(&new, &new, &old);
+        assert_eq!(again.needs_restart.len(), 2, "until a restart");
         assert!(changes.upstream && changes.instance_hosts);
         assert!(
             changes.tokens_void("a"),

@@ -31,6 +31,9 @@ pub use signal::watch_sighup;
 /// The proxy that serves new requests, replaceable while requests run.
 pub struct Live {
     current: ArcSwap<Proxy>,
+    /// The settings the process started with: what `server.listen` is
+    /// bound to and how many threads run, until a restart.
+    started: Arc<Settings>,
     /// One reload at a time (a SIGHUP during a test's own reload, say).
     reloading: Mutex<()>,
 }
@@ -67,6 +70,7 @@ impl Live {
 
     pub fn from_proxy(proxy: Proxy) -> Self {
         Self {
+            started: proxy.settings().clone(),
             current: ArcSwap::from_pointee(proxy),
             reloading: Mutex::new(()),
         }
@@ -117,7 +121,7 @@ impl Live {
     pub fn reload(&self, settings: Arc<Settings>) -> Result<ReloadReport, BuildError> {
         let _one = crate::sync::lock(&self.reloading);
         let old = self.current.load_full();
-        let changes = Changes::between(old.settings(), &settings);
+        let changes = Changes::between(old.settings(), &settings, &self.started);
         let next = old.next(settings.clone(), changes.upstream)?;
         // The cache's source first: from here on every fetch knows the new
         // tenants, so a new tenant's first request never meets the old client.
