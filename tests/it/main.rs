@@ -11,6 +11,7 @@ mod guard;
 mod login;
 mod logs;
 mod pool;
+mod reload;
 mod rest;
 mod security;
 mod soap;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sfmc_proxy::config::Settings;
+use sfmc_proxy::reload::{Live, ReloadError, ReloadReport};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use toml::{Table, Value};
@@ -20,6 +21,8 @@ use super::{CLIENT_ID, CLIENT_SECRET, FakeTenant, TestClient, init, start_fake};
 pub struct TestProxy {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
+    /// What a reload replaces, as SIGHUP does in the binary.
+    live: Arc<Live>,
 }
 
 impl TestProxy {
@@ -33,18 +36,32 @@ impl TestProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
+        let live = Arc::new(Live::new(Arc::new(settings)).expect("proxy builds"));
+        let serving = live.clone();
         tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
             };
-            sfmc_proxy::server::run(listener, Arc::new(settings), shutdown)
-                .await
-                .expect("proxy builds");
+            sfmc_proxy::server::serve(listener, serving, shutdown).await;
         });
         TestProxy {
             addr,
             shutdown: Some(tx),
+            live,
         }
+    }
+
+    /// Reloads with `config` (relative paths from the working directory),
+    /// as a SIGHUP would.
+    pub fn reload(&self, config: &ProxyBuilder) -> Result<ReloadReport, ReloadError> {
+        self.reload_text(&config.render())
+    }
+
+    /// Reloads with this `proxy.toml` text, valid or not.
+    pub fn reload_text(&self, text: &str) -> Result<ReloadReport, ReloadError> {
+        self.live.reload_from(|| {
+            Settings::from_toml(text, |name| std::env::var(name).ok(), Path::new("."))
+        })
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
