@@ -87,6 +87,19 @@ impl Changes {
     }
 }
 
+/// Whether a tool proves itself to the broker for `tenant` the same way in
+/// both: the same `broker.client_secrets` entry (or, without one, the same
+/// accept-any rule), and the same inbound keys (a local token stands in for
+/// the key of whoever asked for it, so rotating a key retires them all).
+pub fn same_local_admission(old: &Settings, new: &Settings, tenant: &str) -> bool {
+    let (a, b) = (&old.broker, &new.broker);
+    let secret = |broker: &crate::config::BrokerSettings| {
+        let own = broker.client_secrets.get(tenant);
+        (own.cloned(), own.is_none() && broker.accept_any_secret)
+    };
+    secret(a) == secret(b) && old.server.inbound_keys == new.server.inbound_keys
+}
+
 /// Whether a token fetched for `a` means the same for `b`: the same token
 /// endpoint, package, secret and grant (redirect URI, app type, PKCE).
 pub fn same_credentials(a: &Tenant, b: &Tenant) -> bool {
@@ -172,6 +185,24 @@ mod tests {
         assert_eq!(
             changes.to_string(),
             "tenants added [d], removed [c], credentials changed [b], kept [a]"
+        );
+    }
+
+    #[test]
+    fn local_admission_changes_with_the_local_secret_or_the_inbound_keys() {
+        let base = tenant("a", "one");
+        let old = settings(&base);
+        let keyed = settings(&format!(
+            "[server]\ninbound_keys = [\"0123456789abcdef\"]\n{base}"
+        ));
+        let secret = settings(&format!(
+            "[broker.client_secrets]\na = \"local-secret-0123456\"\n{base}"
+        ));
+        assert!(same_local_admission(&old, &settings(&base), "a"));
+        assert!(!same_local_admission(&old, &keyed, "a"), "keys rotated");
+        assert!(
+            !same_local_admission(&old, &secret, "a"),
+            "a local secret now"
         );
     }
 

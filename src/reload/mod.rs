@@ -25,7 +25,7 @@ use crate::proxy::{BuildError, Proxy};
 use crate::telemetry::Logged;
 use crate::token::TokenKey;
 
-pub use diff::{Changes, same_credentials};
+pub use diff::{Changes, same_credentials, same_local_admission};
 pub use signal::watch_sighup;
 
 /// The proxy that serves new requests, replaceable while requests run.
@@ -138,12 +138,9 @@ impl Live {
             |key| !changes.tokens_void(&key.tenant) && allowed(key),
             |tenant| !changes.credentials_void(tenant),
         );
-        let broker = (&old.settings().broker, &settings.broker);
-        let same_local_secret = |tenant: &str| {
-            broker.0.client_secrets.get(tenant) == broker.1.client_secrets.get(tenant)
-        };
+        let same_admission = |tenant: &str| same_local_admission(old.settings(), &settings, tenant);
         let local_tokens_dropped = next.locals().retain(|key| {
-            !changes.credentials_void(&key.tenant) && same_local_secret(&key.tenant) && allowed(key)
+            !changes.credentials_void(&key.tenant) && same_admission(&key.tenant) && allowed(key)
         });
         next.locals().set_lifetime(settings.broker.token_lifetime);
         let logins_cancelled = next

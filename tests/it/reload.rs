@@ -282,6 +282,8 @@ fn message(event: &Value) -> String {
 async fn sighup_reloads_the_binary_and_sigterm_still_drains() {
     let fake = start_fake().await;
     let listen: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    // Prefetch on, as in production: a reload prefetches the new tenants.
+    let config = |fake: &FakeTenant| config(fake).prefetch(true);
     let mut proxy = Binary::start("reload-sighup", config(&fake), "info").await;
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -297,9 +299,23 @@ async fn sighup_reloads_the_binary_and_sigterm_still_drains() {
         .listen(listen);
     std::fs::write(&proxy.config, with_beta.render()).expect("write config");
     proxy.signal("HUP");
-    let reloaded = proxy
-        .next_event(|e| message(e).starts_with("config reloaded"))
-        .await;
+    // The summary, and beta's prefetch line, in either order.
+    let (mut summary, mut prefetched) = (None, false);
+    while summary.is_none() || !prefetched {
+        let event = proxy
+            .next_event(|e| {
+                let text = message(e);
+                text.starts_with("config reloaded") || text.starts_with("prefetch: tenant `beta`")
+            })
+            .await;
+        if message(&event).starts_with("config reloaded") {
+            summary = Some(event);
+        } else {
+            assert!(message(&event).contains("got a token"), "{event}");
+            prefetched = true;
+        }
+    }
+    let reloaded = summary.unwrap_or_default();
     assert!(message(&reloaded).contains("added [beta]"), "{reloaded}");
     assert_eq!(get("beta").await.expect("request").status(), 200);
 
@@ -356,4 +372,51 @@ async fn sighup_reloads_the_binary_and_sigterm_still_drains() {
     assert!(status.success(), "{status}\n{log}");
     assert!(log.contains("shut down cleanly"), "{log}");
     assert!(!log.contains(secret));
+}
+
+#[tokio::test]
+async fn rotating_the_inbound_keys_retires_every_local_token() {
+    let fake = start_fake().await;
+    let (old_key, new_key, local_secret) = (
+        "old-key-0123456789",
+        "new-key-0123456789",
+        "local-secret-0123456789",
+    );
+    let keyed = |key: &str| {
+        config(&fake)
+            .inbound_keys(&[key])
+            .broker_client_secret("acme", local_secret)
+    };
+    let proxy = keyed(old_key).start().await;
+    let client = TestClient::new();
+    let body = json!({"grant_type": "client_credentials", "client_id": "acme", "client_secret": local_secret});
+    let issued = client
+        .post(
+            &proxy,
+            "/v2/token",
+            &[
+                ("content-type", "application/json"),
+                ("x-proxy-key", old_key),
+            ],
+            body.to_string(),
+        )
+        .await;
+    assert_eq!(issued.status, 200, "{}", issued.text());
+    let local = format!(
+        "Bearer {}",
+        issued.json()["access_token"].as_str().expect("token")
+    );
+    let served = client
+        .get(&proxy, "/hub/v1/x", &[("authorization", &local)])
+        .await;
+    assert_eq!(served.status, 200, "{}", served.text());
+
+    let report = proxy.reload(&keyed(new_key)).expect("reloads");
+    assert_eq!(report.local_tokens_dropped, 1);
+    assert_eq!(report.tokens_dropped, 0, "the SFMC token is kept");
+    let refused = client
+        .get(&proxy, "/hub/v1/x", &[("authorization", &local)])
+        .await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.proxy_error(), Some("local_token_invalid"));
 }
