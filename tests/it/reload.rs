@@ -420,3 +420,33 @@ async fn rotating_the_inbound_keys_retires_every_local_token() {
     assert_eq!(refused.status, 401);
     assert_eq!(refused.proxy_error(), Some("local_token_invalid"));
 }
+
+#[tokio::test]
+async fn a_waiting_browser_login_of_a_changed_tenant_is_cancelled() {
+    let fake = start_fake().await;
+    let dir = temp_dir("reload-login");
+    let redirect_uri = format!("https://127.0.0.1:{}/callback", closed_port().port());
+    let web = |secret: &str| {
+        TestProxy::builder()
+            .store_file(&dir.join("tokens.json"))
+            .tenant(
+                Tenant::new("web", &fake)
+                    .grant("authorization_code")
+                    .redirect_uri(&redirect_uri)
+                    .client_secret(secret),
+            )
+    };
+    let proxy = web(CLIENT_SECRET).start().await;
+    let client = TestClient::new();
+    let start = client.get(&proxy, "/_proxy/login?tenant=web", &[]).await;
+    assert_eq!(start.status, 302, "{}", start.text());
+
+    let unchanged = proxy.reload(&web(CLIENT_SECRET)).expect("reloads");
+    assert_eq!(
+        unchanged.logins_cancelled, 0,
+        "same credentials: it waits on"
+    );
+    let rotated = proxy.reload(&web("rotated-secret")).expect("reloads");
+    assert_eq!(rotated.logins_cancelled, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
