@@ -1,8 +1,8 @@
 //! The proxy's own paths under `/_proxy/`, never forwarded: liveness
-//! (`health`), readiness (`ready`: each tenant's state, see `readiness`) and the
-//! browser login for Web/Public App tenants (`login`); and `/favicon.ico`,
-//! which a browser asks every host for. Metrics and the status
-//! page come with their own work.
+//! (`health`), readiness (`ready`: each tenant's state, see `readiness`),
+//! the metrics (`metrics`, see `telemetry::metrics`) and the browser login
+//! for Web/Public App tenants (`login`); and `/favicon.ico`, which a browser
+//! asks every host for.
 
 use std::sync::Arc;
 
@@ -16,7 +16,9 @@ use crate::error::ProxyError;
 use crate::failures::no_tenant;
 use crate::login::PendingLogins;
 use crate::readiness;
-use crate::route::{LOGIN_PATH, READY_PATH};
+use crate::route::{LOGIN_PATH, METRICS_PATH, READY_PATH};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::CONTENT_TYPE;
 use crate::token::sfmc::SfmcTokenClient;
 use crate::token::{TokenCache, TokenKey};
 
@@ -26,6 +28,7 @@ pub struct Context<'a> {
     pub tokens: &'a TokenCache,
     pub client: &'a Arc<SfmcTokenClient>,
     pub pending: &'a PendingLogins,
+    pub metrics: &'a Arc<Metrics>,
 }
 
 /// No icon (204), cached by the browser for a day so it does not ask again.
@@ -50,9 +53,25 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     match parts.uri.path() {
         READY_PATH => ready(parts, context).await,
+        METRICS_PATH => metrics(parts, context.metrics),
         LOGIN_PATH => login(parts, context).await,
         other => Err(ProxyError::NotFound(other.to_owned())),
     }
+}
+
+/// `GET /_proxy/metrics`: the OpenMetrics exposition.
+fn metrics(parts: &Parts, metrics: &Metrics) -> Result<Response<ProxyBody>, ProxyError> {
+    if !matches!(parts.method, http::Method::GET | http::Method::HEAD) {
+        return Err(ProxyError::MethodNotAllowed(format!(
+            "{} {METRICS_PATH}: the metrics are read with GET",
+            parts.method
+        )));
+    }
+    let mut response = Response::new(ProxyBody::full(metrics.encode()));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// `/_proxy/ready?tenant=NAME`: 200 when that tenant is `ready` or

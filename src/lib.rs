@@ -34,8 +34,8 @@
 //!   instance address (`InstanceBase`, checked before a token goes there).
 //! - `soap`: the token into a SOAP envelope (namespace-aware, streaming), SOAP faults.
 //! - [`headers`]: hop-by-hop and control-header stripping.
-//! - `admin`: the proxy's own `/_proxy/*` paths (health, ready, the browser
-//!   login); `readiness`: each tenant's state (`ready`, `starting`,
+//! - `admin`: the proxy's own `/_proxy/*` paths (health, ready, metrics,
+//!   the browser login); `readiness`: each tenant's state (`ready`, `starting`,
 //!   `login_required`, `failing`, `degraded`) and the `server.ready_requires`
 //!   rule, read from the token cache without ever joining a fetch in flight.
 //! - `prefetch`: at start, each client-credentials tenant's default token,
@@ -43,7 +43,10 @@
 //! - [`login`]: a person's login (authorization code, PKCE) for `sfmc-proxy
 //!   login` and `/_proxy/login` alike: start, the TLS listener for the
 //!   redirect, pending browser logins, the code exchange.
-//! - [`telemetry`]: logging set-up and the access-log event.
+//! - [`telemetry`]: logging set-up, the access-log event, and the metrics
+//!   registry behind `/_proxy/metrics` (fed by the same record when a
+//!   response ends, by the token cache's `TokenEvents` hook, and read from
+//!   the cache's ledger at scrape time).
 //!
 //! Shared by the phases: `body` (the body type), `failures` (the one place
 //! a token failure, a refused key or a missing tenant becomes a

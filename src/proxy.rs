@@ -24,7 +24,8 @@ use crate::forward::Forwarder;
 use crate::guard::Caller;
 use crate::login::PendingLogins;
 use crate::route::{Api, Route, Target};
-use crate::telemetry::{AccessRecord, Logged, X_REQUEST_ID};
+use crate::telemetry::metrics::LateEvents;
+use crate::telemetry::{AccessRecord, Logged, Metrics, X_REQUEST_ID};
 use crate::token::TokenCache;
 use crate::token::sfmc::SfmcTokenClient;
 use crate::upstream::Upstream;
@@ -52,6 +53,8 @@ pub struct Proxy {
     upstream: Arc<Upstream<ProxyBody>>,
     /// Stand-in tokens the broker issued to SDK tools.
     locals: Arc<LocalTokens>,
+    /// Shared by every generation (counts go on across a reload).
+    metrics: Arc<Metrics>,
     /// Browser logins started at `/_proxy/login`, waiting for their redirect.
     pending_logins: PendingLogins,
     /// Requests whose body is being read before their caller is known (a
@@ -67,15 +70,24 @@ impl Proxy {
     pub fn new(settings: Arc<Settings>) -> Result<Self, BuildError> {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
         let client = Arc::new(SfmcTokenClient::new(&settings, tls.clone())?);
-        let tokens = TokenCache::configured(client.clone(), &settings.token);
-        let upstream = Arc::new(Upstream::new(&settings.upstream, tls));
+        // The metrics read the cache and the cache tells the metrics of
+        // each token request: the cache is made first, told through a hook
+        // the metrics are connected to once they exist.
+        let events = Arc::new(LateEvents::default());
+        let tokens = TokenCache::configured(client.clone(), &settings.token, events.clone());
         let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
+        let live = locals.clone();
+        let metrics = Metrics::new(&settings, tokens.clone(), move || live.live());
+        events.connect(metrics.clone());
+        let upstream = Upstream::new(&settings.upstream, tls, metrics.upstream_connections());
+        let upstream = Arc::new(upstream);
         Ok(Self {
             settings,
             tokens,
             client,
             upstream,
             locals,
+            metrics,
             pending_logins: PendingLogins::default(),
             unproven: Arc::new(Semaphore::new(MAX_UNPROVEN)),
         })
@@ -90,7 +102,11 @@ impl Proxy {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
         let client = Arc::new(SfmcTokenClient::new(&settings, tls.clone())?);
         let upstream = match new_upstream {
-            true => Arc::new(Upstream::new(&settings.upstream, tls)),
+            true => Arc::new(Upstream::new(
+                &settings.upstream,
+                tls,
+                self.metrics.upstream_connections(),
+            )),
             false => self.upstream.clone(),
         };
         Ok(Self {
@@ -99,6 +115,7 @@ impl Proxy {
             client,
             upstream,
             locals: self.locals.clone(),
+            metrics: self.metrics.clone(),
             pending_logins: self.pending_logins.clone(),
             unproven: self.unproven.clone(),
         })
@@ -124,6 +141,10 @@ impl Proxy {
         &self.pending_logins
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Runs one request to completion of its response head; never fails: a
     /// failure becomes the proxy's own error response. `client` is the
     /// peer's address, for the access log; the response body writes the
@@ -138,7 +159,14 @@ impl Proxy {
         let request_id = telemetry::request_id(&mut parts.headers);
         let (body, bytes_in) =
             Counted::new(IdleTimeout::new(body, server.idle_timeout, Sender::Client));
-        let mut record = AccessRecord::new(&parts, client, request_id, bytes_in, server.log_paths);
+        let mut record = AccessRecord::new(
+            &parts,
+            client,
+            request_id,
+            bytes_in,
+            server.log_paths,
+            self.metrics.clone(),
+        );
         let soap_shaped = route::soap_shaped(&parts.method, parts.uri.path());
         let origin = guard::allowed_origin(&parts.headers, server);
         let mut response = match self.run(parts, body, &mut record).await {
@@ -201,6 +229,7 @@ impl Proxy {
                     tokens: &self.tokens,
                     client: &self.client,
                     pending: &self.pending_logins,
+                    metrics: &self.metrics,
                 };
                 admin::handle(&parts, &context).await
             }

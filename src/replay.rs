@@ -18,11 +18,22 @@ use crate::route::Target;
 use crate::telemetry::AccessRecord;
 use crate::token::{Lease, Outcome, TokenCache};
 
+/// What SFMC's answer says, beyond its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// An answer to pass on.
+    Answered,
+    /// SFMC refused the token the request was sent with.
+    TokenRefused,
+    /// SFMC is throttling (a SOAP `Rate Limited` fault; REST's 429 and 503
+    /// are told by their status).
+    Throttled,
+}
+
 /// One request as an API sends it.
 pub(crate) trait Exchange {
-    /// Sends the request with `lease`'s token: SFMC's response, and whether
-    /// it refused that token.
-    async fn send(&mut self, lease: &Lease) -> Result<(Response<ProxyBody>, bool), ProxyError>;
+    /// Sends the request with `lease`'s token: SFMC's response, and what it says.
+    async fn send(&mut self, lease: &Lease) -> Result<(Response<ProxyBody>, Verdict), ProxyError>;
 
     /// Whether the request can be sent once more (its body was kept).
     fn replayable(&self) -> bool;
@@ -38,8 +49,8 @@ pub(crate) async fn replay_once(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let first = token_for(tokens, target).await?;
     record.token = Some(first.outcome);
-    let (response, refused) = timed_send(exchange, &first, record).await?;
-    if !refused {
+    let (response, verdict) = timed_send(exchange, &first, record).await?;
+    if verdict != Verdict::TokenRefused {
         return Ok(response);
     }
     let fresh_may_help = tokens.invalidate(&target.key, &first.token);
@@ -60,11 +71,14 @@ async fn timed_send(
     exchange: &mut impl Exchange,
     lease: &Lease,
     record: &mut AccessRecord,
-) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+) -> Result<(Response<ProxyBody>, Verdict), ProxyError> {
     record.upstream_sent();
     let result = exchange.send(lease).await;
     let status = result.as_ref().ok().map(|(response, _)| response.status());
     record.upstream_answered(status);
+    if let Ok((_, Verdict::Throttled)) = &result {
+        record.throttled = true;
+    }
     result
 }
 

@@ -35,6 +35,11 @@ pub const FAVICON_PATH: &str = "/favicon.ico";
 /// The path SDKs post to for a token (`{auth_url}/v2/token`): the broker's.
 pub const TOKEN_PATH: &str = "/v2/token";
 
+/// `/_proxy` and everything under it: the proxy's own, never forwarded.
+pub fn is_admin_path(path: &str) -> bool {
+    path == ADMIN_PREFIX || path.starts_with("/_proxy/")
+}
+
 /// The paths orchestrators and Prometheus poll: their access-log events
 /// are written at debug, not info, so they do not drown the requests.
 pub fn is_probe(path: &str) -> bool {
@@ -88,7 +93,7 @@ pub fn route(
     bound: Option<&TokenKey>,
 ) -> Result<Route, ProxyError> {
     let path = parts.uri.path();
-    if path == ADMIN_PREFIX || path.starts_with("/_proxy/") {
+    if is_admin_path(path) {
         return Ok(Route::Admin);
     }
     if is_token_request(&parts.method, path) {

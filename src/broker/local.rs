@@ -220,6 +220,13 @@ impl LocalTokens {
             None => Presented::Invalid,
         }
     }
+
+    /// How many issued tokens are still valid (the metrics' gauge; read at
+    /// scrape time, so a walk over the map is fine).
+    pub fn live(&self) -> usize {
+        let now = Instant::now();
+        self.grants.iter().filter(|g| g.expires_at > now).count()
+    }
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -10,7 +10,7 @@ use super::{Forwarder, OutboundBody, build_request, strip_response};
 use crate::body::{ClientBody, ProxyBody, SfmcBody};
 use crate::error::ProxyError;
 use crate::headers::strip_request_headers;
-use crate::replay;
+use crate::replay::{self, Verdict};
 use crate::route::Target;
 use crate::telemetry::{AccessRecord, X_REQUEST_ID};
 use crate::token::Lease;
@@ -70,7 +70,7 @@ impl RestExchange<'_> {
 }
 
 impl replay::Exchange for RestExchange<'_> {
-    async fn send(&mut self, lease: &Lease) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+    async fn send(&mut self, lease: &Lease) -> Result<(Response<ProxyBody>, Verdict), ProxyError> {
         let instance = &lease.token.rest_instance;
         let response = match self.first.take() {
             Some((headers, body)) => {
@@ -96,8 +96,11 @@ impl replay::Exchange for RestExchange<'_> {
                 self.upstream.send(instance, request).await?
             }
         };
-        let refused = response.status() == StatusCode::UNAUTHORIZED;
-        Ok((respond(response), refused))
+        let verdict = match response.status() {
+            StatusCode::UNAUTHORIZED => Verdict::TokenRefused,
+            _ => Verdict::Answered,
+        };
+        Ok((respond(response), verdict))
     }
 
     fn replayable(&self) -> bool {

@@ -10,7 +10,7 @@ use super::{Forwarder, build_request, strip_response};
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::headers::strip_request_headers;
-use crate::replay;
+use crate::replay::{self, Verdict};
 use crate::route::Target;
 use crate::soap::{self, Envelope, EnvelopeStart};
 use crate::telemetry::{AccessRecord, X_REQUEST_ID};
@@ -62,7 +62,7 @@ impl SoapExchange<'_> {
     async fn send_with(
         &mut self,
         lease: &Lease,
-    ) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+    ) -> Result<(Response<ProxyBody>, Verdict), ProxyError> {
         let instance = lease.token.soap_instance.as_ref().ok_or_else(|| {
             ProxyError::UpstreamUnavailable(format!(
                 "SFMC's token response for tenant `{}` had no soap_instance_url",
@@ -78,14 +78,20 @@ impl SoapExchange<'_> {
         let pq = &self.target.path_and_query;
         let request = build_request(self.method.clone(), instance, pq, headers, None, body)?;
         let response = self.forwarder.upstream.send(instance, request).await?;
-        Ok(soap::inspect_response(response).await)
+        let (response, fault) = soap::inspect_response(response).await;
+        let verdict = match fault {
+            Some(soap::Fault::TokenRefused) => Verdict::TokenRefused,
+            Some(soap::Fault::RateLimited) => Verdict::Throttled,
+            None => Verdict::Answered,
+        };
+        Ok((response, verdict))
     }
 }
 
 impl replay::Exchange for SoapExchange<'_> {
-    async fn send(&mut self, lease: &Lease) -> Result<(Response<ProxyBody>, bool), ProxyError> {
-        let (response, token_fault) = self.send_with(lease).await?;
-        Ok((strip_response(response), token_fault))
+    async fn send(&mut self, lease: &Lease) -> Result<(Response<ProxyBody>, Verdict), ProxyError> {
+        let (response, verdict) = self.send_with(lease).await?;
+        Ok((strip_response(response), verdict))
     }
 
     fn replayable(&self) -> bool {

@@ -89,7 +89,7 @@ pub fn identify(
     if server.inbound_keys.is_empty() {
         return Ok(Caller::Anonymous);
     }
-    match presented_key(&parts.headers) {
+    match presented_key(parts) {
         Some(key) if key_matches(key, server) => Ok(Caller::Key),
         // A wrong key is refused even where the body might hold a credential.
         Some(_) => Err(ProxyError::InboundKeyRequired),
@@ -115,13 +115,22 @@ fn bearer_in(value: &HeaderValue) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The inbound key as sent: `Proxy-Authorization: Bearer KEY` or `X-Proxy-Key: KEY`.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+/// The inbound key the request presents: `Proxy-Authorization: Bearer`, else
+/// `X-Proxy-Key`, else — on `/_proxy/*` only, which is never forwarded, so
+/// the header cannot be a token meant for SFMC — `Authorization: Bearer`,
+/// the one header Prometheus can send.
+fn presented_key(parts: &Parts) -> Option<&str> {
+    let headers = &parts.headers;
     match headers.get(header::PROXY_AUTHORIZATION) {
         Some(value) => Some(bearer_in(value).unwrap_or("")),
         None => headers
             .get(&X_PROXY_KEY)
-            .map(|v| v.to_str().map_or("", str::trim)),
+            .map(|v| v.to_str().map_or("", str::trim))
+            .or_else(|| {
+                route::is_admin_path(parts.uri.path())
+                    .then(|| bearer(headers))
+                    .flatten()
+            }),
     }
 }
 

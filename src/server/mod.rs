@@ -212,6 +212,7 @@ impl Connection {
         graceful: &GracefulShutdown,
         server: &ServerSettings,
     ) {
+        let open = live.current().metrics().client_connections();
         let (live, activity) = (live.clone(), self.activity.clone());
         let service = service_fn(move |request| {
             let (live, activity) = (live.clone(), activity.clone());
@@ -229,6 +230,7 @@ impl Connection {
         let connection = graceful.watch(connection);
         let entry = registry.register(self.activity.clone());
         let (head, idle) = (server.header_read_timeout, server.idle_timeout);
+        open.inc();
         tokio::spawn(async move {
             tokio::pin!(connection);
             loop {
@@ -260,6 +262,7 @@ impl Connection {
             }
             drop(entry);
             drop(self.slot);
+            open.dec();
         });
     }
 }

@@ -1,9 +1,9 @@
-//! SFMC's answer to a token it does not accept: a SOAP Fault whose
-//! faultstring begins `Token Expired` (expired) or `Login failed` (invalid or
-//! revoked), in whatever case and with whatever detail after it. The Fault is
-//! parsed (SOAP 1.1 `faultstring`, SOAP 1.2 `Reason/Text`) rather than
-//! searched for the words, so a `Rate Limited` fault, or a Body that merely
-//! mentions them, is not taken for one.
+//! The SOAP Faults the proxy acts on: SFMC's answer to a token it does not
+//! accept — a faultstring that begins `Token Expired` (expired) or `Login
+//! failed` (invalid or revoked) — and its throttling, `Rate Limited`; in
+//! whatever case and with whatever detail after it. The Fault is parsed
+//! (SOAP 1.1 `faultstring`, SOAP 1.2 `Reason/Text`) rather than searched
+//! for the words, so a Body that merely mentions them is taken for neither.
 
 use quick_xml::NsReader;
 use quick_xml::escape::resolve_predefined_entity;
@@ -15,14 +15,30 @@ use super::inject::{SOAP11_NS, SOAP12_NS};
 /// How a faultstring for a refused token begins (compared in lower case).
 const TOKEN_REFUSALS: [&str; 2] = ["login failed", "token expired"];
 
-/// Whether `body` (an HTTP 500's) is SFMC's fault for a refused token.
-pub(super) fn is_token_fault(body: &[u8]) -> bool {
-    fault_text(body).is_some_and(|text| {
-        let text = text.trim().to_lowercase();
-        TOKEN_REFUSALS
-            .iter()
-            .any(|refusal| text.starts_with(refusal))
-    })
+/// How SFMC's throttling fault begins (compared in lower case).
+const RATE_LIMITED: &str = "rate limited";
+
+/// A fault the proxy acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SFMC refused the token: drop it, replay once.
+    TokenRefused,
+    /// SFMC is throttling: counted, passed on.
+    RateLimited,
+}
+
+impl Fault {
+    /// The fault `body` (an HTTP 500's) is, if it is one of these.
+    pub fn of(body: &[u8]) -> Option<Self> {
+        let text = fault_text(body)?.trim().to_lowercase();
+        if TOKEN_REFUSALS.iter().any(|r| text.starts_with(r)) {
+            Some(Self::TokenRefused)
+        } else if text.starts_with(RATE_LIMITED) {
+            Some(Self::RateLimited)
+        } else {
+            None
+        }
+    }
 }
 
 /// Where the reader is on the way to the Fault's text.
@@ -82,6 +98,19 @@ fn fault_text(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sfmc_throttling_is_recognised_and_a_mention_is_not() {
+        let limited = fault11("<faultstring>Rate Limited: too many requests</faultstring>");
+        assert_eq!(Fault::of(&limited), Some(Fault::RateLimited));
+        let mention =
+            fault11("<faultstring>Invalid field</faultstring><detail>Rate Limited</detail>");
+        assert_eq!(Fault::of(&mention), None);
+    }
+
+    fn is_token_fault(body: &[u8]) -> bool {
+        Fault::of(body) == Some(Fault::TokenRefused)
+    }
 
     #[test]
     fn sfmc_token_faults_are_recognised() {

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 
 use crate::body::{ClientBody, ProxyBody, SfmcBody};
 use crate::error::{ProxyError, Side};
-use fault::is_token_fault;
+pub use fault::Fault;
 use inject::encoding::Charset;
 #[doc(hidden)]
 pub use inject::verify::checked_apply;
@@ -227,12 +227,15 @@ fn content_charset(headers: &HeaderMap) -> Result<Option<Charset>, ProxyError> {
 }
 
 /// Passes SFMC's answer on, first reading a small HTTP 500 to see whether it is
-/// a token fault (`Token Expired`, `Login failed`). Returns the response to
-/// send and whether the token was refused.
-pub async fn inspect_response(response: Response<SfmcBody>) -> (Response<ProxyBody>, bool) {
+/// a fault the proxy acts on: a refused token (`Token Expired`, `Login
+/// failed`) or throttling (`Rate Limited`). Returns the response to send and
+/// that fault.
+pub async fn inspect_response(
+    response: Response<SfmcBody>,
+) -> (Response<ProxyBody>, Option<Fault>) {
     let (parts, mut body) = response.into_parts();
     if parts.status != StatusCode::INTERNAL_SERVER_ERROR {
-        return (Response::from_parts(parts, body.into()), false);
+        return (Response::from_parts(parts, body.into()), None);
     }
     let mut held = BytesMut::new();
     while held.len() <= FAULT_PEEK_LIMIT {
@@ -244,10 +247,10 @@ pub async fn inspect_response(response: Response<SfmcBody>) -> (Response<ProxyBo
             }
             // The body ended (or broke, which the client would see anyway).
             Some(Err(_)) | None => {
-                let token_fault = is_token_fault(&held);
+                let fault = Fault::of(&held);
                 return (
                     Response::from_parts(parts, ProxyBody::full(held.freeze())),
-                    token_fault,
+                    fault,
                 );
             }
         }
@@ -257,7 +260,7 @@ pub async fn inspect_response(response: Response<SfmcBody>) -> (Response<ProxyBo
             parts,
             ProxyBody::Prefixed(Some(held.freeze()), Box::new(body.into())),
         ),
-        false,
+        None,
     )
 }
 

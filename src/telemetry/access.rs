@@ -9,9 +9,10 @@
 //!
 //! The record is filled in as the request travels, then rides inside the
 //! response body ([`Logged`]) until that body ends or is dropped: whichever
-//! comes first writes the event, once. A request dropped before its
-//! response head (the client hung up while SFMC was thinking) is written by
-//! the record's own drop.
+//! comes first writes the event, once, and hands the same facts to the
+//! metrics (which see every request, whatever the log level). A request
+//! dropped before its response head (the client hung up while SFMC was
+//! thinking) is written by the record's own drop.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,6 +28,7 @@ use http::{HeaderMap, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use super::metrics::{Metrics, RequestDone};
 use crate::body::{BodyError, ByteCount, ProxyBody};
 use crate::error::ProxyError;
 use crate::route::{self, Api, Target};
@@ -71,10 +73,13 @@ fn new_request_id() -> HeaderValue {
 
 /// What the access log says about one request, filled in as it travels.
 pub struct AccessRecord {
-    /// Whether the event is still to be written: false when the log level
-    /// filters it out (then nothing is copied for it; this runs on every
-    /// request), and once it has been written.
+    /// Whether the log event is wanted: false when the log level filters it
+    /// out (then nothing is copied for the log alone; this runs on every
+    /// request).
     enabled: bool,
+    /// Set once the record has been written (log and metrics).
+    finished: bool,
+    metrics: Arc<Metrics>,
     /// A health, readiness or metrics probe: logged at debug.
     probe: bool,
     started: Instant,
@@ -89,6 +94,8 @@ pub struct AccessRecord {
     pub api: Option<Api>,
     pub token: Option<Outcome>,
     pub replayed: bool,
+    /// SFMC answered with a SOAP `Rate Limited` fault.
+    pub throttled: bool,
     error: Option<&'static str>,
     status: Option<StatusCode>,
     upstream_status: Option<StatusCode>,
@@ -127,6 +134,7 @@ impl AccessRecord {
         request_id: HeaderValue,
         bytes_in: ByteCount,
         log_paths: bool,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let probe = route::is_probe(parts.uri.path());
         // A probe's own answer is written at debug, anything else on a probe
@@ -135,16 +143,15 @@ impl AccessRecord {
         let enabled = tracing::enabled!(target: ACCESS, tracing::Level::INFO)
             || (probe && tracing::enabled!(target: ACCESS, tracing::Level::DEBUG));
         let copy = |wanted: bool| enabled && wanted;
+        metrics.request_started();
         Self {
             enabled,
+            finished: false,
+            metrics,
             probe,
             started: Instant::now(),
             request_id,
-            method: if enabled {
-                parts.method.clone()
-            } else {
-                Method::GET
-            },
+            method: parts.method.clone(),
             path: copy(log_paths).then(|| {
                 let pq = parts.uri.path_and_query();
                 pq.cloned()
@@ -157,6 +164,7 @@ impl AccessRecord {
             api: None,
             token: None,
             replayed: false,
+            throttled: false,
             error: None,
             status: None,
             upstream_status: None,
@@ -170,10 +178,8 @@ impl AccessRecord {
 
     pub fn target(&mut self, target: &Target) {
         self.api = Some(target.api);
-        if self.enabled {
-            self.tenant = Some(target.key.tenant.clone());
-            self.account_id = target.key.account_id.clone();
-        }
+        self.tenant = Some(target.key.tenant.clone());
+        self.account_id = target.key.account_id.clone();
     }
 
     /// The request ended in the proxy's own error: its code, and the tenant
@@ -181,7 +187,6 @@ impl AccessRecord {
     pub fn failed(&mut self, error: &ProxyError) {
         self.error = Some(error.code());
         if let ProxyError::AccountNotAllowed { tenant, mid } = error
-            && self.enabled
             && self.tenant.is_none()
         {
             self.tenant = Some(tenant.as_str().into());
@@ -211,12 +216,34 @@ impl AccessRecord {
         &self.request_id
     }
 
-    /// Writes the event (once).
+    /// Hands the request to the metrics and writes the log event (once).
     fn write(&mut self) {
-        if !std::mem::take(&mut self.enabled) {
+        if std::mem::replace(&mut self.finished, true) {
             return;
         }
         self.add_upstream_time();
+        let duration = self.started.elapsed();
+        self.metrics.request_done(&RequestDone {
+            tenant: self.tenant.as_ref(),
+            account_id: self.account_id.as_ref(),
+            api: self.api,
+            method: &self.method,
+            status: self.status,
+            upstream_status: self.upstream_status,
+            duration,
+            upstream: self.upstream,
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out,
+            token: self.token,
+            replayed: self.replayed,
+            throttled: self.throttled,
+        });
+        if self.enabled {
+            self.log(duration);
+        }
+    }
+
+    fn log(&self, duration: Duration) {
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         macro_rules! event {
             ($level:expr) => {
@@ -228,7 +255,7 @@ impl AccessRecord {
                     path = self.path.as_ref().map(|pq| clip(pq.path(), MAX_LOGGED_PATH)),
                     status = self.status.map(|s| s.as_u16()),
                     upstream_status = self.upstream_status.map(|s| s.as_u16()),
-                    duration_us = micros(self.started.elapsed()),
+                    duration_us = micros(duration),
                     upstream_us = self.upstream.map(micros),
                     bytes_in = self.bytes_in.get(),
                     bytes_out = self.bytes_out,
@@ -272,15 +299,17 @@ impl Drop for AccessRecord {
 /// the client and writes the event when the body ends, fails or is dropped.
 pub struct Logged {
     inner: ProxyBody,
-    /// `None` once written, or when the access log is off.
+    /// `None` once written.
     record: Option<AccessRecord>,
 }
 
 impl Logged {
     pub fn new(inner: ProxyBody, mut record: AccessRecord, status: StatusCode) -> Self {
         record.status = Some(status);
-        let record = record.enabled.then_some(record);
-        Self { inner, record }
+        Self {
+            inner,
+            record: Some(record),
+        }
     }
 
     fn end(&mut self, completed: bool) {

@@ -1,11 +1,15 @@
 //! Logging: the subscriber set-up (`RUST_LOG`, text or JSON) and the one
-//! access-log event per request (`access`), written when its response ends.
+//! access-log event per request (`access`), written when its response ends;
+//! the metrics behind `/_proxy/metrics` (`metrics`), which the same record
+//! feeds when the response ends.
 
 mod access;
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
 pub use access::{AccessRecord, Logged, X_REQUEST_ID, request_id};
+pub use metrics::Metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -51,8 +51,9 @@ pub use key::{KeyRefused, TokenKey, checked_scope};
 pub use ledger::{KeyView, NoEvents, Sent, TokenEvents, TokenView};
 pub use limits::Limits;
 pub use refresh::names_pkce;
-use types::FetchFuture;
-pub use types::{FetchedToken, Lease, Outcome, Token, TokenError, TokenFailure, TokenSource};
+pub use types::{
+    FetchFuture, FetchedToken, Lease, Outcome, Token, TokenError, TokenFailure, TokenSource,
+};
 
 use crate::config::TokenSettings;
 use limits::{Failure, TenantGuard};
@@ -215,12 +216,17 @@ impl TokenCache {
         Self::with_limits(source, refresh_before, Limits::default())
     }
 
-    /// A cache as `[token]` configures it.
-    pub fn configured(source: Arc<dyn TokenSource>, settings: &TokenSettings) -> Self {
-        Self::with_limits(
+    /// A cache as `[token]` configures it, its token requests told to `events`.
+    pub fn configured(
+        source: Arc<dyn TokenSource>,
+        settings: &TokenSettings,
+        events: Arc<dyn TokenEvents>,
+    ) -> Self {
+        Self::observed(
             source,
             settings.refresh_before_expiry,
             Limits::from(settings),
+            events,
         )
     }
 

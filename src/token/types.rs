@@ -168,7 +168,7 @@ pub struct FetchedToken {
     pub soap_instance: Option<InstanceBase>,
 }
 
-pub(super) type FetchFuture<'a> =
+pub type FetchFuture<'a> =
     Pin<Box<dyn Future<Output = Result<FetchedToken, TokenError>> + Send + 'a>>;
 
 /// Where tokens come from: SFMC's `/v2/token` in production, a script in tests.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::uri::Scheme;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -68,6 +69,8 @@ pub enum Handle<B> {
 pub struct Connector {
     tls: TlsConnector,
     connect_timeout: Duration,
+    /// Connections open now (the metrics' `upstream_connections`).
+    open: Gauge,
 }
 
 impl Connector {
@@ -78,7 +81,15 @@ impl Connector {
         Self {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout,
+            open: Gauge::default(),
         }
+    }
+
+    /// Counts the connections open in `open` (up when one is made, down
+    /// when its task ends).
+    pub fn counting(mut self, open: Gauge) -> Self {
+        self.open = open;
+        self
     }
 
     /// Opens a connection to the instance — DNS, TCP and TLS within
@@ -109,7 +120,7 @@ impl Connector {
         // Plain http is reachable only for loopback instances: `InstanceBase`
         // refuses http for every other host before a token is attached.
         if instance.scheme() != &Scheme::HTTPS {
-            return handshake(tcp, false).await;
+            return handshake(tcp, false, &self.open).await;
         }
         let name = ServerName::try_from(host.to_owned()).map_err(|e| ConnectError::ServerName {
             host: host.to_owned(),
@@ -124,7 +135,7 @@ impl Connector {
                 reason: error_chain(&e),
             })?;
         let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        handshake(tls, http2).await
+        handshake(tls, http2, &self.open).await
     }
 
     /// Every address the name resolves to, in order, until one accepts.
@@ -192,7 +203,23 @@ async fn connect_first(
 
 /// hyper's handshake for the chosen protocol; the connection then runs in its
 /// own task until the last handle is dropped or the server closes it.
-async fn handshake<T, B>(io: T, http2: bool) -> Result<Handle<B>, ConnectError>
+/// Keeps `open` one higher while it lives: held by a connection's task.
+struct Open(Gauge);
+
+impl Open {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn handshake<T, B>(io: T, http2: bool, open: &Gauge) -> Result<Handle<B>, ConnectError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     B: RequestBody,
@@ -209,7 +236,9 @@ where
             .handshake(io)
             .await
             .map_err(failed)?;
+        let open = Open::new(open);
         tokio::spawn(async move {
+            let _open = open;
             if let Err(error) = connection.await {
                 tracing::debug!(error = %error_chain(&error), "upstream HTTP/2 connection ended");
             }
@@ -217,7 +246,9 @@ where
         Ok(Handle::Http2(sender))
     } else {
         let (sender, connection) = http1::handshake(io).await.map_err(failed)?;
+        let open = Open::new(open);
         tokio::spawn(async move {
+            let _open = open;
             if let Err(error) = connection.await {
                 tracing::debug!(error = %error_chain(&error), "upstream HTTP/1.1 connection ended");
             }

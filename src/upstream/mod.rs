@@ -56,10 +56,15 @@ pub struct Upstream<B> {
 }
 
 impl<B: RequestBody> Upstream<B> {
-    pub fn new(settings: &UpstreamSettings, tls: rustls::ClientConfig) -> Self {
+    /// `open` counts the connections to SFMC open (the metrics' gauge).
+    pub fn new(
+        settings: &UpstreamSettings,
+        tls: rustls::ClientConfig,
+        open: prometheus_client::metrics::gauge::Gauge,
+    ) -> Self {
         Self {
             pool: Pool::with_sweeper(),
-            connector: Connector::new(tls, settings.connect_timeout),
+            connector: Connector::new(tls, settings.connect_timeout).counting(open),
             response_timeout: settings.response_timeout,
             idle_timeout: settings.idle_timeout,
         }
@@ -270,7 +275,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
         };
         let tls = crate::tls::client_config(None).expect("TLS set-up");
-        Upstream::new(&settings, tls)
+        Upstream::new(&settings, tls, Default::default())
     }
 
     /// A fake tenant (kept alive by the caller) and its REST instance.

@@ -5,6 +5,7 @@
 mod binary;
 mod proxy;
 pub mod soap;
+pub mod tools;
 
 pub use binary::{ACCESS, Binary};
 pub use proxy::{ProxyBuilder, Setup, Tenant, TestProxy, setup, setup_with_business_units};

@@ -1,0 +1,185 @@
+//! The exposition: names, units, bounded labels, and nothing secret.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::token::{FetchedToken, TokenError, TokenSource};
+use crate::upstream::InstanceBase;
+
+fn settings() -> Settings {
+    let toml = r#"
+[tenants.acme]
+auth_url = "https://mc123.auth.marketingcloudapis.com/"
+client_id = "id"
+client_secret = "very-secret"
+account_id = "100"
+account_ids = ["100", "200"]
+"#;
+    Settings::from_toml(toml, |_| None, std::path::Path::new(".")).expect("settings")
+}
+
+/// A source that is never asked: these tests put tokens in themselves.
+struct Unused;
+
+impl TokenSource for Unused {
+    fn fetch<'a>(&'a self, _key: &'a TokenKey) -> crate::token::FetchFuture<'a> {
+        Box::pin(async {
+            Err(TokenError::Unavailable {
+                reason: "unused".into(),
+                retryable: false,
+            })
+        })
+    }
+}
+
+fn metrics() -> (Arc<Metrics>, TokenCache) {
+    let tokens = TokenCache::new(Arc::new(Unused), Duration::from_secs(120));
+    let metrics = Metrics::new(&settings(), tokens.clone(), || 3);
+    (metrics, tokens)
+}
+
+fn key(mid: Option<&str>) -> TokenKey {
+    TokenKey {
+        tenant: Arc::from("acme"),
+        account_id: mid.map(Arc::from),
+        scope: None,
+    }
+}
+
+fn done<'a>(tenant: &'a Arc<str>, mid: &'a Arc<str>, method: &'a Method) -> RequestDone<'a> {
+    RequestDone {
+        tenant: Some(tenant),
+        account_id: Some(mid),
+        api: Some(Api::Rest),
+        method,
+        status: Some(StatusCode::OK),
+        upstream_status: Some(StatusCode::TOO_MANY_REQUESTS),
+        duration: Duration::from_millis(30),
+        upstream: Some(Duration::from_millis(20)),
+        bytes_in: 10,
+        bytes_out: 2000,
+        token: Some(Outcome::Hit),
+        replayed: true,
+        throttled: false,
+    }
+}
+
+fn line<'t>(text: &'t str, start: &str) -> Option<&'t str> {
+    text.lines().find(|l| l.starts_with(start))
+}
+
+#[test]
+fn a_request_is_counted_with_bounded_labels() {
+    let (metrics, _) = metrics();
+    let tenant: Arc<str> = Arc::from("acme");
+    let odd_mid: Arc<str> = Arc::from("999");
+    let odd_method = Method::from_bytes(b"PROPFIND").expect("method");
+    metrics.request_started();
+    metrics.request_done(&done(&tenant, &odd_mid, &odd_method));
+    let stranger: Arc<str> = Arc::from("nosuch");
+    metrics.request_started();
+    metrics.request_done(&done(&stranger, &odd_mid, &Method::GET));
+    let text = metrics.encode();
+    for expected in [
+        r#"sfmc_proxy_requests_total{tenant="acme",api="rest",method="other",code="200"} 1"#,
+        r#"sfmc_proxy_requests_total{tenant="unknown",api="rest",method="GET",code="200"} 1"#,
+        r#"sfmc_proxy_business_unit_requests_total{tenant="acme",mid="other",outcome="ok"} 1"#,
+        r#"sfmc_proxy_replays_total{tenant="acme",api="rest"} 1"#,
+        r#"sfmc_proxy_upstream_throttled_total{tenant="acme",api="rest"} 1"#,
+        r#"sfmc_proxy_token_lookups_total{tenant="acme",result="hit"} 1"#,
+        r#"sfmc_proxy_request_body_bytes_total{tenant="acme",api="rest"} 10"#,
+        r#"sfmc_proxy_response_body_bytes_total{tenant="acme",api="rest"} 2000"#,
+        r#"sfmc_proxy_request_duration_seconds_count{tenant="acme",api="rest"} 1"#,
+        r#"sfmc_proxy_upstream_duration_seconds_bucket{le="0.025",tenant="acme",api="rest"} 1"#,
+        "sfmc_proxy_requests_in_flight 0",
+        r#"sfmc_proxy_build_info{version=""#,
+        "sfmc_proxy_broker_local_tokens 3",
+        "# EOF",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    assert!(!text.contains("nosuch") && !text.contains("999"), "{text}");
+    assert_eq!(
+        metrics.business_unit_counts(&tenant, Some(&Arc::from("200"))),
+        (0, 0)
+    );
+    assert_eq!(
+        metrics.business_unit_counts(&tenant, Some(&odd_mid)),
+        (1, 0)
+    );
+}
+
+#[test]
+fn token_requests_carry_sfmc_code_only_when_it_is_a_known_one() {
+    let (metrics, _) = metrics();
+    metrics.sent(&key(Some("200")), Sent::Rejected("invalid_client"));
+    metrics.sent(&key(Some("200")), Sent::Rejected("<script>made-up"));
+    metrics.sent(&key(None), Sent::Ok);
+    metrics.sent(&key(Some("100")), Sent::Unavailable);
+    let text = metrics.encode();
+    for expected in [
+        r#"sfmc_proxy_token_requests_total{tenant="acme",mid="200",result="rejected",error="invalid_client"} 1"#,
+        r#"sfmc_proxy_token_requests_total{tenant="acme",mid="200",result="rejected",error="other"} 1"#,
+        r#"sfmc_proxy_token_requests_total{tenant="acme",mid="default",result="ok",error=""} 1"#,
+        r#"sfmc_proxy_token_requests_total{tenant="acme",mid="100",result="unavailable",error=""} 1"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    assert!(!text.contains("script"));
+}
+
+#[tokio::test]
+async fn token_state_is_read_at_scrape_time_in_unix_seconds_without_the_token() {
+    let (metrics, tokens) = metrics();
+    assert!(
+        line(
+            &metrics.encode(),
+            "sfmc_proxy_token_expiry_timestamp_seconds{"
+        )
+        .is_none()
+    );
+    let fetched = FetchedToken {
+        access_token: "the-access-token".into(),
+        expires_in: Duration::from_secs(1080),
+        scope: None,
+        rest_instance: InstanceBase::parse(
+            "https://mc123.rest.marketingcloudapis.com/",
+            &[".marketingcloudapis.com".to_owned()],
+        )
+        .expect("instance"),
+        soap_instance: None,
+    };
+    tokens
+        .put(&key(Some("100")), fetched, Instant::now())
+        .expect("put");
+    let text = metrics.encode();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let value = |name: &str| -> f64 {
+        let prefix = format!(r#"sfmc_proxy_{name}_seconds{{tenant="acme",mid="100"}} "#);
+        line(&text, &prefix)
+            .and_then(|l| l[prefix.len()..].parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let expiry = value("token_expiry_timestamp");
+    assert!((expiry - (now + 1080.0)).abs() < 5.0, "{expiry} vs {now}");
+    assert!((value("token_last_success_timestamp") - now).abs() < 5.0);
+    assert!(line(&text, "sfmc_proxy_token_last_error_timestamp_seconds{").is_none());
+    assert!(text.contains("# UNIT sfmc_proxy_token_expiry_timestamp_seconds seconds"));
+    assert!(!text.contains("the-access-token") && !text.contains("very-secret"));
+}
+
+#[test]
+fn reloads_are_counted_by_result() {
+    let (metrics, _) = metrics();
+    metrics.config_reloaded(false);
+    metrics.config_reloaded(true);
+    metrics.config_reloaded(true);
+    let text = metrics.encode();
+    assert!(text.contains(r#"sfmc_proxy_config_reloads_total{result="failure"} 1"#));
+    assert!(text.contains(r#"sfmc_proxy_config_reloads_total{result="success"} 2"#));
+}

@@ -1,0 +1,186 @@
+//! `/_proxy/metrics`: what is counted equals what happened (token requests
+//! equal what the fake SFMC saw), labels stay bounded, the key guards it
+//! (also as `Authorization: Bearer`, as Prometheus sends it), and nothing
+//! secret is in it. The exposition's validity under strict parsers and a
+//! real Prometheus scrape are in `prometheus`.
+
+use crate::support::soap::*;
+use crate::support::*;
+
+/// The value of the sample `series` (name and labels exactly as written).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+pub async fn scrape(client: &TestClient, proxy: &TestProxy, headers: &[(&str, &str)]) -> Reply {
+    client.get(proxy, "/_proxy/metrics", headers).await
+}
+
+#[tokio::test]
+async fn token_requests_equal_what_sfmc_saw_and_lookups_say_how_each_request_got_its_token() {
+    let s = Setup::builder()
+        .tenant(|t| t.account_ids(&["100", "200"]))
+        .start()
+        .await;
+    for _ in 0..3 {
+        let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
+        assert_eq!(reply.status, 200);
+    }
+    let bu = s
+        .client
+        .get(&s.proxy, "/hub/v1/y", &[("x-sfmc-account-id", "200")])
+        .await;
+    assert_eq!(bu.status, 200);
+    // An odd method and a MID outside account_ids: bounded labels.
+    let refused = s
+        .client
+        .get(&s.proxy, "/hub/v1/y", &[("x-sfmc-account-id", "31337")])
+        .await;
+    assert_eq!(refused.status, 403);
+
+    let reply = scrape(&s.client, &s.proxy, &[]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.headers["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = reply.text();
+    let sent = |mid: &str| {
+        let series = format!(
+            r#"sfmc_proxy_token_requests_total{{tenant="acme",mid="{mid}",result="ok",error=""}}"#
+        );
+        sample(&text, &series).unwrap_or(0.0)
+    };
+    assert_eq!(
+        sent("default") + sent("200"),
+        s.fake.token_requests() as f64
+    );
+    assert_eq!((sent("default"), sent("200")), (1.0, 1.0));
+    let requests = |code: &str| {
+        let series = format!(
+            r#"sfmc_proxy_requests_total{{tenant="acme",api="rest",method="GET",code="{code}"}}"#
+        );
+        sample(&text, &series)
+    };
+    assert_eq!(requests("200"), Some(4.0), "{text}");
+    let lookups = |result: &str| {
+        let series =
+            format!(r#"sfmc_proxy_token_lookups_total{{tenant="acme",result="{result}"}}"#);
+        sample(&text, &series)
+    };
+    assert_eq!((lookups("fetch"), lookups("hit")), (Some(2.0), Some(2.0)));
+    let counted = sample(
+        &text,
+        r#"sfmc_proxy_business_unit_requests_total{tenant="acme",mid="default",outcome="ok"}"#,
+    );
+    assert_eq!(counted, Some(3.0));
+    let expiry = sample(
+        &text,
+        r#"sfmc_proxy_token_expiry_timestamp_seconds{tenant="acme",mid="200"}"#,
+    );
+    assert!(expiry.is_some_and(|at| at > 1.7e9), "{text}");
+    // The MID outside account_ids is no label; nor is any path or address.
+    for absent in ["31337", "/hub", "127.0.0.1", CLIENT_SECRET] {
+        assert!(!text.contains(absent), "{absent} in\n{text}");
+    }
+    let token = s.fake.last_issued_token().expect("a token was issued");
+    assert!(!text.contains(&token));
+    // The scrape itself is a request too, counted once its response ends.
+    let again = scrape(&s.client, &s.proxy, &[]).await.text();
+    let scrapes =
+        r#"sfmc_proxy_requests_total{tenant="unknown",api="proxy",method="GET",code="200"}"#;
+    assert_eq!(sample(&again, scrapes), Some(1.0), "{again}");
+    assert_eq!(sample(&again, "sfmc_proxy_requests_in_flight"), Some(1.0));
+}
+
+#[tokio::test]
+async fn the_inbound_key_guards_the_metrics_and_may_come_as_a_bearer() {
+    let s = Setup::builder()
+        .proxy(|p| p.inbound_keys(&["metrics-key-0123456789"]))
+        .start()
+        .await;
+    let none = scrape(&s.client, &s.proxy, &[]).await;
+    assert_eq!(
+        (none.status, none.proxy_error()),
+        (401, Some("inbound_key_required"))
+    );
+    let wrong = scrape(&s.client, &s.proxy, &[("authorization", "Bearer nope")]).await;
+    assert_eq!(wrong.status, 401);
+    let bearer = scrape(
+        &s.client,
+        &s.proxy,
+        &[("authorization", "Bearer metrics-key-0123456789")],
+    )
+    .await;
+    assert_eq!(bearer.status, 200, "{}", bearer.text());
+    assert!(bearer.text().ends_with("# EOF\n"));
+    let header = scrape(
+        &s.client,
+        &s.proxy,
+        &[("x-proxy-key", "metrics-key-0123456789")],
+    )
+    .await;
+    assert_eq!(header.status, 200);
+    // Only on /_proxy/*: elsewhere `Authorization` is the caller's own and
+    // never counts as the inbound key.
+    let api = s
+        .client
+        .get(
+            &s.proxy,
+            "/hub/v1/x",
+            &[("authorization", "Bearer metrics-key-0123456789")],
+        )
+        .await;
+    assert_eq!(
+        (api.status, api.proxy_error()),
+        (401, Some("inbound_key_required"))
+    );
+    assert_eq!(s.fake.rest_requests(), 0);
+}
+
+#[tokio::test]
+async fn throttling_replays_and_connections_are_counted() {
+    let s = setup().await;
+    let throttled = s
+        .client
+        .get(
+            &s.proxy,
+            "/fake/respond?status=429&header=Retry-After:30",
+            &[],
+        )
+        .await;
+    assert_eq!(throttled.status, 429);
+    s.fake.set_soap_rate_limited(true);
+    let limited = soap(&s, "/Service.asmx", envelope("")).await;
+    assert_eq!(limited.status, 500);
+    s.fake.set_soap_rate_limited(false);
+    // SFMC refuses the token once: one replay with a fresh one.
+    s.fake.revoke_all_tokens();
+    assert_eq!(s.client.get(&s.proxy, "/hub/v1/x", &[]).await.status, 200);
+
+    let text = scrape(&s.client, &s.proxy, &[]).await.text();
+    let throttled = |api: &str| {
+        let series = format!(r#"sfmc_proxy_upstream_throttled_total{{tenant="acme",api="{api}"}}"#);
+        sample(&text, &series)
+    };
+    assert_eq!(
+        (throttled("rest"), throttled("soap")),
+        (Some(1.0), Some(1.0)),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"sfmc_proxy_replays_total{tenant="acme",api="rest"}"#
+        ),
+        Some(1.0)
+    );
+    // This scrape's own connection is open; the pool holds SFMC's.
+    let clients = sample(&text, "sfmc_proxy_client_connections").unwrap_or(0.0);
+    assert!(clients >= 1.0, "{text}");
+    let upstream = sample(&text, "sfmc_proxy_upstream_connections").unwrap_or(0.0);
+    assert!(upstream >= 1.0, "{text}");
+    assert!(text.contains("sfmc_proxy_build_info{version=\""));
+}

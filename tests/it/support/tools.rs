@@ -1,0 +1,104 @@
+//! Outside programs some tests drive: Debian's `prometheus`, and a Python
+//! with `prometheus_client` (its strict OpenMetrics parser). Each is set up
+//! here the first time a test asks, so `cargo test` needs no step before it:
+//! the Python package goes into a venv under the tests' target directory;
+//! `prometheus` is installed with apt-get when missing and the tests run as
+//! root (CI), and otherwise the test says how to install it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The `prometheus-client` version the parser check uses (PyPI).
+const PYTHON_PROMETHEUS_CLIENT: &str = "prometheus-client==0.26.0";
+
+/// One set-up at a time (the tests of this binary run as threads).
+static SETUP: Mutex<()> = Mutex::new(());
+
+fn run(command: &mut Command, what: &str) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Debian's `prometheus` binary, installed first if need be.
+pub fn prometheus() -> PathBuf {
+    let binary = PathBuf::from("/usr/bin/prometheus");
+    let _once = SETUP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if binary.exists() {
+        return binary;
+    }
+    assert!(
+        is_root(),
+        "this test scrapes the proxy with a real Prometheus: install Debian's package \
+         (sudo apt-get install --no-install-recommends prometheus) and run it again"
+    );
+    run(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    );
+    run(
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "prometheus",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get install prometheus",
+    );
+    assert!(
+        binary.exists(),
+        "apt-get installed prometheus but {binary:?} is missing"
+    );
+    binary
+}
+
+/// A Python that has `prometheus_client`: a venv made once under the tests'
+/// target directory.
+pub fn python_with_prometheus_client() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-prometheus-client");
+    let python = venv.join("bin/python");
+    let ready = venv.join(".installed");
+    let _once = SETUP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if ready.exists() {
+        return python;
+    }
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv",
+    );
+    run(
+        Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            PYTHON_PROMETHEUS_CLIENT,
+        ]),
+        "pip install prometheus-client",
+    );
+    std::fs::write(&ready, PYTHON_PROMETHEUS_CLIENT).expect("mark the venv ready");
+    python
+}
