@@ -97,8 +97,9 @@ impl Live {
     }
 
     /// Reads a configuration with `load` and applies it; logs the outcome
-    /// in one line (a refusal at error level: the running one stays). The
-    /// one place a reload's outcome is known, signal or not.
+    /// in one line (a refusal at error level: the running one stays) and
+    /// counts it (`sfmc_proxy_config_reloads_total{result}`). The one place
+    /// a reload's outcome is known, signal or not.
     pub fn reload_from(
         &self,
         load: impl FnOnce() -> Result<Settings, ConfigError>,
@@ -106,6 +107,9 @@ impl Live {
         let result = load()
             .map_err(ReloadError::from)
             .and_then(|settings| Ok(self.reload(Arc::new(settings))?));
+        // The one count of reloads, whatever asked for it.
+        let metrics = self.current.load().metrics().clone();
+        metrics.config_reloaded(result.is_ok());
         match &result {
             Ok(report) => log_applied(report),
             Err(error) => tracing::error!(
@@ -143,6 +147,7 @@ impl Live {
             !changes.credentials_void(&key.tenant) && same_admission(&key.tenant) && allowed(key)
         });
         next.locals().set_lifetime(settings.broker.token_lifetime);
+        next.metrics().configure(&settings);
         let logins_cancelled = next
             .pending_logins()
             .cancel(|tenant| changes.credentials_void(tenant));

@@ -47,6 +47,9 @@ async fn unchanged_tenants_keep_their_tokens_and_new_ones_serve_at_once() {
     assert_eq!(beta.status, 200, "{}", beta.text());
     assert_eq!(beta.json()["scope"], "email_read");
     assert_eq!(fake.token_requests(), 2, "beta fetched its own");
+    // Its requests are counted under its own name, not as `unknown`.
+    let metrics = client.get(&proxy, "/_proxy/metrics", &[]).await.text();
+    assert!(metrics.contains("tenant=\"beta\""), "{metrics}");
 }
 
 #[tokio::test]
@@ -127,6 +130,20 @@ async fn an_invalid_config_is_refused_and_the_running_one_stays() {
         1,
         "the running config and its token stayed"
     );
+
+    // Counted: three refusals; then one success.
+    let metrics = client.get(&proxy, "/_proxy/metrics", &[]).await.text();
+    assert!(
+        metrics.contains("sfmc_proxy_config_reloads_total{result=\"failure\"} 3"),
+        "{metrics}"
+    );
+    proxy.reload(&config(&fake)).expect("reloads");
+    let metrics = client.get(&proxy, "/_proxy/metrics", &[]).await.text();
+    assert!(
+        metrics.contains("sfmc_proxy_config_reloads_total{result=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sfmc_proxy_config_reloads_total{result=\"failure\"} 3"));
 }
 
 #[tokio::test]
