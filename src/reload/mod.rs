@@ -131,26 +131,9 @@ impl Live {
         // tenants, so a new tenant's first request never meets the old client.
         let tokens = next.tokens().clone();
         tokens.reconfigure(next.client().clone(), &settings.token);
-        let allowed = |key: &TokenKey| {
-            settings.tenant(&key.tenant).is_some_and(|tenant| {
-                key.account_id
-                    .as_deref()
-                    .is_none_or(|mid| tenant.account_allowed(mid))
-            })
-        };
-        let tokens_dropped = tokens.retain(
-            |key| !changes.tokens_void(&key.tenant) && allowed(key),
-            |tenant| !changes.credentials_void(tenant),
-        );
-        let same_admission = |tenant: &str| same_local_admission(old.settings(), &settings, tenant);
-        let local_tokens_dropped = next.locals().retain(|key| {
-            !changes.credentials_void(&key.tenant) && same_admission(&key.tenant) && allowed(key)
-        });
         next.locals().set_lifetime(settings.broker.token_lifetime);
         next.metrics().configure(&settings);
-        let logins_cancelled = next
-            .pending_logins()
-            .cancel(|tenant| changes.credentials_void(tenant));
+        let report = forget_void(old.settings(), &next, changes);
         self.current.store(Arc::new(next));
         // A request of the old generation may have made a key of a removed
         // tenant since the first pass (its fetch fails: the tenant is gone).
@@ -159,15 +142,43 @@ impl Live {
             |tenant| settings.tenant(tenant).is_some(),
         );
         if settings.token.prefetch {
+            let changes = &report.changes;
             let fresh = |name: &str| changes.credentials_void(name) || changes.instance_hosts;
             crate::prefetch::start_some(&settings, &tokens, |tenant| fresh(&tenant.name));
         }
-        Ok(ReloadReport {
-            changes,
-            tokens_dropped,
-            local_tokens_dropped,
-            logins_cancelled,
+        Ok(report)
+    }
+}
+
+/// Drops what `changes` made void before `next` serves: cached tokens (and
+/// the tenant-wide backoff and budget) of tenants removed or with new
+/// credentials, or of business units no longer allowed; their local tokens
+/// (also when the broker's admission changed) and waiting logins.
+fn forget_void(old: &Settings, next: &Proxy, changes: Changes) -> ReloadReport {
+    let settings = next.settings();
+    let allowed = |key: &TokenKey| {
+        settings.tenant(&key.tenant).is_some_and(|tenant| {
+            key.account_id
+                .as_deref()
+                .is_none_or(|mid| tenant.account_allowed(mid))
         })
+    };
+    let tokens_dropped = next.tokens().retain(
+        |key| !changes.tokens_void(&key.tenant) && allowed(key),
+        |tenant| !changes.credentials_void(tenant),
+    );
+    let same_admission = |tenant: &str| same_local_admission(old, settings, tenant);
+    let local_tokens_dropped = next.locals().retain(|key| {
+        !changes.credentials_void(&key.tenant) && same_admission(&key.tenant) && allowed(key)
+    });
+    let logins_cancelled = next
+        .pending_logins()
+        .cancel(|tenant| changes.credentials_void(tenant));
+    ReloadReport {
+        changes,
+        tokens_dropped,
+        local_tokens_dropped,
+        logins_cancelled,
     }
 }
 
