@@ -168,8 +168,15 @@ fn build_live(settings: Arc<Settings>) -> Result<Arc<Live>, Failure> {
 }
 
 async fn bind(listen: SocketAddr) -> Result<TcpListener, Failure> {
+    bind_as(listen, "server.listen or --listen").await
+}
+
+/// Binds `listen`, configured as `key`, which the error names.
+async fn bind_as(listen: SocketAddr, key: &str) -> Result<TcpListener, Failure> {
     TcpListener::bind(listen).await.map_err(|e| {
-        runtime(format!("cannot listen on {listen}: {e} (is another sfmc-proxy running? change server.listen or --listen)"))
+        runtime(format!(
+            "cannot listen on {listen}: {e} (is another sfmc-proxy running? change {key})"
+        ))
     })
 }
 
@@ -191,7 +198,16 @@ async fn serve(config: &Path, settings: Arc<Settings>) -> Result<(), Failure> {
         worker_threads = settings.server.runtime_threads(),
         "sfmc-proxy listening; point SFMC clients at http://{listen}/"
     );
-    crate::server::serve(listener, live, shutdown_signal()).await;
+    let admin = match settings.server.admin_listen {
+        Some(addr) => {
+            let admin = bind_as(addr, "server.admin_listen").await?;
+            let bound = admin.local_addr().unwrap_or(addr);
+            tracing::info!(admin_listen = %bound, "admin paths (/_proxy/*, no inbound key) on http://{bound}/_proxy/");
+            Some(admin)
+        }
+        None => None,
+    };
+    crate::server::serve_with_admin(listener, admin, live, shutdown_signal()).await;
     Ok(())
 }
 

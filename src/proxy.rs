@@ -39,11 +39,23 @@ pub enum BuildError {
     TokenClient(#[from] reqwest::Error),
 }
 
+/// Which address a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// `server.listen`: everything.
+    Main,
+    /// `server.admin_listen`: `/_proxy/*` only, without the inbound key.
+    Admin,
+}
+
 /// Everything a request needs, shared by all connections: one generation
 /// of the settings and what is built from them, and (in `Arc`s or clones of
 /// one handle) the state all generations share.
 pub struct Proxy {
     settings: Arc<Settings>,
+    /// `settings.server` as the admin address checks requests (see
+    /// `ServerSettings::for_admin_listener`).
+    admin_server: crate::config::ServerSettings,
     /// Shared by every generation: a reload keeps the tokens it may keep.
     tokens: TokenCache,
     /// The `/v2/token` client behind `tokens`, also used for logins.
@@ -82,6 +94,7 @@ impl Proxy {
         let upstream = Upstream::new(&settings.upstream, tls, metrics.upstream_connections());
         let upstream = Arc::new(upstream);
         Ok(Self {
+            admin_server: settings.server.for_admin_listener(),
             settings,
             tokens,
             client,
@@ -110,6 +123,7 @@ impl Proxy {
             false => self.upstream.clone(),
         };
         Ok(Self {
+            admin_server: settings.server.for_admin_listener(),
             settings,
             tokens: self.tokens.clone(),
             client,
@@ -153,6 +167,7 @@ impl Proxy {
         &self,
         request: Request<hyper::body::Incoming>,
         client: SocketAddr,
+        entry: Entry,
     ) -> Response<Logged> {
         let (mut parts, body) = request.into_parts();
         let server = &self.settings.server;
@@ -169,7 +184,7 @@ impl Proxy {
         );
         let soap_shaped = route::soap_shaped(&parts.method, parts.uri.path());
         let origin = guard::allowed_origin(&parts.headers, server);
-        let mut response = match self.run(parts, body, &mut record).await {
+        let mut response = match self.run(parts, body, entry, &mut record).await {
             Ok(response) => response,
             Err(error) => {
                 record.failed(&error);
@@ -195,6 +210,7 @@ impl Proxy {
         &self,
         parts: Parts,
         body: ClientBody,
+        entry: Entry,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // Liveness answers before the guard: it reveals nothing, and probes from
@@ -202,7 +218,16 @@ impl Proxy {
         if parts.uri.path() == route::HEALTH_PATH {
             return Ok(admin::health());
         }
-        let server = &self.settings.server;
+        let server = match entry {
+            Entry::Main => &self.settings.server,
+            Entry::Admin if route::is_admin_path(parts.uri.path()) => &self.admin_server,
+            Entry::Admin => {
+                return Err(ProxyError::NotFound(format!(
+                    "{}: server.admin_listen serves only /_proxy/*; send API calls to server.listen",
+                    parts.uri.path()
+                )));
+            }
+        };
         guard::check(&parts, server)?;
         if let Some(answer) = guard::answer_locally(&parts, server) {
             return Ok(answer);

@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawServer {
     pub listen: Option<String>,
+    pub admin_listen: Option<String>,
     pub public_url: Option<String>,
     pub inbound_keys: Vec<String>,
     pub allow_unauthenticated_remote: bool,

@@ -17,6 +17,9 @@ use super::{ConfigError, Secret, invalid};
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// A second, loopback-only address that serves `/_proxy/*` alone, with
+    /// no inbound key (a scraper or probe on the same host).
+    pub admin_listen: Option<SocketAddr>,
     /// What the token broker advertises as the instance URLs (ends with `/`);
     /// `None`: `http://<the request's Host>/`, i.e. however the client reached us.
     pub public_url: Option<String>,
@@ -99,6 +102,46 @@ impl ServerSettings {
     }
 }
 
+/// `server.admin_listen`: an IP:port on loopback, since it asks no key.
+fn admin_address(text: &str) -> Result<SocketAddr, ConfigError> {
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        invalid(
+            "server.admin_listen",
+            format!("`{text}` is not an IP:port address (e.g. \"127.0.0.1:9090\")"),
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(invalid(
+            "server.admin_listen",
+            format!(
+                "{addr} is not a loopback address: the admin address serves /_proxy/* without the inbound key, so only this host may reach it. To scrape from elsewhere, use server.listen with the inbound key (Prometheus: `authorization: {{credentials: KEY}}`)"
+            ),
+        ));
+    }
+    Ok(addr)
+}
+
+impl ServerSettings {
+    /// The settings the admin address checks requests with: no inbound key,
+    /// and only loopback Host names (its own address's among them), whatever
+    /// `allowed_hosts` says for the main address — so a web page that rebinds
+    /// its name to 127.0.0.1 still cannot read it.
+    pub fn for_admin_listener(&self) -> Self {
+        let mut hosts: Vec<String> = DEFAULT_ALLOWED_HOSTS.map(String::from).into();
+        if let Some(addr) = self.admin_listen {
+            let own = super::values::host_of_ip(addr.ip());
+            if !hosts.contains(&own) {
+                hosts.push(own);
+            }
+        }
+        Self {
+            inbound_keys: Vec::new(),
+            allowed_hosts: Some(hosts),
+            ..self.clone()
+        }
+    }
+}
+
 /// `min(available CPUs, MAX_DEFAULT_WORKER_THREADS)`.
 pub fn default_worker_threads() -> usize {
     std::thread::available_parallelism()
@@ -117,6 +160,10 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
             format!("`{listen_text}` is not an IP:port address (e.g. \"127.0.0.1:8080\")"),
         )
     })?;
+    let admin_listen = match raw.admin_listen {
+        Some(text) => Some(admin_address(&ex.expand("server.admin_listen", &text)?)?),
+        None => None,
+    };
     let mut inbound_keys = Vec::new();
     for (i, key) in raw.inbound_keys.iter().enumerate() {
         let name = format!("server.inbound_keys[{i}]");
@@ -211,6 +258,7 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
     )?;
     Ok(ServerSettings {
         listen,
+        admin_listen,
         public_url,
         inbound_keys,
         allow_unauthenticated_remote: raw.allow_unauthenticated_remote,

@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 
 use crate::config::{ConfigError, Settings};
-use crate::proxy::{BuildError, Proxy};
+use crate::proxy::{BuildError, Entry, Proxy};
 use crate::telemetry::Logged;
 use crate::token::TokenKey;
 
@@ -86,14 +86,16 @@ impl Live {
         self.current.load().settings().clone()
     }
 
-    /// Runs one request on the current generation, which it keeps to its end.
+    /// Runs one request on the current generation, which it keeps to its
+    /// end; `entry` is the address it came in on.
     pub async fn handle(
         &self,
         request: Request<hyper::body::Incoming>,
         client: SocketAddr,
+        entry: Entry,
     ) -> Response<Logged> {
         let proxy = self.current.load_full();
-        proxy.handle(request, client).await
+        proxy.handle(request, client, entry).await
     }
 
     /// Reads a configuration with `load` and applies it; logs the outcome

@@ -32,7 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::config::{ServerSettings, Settings};
-use crate::proxy::BuildError;
+use crate::proxy::{BuildError, Entry};
 use crate::reload::Live;
 use activity::{Activity, Registry, Streaming};
 use limit::{ConnectionLimit, Slot};
@@ -57,8 +57,18 @@ pub async fn run(
     settings: Arc<Settings>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BuildError> {
+    run_with_admin(listener, None, settings, shutdown).await
+}
+
+/// [`run`] with `admin` (bound for `server.admin_listen`) beside it.
+pub async fn run_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    settings: Arc<Settings>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BuildError> {
     let live = Arc::new(Live::new(settings)?);
-    serve(listener, live, shutdown).await;
+    serve_with_admin(listener, admin, live, shutdown).await;
     Ok(())
 }
 
@@ -84,6 +94,18 @@ fn builder(server: &ServerSettings) -> auto::Builder<TokioExecutor> {
 /// (`token.prefetch`) is begun before the first connection is accepted, so
 /// the first readiness probe sees it.
 pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future<Output = ()>) {
+    serve_with_admin(listener, None, live, shutdown).await;
+}
+
+/// [`serve`], and `admin` (`server.admin_listen`) beside it: its connections
+/// are served `/_proxy/*` alone, without the inbound key, under the same
+/// connection limit and deadlines.
+pub async fn serve_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    live: Arc<Live>,
+    shutdown: impl Future<Output = ()>,
+) {
     let first = live.current();
     if first.settings().token.prefetch {
         crate::prefetch::start(first.settings(), first.tokens());
@@ -94,17 +116,19 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of file descriptors: pause rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let (accepted, entry) = tokio::select! {
+            accepted = listener.accept() => (accepted, Entry::Main),
+            accepted = accept(admin.as_ref()) => (accepted, Entry::Admin),
             () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Usually out of file descriptors: pause rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         // A reload since the last accept applies to this connection.
         limits.follow(live.settings());
@@ -147,7 +171,7 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future
             slot,
         };
         connection.spawn(
-            (stream, peer),
+            (stream, peer, entry),
             &live,
             &limits.builder,
             &registry,
@@ -156,6 +180,7 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future
         );
     }
     drop(listener);
+    drop(admin);
     // The timeout in force now: a reload may have changed it.
     let grace = live.settings().server.shutdown_timeout;
     tokio::select! {
@@ -196,6 +221,14 @@ impl Limits {
     }
 }
 
+/// The next connection on `listener`; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One accepted connection: its activity and its slot under `max_connections`.
 struct Connection {
     activity: Arc<Activity>,
@@ -205,7 +238,7 @@ struct Connection {
 impl Connection {
     fn spawn(
         self,
-        (stream, peer): (TcpStream, SocketAddr),
+        (stream, peer, entry): (TcpStream, SocketAddr, Entry),
         live: &Arc<Live>,
         builder: &auto::Builder<TokioExecutor>,
         registry: &Arc<Registry>,
@@ -220,7 +253,7 @@ impl Connection {
             // head is ready; the body then streams under the idle deadline.
             let busy = activity.begin_request();
             async move {
-                let response = live.handle(request, peer).await;
+                let response = live.handle(request, peer, entry).await;
                 drop(busy);
                 Ok::<_, Infallible>(response.map(|body| Streaming::new(body, activity)))
             }

@@ -184,3 +184,34 @@ async fn throttling_replays_and_connections_are_counted() {
     assert!(upstream >= 1.0, "{text}");
     assert!(text.contains("sfmc_proxy_build_info{version=\""));
 }
+
+#[tokio::test]
+async fn the_admin_address_serves_the_proxy_paths_without_the_key_and_nothing_else() {
+    let s = Setup::builder()
+        .proxy(|p| p.inbound_keys(&["main-listener-key-0123"]).admin_listener())
+        .start()
+        .await;
+    let admin = s.proxy.admin();
+    let metrics = scrape(&s.client, &admin, &[]).await;
+    assert_eq!(metrics.status, 200, "{}", metrics.text());
+    assert!(metrics.text().contains("sfmc_proxy_build_info"));
+    let ready = s.client.get(&admin, "/_proxy/ready", &[]).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    // API calls are not served there, with or without a key, and reach no SFMC.
+    let api = s.client.get(&admin, "/hub/v1/x", &[]).await;
+    assert_eq!((api.status, api.proxy_error()), (404, Some("not_found")));
+    assert!(api.message().contains("server.listen"), "{}", api.message());
+    assert_eq!(s.fake.rest_requests(), 0);
+    // A rebinding web page's Host is refused there too.
+    let rebound = s
+        .client
+        .get(&admin, "/_proxy/metrics", &[("host", "evil.example")])
+        .await;
+    assert_eq!(
+        (rebound.status, rebound.proxy_error()),
+        (403, Some("host_not_allowed"))
+    );
+    // The main address still wants the key for the same paths.
+    let main = scrape(&s.client, &s.proxy, &[]).await;
+    assert_eq!(main.status, 401);
+}

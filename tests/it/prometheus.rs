@@ -205,3 +205,51 @@ async fn a_real_prometheus_scrapes_the_proxy_with_the_key_as_a_bearer() {
     child.kill().await.expect("stop prometheus");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The README's example alerts are rules Prometheus accepts (`promtool check
+/// rules`), over metric names the proxy exposes.
+#[tokio::test]
+async fn the_readme_alerts_are_valid_rules_over_real_metric_names() {
+    let readme = include_str!("../../README.md");
+    let rules = readme
+        .split("```yaml\n")
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.starts_with("groups:"))
+        .expect("the README has an alerts block");
+    let dir = temp_dir("alerts");
+    let file = dir.join("alerts.yml");
+    std::fs::write(&file, rules).expect("write the rules");
+    let promtool = prometheus().with_file_name("promtool");
+    let output = tokio::process::Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .await
+        .expect("promtool runs");
+    assert!(
+        output.status.success(),
+        "promtool refused the README's alerts: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let s = setup().await;
+    let throttled = s
+        .client
+        .get(&s.proxy, "/fake/respond?status=503", &[])
+        .await;
+    assert_eq!(throttled.status, 503);
+    let text = scrape(&s.client, &s.proxy, &[]).await.text();
+    for name in [
+        "sfmc_proxy_token_requests",
+        "sfmc_proxy_token_expiry_timestamp_seconds",
+        "sfmc_proxy_business_unit_requests",
+        "sfmc_proxy_upstream_throttled",
+    ] {
+        assert!(rules.contains(name), "{name} not in the alerts");
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "{name} not exposed"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

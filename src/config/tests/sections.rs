@@ -168,3 +168,29 @@ fn shutdown_timeout_defaults_to_30s_and_names_its_key() {
     let wrong = format!("[server]\nshutdown_timeout = \"soon\"\n{MINIMAL}");
     assert_eq!(error_key(&wrong), "server.shutdown_timeout");
 }
+
+#[test]
+fn admin_listen_must_be_loopback_and_checks_only_loopback_names_without_a_key() {
+    let remote = format!("[server]\nadmin_listen = \"0.0.0.0:9090\"\n{MINIMAL}");
+    assert_eq!(error_key(&remote), "server.admin_listen");
+    let garbled = format!("[server]\nadmin_listen = \"localhost\"\n{MINIMAL}");
+    assert_eq!(error_key(&garbled), "server.admin_listen");
+    let text = format!(
+        "[server]\nlisten = \"0.0.0.0:8080\"\ninbound_keys = [\"${{KEY}}\"]\nadmin_listen = \"[::1]:9090\"\n{MINIMAL}"
+    );
+    let settings = parse(&text).expect("valid");
+    assert_eq!(settings.server.admin_listen, "[::1]:9090".parse().ok());
+    let admin = settings.server.for_admin_listener();
+    assert!(admin.inbound_keys.is_empty(), "no key on the admin address");
+    assert_eq!(
+        admin.allowed_hosts.as_deref(),
+        Some(
+            &[
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "[::1]".to_owned()
+            ][..]
+        ),
+        "loopback names only, although the main address checks none"
+    );
+}

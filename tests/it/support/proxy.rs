@@ -20,6 +20,8 @@ use super::{CLIENT_ID, CLIENT_SECRET, FakeTenant, TestClient, init, start_fake};
 /// A proxy serving on 127.0.0.1:0; stops when dropped.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// The `server.admin_listen` address, when the builder asked for one.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     /// What a reload replaces, as SIGHUP does in the binary.
     live: Arc<Live>,
@@ -32,9 +34,14 @@ impl TestProxy {
         ProxyBuilder::default().prefetch(false)
     }
 
-    async fn serve(settings: Settings) -> TestProxy {
+    async fn serve(settings: Settings, admin: bool) -> TestProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let admin = match admin {
+            true => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin")),
+            false => None,
+        };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr().expect("admin addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let live = Arc::new(Live::new(Arc::new(settings)).expect("proxy builds"));
         let serving = live.clone();
@@ -42,10 +49,11 @@ impl TestProxy {
             let shutdown = async {
                 let _ = rx.await;
             };
-            sfmc_proxy::server::serve(listener, serving, shutdown).await;
+            sfmc_proxy::server::serve_with_admin(listener, admin, serving, shutdown).await;
         });
         TestProxy {
             addr,
+            admin_addr,
             shutdown: Some(tx),
             live,
         }
@@ -62,6 +70,16 @@ impl TestProxy {
         self.live.reload_from(|| {
             Settings::from_toml(text, |name| std::env::var(name).ok(), Path::new("."))
         })
+    }
+
+    /// The same proxy as seen on its admin address (`admin_listener()`).
+    pub fn admin(&self) -> TestProxy {
+        TestProxy {
+            addr: self.admin_addr.expect("started with .admin_listener()"),
+            admin_addr: None,
+            shutdown: None,
+            live: self.live.clone(),
+        }
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
@@ -81,6 +99,8 @@ impl Drop for TestProxy {
 #[derive(Clone, Default)]
 pub struct ProxyBuilder {
     root: Table,
+    /// Whether to serve `server.admin_listen` too.
+    admin_listener: bool,
 }
 
 impl ProxyBuilder {
@@ -196,7 +216,15 @@ impl ProxyBuilder {
 
     pub async fn start_in(self, base_dir: &Path) -> TestProxy {
         init();
-        TestProxy::serve(self.settings(base_dir)).await
+        let admin = self.admin_listener;
+        TestProxy::serve(self.settings(base_dir), admin).await
+    }
+
+    /// Serves `server.admin_listen` too, on its own free port
+    /// (`TestProxy::admin`). The settings say `127.0.0.1:0`.
+    pub fn admin_listener(mut self) -> Self {
+        self.admin_listener = true;
+        self.set(&["server"], "admin_listen", "127.0.0.1:0")
     }
 
     fn set(mut self, section: &[&str], key: &str, value: impl Into<Value>) -> Self {
