@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use crate::config::{Settings, Tenant};
 
-/// Keys a running process cannot apply: the listening socket is bound and
+/// Keys a running process cannot apply: the listening sockets are bound and
 /// the runtime's threads started before any reload.
-/// (`server.admin_listen` joins them when it lands.)
-const RESTART_ONLY: [&str; 2] = ["server.listen", "server.worker_threads"];
+const RESTART_ONLY: [&str; 3] = [
+    "server.listen",
+    "server.admin_listen",
+    "server.worker_threads",
+];
 
 /// The difference between two configurations, as a reload applies it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,6 +65,7 @@ impl Changes {
             old.upstream.allowed_instance_hosts != new.upstream.allowed_instance_hosts;
         let restart = [
             started.server.listen != new.server.listen,
+            started.server.admin_listen != new.server.admin_listen,
             started.server.worker_threads != new.server.worker_threads,
         ];
         changes.needs_restart = RESTART_ONLY
@@ -210,16 +214,20 @@ mod tests {
     fn listen_and_threads_need_a_restart_and_upstream_changes_are_seen() {
         let old = settings(&tenant("a", "one"));
         let new = settings(&format!(
-            "[server]\nlisten = \"127.0.0.1:9999\"\nworker_threads = 2\n[upstream]\nallowed_instance_hosts = [\".example.com\"]\n{}",
+            "[server]\nlisten = \"127.0.0.1:9999\"\nadmin_listen = \"127.0.0.1:9998\"\nworker_threads = 2\n[upstream]\nallowed_instance_hosts = [\".example.com\"]\n{}",
             tenant("a", "one")
         ));
         let changes = Changes::between(&old, &new, &old);
         assert_eq!(
             changes.needs_restart,
-            ["server.listen", "server.worker_threads"]
+            [
+                "server.listen",
+                "server.admin_listen",
+                "server.worker_threads"
+            ]
         );
         let again = Changes::between(&new, &new, &old);
-        assert_eq!(again.needs_restart.len(), 2, "until a restart");
+        assert_eq!(again.needs_restart.len(), 3, "until a restart");
         assert!(changes.upstream && changes.instance_hosts);
         assert!(
             changes.tokens_void("a"),
