@@ -89,7 +89,7 @@ fn builder(server: &ServerSettings) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves an already-built proxy (the demo and `check` share one), and
+/// Serves an already-built proxy (the binary's, the demo's, a test's), and
 /// whatever generation a reload makes of it. The start-up prefetch
 /// (`token.prefetch`) is begun before the first connection is accepted, so
 /// the first readiness probe sees it.
