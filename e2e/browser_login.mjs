@@ -18,14 +18,10 @@
 // 2 on a usage error. Every wait is bounded; the whole run is cut at 5 steps'
 // worth of time (50 s by default, inside run.sh's 60 s).
 
-import guardModule from './loopback-guard.cjs'; // first: before anything connects
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import './loopback-guard.cjs'; // first: before anything connects
+import { launch } from './chromium.mjs';
 import redactModule from './redact.cjs';
 
-const { isLoopback } = guardModule;
 const { redact } = redactModule;
 
 const NAME = 'browser login';
@@ -63,14 +59,6 @@ const watchdog = setTimeout(() => {
     process.exit(1);
 }, 5 * stepMs);
 watchdog.unref();
-
-const hostOf = (url) => {
-    try {
-        return new URL(url).hostname;
-    } catch {
-        return '';
-    }
-};
 
 // Node's side (fetch), guarded by loopback-guard.cjs.
 async function get(path) {
@@ -137,55 +125,13 @@ async function main() {
     }
     console.log(`${NAME}: before: /_proxy/ready -> 503, ${tenant}: login_required`);
 
-    const profile = mkdtempSync(join(tmpdir(), 'sfmc-proxy-chromium-'));
-    let context;
+    const browser = await launch({ executablePath: chromiumPath, timeout: stepMs, fail });
     try {
-        try {
-            context = await chromium.launchPersistentContext(profile, {
-                executablePath: chromiumPath,
-                headless: true,
-                timeout: stepMs,
-                args: [
-                    '--headless',
-                    '--no-sandbox', // root, and no user namespaces to sandbox in
-                    '--disable-gpu',
-                    '--disable-quic',
-                    '--no-first-run',
-                    '--disable-background-networking',
-                    '--disable-component-update',
-                    '--disable-sync',
-                    // The redirect_uri's listener serves a self-signed certificate
-                    // that the proxy makes on the spot for each login (SFMC takes
-                    // only https redirect URIs); a person clicks through the
-                    // browser's warning once, this test accepts it. It applies
-                    // to this throw-away profile only.
-                    '--ignore-certificate-errors',
-                    // Nothing beyond loopback. Even with the flags above this
-                    // Chromium asks for update.googleapis.com and
-                    // accounts.google.com at start (seen through a loopback
-                    // proxy here): every request but to loopback (which
-                    // bypasses proxies) goes to this closed loopback "proxy"
-                    // and fails, and no name but 127.0.0.1 resolves.
-                    '--proxy-server=http://127.0.0.1:9',
-                    '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
-                ],
-            });
-        } catch (error) {
-            fail(`cannot start ${chromiumPath}: ${error.message.split('\n')[0]}`);
-        }
-        console.log(`${NAME}: ${chromiumPath} ${context.browser()?.version() ?? ''}`.trimEnd());
-        const strays = [];
-        context.on('request', (request) => {
-            if (!isLoopback(hostOf(request.url())) && !request.url().startsWith('data:')) {
-                strays.push(request.url());
-            }
-        });
-        const page = context.pages()[0] || (await context.newPage());
-        await browserLogin(page);
-        if (strays.length) fail(`the browser tried to leave the machine: ${strays.join(', ')}`);
+        console.log(`${NAME}: ${chromiumPath} ${browser.context.browser()?.version() ?? ''}`.trimEnd());
+        await browserLogin(browser.page);
+        if (browser.strays.length) fail(`the browser tried to leave the machine: ${browser.strays.join(', ')}`);
     } finally {
-        await context?.close().catch(() => {});
-        rmSync(profile, { recursive: true, force: true });
+        await browser.close();
     }
 
     const rest = await get(PATH);

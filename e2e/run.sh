@@ -15,7 +15,10 @@
 # in headless Chromium (browser_login.mjs): a second proxy (`sfmc-proxy serve`)
 # with an authorization-code tenant "web" on the demo's fake tenant, whose
 # /_proxy/login the browser follows to the fake's "Allow" button and back to
-# the proxy's callback. Installs what it needs itself (e2e/.venv,
+# the proxy's callback. And the status page in the same browser
+# (status_page.mjs): a third proxy with tenants demo, broken and web, its
+# /_proxy/status read from the DOM, "drop cached token" clicked, a screenshot
+# written to target/status-page.png. Installs what it needs itself (e2e/.venv,
 # e2e/node_modules, Debian's chromium when /usr/bin/chromium is missing: as
 # root only), builds the proxy, and never leaves the machine: every client
 # refuses non-loopback connections. Last line: "N passed, N failed".
@@ -45,7 +48,7 @@ step "npm ci (fuel-auth, fuel-rest, sfmc-sdk, playwright-core)"
 
 chromium=/usr/bin/chromium
 if [ "$target" = proxy ]; then
-  step "Debian's chromium (for the browser login)"
+  step "Debian's chromium (for the browser login and the status page)"
   if [ ! -x "$chromium" ]; then
     if [ "$(id -u)" -ne 0 ]; then
       echo "FAIL: $chromium is missing and this is not root: install Debian's chromium" \
@@ -69,6 +72,7 @@ work=$(mktemp -d)
 demo_pid=
 drain_pid=
 serve_pid=
+status_pid=
 stop() {
   if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
     kill "$1" 2>/dev/null || true
@@ -76,6 +80,7 @@ stop() {
   fi
 }
 cleanup() {
+  stop "$status_pid"
   stop "$serve_pid"
   stop "$demo_pid"
   if [ -n "$drain_pid" ]; then wait "$drain_pid" 2>/dev/null || true; fi
@@ -151,11 +156,28 @@ for x in s: x.bind(("127.0.0.1", 0))
 print(*(x.getsockname()[1] for x in s))'
 }
 
+# `sfmc-proxy serve` with the config $1, logging to $2: started_pid is its
+# pid. Ready when it logs that it listens (it binds first): at most 30 s.
+start_serve() {
+  local config=$1 log=$2 tries=0
+  "$bin" --config "$config" serve >"$log" 2>&1 &
+  started_pid=$!
+  until grep -q 'sfmc-proxy listening' "$log"; do
+    if ! kill -0 "$started_pid" 2>/dev/null || [ "$tries" -ge 300 ]; then
+      echo "FAIL: sfmc-proxy serve did not start listening:" >&2
+      cat "$config" "$log" >&2
+      return 1
+    fi
+    tries=$((tries + 1))
+    sleep 0.1
+  done
+}
+
 # A person's login: `sfmc-proxy serve` with an authorization-code tenant on the
 # demo's fake tenant (which takes its own client id and secret for this grant
 # too); the browser logs in through its /_proxy/login.
 start_login_proxy() {
-  local ports proxy_port callback_port tries=0
+  local ports proxy_port callback_port
   ports=$(free_ports) || return 1
   read -r proxy_port callback_port <<<"$ports"
   login_proxy_url=http://127.0.0.1:$proxy_port/
@@ -166,18 +188,33 @@ start_login_proxy() {
     '[tenants.web]' "auth_url = \"$fake_url\"" \
     'client_id = "fake-client-id"' 'client_secret = "fake-client-secret"' \
     'grant = "authorization_code"' "redirect_uri = \"$redirect_uri\"" >"$work/proxy.toml"
-  "$bin" --config "$work/proxy.toml" serve >"$work/serve.log" 2>&1 &
-  serve_pid=$!
-  # Ready when it logs that it listens (it binds first): at most 30 s.
-  until grep -q 'sfmc-proxy listening' "$work/serve.log"; do
-    if ! kill -0 "$serve_pid" 2>/dev/null || [ "$tries" -ge 300 ]; then
-      echo "FAIL: sfmc-proxy serve did not start listening on 127.0.0.1:$proxy_port:" >&2
-      cat "$work/proxy.toml" "$work/serve.log" >&2
-      return 1
-    fi
-    tries=$((tries + 1))
-    sleep 0.1
-  done
+  start_serve "$work/proxy.toml" "$work/serve.log" || return 1
+  serve_pid=$started_pid
+}
+
+# The status page: `sfmc-proxy serve` with three tenants on the demo's fake
+# tenant — demo (its credentials, business units 100 and 200, prefetched),
+# broken (a wrong client secret: SFMC's invalid_client) and web (an
+# authorization-code tenant nobody logged in to).
+start_status_proxy() {
+  local ports proxy_port callback_port
+  ports=$(free_ports) || return 1
+  read -r proxy_port callback_port <<<"$ports"
+  status_proxy_url=http://127.0.0.1:$proxy_port/
+  printf '%s\n' \
+    '[server]' "listen = \"127.0.0.1:$proxy_port\"" '' \
+    '[token]' "store_file = \"$work/status-state/tokens.json\"" '' \
+    '[tenants.demo]' "auth_url = \"$fake_url\"" 'default = true' \
+    'client_id = "fake-client-id"' 'client_secret = "fake-client-secret"' \
+    'account_id = "100"' 'account_ids = ["100", "200"]' '' \
+    '[tenants.broken]' "auth_url = \"$fake_url\"" \
+    'client_id = "fake-client-id"' 'client_secret = "not-the-secret"' '' \
+    '[tenants.web]' "auth_url = \"$fake_url\"" \
+    'client_id = "fake-client-id"' 'client_secret = "fake-client-secret"' \
+    'grant = "authorization_code"' \
+    "redirect_uri = \"https://127.0.0.1:$callback_port/callback\"" >"$work/status.toml"
+  start_serve "$work/status.toml" "$work/status.log" || return 1
+  status_pid=$started_pid
 }
 
 if [ "$target" = proxy ]; then
@@ -191,6 +228,18 @@ if [ "$target" = proxy ]; then
     failed=$((failed + 1))
     failures+=("browser login (Chromium)")
   fi
+
+  step "sfmc-proxy serve with tenants demo, broken and web, for the status page"
+  if start_status_proxy; then
+    echo "proxy $status_proxy_url"
+    mkdir -p "$root/target"
+    run_client "status page (Chromium)" "${status_proxy_url}_proxy/status" \
+      env E2E_PROXY_URL="$status_proxy_url" E2E_SCREENSHOT="$root/target/status-page.png" \
+      E2E_CHROMIUM="$chromium" node status_page.mjs
+  else
+    failed=$((failed + 1))
+    failures+=("status page (Chromium)")
+  fi
 fi
 
 if [ "$failed" -gt 0 ]; then
@@ -199,6 +248,10 @@ if [ "$failed" -gt 0 ]; then
   if [ -f "$work/serve.log" ]; then
     printf '\nthe login proxy'\''s log:\n'
     tail -n 40 "$work/serve.log" || true
+  fi
+  if [ -f "$work/status.log" ]; then
+    printf '\nthe status page proxy'\''s log:\n'
+    tail -n 40 "$work/status.log" || true
   fi
 fi
 echo

@@ -1,22 +1,33 @@
 //! The proxy's own paths under `/_proxy/`, never forwarded: liveness
 //! (`health`), readiness (`ready`: each tenant's state, see `readiness`),
-//! the metrics (`metrics`, see `telemetry::metrics`) and the browser login
-//! for Web/Public App tenants (`login`); and `/favicon.ico`, which a browser
-//! asks every host for.
+//! the metrics (`metrics`, see `telemetry::metrics`), the browser login for
+//! Web/Public App tenants (`login`) and the status page (`status`: the
+//! model, `page`: its HTML, `accept`: which of JSON and HTML, `actions`:
+//! dropping a cached token); and `/favicon.ico`, which a browser asks every
+//! host for.
+
+mod accept;
+mod actions;
+mod page;
+mod status;
 
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use crate::body::{ProxyBody, json_response};
+use tokio::time::Instant;
+
+pub use actions::FormToken;
+
+use crate::body::{ClientBody, ProxyBody, json_response};
 use crate::config::Settings;
 use crate::error::ProxyError;
 use crate::failures::no_tenant;
 use crate::login::PendingLogins;
 use crate::readiness;
-use crate::route::{LOGIN_PATH, METRICS_PATH, READY_PATH};
+use crate::route::{LOGIN_PATH, METRICS_PATH, READY_PATH, STATUS_DROP_PATH, STATUS_PATH};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::CONTENT_TYPE;
 use crate::token::sfmc::SfmcTokenClient;
@@ -29,6 +40,24 @@ pub struct Context<'a> {
     pub client: &'a Arc<SfmcTokenClient>,
     pub pending: &'a PendingLogins,
     pub metrics: &'a Arc<Metrics>,
+    pub page: &'a PageState,
+}
+
+/// What the status page keeps for the process's lifetime.
+pub struct PageState {
+    /// When the proxy was built, for the page's uptime.
+    pub started: Instant,
+    /// Required back with every action the page posts.
+    pub form_token: FormToken,
+}
+
+impl PageState {
+    pub fn new() -> Result<Self, rustls::Error> {
+        Ok(Self {
+            started: Instant::now(),
+            form_token: FormToken::new()?,
+        })
+    }
 }
 
 /// No icon (204), cached by the browser for a day so it does not ask again.
@@ -49,14 +78,57 @@ pub fn health() -> Response<ProxyBody> {
 
 pub async fn handle(
     parts: &Parts,
+    body: ClientBody,
     context: &Context<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     match parts.uri.path() {
         READY_PATH => ready(parts, context).await,
         METRICS_PATH => metrics(parts, context.metrics),
         LOGIN_PATH => login(parts, context).await,
+        STATUS_PATH => status_page(parts, context).await,
+        STATUS_DROP_PATH => match parts.method {
+            Method::POST => actions::drop_token(parts, body, context).await,
+            // A link or a prefetch must never drop anything.
+            _ => Err(ProxyError::WrongMethod {
+                path: STATUS_DROP_PATH,
+                allow: "POST",
+            }),
+        },
         other => Err(ProxyError::NotFound(other.to_owned())),
     }
+}
+
+/// `GET /_proxy/status`: JSON, or the HTML page for a browser
+/// (`accept::prefers_html`). Bounded like readiness: it never waits on a hung
+/// token endpoint for longer than a probe does.
+async fn status_page(
+    parts: &Parts,
+    context: &Context<'_>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if !matches!(parts.method, Method::GET | Method::HEAD) {
+        return Err(ProxyError::WrongMethod {
+            path: STATUS_PATH,
+            allow: "GET, HEAD",
+        });
+    }
+    let status = status::Status::build(context).await;
+    if accept::prefers_html(parts) {
+        let notice = page::Notice::from_query(parts, &status);
+        return Ok(page::response(&status, notice.as_ref()));
+    }
+    let mut response = json_response(StatusCode::OK, &status.to_json());
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    Ok(response)
+}
+
+/// Requests and errors (4xx/5xx answers) of a key's business unit, all its
+/// scopes together, since start.
+fn business_unit_counts(context: &Context<'_>, key: &TokenKey) -> (u64, u64) {
+    context
+        .metrics
+        .business_unit_counts(&key.tenant, key.account_id.as_ref())
 }
 
 /// `GET /_proxy/metrics`: the OpenMetrics exposition.

@@ -81,6 +81,26 @@ pub enum ProxyError {
     BodyTooLarge { limit: usize },
     #[error("no such admin path `{0}`; see /_proxy/health")]
     NotFound(String),
+    /// An admin path asked with a method it does not answer (`Allow` says which).
+    #[error("{path} answers {allow} only")]
+    WrongMethod {
+        path: &'static str,
+        allow: &'static str,
+    },
+    /// The status page's action named a key the cache does not hold.
+    #[error(
+        "tenant `{tenant}` holds no token key for business unit {account_id}, scope {scope}; reload /_proxy/status for the keys held now"
+    )]
+    UnknownKey {
+        tenant: String,
+        account_id: String,
+        scope: String,
+    },
+    /// The status page's action came without the page's form token.
+    #[error(
+        "the form token is missing or wrong (the proxy may have restarted since the page was loaded); reload /_proxy/status and try again"
+    )]
+    FormTokenInvalid,
     #[error(
         "this local token from the proxy's /v2/token is unknown or expired (local tokens live in memory and end with a restart); authenticate again"
     )]
@@ -148,6 +168,13 @@ impl ProxyError {
                 (StatusCode::PAYLOAD_TOO_LARGE, Downstream, "body_too_large")
             }
             Self::NotFound(_) => (StatusCode::NOT_FOUND, Downstream, "not_found"),
+            Self::WrongMethod { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Downstream,
+                "method_not_allowed",
+            ),
+            Self::UnknownKey { .. } => (StatusCode::NOT_FOUND, Downstream, "unknown_key"),
+            Self::FormTokenInvalid => (StatusCode::FORBIDDEN, Downstream, "form_token_invalid"),
             Self::LocalTokenInvalid => {
                 (StatusCode::UNAUTHORIZED, Downstream, "local_token_invalid")
             }
@@ -211,6 +238,9 @@ impl ProxyError {
                 ctx.insert("tenant".into(), json!(tenant));
                 ctx.insert("command".into(), json!(command));
             }
+            Self::UnknownKey { tenant, .. } => {
+                ctx.insert("tenant".into(), json!(tenant));
+            }
             _ => {}
         }
         ctx
@@ -261,6 +291,9 @@ impl ProxyError {
         headers.insert(PROXY_ERROR_HEADER, HeaderValue::from_static(self.code()));
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Self::WrongMethod { allow, .. } = self {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         if let Self::LocalTokenInvalid = self {
             // RFC 6750's signal for "get a new token": fuel-rest, for one,

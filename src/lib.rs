@@ -35,7 +35,8 @@
 //! - `soap`: the token into a SOAP envelope (namespace-aware, streaming), SOAP faults.
 //! - [`headers`]: hop-by-hop and control-header stripping.
 //! - `admin`: the proxy's own `/_proxy/*` paths (health, ready, metrics,
-//!   the browser login); `readiness`: each tenant's state (`ready`, `starting`,
+//!   the browser login, the status page as JSON and HTML and its "drop
+//!   cached token" action); `readiness`: each tenant's state (`ready`, `starting`,
 //!   `login_required`, `failing`, `degraded`) and the `server.ready_requires`
 //!   rule, read from the token cache without ever joining a fetch in flight.
 //! - `prefetch`: at start, each client-credentials tenant's default token,

@@ -26,8 +26,8 @@ use crate::login::PendingLogins;
 use crate::route::{Api, Route, Target};
 use crate::telemetry::metrics::LateEvents;
 use crate::telemetry::{AccessRecord, Logged, Metrics, X_REQUEST_ID};
-use crate::token::TokenCache;
 use crate::token::sfmc::SfmcTokenClient;
+use crate::token::{TokenCache, TokenEvents};
 use crate::upstream::Upstream;
 use crate::{admin, broker, guard, route, soap, telemetry, tls};
 
@@ -37,6 +37,8 @@ pub enum BuildError {
     Tls(#[from] tls::TlsError),
     #[error("cannot build the token client: {0}")]
     TokenClient(#[from] reqwest::Error),
+    #[error("cannot draw the status page's form token from the system's random source: {0}")]
+    Random(rustls::Error),
 }
 
 /// Which address a request came in on.
@@ -69,6 +71,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Browser logins started at `/_proxy/login`, waiting for their redirect.
     pending_logins: PendingLogins,
+    /// The status page's uptime start and form token.
+    page: Arc<admin::PageState>,
     /// Requests whose body is being read before their caller is known (a
     /// keyless SOAP call or broker token request): few at a time, so that
     /// strangers cannot make the proxy hold many bodies at once.
@@ -81,12 +85,13 @@ const MAX_UNPROVEN: usize = 128;
 impl Proxy {
     pub fn new(settings: Arc<Settings>) -> Result<Self, BuildError> {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
-        let client = Arc::new(SfmcTokenClient::new(&settings, tls.clone())?);
-        // The metrics read the cache and the cache tells the metrics of
-        // each token request: the cache is made first, told through a hook
-        // the metrics are connected to once they exist.
+        // The metrics read the cache, and the token client behind it tells
+        // the metrics of each request it sends: the client is made first,
+        // with a hook the metrics are connected to once they exist.
         let events = Arc::new(LateEvents::default());
-        let tokens = TokenCache::configured(client.clone(), &settings.token, events.clone());
+        let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events.clone());
+        let client = Arc::new(client);
+        let tokens = TokenCache::configured(client.clone(), &settings.token);
         let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
         let live = locals.clone();
         let metrics = Metrics::new(&settings, tokens.clone(), move || live.live());
@@ -102,6 +107,7 @@ impl Proxy {
             locals,
             metrics,
             pending_logins: PendingLogins::default(),
+            page: Arc::new(admin::PageState::new().map_err(BuildError::Random)?),
             unproven: Arc::new(Semaphore::new(MAX_UNPROVEN)),
         })
     }
@@ -113,7 +119,9 @@ impl Proxy {
     /// caller puts the client into the cache and swaps generations.
     pub fn next(&self, settings: Arc<Settings>, new_upstream: bool) -> Result<Self, BuildError> {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
-        let client = Arc::new(SfmcTokenClient::new(&settings, tls.clone())?);
+        let events: Arc<dyn TokenEvents> = self.metrics.clone();
+        let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events);
+        let client = Arc::new(client);
         let upstream = match new_upstream {
             true => Arc::new(Upstream::new(
                 &settings.upstream,
@@ -131,6 +139,7 @@ impl Proxy {
             locals: self.locals.clone(),
             metrics: self.metrics.clone(),
             pending_logins: self.pending_logins.clone(),
+            page: self.page.clone(),
             unproven: self.unproven.clone(),
         })
     }
@@ -255,8 +264,9 @@ impl Proxy {
                     client: &self.client,
                     pending: &self.pending_logins,
                     metrics: &self.metrics,
+                    page: &self.page,
                 };
-                admin::handle(&parts, &context).await
+                admin::handle(&parts, body, &context).await
             }
             // The broker authenticates the tool itself, by its local secret.
             Route::Broker => {

@@ -27,6 +27,10 @@ pub const READY_PATH: &str = "/_proxy/ready";
 pub const LOGIN_PATH: &str = "/_proxy/login";
 /// Metrics, for Prometheus (served with the operations work).
 pub const METRICS_PATH: &str = "/_proxy/metrics";
+/// The status page: JSON for programs, HTML for a browser.
+pub const STATUS_PATH: &str = "/_proxy/status";
+/// The status page's action: `POST` drops one key's cached token.
+pub const STATUS_DROP_PATH: &str = "/_proxy/status/drop";
 
 /// What a browser asks every host for. SFMC's APIs have no icon, so it is
 /// answered here: forwarded, it would cost a token and show up as an error.

@@ -81,6 +81,24 @@ fn statuses_and_codes_follow_the_contract() {
             "instance_not_allowed",
         ),
         (ProxyError::NotFound("/_proxy/x".into()), 404, "not_found"),
+        (
+            ProxyError::WrongMethod {
+                path: "/_proxy/status/drop",
+                allow: "POST",
+            },
+            405,
+            "method_not_allowed",
+        ),
+        (
+            ProxyError::UnknownKey {
+                tenant: "a".into(),
+                account_id: "1".into(),
+                scope: "x".into(),
+            },
+            404,
+            "unknown_key",
+        ),
+        (ProxyError::FormTokenInvalid, 403, "form_token_invalid"),
         (ProxyError::LocalTokenInvalid, 401, "local_token_invalid"),
         (
             ProxyError::LoginRequired {
@@ -108,6 +126,17 @@ fn statuses_and_codes_follow_the_contract() {
         assert_eq!(response.headers()[PROXY_ERROR_HEADER], code);
         assert_eq!(response.headers()["content-type"], "application/json");
     }
+}
+
+#[test]
+fn a_wrong_method_says_which_are_allowed() {
+    let error = ProxyError::WrongMethod {
+        path: "/_proxy/status/drop",
+        allow: "POST",
+    };
+    assert_eq!(error.to_string(), "/_proxy/status/drop answers POST only");
+    let response: Response<Bytes> = error.into_response();
+    assert_eq!(response.headers()["allow"], "POST");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::config::Secret;
 use crate::error::ProxyError;
 use crate::failures::token_failure;
 use crate::token::sfmc::SfmcTokenClient;
-use crate::token::{FetchedToken, TokenError, TokenFailure};
+use crate::token::{FetchedToken, TokenFailure};
 
 /// Finishes a login with a code: the code exchange, done by the caller. Its
 /// error is SFMC's refusal (or an outage) as the proxy's error.
@@ -20,41 +20,35 @@ pub type Exchange = Arc<dyn Fn(String) -> BoxFuture<Result<(), ProxyError>> + Se
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// The exchange for one login: the refresh token is stored by the exchange;
-/// `on_result` gets how the request to SFMC ended, with the first access
-/// token on success (the proxy caches it, so the first request after a login
-/// needs no refresh, and counts the request in its metrics).
+/// `on_token` gets the first access token (the proxy caches it, so the first
+/// request after a login needs no refresh).
 pub fn exchanger(
     client: Arc<SfmcTokenClient>,
     tenant: Arc<str>,
     account_id: Option<Arc<str>>,
     code_verifier: Option<Secret>,
-    on_result: impl Fn(Result<FetchedToken, &TokenError>, Instant) + Send + Sync + 'static,
+    on_token: impl Fn(FetchedToken, Instant) + Send + Sync + 'static,
 ) -> Exchange {
-    let on_result = Arc::new(on_result);
+    let on_token = Arc::new(on_token);
     Arc::new(move |code: String| {
         let (client, tenant, account_id) = (client.clone(), tenant.clone(), account_id.clone());
-        let (on_result, verifier) = (on_result.clone(), code_verifier.clone());
+        let (on_token, verifier) = (on_token.clone(), code_verifier.clone());
         Box::pin(async move {
             let sent_at = Instant::now();
             let verifier = verifier.as_ref().map(Secret::expose);
-            match client
+            let token = client
                 .exchange_code(&tenant, account_id.as_deref(), &code, verifier)
                 .await
-            {
-                Ok(token) => {
-                    on_result(Ok(token), sent_at);
-                    Ok(())
-                }
-                Err(error) => {
-                    on_result(Err(&error), sent_at);
+                .map_err(|error| {
                     // A code is used once: there is nothing to retry later.
                     let failure = TokenFailure {
                         error,
                         retry_in: Duration::ZERO,
                     };
-                    Err(token_failure(failure, &tenant))
-                }
-            }
+                    token_failure(failure, &tenant)
+                })?;
+            on_token(token, sent_at);
+            Ok(())
         })
     })
 }

@@ -13,7 +13,7 @@ use crate::config::Tenant;
 use crate::error::ProxyError;
 use crate::sync::lock;
 use crate::token::sfmc::SfmcTokenClient;
-use crate::token::{Sent, TokenCache, TokenKey};
+use crate::token::{TokenCache, TokenKey};
 
 use super::{LOGIN_WAIT, bind_callback, exchanger, start};
 
@@ -68,14 +68,10 @@ impl PendingLogins {
             tenant.name.clone(),
             key.account_id.clone(),
             start.code_verifier.clone(),
-            move |result, sent_at| match result {
-                Ok(token) => {
-                    tokens.sent(&key, Sent::Ok);
-                    if let Err(error) = tokens.put(&key, token, sent_at) {
-                        tracing::warn!(?error, "the login's first token could not be cached");
-                    }
+            move |token, sent_at| {
+                if let Err(error) = tokens.put(&key, token, sent_at) {
+                    tracing::warn!(?error, "the login's first token could not be cached");
                 }
-                Err(error) => tokens.sent(&key, Sent::failed(error)),
             },
         );
         let tenant_name = tenant.name.clone();

@@ -28,7 +28,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::config::Settings;
 use crate::route::Api;
-use crate::token::{Outcome, Sent, TokenCache, TokenEvents, TokenKey};
+use crate::token::{Outcome, Sent, TokenCache, TokenEvents};
 pub use labels::Label;
 use labels::{
     ApiLabels, BusinessUnitLabels, LookupLabels, Names, RequestLabels, ResultLabels,
@@ -293,7 +293,7 @@ impl Metrics {
             let error = code >= 400 || code == 0;
             self.business_unit_requests
                 .get_or_create(&BusinessUnitLabels {
-                    mid: self.names.mid(&tenant, done.account_id),
+                    mid: self.names.mid(&tenant, done.account_id.map(|m| &**m)),
                     tenant,
                     outcome: if error { "error" } else { "ok" },
                 })
@@ -305,7 +305,7 @@ impl Metrics {
     /// the status page.
     pub fn business_unit_counts(&self, tenant: &Arc<str>, mid: Option<&Arc<str>>) -> (u64, u64) {
         let tenant = self.names.tenant(Some(tenant));
-        let mid = self.names.mid(&tenant, mid);
+        let mid = self.names.mid(&tenant, mid.map(|m| &**m));
         let count = |outcome| {
             self.business_unit_requests
                 .get(&BusinessUnitLabels {
@@ -342,10 +342,10 @@ impl Metrics {
     }
 }
 
-/// Token requests are counted as the cache sends them.
+/// Token requests are counted as the `/v2/token` client sends them.
 impl TokenEvents for Metrics {
-    fn sent(&self, key: &TokenKey, outcome: Sent<'_>) {
-        let tenant = self.names.tenant(Some(&key.tenant));
+    fn sent(&self, tenant: &Arc<str>, account_id: Option<&str>, outcome: Sent<'_>) {
+        let tenant = self.names.tenant(Some(tenant));
         let (result, error) = match outcome {
             Sent::Ok => ("ok", Label::empty()),
             Sent::Rejected(code) => ("rejected", labels::sfmc_error(code)),
@@ -353,7 +353,7 @@ impl TokenEvents for Metrics {
         };
         self.token_requests
             .get_or_create(&TokenRequestLabels {
-                mid: self.names.mid(&tenant, key.account_id.as_ref()),
+                mid: self.names.mid(&tenant, account_id),
                 tenant,
                 result,
                 error,
@@ -362,9 +362,9 @@ impl TokenEvents for Metrics {
     }
 }
 
-/// The events hook for a cache built before its metrics: forwards to the
-/// metrics once they exist (the metrics read the cache, the cache tells the
-/// metrics, so one of them is made first).
+/// The events hook for a token client built before its metrics: forwards
+/// to the metrics once they exist (the metrics read the cache, whose source
+/// the client is, and the client tells the metrics: one is made first).
 #[derive(Default)]
 pub struct LateEvents(std::sync::OnceLock<Arc<Metrics>>);
 
@@ -375,9 +375,9 @@ impl LateEvents {
 }
 
 impl TokenEvents for LateEvents {
-    fn sent(&self, key: &TokenKey, outcome: Sent<'_>) {
+    fn sent(&self, tenant: &Arc<str>, account_id: Option<&str>, outcome: Sent<'_>) {
         if let Some(metrics) = self.0.get() {
-            metrics.sent(key, outcome);
+            metrics.sent(tenant, account_id, outcome);
         }
     }
 }

@@ -1,8 +1,8 @@
 //! What the cache can tell about each key without a token value: the
 //! token's timing and scope, the last success and the last error (SFMC's
 //! words), for the status page, readiness and the metrics' gauges; and
-//! [`TokenEvents`], the hook that sees every request actually sent to
-//! `/v2/token`, so a counter of them equals what SFMC saw.
+//! [`TokenEvents`], the hook the `/v2/token` client tells of every request it
+//! actually sends, so a counter of them equals what SFMC saw.
 
 use std::sync::Arc;
 
@@ -65,17 +65,18 @@ impl<'a> Sent<'a> {
 }
 
 /// Told of every request the proxy sends to SFMC's `/v2/token` (fetches,
-/// refreshes, retries, login code exchanges); never of one held back by
-/// the proxy's own rate limit or backoff.
+/// refreshes, retries, login code exchanges), for `tenant` and the MID the
+/// request asked for; never of one held back by the proxy's own rate limit
+/// or backoff, nor of a refresh that had no stored login to send.
 pub trait TokenEvents: Send + Sync + 'static {
-    fn sent(&self, key: &TokenKey, outcome: Sent<'_>);
+    fn sent(&self, tenant: &Arc<str>, account_id: Option<&str>, outcome: Sent<'_>);
 }
 
 /// Events go nowhere (tests, `check`, the CLI's one-off token).
 pub struct NoEvents;
 
 impl TokenEvents for NoEvents {
-    fn sent(&self, _key: &TokenKey, _outcome: Sent<'_>) {}
+    fn sent(&self, _tenant: &Arc<str>, _account_id: Option<&str>, _outcome: Sent<'_>) {}
 }
 
 pub(super) fn no_events() -> Arc<dyn TokenEvents> {

@@ -23,8 +23,9 @@
 //! - `try_get` (see `attempt`) is `get` for readiness probes and the start-up
 //!   prefetch: it never waits on another caller's fetch, and says so instead.
 //! - Each key keeps its last success and last error (see `ledger`), which
-//!   [`TokenCache::keys`] shows without a token value; [`TokenEvents`] is
-//!   told of every request actually sent to `/v2/token`.
+//!   [`TokenCache::keys`] shows without a token value. (What is sent to
+//!   `/v2/token` is told to [`TokenEvents`] by the client, `sfmc`, the one
+//!   place that sends.)
 //!
 //! This module knows nothing of HTTP serving; `sfmc` is the `/v2/token` client.
 
@@ -70,8 +71,6 @@ struct Inner {
     /// Where tokens come from and the `[token]` bounds: replaced whole by a
     /// config reload (see `reconfigure`), read once per fetch, never on a hit.
     tuning: ArcSwap<Tuning>,
-    /// Told of each request sent to `/v2/token`.
-    events: Arc<dyn TokenEvents>,
     /// Origin of the slots' `last_used` clock.
     epoch: Instant,
 }
@@ -216,17 +215,12 @@ impl TokenCache {
         Self::with_limits(source, refresh_before, Limits::default())
     }
 
-    /// A cache as `[token]` configures it, its token requests told to `events`.
-    pub fn configured(
-        source: Arc<dyn TokenSource>,
-        settings: &TokenSettings,
-        events: Arc<dyn TokenEvents>,
-    ) -> Self {
-        Self::observed(
+    /// A cache as `[token]` configures it.
+    pub fn configured(source: Arc<dyn TokenSource>, settings: &TokenSettings) -> Self {
+        Self::with_limits(
             source,
             settings.refresh_before_expiry,
             Limits::from(settings),
-            events,
         )
     }
 
@@ -234,16 +228,6 @@ impl TokenCache {
         source: Arc<dyn TokenSource>,
         refresh_before: Duration,
         limits: Limits,
-    ) -> Self {
-        Self::observed(source, refresh_before, limits, ledger::no_events())
-    }
-
-    /// A cache whose requests to `/v2/token` are told to `events` (metrics).
-    pub fn observed(
-        source: Arc<dyn TokenSource>,
-        refresh_before: Duration,
-        limits: Limits,
-        events: Arc<dyn TokenEvents>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -254,7 +238,6 @@ impl TokenCache {
                     refresh_before,
                     limits,
                 }),
-                events,
                 epoch: Instant::now(),
             }),
         }
@@ -317,12 +300,6 @@ impl TokenCache {
         let mut state = crate::sync::write(&slot.state);
         state.failure = None;
         state.token.take().is_some()
-    }
-
-    /// Tells the events hook of a request sent outside the cache (a login's
-    /// code exchange), so what is counted equals what SFMC saw.
-    pub fn sent(&self, key: &TokenKey, outcome: Sent<'_>) {
-        self.inner.events.sent(key, outcome);
     }
 
     /// What `get` answers without fetching: a valid token (a stale one's
@@ -483,7 +460,6 @@ impl Inner {
                 .fetch(key)
                 .await
                 .and_then(|fetched| Token::new(fetched, sent_at, tuning.refresh_before));
-            self.events.sent(key, Sent::of(&result));
             match result {
                 Ok(token) => {
                     let token = Arc::new(token);
@@ -497,6 +473,15 @@ impl Inner {
                     tokio::time::sleep(delay.mul_f64(0.5 + fastrand::f64())).await;
                     delay *= 2;
                     attempt += 1;
+                }
+                // No stored login is a state, not an event: readiness and the
+                // status page say it; a probe every few seconds must not
+                // write a warning each time.
+                Err(error @ TokenError::LoginRequired { .. }) => {
+                    tracing::debug!(tenant = %key.tenant, ?error, "no token: a login is needed");
+                    let now = Instant::now();
+                    slot.note_error(&error, now);
+                    return Err(slot.record_failure(error, now));
                 }
                 Err(error) => {
                     tracing::warn!(tenant = %key.tenant, ?error, "token request failed");

@@ -64,7 +64,7 @@ impl SfmcTokenClient {
             scope: key.scope.as_deref(),
             account_id,
         };
-        let granted = match self.post(tenant, &body).await {
+        let granted = match self.post(tenant, account_id, &body).await {
             Ok(granted) => granted,
             Err(TokenError::Rejected {
                 error, description, ..
@@ -110,7 +110,7 @@ impl SfmcTokenClient {
         };
         let locked = self.lock_store().await?;
         let granted = self
-            .post(&tenant, &body)
+            .post(&tenant, account_id, &body)
             .await
             .map_err(|error| pkce_refused(&tenant, error))?;
         persist(&locked, &tenant, account_id, &granted)?;

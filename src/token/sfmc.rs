@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::store::TokenStore;
-use super::{FetchFuture, FetchedToken, TokenError, TokenKey, TokenSource};
+use super::{FetchFuture, FetchedToken, Sent, TokenError, TokenEvents, TokenKey, TokenSource};
 use crate::config::{Grant, Secret, Settings, Tenant};
 use crate::error::error_chain;
 use crate::upstream::InstanceBase;
@@ -68,6 +68,8 @@ pub struct SfmcTokenClient {
     allowed_instance_hosts: Vec<String>,
     /// Where authorization-code tenants keep their refresh tokens.
     pub(super) store: Option<TokenStore>,
+    /// Told of every request sent (the metrics).
+    events: Arc<dyn TokenEvents>,
 }
 
 impl SfmcTokenClient {
@@ -91,7 +93,14 @@ impl SfmcTokenClient {
             tenants,
             allowed_instance_hosts: settings.upstream.allowed_instance_hosts.clone(),
             store: settings.token.store_file.clone().map(TokenStore::new),
+            events: super::ledger::no_events(),
         })
+    }
+
+    /// Tells `events` of every request this client sends to `/v2/token`.
+    pub fn with_events(mut self, events: Arc<dyn TokenEvents>) -> Self {
+        self.events = events;
+        self
     }
 
     pub(super) fn tenant(&self, name: &str) -> Result<&Arc<Tenant>, TokenError> {
@@ -114,18 +123,32 @@ impl SfmcTokenClient {
                     account_id: key.account_id.as_deref(),
                     scope: key.scope.as_deref(),
                 };
-                Ok(self.post(tenant, &body).await?.token)
+                Ok(self
+                    .post(tenant, key.account_id.as_deref(), &body)
+                    .await?
+                    .token)
             }
             Grant::AuthorizationCode { .. } => self.refresh(tenant, key).await,
         }
     }
 
     /// One `POST {auth_url}/v2/token` with `body`, its answer checked.
+    /// The one place a request to SFMC's `/v2/token` is sent, so the events
+    /// hook is told of each (for `account_id`, the MID the body asks for) and
+    /// of nothing that was never sent (no stored login, a store error).
     pub(super) async fn post(
         &self,
         tenant: &Tenant,
+        account_id: Option<&str>,
         body: &impl Serialize,
     ) -> Result<Granted, TokenError> {
+        let result = self.send(tenant, body).await;
+        self.events
+            .sent(&tenant.name, account_id, Sent::of(&result));
+        result
+    }
+
+    async fn send(&self, tenant: &Tenant, body: &impl Serialize) -> Result<Granted, TokenError> {
         let response = self
             .http
             .post(&tenant.token_url)

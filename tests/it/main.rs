@@ -18,5 +18,6 @@ mod rest;
 mod security;
 mod soap;
 mod soap_faults;
+mod status;
 mod tenants;
 mod tokens;

@@ -215,3 +215,36 @@ async fn the_admin_address_serves_the_proxy_paths_without_the_key_and_nothing_el
     let main = scrape(&s.client, &s.proxy, &[]).await;
     assert_eq!(main.status, 401);
 }
+
+#[tokio::test]
+async fn a_login_tenant_without_a_login_counts_no_token_request_it_never_sent() {
+    let fake = start_fake().await;
+    let dir = temp_dir("metrics-login");
+    let proxy = TestProxy::builder()
+        .store_file(&dir.join("tokens.json"))
+        .tenant(
+            Tenant::new("acme", &fake)
+                .grant("authorization_code")
+                .redirect_uri("https://127.0.0.1:1/callback"),
+        )
+        .start()
+        .await;
+    let client = TestClient::new();
+    // A probe and a request both find no stored login: nothing is sent.
+    let ready = client.get(&proxy, "/_proxy/ready?tenant=acme", &[]).await;
+    assert_eq!(ready.json()["state"], "login_required", "{}", ready.text());
+    let call = client.get(&proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(
+        call.proxy_error(),
+        Some("login_required"),
+        "{}",
+        call.text()
+    );
+    assert_eq!(fake.token_requests(), 0);
+    let text = scrape(&client, &proxy, &[]).await.text();
+    assert!(
+        !text.contains("sfmc_proxy_token_requests_total{"),
+        "requests never sent are not counted:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

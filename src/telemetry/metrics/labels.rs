@@ -142,14 +142,14 @@ impl Names {
     }
 
     /// `mid` of `tenant` (a label from [`Self::tenant`]) as a label.
-    pub fn mid(&self, tenant: &Label, mid: Option<&Arc<str>>) -> Label {
+    pub fn mid(&self, tenant: &Label, mid: Option<&str>) -> Label {
         let Some(mid) = mid else {
             return Label::Fixed(DEFAULT_MID);
         };
         let names = crate::sync::read(&self.0);
-        match names.get(tenant.as_str()) {
-            Some(mids) if mids.contains(mid) => Label::Named(mid.clone()),
-            _ => Label::Fixed(OTHER_MID),
+        match names.get(tenant.as_str()).and_then(|mids| mids.get(mid)) {
+            Some(configured) => Label::Named(configured.clone()),
+            None => Label::Fixed(OTHER_MID),
         }
     }
 }

@@ -67,7 +67,7 @@ impl Collector for StateCollector {
         let mut keys: BTreeMap<(String, String), (KeyLabels, KeyTimes)> = BTreeMap::new();
         for view in self.tokens.keys() {
             let tenant = self.names.tenant(Some(&view.key.tenant));
-            let mid = self.names.mid(&tenant, view.key.account_id.as_ref());
+            let mid = self.names.mid(&tenant, view.key.account_id.as_deref());
             let id = (tenant.as_str().to_owned(), mid.as_str().to_owned());
             let (_, times) = keys
                 .entry(id)

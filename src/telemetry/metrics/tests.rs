@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::token::{FetchedToken, TokenError, TokenSource};
+use crate::token::{FetchedToken, TokenError, TokenKey, TokenSource};
 use crate::upstream::InstanceBase;
 
 fn settings() -> Settings {
@@ -114,10 +114,11 @@ fn a_request_is_counted_with_bounded_labels() {
 #[test]
 fn token_requests_carry_sfmc_code_only_when_it_is_a_known_one() {
     let (metrics, _) = metrics();
-    metrics.sent(&key(Some("200")), Sent::Rejected("invalid_client"));
-    metrics.sent(&key(Some("200")), Sent::Rejected("<script>made-up"));
-    metrics.sent(&key(None), Sent::Ok);
-    metrics.sent(&key(Some("100")), Sent::Unavailable);
+    let acme: Arc<str> = Arc::from("acme");
+    metrics.sent(&acme, Some("200"), Sent::Rejected("invalid_client"));
+    metrics.sent(&acme, Some("200"), Sent::Rejected("<script>made-up"));
+    metrics.sent(&acme, None, Sent::Ok);
+    metrics.sent(&acme, Some("100"), Sent::Unavailable);
     let text = metrics.encode();
     for expected in [
         r#"sfmc_proxy_token_requests_total{tenant="acme",mid="200",result="rejected",error="invalid_client"} 1"#,

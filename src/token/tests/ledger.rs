@@ -1,64 +1,7 @@
-//! The ledger: what `keys` shows, `drop_token`, the events hook and the
-//! fetch/coalesced outcomes.
+//! The ledger: what `keys` shows, `drop_token`, and the fetch/coalesced
+//! outcomes.
 
 use super::*;
-
-/// Counts what the events hook is told, by outcome.
-#[derive(Default)]
-struct Counted(Mutex<Vec<String>>);
-
-impl TokenEvents for Counted {
-    fn sent(&self, key: &TokenKey, outcome: Sent<'_>) {
-        let outcome = match outcome {
-            Sent::Ok => "ok".to_owned(),
-            Sent::Rejected(code) => format!("rejected:{code}"),
-            Sent::Unavailable => "unavailable".to_owned(),
-        };
-        let mid = key.account_id.as_deref().unwrap_or("-");
-        crate::sync::lock(&self.0).push(format!("{mid} {outcome}"));
-    }
-}
-
-fn observed(source: &Arc<ScriptedSource>, events: &Arc<Counted>) -> TokenCache {
-    TokenCache::observed(
-        source.clone(),
-        Duration::from_secs(120),
-        unlimited(),
-        events.clone(),
-    )
-}
-
-#[tokio::test(start_paused = true)]
-async fn every_request_sent_is_told_once_and_none_held_back_is() {
-    let source = ScriptedSource::new(Duration::from_millis(10));
-    let events = Arc::new(Counted::default());
-    let cache = observed(&source, &events);
-    // Two transient failures, retried, then a token: three requests sent.
-    source.fail_next(
-        TokenError::Unavailable {
-            reason: "down".into(),
-            retryable: true,
-        },
-        2,
-    );
-    assert_eq!(token_of(&cache, &key(None)).await, "token-3");
-    // A refusal, then the same key again inside its backoff window: one
-    // request, not two.
-    source.refuse_mid("200", rejected());
-    let _ = cache.get(&key(Some("200"))).await;
-    let _ = cache.get(&key(Some("200"))).await;
-    let told = crate::sync::lock(&events.0).clone();
-    assert_eq!(
-        told,
-        [
-            "- unavailable",
-            "- unavailable",
-            "- ok",
-            "200 rejected:invalid_client"
-        ]
-    );
-    assert_eq!(source.calls(), told.len(), "told exactly what was sent");
-}
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_callers_see_one_fetch_and_the_rest_coalesced() {

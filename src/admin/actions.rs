@@ -1,0 +1,226 @@
+//! The status page's one action, `POST /_proxy/status/drop`: drop one key's
+//! cached token (after a package's scopes changed, say), so the next request
+//! fetches a new one. And the per-process form token that, besides the
+//! guard's Origin / `Sec-Fetch-Site` refusal of cross-site requests, makes
+//! it CSRF-safe: a page elsewhere cannot read the status page, so it cannot
+//! know the token to post.
+
+use http::request::Parts;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::{Context, accept};
+use crate::body::{ClientBody, ProxyBody, json_response};
+use crate::error::ProxyError;
+use crate::failures::no_tenant;
+use crate::route::STATUS_PATH;
+use crate::tls;
+use crate::token::{TokenKey, checked_scope};
+
+/// The form's fields are short: a tenant name, a MID, a scope, the token.
+const FORM_LIMIT: usize = 8 * 1024;
+
+/// A random value drawn once per process, put in the page's forms and
+/// required back with each action. Its Debug shows nothing of it.
+pub struct FormToken(String);
+
+impl FormToken {
+    pub fn new() -> Result<Self, rustls::Error> {
+        tls::random_hex(32).map(Self)
+    }
+
+    /// For the page's hidden fields and the JSON's `actions`.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+
+    /// Compared in constant time: how long it takes says nothing of how
+    /// much of a guess was right.
+    fn matches(&self, presented: &str) -> bool {
+        bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for FormToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FormToken(…)")
+    }
+}
+
+/// The fields as posted.
+struct DropForm {
+    tenant: Option<String>,
+    account_id: Option<String>,
+    scope: Option<String>,
+    form_token: Option<String>,
+}
+
+impl DropForm {
+    fn parse(body: &[u8]) -> Self {
+        let mut form = DropForm {
+            tenant: None,
+            account_id: None,
+            scope: None,
+            form_token: None,
+        };
+        for (name, value) in form_urlencoded::parse(body) {
+            // An empty field is an absent one: the tenant's own BU or scope.
+            let value = Some(value.into_owned()).filter(|v| !v.is_empty());
+            match &*name {
+                "tenant" => form.tenant = value,
+                "account_id" => form.account_id = value,
+                "scope" => form.scope = value,
+                "form_token" => form.form_token = value,
+                _ => {}
+            }
+        }
+        form
+    }
+}
+
+/// Drops the named key's token. A browser (see `accept::prefers_html`) is
+/// sent back to the page with `303 See Other`; a program gets JSON.
+pub async fn drop_token(
+    parts: &Parts,
+    body: ClientBody,
+    context: &Context<'_>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let form = read_form(parts, body).await?;
+    let presented = form.form_token.as_deref().unwrap_or_default();
+    if !context.page.form_token.matches(presented) {
+        return Err(ProxyError::FormTokenInvalid);
+    }
+    let key = held_key(&form, context)?;
+    let had_token = context.tokens.drop_token(&key);
+    let (mid, scope) = (key.account_id.as_deref(), key.scope.as_deref());
+    tracing::info!(
+        tenant = &*key.tenant,
+        account_id = mid,
+        scope,
+        had_token,
+        "status page: dropped the cached token; the next request fetches a new one"
+    );
+    if accept::prefers_html(parts) {
+        return Ok(back_to_page(&key));
+    }
+    let message = if had_token {
+        "dropped the cached token; the next request fetches a new one"
+    } else {
+        "no token was cached for this key (its backoff, if any, is cleared)"
+    };
+    let body = json!({
+        "dropped": had_token,
+        "tenant": &*key.tenant,
+        "account_id": mid,
+        "scope": scope,
+        "message": message,
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+async fn read_form(parts: &Parts, body: ClientBody) -> Result<DropForm, ProxyError> {
+    let media = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !media.is_some_and(|m| m.eq_ignore_ascii_case("application/x-www-form-urlencoded")) {
+        return Err(ProxyError::BadRequest(
+            "send the action's fields (tenant, account_id, scope, form_token) as a form: Content-Type: application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let bytes = Limited::new(body, FORM_LIMIT)
+        .collect()
+        .await
+        .map_err(|_| {
+            ProxyError::BadRequest(format!(
+                "the form could not be read (at most {FORM_LIMIT} bytes)"
+            ))
+        })?
+        .to_bytes();
+    Ok(DropForm::parse(&bytes))
+}
+
+/// The key named by the form, as the cache holds it: the tenant must be
+/// configured and the key present (else there is nothing to drop).
+fn held_key(form: &DropForm, context: &Context<'_>) -> Result<TokenKey, ProxyError> {
+    let settings = context.settings;
+    let name = form.tenant.as_deref().ok_or_else(|| {
+        ProxyError::BadRequest("the form needs the field `tenant` (a tenant's name)".into())
+    })?;
+    let tenant = settings
+        .tenant_or_default(Some(name))
+        .map_err(|missing| no_tenant(missing, settings, "name one in the field `tenant`"))?;
+    let scope = form.scope.as_deref().map(checked_scope).transpose()?;
+    let key = TokenKey {
+        tenant: tenant.name.clone(),
+        account_id: form.account_id.as_deref().map(Into::into),
+        scope,
+    };
+    if context.tokens.keys().iter().any(|view| view.key == key) {
+        Ok(key)
+    } else {
+        Err(ProxyError::UnknownKey {
+            tenant: key.tenant.to_string(),
+            account_id: key
+                .account_id
+                .as_deref()
+                .unwrap_or("(the package's own)")
+                .to_owned(),
+            scope: key
+                .scope
+                .as_deref()
+                .map_or("(all the package's)".to_owned(), |s| format!("`{s}`")),
+        })
+    }
+}
+
+/// `303 See Other` to the page, which then says what was dropped.
+fn back_to_page(key: &TokenKey) -> Response<ProxyBody> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("dropped", &key.tenant);
+    if let Some(mid) = &key.account_id {
+        query.append_pair("account_id", mid);
+    }
+    if let Some(scope) = &key.scope {
+        query.append_pair("scope", scope);
+    }
+    let location = format!("{STATUS_PATH}?{}", query.finish());
+    let mut response = Response::new(ProxyBody::Empty);
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    let headers = response.headers_mut();
+    // The query is form-encoded ASCII: always a valid header value.
+    if let Ok(location) = HeaderValue::try_from(location) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_token_is_random_and_compared_whole() {
+        let token = FormToken::new().expect("random");
+        assert_eq!(token.reveal().len(), 64);
+        assert!(token.matches(token.reveal()));
+        assert!(!token.matches(&token.reveal()[..63]));
+        assert!(!token.matches(""));
+        assert_ne!(token.reveal(), FormToken::new().expect("random").reveal());
+        assert_eq!(format!("{token:?}"), "FormToken(…)");
+    }
+
+    #[test]
+    fn empty_fields_are_absent_ones() {
+        let form = DropForm::parse(b"tenant=acme&account_id=&scope=a+b&form_token=x&other=1");
+        assert_eq!(form.tenant.as_deref(), Some("acme"));
+        assert_eq!(form.account_id, None);
+        assert_eq!(form.scope.as_deref(), Some("a b"));
+        assert_eq!(form.form_token.as_deref(), Some("x"));
+    }
+}
