@@ -19,6 +19,7 @@ use crate::config::{NoTenant, Settings, default_worker_threads};
 use crate::error::ProxyError;
 use crate::failures::token_failure;
 use crate::proxy::Proxy;
+use crate::reload::Live;
 use crate::telemetry::LogFormat;
 use crate::token::Lease;
 use crate::token::{KeyRefused, TokenKey};
@@ -111,7 +112,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 // On a worker, not on the thread that called `block_on`: then
                 // the accept loop and the connections it spawns share threads
                 // instead of waking each other across them.
-                tokio::spawn(serve(settings))
+                let config = cli.config.clone();
+                tokio::spawn(async move { serve(&config, settings).await })
                     .await
                     .unwrap_or_else(|e| Err(runtime(format!("the server task failed: {e}"))))
             })
@@ -158,6 +160,13 @@ fn build(settings: Arc<Settings>) -> Result<Arc<Proxy>, Failure> {
         .map_err(|e| usage(e.to_string()))
 }
 
+/// The proxy `serve` and `demo` run, which a reload may replace.
+fn build_live(settings: Arc<Settings>) -> Result<Arc<Live>, Failure> {
+    Live::new(settings)
+        .map(Arc::new)
+        .map_err(|e| usage(e.to_string()))
+}
+
 async fn bind(listen: SocketAddr) -> Result<TcpListener, Failure> {
     bind_as(listen, "server.listen or --listen").await
 }
@@ -171,9 +180,15 @@ async fn bind_as(listen: SocketAddr, key: &str) -> Result<TcpListener, Failure> 
     })
 }
 
-async fn serve(settings: Arc<Settings>) -> Result<(), Failure> {
-    let proxy = build(settings.clone())?;
+async fn serve(config: &Path, settings: Arc<Settings>) -> Result<(), Failure> {
+    let live = build_live(settings.clone())?;
     let listener = bind(settings.server.listen).await?;
+    // Before the line that says the proxy listens: from then on a SIGHUP
+    // reloads (re-read as at start: the same path, the same environment)
+    // instead of ending the process.
+    let path = config.to_owned();
+    crate::reload::watch_sighup(live.clone(), move || Settings::load(&path))
+        .map_err(|e| runtime(format!("cannot watch for SIGHUP (config reload): {e}")))?;
     // The bound address, not the configured one: with port 0 the system
     // picks the port, and this line is where the user learns it.
     let listen = listener.local_addr().unwrap_or(settings.server.listen);
@@ -192,11 +207,12 @@ async fn serve(settings: Arc<Settings>) -> Result<(), Failure> {
         }
         None => None,
     };
-    crate::server::serve_with_admin(listener, admin, proxy, shutdown_signal()).await;
+    crate::server::serve_with_admin(listener, admin, live, shutdown_signal()).await;
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM (what `docker stop` sends).
+/// Resolves on Ctrl-C or SIGTERM (what `docker stop` sends); in-flight
+/// requests then get `server.shutdown_timeout` to finish.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
@@ -277,7 +293,7 @@ fn print_check(tenant: &crate::config::Tenant, lease: &Lease) {
 /// Every command but a plain `serve`, on the default runtime.
 async fn run_command(command: Command, config: &Path) -> Result<(), Failure> {
     match command {
-        Command::Serve => serve(load(config)?).await,
+        Command::Serve => serve(config, load(config)?).await,
         Command::Check => check(config).await,
         Command::Token {
             tenant,

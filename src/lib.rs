@@ -8,9 +8,13 @@
 //! # Layout
 //! One module per job; a request travels through them in this order:
 //! - [`server`]: accept loop, connection limit (shedding the longest-idle
-//!   connection), per-connection deadlines (first head, idle), HTTP/2 limits,
-//!   graceful shutdown.
+//!   connection; resized by a reload), per-connection deadlines (first head,
+//!   idle), HTTP/2 limits, graceful shutdown (`server.shutdown_timeout`).
 //! - `proxy`: the pipeline — runs the phases below in order, nothing else.
+//!   A `Proxy` is one generation of the configuration; [`reload`] holds the
+//!   current one (`Live`, swapped atomically; a request keeps the one it
+//!   began with) and replaces it on SIGHUP, keeping the tokens of tenants
+//!   whose credentials did not change.
 //! - [`guard`]: inbound checks — Host allowlist, cross-site refusal and CORS, no
 //!   forward proxying — and the one decision of who is calling (`Caller`,
 //!   with the one Bearer parser).
@@ -85,6 +89,7 @@ pub(crate) mod policy;
 pub(crate) mod prefetch;
 pub(crate) mod proxy;
 pub(crate) mod readiness;
+pub mod reload;
 pub(crate) mod replay;
 pub mod route;
 pub mod server;

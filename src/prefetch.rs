@@ -26,10 +26,16 @@ use crate::token::{Attempt, Lease, TokenCache, TokenFailure, TokenKey};
 /// Begins the prefetch of every client-credentials tenant's default token;
 /// the fetches and their log lines run in background tasks.
 pub fn start(settings: &Settings, tokens: &TokenCache) {
+    start_some(settings, tokens, |_| true);
+}
+
+/// [`start`] for the tenants `pick` chooses (a reload: those added or with
+/// new credentials; the others' tokens are kept).
+pub fn start_some(settings: &Settings, tokens: &TokenCache, pick: impl Fn(&Tenant) -> bool) {
     let tenants = settings
         .tenants
         .iter()
-        .filter(|t| t.grant == Grant::ClientCredentials);
+        .filter(|t| t.grant == Grant::ClientCredentials && pick(t));
     for tenant in tenants {
         let key = match TokenKey::for_tenant(tenant, None, None) {
             Ok(key) => key,

@@ -2,6 +2,12 @@
 //! respond → record, in that order. Each phase lives in its own module; this
 //! one only knows their order (and that a keyless SOAP call is identified by
 //! the start of its envelope before it is routed).
+//!
+//! A `Proxy` is one generation of the configuration: its settings and what
+//! is built from them (the `/v2/token` client, the upstream client), beside
+//! the state every generation shares (token cache, local tokens, pending
+//! logins). A reload (see `reload`) builds the next one with [`Proxy::next`];
+//! a request keeps the generation it started with to its end.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +26,8 @@ use crate::login::PendingLogins;
 use crate::route::{Api, Route, Target};
 use crate::telemetry::metrics::LateEvents;
 use crate::telemetry::{AccessRecord, Logged, Metrics, X_REQUEST_ID};
-use crate::token::TokenCache;
 use crate::token::sfmc::SfmcTokenClient;
+use crate::token::{TokenCache, TokenEvents};
 use crate::upstream::Upstream;
 use crate::{admin, broker, guard, policy, route, soap, telemetry, tls};
 
@@ -44,27 +50,33 @@ pub enum Entry {
     Admin,
 }
 
-/// Everything a request needs, shared by all connections.
+/// Everything a request needs, shared by all connections: one generation
+/// of the settings and what is built from them, and (in `Arc`s or clones of
+/// one handle) the state all generations share.
 pub struct Proxy {
     settings: Arc<Settings>,
     /// `settings.server` as the admin address checks requests (see
     /// `ServerSettings::for_admin_listener`).
     admin_server: crate::config::ServerSettings,
+    /// Shared by every generation: a reload keeps the tokens it may keep.
     tokens: TokenCache,
     /// The `/v2/token` client behind `tokens`, also used for logins.
     client: Arc<SfmcTokenClient>,
-    upstream: Upstream<ProxyBody>,
+    /// Shared with the next generation unless `[upstream]` changed; a
+    /// response streaming from an older one keeps its pool until it ends.
+    upstream: Arc<Upstream<ProxyBody>>,
     /// Stand-in tokens the broker issued to SDK tools.
     locals: Arc<LocalTokens>,
+    /// Shared by every generation (counts go on across a reload).
     metrics: Arc<Metrics>,
     /// Browser logins started at `/_proxy/login`, waiting for their redirect.
     pending_logins: PendingLogins,
     /// The status page's uptime start and form token.
-    page: admin::PageState,
+    page: Arc<admin::PageState>,
     /// Requests whose body is being read before their caller is known (a
     /// keyless SOAP call or broker token request): few at a time, so that
     /// strangers cannot make the proxy hold many bodies at once.
-    unproven: Semaphore,
+    unproven: Arc<Semaphore>,
 }
 
 /// Keyless requests whose credential is read from the body, at once.
@@ -85,6 +97,7 @@ impl Proxy {
         let metrics = Metrics::new(&settings, tokens.clone(), move || live.live());
         events.connect(metrics.clone());
         let upstream = Upstream::new(&settings.upstream, tls, metrics.upstream_connections());
+        let upstream = Arc::new(upstream);
         Ok(Self {
             admin_server: settings.server.for_admin_listener(),
             settings,
@@ -94,8 +107,40 @@ impl Proxy {
             locals,
             metrics,
             pending_logins: PendingLogins::default(),
-            page: admin::PageState::new().map_err(BuildError::Random)?,
-            unproven: Semaphore::new(MAX_UNPROVEN),
+            page: Arc::new(admin::PageState::new().map_err(BuildError::Random)?),
+            unproven: Arc::new(Semaphore::new(MAX_UNPROVEN)),
+        })
+    }
+
+    /// The generation after this one, for `settings`: a new `/v2/token`
+    /// client (it knows the new tenants; `upstream.ca_file` is read again),
+    /// a new upstream client when `new_upstream` (else this one's pool), and
+    /// this generation's shared state. Changes nothing in this one: the
+    /// caller puts the client into the cache and swaps generations.
+    pub fn next(&self, settings: Arc<Settings>, new_upstream: bool) -> Result<Self, BuildError> {
+        let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
+        let events: Arc<dyn TokenEvents> = self.metrics.clone();
+        let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events);
+        let client = Arc::new(client);
+        let upstream = match new_upstream {
+            true => Arc::new(Upstream::new(
+                &settings.upstream,
+                tls,
+                self.metrics.upstream_connections(),
+            )),
+            false => self.upstream.clone(),
+        };
+        Ok(Self {
+            admin_server: settings.server.for_admin_listener(),
+            settings,
+            tokens: self.tokens.clone(),
+            client,
+            upstream,
+            locals: self.locals.clone(),
+            metrics: self.metrics.clone(),
+            pending_logins: self.pending_logins.clone(),
+            page: self.page.clone(),
+            unproven: self.unproven.clone(),
         })
     }
 
@@ -105,6 +150,18 @@ impl Proxy {
 
     pub fn tokens(&self) -> &TokenCache {
         &self.tokens
+    }
+
+    pub fn client(&self) -> &Arc<SfmcTokenClient> {
+        &self.client
+    }
+
+    pub fn locals(&self) -> &LocalTokens {
+        &self.locals
+    }
+
+    pub fn pending_logins(&self) -> &PendingLogins {
+        &self.pending_logins
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

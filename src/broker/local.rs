@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -81,7 +82,9 @@ pub struct LocalTokens {
     grants: DashMap<Box<str>, Grant>,
     /// Who holds which live token: only issuing (rare) takes this lock.
     holders: Mutex<HashMap<Holder, Vec<Held>>>,
-    lifetime: Duration,
+    /// `broker.token_lifetime` in milliseconds, for tokens issued from now
+    /// on: a reload may change it (an atomic, so issuing reads no lock for it).
+    lifetime_ms: AtomicU64,
 }
 
 struct Grant {
@@ -110,8 +113,33 @@ impl LocalTokens {
         Self {
             grants: DashMap::new(),
             holders: Mutex::new(HashMap::new()),
-            lifetime,
+            lifetime_ms: AtomicU64::new(millis(lifetime)),
         }
+    }
+
+    /// The lifetime of tokens issued from now on (a config reload); those
+    /// issued before keep theirs.
+    pub fn set_lifetime(&self, lifetime: Duration) {
+        self.lifetime_ms.store(millis(lifetime), Ordering::Relaxed);
+    }
+
+    fn lifetime(&self) -> Duration {
+        Duration::from_millis(self.lifetime_ms.load(Ordering::Relaxed))
+    }
+
+    /// Drops every local token whose key `keep` refuses (a config reload
+    /// removed its tenant, changed its credentials or no longer allows its
+    /// business unit); a tool that presents one is told to authenticate
+    /// again. Returns how many live tokens went.
+    pub fn retain(&self, keep: impl Fn(&TokenKey) -> bool) -> usize {
+        let mut holders = crate::sync::lock(&self.holders);
+        holders.retain(|_, held| {
+            held.retain(|h| keep(&h.key));
+            !held.is_empty()
+        });
+        let before = self.grants.len();
+        self.grants.retain(|_, grant| keep(&grant.key));
+        before.saturating_sub(self.grants.len())
     }
 
     /// A local token bound to `key` for the client that presented
@@ -120,6 +148,7 @@ impl LocalTokens {
     /// `expires_in`), else a fresh one (the old one stays valid until it expires).
     pub fn issue(&self, key: TokenKey, client_id: &str) -> Result<Issued, IssueError> {
         let now = Instant::now();
+        let lifetime = self.lifetime();
         let holder = Holder {
             tenant: key.tenant.clone(),
             client_id: client_id.into(),
@@ -131,7 +160,7 @@ impl LocalTokens {
             .iter()
             .filter(|h| h.key == key)
             .map(|h| (h, h.expires_at.saturating_duration_since(now)))
-            .filter(|(_, left)| *left >= self.lifetime / 2)
+            .filter(|(_, left)| *left >= lifetime / 2)
             .max_by_key(|(_, left)| *left);
         if let Some((h, left)) = reusable {
             return Ok(Issued {
@@ -154,7 +183,7 @@ impl LocalTokens {
         }
         let random = crate::tls::random_hex(RANDOM_BYTES).map_err(|_| IssueError::Random)?;
         let token: Box<str> = format!("{LOCAL_TOKEN_PREFIX}{random}").into();
-        let expires_at = now + self.lifetime;
+        let expires_at = now + lifetime;
         let grant = Grant {
             key: key.clone(),
             expires_at: expires_at + EXPIRY_GRACE,
@@ -167,7 +196,7 @@ impl LocalTokens {
         });
         Ok(Issued {
             token: token.into(),
-            expires_in: self.lifetime,
+            expires_in: lifetime,
         })
     }
 
@@ -198,6 +227,10 @@ impl LocalTokens {
         let now = Instant::now();
         self.grants.iter().filter(|g| g.expires_at > now).count()
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -240,6 +273,23 @@ mod tests {
             scope: Some(Arc::from(scope)),
             ..key("1")
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retain_drops_the_refused_keys_and_a_new_lifetime_applies_to_new_tokens() {
+        let tokens = LocalTokens::new(Duration::from_secs(1080));
+        let kept = tokens.issue(key("1"), "acme").expect("issue").token;
+        let dropped = tokens.issue(key("2"), "acme").expect("issue").token;
+        let gone = tokens.retain(|k| k.account_id.as_deref() != Some("2"));
+        assert_eq!(gone, 1);
+        assert_eq!(tokens.resolve(&kept), Presented::Bound(key("1")));
+        assert_eq!(tokens.resolve(&dropped), Presented::Invalid);
+        // The holder forgot it too: the same request gets a new token.
+        let again = tokens.issue(key("2"), "acme").expect("issue").token;
+        assert_ne!(again, dropped);
+        tokens.set_lifetime(Duration::from_secs(600));
+        let short = tokens.issue(key("3"), "acme").expect("issue");
+        assert_eq!(short.expires_in, Duration::from_secs(600));
     }
 
     #[tokio::test(start_paused = true)]

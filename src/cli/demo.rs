@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use sfmc_fake::{FakeConfig, FakeTenant, reply_field};
 
-use super::{Failure, bind, build, runtime, shutdown_signal, usage};
+use super::{Failure, bind, build_live, runtime, shutdown_signal, usage};
 use crate::config::Settings;
 
 const ROWSET_PATH: &str =
@@ -41,12 +41,12 @@ pub(super) async fn run(listen: SocketAddr) -> Result<(), Failure> {
     );
     let settings =
         Settings::from_toml(&toml, |_| None, Path::new(".")).map_err(|e| usage(e.to_string()))?;
-    let proxy = build(Arc::new(settings))?;
+    let live = build_live(Arc::new(settings))?;
     let listener = bind(listen).await?;
     let addr = listener
         .local_addr()
         .map_err(|e| runtime(format!("cannot read the listening address: {e}")))?;
-    let server = tokio::spawn(crate::server::serve(listener, proxy, shutdown_signal()));
+    let server = tokio::spawn(crate::server::serve(listener, live, shutdown_signal()));
     println!("sfmc-proxy demo");
     println!(
         "  fake SFMC tenant  {} (auth, REST and SOAP host; client_id {client_id})",

@@ -32,6 +32,11 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// query); off for users whose paths carry customer data.
 pub const DEFAULT_LOG_PATHS: bool = true;
 
+/// `server.shutdown_timeout`: how long in-flight requests (a long download)
+/// may run on after SIGTERM or Ctrl-C; what `docker stop` waits by default
+/// is 10 s, Kubernetes' grace period 30 s.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `token.refresh_before_expiry`: SFMC tokens live about 20 minutes.
 pub const DEFAULT_REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(120);
 

@@ -33,6 +33,7 @@ pub(super) struct RawServer {
     pub worker_threads: Option<usize>,
     pub log_paths: Option<bool>,
     pub ready_requires: Option<String>,
+    pub shutdown_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

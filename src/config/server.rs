@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::defaults::{
     DEFAULT_ALLOWED_HOSTS, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_LOG_PATHS, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_READY_REQUIRES,
+    DEFAULT_READY_REQUIRES, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 use super::raw::RawServer;
 use super::values::{Expander, duration_or};
@@ -47,6 +47,8 @@ pub struct ServerSettings {
     pub log_paths: bool,
     /// How plain `/_proxy/ready` combines the tenants' states.
     pub ready_requires: ReadyRequires,
+    /// How long in-flight requests may run after shutdown is requested.
+    pub shutdown_timeout: Duration,
 }
 
 /// `server.ready_requires`: which tenants must be ready (or degraded) for
@@ -249,6 +251,11 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
         ));
     }
     let ready_requires = ReadyRequires::parse(raw.ready_requires.as_deref())?;
+    let shutdown_timeout = duration_or(
+        "server.shutdown_timeout",
+        raw.shutdown_timeout.as_deref(),
+        DEFAULT_SHUTDOWN_TIMEOUT,
+    )?;
     Ok(ServerSettings {
         listen,
         admin_listen,
@@ -264,5 +271,6 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
         worker_threads: raw.worker_threads,
         log_paths: raw.log_paths.unwrap_or(DEFAULT_LOG_PATHS),
         ready_requires,
+        shutdown_timeout,
     })
 }

@@ -14,7 +14,8 @@ use super::invalid;
 use super::raw::RawUpstream;
 use super::values::{Expander, duration_or};
 
-#[derive(Debug, Clone)]
+/// `PartialEq`: a reload rebuilds the upstream client only when this changed.
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,

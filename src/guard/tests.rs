@@ -41,6 +41,7 @@ fn server(keys: &[&str], origins: &[&str]) -> ServerSettings {
         max_concurrent_streams: 100,
         worker_threads: None,
         log_paths: true,
+        shutdown_timeout: std::time::Duration::from_secs(30),
         ready_requires: crate::config::ReadyRequires::All,
     }
 }

@@ -2,6 +2,9 @@
 //! background for its redirect on the tenant's `redirect_uri`. One login per
 //! redirect URI at a time (its listener holds the port): a reload or second
 //! click joins the waiting login; another tenant's is refused until it ends.
+//! A config reload that removes a tenant or changes its credentials cancels
+//! its waiting login ([`PendingLogins::cancel`]): the code would be exchanged
+//! with the old credentials.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,8 @@ pub struct PendingLogins(Arc<Mutex<HashMap<String, Waiting>>>);
 struct Waiting {
     tenant: Arc<str>,
     authorize_url: String,
+    /// The task that waits for the redirect (and holds its listener).
+    task: Option<tokio::task::AbortHandle>,
 }
 
 impl PendingLogins {
@@ -76,11 +81,13 @@ impl PendingLogins {
             Waiting {
                 tenant: tenant_name.clone(),
                 authorize_url: start.authorize_url.clone(),
+                task: None,
             },
         );
         let authorize_url = start.authorize_url.clone();
         let pending = self.clone();
-        tokio::spawn(async move {
+        let key_uri = redirect_uri.clone();
+        let task = tokio::spawn(async move {
             match tokio::time::timeout(LOGIN_WAIT, listener.complete(&start.state, exchange)).await
             {
                 Ok(Ok(())) => {
@@ -95,6 +102,25 @@ impl PendingLogins {
             }
             lock(&pending.0).remove(&redirect_uri);
         });
+        // The task may have ended already (it is then no longer listed).
+        if let Some(waiting) = lock(&self.0).get_mut(&key_uri) {
+            waiting.task = Some(task.abort_handle());
+        }
         Ok(authorize_url)
+    }
+
+    /// Cancels the waiting logins of the tenants `cancel` picks (their
+    /// listeners close); returns how many there were.
+    pub fn cancel(&self, cancel: impl Fn(&str) -> bool) -> usize {
+        let mut waiting = lock(&self.0);
+        let before = waiting.len();
+        waiting.retain(|_, login| {
+            let keep = !cancel(&login.tenant);
+            if !keep && let Some(task) = &login.task {
+                task.abort();
+            }
+            keep
+        });
+        before - waiting.len()
     }
 }

@@ -1,8 +1,13 @@
 //! Accepting connections: HTTP/1.1 and h2c on one listener, every connection
 //! bounded in time and size, a connection limit that sheds the longest-idle
 //! connection rather than locking new clients out, and graceful shutdown that
-//! lets in-flight requests finish. Start-up work (the token prefetch) is begun
-//! here, so the binary and the tests that call [`run`] both do it.
+//! lets in-flight requests finish (for `server.shutdown_timeout`). Start-up
+//! work (the token prefetch) is begun here, so the binary and the tests that
+//! call [`run`] both do it.
+//!
+//! A reload (see `reload`) reaches connections accepted after it: each is
+//! served with the `[server]` limits in force when it was accepted, and each
+//! of its requests with the generation current when the request began.
 //!
 //! Limits per connection: `header_read_timeout` until its first request head
 //! (hyper bounds later HTTP/1 heads itself), `idle_timeout` while nothing is
@@ -11,6 +16,7 @@
 //! client can make the proxy hold before a request is handled.
 
 mod activity;
+mod limit;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,18 +29,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::{ServerSettings, Settings};
-use crate::proxy::{BuildError, Entry, Proxy};
+use crate::proxy::{BuildError, Entry};
+use crate::reload::Live;
 use activity::{Activity, Registry, Streaming};
+use limit::{ConnectionLimit, Slot};
 
 /// How often a full accept loop looks again for a connection to shed.
 const SHED_RETRY: Duration = Duration::from_millis(100);
-
-/// How long in-flight requests may run after shutdown is requested.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The largest request head (HTTP/1 read buffer, HTTP/2 header list): far
 /// above any SFMC call, and a bound on what a client can park per connection.
@@ -63,8 +67,8 @@ pub async fn run_with_admin(
     settings: Arc<Settings>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BuildError> {
-    let proxy = Arc::new(Proxy::new(settings)?);
-    serve_with_admin(listener, admin, proxy, shutdown).await;
+    let live = Arc::new(Live::new(settings)?);
+    serve_with_admin(listener, admin, live, shutdown).await;
     Ok(())
 }
 
@@ -85,11 +89,12 @@ fn builder(server: &ServerSettings) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves an already-built proxy (the demo and `check` share one). The
-/// start-up prefetch (`token.prefetch`) is begun before the first connection
-/// is accepted, so the first readiness probe sees it.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
-    serve_with_admin(listener, None, proxy, shutdown).await;
+/// Serves an already-built proxy (the binary's, the demo's, a test's), and
+/// whatever generation a reload makes of it. The start-up prefetch
+/// (`token.prefetch`) is begun before the first connection is accepted, so
+/// the first readiness probe sees it.
+pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future<Output = ()>) {
+    serve_with_admin(listener, None, live, shutdown).await;
 }
 
 /// [`serve`], and `admin` (`server.admin_listen`) beside it: its connections
@@ -98,15 +103,15 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
 pub async fn serve_with_admin(
     listener: TcpListener,
     admin: Option<TcpListener>,
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
     shutdown: impl Future<Output = ()>,
 ) {
-    if proxy.settings().token.prefetch {
-        crate::prefetch::start(proxy.settings(), proxy.tokens());
+    let first = live.current();
+    if first.settings().token.prefetch {
+        crate::prefetch::start(first.settings(), first.tokens());
     }
-    let server = proxy.settings().server.clone();
-    let builder = Arc::new(builder(&server));
-    let connections = Arc::new(Semaphore::new(server.max_connections));
+    drop(first);
+    let mut limits = Limits::new(live.settings());
     let registry = Arc::new(Registry::default());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -125,9 +130,11 @@ pub async fn serve_with_admin(
                 continue;
             }
         };
-        let permit = match connections.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
+        // A reload since the last accept applies to this connection.
+        limits.follow(live.settings());
+        let slot = match limits.connections.try_acquire() {
+            Some(slot) => slot,
+            None => {
                 // Full: make room by closing the connection idle the longest
                 // (a silent socket first of all), so a new client — a health
                 // probe — is served. When every connection is busy, wait.
@@ -137,7 +144,7 @@ pub async fn serve_with_admin(
                     );
                 } else {
                     tracing::warn!(
-                        max_connections = server.max_connections,
+                        max_connections = limits.connections.size(),
                         "server.max_connections reached and every connection is busy; new connections wait"
                     );
                 }
@@ -145,7 +152,7 @@ pub async fn serve_with_admin(
                 // between requests a moment later.
                 let waited = loop {
                     tokio::select! {
-                        permit = connections.clone().acquire_owned() => break permit.ok(),
+                        slot = limits.connections.acquire() => break slot,
                         () = tokio::time::sleep(SHED_RETRY) => {
                             registry.shed_longest_idle();
                         }
@@ -153,7 +160,7 @@ pub async fn serve_with_admin(
                     }
                 };
                 match waited {
-                    Some(permit) => permit,
+                    Some(slot) => slot,
                     None => break,
                 }
             }
@@ -161,22 +168,56 @@ pub async fn serve_with_admin(
         let _ = stream.set_nodelay(true);
         let connection = Connection {
             activity: Activity::new(),
-            permit,
+            slot,
         };
         connection.spawn(
             (stream, peer, entry),
-            &proxy,
-            &builder,
+            &live,
+            &limits.builder,
             &registry,
             &graceful,
-            &server,
+            &limits.settings.server,
         );
     }
     drop(listener);
     drop(admin);
+    // The timeout in force now: a reload may have changed it.
+    let grace = live.settings().server.shutdown_timeout;
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("shut down cleanly"),
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; dropping open connections"),
+        () = tokio::time::sleep(grace) => tracing::warn!(
+            shutdown_timeout = %humantime::format_duration(grace),
+            "server.shutdown_timeout over; dropping open connections"
+        ),
+    }
+}
+
+/// The `[server]` limits new connections get: rebuilt when a reload brought
+/// other settings.
+struct Limits {
+    settings: Arc<Settings>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    connections: ConnectionLimit,
+}
+
+impl Limits {
+    fn new(settings: Arc<Settings>) -> Self {
+        Self {
+            builder: Arc::new(builder(&settings.server)),
+            connections: ConnectionLimit::new(settings.server.max_connections),
+            settings,
+        }
+    }
+
+    /// Takes `current` if it is not the settings already followed (one
+    /// pointer comparison per accept when nothing was reloaded).
+    fn follow(&mut self, current: Arc<Settings>) {
+        if Arc::ptr_eq(&self.settings, &current) {
+            return;
+        }
+        self.builder = Arc::new(builder(&current.server));
+        self.connections.resize(current.server.max_connections);
+        self.settings = current;
     }
 }
 
@@ -191,28 +232,28 @@ async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, S
 /// One accepted connection: its activity and its slot under `max_connections`.
 struct Connection {
     activity: Arc<Activity>,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
 impl Connection {
     fn spawn(
         self,
         (stream, peer, entry): (TcpStream, SocketAddr, Entry),
-        proxy: &Arc<Proxy>,
+        live: &Arc<Live>,
         builder: &auto::Builder<TokioExecutor>,
         registry: &Arc<Registry>,
         graceful: &GracefulShutdown,
         server: &ServerSettings,
     ) {
-        let open = proxy.metrics().client_connections();
-        let (proxy, activity) = (proxy.clone(), self.activity.clone());
+        let open = live.current().metrics().client_connections();
+        let (live, activity) = (live.clone(), self.activity.clone());
         let service = service_fn(move |request| {
-            let (proxy, activity) = (proxy.clone(), activity.clone());
+            let (live, activity) = (live.clone(), activity.clone());
             // Busy from the moment hyper has the head until the response
             // head is ready; the body then streams under the idle deadline.
             let busy = activity.begin_request();
             async move {
-                let response = proxy.handle(request, peer, entry).await;
+                let response = live.handle(request, peer, entry).await;
                 drop(busy);
                 Ok::<_, Infallible>(response.map(|body| Streaming::new(body, activity)))
             }
@@ -253,7 +294,7 @@ impl Connection {
                 }
             }
             drop(entry);
-            drop(self.permit);
+            drop(self.slot);
             open.dec();
         });
     }

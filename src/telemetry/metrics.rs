@@ -329,6 +329,12 @@ impl Metrics {
         self.upstream_connections.clone()
     }
 
+    /// The tenants and MIDs that may be label values from now on (a
+    /// configuration reload); counts already made keep their labels.
+    pub fn configure(&self, settings: &Settings) {
+        self.names.configure(settings);
+    }
+
     /// A configuration reload was applied (`true`) or refused.
     pub fn config_reloaded(&self, applied: bool) {
         let result = if applied { "success" } else { "failure" };

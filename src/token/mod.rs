@@ -33,6 +33,7 @@ mod attempt;
 mod key;
 mod ledger;
 mod limits;
+mod reconfigure;
 mod refresh;
 pub mod sfmc;
 pub mod store;
@@ -42,6 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
@@ -66,11 +68,18 @@ struct Inner {
     slots: DashMap<TokenKey, Arc<Slot>>,
     /// One per tenant (a handful, from the config): bucket and tenant-wide backoff.
     tenants: DashMap<Arc<str>, Arc<TenantGuard>>,
+    /// Where tokens come from and the `[token]` bounds: replaced whole by a
+    /// config reload (see `reconfigure`), read once per fetch, never on a hit.
+    tuning: ArcSwap<Tuning>,
+    /// Origin of the slots' `last_used` clock.
+    epoch: Instant,
+}
+
+/// What a reload may change about the cache.
+struct Tuning {
     source: Arc<dyn TokenSource>,
     refresh_before: Duration,
     limits: Limits,
-    /// Origin of the slots' `last_used` clock.
-    epoch: Instant,
 }
 
 #[derive(Default)]
@@ -224,9 +233,11 @@ impl TokenCache {
             inner: Arc::new(Inner {
                 slots: DashMap::new(),
                 tenants: DashMap::new(),
-                source,
-                refresh_before,
-                limits,
+                tuning: ArcSwap::from_pointee(Tuning {
+                    source,
+                    refresh_before,
+                    limits,
+                }),
                 epoch: Instant::now(),
             }),
         }
@@ -321,7 +332,8 @@ impl TokenCache {
         fetched: FetchedToken,
         sent_at: Instant,
     ) -> Result<(), TokenError> {
-        let token = Token::new(fetched, sent_at, self.inner.refresh_before)?;
+        let refresh_before = self.inner.tuning.load().refresh_before;
+        let token = Token::new(fetched, sent_at, refresh_before)?;
         let slot = self
             .slot(key, Instant::now())
             .map_err(|failure| failure.error)?;
@@ -362,8 +374,9 @@ impl TokenCache {
             slot.touch(tick);
             return Ok(slot.clone());
         }
-        if self.inner.slots.len() >= self.inner.limits.max_keys {
-            limits::evict_idle(&self.inner.slots, &self.inner.limits, now)?;
+        let tuning = self.inner.tuning.load();
+        if self.inner.slots.len() >= tuning.limits.max_keys {
+            limits::evict_idle(&self.inner.slots, &tuning.limits, now)?;
         }
         let slot = self.inner.slots.entry(key.clone()).or_default().clone();
         slot.touch(tick);
@@ -397,7 +410,7 @@ impl Inner {
         if let Some(guard) = self.tenants.get(name) {
             return guard.clone();
         }
-        let guard = TenantGuard::new(&self.limits, Instant::now());
+        let guard = TenantGuard::new(&self.tuning.load().limits, Instant::now());
         self.tenants
             .entry(name.clone())
             .or_insert_with(|| Arc::new(guard))
@@ -433,18 +446,20 @@ impl Inner {
     /// Call with the slot's fetch lock held.
     async fn fetch_into(&self, key: &TokenKey, slot: &Slot) -> Result<Arc<Token>, TokenFailure> {
         let tenant = self.tenant(&key.tenant);
+        // One generation of settings for the whole fetch, retries included.
+        let tuning = self.tuning.load_full();
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempt = 1;
         loop {
             let sent_at = Instant::now();
             // Held back by the proxy's own rate limit: nothing was sent, so
             // nothing is recorded against the key.
-            tenant.admit(&self.limits, sent_at)?;
-            let result = self
+            tenant.admit(&tuning.limits, sent_at)?;
+            let result = tuning
                 .source
                 .fetch(key)
                 .await
-                .and_then(|fetched| Token::new(fetched, sent_at, self.refresh_before));
+                .and_then(|fetched| Token::new(fetched, sent_at, tuning.refresh_before));
             match result {
                 Ok(token) => {
                     let token = Arc::new(token);

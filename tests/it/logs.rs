@@ -3,101 +3,11 @@
 //! secret or a query string. Each test runs the real binary and reads its
 //! stderr.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr};
 
 use crate::support::*;
-
-/// The access log's target.
-const ACCESS: &str = "sfmc_proxy::access";
-
-/// The proxy binary with `--log-format json`, its stderr read line by line.
-struct Binary {
-    child: Child,
-    lines: Lines<BufReader<ChildStderr>>,
-    log: Vec<String>,
-    base: String,
-    dir: std::path::PathBuf,
-}
-
-impl Binary {
-    async fn start(name: &str, builder: ProxyBuilder, rust_log: &str) -> Self {
-        // Port 0: the proxy binds a free port and says which in its start-up line.
-        let listen: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let dir = temp_dir(name);
-        let config = dir.join("proxy.toml");
-        std::fs::write(&config, builder.listen(listen).render()).expect("write config");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
-            .arg("--config")
-            .arg(&config)
-            .args(["--log-format", "json", "serve"])
-            .env("RUST_LOG", rust_log)
-            .env_remove("SFMC_PROXY_CONFIG")
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("proxy starts");
-        let lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let mut binary = Self {
-            child,
-            lines,
-            log: Vec::new(),
-            base: String::new(),
-            dir,
-        };
-        // Wait for the start-up event rather than sleeping.
-        let started = binary.next_event(|event| event["listen"].is_string()).await;
-        let bound = started["listen"].as_str().unwrap_or_default().to_owned();
-        assert!(!bound.ends_with(":0"), "the bound port is logged: {bound}");
-        binary.base = format!("http://{bound}");
-        binary
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Reads stderr up to the next JSON event that `wanted` accepts.
-    async fn next_event(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
-        let read = async {
-            while let Some(line) = self.lines.next_line().await.expect("read stderr") {
-                let event = serde_json::from_str::<Value>(&line).unwrap_or_default();
-                self.log.push(line);
-                if wanted(&event) {
-                    return Some(event);
-                }
-            }
-            None
-        };
-        match tokio::time::timeout(Duration::from_secs(20), read).await {
-            Ok(Some(event)) => event,
-            _ => panic!("no such event in the log:\n{}", self.log.join("\n")),
-        }
-    }
-
-    /// The next `n` access events, in the order they were written.
-    async fn access(&mut self, n: usize) -> Vec<Value> {
-        let mut events = Vec::new();
-        while events.len() < n {
-            events.push(self.next_event(|event| event["target"] == ACCESS).await);
-        }
-        events
-    }
-
-    /// Stops the proxy; the whole log.
-    async fn stop(mut self) -> String {
-        self.child.start_kill().expect("stop the proxy");
-        while let Ok(Some(line)) = self.lines.next_line().await {
-            self.log.push(line);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-        self.log.join("\n")
-    }
-}
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()

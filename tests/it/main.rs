@@ -14,6 +14,7 @@ mod metrics;
 mod policy;
 mod pool;
 mod prometheus;
+mod reload;
 mod rest;
 mod security;
 mod soap;

@@ -154,6 +154,22 @@ fn ready_requires_and_prefetch_have_defaults_and_refuse_other_values() {
 }
 
 #[test]
+fn shutdown_timeout_defaults_to_30s_and_names_its_key() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(
+        settings.server.shutdown_timeout,
+        std::time::Duration::from_secs(30)
+    );
+    let set = parse(&format!("[server]\nshutdown_timeout = \"5s\"\n{MINIMAL}")).expect("valid");
+    assert_eq!(
+        set.server.shutdown_timeout,
+        std::time::Duration::from_secs(5)
+    );
+    let wrong = format!("[server]\nshutdown_timeout = \"soon\"\n{MINIMAL}");
+    assert_eq!(error_key(&wrong), "server.shutdown_timeout");
+}
+
+#[test]
 fn admin_listen_must_be_loopback_and_checks_only_loopback_names_without_a_key() {
     let remote = format!("[server]\nadmin_listen = \"0.0.0.0:9090\"\n{MINIMAL}");
     assert_eq!(error_key(&remote), "server.admin_listen");

@@ -2,10 +2,12 @@
 //! 127.0.0.1 with ephemeral ports, and an HTTP client that sends paths and
 //! queries byte for byte (hyper does not normalise them; reqwest's URL parser would).
 
+mod binary;
 mod proxy;
 pub mod soap;
 pub mod tools;
 
+pub use binary::{ACCESS, Binary};
 pub use proxy::{ProxyBuilder, Setup, Tenant, TestProxy, setup, setup_with_business_units};
 
 use std::convert::Infallible;

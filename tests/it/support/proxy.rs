@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sfmc_proxy::config::Settings;
+use sfmc_proxy::reload::{Live, ReloadError, ReloadReport};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use toml::{Table, Value};
@@ -22,6 +23,8 @@ pub struct TestProxy {
     /// The `server.admin_listen` address, when the builder asked for one.
     pub admin_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
+    /// What a reload replaces, as SIGHUP does in the binary.
+    live: Arc<Live>,
 }
 
 impl TestProxy {
@@ -40,19 +43,33 @@ impl TestProxy {
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr().expect("admin addr"));
         let (tx, rx) = oneshot::channel::<()>();
+        let live = Arc::new(Live::new(Arc::new(settings)).expect("proxy builds"));
+        let serving = live.clone();
         tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
             };
-            sfmc_proxy::server::run_with_admin(listener, admin, Arc::new(settings), shutdown)
-                .await
-                .expect("proxy builds");
+            sfmc_proxy::server::serve_with_admin(listener, admin, serving, shutdown).await;
         });
         TestProxy {
             addr,
             admin_addr,
             shutdown: Some(tx),
+            live,
         }
+    }
+
+    /// Reloads with `config` (relative paths from the working directory),
+    /// as a SIGHUP would.
+    pub fn reload(&self, config: &ProxyBuilder) -> Result<ReloadReport, ReloadError> {
+        self.reload_text(&config.render())
+    }
+
+    /// Reloads with this `proxy.toml` text, valid or not.
+    pub fn reload_text(&self, text: &str) -> Result<ReloadReport, ReloadError> {
+        self.live.reload_from(|| {
+            Settings::from_toml(text, |name| std::env::var(name).ok(), Path::new("."))
+        })
     }
 
     /// The same proxy as seen on its admin address (`admin_listener()`).
@@ -61,6 +78,7 @@ impl TestProxy {
             addr: self.admin_addr.expect("started with .admin_listener()"),
             admin_addr: None,
             shutdown: None,
+            live: self.live.clone(),
         }
     }
 
