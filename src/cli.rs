@@ -198,6 +198,9 @@ async fn serve(config: &Path, settings: Arc<Settings>) -> Result<(), Failure> {
         worker_threads = settings.server.runtime_threads(),
         "sfmc-proxy listening; point SFMC clients at http://{listen}/"
     );
+    for note in settings.tenants.iter().flat_map(|t| &t.notes) {
+        tracing::warn!("config: {note}; write it so to silence this");
+    }
     let admin = match settings.server.admin_listen {
         Some(addr) => {
             let admin = bind_as(addr, "server.admin_listen").await?;
@@ -247,6 +250,9 @@ async fn check(config: &Path) -> Result<(), Failure> {
     );
     let mut failed = 0;
     for tenant in &settings.tenants {
+        for note in &tenant.notes {
+            println!("note: {note}");
+        }
         let key = TokenKey::for_tenant(tenant, None, None).map_err(refused_key)?;
         match proxy.tokens().get(&key).await {
             Ok(lease) => print_check(tenant, &lease),

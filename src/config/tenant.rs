@@ -30,6 +30,9 @@ pub struct Tenant {
     pub scope: Option<Arc<str>>,
     /// `/name`-style prefix that selects this tenant (stripped before forwarding).
     pub path_prefix: Option<String>,
+    /// What validation changed in what was written, for `check` and the
+    /// start-up log (e.g. a `/v2/token` suffix dropped from `auth_url`).
+    pub notes: Vec<String>,
     /// What requests the tenant lets through (`read_only`, `allow_paths`, `deny_paths`).
     pub policy: Policy,
 }
@@ -105,6 +108,17 @@ fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tena
     let policy = policy::validate(name, &raw)?;
     let auth_url_text = ex.expand(&key("auth_url"), &required(raw.auth_url, &key("auth_url"))?)?;
     let auth_url = parse_http_url(&key("auth_url"), &auth_url_text)?;
+    let mut notes = Vec::new();
+    let auth_url = match without_token_path(&auth_url) {
+        Some(base) => {
+            notes.push(format!(
+                "{}: `{auth_url}` is the token URL; using its base `{base}/` (the Authentication Base URI)",
+                key("auth_url")
+            ));
+            base.to_owned()
+        }
+        None => auth_url,
+    };
     let client_id = ex.expand(
         &key("client_id"),
         &required(raw.client_id, &key("client_id"))?,
@@ -183,8 +197,41 @@ fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tena
         scope: scope.map(Arc::from),
         path_prefix,
         policy,
+        notes,
     })
 }
+
+/// `auth_url` without a trailing `/v2/token` (any case), which SFMC's docs
+/// show beside the base and people paste: the proxy adds it itself.
+fn without_token_path(auth_url: &str) -> Option<&str> {
+    let cut = auth_url.len().checked_sub("/v2/token".len())?;
+    let (base, tail) = (auth_url.get(..cut)?, auth_url.get(cut..)?);
+    tail.eq_ignore_ascii_case("/v2/token").then_some(base)
+}
+
+/// First path segments a `path_prefix` must not take: SFMC's REST API roots,
+/// its token and SOAP endpoints, and the proxy's own paths. A tenant prefix
+/// `/hub` would strip `/hub` from every Journey Builder call.
+const RESERVED_PREFIXES: [&str; 18] = [
+    "hub",
+    "asset",
+    "data",
+    "interaction",
+    "messaging",
+    "contacts",
+    "automation",
+    "platform",
+    "push",
+    "sms",
+    "address",
+    "email",
+    "guide",
+    "legacy",
+    "journey",
+    "v2",
+    "_proxy",
+    "service.asmx",
+];
 
 fn required(value: Option<String>, key: &str) -> Result<String, ConfigError> {
     value.ok_or_else(|| invalid(key, "missing (required)"))
@@ -195,13 +242,30 @@ fn validate_prefix(key: &str, prefix: &str) -> Result<String, ConfigError> {
     let valid = prefix.starts_with('/')
         && prefix.len() > 1
         && !prefix.contains(['?', '#', ' ', '%'])
-        && !prefix.starts_with("//")
-        && !prefix.starts_with("/_proxy");
+        && !prefix.starts_with("//");
     if !valid {
         return Err(invalid(
             key,
             format!(
-                "`{prefix}` must look like \"/name\" (starts with '/', no '?', '#', '%', spaces, not /_proxy)"
+                "`{prefix}` must look like \"/name\" (starts with '/', no '?', '#', '%', spaces)"
+            ),
+        ));
+    }
+    let first = prefix[1..].split('/').next().unwrap_or_default();
+    if let Some(reserved) = RESERVED_PREFIXES
+        .iter()
+        .find(|r| r.eq_ignore_ascii_case(first))
+    {
+        return Err(invalid(
+            key,
+            format!(
+                "`{prefix}` would take `/{first}`, which is {}: pick a name of your own, e.g. \"/acme\"",
+                match *reserved {
+                    "_proxy" => "the proxy's own (/_proxy/…)",
+                    "v2" => "SFMC's token endpoint (/v2/token)",
+                    "service.asmx" => "SFMC's SOAP endpoint",
+                    _ => "an SFMC REST API root",
+                }
             ),
         ));
     }

@@ -260,3 +260,43 @@ async fn demo_checks_rest_and_soap_and_prints_a_soap_curl_line_that_works() {
     assert_eq!(echo.json()["query"], "$top=1");
     assert_eq!(echo.json()["account_id"], "200");
 }
+
+#[tokio::test]
+async fn check_accepts_an_auth_url_pasted_as_the_token_url_and_says_so() {
+    let fake = start_fake().await;
+    let pasted = format!("{}v2/token", fake.auth_url());
+    let config = TestProxy::builder().tenant(Tenant::at("acme", &pasted));
+    let path = write_config("check-token-url", &config.render());
+    let output = run(&["check"], &path, &[]).await;
+    let printed = stdout(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{printed}{}",
+        stderr(&output)
+    );
+    assert!(
+        printed.contains("note: tenants.acme.auth_url: ")
+            && printed.contains("Authentication Base URI"),
+        "{printed}"
+    );
+    assert!(printed.contains("tenant acme: ok"), "{printed}");
+    assert!(
+        printed.contains(&format!("token endpoint  {}v2/token\n", fake.auth_url())),
+        "posted to /v2/token once, not /v2/token/v2/token: {printed}"
+    );
+    assert_eq!(fake.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_path_prefix_that_shadows_an_sfmc_api_root_exits_2_naming_the_key() {
+    let fake = start_fake().await;
+    let config = TestProxy::builder().tenant(Tenant::new("acme", &fake).path_prefix("/Hub"));
+    let path = write_config("prefix-hub", &config.render());
+    let output = run(&["check"], &path, &[]).await;
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(said.contains("tenants.acme.path_prefix"), "{said}");
+    assert!(said.contains("an SFMC REST API root"), "{said}");
+    assert_eq!(fake.token_requests(), 0, "nothing is asked of SFMC");
+}

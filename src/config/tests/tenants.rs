@@ -296,3 +296,57 @@ fn policy_keys_default_to_open_and_name_the_entry_they_refuse() {
         }
     }
 }
+
+#[test]
+fn an_auth_url_pasted_as_the_token_url_is_cut_to_its_base_with_a_note() {
+    for pasted in ["/v2/token", "/v2/token/", "/V2/Token"] {
+        let text = MINIMAL.replace(
+            "marketingcloudapis.com/\"",
+            &format!("marketingcloudapis.com{pasted}\""),
+        );
+        let settings = parse(&text).expect("valid");
+        let tenant = &settings.tenants[0];
+        assert_eq!(
+            tenant.token_url, "https://mc123.auth.marketingcloudapis.com/v2/token",
+            "{pasted}"
+        );
+        assert_eq!(tenant.notes.len(), 1);
+        assert!(
+            tenant.notes[0].starts_with("tenants.acme.auth_url: "),
+            "{:?}",
+            tenant.notes
+        );
+        assert!(tenant.notes[0].contains("Authentication Base URI"));
+    }
+    let plain = parse(MINIMAL).expect("valid");
+    assert!(
+        plain.tenants[0].notes.is_empty(),
+        "the base URL as written: no note"
+    );
+}
+
+#[test]
+fn a_path_prefix_may_not_take_an_sfmc_api_root_or_the_proxys_paths() {
+    for prefix in [
+        "/hub",
+        "/HUB",
+        "/hub/x",
+        "/Asset",
+        "/data",
+        "/interaction",
+        "/v2",
+        "/_proxy",
+        "/service.asmx",
+        "/Service.asmx",
+        "/messaging/",
+    ] {
+        let text = format!("{MINIMAL}path_prefix = \"{prefix}\"\n");
+        assert_eq!(error_key(&text), "tenants.acme.path_prefix", "{prefix}");
+        let message = parse(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(message.contains("pick a name of your own"), "{message}");
+    }
+    for prefix in ["/hubspot", "/acme", "/prod/hub", "/data2"] {
+        let text = format!("{MINIMAL}path_prefix = \"{prefix}\"\n");
+        assert!(parse(&text).is_ok(), "{prefix} is a name of one's own");
+    }
+}
