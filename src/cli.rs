@@ -3,6 +3,22 @@
 //! 0 ok, 2 bad config or usage (the message names the key or flag), 1 a
 //! runtime failure (SFMC refused or unreachable, port in use).
 
+/// `println!` for the subcommands' output, which is often piped
+/// (`check | head`): when the reader has gone away the command has nothing
+/// left to say, so it exits quietly (0) instead of panicking as `println!`
+/// does on a closed pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(error) = writeln!(out, $($arg)*).and_then(|()| out.flush()) {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 #[cfg(feature = "demo")]
 mod demo;
 mod login;
@@ -243,7 +259,7 @@ pub async fn shutdown_signal() {
 async fn check(config: &Path) -> Result<(), Failure> {
     let settings = load(config)?;
     let proxy = build(settings.clone())?;
-    println!(
+    say!(
         "config {}: ok ({} tenant(s))",
         config.display(),
         settings.tenants.len()
@@ -251,14 +267,14 @@ async fn check(config: &Path) -> Result<(), Failure> {
     let mut failed = 0;
     for tenant in &settings.tenants {
         for note in &tenant.notes {
-            println!("note: {note}");
+            say!("note: {note}");
         }
         let key = TokenKey::for_tenant(tenant, None, None).map_err(refused_key)?;
         match proxy.tokens().get(&key).await {
             Ok(lease) => print_check(tenant, &lease),
             Err(failure) => {
                 failed += 1;
-                println!(
+                say!(
                     "tenant {}: FAILED\n  {}",
                     tenant.name,
                     token_failure(failure, &tenant.name)
@@ -278,22 +294,22 @@ fn print_check(tenant: &crate::config::Tenant, lease: &Lease) {
         .soap_instance
         .as_ref()
         .map_or("(none)".to_owned(), ToString::to_string);
-    println!("tenant {}: ok", tenant.name);
-    println!("  token endpoint  {}", tenant.token_url);
-    println!(
+    say!("tenant {}: ok", tenant.name);
+    say!("  token endpoint  {}", tenant.token_url);
+    say!(
         "  business unit   {}",
         tenant
             .account_id
             .as_deref()
             .unwrap_or("(the package's own)")
     );
-    println!(
+    say!(
         "  granted scope   {}",
         token.scope.as_deref().unwrap_or("(not reported)")
     );
-    println!("  expires in      {} s", token.expires_in.as_secs());
-    println!("  rest instance   {}", token.rest_instance);
-    println!("  soap instance   {soap}");
+    say!("  expires in      {} s", token.expires_in.as_secs());
+    say!("  rest instance   {}", token.rest_instance);
+    say!("  soap instance   {soap}");
 }
 
 /// Every command but a plain `serve`, on the default runtime.
@@ -362,6 +378,6 @@ async fn token(
         .get(&key)
         .await
         .map_err(|failure| runtime(token_failure(failure, &tenant.name).to_string()))?;
-    println!("{}", lease.token.access_token());
+    say!("{}", lease.token.access_token());
     Ok(())
 }

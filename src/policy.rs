@@ -250,10 +250,15 @@ fn soap_action_read(headers: &HeaderMap) -> Result<(), String> {
         if action.is_empty() {
             continue;
         }
-        let last = action.rsplit('/').next().unwrap_or(action);
+        // The WSDL's own names (`Retrieve`), or the same under the partner
+        // namespace; `Create/Retrieve` names no read.
+        let name = action
+            .strip_prefix(PARTNER_API_NS)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or(action);
         if !SOAP_READS
             .iter()
-            .any(|(_, read)| read.eq_ignore_ascii_case(last))
+            .any(|(_, read)| read.eq_ignore_ascii_case(name))
         {
             return Err(format!("SOAPAction {}", quoted(action).escape_debug()));
         }

@@ -229,6 +229,13 @@ impl Proxy {
         }
         let server = match entry {
             Entry::Main => &self.settings.server,
+            // A person's login acts for the tenant: never without the key.
+            Entry::Admin if parts.uri.path() == route::LOGIN_PATH => {
+                return Err(ProxyError::NotFound(format!(
+                    "{}: logins are not served on server.admin_listen (it asks no key); use server.listen or `sfmc-proxy login`",
+                    route::LOGIN_PATH
+                )));
+            }
             Entry::Admin if route::is_admin_path(parts.uri.path()) => &self.admin_server,
             Entry::Admin => {
                 return Err(ProxyError::NotFound(format!(

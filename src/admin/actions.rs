@@ -58,25 +58,34 @@ struct DropForm {
 }
 
 impl DropForm {
-    fn parse(body: &[u8]) -> Self {
+    /// The fields; a field given twice is refused, since which one a
+    /// reader takes (the first, the last) would decide which key is dropped.
+    fn parse(body: &[u8]) -> Result<Self, ProxyError> {
         let mut form = DropForm {
             tenant: None,
             account_id: None,
             scope: None,
             form_token: None,
         };
+        let mut seen: Vec<String> = Vec::new();
         for (name, value) in form_urlencoded::parse(body) {
-            // An empty field is an absent one: the tenant's own BU or scope.
-            let value = Some(value.into_owned()).filter(|v| !v.is_empty());
-            match &*name {
-                "tenant" => form.tenant = value,
-                "account_id" => form.account_id = value,
-                "scope" => form.scope = value,
-                "form_token" => form.form_token = value,
-                _ => {}
+            let slot = match &*name {
+                "tenant" => &mut form.tenant,
+                "account_id" => &mut form.account_id,
+                "scope" => &mut form.scope,
+                "form_token" => &mut form.form_token,
+                _ => continue,
+            };
+            if seen.iter().any(|s| *s == name) {
+                return Err(ProxyError::BadRequest(format!(
+                    "the form gives `{name}` twice: give each field once"
+                )));
             }
+            seen.push(name.into_owned());
+            // An empty field is an absent one: the tenant's own BU or scope.
+            *slot = Some(value.into_owned()).filter(|v| !v.is_empty());
         }
-        form
+        Ok(form)
     }
 }
 
@@ -141,7 +150,7 @@ async fn read_form(parts: &Parts, body: ClientBody) -> Result<DropForm, ProxyErr
             ))
         })?
         .to_bytes();
-    Ok(DropForm::parse(&bytes))
+    DropForm::parse(&bytes)
 }
 
 /// The key named by the form, as the cache holds it: the tenant must be
@@ -217,10 +226,23 @@ mod tests {
 
     #[test]
     fn empty_fields_are_absent_ones() {
-        let form = DropForm::parse(b"tenant=acme&account_id=&scope=a+b&form_token=x&other=1");
+        let form = DropForm::parse(b"tenant=acme&account_id=&scope=a+b&form_token=x&other=1")
+            .expect("a form");
         assert_eq!(form.tenant.as_deref(), Some("acme"));
         assert_eq!(form.account_id, None);
         assert_eq!(form.scope.as_deref(), Some("a b"));
         assert_eq!(form.form_token.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused() {
+        for body in [
+            &b"tenant=prod&tenant=other"[..],
+            b"tenant=a&form_token=x&form_token=y",
+        ] {
+            let refused = DropForm::parse(body).map(|_| ()).unwrap_err();
+            assert_eq!(refused.code(), "bad_request");
+            assert!(refused.to_string().contains("twice"), "{refused}");
+        }
     }
 }

@@ -47,14 +47,12 @@ pub(super) async fn run(listen: SocketAddr) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| runtime(format!("cannot read the listening address: {e}")))?;
     let server = tokio::spawn(crate::server::serve(listener, live, shutdown_signal()));
-    println!("sfmc-proxy demo");
-    println!(
+    say!("sfmc-proxy demo");
+    say!(
         "  fake SFMC tenant  {} (auth, REST and SOAP host; client_id {client_id})",
         fake.auth_url()
     );
-    println!(
-        "  proxy             http://{addr}/ (holds the client secret; your scripts hold none)\n"
-    );
+    say!("  proxy             http://{addr}/ (holds the client secret; your scripts hold none)\n");
     self_check(addr, &fake).await;
     print_try_lines(addr);
     let _ = server.await;
@@ -63,7 +61,7 @@ pub(super) async fn run(listen: SocketAddr) -> Result<(), Failure> {
 }
 
 async fn self_check(addr: SocketAddr, fake: &FakeTenant) {
-    println!("Self-check through the proxy:");
+    say!("Self-check through the proxy:");
     // Straight to the loopback proxy, never through an HTTP_PROXY from the environment.
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -93,10 +91,10 @@ async fn self_check(addr: SocketAddr, fake: &FakeTenant) {
             Err(error) => format!("failed: {error}"),
         };
         let selector = mid.map_or(String::new(), |m| format!(" [X-SFMC-Account-Id: {m}]"));
-        println!("  GET {path}{selector} -> {line}");
+        say!("  GET {path}{selector} -> {line}");
     }
-    println!("  {}", soap_check(&client, &base).await);
-    println!(
+    say!("  {}", soap_check(&client, &base).await);
+    say!(
         "  token requests sent to SFMC: {} for 4 calls (one per business unit; SOAP shares REST's token)\n",
         fake.token_requests()
     );
@@ -131,20 +129,20 @@ async fn soap_check(client: &reqwest::Client, base: &str) -> String {
 }
 
 fn print_try_lines(addr: SocketAddr) {
-    println!("Try it yourself (no token, no secret in any of these):");
-    println!("  curl -s 'http://{addr}{ROWSET_PATH}'");
-    println!("  curl -s -H 'X-SFMC-Account-Id: 200' http://{addr}/asset/v1/content/assets");
-    println!(
+    say!("Try it yourself (no token, no secret in any of these):");
+    say!("  curl -s 'http://{addr}{ROWSET_PATH}'");
+    say!("  curl -s -H 'X-SFMC-Account-Id: 200' http://{addr}/asset/v1/content/assets");
+    say!(
         "  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"items\":[{{\"Email\":\"a@example.com\"}}]}}' http://{addr}/data/v1/async/dataextensions/key:DemoDE/rows"
     );
-    println!(
+    say!(
         "  curl -s -H 'X-SFMC-Account-Id: 999' http://{addr}/asset/v1/content/assets   # 403 account_not_allowed"
     );
-    println!("  curl -s http://{addr}/_proxy/health");
+    say!("  curl -s http://{addr}/_proxy/health");
     // Unindented: a heredoc's closing `XML` must start its line.
-    println!("\nSOAP (the proxy puts the token into the envelope's Header):");
-    println!(
+    say!("\nSOAP (the proxy puts the token into the envelope's Header):");
+    say!(
         "curl -s http://{addr}/Service.asmx -H 'Content-Type: text/xml; charset=utf-8' -H 'SOAPAction: Retrieve' --data-binary @- <<'XML'\n{SOAP_RETRIEVE}\nXML"
     );
-    println!("\nPress Ctrl-C to stop.");
+    say!("\nPress Ctrl-C to stop.");
 }

@@ -27,7 +27,7 @@ pub(super) async fn run(
     let client = SfmcTokenClient::new(&settings, tls).map_err(|e| runtime(e.to_string()))?;
 
     eprintln!("Open this URL in a browser and log in:\n");
-    println!("{}", start.authorize_url);
+    say!("{}", start.authorize_url);
     let listener = login::bind_callback(&start.redirect_uri).await;
     match &listener {
         Ok(_) => eprintln!(

@@ -29,6 +29,9 @@ pub struct ServerSettings {
     /// `None` turns the check off: only when listening on an unspecified address
     /// with inbound keys and without `allowed_hosts` configured.
     pub allowed_hosts: Option<Vec<String>>,
+    /// Whether `allowed_hosts` was written in the file (else it is derived
+    /// from `listen` and the keys, and derived again by [`Self::bound_to`]).
+    pub allowed_hosts_configured: bool,
     /// Browser origins (`scheme://host[:port]`, lowercase) allowed to call.
     pub allowed_origins: Vec<String>,
     pub max_connections: usize,
@@ -102,6 +105,41 @@ impl ServerSettings {
     }
 }
 
+/// A non-loopback address needs inbound keys, or the explicit opt-out.
+fn check_exposure(
+    listen: SocketAddr,
+    inbound_keys: &[Secret],
+    allow_unauthenticated_remote: bool,
+) -> Result<(), ConfigError> {
+    if listen.ip().is_loopback() || !inbound_keys.is_empty() || allow_unauthenticated_remote {
+        return Ok(());
+    }
+    Err(invalid(
+        "server.listen",
+        format!(
+            "{listen} is not a loopback address: anyone who can reach it could use your SFMC credentials. Set server.inbound_keys, or server.allow_unauthenticated_remote = true if the network is private"
+        ),
+    ))
+}
+
+/// `allowed_hosts` when the file does not name them.
+fn derived_allowed_hosts(listen: SocketAddr, inbound_keys: &[Secret]) -> Option<Vec<String>> {
+    // Every address, with inbound keys: callers come by any name, and a
+    // rebinding web page cannot present a key.
+    if listen.ip().is_unspecified() && !inbound_keys.is_empty() {
+        return None;
+    }
+    // Without keys (loopback, or a container published on the host's
+    // loopback) only loopback names: anything else may be a web page that
+    // rebound its own name to this address.
+    let mut hosts: Vec<String> = DEFAULT_ALLOWED_HOSTS.map(String::from).into();
+    let own = super::values::host_of_ip(listen.ip());
+    if !listen.ip().is_unspecified() && !hosts.contains(&own) {
+        hosts.push(own);
+    }
+    Some(hosts)
+}
+
 /// `server.admin_listen`: an IP:port on loopback, since it asks no key.
 fn admin_address(text: &str) -> Result<SocketAddr, ConfigError> {
     let addr: SocketAddr = text.parse().map_err(|_| {
@@ -122,6 +160,37 @@ fn admin_address(text: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 impl ServerSettings {
+    /// These settings as a running process applies them on reload: the
+    /// addresses and threads it is bound to (`started`'s, until a restart)
+    /// in place of the file's, and what depends on the address checked and
+    /// derived again for them — so a file that moves `listen` to loopback
+    /// and drops the keys cannot leave the network address it still serves
+    /// without a key.
+    pub fn bound_to(self, started: &ServerSettings) -> Result<Self, ConfigError> {
+        let listen = started.listen;
+        check_exposure(listen, &self.inbound_keys, self.allow_unauthenticated_remote).map_err(
+            |_| {
+                invalid(
+                    "server.inbound_keys",
+                    format!(
+                        "the proxy still listens on {listen} (server.listen changes at a restart), which is not a loopback address: it cannot drop its inbound keys; keep them, or restart with the new listen"
+                    ),
+                )
+            },
+        )?;
+        let allowed_hosts = match self.allowed_hosts_configured {
+            true => self.allowed_hosts,
+            false => derived_allowed_hosts(listen, &self.inbound_keys),
+        };
+        Ok(Self {
+            listen,
+            admin_listen: started.admin_listen,
+            worker_threads: started.worker_threads,
+            allowed_hosts,
+            ..self
+        })
+    }
+
     /// The settings the admin address checks requests with: no inbound key,
     /// and only loopback Host names (its own address's among them), whatever
     /// `allowed_hosts` says for the main address — so a web page that rebinds
@@ -137,6 +206,9 @@ impl ServerSettings {
         Self {
             inbound_keys: Vec::new(),
             allowed_hosts: Some(hosts),
+            // No page elsewhere may read it: the status page posts to its
+            // own origin and needs no CORS.
+            allowed_origins: Vec::new(),
             ..self.clone()
         }
     }
@@ -176,14 +248,8 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
         }
         inbound_keys.push(Secret::new(value));
     }
-    if !listen.ip().is_loopback() && inbound_keys.is_empty() && !raw.allow_unauthenticated_remote {
-        return Err(invalid(
-            "server.listen",
-            format!(
-                "{listen} is not a loopback address: anyone who can reach it could use your SFMC credentials. Set server.inbound_keys, or server.allow_unauthenticated_remote = true if the network is private"
-            ),
-        ));
-    }
+    check_exposure(listen, &inbound_keys, raw.allow_unauthenticated_remote)?;
+    let allowed_hosts_configured = raw.allowed_hosts.is_some();
     let allowed_hosts = match raw.allowed_hosts {
         Some(hosts) => Some(
             hosts
@@ -191,20 +257,7 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
                 .map(|h| super::values::normalise_host_name(h))
                 .collect(),
         ),
-        // Every address, with inbound keys: callers come by any name, and a
-        // rebinding web page cannot present a key.
-        None if listen.ip().is_unspecified() && !inbound_keys.is_empty() => None,
-        None => {
-            // Without keys (loopback, or a container published on the host's
-            // loopback) only loopback names: anything else may be a web page
-            // that rebound its own name to this address.
-            let mut hosts: Vec<String> = DEFAULT_ALLOWED_HOSTS.map(String::from).into();
-            let own = super::values::host_of_ip(listen.ip());
-            if !listen.ip().is_unspecified() && !hosts.contains(&own) {
-                hosts.push(own);
-            }
-            Some(hosts)
-        }
+        None => derived_allowed_hosts(listen, &inbound_keys),
     };
     let allowed_origins = raw
         .allowed_origins
@@ -263,6 +316,7 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
         inbound_keys,
         allow_unauthenticated_remote: raw.allow_unauthenticated_remote,
         allowed_hosts,
+        allowed_hosts_configured,
         allowed_origins,
         max_connections,
         header_read_timeout,

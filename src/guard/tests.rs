@@ -34,6 +34,7 @@ fn server(keys: &[&str], origins: &[&str]) -> ServerSettings {
         inbound_keys: keys.iter().map(|k| Secret::new(*k)).collect(),
         allow_unauthenticated_remote: false,
         allowed_hosts: Some(vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()]),
+        allowed_hosts_configured: false,
         allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
         max_connections: 10,
         header_read_timeout: std::time::Duration::from_secs(1),

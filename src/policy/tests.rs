@@ -242,6 +242,8 @@ fn a_soap_action_must_name_a_read_when_there_is_one() {
             true,
         ),
         (&[("soapaction", "Create")][..], false),
+        (&[("soapaction", "Create/Retrieve")][..], false),
+        (&[("soapaction", "http://evil.example/Retrieve")][..], false),
         (
             &[("soapaction", "Retrieve"), ("soapaction", "Delete")][..],
             false,

@@ -108,7 +108,7 @@ impl Live {
     ) -> Result<ReloadReport, ReloadError> {
         let result = load()
             .map_err(ReloadError::from)
-            .and_then(|settings| Ok(self.reload(Arc::new(settings))?));
+            .and_then(|settings| self.reload(Arc::new(settings)));
         // The one count of reloads, whatever asked for it.
         let metrics = self.current.load().metrics().clone();
         metrics.config_reloaded(result.is_ok());
@@ -124,10 +124,15 @@ impl Live {
 
     /// Applies `settings` to new requests; in-flight ones finish with the
     /// generation they began with. Nothing changes when it fails.
-    pub fn reload(&self, settings: Arc<Settings>) -> Result<ReloadReport, BuildError> {
+    pub fn reload(&self, settings: Arc<Settings>) -> Result<ReloadReport, ReloadError> {
         let _one = crate::sync::lock(&self.reloading);
         let old = self.current.load_full();
+        // What the file changed, restart-only keys included (they are
+        // reported); then the settings as this process applies them.
         let changes = Changes::between(old.settings(), &settings, &self.started);
+        let mut settings = Arc::unwrap_or_clone(settings);
+        settings.server = settings.server.bound_to(&self.started.server)?;
+        let settings = Arc::new(settings);
         let next = old.next(settings.clone(), changes.upstream)?;
         // The cache's source first: from here on every fetch knows the new
         // tenants, so a new tenant's first request never meets the old client.

@@ -210,7 +210,7 @@ impl Metrics {
             names: names.clone(),
             broker_tokens: Box::new(broker_tokens),
         }));
-        Arc::new(Self {
+        let metrics = Arc::new(Self {
             registry,
             names,
             requests,
@@ -227,7 +227,9 @@ impl Metrics {
             client_connections,
             upstream_connections,
             reloads,
-        })
+        });
+        metrics.zero_series(settings);
+        metrics
     }
 
     /// The exposition, in the OpenMetrics text format.
@@ -333,6 +335,26 @@ impl Metrics {
     /// configuration reload); counts already made keep their labels.
     pub fn configure(&self, settings: &Settings) {
         self.names.configure(settings);
+        self.zero_series(settings);
+    }
+
+    /// The series alerts compare against, at 0 before anything happened:
+    /// each tenant's successful token requests for its default business unit
+    /// (so "no success" is a 0, not a missing series), and both reload
+    /// results (so the first failure is an increase).
+    fn zero_series(&self, settings: &Settings) {
+        for tenant in &settings.tenants {
+            let name = self.names.tenant(Some(&tenant.name));
+            let _ = self.token_requests.get_or_create(&TokenRequestLabels {
+                mid: self.names.mid(&name, tenant.account_id.as_deref()),
+                tenant: name,
+                result: "ok",
+                error: Label::empty(),
+            });
+        }
+        for result in ["success", "failure"] {
+            let _ = self.reloads.get_or_create(&ResultLabels { result });
+        }
     }
 
     /// A configuration reload was applied (`true`) or refused.

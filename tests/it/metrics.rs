@@ -206,6 +206,17 @@ async fn the_admin_address_serves_the_proxy_paths_without_the_key_and_nothing_el
     assert_eq!((api.status, api.proxy_error()), (404, Some("not_found")));
     assert!(api.message().contains("server.listen"), "{}", api.message());
     assert_eq!(s.fake.rest_requests(), 0);
+    // A person's login acts for the tenant: not without the key.
+    let login = s.client.get(&admin, "/_proxy/login?tenant=acme", &[]).await;
+    assert_eq!(
+        (login.status, login.proxy_error()),
+        (404, Some("not_found"))
+    );
+    assert!(
+        login.message().contains("sfmc-proxy login"),
+        "{}",
+        login.message()
+    );
     // A rebinding web page's Host is refused there too.
     let rebound = s
         .client
@@ -246,9 +257,14 @@ async fn a_login_tenant_without_a_login_counts_no_token_request_it_never_sent() 
     );
     assert_eq!(fake.token_requests(), 0);
     let text = scrape(&client, &proxy, &[]).await.text();
-    assert!(
-        !text.contains("sfmc_proxy_token_requests_total{"),
-        "requests never sent are not counted:\n{text}"
+    let counted: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("sfmc_proxy_token_requests_total{"))
+        .collect();
+    assert_eq!(
+        counted,
+        [r#"sfmc_proxy_token_requests_total{tenant="acme",mid="default",result="ok",error=""} 0"#],
+        "requests never sent are not counted (the 0 is there for alerts):\n{text}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -467,3 +467,52 @@ async fn a_waiting_browser_login_of_a_changed_tenant_is_cancelled() {
     assert_eq!(rotated.logins_cancelled, 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The file moves `listen` to loopback and drops the keys; the process still
+/// listens where it started (a restart applies `listen`), so the keys stay.
+#[tokio::test]
+async fn a_reload_cannot_drop_the_keys_of_an_address_it_still_listens_on() {
+    let fake = start_fake().await;
+    let key = "network-listener-key-0123";
+    let exposed = config(&fake)
+        .listen("0.0.0.0:8080".parse().expect("addr"))
+        .inbound_keys(&[key]);
+    let proxy = exposed.start().await;
+    let client = TestClient::new();
+    let keyless = config(&fake).listen("127.0.0.1:8080".parse().expect("addr"));
+    let error = proxy.reload(&keyless).expect_err("refused").to_string();
+    assert!(
+        error.contains("server.inbound_keys"),
+        "names the key: {error}"
+    );
+    assert!(
+        error.contains("0.0.0.0:8080"),
+        "says where it listens: {error}"
+    );
+    assert!(!error.contains(key));
+    let without = client
+        .get(&proxy, "/hub/v1/x", &[("host", "localhost")])
+        .await;
+    assert_eq!(
+        (without.status, without.proxy_error()),
+        (401, Some("inbound_key_required")),
+        "still keyed"
+    );
+    assert_eq!(fake.token_requests(), 0);
+    // The same file with its keys kept applies (listen reported for a restart).
+    let keyed = config(&fake)
+        .listen("127.0.0.1:8080".parse().expect("addr"))
+        .inbound_keys(&[key]);
+    let report = proxy.reload(&keyed).expect("reloads");
+    assert_eq!(report.changes.needs_restart, ["server.listen"]);
+    // And the Host check stays the one of the address it is bound to (none on
+    // 0.0.0.0 with keys), not the loopback names the file's listen implies.
+    let named = client
+        .get(
+            &proxy,
+            "/hub/v1/x",
+            &[("x-proxy-key", key), ("host", "proxy.corp.example")],
+        )
+        .await;
+    assert_eq!(named.status, 200, "{}", named.text());
+}

@@ -176,7 +176,7 @@ fn admin_listen_must_be_loopback_and_checks_only_loopback_names_without_a_key() 
     let garbled = format!("[server]\nadmin_listen = \"localhost\"\n{MINIMAL}");
     assert_eq!(error_key(&garbled), "server.admin_listen");
     let text = format!(
-        "[server]\nlisten = \"0.0.0.0:8080\"\ninbound_keys = [\"${{KEY}}\"]\nadmin_listen = \"[::1]:9090\"\n{MINIMAL}"
+        "[server]\nlisten = \"0.0.0.0:8080\"\ninbound_keys = [\"${{KEY}}\"]\nadmin_listen = \"[::1]:9090\"\nallowed_origins = [\"https://tools.example\"]\n{MINIMAL}"
     );
     let settings = parse(&text).expect("valid");
     assert_eq!(settings.server.admin_listen, "[::1]:9090".parse().ok());
@@ -192,5 +192,9 @@ fn admin_listen_must_be_loopback_and_checks_only_loopback_names_without_a_key() 
             ][..]
         ),
         "loopback names only, although the main address checks none"
+    );
+    assert!(
+        admin.allowed_origins.is_empty(),
+        "no page elsewhere may read the admin address"
     );
 }

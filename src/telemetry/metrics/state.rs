@@ -72,8 +72,12 @@ impl Collector for StateCollector {
             let (_, times) = keys
                 .entry(id)
                 .or_insert_with(|| (KeyLabels { tenant, mid }, KeyTimes::default()));
-            let live = view.token.as_ref().filter(|t| t.expires_at > now);
-            later(&mut times.expiry, live.map(|t| at(t.expires_at)));
+            // Also once it has expired: the series stays (in the past), so
+            // `expiry - time() < 60` stays true instead of vanishing.
+            later(
+                &mut times.expiry,
+                view.token.as_ref().map(|t| at(t.expires_at)),
+            );
             later(&mut times.last_success, view.last_success.map(at));
             later(
                 &mut times.last_error,
