@@ -300,3 +300,29 @@ async fn a_path_prefix_that_shadows_an_sfmc_api_root_exits_2_naming_the_key() {
     assert!(said.contains("an SFMC REST API root"), "{said}");
     assert_eq!(fake.token_requests(), 0, "nothing is asked of SFMC");
 }
+
+#[tokio::test]
+async fn check_into_a_closed_pipe_exits_quietly() {
+    let fake = start_fake().await;
+    let config = TestProxy::builder().tenant(Tenant::new("acme", &fake));
+    let path = write_config("check-pipe", &config.render());
+    // `check | head -0`: the reader is gone before the first line is written.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .env_remove("SFMC_PROXY_CONFIG")
+        .stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        // Not `output()`: it would replace stdout with a pipe of its own.
+        .spawn()
+        .expect("binary runs")
+        .wait_with_output()
+        .await
+        .expect("binary ends");
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+}
