@@ -232,6 +232,51 @@ async fn the_readme_alerts_are_valid_rules_over_real_metric_names() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    // And they fire when they should (`promtool test rules`): a tenant whose
+    // every token request is refused from the start (only its 0 of `ok`), and
+    // a business unit in use whose token has expired.
+    let cases = r#"
+rule_files: [alerts.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'sfmc_proxy_token_requests_total{tenant="acme",mid="default",result="ok",error=""}'
+        values: '0x40'
+      - series: 'sfmc_proxy_token_requests_total{tenant="acme",mid="default",result="rejected",error="invalid_client"}'
+        values: '0+1x40'
+      - series: 'sfmc_proxy_token_expiry_timestamp_seconds{tenant="acme",mid="100"}'
+        values: '300x40'
+      - series: 'sfmc_proxy_business_unit_requests_total{tenant="acme",mid="100",outcome="ok"}'
+        values: '0+10x40'
+    alert_rule_test:
+      - eval_time: 25m
+        alertname: SfmcTokenEndpointFailing
+        exp_alerts:
+          - exp_labels: {tenant: acme}
+            exp_annotations:
+              summary: "SFMC refuses or cannot be reached for tenant acme: see /_proxy/status"
+      - eval_time: 25m
+        alertname: SfmcTokenExpiresSoon
+        exp_alerts:
+          - exp_labels: {tenant: acme, mid: "100"}
+            exp_annotations:
+              summary: "token of acme/100 expires within 60 s"
+"#;
+    std::fs::write(dir.join("alerts.test.yml"), cases).expect("write the rule tests");
+    let promtool = prometheus().with_file_name("promtool");
+    let output = tokio::process::Command::new(promtool)
+        .current_dir(&dir)
+        .args(["test", "rules", "alerts.test.yml"])
+        .output()
+        .await
+        .expect("promtool runs");
+    assert!(
+        output.status.success(),
+        "the README's alerts do not fire as they should: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     let s = setup().await;
     let throttled = s
         .client

@@ -184,3 +184,36 @@ fn reloads_are_counted_by_result() {
     assert!(text.contains(r#"sfmc_proxy_config_reloads_total{result="failure"} 1"#));
     assert!(text.contains(r#"sfmc_proxy_config_reloads_total{result="success"} 2"#));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_token_keeps_its_expiry_in_the_past_so_alerts_stay_true() {
+    let (metrics, tokens) = metrics();
+    let fetched = FetchedToken {
+        access_token: "short-lived".into(),
+        expires_in: Duration::from_secs(10),
+        scope: None,
+        rest_instance: InstanceBase::parse(
+            "https://mc123.rest.marketingcloudapis.com/",
+            &[".marketingcloudapis.com".to_owned()],
+        )
+        .expect("instance"),
+        soap_instance: None,
+    };
+    tokens
+        .put(&key(Some("100")), fetched, Instant::now())
+        .expect("put");
+    tokio::time::advance(Duration::from_secs(70)).await;
+    let text = metrics.encode();
+    let prefix = r#"sfmc_proxy_token_expiry_timestamp_seconds{tenant="acme",mid="100"} "#;
+    let expiry: f64 = line(&text, prefix)
+        .and_then(|l| l[prefix.len()..].parse().ok())
+        .unwrap_or_else(|| panic!("the series is gone:\n{text}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        expiry < now - 55.0,
+        "{expiry} is a minute in the past of {now}"
+    );
+}
