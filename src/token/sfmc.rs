@@ -157,11 +157,26 @@ impl SfmcTokenClient {
             .await
             .map_err(|e| unavailable(&tenant.token_url, &e))?;
         let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
         let bytes = response
             .bytes()
             .await
             .map_err(|e| unavailable(&tenant.token_url, &e))?;
-        parse_response(status, &bytes, &self.allowed_instance_hosts)
+        parse_response(status, &bytes, &self.allowed_instance_hosts).map_err(|error| match error {
+            // A 200 that is no token: most often a web page, because
+            // auth_url is not the package's Authentication Base URI.
+            TokenError::InvalidResponse(reason) => TokenError::InvalidResponse(format!(
+                "{reason} (POST {} answered HTTP {}, Content-Type: {content_type}); check that auth_url is the package's Authentication Base URI",
+                tenant.token_url,
+                status.as_u16()
+            )),
+            other => other,
+        })
     }
 }
 

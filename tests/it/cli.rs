@@ -326,3 +326,28 @@ async fn check_into_a_closed_pipe_exits_quietly() {
     assert_eq!(output.status.code(), Some(0), "{said}");
     assert!(!said.contains("panicked"), "{said}");
 }
+
+#[tokio::test]
+async fn a_web_page_where_a_token_was_expected_names_the_url_and_content_type() {
+    let page = bytes::Bytes::from_static(b"<!doctype html><title>Marketing Cloud</title>");
+    let auth_url = static_auth_answer("text/html; charset=utf-8", page).await;
+    let config = TestProxy::builder().tenant(Tenant::at("acme", &auth_url));
+    let path = write_config("check-html", &config.render());
+    let output = run(&["check"], &path, &[]).await;
+    let printed = stdout(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{printed}{}",
+        stderr(&output)
+    );
+    assert!(
+        printed.contains(&format!("POST {auth_url}v2/token answered HTTP 200")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("Content-Type: text/html; charset=utf-8"),
+        "{printed}"
+    );
+    assert!(printed.contains("Authentication Base URI"), "{printed}");
+}

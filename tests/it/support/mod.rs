@@ -260,11 +260,16 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// A token endpoint that always answers with `body` (for instance URLs the fake
 /// would never produce). Returns its auth URL; serves until the runtime ends.
 pub async fn static_auth_server(body: Value) -> String {
+    static_auth_answer("application/json", Bytes::from(body.to_string())).await
+}
+
+/// A token endpoint that always answers 200 with `body` as `content_type`
+/// (a web page where a token was expected, say).
+pub async fn static_auth_answer(content_type: &'static str, body: Bytes) -> String {
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let body = Bytes::from(body.to_string());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let body = body.clone();
@@ -274,7 +279,7 @@ pub async fn static_auth_server(body: Value) -> String {
                     async move {
                         Ok::<_, Infallible>(
                             Response::builder()
-                                .header("content-type", "application/json")
+                                .header("content-type", content_type)
                                 .body(Full::new(body))
                                 .expect("response"),
                         )
