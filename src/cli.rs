@@ -212,7 +212,8 @@ async fn serve(config: &Path, settings: Arc<Settings>) -> Result<(), Failure> {
         %listen,
         tenants = %settings.tenant_names(),
         worker_threads = settings.server.runtime_threads(),
-        "sfmc-proxy listening; point SFMC clients at http://{listen}/"
+        "sfmc-proxy listening; point SFMC clients at {}",
+        client_url(listen)
     );
     for note in settings.tenants.iter().flat_map(|t| &t.notes) {
         tracing::warn!("config: {note}; write it so to silence this");
@@ -380,4 +381,45 @@ async fn token(
         .map_err(|failure| runtime(token_failure(failure, &tenant.name).to_string()))?;
     say!("{}", lease.token.access_token());
     Ok(())
+}
+
+/// Where a client should point, for the start-up line: the address itself,
+/// unless it is 0.0.0.0 or [::] — every interface, which no client can call.
+fn client_url(listen: SocketAddr) -> String {
+    if !listen.ip().is_unspecified() {
+        return format!("http://{listen}/");
+    }
+    let port = listen.port();
+    let this_host = match listen {
+        SocketAddr::V4(_) => format!("http://127.0.0.1:{port}/"),
+        SocketAddr::V6(_) => format!("http://[::1]:{port}/"),
+    };
+    format!(
+        "{this_host} on this host, or this host's name or address on port {port} from elsewhere ({} listens on every interface)",
+        listen.ip()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_url;
+
+    #[test]
+    fn the_start_up_line_names_an_address_a_client_can_call() {
+        let url = |text: &str| client_url(text.parse().expect("address"));
+        assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080/");
+        assert_eq!(url("[::1]:8080"), "http://[::1]:8080/");
+        assert_eq!(url("192.0.2.7:8080"), "http://192.0.2.7:8080/");
+        let every = url("0.0.0.0:8080");
+        assert!(
+            every.starts_with("http://127.0.0.1:8080/ on this host"),
+            "{every}"
+        );
+        assert!(
+            every.contains("0.0.0.0 listens on every interface"),
+            "{every}"
+        );
+        assert!(!every.contains("http://0.0.0.0"), "{every}");
+        assert!(url("[::]:9000").starts_with("http://[::1]:9000/ on this host"));
+    }
 }
