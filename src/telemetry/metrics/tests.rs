@@ -66,6 +66,28 @@ fn done<'a>(tenant: &'a Arc<str>, mid: &'a Arc<str>, method: &'a Method) -> Requ
     }
 }
 
+/// A token for the BU `100`'s key, as SFMC would hand it out.
+fn fetched(token: &str, lifetime_s: u64) -> FetchedToken {
+    FetchedToken {
+        access_token: token.into(),
+        expires_in: Duration::from_secs(lifetime_s),
+        scope: None,
+        rest_instance: InstanceBase::parse(
+            "https://mc123.rest.marketingcloudapis.com/",
+            &[".marketingcloudapis.com".to_owned()],
+        )
+        .expect("instance"),
+        soap_instance: None,
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
 fn line<'t>(text: &'t str, start: &str) -> Option<&'t str> {
     text.lines().find(|l| l.starts_with(start))
 }
@@ -141,25 +163,15 @@ async fn token_state_is_read_at_scrape_time_in_unix_seconds_without_the_token() 
         )
         .is_none()
     );
-    let fetched = FetchedToken {
-        access_token: "the-access-token".into(),
-        expires_in: Duration::from_secs(1080),
-        scope: None,
-        rest_instance: InstanceBase::parse(
-            "https://mc123.rest.marketingcloudapis.com/",
-            &[".marketingcloudapis.com".to_owned()],
-        )
-        .expect("instance"),
-        soap_instance: None,
-    };
     tokens
-        .put(&key(Some("100")), fetched, Instant::now())
+        .put(
+            &key(Some("100")),
+            fetched("the-access-token", 1080),
+            Instant::now(),
+        )
         .expect("put");
     let text = metrics.encode();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs_f64();
+    let now = unix_now();
     let value = |name: &str| -> f64 {
         let prefix = format!(r#"sfmc_proxy_{name}_seconds{{tenant="acme",mid="100"}} "#);
         line(&text, &prefix)
@@ -188,19 +200,12 @@ fn reloads_are_counted_by_result() {
 #[tokio::test(start_paused = true)]
 async fn an_expired_token_keeps_its_expiry_in_the_past_so_alerts_stay_true() {
     let (metrics, tokens) = metrics();
-    let fetched = FetchedToken {
-        access_token: "short-lived".into(),
-        expires_in: Duration::from_secs(10),
-        scope: None,
-        rest_instance: InstanceBase::parse(
-            "https://mc123.rest.marketingcloudapis.com/",
-            &[".marketingcloudapis.com".to_owned()],
-        )
-        .expect("instance"),
-        soap_instance: None,
-    };
     tokens
-        .put(&key(Some("100")), fetched, Instant::now())
+        .put(
+            &key(Some("100")),
+            fetched("short-lived", 10),
+            Instant::now(),
+        )
         .expect("put");
     tokio::time::advance(Duration::from_secs(70)).await;
     let text = metrics.encode();
@@ -208,10 +213,7 @@ async fn an_expired_token_keeps_its_expiry_in_the_past_so_alerts_stay_true() {
     let expiry: f64 = line(&text, prefix)
         .and_then(|l| l[prefix.len()..].parse().ok())
         .unwrap_or_else(|| panic!("the series is gone:\n{text}"));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs_f64();
+    let now = unix_now();
     assert!(
         expiry < now - 55.0,
         "{expiry} is a minute in the past of {now}"
