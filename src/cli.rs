@@ -19,9 +19,11 @@ macro_rules! say {
     }};
 }
 
+mod check;
 #[cfg(feature = "demo")]
 mod demo;
 mod login;
+mod token;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,12 +35,10 @@ use tokio::net::TcpListener;
 
 use crate::config::{NoTenant, Settings, default_worker_threads};
 use crate::error::ProxyError;
-use crate::failures::token_failure;
 use crate::proxy::Proxy;
 use crate::reload::Live;
 use crate::telemetry::LogFormat;
-use crate::token::Lease;
-use crate::token::{KeyRefused, TokenKey};
+use crate::token::KeyRefused;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -257,73 +257,17 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested; finishing in-flight requests");
 }
 
-async fn check(config: &Path) -> Result<(), Failure> {
-    let settings = load(config)?;
-    let proxy = build(settings.clone())?;
-    say!(
-        "config {}: ok ({} tenant(s))",
-        config.display(),
-        settings.tenants.len()
-    );
-    let mut failed = 0;
-    for tenant in &settings.tenants {
-        for note in &tenant.notes {
-            say!("note: {note}");
-        }
-        let key = TokenKey::for_tenant(tenant, None, None).map_err(refused_key)?;
-        match proxy.tokens().get(&key).await {
-            Ok(lease) => print_check(tenant, &lease),
-            Err(failure) => {
-                failed += 1;
-                say!(
-                    "tenant {}: FAILED\n  {}",
-                    tenant.name,
-                    token_failure(failure, &tenant.name)
-                );
-            }
-        }
-    }
-    if failed > 0 {
-        return Err(runtime(format!("{failed} tenant(s) could not get a token")));
-    }
-    Ok(())
-}
-
-fn print_check(tenant: &crate::config::Tenant, lease: &Lease) {
-    let token = &lease.token;
-    let soap = token
-        .soap_instance
-        .as_ref()
-        .map_or("(none)".to_owned(), ToString::to_string);
-    say!("tenant {}: ok", tenant.name);
-    say!("  token endpoint  {}", tenant.token_url);
-    say!(
-        "  business unit   {}",
-        tenant
-            .account_id
-            .as_deref()
-            .unwrap_or("(the package's own)")
-    );
-    say!(
-        "  granted scope   {}",
-        token.scope.as_deref().unwrap_or("(not reported)")
-    );
-    say!("  expires in      {} s", token.expires_in.as_secs());
-    say!("  rest instance   {}", token.rest_instance);
-    say!("  soap instance   {soap}");
-}
-
 /// Every command but a plain `serve`, on the default runtime.
 async fn run_command(command: Command, config: &Path) -> Result<(), Failure> {
     match command {
         Command::Serve => serve(config, load(config)?).await,
-        Command::Check => check(config).await,
+        Command::Check => check::run(config).await,
         Command::Token {
             tenant,
             account_id,
             scope,
         } => {
-            token(
+            token::run(
                 config,
                 tenant.as_deref(),
                 account_id.as_deref(),
@@ -362,25 +306,6 @@ fn pick_tenant<'a>(
 /// a client of the proxy would get.
 fn refused_key(refused: KeyRefused) -> Failure {
     usage(ProxyError::from(refused).to_string())
-}
-
-async fn token(
-    config: &Path,
-    tenant: Option<&str>,
-    account_id: Option<&str>,
-    scope: Option<&str>,
-) -> Result<(), Failure> {
-    let settings = load(config)?;
-    let tenant = pick_tenant(&settings, tenant)?;
-    let key = TokenKey::for_tenant(tenant, account_id, scope).map_err(refused_key)?;
-    let proxy = build(settings.clone())?;
-    let lease = proxy
-        .tokens()
-        .get(&key)
-        .await
-        .map_err(|failure| runtime(token_failure(failure, &tenant.name).to_string()))?;
-    say!("{}", lease.token.access_token());
-    Ok(())
 }
 
 /// Where a client should point, for the start-up line: the address itself,
