@@ -73,14 +73,11 @@ impl From<ProxyError> for Refusal {
     fn from(error: ProxyError) -> Self {
         let code = error.code();
         match &error {
-            ProxyError::TokenRejected {
-                sfmc_error,
-                sfmc_error_description,
-                ..
-            } => Self::new(
+            ProxyError::TokenRejected(rejection) => Self::new(
                 401,
-                sfmc_error,
-                sfmc_error_description
+                &rejection.sfmc_error,
+                rejection
+                    .sfmc_error_description
                     .clone()
                     .unwrap_or_else(|| error.to_string()),
                 code,

@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod broker;
 mod cli;
+mod diagnosis;
 mod guard;
 mod login;
 mod logs;
