@@ -6,8 +6,7 @@
 // `https://{{et_subdomain}}.rest.marketingcloudapis.com/...` URLs: this script
 // changes the scheme, host and port of any *.marketingcloudapis.com (or
 // *.exacttargetapis.com) URL to `proxy_url` before the request is sent, and
-// keeps its path and query. `proxy_url` may end in a tenant's path_prefix
-// (http://127.0.0.1:8080/sandbox).
+// keeps its path and query (after any path in `proxy_url`).
 //
 // It also asks the proxy's token broker (`POST {proxy_url}/v2/token`) for a
 // local token and stores it as `dne_etAccessToken`, the variable the official
@@ -15,9 +14,10 @@
 // `<fueloauth>`). The broker answers with the live local token it already
 // gave this client while at least half its lifetime is left, so asking before
 // every request costs no token request to SFMC and survives a proxy restart.
-// et_clientId is a tenant's name in proxy.toml (or its real client id),
-// et_clientSecret its local secret (broker.client_secrets; anything on a
-// loopback proxy without one), et_mid the business unit.
+// et_clientId is a tenant's name in proxy.toml (or its real client id): the
+// token, and so every request, is bound to that tenant. et_clientSecret is its
+// local secret (broker.client_secrets; anything on a loopback proxy without
+// one), et_mid the business unit.
 //
 // Needs the Postman desktop app or the Postman Agent on the proxy's machine:
 // the web app's browser requests carry an Origin the proxy refuses.
