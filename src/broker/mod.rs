@@ -297,7 +297,13 @@ fn public_base(parts: &Parts, settings: &Settings) -> String {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         })
-        .unwrap_or_else(|| settings.server.listen.to_string());
+        .unwrap_or_else(|| {
+            let first = settings.server.listen.first();
+            first.map_or_else(
+                || crate::config::DEFAULT_LISTEN.to_owned(),
+                ToString::to_string,
+            )
+        });
     format!("http://{host}/")
 }
 

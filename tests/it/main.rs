@@ -8,6 +8,7 @@ mod admin;
 mod broker;
 mod cli;
 mod diagnosis;
+mod flags;
 mod guard;
 mod login;
 mod logs;
