@@ -9,6 +9,7 @@ mod broker;
 mod cli;
 mod diagnosis;
 mod guard;
+mod install;
 mod login;
 mod logs;
 mod metrics;
