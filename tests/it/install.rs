@@ -551,3 +551,95 @@ async fn the_container_serves_every_address_with_the_key_and_refuses_a_call_with
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_rotated_inbound_keys_file_applies_at_sighup_without_a_restart() {
+    // A Docker or Kubernetes secret mounted as a file changes in place
+    // (systemd's credentials do not: they are copied at start).
+    let fake = start_fake().await;
+    let dir = temp_dir("keys-file");
+    let keys = dir.join("inbound-keys");
+    write_private(&keys, &format!("{KEY}\n"));
+    let config = dir.join("proxy.toml");
+    let text = TestProxy::builder()
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .tenant(Tenant::new("acme", &fake))
+        .render()
+        .replacen(
+            "[server]\n",
+            &format!("[server]\ninbound_keys_file = \"{}\"\n", keys.display()),
+            1,
+        );
+    assert!(text.contains("inbound_keys_file"), "{text}");
+    std::fs::write(&config, text).expect("write config");
+    let args: Vec<String> = [
+        "--config",
+        &config.display().to_string(),
+        "--log-format",
+        "json",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    let mut proxy = Running::spawn(&[args, vec!["serve".to_owned()]].concat(), &[]);
+    let addr = proxy.started().await;
+    let host = addr.to_string();
+    let with = |key: &'static str| [("x-proxy-key", key)];
+    assert_eq!(
+        call("GET", addr, &host, "/hub/v1/x", &with(KEY))
+            .await
+            .status,
+        200
+    );
+
+    // The new key beside the old one while clients move, then the old one gone.
+    const NEW: &str = "install-test-rotated-key-4567";
+    write_private(&keys, &format!("{KEY}\n{NEW}\n"));
+    proxy.signal("HUP");
+    let reloaded = proxy.line(|l| l.contains("config reload")).await;
+    assert!(reloaded.contains("config reloaded"), "{reloaded}");
+    assert_eq!(
+        call("GET", addr, &host, "/hub/v1/x", &with(NEW))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call("GET", addr, &host, "/hub/v1/x", &with(KEY))
+            .await
+            .status,
+        200
+    );
+    write_private(&keys, &format!("{NEW}\n"));
+    proxy.signal("HUP");
+    let reloaded = proxy.line(|l| l.contains("config reload")).await;
+    assert!(reloaded.contains("config reloaded"), "{reloaded}");
+    let old = call("GET", addr, &host, "/hub/v1/x", &with(KEY)).await;
+    assert_eq!(old.status, 401, "{}", old.text());
+    assert_eq!(
+        call("GET", addr, &host, "/hub/v1/x", &with(NEW))
+            .await
+            .status,
+        200
+    );
+
+    // An emptied file is refused; the running keys stay.
+    write_private(&keys, "\n");
+    proxy.signal("HUP");
+    let refused = proxy.line(|l| l.contains("config reload")).await;
+    assert!(
+        refused.contains("config reload refused") && refused.contains("server.inbound_keys_file"),
+        "{refused}"
+    );
+    assert_eq!(
+        call("GET", addr, &host, "/hub/v1/x", &with(NEW))
+            .await
+            .status,
+        200
+    );
+
+    let (status, log) = proxy.terminate().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(!log.contains(KEY) && !log.contains(NEW), "no key logged");
+    let _ = std::fs::remove_dir_all(&dir);
+}
