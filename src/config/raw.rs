@@ -23,6 +23,7 @@ pub(super) struct RawServer {
     pub admin_listen: Option<String>,
     pub public_url: Option<String>,
     pub inbound_keys: Vec<String>,
+    pub inbound_keys_file: Option<String>,
     pub allow_unauthenticated_remote: bool,
     pub allowed_hosts: Option<Vec<String>>,
     pub allowed_origins: Vec<String>,

@@ -264,6 +264,31 @@ pub(super) fn validate(
         }
         inbound_keys.push(Secret::new(value));
     }
+    // One key a line (a systemd credential, a Docker or Kubernetes secret),
+    // added to those written inline; blank lines are skipped.
+    if let Some(file) = &raw.inbound_keys_file {
+        let key = "server.inbound_keys_file";
+        let text = ex.read_secret_file(key, file)?;
+        let inline = inbound_keys.len();
+        for (i, line) in text.lines().map(str::trim).enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            if line.len() < 16 {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "line {}: an inbound key must be at least 16 characters",
+                        i + 1
+                    ),
+                ));
+            }
+            inbound_keys.push(Secret::new(line));
+        }
+        if inbound_keys.len() == inline {
+            return Err(invalid(key, "the file holds no key"));
+        }
+    }
     check_exposure(
         listen_key,
         &listen,

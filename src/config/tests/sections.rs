@@ -198,3 +198,57 @@ fn admin_listen_must_be_loopback_and_checks_only_loopback_names_without_a_key() 
         "no page elsewhere may read the admin address"
     );
 }
+
+#[test]
+fn inbound_keys_file_adds_one_key_a_line_and_refuses_short_or_none() {
+    let dir = std::env::temp_dir().join(format!("sfmc-proxy-keys-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(
+        dir.join("keys"),
+        "0123456789abcdef-one\n\n  0123456789abcdef-two  \n",
+    )
+    .expect("write");
+    std::fs::write(dir.join("short"), "0123456789abcdef-one\ntoo-short\n").expect("write");
+    std::fs::write(dir.join("empty"), "\n").expect("write");
+    let with = |file: &str| {
+        format!(
+            "[server]\nlisten = \"0.0.0.0:8080\"\ninbound_keys = [\"${{KEY}}\"]\ninbound_keys_file = \"{file}\"\n{MINIMAL}"
+        )
+    };
+    let settings = Settings::from_toml(&with("keys"), env, &dir).expect("valid");
+    let keys: Vec<&str> = settings
+        .server
+        .inbound_keys
+        .iter()
+        .map(Secret::expose)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "0123456789abcdef0123",
+            "0123456789abcdef-one",
+            "0123456789abcdef-two"
+        ]
+    );
+    // `${VAR}` in the path: a systemd unit's ${CREDENTIALS_DIRECTORY}.
+    let env_dir = |name: &str| match name {
+        "CREDENTIALS_DIRECTORY" => Some(dir.display().to_string()),
+        other => env(other),
+    };
+    let text = format!(
+        "[server]\nlisten = \"0.0.0.0:8080\"\ninbound_keys_file = \"${{CREDENTIALS_DIRECTORY}}/keys\"\n{MINIMAL}"
+    );
+    let from_env = Settings::from_toml(&text, env_dir, Path::new("/nonexistent"))
+        .expect("a file alone makes a non-loopback listen valid");
+    assert_eq!(from_env.server.inbound_keys.len(), 2);
+    for bad in ["short", "empty", "missing"] {
+        match Settings::from_toml(&with(bad), env, &dir) {
+            Err(ConfigError::Invalid { key, message }) => {
+                assert_eq!(key, "server.inbound_keys_file", "{bad}");
+                assert!(!message.contains("0123456789abcdef"), "no key in {message}");
+            }
+            other => panic!("{bad}: expected Invalid, got {other:?}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
