@@ -297,6 +297,21 @@ fn load(path: &Path) -> Result<Arc<Settings>, Failure> {
     load_with(path, &LoadOptions::default())
 }
 
+/// The settings for a command that uses one tenant (`token`, `login`): with
+/// `--tenant X`, another tenant whose `${VAR}` is unset does not stop it —
+/// it is left out, with a note on stderr.
+fn load_for_tenant(path: &Path, tenant: Option<&str>) -> Result<Arc<Settings>, Failure> {
+    let options = LoadOptions {
+        only_tenant: tenant.map(str::to_owned),
+        ..LoadOptions::default()
+    };
+    let settings = load_with(path, &options)?;
+    for note in &settings.left_out {
+        eprintln!("note: {note}");
+    }
+    Ok(settings)
+}
+
 fn load_with(path: &Path, options: &LoadOptions) -> Result<Arc<Settings>, Failure> {
     Settings::load_with(path, options)
         .map(Arc::new)

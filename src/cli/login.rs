@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::{Failure, load, pick_tenant, refused_key, runtime, usage};
+use super::{Failure, load_for_tenant, pick_tenant, refused_key, runtime, usage};
 use crate::login::{self, LOGIN_WAIT, LoginError};
 use crate::token::TokenKey;
 use crate::token::sfmc::SfmcTokenClient;
@@ -18,7 +18,7 @@ pub(super) async fn run(
     tenant: Option<&str>,
     account_id: Option<&str>,
 ) -> Result<(), Failure> {
-    let settings = load(config)?;
+    let settings = load_for_tenant(config, tenant)?;
     let tenant = pick_tenant(&settings, tenant)?;
     let key = TokenKey::for_tenant(tenant, account_id, None).map_err(refused_key)?;
     let start = login::start(tenant).map_err(|e| usage(e.to_string()))?;
@@ -59,8 +59,9 @@ pub(super) async fn run(
         done = received => done,
         done = by_paste => done,
         () = tokio::time::sleep(LOGIN_WAIT) => return Err(runtime(format!(
-            "no login within {} minutes; run `sfmc-proxy login` again",
-            LOGIN_WAIT.as_secs() / 60
+            "no login within {} minutes; run `{}` again",
+            LOGIN_WAIT.as_secs() / 60,
+            tenant.login_command(account_id)
         ))),
     }
     .map_err(|e| runtime(e.to_string()))?;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Failure, build, load, pick_tenant, refused_key, runtime};
+use super::{Failure, build, load_for_tenant, pick_tenant, refused_key, runtime};
 use crate::failures::token_failure;
 use crate::token::TokenKey;
 
@@ -13,7 +13,7 @@ pub(super) async fn run(
     account_id: Option<&str>,
     scope: Option<&str>,
 ) -> Result<(), Failure> {
-    let settings = load(config)?;
+    let settings = load_for_tenant(config, tenant)?;
     let tenant = pick_tenant(&settings, tenant)?;
     let key = TokenKey::for_tenant(tenant, account_id, scope).map_err(refused_key)?;
     let proxy = build(settings.clone())?;

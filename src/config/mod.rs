@@ -118,8 +118,6 @@ pub struct Settings {
     pub default_tenant: Option<usize>,
     /// Tenants left out under [`LoadOptions::only_tenant`], each with why.
     pub left_out: Vec<String>,
-    /// The file these settings were read from (absolute), when they were.
-    pub config_file: Option<std::path::PathBuf>,
 }
 
 /// Why [`Settings::tenant_or_default`] found no tenant.
@@ -145,11 +143,12 @@ impl Settings {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut settings =
-            Self::from_toml_with(&text, |name| std::env::var(name).ok(), base, options)?;
         // Absolute, so that a hint to run a command works from any directory.
-        settings.config_file = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
-        Ok(settings)
+        let file: Arc<Path> = std::path::absolute(path)
+            .unwrap_or_else(|_| path.to_owned())
+            .into();
+        let env = |name: &str| std::env::var(name).ok();
+        Self::from_toml_with(&text, env, base, options, Some(file))
     }
 
     /// Parses and validates TOML text. `env` resolves `${VAR}`.
@@ -158,14 +157,16 @@ impl Settings {
         env: impl Fn(&str) -> Option<String>,
         base_dir: &Path,
     ) -> Result<Self, ConfigError> {
-        Self::from_toml_with(text, env, base_dir, &LoadOptions::default())
+        Self::from_toml_with(text, env, base_dir, &LoadOptions::default(), None)
     }
 
+    /// `config_file`: the file `text` came from, for the commands hints name.
     fn from_toml_with(
         text: &str,
         env: impl Fn(&str) -> Option<String>,
         base_dir: &Path,
         options: &LoadOptions,
+        config_file: Option<Arc<Path>>,
     ) -> Result<Self, ConfigError> {
         // Worded by `parse_error`: toml's own report would quote a secret's line.
         let raw: RawConfig = toml::from_str(text)
@@ -180,7 +181,7 @@ impl Settings {
             tenants,
             default_tenant,
             left_out,
-        } = tenant::validate_tenants(raw.tenants, only, &expander)?;
+        } = tenant::validate_tenants(raw.tenants, only, config_file, &expander)?;
         let broker = broker::validate(raw.broker, &server, &tenants, &left_out, &expander)?;
         let needs_store = tenants.iter().any(|t| t.grant != Grant::ClientCredentials);
         if needs_store && token.store_file.is_none() {
@@ -198,7 +199,6 @@ impl Settings {
             tenants,
             default_tenant,
             left_out,
-            config_file: None,
         })
     }
 

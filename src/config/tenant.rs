@@ -3,6 +3,7 @@
 //! and which of them is the default.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::grant::{self, Grant};
@@ -35,9 +36,23 @@ pub struct Tenant {
     pub notes: Vec<String>,
     /// What requests the tenant lets through (`read_only`, `allow_paths`, `deny_paths`).
     pub policy: Policy,
+    /// The config file it was read from (absolute), for the commands that
+    /// hints name; `None` for settings made from text.
+    pub config_file: Option<Arc<Path>>,
 }
 
 impl Tenant {
+    /// The command that logs a person in to this tenant (and business unit),
+    /// as a hint shows it: with `--config` when the settings came from a
+    /// file, so that it works from any directory.
+    pub fn login_command(&self, account_id: Option<&str>) -> String {
+        let config = self.config_file.as_deref().map_or(String::new(), |path| {
+            format!(" --config {}", shell_word(&path.to_string_lossy()))
+        });
+        let mid = account_id.map_or(String::new(), |mid| format!(" --account-id {mid}"));
+        format!("sfmc-proxy{config} login --tenant {}{mid}", self.name)
+    }
+
     pub fn account_allowed(&self, mid: &str) -> bool {
         self.account_ids
             .as_ref()
@@ -58,6 +73,7 @@ pub(super) struct ValidTenants {
 pub(super) fn validate_tenants(
     raw: BTreeMap<String, RawTenant>,
     only: Option<&str>,
+    config_file: Option<Arc<Path>>,
     ex: &Expander<'_>,
 ) -> Result<ValidTenants, ConfigError> {
     if raw.is_empty() {
@@ -71,7 +87,7 @@ pub(super) fn validate_tenants(
     let mut left_out = Vec::new();
     for (name, raw_tenant) in raw {
         let is_default = raw_tenant.default;
-        let tenant = match validate_tenant(&name, raw_tenant, ex) {
+        let tenant = match validate_tenant(&name, raw_tenant, config_file.clone(), ex) {
             Ok(tenant) => tenant,
             Err(error @ ConfigError::MissingVariable { .. })
                 if only.is_some_and(|only| only != name) =>
@@ -118,7 +134,12 @@ pub(super) fn validate_tenants(
     })
 }
 
-fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tenant, ConfigError> {
+fn validate_tenant(
+    name: &str,
+    raw: RawTenant,
+    config_file: Option<Arc<Path>>,
+    ex: &Expander<'_>,
+) -> Result<Tenant, ConfigError> {
     let key = |field: &str| format!("tenants.{name}.{field}");
     if name.is_empty()
         || !name
@@ -224,6 +245,7 @@ fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tena
         path_prefix,
         policy,
         notes,
+        config_file,
     })
 }
 
@@ -296,4 +318,17 @@ fn validate_prefix(key: &str, prefix: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(prefix.to_owned())
+}
+
+/// `text` as one word of a POSIX shell command: as it is when it holds only
+/// characters no shell treats specially, else in single quotes.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c));
+    match plain {
+        true => text.to_owned(),
+        false => format!("'{}'", text.replace('\'', "'\\''")),
+    }
 }

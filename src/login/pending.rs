@@ -59,8 +59,8 @@ impl PendingLogins {
         }
         let listener = bind_callback(&start.redirect_uri).await.map_err(|e| {
             ProxyError::BadRequest(format!(
-                "{e} (is another login waiting?); or run `sfmc-proxy login --tenant {}`",
-                tenant.name
+                "{e} (is another login waiting?); or run `{}`",
+                tenant.login_command(key.account_id.as_deref())
             ))
         })?;
         let exchange = exchanger(

@@ -186,10 +186,9 @@ pub fn names_pkce(refusal: &str) -> bool {
 }
 
 fn login_required(tenant: &Tenant, account_id: Option<&str>, why: &str) -> TokenError {
-    let mid = account_id.map_or(String::new(), |mid| format!(" --account-id {mid}"));
     TokenError::LoginRequired {
         reason: why.to_owned(),
-        command: format!("sfmc-proxy login --tenant {}{mid}", tenant.name),
+        command: tenant.login_command(account_id),
     }
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod diagnosis;
 mod flags;
 mod guard;
+mod hints;
 mod install;
 mod login;
 mod logs;
