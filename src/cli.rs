@@ -24,6 +24,7 @@ mod check;
 mod demo;
 mod login;
 mod token;
+mod token_cache;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -68,7 +69,8 @@ pub enum Command {
     Serve,
     /// Validate the config, fetch one token per tenant and report (never prints tokens).
     Check,
-    /// Print one valid access token to stdout (for curl or Postman).
+    /// Print a valid access token to stdout (for curl or Postman); reuses the
+    /// cached one until its refresh window.
     Token {
         /// Tenant name (default: the default tenant).
         #[arg(long)]
@@ -79,6 +81,9 @@ pub enum Command {
         /// Scope (default: the tenant's scope).
         #[arg(long)]
         scope: Option<String>,
+        /// Ask SFMC for a new token even if the cached one is still valid.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Log in as a person, for a Web or Public App tenant (authorization code).
     Login {
@@ -266,12 +271,14 @@ async fn run_command(command: Command, config: &Path) -> Result<(), Failure> {
             tenant,
             account_id,
             scope,
+            fresh,
         } => {
             token::run(
                 config,
                 tenant.as_deref(),
                 account_id.as_deref(),
                 scope.as_deref(),
+                fresh,
             )
             .await
         }

@@ -6,6 +6,9 @@ use std::process::Output;
 
 use crate::support::*;
 
+/// Runs the binary on `config`, its state (the token store and the `token`
+/// cache) in `state/` beside the config: runs on one config share it, tests
+/// never do, and nothing is written to the real home.
 async fn run(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));
     command
@@ -13,6 +16,7 @@ async fn run(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
         .arg(config)
         .args(args)
         .env_remove("SFMC_PROXY_CONFIG")
+        .env("XDG_STATE_HOME", state_dir(config))
         .env("RUST_LOG", "warn");
     for (name, value) in envs {
         command.env(name, value);
@@ -28,6 +32,15 @@ fn write_config(name: &str, text: &str) -> PathBuf {
     let path = temp_dir(name).join("proxy.toml");
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+fn state_dir(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new(".")).join("state")
+}
+
+/// Where `token` and `check` cache tokens for `config` (see `run`).
+fn token_cache(config: &Path) -> PathBuf {
+    state_dir(config).join("sfmc-proxy/access-tokens.json")
 }
 
 fn stdout(output: &Output) -> String {
@@ -350,4 +363,131 @@ async fn a_web_page_where_a_token_was_expected_names_the_url_and_content_type() 
         "{printed}"
     );
     assert!(printed.contains("Authentication Base URI"), "{printed}");
+}
+
+/// The one line `token` printed.
+fn printed_token(output: &Output) -> String {
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
+    let printed = stdout(output);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 1, "{printed}");
+    lines[0].to_owned()
+}
+
+#[tokio::test]
+async fn token_prints_the_cached_token_until_its_refresh_window_and_fresh_forces_a_new_one() {
+    let fake = start_fake().await;
+    let config = TestProxy::builder().tenant(Tenant::new("acme", &fake));
+    let path = write_config("token-cache", &config.render());
+    let first = printed_token(&run(&["token"], &path, &[]).await);
+    assert_eq!(fake.token_requests(), 1);
+    assert_eq!(printed_token(&run(&["token"], &path, &[]).await), first);
+    assert_eq!(
+        fake.token_requests(),
+        1,
+        "the second call asks SFMC nothing"
+    );
+
+    let cache = token_cache(&path);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&cache), 0o600);
+        assert_eq!(mode(cache.parent().expect("dir")), 0o700);
+    }
+    let text = std::fs::read_to_string(&cache).expect("cache written");
+    assert!(!text.contains(CLIENT_SECRET), "no secret in the cache");
+
+    let fresh = printed_token(&run(&["token", "--fresh"], &path, &[]).await);
+    assert_ne!(fresh, first);
+    assert_eq!(fake.token_requests(), 2);
+    assert_eq!(printed_token(&run(&["token"], &path, &[]).await), fresh);
+    assert_eq!(fake.token_requests(), 2, "--fresh replaced the cached one");
+
+    // Within token.refresh_before_expiry (120 s) of its expiry: not reused.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let text = std::fs::read_to_string(&cache).expect("cache");
+    let mut file: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    for entry in file["entries"].as_array_mut().expect("entries") {
+        entry["obtained_at"] = (now - 900).into();
+        entry["expires_at"] = (now + 60).into();
+    }
+    std::fs::write(&cache, file.to_string()).expect("rewrite cache");
+    let renewed = printed_token(&run(&["token"], &path, &[]).await);
+    assert_ne!(renewed, fresh);
+    assert_eq!(fake.token_requests(), 3);
+
+    // A corrupt cache: a warning, a new token, the cache rewritten.
+    std::fs::write(&cache, b"{ not json").expect("corrupt cache");
+    let output = run(&["token"], &path, &[]).await;
+    let after_corrupt = printed_token(&output);
+    assert!(
+        stderr(&output).contains("warning: token cache") && !stderr(&output).contains("fake-"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(fake.token_requests(), 4);
+    assert_eq!(
+        printed_token(&run(&["token"], &path, &[]).await),
+        after_corrupt
+    );
+    assert_eq!(fake.token_requests(), 4);
+}
+
+#[tokio::test]
+async fn token_never_reuses_a_token_had_with_another_config() {
+    let (one, two) = (start_fake().await, start_fake().await);
+    let path = write_config(
+        "token-fingerprint",
+        &TestProxy::builder()
+            .tenant(Tenant::new("acme", &one))
+            .render(),
+    );
+    let first = printed_token(&run(&["token"], &path, &[]).await);
+    // The same tenant name, now at another auth URL: a token from there.
+    let other = TestProxy::builder().tenant(Tenant::new("acme", &two));
+    std::fs::write(&path, other.render()).expect("rewrite config");
+    let second = printed_token(&run(&["token"], &path, &[]).await);
+    assert_ne!(first, second);
+    assert_eq!((one.token_requests(), two.token_requests()), (1, 1));
+}
+
+#[tokio::test]
+async fn concurrent_token_calls_share_one_token_request() {
+    let fake = start_fake().await;
+    let config = TestProxy::builder().tenant(Tenant::new("acme", &fake));
+    let path = write_config("token-concurrent", &config.render());
+    let (a, b, c) = tokio::join!(
+        run(&["token"], &path, &[]),
+        run(&["token"], &path, &[]),
+        run(&["token"], &path, &[])
+    );
+    let printed = [printed_token(&a), printed_token(&b), printed_token(&c)];
+    assert!(printed.iter().all(|t| *t == printed[0]), "{printed:?}");
+    assert_eq!(fake.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn token_names_the_flag_it_refuses() {
+    let fake = start_fake().await;
+    let config =
+        TestProxy::builder().tenant(Tenant::new("acme", &fake).account_ids(&["100", "200"]));
+    let path = write_config("token-flags", &config.render());
+    for (args, said) in [
+        (&["token", "--account-id", "abc"][..], "--account-id abc: "),
+        (&["token", "--account-id", "999"], "--account-id 999: "),
+        (&["token", "--scope", "email_read\u{7f}"], "--scope: "),
+    ] {
+        let output = run(args, &path, &[]).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stdout(&output).is_empty());
+        let message = stderr(&output);
+        assert!(message.contains(said), "{args:?}: {message}");
+        assert!(!message.contains("X-SFMC"), "{args:?}: {message}");
+    }
+    assert_eq!(fake.token_requests(), 0);
 }
