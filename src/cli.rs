@@ -67,8 +67,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (the default).
     Serve,
-    /// Validate the config, fetch one token per tenant and report (never prints tokens).
-    Check,
+    /// Validate the config, get a token for every tenant and business unit
+    /// (default and account_ids) and report (never prints tokens).
+    Check {
+        /// One JSON document on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Validate the config and say what would be checked; no token request.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Print a valid access token to stdout (for curl or Postman); reuses the
     /// cached one until its refresh window.
     Token {
@@ -266,7 +274,7 @@ pub async fn shutdown_signal() {
 async fn run_command(command: Command, config: &Path) -> Result<(), Failure> {
     match command {
         Command::Serve => serve(config, load(config)?).await,
-        Command::Check => check::run(config).await,
+        Command::Check { json, offline } => check::run(config, json, offline).await,
         Command::Token {
             tenant,
             account_id,

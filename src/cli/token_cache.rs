@@ -142,6 +142,11 @@ impl Entry {
         };
         self.expires_at - margin
     }
+
+    /// Seconds until the token expires, at `now`.
+    pub(super) fn expires_in(&self, now: u64) -> u64 {
+        self.expires_at.saturating_sub(now)
+    }
 }
 
 /// The cache as one command sees it: read once (under the lock when it may
@@ -187,6 +192,16 @@ impl TokenFileCache {
         cache._lock = Some(lock);
         cache.writable = true;
         cache
+    }
+
+    /// The cache for `settings`, read without the lock and never written
+    /// (`check --offline`).
+    pub(super) fn peek(settings: &Settings) -> Self {
+        let refresh_before = settings.token.refresh_before_expiry;
+        match path_for(settings) {
+            Some(path) => Self::read(path, refresh_before),
+            None => Self::empty(None, refresh_before),
+        }
     }
 
     fn empty(path: Option<PathBuf>, refresh_before: Duration) -> Self {

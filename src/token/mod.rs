@@ -289,6 +289,15 @@ impl TokenCache {
         views
     }
 
+    /// How long until `tenant`'s rate limit (`token.rate_burst`,
+    /// `token.rate_interval`) lets one more token request through; `None`:
+    /// now. Takes nothing: for callers that would rather wait than be held
+    /// back (`sfmc-proxy check` with many business units).
+    pub fn rate_wait(&self, tenant: &Arc<str>) -> Option<Duration> {
+        let limits = self.inner.tuning.load().limits;
+        self.inner.tenant(tenant).wait(&limits, Instant::now())
+    }
+
     /// Drops the cached token of `key` (the status page's action, after a
     /// package's scopes changed): the next request fetches a new one. Its
     /// backoff window is cleared too, so that fetch is not held back.

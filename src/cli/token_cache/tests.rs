@@ -119,6 +119,8 @@ fn a_lifetime_shorter_than_the_margin_is_reused_for_half_of_it() {
     let short = entry(&key, "fp", NOW, 100);
     assert_eq!(short.reuse_until(Duration::from_secs(120)), NOW + 50);
     assert_eq!(short.reuse_until(Duration::from_secs(10)), NOW + 90);
+    assert_eq!(short.expires_in(NOW + 30), 70);
+    assert_eq!(short.expires_in(NOW + 300), 0);
 }
 
 #[tokio::test]
@@ -134,7 +136,7 @@ async fn a_corrupt_cache_is_ignored_and_replaced() {
     cache.put(entry(&key, &fp, NOW, 1080));
     cache.save(NOW);
     drop(cache);
-    let cache = TokenFileCache::open(&settings).await;
+    let cache = TokenFileCache::peek(&settings);
     assert!(cache.fresh(&key, &fp, NOW + 1).is_some(), "rewritten whole");
 }
 
@@ -156,4 +158,15 @@ async fn expired_entries_are_dropped_on_write_and_a_put_replaces_its_key() {
     assert_eq!(entries.len(), 1, "{text}");
     assert_eq!(entries[0]["account_id"], "100");
     assert_eq!(entries[0]["fingerprint"], fp.as_str());
+}
+
+#[test]
+fn peeking_never_writes() {
+    let dir = temp_dir("peek");
+    let settings = settings(&dir, "secret");
+    let key = key(&settings, None);
+    let mut cache = TokenFileCache::peek(&settings);
+    cache.put(entry(&key, "fp", NOW, 1080));
+    cache.save(NOW);
+    assert!(!dir.join(FILE_NAME).exists());
 }
