@@ -171,6 +171,9 @@ impl TokenFileCache {
     pub(super) async fn open(settings: &Settings) -> Self {
         let refresh_before = settings.token.refresh_before_expiry;
         let Some(path) = path_for(settings) else {
+            eprintln!(
+                "warning: no token cache (no token.store_file, XDG_STATE_HOME or HOME): every call asks SFMC for a new token"
+            );
             return Self::empty(None, refresh_before);
         };
         let lock = {

@@ -16,6 +16,8 @@
 //! - Every request to SFMC, refreshes and retries included, first takes a
 //!   token from the tenant's bucket (`token.rate_burst`, `token.rate_interval`):
 //!   whatever keys callers make up, SFMC sees a bounded rate (see `limits`).
+//!   [`TokenCache::rate_wait`] says how long until the bucket lets one more
+//!   through, for a caller that would rather wait than be held back (`check`).
 //! - At most `token.max_keys` keys are held; when full, the least recently
 //!   used idle key (no fetch in flight, nobody holding it) makes room.
 //! - `invalidate` drops a token only if it is still the one that failed, so a
