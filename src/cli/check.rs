@@ -142,9 +142,7 @@ pub(super) async fn run(config: &Path, json: bool, offline: bool) -> Result<(), 
     // Built with --offline too: it reads upstream.ca_file and the system's
     // roots, which a config can get wrong; it sends nothing.
     let proxy = build(settings.clone())?;
-    let planned: Vec<(&Arc<Tenant>, Vec<Unit>)> =
-        settings.tenants.iter().map(|t| (t, units(t))).collect();
-    let total: usize = planned.iter().map(|(_, units)| units.len()).sum();
+    let total: usize = settings.tenants.iter().map(|t| units(t).len()).sum();
     if !json {
         say!(
             "config {}: ok ({} tenant(s), {total} business unit(s)){}",
@@ -157,9 +155,16 @@ pub(super) async fn run(config: &Path, json: bool, offline: bool) -> Result<(), 
             }
         );
     }
-    let mut cache = match offline {
+    let cache = match offline {
         true => TokenFileCache::peek(&settings),
         false => TokenFileCache::open(&settings).await,
+    };
+    let mut checker = Checker {
+        proxy: &proxy,
+        settings: &settings,
+        cache,
+        json,
+        offline,
     };
     let mut report = Report {
         config: config.display().to_string(),
@@ -168,43 +173,15 @@ pub(super) async fn run(config: &Path, json: bool, offline: bool) -> Result<(), 
         failed: 0,
         tenants: Vec::new(),
     };
-    for (index, (tenant, units)) in planned.into_iter().enumerate() {
-        if !json {
-            for note in &tenant.notes {
-                say!("note: {note}");
-            }
-            say!(
-                "tenant {}: token endpoint {} ({})",
-                tenant.name,
-                tenant.token_url,
-                grant_words(&tenant.grant)
-            );
-        }
-        let fingerprint = token_cache::fingerprint(tenant);
-        let mut reports = Vec::new();
-        for unit in units {
-            let unit = match offline {
-                true => planned_unit(&cache, &fingerprint, unit),
-                false => {
-                    checked_unit(&proxy, &settings, &mut cache, tenant, &fingerprint, unit).await
-                }
-            };
-            if unit.ok == Some(false) {
-                report.failed += 1;
-            }
-            if !json {
-                say!("  {}", unit_line(&tenant.name, &unit));
-            }
-            reports.push(unit);
-        }
-        report.tenants.push(TenantReport {
-            name: tenant.name.to_string(),
-            default: settings.default_tenant == Some(index),
-            grant: grant_name(&tenant.grant),
-            token_url: tenant.token_url.clone(),
-            notes: tenant.notes.clone(),
-            business_units: reports,
-        });
+    for (index, tenant) in settings.tenants.iter().enumerate() {
+        let mut checked = checker.tenant(tenant).await;
+        checked.default = settings.default_tenant == Some(index);
+        report.failed += checked
+            .business_units
+            .iter()
+            .filter(|unit| unit.ok == Some(false))
+            .count();
+        report.tenants.push(checked);
     }
     if !offline {
         report.ok = Some(report.failed == 0);
@@ -222,6 +199,55 @@ pub(super) async fn run(config: &Path, json: bool, offline: bool) -> Result<(), 
         )));
     }
     Ok(())
+}
+
+/// What one `check` run works with.
+struct Checker<'a> {
+    proxy: &'a Proxy,
+    settings: &'a Settings,
+    cache: TokenFileCache,
+    json: bool,
+    offline: bool,
+}
+
+impl Checker<'_> {
+    /// Every business unit of `tenant`, each line printed as it is known.
+    async fn tenant(&mut self, tenant: &Tenant) -> TenantReport {
+        if !self.json {
+            for note in &tenant.notes {
+                say!("note: {note}");
+            }
+            say!(
+                "tenant {}: token endpoint {} ({})",
+                tenant.name,
+                tenant.token_url,
+                grant_words(&tenant.grant)
+            );
+        }
+        let fingerprint = token_cache::fingerprint(tenant);
+        let mut reports = Vec::new();
+        for unit in units(tenant) {
+            let unit = match self.offline {
+                true => planned_unit(&self.cache, &fingerprint, unit),
+                false => {
+                    let (proxy, settings) = (self.proxy, self.settings);
+                    checked_unit(proxy, settings, &mut self.cache, tenant, &fingerprint, unit).await
+                }
+            };
+            if !self.json {
+                say!("  {}", unit_line(&tenant.name, &unit));
+            }
+            reports.push(unit);
+        }
+        TenantReport {
+            name: tenant.name.to_string(),
+            default: false,
+            grant: grant_name(&tenant.grant),
+            token_url: tenant.token_url.clone(),
+            notes: tenant.notes.clone(),
+            business_units: reports,
+        }
+    }
 }
 
 /// `--offline`: what would be checked, and whether a cached token would do.
