@@ -18,6 +18,9 @@
 //!   dropped on each write. Commands take `access-tokens.lock` from reading
 //!   the file to writing it, so two concurrent `token` calls make one token
 //!   request, not two (the second waits and reuses the first's token).
+//! - Authorization-code tenants' tokens are cached too (a second `token` does
+//!   not rotate the refresh token). What the fingerprint cannot see is *who*
+//!   logged in: after `sfmc-proxy login` as another person, `--fresh`.
 //! - Nothing here is fatal: a cache that cannot be locked, read or parsed is
 //!   a warning on stderr and the command fetches a token as if there were no
 //!   cache. Warnings never hold a token (no entry has `Debug`).
