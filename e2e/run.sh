@@ -11,7 +11,8 @@
 #                                 credentials: checks the clients themselves.
 #
 # Clients: FuelSDK-Python (REST + SOAP Retrieve), fuel-auth + fuel-rest (REST),
-# sfmc-sdk (REST + SOAP Retrieve). With E2E_TARGET=proxy also a person's login
+# sfmc-sdk (REST + SOAP Retrieve). With E2E_TARGET=proxy also examples/postman/'s
+# collection in newman (token, REST, SOAP Retrieve), and a person's login
 # in headless Chromium (browser_login.mjs): a second proxy (`sfmc-proxy serve`)
 # with an authorization-code tenant "web" on the demo's fake tenant, whose
 # /_proxy/login the browser follows to the fake's "Allow" button and back to
@@ -43,7 +44,7 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -r "$here/build-requirements.txt"
 "${pip[@]}" --no-build-isolation -r "$here/requirements.txt"
 
-step "npm ci (fuel-auth, fuel-rest, sfmc-sdk, playwright-core)"
+step "npm ci (fuel-auth, fuel-rest, sfmc-sdk, newman, playwright-core)"
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 
 chromium=/usr/bin/chromium
@@ -147,6 +148,14 @@ run_client() {
 run_client "FuelSDK-Python" "$fuelsdk_auth_url" "$venv/bin/python" fuelsdk_client.py
 run_client "fuel-auth + fuel-rest" "$auth_url" node fuel_rest_client.js
 run_client "sfmc-sdk" "$auth_url" node sfmc_sdk_client.mjs
+if [ "$target" = proxy ]; then
+  # Postman: examples/postman/'s sample collection, whose URLs are SFMC's own
+  # (https://{{et_subdomain}}.rest.marketingcloudapis.com/...), run by newman with
+  # its environment and proxy_url set as by `--env-var`; its collection-level
+  # pre-request script sends each request to the proxy with a broker token.
+  run_client "Postman collection (newman)" "$proxy_url" \
+    env E2E_PROXY_URL="$proxy_url" node postman_client.cjs
+fi
 
 # Two free loopback ports (held together while picked, so they differ).
 free_ports() {

@@ -34,18 +34,32 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::config::{NoTenant, Settings, default_worker_threads};
+use crate::config::{ListenOverride, LoadOptions, NoTenant, Settings, default_worker_threads};
 use crate::error::ProxyError;
 use crate::proxy::Proxy;
 use crate::reload::Live;
 use crate::telemetry::LogFormat;
 use crate::token::KeyRefused;
 
+/// Shown under every `--help`.
+const AFTER_HELP: &str = "\
+Environment (a flag wins over its variable, a variable over the config file):
+  SFMC_PROXY_CONFIG      the config file (--config)
+  SFMC_PROXY_LOG_FORMAT  text or json (--log-format)
+  SFMC_PROXY_LISTEN      serve's addresses, comma-separated (--listen)
+  RUST_LOG               what is logged, e.g. RUST_LOG=debug
+
+Exit codes:
+  0  ok
+  1  a runtime failure: SFMC refused or is unreachable, a port is in use
+  2  bad config or usage: the message names the key or flag";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sfmc-proxy",
     version,
-    about = "Authenticating reverse proxy for Salesforce Marketing Cloud APIs"
+    about = "Authenticating reverse proxy for Salesforce Marketing Cloud APIs",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     /// Config file.
@@ -57,18 +71,55 @@ pub struct Cli {
     )]
     pub config: PathBuf,
     /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=debug).
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SFMC_PROXY_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
+    /// `serve`'s flags, for `sfmc-proxy` with no subcommand (`sfmc-proxy
+    /// --listen ADDR` is `sfmc-proxy serve --listen ADDR`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Whether `--config` was typed (not taken from the environment or the
+    /// default): `demo` refuses it.
+    #[arg(skip)]
+    pub config_given: bool,
+    /// Whether `--listen` was typed before a subcommand other than `serve`
+    /// (which does not take it), or both before and after `serve`.
+    #[arg(skip)]
+    pub listen_misplaced: bool,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Listen on ADDR instead of server.listen: IP:port, [IPv6]:port or
+    /// localhost:port (127.0.0.1 and [::1]). Repeat it for several
+    /// addresses.
+    #[arg(
+        long = "listen",
+        value_name = "ADDR",
+        env = "SFMC_PROXY_LISTEN",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<String>,
+    /// Where `listen` came from (`--listen` or `SFMC_PROXY_LISTEN`).
+    #[arg(skip)]
+    pub listen_source: Option<&'static str>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy (the default).
-    Serve,
+    #[command(after_help = AFTER_HELP)]
+    Serve(ServeArgs),
     /// Validate the config, get a token for every tenant and business unit
     /// (default and account_ids) and report (never prints tokens).
+    #[command(after_help = AFTER_HELP)]
     Check {
         /// One JSON document on stdout instead of text.
         #[arg(long)]
@@ -79,6 +130,7 @@ pub enum Command {
     },
     /// Print a valid access token to stdout (for curl or Postman); reuses the
     /// cached one until its refresh window.
+    #[command(after_help = AFTER_HELP)]
     Token {
         /// Tenant name (default: the default tenant).
         #[arg(long)]
@@ -94,6 +146,7 @@ pub enum Command {
         fresh: bool,
     },
     /// Log in as a person, for a Web or Public App tenant (authorization code).
+    #[command(after_help = AFTER_HELP)]
     Login {
         /// Tenant name (default: the default tenant).
         #[arg(long)]
@@ -102,13 +155,76 @@ pub enum Command {
         #[arg(long)]
         account_id: Option<String>,
     },
-    /// Start an embedded fake SFMC tenant and the proxy in front of it.
+    /// Start an embedded fake SFMC tenant and the proxy in front of it (no
+    /// config file: it makes its own).
     #[cfg(feature = "demo")]
+    #[command(after_help = AFTER_HELP)]
     Demo {
         /// Where the proxy listens.
         #[arg(long, default_value = crate::config::DEFAULT_LISTEN)]
         listen: SocketAddr,
     },
+}
+
+impl ServeArgs {
+    /// How `serve` reads the config file: these addresses replace the file's.
+    fn load_options(self) -> LoadOptions {
+        LoadOptions {
+            listen: self.listen_source.map(|source| ListenOverride {
+                source,
+                addresses: self.listen,
+            }),
+            only_tenant: None,
+        }
+    }
+}
+
+impl Cli {
+    /// Parses the process's arguments (exiting with clap's message and code
+    /// 2 on a usage error), noting where values came from.
+    pub fn from_command_line() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+        let serve_matches = match matches.subcommand() {
+            Some(("serve", sub)) => sub,
+            _ => &matches,
+        };
+        let source = |matches: &clap::ArgMatches| match matches.value_source("listen") {
+            Some(clap::parser::ValueSource::CommandLine) => Some("--listen"),
+            Some(clap::parser::ValueSource::EnvVariable) => Some("SFMC_PROXY_LISTEN"),
+            _ => None,
+        };
+        let typed_first = matches!(
+            matches.value_source("listen"),
+            Some(clap::parser::ValueSource::CommandLine)
+        );
+        match &mut cli.command {
+            None => cli.serve.listen_source = source(&matches),
+            // `sfmc-proxy --listen A serve`: the same as after `serve`.
+            Some(Command::Serve(args)) => {
+                args.listen_source = source(serve_matches);
+                if typed_first {
+                    cli.listen_misplaced = args.listen_source == Some("--listen");
+                    args.listen_source = Some("--listen");
+                    args.listen = std::mem::take(&mut cli.serve.listen);
+                }
+            }
+            Some(_) => cli.listen_misplaced = typed_first,
+        }
+        cli.config_given = typed(&matches, "config");
+        cli
+    }
+}
+
+/// Whether `id` was typed on the command line, before or after a subcommand
+/// (a global argument's value and source end up in the subcommand's matches).
+fn typed(matches: &clap::ArgMatches, id: &str) -> bool {
+    let here = matches!(
+        matches.value_source(id),
+        Some(clap::parser::ValueSource::CommandLine)
+    );
+    here || matches.subcommand().is_some_and(|(_, sub)| typed(sub, id))
 }
 
 /// A failure with its exit code.
@@ -132,23 +248,19 @@ fn runtime(message: impl Into<String>) -> Failure {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        // The config is read before the runtime is built: it says how many
-        // threads the runtime gets.
-        Command::Serve => load(&cli.config).and_then(|settings| {
-            let threads = settings.server.runtime_threads();
-            build_runtime(threads)?.block_on(async move {
-                // On a worker, not on the thread that called `block_on`: then
-                // the accept loop and the connections it spawns share threads
-                // instead of waking each other across them.
-                let config = cli.config.clone();
-                tokio::spawn(async move { serve(&config, settings).await })
-                    .await
-                    .unwrap_or_else(|e| Err(runtime(format!("the server task failed: {e}"))))
-            })
-        }),
-        command => build_runtime(default_worker_threads())
-            .and_then(|rt| rt.block_on(run_command(command, &cli.config))),
+    let config = cli.config;
+    let result = match cli.command {
+        Some(_) if cli.listen_misplaced => Err(usage(
+            "--listen: it is serve's flag; give it once, as `sfmc-proxy serve --listen ADDR` (repeat --listen for several addresses; demo has its own)",
+        )),
+        None => run_serve(&config, cli.serve),
+        Some(Command::Serve(args)) => run_serve(&config, args),
+        #[cfg(feature = "demo")]
+        Some(Command::Demo { .. }) if cli.config_given => Err(usage(
+            "--config: `demo` reads no config file (it makes its own, for its fake tenant); drop --config. To try your own config: `sfmc-proxy check --config PATH`, then `sfmc-proxy serve --config PATH`",
+        )),
+        Some(command) => build_runtime(default_worker_threads())
+            .and_then(|rt| rt.block_on(run_command(command, &config))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,6 +269,23 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// `serve`: the config is read before the runtime is built, since it says
+/// how many threads the runtime gets.
+fn run_serve(config: &Path, args: ServeArgs) -> Result<(), Failure> {
+    let options = args.load_options();
+    let settings = load_with(config, &options)?;
+    let threads = settings.server.runtime_threads();
+    build_runtime(threads)?.block_on(async move {
+        // On a worker, not on the thread that called `block_on`: then the
+        // accept loop and the connections it spawns share threads instead
+        // of waking each other across them.
+        let config = config.to_owned();
+        tokio::spawn(async move { serve(&config, options, settings).await })
+            .await
+            .unwrap_or_else(|e| Err(runtime(format!("the server task failed: {e}"))))
+    })
 }
 
 /// The async runtime with `threads` threads. One thread gets tokio's
@@ -178,7 +307,11 @@ fn build_runtime(threads: usize) -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 fn load(path: &Path) -> Result<Arc<Settings>, Failure> {
-    Settings::load(path)
+    load_with(path, &LoadOptions::default())
+}
+
+fn load_with(path: &Path, options: &LoadOptions) -> Result<Arc<Settings>, Failure> {
+    Settings::load_with(path, options)
         .map(Arc::new)
         .map_err(|e| usage(e.to_string()))
 }
@@ -209,24 +342,78 @@ async fn bind_as(listen: SocketAddr, key: &str) -> Result<TcpListener, Failure> 
     })
 }
 
-async fn serve(config: &Path, settings: Arc<Settings>) -> Result<(), Failure> {
+/// Binds every address `listen` names. `localhost:PORT` became 127.0.0.1
+/// and [::1]: with port 0 the second gets the port the system gave the
+/// first, and on a host without IPv6 its [::1] is left out with a warning.
+async fn bind_all(listen: &[SocketAddr], key: &str) -> Result<Vec<TcpListener>, Failure> {
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    for (i, &addr) in listen.iter().enumerate() {
+        let v4_twin = i
+            .checked_sub(1)
+            .and_then(|before| listen.get(before))
+            .filter(|before| {
+                addr.ip() == std::net::Ipv6Addr::LOCALHOST
+                    && before.ip() == std::net::Ipv4Addr::LOCALHOST
+                    && before.port() == addr.port()
+            });
+        let mut target = addr;
+        if let (Some(_), 0, Some(bound)) = (
+            v4_twin,
+            addr.port(),
+            listeners.last().and_then(|l| l.local_addr().ok()),
+        ) {
+            target.set_port(bound.port());
+        }
+        match TcpListener::bind(target).await {
+            Ok(listener) => listeners.push(listener),
+            Err(error) if v4_twin.is_some() && error.kind() != std::io::ErrorKind::AddrInUse => {
+                tracing::warn!(%error, "localhost: [::1] cannot be had on this host (no IPv6 loopback?); listening on 127.0.0.1 only");
+            }
+            Err(error) => {
+                return Err(runtime(format!(
+                    "cannot listen on {target}: {error} (is another sfmc-proxy running? change {key})"
+                )));
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+async fn serve(
+    config: &Path,
+    options: LoadOptions,
+    settings: Arc<Settings>,
+) -> Result<(), Failure> {
     let live = build_live(settings.clone())?;
-    let listener = bind(settings.server.listen).await?;
+    let key = options
+        .listen
+        .as_ref()
+        .map_or("server.listen or --listen", |given| given.source);
+    let listeners = bind_all(&settings.server.listen, key).await?;
     // Before the line that says the proxy listens: from then on a SIGHUP
-    // reloads (re-read as at start: the same path, the same environment)
+    // reloads (re-read as at start: the same path, flags and environment)
     // instead of ending the process.
     let path = config.to_owned();
-    crate::reload::watch_sighup(live.clone(), move || Settings::load(&path))
+    crate::reload::watch_sighup(live.clone(), move || Settings::load_with(&path, &options))
         .map_err(|e| runtime(format!("cannot watch for SIGHUP (config reload): {e}")))?;
-    // The bound address, not the configured one: with port 0 the system
+    // The bound addresses, not the configured ones: with port 0 the system
     // picks the port, and this line is where the user learns it.
-    let listen = listener.local_addr().unwrap_or(settings.server.listen);
+    let bound: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|listener| listener.local_addr().ok())
+        .collect();
+    let first = bound
+        .first()
+        .copied()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
     tracing::info!(
-        %listen,
+        listen = %first,
+        listen_all = %crate::config::list_addresses(&bound),
         tenants = %settings.tenant_names(),
         worker_threads = settings.server.runtime_threads(),
-        "sfmc-proxy listening; point SFMC clients at {}",
-        client_url(listen)
+        "sfmc-proxy listening on {}; point SFMC clients at {}",
+        crate::config::list_addresses(&bound),
+        client_url(first)
     );
     for note in settings.tenants.iter().flat_map(|t| &t.notes) {
         tracing::warn!("config: {note}; write it so to silence this");
@@ -240,7 +427,7 @@ async fn serve(config: &Path, settings: Arc<Settings>) -> Result<(), Failure> {
         }
         None => None,
     };
-    crate::server::serve_with_admin(listener, admin, live, shutdown_signal()).await;
+    crate::server::serve_with_admin(listeners, admin, live, shutdown_signal()).await;
     Ok(())
 }
 
@@ -273,7 +460,10 @@ pub async fn shutdown_signal() {
 /// Every command but a plain `serve`, on the default runtime.
 async fn run_command(command: Command, config: &Path) -> Result<(), Failure> {
     match command {
-        Command::Serve => serve(config, load(config)?).await,
+        Command::Serve(args) => {
+            let options = args.load_options();
+            serve(config, options.clone(), load_with(config, &options)?).await
+        }
         Command::Check { json, offline } => check::run(config, json, offline).await,
         Command::Token {
             tenant,

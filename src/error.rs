@@ -39,16 +39,10 @@ pub enum ProxyError {
     AccountNotAllowed { tenant: String, mid: String },
     #[error("{0}")]
     BadRequest(String),
-    #[error(
-        "SFMC refused the token request for tenant `{tenant}` (HTTP {status}: {sfmc_error}); check client_id, client_secret, account_id and scope in the installed package"
-    )]
-    TokenRejected {
-        tenant: String,
-        status: u16,
-        sfmc_error: String,
-        sfmc_error_description: Option<String>,
-        retry_after_secs: u64,
-    },
+    /// SFMC refused the token request (boxed: the biggest variant by far,
+    /// and every `Result<_, ProxyError>` would carry its size).
+    #[error("{0}")]
+    TokenRejected(Box<TokenRejection>),
     #[error("could not get a token for tenant `{tenant}`: {reason}")]
     TokenUnavailable {
         tenant: String,
@@ -61,7 +55,10 @@ pub enum ProxyError {
     InstanceNotAllowed { url: String, reason: String },
     #[error("could not reach the SFMC instance: {0}")]
     UpstreamUnavailable(String),
-    #[error("SFMC did not answer within upstream.response_timeout ({0:?})")]
+    #[error(
+        "SFMC did not answer within upstream.response_timeout ({})",
+        humantime::format_duration(*.0)
+    )]
     UpstreamTimeout(std::time::Duration),
     #[error(
         "Host `{0}` is not allowed; requests must address the proxy by a name in server.allowed_hosts (DNS-rebinding defence)"
@@ -125,6 +122,39 @@ pub enum ProxyError {
     Overloaded(String),
 }
 
+/// SFMC's refusal of a token request: its words, the URL that answered, and
+/// `hint`, what to change (chosen by SFMC's error).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "SFMC refused the token request for tenant `{tenant}`: POST {url} answered HTTP {status}{}; {hint}",
+    sfmc_words(*.status, .sfmc_error, .sfmc_error_description.as_deref())
+)]
+pub struct TokenRejection {
+    pub tenant: String,
+    pub status: u16,
+    pub sfmc_error: String,
+    pub sfmc_error_description: Option<String>,
+    pub url: String,
+    pub hint: String,
+    pub retry_after_secs: u64,
+}
+
+/// `: invalid_client "Client authentication failed."` — SFMC's `error` and
+/// `error_description` as it sent them; nothing when the body named no error
+/// (`error` is then the `http_<status>` the parser made up).
+pub fn sfmc_words(status: u16, error: &str, description: Option<&str>) -> String {
+    let code = match error == format!("http_{status}") {
+        true => None,
+        false => Some(error),
+    };
+    match (code, description) {
+        (Some(code), Some(description)) => format!(": {code} \"{description}\""),
+        (Some(code), None) => format!(": {code}"),
+        (None, Some(description)) => format!(": \"{description}\""),
+        (None, None) => " (no SFMC error in the body)".to_owned(),
+    }
+}
+
 /// An error and its causes on one line ("connect failed: connection refused"):
 /// the top-level message of hyper and reqwest errors alone rarely says why.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
@@ -153,7 +183,7 @@ impl ProxyError {
                 (StatusCode::FORBIDDEN, Downstream, "account_not_allowed")
             }
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, Downstream, "bad_request"),
-            Self::TokenRejected { .. } => (StatusCode::BAD_GATEWAY, Upstream, "token_rejected"),
+            Self::TokenRejected(_) => (StatusCode::BAD_GATEWAY, Upstream, "token_rejected"),
             Self::TokenUnavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Upstream,
@@ -223,13 +253,15 @@ impl ProxyError {
                 ctx.insert("tenant".into(), json!(tenant));
                 ctx.insert("account_id".into(), json!(mid));
             }
-            Self::TokenRejected {
-                tenant,
-                status,
-                sfmc_error,
-                sfmc_error_description,
-                ..
-            } => {
+            Self::TokenRejected(rejection) => {
+                let TokenRejection {
+                    tenant,
+                    status,
+                    sfmc_error,
+                    sfmc_error_description,
+                    url,
+                    ..
+                } = &**rejection;
                 ctx.insert("tenant".into(), json!(tenant));
                 ctx.insert("sfmc_status".into(), json!(status));
                 ctx.insert("sfmc_error".into(), json!(sfmc_error));
@@ -237,6 +269,7 @@ impl ProxyError {
                     "sfmc_error_description".into(),
                     json!(sfmc_error_description),
                 );
+                ctx.insert("token_url".into(), json!(url));
             }
             Self::TokenUnavailable { tenant, .. } => {
                 ctx.insert("tenant".into(), json!(tenant));
@@ -262,10 +295,8 @@ impl ProxyError {
     /// Seconds a client should wait before retrying, when the proxy knows.
     fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::TokenRejected {
-                retry_after_secs, ..
-            }
-            | Self::TokenUnavailable {
+            Self::TokenRejected(rejection) => Some(rejection.retry_after_secs.max(1)),
+            Self::TokenUnavailable {
                 retry_after_secs, ..
             } => Some((*retry_after_secs).max(1)),
             Self::Overloaded(_) => Some(1),

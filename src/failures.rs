@@ -5,7 +5,7 @@
 //! nothing of `ProxyError`; this module is the one that knows both sides.
 
 use crate::config::{NoTenant, Settings};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, TokenRejection};
 use crate::token::{KeyRefused, TokenError, TokenFailure};
 
 impl From<KeyRefused> for ProxyError {
@@ -21,18 +21,22 @@ impl From<KeyRefused> for ProxyError {
 pub fn token_failure(failure: TokenFailure, tenant: &str) -> ProxyError {
     let tenant = tenant.to_owned();
     let retry_after_secs = failure.retry_in.as_secs_f64().ceil() as u64;
+    let hint = failure.error.hint(&tenant).unwrap_or_default();
     match failure.error {
         TokenError::Rejected {
             status,
             error,
             description,
-        } => ProxyError::TokenRejected {
+            url,
+        } => ProxyError::TokenRejected(Box::new(TokenRejection {
+            hint,
             tenant,
             status,
             sfmc_error: error,
             sfmc_error_description: description,
+            url,
             retry_after_secs,
-        },
+        })),
         TokenError::Unavailable { reason, .. } | TokenError::InvalidResponse(reason) => {
             ProxyError::TokenUnavailable {
                 tenant,
@@ -103,12 +107,13 @@ mod tests {
             status: 401,
             error: "invalid_client".into(),
             description: Some("Client authentication failed.".into()),
+            url: "https://mc1.auth.marketingcloudapis.com/v2/token".into(),
         };
         let error = token_failure(failure(rejected, Duration::from_millis(4200)), "acme");
         assert!(matches!(
             error,
-            ProxyError::TokenRejected { ref tenant, status: 401, ref sfmc_error, retry_after_secs: 5, .. }
-                if tenant == "acme" && sfmc_error == "invalid_client"
+            ProxyError::TokenRejected(ref r)
+                if r.tenant == "acme" && r.status == 401 && r.sfmc_error == "invalid_client" && r.retry_after_secs == 5
         ));
         let down = TokenError::Unavailable {
             reason: "connection refused".into(),

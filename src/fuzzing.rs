@@ -58,7 +58,8 @@ pub fn token_response(status: u16, body: &[u8]) {
         return;
     };
     let hosts = [".marketingcloudapis.com".to_owned()];
-    let _ = crate::token::sfmc::parse_response(status, body, &hosts);
+    let _ =
+        crate::token::sfmc::parse_response("https://fuzz.invalid/v2/token", status, body, &hosts);
 }
 
 /// A `proxy.toml` through loading and validation; every `${VAR}` is set

@@ -4,10 +4,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = sfmc_proxy::cli::Cli::parse();
+    let cli = sfmc_proxy::cli::Cli::from_command_line();
     sfmc_proxy::tls::install_crypto_provider();
     sfmc_proxy::telemetry::init(cli.log_format);
     sfmc_proxy::cli::run(cli)

@@ -73,14 +73,11 @@ impl From<ProxyError> for Refusal {
     fn from(error: ProxyError) -> Self {
         let code = error.code();
         match &error {
-            ProxyError::TokenRejected {
-                sfmc_error,
-                sfmc_error_description,
-                ..
-            } => Self::new(
+            ProxyError::TokenRejected(rejection) => Self::new(
                 401,
-                sfmc_error,
-                sfmc_error_description
+                &rejection.sfmc_error,
+                rejection
+                    .sfmc_error_description
                     .clone()
                     .unwrap_or_else(|| error.to_string()),
                 code,
@@ -300,7 +297,13 @@ fn public_base(parts: &Parts, settings: &Settings) -> String {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         })
-        .unwrap_or_else(|| settings.server.listen.to_string());
+        .unwrap_or_else(|| {
+            let first = settings.server.listen.first();
+            first.map_or_else(
+                || crate::config::DEFAULT_LISTEN.to_owned(),
+                ToString::to_string,
+            )
+        });
     format!("http://{host}/")
 }
 

@@ -25,6 +25,7 @@ pub(super) fn validate(
     raw: RawBroker,
     server: &ServerSettings,
     tenants: &[Arc<Tenant>],
+    left_out: &[String],
     ex: &Expander<'_>,
 ) -> Result<BrokerSettings, ConfigError> {
     let token_lifetime = duration_or(
@@ -44,6 +45,13 @@ pub(super) fn validate(
     for (name, value) in raw.client_secrets {
         let key = format!("broker.client_secrets.{name}");
         let Some(tenant) = tenants.iter().find(|t| *t.name == *name) else {
+            // A tenant left out for the command at hand has no use for it.
+            if left_out
+                .iter()
+                .any(|why| why.starts_with(&format!("tenant `{name}` ")))
+            {
+                continue;
+            }
             return Err(invalid(key, format!("there is no tenant `{name}`")));
         };
         let value = ex.expand(&key, &value)?;
@@ -58,7 +66,8 @@ pub(super) fn validate(
     Ok(BrokerSettings {
         token_lifetime,
         client_secrets,
-        accept_any_secret: server.listen.ip().is_loopback() && server.inbound_keys.is_empty(),
+        accept_any_secret: server.listen.iter().all(|addr| addr.ip().is_loopback())
+            && server.inbound_keys.is_empty(),
     })
 }
 

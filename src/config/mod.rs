@@ -18,6 +18,7 @@ use std::sync::Arc;
 mod broker;
 mod defaults;
 mod grant;
+mod listen;
 mod parse_error;
 mod policy;
 mod raw;
@@ -31,11 +32,12 @@ mod values;
 pub use broker::BrokerSettings;
 pub use defaults::{DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN};
 pub use grant::{AppType, Grant};
+pub use listen::ListenOverride;
 pub use policy::{NormalPath, PathPrefix, Policy, Unreadable, normalise_path};
 use raw::RawConfig;
 pub use server::{
     MAX_DEFAULT_WORKER_THREADS, MAX_WORKER_THREADS, ReadyRequires, ServerSettings,
-    default_worker_threads,
+    default_worker_threads, list_addresses,
 };
 pub use soap::SoapSettings;
 pub use tenant::Tenant;
@@ -78,6 +80,21 @@ pub enum ConfigError {
     Parse(String),
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    /// A `${NAME}` whose variable is not set: its own kind, so that a
+    /// command using one tenant can leave out another tenant that lacks one.
+    #[error("config key `{key}`: environment variable {name} is not set")]
+    MissingVariable { key: String, name: String },
+}
+
+/// What the command line changes in how the config file is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// `--listen` / `SFMC_PROXY_LISTEN`: replaces `server.listen`.
+    pub listen: Option<ListenOverride>,
+    /// `token --tenant X`, `login --tenant X`: the one tenant the command
+    /// uses. Another tenant whose `${VAR}` is unset is left out (with a
+    /// note) instead of failing the load; any other error still fails it.
+    pub only_tenant: Option<String>,
 }
 
 pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -99,6 +116,10 @@ pub struct Settings {
     pub tenants: Vec<Arc<Tenant>>,
     /// Index into `tenants` of the tenant that serves requests with no selector.
     pub default_tenant: Option<usize>,
+    /// Tenants left out under [`LoadOptions::only_tenant`], each with why.
+    pub left_out: Vec<String>,
+    /// The file these settings were read from (absolute), when they were.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 /// Why [`Settings::tenant_or_default`] found no tenant.
@@ -114,12 +135,21 @@ impl Settings {
     /// Reads and validates a config file; relative file paths inside it
     /// (`client_secret_file`, `ca_file`) are taken from the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// [`Self::load`] as the command line asks (see [`LoadOptions`]).
+    pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_toml(&text, |name| std::env::var(name).ok(), base)
+        let mut settings =
+            Self::from_toml_with(&text, |name| std::env::var(name).ok(), base, options)?;
+        // Absolute, so that a hint to run a command works from any directory.
+        settings.config_file = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
+        Ok(settings)
     }
 
     /// Parses and validates TOML text. `env` resolves `${VAR}`.
@@ -128,16 +158,30 @@ impl Settings {
         env: impl Fn(&str) -> Option<String>,
         base_dir: &Path,
     ) -> Result<Self, ConfigError> {
+        Self::from_toml_with(text, env, base_dir, &LoadOptions::default())
+    }
+
+    fn from_toml_with(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+        base_dir: &Path,
+        options: &LoadOptions,
+    ) -> Result<Self, ConfigError> {
         // Worded by `parse_error`: toml's own report would quote a secret's line.
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| ConfigError::Parse(parse_error::describe(text, &e)))?;
         let expander = Expander::new(&env, base_dir);
-        let server = server::validate(raw.server, &expander)?;
+        let server = server::validate(raw.server, options.listen.as_ref(), &expander)?;
         let token = token::validate(raw.token, &expander)?;
         let upstream = upstream::validate(raw.upstream, &expander)?;
         let soap = soap::validate(raw.soap)?;
-        let (tenants, default_tenant) = tenant::validate_tenants(raw.tenants, &expander)?;
-        let broker = broker::validate(raw.broker, &server, &tenants, &expander)?;
+        let only = options.only_tenant.as_deref();
+        let tenant::ValidTenants {
+            tenants,
+            default_tenant,
+            left_out,
+        } = tenant::validate_tenants(raw.tenants, only, &expander)?;
+        let broker = broker::validate(raw.broker, &server, &tenants, &left_out, &expander)?;
         let needs_store = tenants.iter().any(|t| t.grant != Grant::ClientCredentials);
         if needs_store && token.store_file.is_none() {
             return Err(invalid(
@@ -153,6 +197,8 @@ impl Settings {
             broker,
             tenants,
             default_tenant,
+            left_out,
+            config_file: None,
         })
     }
 

@@ -19,7 +19,7 @@ pub(super) struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawServer {
-    pub listen: Option<String>,
+    pub listen: Option<super::listen::RawListen>,
     pub admin_listen: Option<String>,
     pub public_url: Option<String>,
     pub inbound_keys: Vec<String>,

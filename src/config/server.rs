@@ -6,17 +6,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::defaults::{
-    DEFAULT_ALLOWED_HOSTS, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
-    DEFAULT_LOG_PATHS, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_READY_REQUIRES, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_ALLOWED_HOSTS, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LOG_PATHS,
+    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS, DEFAULT_READY_REQUIRES,
+    DEFAULT_SHUTDOWN_TIMEOUT,
 };
+use super::listen::ListenOverride;
 use super::raw::RawServer;
 use super::values::{Expander, duration_or};
 use super::{ConfigError, Secret, invalid};
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    pub listen: SocketAddr,
+    /// Every address the proxy serves (at least one; see `listen`).
+    pub listen: Vec<SocketAddr>,
     /// A second, loopback-only address that serves `/_proxy/*` alone, with
     /// no inbound key (a scraper or probe on the same host).
     pub admin_listen: Option<SocketAddr>,
@@ -105,37 +107,44 @@ impl ServerSettings {
     }
 }
 
-/// A non-loopback address needs inbound keys, or the explicit opt-out.
+/// A non-loopback address needs inbound keys, or the explicit opt-out;
+/// `key` is where the addresses came from.
 fn check_exposure(
-    listen: SocketAddr,
+    key: &str,
+    listen: &[SocketAddr],
     inbound_keys: &[Secret],
     allow_unauthenticated_remote: bool,
 ) -> Result<(), ConfigError> {
-    if listen.ip().is_loopback() || !inbound_keys.is_empty() || allow_unauthenticated_remote {
+    if !inbound_keys.is_empty() || allow_unauthenticated_remote {
         return Ok(());
     }
-    Err(invalid(
-        "server.listen",
-        format!(
-            "{listen} is not a loopback address: anyone who can reach it could use your SFMC credentials. Set server.inbound_keys, or server.allow_unauthenticated_remote = true if the network is private"
-        ),
-    ))
+    match listen.iter().find(|addr| !addr.ip().is_loopback()) {
+        None => Ok(()),
+        Some(exposed) => Err(invalid(
+            key,
+            format!(
+                "{exposed} is not a loopback address: anyone who can reach it could use your SFMC credentials. Set server.inbound_keys, or server.allow_unauthenticated_remote = true if the network is private"
+            ),
+        )),
+    }
 }
 
 /// `allowed_hosts` when the file does not name them.
-fn derived_allowed_hosts(listen: SocketAddr, inbound_keys: &[Secret]) -> Option<Vec<String>> {
+fn derived_allowed_hosts(listen: &[SocketAddr], inbound_keys: &[Secret]) -> Option<Vec<String>> {
     // Every address, with inbound keys: callers come by any name, and a
     // rebinding web page cannot present a key.
-    if listen.ip().is_unspecified() && !inbound_keys.is_empty() {
+    if listen.iter().any(|addr| addr.ip().is_unspecified()) && !inbound_keys.is_empty() {
         return None;
     }
     // Without keys (loopback, or a container published on the host's
-    // loopback) only loopback names: anything else may be a web page that
-    // rebound its own name to this address.
+    // loopback) only loopback names and the addresses' own: anything else
+    // may be a web page that rebound its own name to this address.
     let mut hosts: Vec<String> = DEFAULT_ALLOWED_HOSTS.map(String::from).into();
-    let own = super::values::host_of_ip(listen.ip());
-    if !listen.ip().is_unspecified() && !hosts.contains(&own) {
-        hosts.push(own);
+    for addr in listen.iter().filter(|addr| !addr.ip().is_unspecified()) {
+        let own = super::values::host_of_ip(addr.ip());
+        if !hosts.contains(&own) {
+            hosts.push(own);
+        }
     }
     Some(hosts)
 }
@@ -167,20 +176,25 @@ impl ServerSettings {
     /// and drops the keys cannot leave the network address it still serves
     /// without a key.
     pub fn bound_to(self, started: &ServerSettings) -> Result<Self, ConfigError> {
-        let listen = started.listen;
-        check_exposure(listen, &self.inbound_keys, self.allow_unauthenticated_remote).map_err(
-            |_| {
-                invalid(
-                    "server.inbound_keys",
-                    format!(
-                        "the proxy still listens on {listen} (server.listen changes at a restart), which is not a loopback address: it cannot drop its inbound keys; keep them, or restart with the new listen"
-                    ),
-                )
-            },
-        )?;
+        let listen = started.listen.clone();
+        check_exposure(
+            "server.listen",
+            &listen,
+            &self.inbound_keys,
+            self.allow_unauthenticated_remote,
+        )
+        .map_err(|_| {
+            invalid(
+                "server.inbound_keys",
+                format!(
+                    "the proxy still listens on {} (server.listen changes at a restart), which is not only loopback: it cannot drop its inbound keys; keep them, or restart with the new listen",
+                    list_addresses(&listen)
+                ),
+            )
+        })?;
         let allowed_hosts = match self.allowed_hosts_configured {
             true => self.allowed_hosts,
-            false => derived_allowed_hosts(listen, &self.inbound_keys),
+            false => derived_allowed_hosts(&listen, &self.inbound_keys),
         };
         Ok(Self {
             listen,
@@ -221,17 +235,19 @@ pub fn default_worker_threads() -> usize {
         .min(MAX_DEFAULT_WORKER_THREADS)
 }
 
-pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettings, ConfigError> {
-    let listen_text = ex.expand(
-        "server.listen",
-        raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
-    )?;
-    let listen: SocketAddr = listen_text.parse().map_err(|_| {
-        invalid(
-            "server.listen",
-            format!("`{listen_text}` is not an IP:port address (e.g. \"127.0.0.1:8080\")"),
-        )
-    })?;
+/// `a, b, c`, for messages and logs.
+pub fn list_addresses(addresses: &[SocketAddr]) -> String {
+    let texts: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    texts.join(", ")
+}
+
+pub(super) fn validate(
+    raw: RawServer,
+    listen_override: Option<&ListenOverride>,
+    ex: &Expander<'_>,
+) -> Result<ServerSettings, ConfigError> {
+    let listen = super::listen::addresses(raw.listen, listen_override, ex)?;
+    let listen_key = listen_override.map_or("server.listen", |given| given.source);
     let admin_listen = match raw.admin_listen {
         Some(text) => Some(admin_address(&ex.expand("server.admin_listen", &text)?)?),
         None => None,
@@ -248,7 +264,12 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
         }
         inbound_keys.push(Secret::new(value));
     }
-    check_exposure(listen, &inbound_keys, raw.allow_unauthenticated_remote)?;
+    check_exposure(
+        listen_key,
+        &listen,
+        &inbound_keys,
+        raw.allow_unauthenticated_remote,
+    )?;
     let allowed_hosts_configured = raw.allowed_hosts.is_some();
     let allowed_hosts = match raw.allowed_hosts {
         Some(hosts) => Some(
@@ -257,7 +278,7 @@ pub(super) fn validate(raw: RawServer, ex: &Expander<'_>) -> Result<ServerSettin
                 .map(|h| super::values::normalise_host_name(h))
                 .collect(),
         ),
-        None => derived_allowed_hosts(listen, &inbound_keys),
+        None => derived_allowed_hosts(&listen, &inbound_keys),
     };
     let allowed_origins = raw
         .allowed_origins

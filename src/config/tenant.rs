@@ -45,10 +45,21 @@ impl Tenant {
     }
 }
 
+/// The `[tenants.*]` sections, validated.
+pub(super) struct ValidTenants {
+    /// In name order.
+    pub tenants: Vec<Arc<Tenant>>,
+    /// Index into `tenants` of the default tenant.
+    pub default_tenant: Option<usize>,
+    /// With `only` (see `LoadOptions::only_tenant`): tenants left out, with why.
+    pub left_out: Vec<String>,
+}
+
 pub(super) fn validate_tenants(
     raw: BTreeMap<String, RawTenant>,
+    only: Option<&str>,
     ex: &Expander<'_>,
-) -> Result<(Vec<Arc<Tenant>>, Option<usize>), ConfigError> {
+) -> Result<ValidTenants, ConfigError> {
     if raw.is_empty() {
         return Err(invalid(
             "tenants",
@@ -57,11 +68,22 @@ pub(super) fn validate_tenants(
     }
     let mut tenants = Vec::new();
     let mut defaults = Vec::new();
+    let mut left_out = Vec::new();
     for (name, raw_tenant) in raw {
-        if raw_tenant.default {
+        let is_default = raw_tenant.default;
+        let tenant = match validate_tenant(&name, raw_tenant, ex) {
+            Ok(tenant) => tenant,
+            Err(error @ ConfigError::MissingVariable { .. })
+                if only.is_some_and(|only| only != name) =>
+            {
+                left_out.push(format!("tenant `{name}` left out: {error}"));
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        if is_default {
             defaults.push(tenants.len());
         }
-        let tenant = validate_tenant(&name, raw_tenant, ex)?;
         if let Some(prefix) = &tenant.path_prefix {
             let clash = tenants
                 .iter()
@@ -89,7 +111,11 @@ pub(super) fn validate_tenants(
             ));
         }
     };
-    Ok((tenants, default_tenant))
+    Ok(ValidTenants {
+        tenants,
+        default_tenant,
+        left_out,
+    })
 }
 
 fn validate_tenant(name: &str, raw: RawTenant, ex: &Expander<'_>) -> Result<Tenant, ConfigError> {

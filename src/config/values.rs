@@ -46,8 +46,10 @@ impl<'a> Expander<'a> {
                     format!("`${{{name}}}` is not a valid environment variable name"),
                 ));
             }
-            let resolved = (self.env)(name)
-                .ok_or_else(|| invalid(key, format!("environment variable {name} is not set")))?;
+            let resolved = (self.env)(name).ok_or_else(|| ConfigError::MissingVariable {
+                key: key.to_owned(),
+                name: name.to_owned(),
+            })?;
             out.push_str(&resolved);
             rest = &after[end + 1..];
         }

@@ -20,13 +20,15 @@ fn statuses_and_codes_follow_the_contract() {
             "account_not_allowed",
         ),
         (
-            ProxyError::TokenRejected {
+            ProxyError::TokenRejected(Box::new(TokenRejection {
                 tenant: "a".into(),
                 status: 401,
                 sfmc_error: "invalid_client".into(),
                 sfmc_error_description: None,
+                url: "https://mc1.auth.marketingcloudapis.com/v2/token".into(),
+                hint: "check client_id and client_secret".into(),
                 retry_after_secs: 5,
-            },
+            })),
             502,
             "token_rejected",
         ),
@@ -150,13 +152,15 @@ fn a_wrong_method_says_which_are_allowed() {
 
 #[test]
 fn token_rejected_carries_sfmc_error_and_description() {
-    let error = ProxyError::TokenRejected {
+    let error = ProxyError::TokenRejected(Box::new(TokenRejection {
         tenant: "acme".into(),
         status: 401,
         sfmc_error: "invalid_client".into(),
         sfmc_error_description: Some("Invalid client ID.".into()),
+        url: "https://mc1.auth.marketingcloudapis.com/v2/token".into(),
+        hint: "check client_id and client_secret".into(),
         retry_after_secs: 5,
-    };
+    }));
     let body = error.json_body();
     assert_eq!(body["error"], "token_rejected");
     assert_eq!(body["sfmc_error"], "invalid_client");

@@ -28,7 +28,7 @@ use http::Request;
 
 fn server(keys: &[&str], origins: &[&str]) -> ServerSettings {
     ServerSettings {
-        listen: "127.0.0.1:8080".parse().expect("addr"),
+        listen: vec!["127.0.0.1:8080".parse().expect("addr")],
         admin_listen: None,
         public_url: None,
         inbound_keys: keys.iter().map(|k| Secret::new(*k)).collect(),

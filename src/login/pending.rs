@@ -70,7 +70,7 @@ impl PendingLogins {
             start.code_verifier.clone(),
             move |token, sent_at| {
                 if let Err(error) = tokens.put(&key, token, sent_at) {
-                    tracing::warn!(?error, "the login's first token could not be cached");
+                    tracing::warn!(%error, "the login's first token could not be cached");
                 }
             },
         );

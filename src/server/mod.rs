@@ -68,7 +68,7 @@ pub async fn run_with_admin(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BuildError> {
     let live = Arc::new(Live::new(settings)?);
-    serve_with_admin(listener, admin, live, shutdown).await;
+    serve_with_admin(vec![listener], admin, live, shutdown).await;
     Ok(())
 }
 
@@ -94,18 +94,24 @@ fn builder(server: &ServerSettings) -> auto::Builder<TokioExecutor> {
 /// (`token.prefetch`) is begun before the first connection is accepted, so
 /// the first readiness probe sees it.
 pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future<Output = ()>) {
-    serve_with_admin(listener, None, live, shutdown).await;
+    serve_with_admin(vec![listener], None, live, shutdown).await;
 }
 
 /// [`serve`], and `admin` (`server.admin_listen`) beside it: its connections
 /// are served `/_proxy/*` alone, without the inbound key, under the same
 /// connection limit and deadlines.
 pub async fn serve_with_admin(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     admin: Option<TcpListener>,
     live: Arc<Live>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let mut listening: Vec<(TcpListener, Entry)> = listeners
+        .into_iter()
+        .map(|listener| (listener, Entry::Main))
+        .collect();
+    listening.extend(admin.map(|admin| (admin, Entry::Admin)));
+    let mut turn = 0;
     let first = live.current();
     if first.settings().token.prefetch {
         crate::prefetch::start(first.settings(), first.tokens());
@@ -117,8 +123,7 @@ pub async fn serve_with_admin(
     tokio::pin!(shutdown);
     loop {
         let (accepted, entry) = tokio::select! {
-            accepted = listener.accept() => (accepted, Entry::Main),
-            accepted = accept(admin.as_ref()) => (accepted, Entry::Admin),
+            accepted = accept_any(&listening, &mut turn) => accepted,
             () = &mut shutdown => break,
         };
         let (stream, peer) = match accepted {
@@ -179,8 +184,7 @@ pub async fn serve_with_admin(
             &limits.settings.server,
         );
     }
-    drop(listener);
-    drop(admin);
+    drop(listening);
     // The timeout in force now: a reload may have changed it.
     let grace = live.settings().server.shutdown_timeout;
     tokio::select! {
@@ -221,12 +225,25 @@ impl Limits {
     }
 }
 
-/// The next connection on `listener`; never, without one.
-async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
-    match listener {
-        Some(listener) => listener.accept().await,
-        None => std::future::pending().await,
-    }
+/// The next connection on any of `listeners`, and which entry it came by.
+/// The listener asked first moves on each time (`turn`), so a busy address
+/// cannot keep another's connections waiting.
+async fn accept_any(
+    listeners: &[(TcpListener, Entry)],
+    turn: &mut usize,
+) -> (std::io::Result<(TcpStream, SocketAddr)>, Entry) {
+    let count = listeners.len();
+    std::future::poll_fn(|cx| {
+        for offset in 0..count {
+            let (listener, entry) = &listeners[(*turn + offset) % count];
+            if let std::task::Poll::Ready(accepted) = listener.poll_accept(cx) {
+                *turn = (*turn + offset + 1) % count;
+                return std::task::Poll::Ready((accepted, *entry));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// One accepted connection: its activity and its slot under `max_connections`.

@@ -341,16 +341,19 @@ pub fn fault_response(error: ProxyError) -> Response<ProxyBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::TokenRejection;
 
     #[test]
     fn proxy_errors_become_soap_faults_with_the_same_information() {
-        let error = ProxyError::TokenRejected {
+        let error = ProxyError::TokenRejected(Box::new(TokenRejection {
             tenant: "acme".into(),
             status: 401,
             sfmc_error: "invalid_client".into(),
             sfmc_error_description: Some("Invalid <client> ID".into()),
+            url: "https://mc1.auth.marketingcloudapis.com/v2/token".into(),
+            hint: "check client_id and client_secret".into(),
             retry_after_secs: 5,
-        };
+        }));
         let response = fault_response(error);
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(response.headers()["x-sfmc-proxy-error"], "token_rejected");

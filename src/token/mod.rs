@@ -479,7 +479,7 @@ impl Inner {
                     return Ok(token);
                 }
                 Err(error) if error.retryable() && attempt < FETCH_ATTEMPTS => {
-                    tracing::warn!(tenant = %key.tenant, attempt, ?error, "token request failed; retrying");
+                    tracing::warn!(tenant = %key.tenant, attempt, %error, "token request failed; retrying");
                     // Jitter (0.5×–1.5×) keeps many proxies from retrying in step.
                     tokio::time::sleep(delay.mul_f64(0.5 + fastrand::f64())).await;
                     delay *= 2;
@@ -489,13 +489,18 @@ impl Inner {
                 // status page say it; a probe every few seconds must not
                 // write a warning each time.
                 Err(error @ TokenError::LoginRequired { .. }) => {
-                    tracing::debug!(tenant = %key.tenant, ?error, "no token: a login is needed");
+                    tracing::debug!(tenant = %key.tenant, %error, "no token: a login is needed");
                     let now = Instant::now();
                     slot.note_error(&error, now);
                     return Err(slot.record_failure(error, now));
                 }
                 Err(error) => {
-                    tracing::warn!(tenant = %key.tenant, ?error, "token request failed");
+                    tracing::warn!(
+                        tenant = %key.tenant,
+                        %error,
+                        hint = error.hint(&key.tenant).unwrap_or_default(),
+                        "token request failed"
+                    );
                     let now = Instant::now();
                     slot.note_error(&error, now);
                     return Err(if error.is_tenant_wide() {

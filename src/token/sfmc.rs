@@ -167,7 +167,7 @@ impl SfmcTokenClient {
             .bytes()
             .await
             .map_err(|e| unavailable(&tenant.token_url, &e))?;
-        parse_response(status, &bytes, &self.allowed_instance_hosts).map_err(|error| match error {
+        parse_response(&tenant.token_url, status, &bytes, &self.allowed_instance_hosts).map_err(|error| match error {
             // A 200 that is no token: most often a web page, because
             // auth_url is not the package's Authentication Base URI.
             TokenError::InvalidResponse(reason) => TokenError::InvalidResponse(format!(
@@ -183,6 +183,7 @@ impl SfmcTokenClient {
 /// SFMC's answer to one token request, its status and body as they came:
 /// the grant, or why there is none. Pure (no I/O), so that it can be fuzzed.
 pub(crate) fn parse_response(
+    url: &str,
     status: http::StatusCode,
     bytes: &[u8],
     allowed_instance_hosts: &[String],
@@ -196,7 +197,7 @@ pub(crate) fn parse_response(
     if status.is_success() {
         parse_success(bytes, allowed_instance_hosts)
     } else {
-        Err(classify_error(status, bytes))
+        Err(classify_error(url, status, bytes))
     }
 }
 
@@ -263,16 +264,19 @@ fn unavailable(url: &str, error: &reqwest::Error) -> TokenError {
 
 /// 4xx: SFMC refused (wrong secret, BU not enabled, bad scope): retrying will
 /// not help. 5xx: an outage: retry. 429: throttled: do not retry right away.
-fn classify_error(status: reqwest::StatusCode, body: &[u8]) -> TokenError {
+fn classify_error(url: &str, status: reqwest::StatusCode, body: &[u8]) -> TokenError {
     if status.is_server_error() {
         return TokenError::Unavailable {
-            reason: format!("SFMC's auth endpoint answered HTTP {}", status.as_u16()),
+            reason: format!(
+                "SFMC's auth endpoint is failing: POST {url} answered HTTP {}",
+                status.as_u16()
+            ),
             retryable: true,
         };
     }
     if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         return TokenError::Unavailable {
-            reason: "SFMC is throttling token requests (HTTP 429)".into(),
+            reason: format!("SFMC is throttling token requests: POST {url} answered HTTP 429"),
             retryable: false,
         };
     }
@@ -288,6 +292,7 @@ fn classify_error(status: reqwest::StatusCode, body: &[u8]) -> TokenError {
         status: status.as_u16(),
         error,
         description,
+        url: url.to_owned(),
     }
 }
 
@@ -311,19 +316,22 @@ mod tests {
         );
     }
 
+    const URL: &str = "https://mc1.auth.marketingcloudapis.com/v2/token";
+
     #[test]
     fn sfmc_refusals_keep_error_and_description() {
         let body = br#"{"error":"invalid_client","error_description":"Invalid client ID.","error_uri":"x"}"#;
-        let error = classify_error(reqwest::StatusCode::UNAUTHORIZED, body);
+        let error = classify_error(URL, reqwest::StatusCode::UNAUTHORIZED, body);
         assert_eq!(
             error,
             TokenError::Rejected {
                 status: 401,
                 error: "invalid_client".into(),
                 description: Some("Invalid client ID.".into()),
+                url: URL.into(),
             }
         );
-        let unparsable = classify_error(reqwest::StatusCode::BAD_REQUEST, b"<html>");
+        let unparsable = classify_error(URL, reqwest::StatusCode::BAD_REQUEST, b"<html>");
         assert!(
             matches!(unparsable, TokenError::Rejected { ref error, .. } if error == "http_400")
         );
@@ -331,8 +339,8 @@ mod tests {
 
     #[test]
     fn server_errors_are_retryable_and_throttling_is_not() {
-        assert!(classify_error(reqwest::StatusCode::BAD_GATEWAY, b"").retryable());
-        assert!(!classify_error(reqwest::StatusCode::TOO_MANY_REQUESTS, b"").retryable());
-        assert!(!classify_error(reqwest::StatusCode::UNAUTHORIZED, b"{}").retryable());
+        assert!(classify_error(URL, reqwest::StatusCode::BAD_GATEWAY, b"").retryable());
+        assert!(!classify_error(URL, reqwest::StatusCode::TOO_MANY_REQUESTS, b"").retryable());
+        assert!(!classify_error(URL, reqwest::StatusCode::UNAUTHORIZED, b"{}").retryable());
     }
 }

@@ -86,11 +86,14 @@ impl std::fmt::Debug for Token {
 /// Why a token could not be had.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenError {
-    /// SFMC answered the token request with an error (HTTP 4xx).
+    /// SFMC answered the token request with an error (HTTP 4xx): its
+    /// `error` (or `http_<status>` when the body had none) and
+    /// `error_description`, and the URL that answered.
     Rejected {
         status: u16,
         error: String,
         description: Option<String>,
+        url: String,
     },
     /// The auth endpoint could not be reached or failed; `retryable` when a
     /// quick retry may help (connection failure, 5xx, timeout).
@@ -107,7 +110,51 @@ pub enum TokenError {
     LoginRequired { reason: String, command: String },
 }
 
+/// What went wrong, for a person: SFMC's own words where SFMC said something,
+/// and the URL called. Logs and the CLI use this, never `Debug`.
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rejected {
+                status,
+                error,
+                description,
+                url,
+            } => write!(
+                f,
+                "POST {url} answered HTTP {status}{}",
+                crate::error::sfmc_words(*status, error, description.as_deref())
+            ),
+            Self::Unavailable { reason, .. } | Self::InvalidResponse(reason) => f.write_str(reason),
+            Self::InstanceNotAllowed { url, reason } => write!(
+                f,
+                "SFMC returned an instance URL the proxy will not send a token to ({url}): {reason}"
+            ),
+            Self::LoginRequired { reason, command } => write!(f, "{reason}; run `{command}`"),
+        }
+    }
+}
+
 impl TokenError {
+    /// What to change, for a refusal from SFMC (`None` for other errors,
+    /// whose text already says it).
+    pub fn hint(&self, tenant: &str) -> Option<String> {
+        match self {
+            Self::Rejected {
+                status,
+                error,
+                description,
+                ..
+            } => Some(rejected_hint(
+                *status,
+                error,
+                description.as_deref(),
+                tenant,
+            )),
+            _ => None,
+        }
+    }
+
     pub(super) fn retryable(&self) -> bool {
         matches!(
             self,
@@ -204,4 +251,38 @@ impl Outcome {
 pub struct Lease {
     pub token: Arc<Token>,
     pub outcome: Outcome,
+}
+
+/// What to change after SFMC refused a token request, chosen by what SFMC
+/// said: a wrong URL, a wrong id or secret, a business unit or scope the
+/// installed package lacks. The words name the places in Marketing Cloud
+/// Setup (Apps > Installed Packages) where each is fixed.
+fn rejected_hint(status: u16, error: &str, description: Option<&str>, tenant: &str) -> String {
+    let said = description.unwrap_or_default().to_ascii_lowercase();
+    let about_account = said.contains("account_id") || said.contains("account (mid)");
+    if status == 404 || status == 405 {
+        format!(
+            "is tenants.{tenant}.auth_url the package's Authentication Base URI (https://YOUR_SUBDOMAIN.auth.marketingcloudapis.com/, under Installed Packages > the package > API Integration)?"
+        )
+    } else if about_account || error == "unauthorized_client" {
+        format!(
+            "the installed package has no access to this business unit (account_id MID): give it access under Setup > Installed Packages > the package > Access, or use a MID it has (tenants.{tenant}.account_id, or the X-SFMC-Account-Id the client sent)"
+        )
+    } else if error == "invalid_client" {
+        format!(
+            "check tenants.{tenant}.client_id and client_secret: copy both again from Installed Packages > the package > API Integration (a regenerated secret, or a stray space or quote, is the usual cause)"
+        )
+    } else if error == "invalid_scope" {
+        format!(
+            "the installed package does not grant a scope that was asked for: add the permission to its API Integration, or remove it from tenants.{tenant}.scope"
+        )
+    } else if error == "unsupported_grant_type" || error == "invalid_grant" {
+        format!(
+            "the package does not accept this grant: a client_credentials tenant needs a Server-to-Server API Integration; a login tenant needs a Web or Public App one (tenants.{tenant}.grant)"
+        )
+    } else {
+        format!(
+            "check tenants.{tenant}.client_id, client_secret, account_id and scope against the installed package"
+        )
+    }
 }

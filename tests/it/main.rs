@@ -7,6 +7,8 @@ mod support;
 mod admin;
 mod broker;
 mod cli;
+mod diagnosis;
+mod flags;
 mod guard;
 mod login;
 mod logs;

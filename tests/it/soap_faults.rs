@@ -197,7 +197,7 @@ async fn token_fetch_failures_are_soap_faults_with_the_same_information() {
     assert_proxy_fault(&reply, 502, "token_rejected", "soap:Server");
     assert_eq!(field(&reply, "sfmc_error"), "invalid_client");
     assert!(field(&reply, "sfmc_error_description").starts_with("Invalid client ID"));
-    assert!(field(&reply, "faultstring").contains("check client_id, client_secret"));
+    assert!(field(&reply, "faultstring").contains("client_id and client_secret"));
     assert!(reply.headers.contains_key("retry-after"));
     assert!(!reply.text().contains(CLIENT_SECRET));
 

@@ -37,7 +37,7 @@ pub(super) fn error_key(text: &str) -> String {
 #[test]
 fn minimal_config_gets_contract_defaults() {
     let settings = parse(MINIMAL).expect("valid");
-    assert_eq!(settings.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(list_addresses(&settings.server.listen), "127.0.0.1:8080");
     assert_eq!(
         settings.token.refresh_before_expiry,
         Duration::from_secs(120)
@@ -163,7 +163,7 @@ fn the_annotated_example_config_is_valid() {
         _ => None,
     };
     let settings = Settings::from_toml(example, env, Path::new(".")).expect("proxy.toml is valid");
-    assert_eq!(settings.server.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(list_addresses(&settings.server.listen), DEFAULT_LISTEN);
     assert_eq!(&*settings.tenants[0].name, "acme");
 }
 

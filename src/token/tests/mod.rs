@@ -84,6 +84,7 @@ fn rejected() -> TokenError {
         status: 401,
         error: "invalid_client".into(),
         description: Some("bad secret".into()),
+        url: "http://127.0.0.1:1/v2/token".into(),
     }
 }
 
@@ -117,6 +118,7 @@ fn refused(error: &str, description: &str) -> TokenError {
         status: 401,
         error: error.into(),
         description: Some(description.into()),
+        url: "http://127.0.0.1:1/v2/token".into(),
     }
 }
 

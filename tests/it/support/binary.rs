@@ -19,6 +19,7 @@ pub struct Binary {
     lines: Lines<BufReader<ChildStderr>>,
     log: Vec<String>,
     base: String,
+    listening: Vec<String>,
     dir: std::path::PathBuf,
     /// The config file it reads (again on SIGHUP).
     pub config: std::path::PathBuf,
@@ -28,15 +29,39 @@ impl Binary {
     pub async fn start(name: &str, builder: ProxyBuilder, rust_log: &str) -> Self {
         // Port 0: the proxy binds a free port and says which in its start-up line.
         let listen: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+        Self::start_with(name, builder.listen(listen), rust_log, &[], &[]).await
+    }
+
+    /// `sfmc-proxy --config FILE --log-format json serve ARGS…` with `envs`
+    /// set, `builder` as the file as it is (its `listen` included).
+    pub async fn start_with(
+        name: &str,
+        builder: ProxyBuilder,
+        rust_log: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let dir = temp_dir(name);
         let config = dir.join("proxy.toml");
-        std::fs::write(&config, builder.listen(listen).render()).expect("write config");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
+        std::fs::write(&config, builder.render()).expect("write config");
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));
+        command
             .arg("--config")
             .arg(&config)
             .args(["--log-format", "json", "serve"])
-            .env("RUST_LOG", rust_log)
-            .env_remove("SFMC_PROXY_CONFIG")
+            .args(args)
+            .env("RUST_LOG", rust_log);
+        for name in [
+            "SFMC_PROXY_CONFIG",
+            "SFMC_PROXY_LISTEN",
+            "SFMC_PROXY_LOG_FORMAT",
+        ] {
+            command.env_remove(name);
+        }
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let mut child = command
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -47,6 +72,7 @@ impl Binary {
             lines,
             log: Vec::new(),
             base: String::new(),
+            listening: Vec::new(),
             dir,
             config,
         };
@@ -55,7 +81,18 @@ impl Binary {
         let bound = started["listen"].as_str().unwrap_or_default().to_owned();
         assert!(!bound.ends_with(":0"), "the bound port is logged: {bound}");
         binary.base = format!("http://{bound}");
+        binary.listening = started["listen_all"]
+            .as_str()
+            .unwrap_or_default()
+            .split(", ")
+            .map(str::to_owned)
+            .collect();
         binary
+    }
+
+    /// Every address the start-up line says the proxy listens on.
+    pub fn listening(&self) -> &[String] {
+        &self.listening
     }
 
     pub fn url(&self, path: &str) -> String {

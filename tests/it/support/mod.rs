@@ -3,11 +3,13 @@
 //! queries byte for byte (hyper does not normalise them; reqwest's URL parser would).
 
 mod binary;
+mod command;
 mod proxy;
 pub mod soap;
 pub mod tools;
 
 pub use binary::{ACCESS, Binary};
+pub use command::{config_file, run_binary, stderr_of, stdout_of};
 pub use proxy::{ProxyBuilder, Setup, Tenant, TestProxy, setup, setup_with_business_units};
 
 use std::convert::Infallible;
@@ -266,6 +268,16 @@ pub async fn static_auth_server(body: Value) -> String {
 /// A token endpoint that always answers 200 with `body` as `content_type`
 /// (a web page where a token was expected, say).
 pub async fn static_auth_answer(content_type: &'static str, body: Bytes) -> String {
+    static_auth_reply(http::StatusCode::OK, content_type, body).await
+}
+
+/// A token endpoint that always answers `status` with `body` as
+/// `content_type` (a web server's 404 page, say).
+pub async fn static_auth_reply(
+    status: http::StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+) -> String {
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -279,6 +291,7 @@ pub async fn static_auth_answer(content_type: &'static str, body: Bytes) -> Stri
                     async move {
                         Ok::<_, Infallible>(
                             Response::builder()
+                                .status(status)
                                 .header("content-type", content_type)
                                 .body(Full::new(body))
                                 .expect("response"),

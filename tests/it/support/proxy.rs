@@ -49,7 +49,7 @@ impl TestProxy {
             let shutdown = async {
                 let _ = rx.await;
             };
-            sfmc_proxy::server::serve_with_admin(listener, admin, serving, shutdown).await;
+            sfmc_proxy::server::serve_with_admin(vec![listener], admin, serving, shutdown).await;
         });
         TestProxy {
             addr,

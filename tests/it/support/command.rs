@@ -1,0 +1,45 @@
+//! The binary run once to completion, as a user types it: its exit code,
+//! stdout and stderr, with a config file written for the test.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use super::temp_dir;
+
+/// `sfmc-proxy --config CONFIG ARGS…` with `envs` set (and none of the
+/// proxy's own variables inherited from the test's environment).
+pub async fn run_binary(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));
+    command.arg("--config").arg(config).args(args);
+    for name in [
+        "SFMC_PROXY_CONFIG",
+        "SFMC_PROXY_LISTEN",
+        "SFMC_PROXY_LOG_FORMAT",
+    ] {
+        command.env_remove(name);
+    }
+    command.env("RUST_LOG", "warn");
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("binary runs")
+}
+
+/// `text` as `proxy.toml` in a new temp directory.
+pub fn config_file(name: &str, text: &str) -> PathBuf {
+    let path = temp_dir(name).join("proxy.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+pub fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
