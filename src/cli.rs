@@ -24,6 +24,7 @@ mod check;
 mod demo;
 mod login;
 mod token;
+mod token_cache;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,8 +34,9 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::config::{ListenOverride, LoadOptions, NoTenant, Settings, default_worker_threads};
-use crate::error::ProxyError;
+use crate::config::{
+    ListenOverride, LoadOptions, MID_RULE, NoTenant, Settings, default_worker_threads,
+};
 use crate::proxy::Proxy;
 use crate::reload::Live;
 use crate::telemetry::LogFormat;
@@ -116,10 +118,19 @@ pub enum Command {
     /// Run the proxy (the default).
     #[command(after_help = AFTER_HELP)]
     Serve(ServeArgs),
-    /// Validate the config, fetch one token per tenant and report (never prints tokens).
+    /// Validate the config, get a token for every tenant and business unit
+    /// (default and account_ids) and report (never prints tokens).
     #[command(after_help = AFTER_HELP)]
-    Check,
-    /// Print one valid access token to stdout (for curl or Postman).
+    Check {
+        /// One JSON document on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Validate the config and say what would be checked; no token request.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Print a valid access token to stdout (for curl or Postman); reuses the
+    /// cached one until its refresh window.
     #[command(after_help = AFTER_HELP)]
     Token {
         /// Tenant name (default: the default tenant).
@@ -131,6 +142,9 @@ pub enum Command {
         /// Scope (default: the tenant's scope).
         #[arg(long)]
         scope: Option<String>,
+        /// Ask SFMC for a new token even if the cached one is still valid.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Log in as a person, for a Web or Public App tenant (authorization code).
     #[command(after_help = AFTER_HELP)]
@@ -331,10 +345,6 @@ fn build_live(settings: Arc<Settings>) -> Result<Arc<Live>, Failure> {
         .map_err(|e| usage(e.to_string()))
 }
 
-async fn bind(listen: SocketAddr) -> Result<TcpListener, Failure> {
-    bind_as(listen, "server.listen or --listen").await
-}
-
 /// Binds `listen`, configured as `key`, which the error names.
 async fn bind_as(listen: SocketAddr, key: &str) -> Result<TcpListener, Failure> {
     TcpListener::bind(listen).await.map_err(|e| {
@@ -466,17 +476,19 @@ async fn run_command(command: Command, config: &Path) -> Result<(), Failure> {
             let options = args.load_options();
             serve(config, options.clone(), load_with(config, &options)?).await
         }
-        Command::Check => check::run(config).await,
+        Command::Check { json, offline } => check::run(config, json, offline).await,
         Command::Token {
             tenant,
             account_id,
             scope,
+            fresh,
         } => {
             token::run(
                 config,
                 tenant.as_deref(),
                 account_id.as_deref(),
                 scope.as_deref(),
+                fresh,
             )
             .await
         }
@@ -507,10 +519,18 @@ fn pick_tenant<'a>(
         })
 }
 
-/// A business unit or scope the tenant refuses: a usage error, in the words
-/// a client of the proxy would get.
-fn refused_key(refused: KeyRefused) -> Failure {
-    usage(ProxyError::from(refused).to_string())
+/// A business unit or scope the tenant refuses, in the words of the flag
+/// that asked for it (not the header a proxy client would have sent).
+fn refused_flag(refused: KeyRefused) -> Failure {
+    usage(match refused {
+        KeyRefused::NotAMid(mid) => {
+            format!("--account-id {mid}: not a business unit MID ({MID_RULE})")
+        }
+        KeyRefused::MidNotAllowed { tenant, mid } => format!(
+            "--account-id {mid}: tenant `{tenant}` does not allow business unit {mid} (not in tenants.{tenant}.account_ids)"
+        ),
+        KeyRefused::BadScope => "--scope: must be space-separated scope names".to_owned(),
+    })
 }
 
 /// Where a client should point, for the start-up line: the address itself,

@@ -1,64 +1,371 @@
-//! `sfmc-proxy check`: validates the config, fetches a token per tenant and
-//! reports what SFMC granted. Never prints a token.
+//! `sfmc-proxy check`: validates the config, then gets a token for every
+//! tenant and business unit the proxy would use — the tenant's default and
+//! each of its `account_ids` — and reports one line per tenant and business
+//! unit (`--json`: one document). Never prints a token.
+//!
+//! - Exit 0 when every business unit got a token, 1 when any did not (the
+//!   message counts them), 2 for a config or usage error.
+//! - Tokens come from the `token` command's cache while they are fresh, and
+//!   new ones go into it (`token_cache`): a second `check` asks SFMC for
+//!   nothing.
+//! - The proxy's own rate limit (`token.rate_burst`, `token.rate_interval`)
+//!   applies: a tenant with more business units than the burst waits for
+//!   the bucket (and says so on stderr) instead of failing them.
+//! - `--offline` validates the config (parse, variables, files, the TLS set-up)
+//!   and says what would be checked, from the cache where it can; nothing is
+//!   sent anywhere.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use super::{Failure, build, load, refused_key, runtime};
+use serde::Serialize;
+
+use super::token_cache::{self, Entry, TokenFileCache};
+use super::{Failure, build, load, runtime};
+use crate::config::{Grant, Settings, Tenant};
 use crate::failures::token_failure;
-use crate::token::{Lease, TokenKey};
+use crate::proxy::Proxy;
+use crate::token::{KeyRefused, Lease, TokenKey};
 
-pub(super) async fn run(config: &Path) -> Result<(), Failure> {
-    let settings = load(config)?;
-    let proxy = build(settings.clone())?;
-    say!(
-        "config {}: ok ({} tenant(s))",
-        config.display(),
-        settings.tenants.len()
-    );
-    let mut failed = 0;
-    for tenant in &settings.tenants {
-        for note in &tenant.notes {
-            say!("note: {note}");
-        }
-        let key = TokenKey::for_tenant(tenant, None, None).map_err(refused_key)?;
-        match proxy.tokens().get(&key).await {
-            Ok(lease) => print_check(tenant, &lease),
-            Err(failure) => {
-                failed += 1;
-                say!(
-                    "tenant {}: FAILED\n  {}",
-                    tenant.name,
-                    token_failure(failure, &tenant.name)
-                );
-            }
+/// `--json`'s document (field names are documented in README.md: keep them).
+#[derive(Serialize)]
+struct Report {
+    config: String,
+    offline: bool,
+    /// Every business unit got a token; `null` with `--offline`.
+    ok: Option<bool>,
+    failed: usize,
+    tenants: Vec<TenantReport>,
+}
+
+#[derive(Serialize)]
+struct TenantReport {
+    name: String,
+    default: bool,
+    grant: &'static str,
+    token_url: String,
+    notes: Vec<String>,
+    business_units: Vec<UnitReport>,
+}
+
+#[derive(Serialize)]
+struct UnitReport {
+    /// `null`: the business unit that owns the package.
+    account_id: Option<String>,
+    /// The tenant's default business unit (its `account_id`).
+    default: bool,
+    /// `null` with `--offline` (not checked).
+    ok: Option<bool>,
+    /// The token came from the cache (with `--offline`: one is cached).
+    cached: bool,
+    /// Seconds until the token expires.
+    expires_in: Option<u64>,
+    rest_instance: Option<String>,
+    soap_instance: Option<String>,
+    /// The scope SFMC granted.
+    scope: Option<String>,
+    error: Option<String>,
+}
+
+impl UnitReport {
+    fn new(account_id: Option<&str>, default: bool) -> Self {
+        Self {
+            account_id: account_id.map(str::to_owned),
+            default,
+            ok: None,
+            cached: false,
+            expires_in: None,
+            rest_instance: None,
+            soap_instance: None,
+            scope: None,
+            error: None,
         }
     }
-    if failed > 0 {
-        return Err(runtime(format!("{failed} tenant(s) could not get a token")));
+
+    fn with_entry(mut self, entry: &Entry, now: u64) -> Self {
+        self.cached = true;
+        self.expires_in = Some(entry.expires_in(now));
+        self.rest_instance = Some(entry.rest_instance.clone());
+        self.soap_instance = entry.soap_instance.clone();
+        self.scope = entry.granted_scope.clone();
+        self
+    }
+
+    fn with_lease(mut self, lease: &Lease) -> Self {
+        let token = &lease.token;
+        self.ok = Some(true);
+        self.expires_in = Some(token.expires_in.as_secs());
+        self.rest_instance = Some(token.rest_instance.to_string());
+        self.soap_instance = token.soap_instance.as_ref().map(ToString::to_string);
+        self.scope = token.scope.clone();
+        self
+    }
+
+    fn failed(mut self, error: String) -> Self {
+        self.ok = Some(false);
+        self.error = Some(error);
+        self
+    }
+}
+
+/// One business unit to check: its key (or why the tenant refuses it).
+struct Unit {
+    key: Result<TokenKey, KeyRefused>,
+    account_id: Option<Arc<str>>,
+    default: bool,
+}
+
+/// The tenant's default business unit, then each `account_ids` entry that
+/// is not it, in the config's order (each once).
+fn units(tenant: &Tenant) -> Vec<Unit> {
+    let mut units = vec![Unit {
+        key: TokenKey::for_tenant(tenant, None, None),
+        account_id: tenant.account_id.clone(),
+        default: true,
+    }];
+    for mid in tenant.account_ids.iter().flatten() {
+        if units.iter().any(|u| u.account_id.as_deref() == Some(mid)) {
+            continue;
+        }
+        units.push(Unit {
+            key: TokenKey::for_tenant(tenant, Some(mid), None),
+            account_id: Some(Arc::from(mid.as_str())),
+            default: false,
+        });
+    }
+    units
+}
+
+pub(super) async fn run(config: &Path, json: bool, offline: bool) -> Result<(), Failure> {
+    let settings = load(config)?;
+    // Built with --offline too: it reads upstream.ca_file and the system's
+    // roots, which a config can get wrong; it sends nothing.
+    let proxy = build(settings.clone())?;
+    let total: usize = settings.tenants.iter().map(|t| units(t).len()).sum();
+    if !json {
+        say!(
+            "config {}: ok ({} tenant(s), {total} business unit(s)){}",
+            config.display(),
+            settings.tenants.len(),
+            if offline {
+                "; --offline: no token requested"
+            } else {
+                ""
+            }
+        );
+    }
+    let cache = match offline {
+        true => TokenFileCache::peek(&settings),
+        false => TokenFileCache::open(&settings).await,
+    };
+    let mut checker = Checker {
+        proxy: &proxy,
+        settings: &settings,
+        cache,
+        json,
+        offline,
+    };
+    let mut report = Report {
+        config: config.display().to_string(),
+        offline,
+        ok: None,
+        failed: 0,
+        tenants: Vec::new(),
+    };
+    for (index, tenant) in settings.tenants.iter().enumerate() {
+        let mut checked = checker.tenant(tenant).await;
+        checked.default = settings.default_tenant == Some(index);
+        report.failed += checked
+            .business_units
+            .iter()
+            .filter(|unit| unit.ok == Some(false))
+            .count();
+        report.tenants.push(checked);
+    }
+    if !offline {
+        report.ok = Some(report.failed == 0);
+    }
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => say!("{text}"),
+            Err(error) => return Err(runtime(format!("cannot write the report: {error}"))),
+        }
+    }
+    if report.failed > 0 {
+        return Err(runtime(format!(
+            "{} of {total} business unit(s) could not get a token",
+            report.failed
+        )));
     }
     Ok(())
 }
 
-fn print_check(tenant: &crate::config::Tenant, lease: &Lease) {
-    let token = &lease.token;
-    let soap = token
-        .soap_instance
-        .as_ref()
-        .map_or("(none)".to_owned(), ToString::to_string);
-    say!("tenant {}: ok", tenant.name);
-    say!("  token endpoint  {}", tenant.token_url);
-    say!(
-        "  business unit   {}",
-        tenant
-            .account_id
-            .as_deref()
-            .unwrap_or("(the package's own)")
-    );
-    say!(
-        "  granted scope   {}",
-        token.scope.as_deref().unwrap_or("(not reported)")
-    );
-    say!("  expires in      {} s", token.expires_in.as_secs());
-    say!("  rest instance   {}", token.rest_instance);
-    say!("  soap instance   {soap}");
+/// What one `check` run works with.
+struct Checker<'a> {
+    proxy: &'a Proxy,
+    settings: &'a Settings,
+    cache: TokenFileCache,
+    json: bool,
+    offline: bool,
+}
+
+impl Checker<'_> {
+    /// Every business unit of `tenant`, each line printed as it is known.
+    async fn tenant(&mut self, tenant: &Tenant) -> TenantReport {
+        if !self.json {
+            for note in &tenant.notes {
+                say!("note: {note}");
+            }
+            say!(
+                "tenant {}: token endpoint {} ({})",
+                tenant.name,
+                tenant.token_url,
+                grant_words(&tenant.grant)
+            );
+        }
+        let fingerprint = token_cache::fingerprint(tenant);
+        let mut reports = Vec::new();
+        for unit in units(tenant) {
+            let unit = match self.offline {
+                true => planned_unit(&self.cache, &fingerprint, unit),
+                false => {
+                    let (proxy, settings) = (self.proxy, self.settings);
+                    checked_unit(proxy, settings, &mut self.cache, tenant, &fingerprint, unit).await
+                }
+            };
+            if !self.json {
+                say!("  {}", unit_line(&tenant.name, &unit));
+            }
+            reports.push(unit);
+        }
+        TenantReport {
+            name: tenant.name.to_string(),
+            default: false,
+            grant: grant_name(&tenant.grant),
+            token_url: tenant.token_url.clone(),
+            notes: tenant.notes.clone(),
+            business_units: reports,
+        }
+    }
+}
+
+/// `--offline`: what would be checked, and whether a cached token would do.
+fn planned_unit(cache: &TokenFileCache, fingerprint: &str, unit: Unit) -> UnitReport {
+    let mut report = UnitReport::new(unit.account_id.as_deref(), unit.default);
+    let key = match unit.key {
+        Ok(key) => key,
+        Err(refused) => {
+            report.error = Some(refused.to_string());
+            return report;
+        }
+    };
+    let now = token_cache::unix_now();
+    match cache.fresh(&key, fingerprint, now) {
+        Some(entry) => report.with_entry(entry, now),
+        None => report,
+    }
+}
+
+/// A token for one business unit: the cached one while fresh, else one from
+/// SFMC (waiting for the rate limit first if it would hold the request back),
+/// which is cached.
+async fn checked_unit(
+    proxy: &Proxy,
+    settings: &Settings,
+    cache: &mut TokenFileCache,
+    tenant: &Tenant,
+    fingerprint: &str,
+    unit: Unit,
+) -> UnitReport {
+    let report = UnitReport::new(unit.account_id.as_deref(), unit.default);
+    let key = match unit.key {
+        Ok(key) => key,
+        Err(refused) => return report.failed(refused.to_string()),
+    };
+    let now = token_cache::unix_now();
+    if let Some(entry) = cache.fresh(&key, fingerprint, now) {
+        let mut report = report.with_entry(entry, now);
+        report.ok = Some(true);
+        return report;
+    }
+    if let Some(wait) = proxy.tokens().rate_wait(&key.tenant) {
+        eprintln!(
+            "check: tenant {}: waiting {} for the token rate limit (token.rate_burst = {} at once, one more every token.rate_interval = {})",
+            tenant.name,
+            humantime::format_duration(std::time::Duration::from_millis(
+                u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+            )),
+            settings.token.rate_burst,
+            humantime::format_duration(settings.token.rate_interval)
+        );
+        tokio::time::sleep(wait).await;
+    }
+    match proxy.tokens().get(&key).await {
+        Ok(lease) => {
+            cache.put(Entry::new(
+                &key,
+                fingerprint,
+                &lease.token,
+                SystemTime::now(),
+            ));
+            // After each: a check stopped half-way keeps what it had.
+            cache.save(token_cache::unix_now());
+            report.with_lease(&lease)
+        }
+        Err(failure) => report.failed(token_failure(failure, &tenant.name).to_string()),
+    }
+}
+
+/// `acme BU 200: ok (new token; ...)`, `acme BU 300: FAILED: why`.
+fn unit_line(tenant: &str, unit: &UnitReport) -> String {
+    let which = match (&unit.account_id, unit.default) {
+        (Some(mid), true) => format!("{tenant} BU {mid} (default)"),
+        (Some(mid), false) => format!("{tenant} BU {mid}"),
+        (None, _) => format!("{tenant} BU of the package (default)"),
+    };
+    let facts = || {
+        format!(
+            "expires in {} s; rest instance {}; soap instance {}; granted scope {}",
+            unit.expires_in.unwrap_or(0),
+            unit.rest_instance.as_deref().unwrap_or("(none)"),
+            unit.soap_instance.as_deref().unwrap_or("(none)"),
+            unit.scope.as_deref().unwrap_or("(not reported)"),
+        )
+    };
+    let source = if unit.cached {
+        "cached token"
+    } else {
+        "new token"
+    };
+    match (unit.ok, &unit.error) {
+        (Some(false), error) => {
+            format!(
+                "{which}: FAILED: {}",
+                error.as_deref().unwrap_or("(no reason)")
+            )
+        }
+        (Some(true), _) => format!("{which}: ok ({source}; {})", facts()),
+        (None, Some(error)) => format!("{which}: would fail: {error}"),
+        (None, None) if unit.cached => {
+            format!("{which}: would reuse the cached token ({})", facts())
+        }
+        (None, None) => format!("{which}: would request a token"),
+    }
+}
+
+fn grant_name(grant: &Grant) -> &'static str {
+    match grant {
+        Grant::ClientCredentials => "client_credentials",
+        Grant::AuthorizationCode { .. } => "authorization_code",
+    }
+}
+
+fn grant_words(grant: &Grant) -> &'static str {
+    match grant {
+        Grant::ClientCredentials => "client credentials",
+        Grant::AuthorizationCode { .. } => {
+            "authorization code: the login `sfmc-proxy login` stored"
+        }
+    }
 }

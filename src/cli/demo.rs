@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use sfmc_fake::{FakeConfig, FakeTenant, reply_field};
 
-use super::{Failure, bind, build_live, runtime, shutdown_signal, usage};
+use super::{Failure, bind_as, build_live, runtime, shutdown_signal, usage};
 use crate::config::Settings;
 
 const ROWSET_PATH: &str =
@@ -42,7 +42,7 @@ pub(super) async fn run(listen: SocketAddr) -> Result<(), Failure> {
     let settings =
         Settings::from_toml(&toml, |_| None, Path::new(".")).map_err(|e| usage(e.to_string()))?;
     let live = build_live(Arc::new(settings))?;
-    let listener = bind(listen).await?;
+    let listener = bind_as(listen, "demo --listen").await?;
     let addr = listener
         .local_addr()
         .map_err(|e| runtime(format!("cannot read the listening address: {e}")))?;

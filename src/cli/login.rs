@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::{Failure, load_for_tenant, pick_tenant, refused_key, runtime, usage};
+use super::{Failure, load_for_tenant, pick_tenant, refused_flag, runtime, usage};
 use crate::login::{self, LOGIN_WAIT, LoginError};
 use crate::token::TokenKey;
 use crate::token::sfmc::SfmcTokenClient;
@@ -20,7 +20,7 @@ pub(super) async fn run(
 ) -> Result<(), Failure> {
     let settings = load_for_tenant(config, tenant)?;
     let tenant = pick_tenant(&settings, tenant)?;
-    let key = TokenKey::for_tenant(tenant, account_id, None).map_err(refused_key)?;
+    let key = TokenKey::for_tenant(tenant, account_id, None).map_err(refused_flag)?;
     let start = login::start(tenant).map_err(|e| usage(e.to_string()))?;
     let tls = crate::tls::client_config(settings.upstream.ca_file.as_deref())
         .map_err(|e| usage(e.to_string()))?;

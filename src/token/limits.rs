@@ -127,6 +127,17 @@ impl Bucket {
         self.available -= 1;
         Ok(())
     }
+
+    /// How long until [`Bucket::take`] would succeed; `None`: now. Takes
+    /// nothing.
+    fn wait(&self, limits: &Limits, now: Instant) -> Option<Duration> {
+        if self.available > 0 {
+            return None;
+        }
+        let interval = limits.rate_interval.max(Duration::from_nanos(1));
+        let since = now.saturating_duration_since(self.refilled_at);
+        (since < interval).then(|| interval - since)
+    }
 }
 
 /// One tenant's bucket and its tenant-wide backoff.
@@ -187,6 +198,11 @@ impl TenantGuard {
     pub(super) fn succeeded(&self) {
         let mut state = crate::sync::lock(&self.state);
         state.failure = None;
+    }
+
+    /// How long until the bucket lets a request through; `None`: now.
+    pub(super) fn wait(&self, limits: &Limits, now: Instant) -> Option<Duration> {
+        crate::sync::lock(&self.state).bucket.wait(limits, now)
     }
 
     /// Permission to send one request to SFMC now, or the caller's error.
@@ -290,6 +306,16 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(guard.admit(&limits, Instant::now()).is_ok(), "one regained");
         assert!(guard.admit(&limits, Instant::now()).is_err());
+        // What `wait` says is what `admit` does, and asking takes nothing.
+        assert_eq!(
+            guard.wait(&limits, Instant::now()),
+            Some(Duration::from_secs(5))
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(guard.wait(&limits, Instant::now()), None);
+        assert_eq!(guard.wait(&limits, Instant::now()), None);
+        assert!(guard.admit(&limits, Instant::now()).is_ok());
+        assert!(guard.wait(&limits, Instant::now()).is_some());
         // A long quiet time refills to the burst, not beyond.
         tokio::time::advance(Duration::from_secs(3600)).await;
         for _ in 0..4 {

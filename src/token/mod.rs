@@ -16,6 +16,8 @@
 //! - Every request to SFMC, refreshes and retries included, first takes a
 //!   token from the tenant's bucket (`token.rate_burst`, `token.rate_interval`):
 //!   whatever keys callers make up, SFMC sees a bounded rate (see `limits`).
+//!   [`TokenCache::rate_wait`] says how long until the bucket lets one more
+//!   through, for a caller that would rather wait than be held back (`check`).
 //! - At most `token.max_keys` keys are held; when full, the least recently
 //!   used idle key (no fetch in flight, nobody holding it) makes room.
 //! - `invalidate` drops a token only if it is still the one that failed, so a
@@ -287,6 +289,15 @@ impl TokenCache {
             order(&a.key).cmp(&order(&b.key))
         });
         views
+    }
+
+    /// How long until `tenant`'s rate limit (`token.rate_burst`,
+    /// `token.rate_interval`) lets one more token request through; `None`:
+    /// now. Takes nothing: for callers that would rather wait than be held
+    /// back (`sfmc-proxy check` with many business units).
+    pub fn rate_wait(&self, tenant: &Arc<str>) -> Option<Duration> {
+        let limits = self.inner.tuning.load().limits;
+        self.inner.tenant(tenant).wait(&limits, Instant::now())
     }
 
     /// Drops the cached token of `key` (the status page's action, after a

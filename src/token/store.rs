@@ -75,27 +75,47 @@ impl TokenStore {
             path: self.path.clone(),
             source,
         };
-        if let Some(dir) = self.path.parent() {
-            create_private_dir(dir).map_err(io)?;
-        }
-        let lock_path = self.path.with_extension("lock");
-        let mut options = private_options();
-        // A symlink planted at the lock's path is not followed (nothing
-        // secret is written there, but nothing is created elsewhere either).
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
-        let file = options
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(io)?;
-        file.lock().map_err(io)?;
+        let file = lock_beside(&self.path).map_err(io)?;
         Ok(Locked {
             store: self.clone(),
             _lock: file,
         })
     }
+}
+
+/// Waits for an exclusive lock on `<path>.lock` (`path` with its extension
+/// replaced), creating the directory (0700) and the lock file (0600) if
+/// needed; held until the file is dropped. Blocking. The store's lock, and
+/// the same for other private files kept beside it (the CLI's access-token
+/// cache).
+pub(crate) fn lock_beside(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
+    }
+    let lock_path = path.with_extension("lock");
+    let mut options = private_options();
+    // A symlink planted at the lock's path is not followed (nothing
+    // secret is written there, but nothing is created elsewhere either).
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let file = options
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(&lock_path)?;
+    file.lock()?;
+    Ok(file)
+}
+
+/// Replaces `path` with `bytes` as the store is written: atomically, 0600,
+/// never through a planted file or symlink (see [`write_atomically`]); the
+/// directory is created 0700 first if missing. For private files kept beside
+/// the store.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
+    }
+    write_atomically(path, bytes, &mut |_| Ok(()))
 }
 
 impl Locked {

@@ -6,6 +6,9 @@ use std::process::Output;
 
 use crate::support::*;
 
+/// Runs the binary on `config`, its state (the token store and the `token`
+/// cache) in `state/` beside the config: runs on one config share it, tests
+/// never do, and nothing is written to the real home.
 async fn run(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));
     command
@@ -13,6 +16,7 @@ async fn run(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
         .arg(config)
         .args(args)
         .env_remove("SFMC_PROXY_CONFIG")
+        .env("XDG_STATE_HOME", state_dir(config))
         .env("RUST_LOG", "warn");
     for (name, value) in envs {
         command.env(name, value);
@@ -28,6 +32,15 @@ fn write_config(name: &str, text: &str) -> PathBuf {
     let path = temp_dir(name).join("proxy.toml");
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+fn state_dir(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new(".")).join("state")
+}
+
+/// Where `token` and `check` cache tokens for `config` (see `run`).
+fn token_cache(config: &Path) -> PathBuf {
+    state_dir(config).join("sfmc-proxy/access-tokens.json")
 }
 
 fn stdout(output: &Output) -> String {
@@ -68,14 +81,16 @@ async fn config_errors_exit_2_and_name_the_key() {
     ];
     for (text, key) in cases {
         let path = write_config("bad-config", &text);
-        let output = run(&["check"], &path, &[("TEST_SECRET", "s3cret-value")]).await;
-        assert_eq!(output.status.code(), Some(2), "{key}: {}", stderr(&output));
-        assert!(
-            stderr(&output).contains(key),
-            "message names {key}: {}",
-            stderr(&output)
-        );
-        assert!(!stderr(&output).contains("s3cret-value"));
+        for check in [&["check"][..], &["check", "--offline"]] {
+            let output = run(check, &path, &[("TEST_SECRET", "s3cret-value")]).await;
+            assert_eq!(output.status.code(), Some(2), "{key}: {}", stderr(&output));
+            assert!(
+                stderr(&output).contains(key),
+                "message names {key}: {}",
+                stderr(&output)
+            );
+            assert!(!stderr(&output).contains("s3cret-value"));
+        }
     }
 }
 
@@ -138,13 +153,17 @@ async fn check_reports_instance_expiry_and_scope_but_never_the_token() {
         "{printed}{}",
         stderr(&output)
     );
-    assert!(printed.contains("tenant acme: ok"), "{printed}");
     assert!(
-        printed.contains(&format!("rest instance   http://{}/", fake.addr())),
+        printed.contains(&format!(
+            "acme BU of the package (default): ok (new token; expires in 1080 s; rest instance http://{}/; ",
+            fake.addr()
+        )),
         "{printed}"
     );
-    assert!(printed.contains("expires in      1080 s"), "{printed}");
-    assert!(printed.contains("granted scope   email_read"), "{printed}");
+    assert!(
+        printed.contains("; granted scope email_read)\n"),
+        "{printed}"
+    );
     assert!(
         !printed.contains("fake-1-") && !stderr(&output).contains("fake-1-"),
         "no token printed"
@@ -162,8 +181,14 @@ async fn check_fails_with_exit_1_and_sfmcs_reason_when_refused() {
     assert_eq!(output.status.code(), Some(1));
     let printed = stdout(&output);
     assert!(
-        printed.contains("tenant acme: FAILED") && printed.contains("invalid_client"),
+        printed.contains("acme BU of the package (default): FAILED: ")
+            && printed.contains("invalid_client"),
         "{printed}"
+    );
+    assert!(
+        stderr(&output).contains("1 of 1 business unit(s) could not get a token"),
+        "{}",
+        stderr(&output)
     );
     assert!(!printed.contains("not-the-secret") && !stderr(&output).contains("not-the-secret"));
 }
@@ -280,9 +305,12 @@ async fn check_accepts_an_auth_url_pasted_as_the_token_url_and_says_so() {
             && printed.contains("Authentication Base URI"),
         "{printed}"
     );
-    assert!(printed.contains("tenant acme: ok"), "{printed}");
     assert!(
-        printed.contains(&format!("token endpoint  {}v2/token\n", fake.auth_url())),
+        printed.contains("acme BU of the package (default): ok"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("token endpoint {}v2/token (", fake.auth_url())),
         "posted to /v2/token once, not /v2/token/v2/token: {printed}"
     );
     assert_eq!(fake.token_requests(), 1);
@@ -350,4 +378,323 @@ async fn a_web_page_where_a_token_was_expected_names_the_url_and_content_type() 
         "{printed}"
     );
     assert!(printed.contains("Authentication Base URI"), "{printed}");
+}
+
+/// The one line `token` printed.
+fn printed_token(output: &Output) -> String {
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
+    let printed = stdout(output);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 1, "{printed}");
+    lines[0].to_owned()
+}
+
+#[tokio::test]
+async fn token_prints_the_cached_token_until_its_refresh_window_and_fresh_forces_a_new_one() {
+    let fake = start_fake().await;
+    let config = TestProxy::builder().tenant(Tenant::new("acme", &fake));
+    let path = write_config("token-cache", &config.render());
+    let first = printed_token(&run(&["token"], &path, &[]).await);
+    assert_eq!(fake.token_requests(), 1);
+    assert_eq!(printed_token(&run(&["token"], &path, &[]).await), first);
+    assert_eq!(
+        fake.token_requests(),
+        1,
+        "the second call asks SFMC nothing"
+    );
+
+    let cache = token_cache(&path);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&cache), 0o600);
+        assert_eq!(mode(cache.parent().expect("dir")), 0o700);
+    }
+    let text = std::fs::read_to_string(&cache).expect("cache written");
+    assert!(!text.contains(CLIENT_SECRET), "no secret in the cache");
+
+    let fresh = printed_token(&run(&["token", "--fresh"], &path, &[]).await);
+    assert_ne!(fresh, first);
+    assert_eq!(fake.token_requests(), 2);
+    assert_eq!(printed_token(&run(&["token"], &path, &[]).await), fresh);
+    assert_eq!(fake.token_requests(), 2, "--fresh replaced the cached one");
+
+    // Within token.refresh_before_expiry (120 s) of its expiry: not reused.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let text = std::fs::read_to_string(&cache).expect("cache");
+    let mut file: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    for entry in file["entries"].as_array_mut().expect("entries") {
+        entry["obtained_at"] = (now - 900).into();
+        entry["expires_at"] = (now + 60).into();
+    }
+    std::fs::write(&cache, file.to_string()).expect("rewrite cache");
+    let renewed = printed_token(&run(&["token"], &path, &[]).await);
+    assert_ne!(renewed, fresh);
+    assert_eq!(fake.token_requests(), 3);
+
+    // A corrupt cache: a warning, a new token, the cache rewritten.
+    std::fs::write(&cache, b"{ not json").expect("corrupt cache");
+    let output = run(&["token"], &path, &[]).await;
+    let after_corrupt = printed_token(&output);
+    assert!(
+        stderr(&output).contains("warning: token cache") && !stderr(&output).contains("fake-"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(fake.token_requests(), 4);
+    assert_eq!(
+        printed_token(&run(&["token"], &path, &[]).await),
+        after_corrupt
+    );
+    assert_eq!(fake.token_requests(), 4);
+}
+
+#[tokio::test]
+async fn token_never_reuses_a_token_had_with_another_config() {
+    let (one, two) = (start_fake().await, start_fake().await);
+    let path = write_config(
+        "token-fingerprint",
+        &TestProxy::builder()
+            .tenant(Tenant::new("acme", &one))
+            .render(),
+    );
+    let first = printed_token(&run(&["token"], &path, &[]).await);
+    // The same tenant name, now at another auth URL: a token from there.
+    let other = TestProxy::builder().tenant(Tenant::new("acme", &two));
+    std::fs::write(&path, other.render()).expect("rewrite config");
+    let second = printed_token(&run(&["token"], &path, &[]).await);
+    assert_ne!(first, second);
+    assert_eq!((one.token_requests(), two.token_requests()), (1, 1));
+}
+
+#[tokio::test]
+async fn concurrent_token_calls_share_one_token_request() {
+    let fake = start_fake().await;
+    let config = TestProxy::builder().tenant(Tenant::new("acme", &fake));
+    let path = write_config("token-concurrent", &config.render());
+    let (a, b, c) = tokio::join!(
+        run(&["token"], &path, &[]),
+        run(&["token"], &path, &[]),
+        run(&["token"], &path, &[])
+    );
+    let printed = [printed_token(&a), printed_token(&b), printed_token(&c)];
+    assert!(printed.iter().all(|t| *t == printed[0]), "{printed:?}");
+    assert_eq!(fake.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn token_names_the_flag_it_refuses() {
+    let fake = start_fake().await;
+    let config =
+        TestProxy::builder().tenant(Tenant::new("acme", &fake).account_ids(&["100", "200"]));
+    let path = write_config("token-flags", &config.render());
+    for (args, said) in [
+        (&["token", "--account-id", "abc"][..], "--account-id abc: "),
+        (&["token", "--account-id", "999"], "--account-id 999: "),
+        (&["token", "--scope", "email_read\u{7f}"], "--scope: "),
+    ] {
+        let output = run(args, &path, &[]).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stdout(&output).is_empty());
+        let message = stderr(&output);
+        assert!(message.contains(said), "{args:?}: {message}");
+        assert!(!message.contains("X-SFMC"), "{args:?}: {message}");
+    }
+    assert_eq!(fake.token_requests(), 0);
+}
+
+#[tokio::test]
+async fn check_checks_every_business_unit_and_a_second_check_reuses_the_tokens() {
+    let fake = start_fake().await;
+    let config = TestProxy::builder().tenant(
+        Tenant::new("acme", &fake)
+            .account_id("200")
+            .account_ids(&["100", "200", "300"]),
+    );
+    let path = write_config("check-units", &config.render());
+    let output = run(&["check"], &path, &[]).await;
+    let printed = stdout(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{printed}{}",
+        stderr(&output)
+    );
+    for line in [
+        "  acme BU 200 (default): ok (new token; expires in 1080 s;",
+        "  acme BU 100: ok (new token;",
+        "  acme BU 300: ok (new token;",
+    ] {
+        assert!(printed.contains(line), "{line}: {printed}");
+    }
+    assert!(
+        printed.contains("(1 tenant(s), 3 business unit(s))"),
+        "{printed}"
+    );
+    assert_eq!(fake.token_requests(), 3, "each business unit once");
+    assert_eq!(
+        fake.last_token_request().expect("request")["account_id"],
+        "300"
+    );
+
+    let output = run(&["check"], &path, &[]).await;
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(stdout(&output).matches(": ok (cached token;").count(), 3);
+    assert_eq!(fake.token_requests(), 3, "a second check asks SFMC nothing");
+    // `token` reuses what `check` had.
+    let token = printed_token(&run(&["token", "--account-id", "100"], &path, &[]).await);
+    assert!(token.starts_with("fake-"), "{token}");
+    assert_eq!(fake.token_requests(), 3);
+
+    let output = run(&["check", "--json"], &path, &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON document");
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["offline"], false);
+    assert_eq!(report["failed"], 0);
+    let tenant = &report["tenants"][0];
+    assert_eq!(tenant["name"], "acme");
+    assert_eq!(tenant["grant"], "client_credentials");
+    let units = tenant["business_units"].as_array().expect("business units");
+    let mids: Vec<&str> = units
+        .iter()
+        .filter_map(|u| u["account_id"].as_str())
+        .collect();
+    assert_eq!(mids, ["200", "100", "300"]);
+    for unit in units {
+        assert_eq!(unit["ok"], true, "{unit}");
+        assert_eq!(unit["cached"], true, "{unit}");
+        assert!(
+            unit["expires_in"]
+                .as_u64()
+                .is_some_and(|s| s > 0 && s <= 1080),
+            "{unit}"
+        );
+        assert_eq!(unit["rest_instance"], format!("http://{}/", fake.addr()));
+        assert!(unit["scope"].is_string(), "{unit}");
+        assert!(unit["error"].is_null(), "{unit}");
+    }
+    assert_eq!(units[0]["default"], true);
+    assert!(!stdout(&output).contains("fake-"), "never a token");
+    assert_eq!(fake.token_requests(), 3);
+}
+
+#[tokio::test]
+async fn check_reports_each_failing_business_unit_and_exits_1() {
+    let fake = start_fake().await;
+    let config = TestProxy::builder()
+        .tenant(Tenant::new("acme", &fake).account_ids(&["100", "200"]))
+        .tenant(
+            Tenant::new("bad", &fake)
+                .client_secret("not-the-secret")
+                .account_ids(&["100", "200"]),
+        );
+    let path = write_config("check-failing", &config.render());
+    let output = run(&["check", "--json"], &path, &[]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("error: 3 of 6 business unit(s) could not get a token"),
+        "{}",
+        stderr(&output)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON document");
+    assert_eq!(
+        (report["ok"].clone(), report["failed"].clone()),
+        (false.into(), 3.into())
+    );
+    let units = |tenant: usize| report["tenants"][tenant]["business_units"].clone();
+    assert_eq!(report["tenants"][1]["name"], "bad");
+    for unit in units(1).as_array().expect("units") {
+        assert_eq!(unit["ok"], false, "{unit}");
+        assert!(
+            unit["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("invalid_client")),
+            "{unit}"
+        );
+    }
+    assert!(
+        units(0)
+            .as_array()
+            .expect("units")
+            .iter()
+            .all(|u| u["ok"] == true)
+    );
+    // A wrong secret is wrong for every business unit: asked once, not three times.
+    assert_eq!(fake.token_requests(), 3 + 1);
+    assert!(
+        !stdout(&output).contains("not-the-secret") && !stderr(&output).contains("not-the-secret")
+    );
+}
+
+#[tokio::test]
+async fn check_waits_for_the_token_rate_limit_instead_of_bursting() {
+    let fake = start_fake().await;
+    let config = TestProxy::builder()
+        .rate_burst(2)
+        .rate_interval(std::time::Duration::from_millis(300))
+        .tenant(Tenant::new("acme", &fake).account_ids(&["100", "200", "300", "400"]));
+    let path = write_config("check-rate", &config.render());
+    let output = run(&["check"], &path, &[]).await;
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{}{said}", stdout(&output));
+    assert_eq!(stdout(&output).matches(": ok (new token;").count(), 5);
+    assert_eq!(fake.token_requests(), 5);
+    // Two at once, then one every interval: three waits, each said.
+    assert_eq!(
+        said.matches("check: tenant acme: waiting ").count(),
+        3,
+        "{said}"
+    );
+    assert!(said.contains("token.rate_burst = 2"), "{said}");
+}
+
+#[tokio::test]
+async fn check_offline_validates_and_says_what_it_would_check_without_a_request() {
+    let fake = start_fake().await;
+    let config =
+        TestProxy::builder().tenant(Tenant::new("acme", &fake).account_ids(&["100", "200"]));
+    let path = write_config("check-offline", &config.render());
+    let output = run(&["check", "--offline"], &path, &[]).await;
+    let printed = stdout(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{printed}{}",
+        stderr(&output)
+    );
+    assert!(
+        printed.contains("--offline: no token requested"),
+        "{printed}"
+    );
+    assert_eq!(
+        printed.matches(": would request a token").count(),
+        3,
+        "{printed}"
+    );
+    assert_eq!(fake.token_requests(), 0);
+
+    printed_token(&run(&["token", "--account-id", "200"], &path, &[]).await);
+    let output = run(&["check", "--offline", "--json"], &path, &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON document");
+    assert_eq!(report["offline"], true);
+    assert!(report["ok"].is_null());
+    let units = report["tenants"][0]["business_units"]
+        .as_array()
+        .expect("units")
+        .clone();
+    assert_eq!(units.len(), 3);
+    assert!(units.iter().all(|u| u["ok"].is_null()));
+    let cached: Vec<&serde_json::Value> = units.iter().filter(|u| u["cached"] == true).collect();
+    assert_eq!(cached.len(), 1);
+    assert_eq!(cached[0]["account_id"], "200");
+    assert_eq!(fake.token_requests(), 1, "only the `token` call asked");
 }

@@ -266,7 +266,10 @@ async fn the_systemd_config_reads_its_credentials_and_state_directory_from_the_u
         String::from_utf8_lossy(&output.stderr),
     );
     assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("tenant main: ok"), "{stdout}");
+    assert!(
+        stdout.contains("main BU of the package (default): ok"),
+        "{stdout}"
+    );
     assert_eq!(fake.token_requests(), 1);
     let token_request = fake.last_token_request().expect("a token request");
     assert_eq!(
@@ -481,7 +484,10 @@ async fn the_container_config_is_the_one_the_image_and_readme_use_and_gets_a_tok
         String::from_utf8_lossy(&output.stderr),
     );
     assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("tenant main: ok"), "{stdout}");
+    assert!(
+        stdout.contains("main BU of the package (default): ok"),
+        "{stdout}"
+    );
     assert_eq!(fake.token_requests(), 1);
     assert!(!stdout.contains(KEY) && !stderr.contains(KEY));
 }

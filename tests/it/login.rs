@@ -382,7 +382,13 @@ async fn a_revoked_login_is_a_503_naming_the_command_and_check_reports_it() {
         .await
         .expect("check runs");
     assert_eq!(check.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&check.stdout).contains("sfmc-proxy login --tenant acme"));
+    let absolute = std::path::absolute(&login.config).expect("absolute path");
+    let command = format!(
+        "sfmc-proxy --config {} login --tenant acme",
+        absolute.display()
+    );
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(printed.contains(&command), "{printed}");
 }
 
 #[tokio::test]
@@ -532,4 +538,43 @@ async fn a_browser_login_without_a_tenant_among_several_says_how_to_name_one() {
         unknown.text()
     );
     assert_eq!(fake.token_requests(), 0);
+}
+
+#[tokio::test]
+async fn token_for_a_login_tenant_refreshes_once_and_then_reuses_the_access_token() {
+    let login = login_tenant("token-cache").await;
+    log_in(&login, &login.proxy).await;
+    let exchanged = login.fake.token_requests();
+    let token = || async {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
+            .arg("--config")
+            .arg(&login.config)
+            .arg("token")
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("token runs");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let first = token().await;
+    let store = std::fs::read_to_string(&login.store).expect("store");
+    assert_eq!(login.fake.token_requests(), exchanged + 1, "one refresh");
+    assert_eq!(
+        login.fake.last_token_request().expect("refresh")["grant_type"],
+        "refresh_token"
+    );
+    assert_eq!(token().await, first, "the cached access token");
+    assert_eq!(login.fake.token_requests(), exchanged + 1);
+    assert_eq!(
+        std::fs::read_to_string(&login.store).expect("store"),
+        store,
+        "the refresh token is not rotated again"
+    );
+    assert!(login.dir.join("state/access-tokens.json").exists());
 }

@@ -7,10 +7,14 @@ use std::process::Output;
 use super::temp_dir;
 
 /// `sfmc-proxy --config CONFIG ARGS…` with `envs` set (and none of the
-/// proxy's own variables inherited from the test's environment).
+/// proxy's own variables inherited from the test's environment). Its state
+/// (the token store, `token`'s and `check`'s token cache) is kept in
+/// `state/` beside the config, never in the real home.
 pub async fn run_binary(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));
     command.arg("--config").arg(config).args(args);
+    let state = config.parent().unwrap_or(Path::new(".")).join("state");
+    command.env("XDG_STATE_HOME", state);
     for name in [
         "SFMC_PROXY_CONFIG",
         "SFMC_PROXY_LISTEN",
