@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use super::token_cache::{self, TokenFileCache};
 use super::{Failure, load_for_tenant, pick_tenant, refused_flag, runtime, usage};
 use crate::login::{self, LOGIN_WAIT, LoginError};
 use crate::token::TokenKey;
@@ -65,6 +66,10 @@ pub(super) async fn run(
         ))),
     }
     .map_err(|e| runtime(e.to_string()))?;
+    // `token` must not go on printing the previous person's token.
+    let mut cached = TokenFileCache::open(&settings).await;
+    cached.forget(&tenant.name, key.account_id.as_deref());
+    cached.save(token_cache::unix_now());
     let store = settings
         .token
         .store_file

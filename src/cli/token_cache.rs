@@ -20,7 +20,8 @@
 //!   request, not two (the second waits and reuses the first's token).
 //! - Authorization-code tenants' tokens are cached too (a second `token` does
 //!   not rotate the refresh token). What the fingerprint cannot see is *who*
-//!   logged in: after `sfmc-proxy login` as another person, `--fresh`.
+//!   logged in, so `sfmc-proxy login` drops the tenant and BU's entries
+//!   ([`TokenFileCache::forget`]).
 //! - Nothing here is fatal: a cache that cannot be locked, read or parsed is
 //!   a warning on stderr and the command fetches a token as if there were no
 //!   cache. Warnings never hold a token (no entry has `Debug`).
@@ -278,6 +279,17 @@ impl TokenFileCache {
         });
         self.file.entries.push(entry);
         self.changed = true;
+    }
+
+    /// Drops every token cached for `tenant` and business unit `account_id`
+    /// (whatever the scope): after a login, the tokens of whoever was logged
+    /// in before must not be printed for the new person.
+    pub(super) fn forget(&mut self, tenant: &str, account_id: Option<&str>) {
+        let before = self.file.entries.len();
+        self.file
+            .entries
+            .retain(|old| !(old.tenant == tenant && old.account_id.as_deref() == account_id));
+        self.changed |= self.file.entries.len() != before;
     }
 
     /// Writes the cache back if anything was put, dropping expired entries;

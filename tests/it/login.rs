@@ -578,3 +578,38 @@ async fn token_for_a_login_tenant_refreshes_once_and_then_reuses_the_access_toke
     );
     assert!(login.dir.join("state/access-tokens.json").exists());
 }
+
+#[tokio::test]
+async fn a_new_login_forgets_the_token_that_token_cached_for_the_previous_one() {
+    let login = login_tenant("relogin").await;
+    let token = || async {
+        let output = run_binary(&["token"], &login.config, &[]).await;
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+        stdout_of(&output)
+    };
+    assert!(
+        cli_login(&login, Finish::Paste(|url| url.to_owned()))
+            .await
+            .status
+            .success()
+    );
+    let first = token().await;
+    assert_eq!(token().await, first, "cached while fresh");
+    // Someone else logs in (the fake cannot tell; what matters is the new login).
+    assert!(
+        cli_login(&login, Finish::Paste(|url| url.to_owned()))
+            .await
+            .status
+            .success()
+    );
+    let after = token().await;
+    assert_ne!(
+        after, first,
+        "the previous login's token is not printed again"
+    );
+    assert_eq!(
+        token().await,
+        after,
+        "the new login's token is cached in turn"
+    );
+}
