@@ -40,7 +40,10 @@ COPY --from=build /src/proxy.toml /etc/sfmc-proxy/proxy.example.toml
 COPY --from=build --chown=65532:65532 /state /var/lib/sfmc-proxy
 LABEL org.opencontainers.image.title="sfmc-proxy" \
       org.opencontainers.image.description="Authenticating reverse proxy for Salesforce Marketing Cloud APIs"
-ENV SFMC_PROXY_CONFIG=/etc/sfmc-proxy/proxy.toml
+# State (token.store_file's default, the token cache) under
+# $XDG_STATE_HOME/sfmc-proxy: /var/lib/sfmc-proxy.
+ENV SFMC_PROXY_CONFIG=/etc/sfmc-proxy/proxy.toml \
+    XDG_STATE_HOME=/var/lib
 # 65532 is distroless's "nonroot" user.
 USER 65532:65532
 EXPOSE 8080

@@ -6,49 +6,15 @@ use std::process::Output;
 
 use crate::support::*;
 
-/// Runs the binary on `config`, its state (the token store and the `token`
-/// cache) in `state/` beside the config: runs on one config share it, tests
-/// never do, and nothing is written to the real home.
-async fn run(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));
-    command
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("SFMC_PROXY_CONFIG")
-        .env("XDG_STATE_HOME", state_dir(config))
-        .env("RUST_LOG", "warn");
-    for (name, value) in envs {
-        command.env(name, value);
-    }
-    command
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("binary runs")
-}
-
-fn write_config(name: &str, text: &str) -> PathBuf {
-    let path = temp_dir(name).join("proxy.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-fn state_dir(config: &Path) -> PathBuf {
-    config.parent().unwrap_or(Path::new(".")).join("state")
-}
+// The shared runner under this file's shorter names: its state (the token
+// store, the token cache) is `state_dir(config)`, never the real home.
+use crate::support::{
+    config_file as write_config, run_binary as run, stderr_of as stderr, stdout_of as stdout,
+};
 
 /// Where `token` and `check` cache tokens for `config` (see `run`).
 fn token_cache(config: &Path) -> PathBuf {
     state_dir(config).join("sfmc-proxy/access-tokens.json")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 const GOOD_TENANT: &str = "[tenants.acme]\nauth_url = \"https://mc123.auth.marketingcloudapis.com/\"\nclient_id = \"id\"\nclient_secret = \"${TEST_SECRET}\"\n";
@@ -342,6 +308,7 @@ async fn check_into_a_closed_pipe_exits_quietly() {
         .arg(&path)
         .arg("check")
         .env_remove("SFMC_PROXY_CONFIG")
+        .env("XDG_STATE_HOME", state_dir(&path))
         .stdout(std::process::Stdio::from(writer))
         .stderr(std::process::Stdio::piped())
         // Not `output()`: it would replace stdout with a pipe of its own.

@@ -450,10 +450,12 @@ async fn the_launchd_agents_program_arguments_run_the_proxy() {
 
 /// What `docker run -e SFMC_AUTH_URL -e SFMC_CLIENT_ID -e SFMC_CLIENT_SECRET
 /// -e SFMC_PROXY_KEY` passes, and the image's own `ENV` (`config` at the
-/// mount's place) and its user's HOME.
-fn container_env(fake: &FakeTenant, config: &Path) -> Vec<(&'static str, String)> {
+/// mount's place, `state` at /var/lib's, where the image keeps its state)
+/// and its user's HOME.
+fn container_env(fake: &FakeTenant, config: &Path, state: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("SFMC_PROXY_CONFIG", config.display().to_string()),
+        ("XDG_STATE_HOME", state.display().to_string()),
         ("HOME", "/home/nonroot".to_owned()),
         ("SFMC_AUTH_URL", fake.auth_url()),
         ("SFMC_CLIENT_ID", CLIENT_ID.to_owned()),
@@ -465,7 +467,10 @@ fn container_env(fake: &FakeTenant, config: &Path) -> Vec<(&'static str, String)
 #[tokio::test]
 async fn the_container_config_is_the_one_the_image_and_readme_use_and_gets_a_token() {
     let dockerfile = read_repo("Dockerfile");
-    assert!(dockerfile.contains("\nENV SFMC_PROXY_CONFIG=/etc/sfmc-proxy/proxy.toml\n"));
+    assert!(dockerfile.contains(
+        "\nENV SFMC_PROXY_CONFIG=/etc/sfmc-proxy/proxy.toml \\\n    XDG_STATE_HOME=/var/lib\n"
+    ));
+    assert!(dockerfile.contains("/state /var/lib/sfmc-proxy\n"));
     assert!(dockerfile.contains("\nCMD [\"serve\"]\n"));
     let readme = read_repo("README.md");
     assert!(readme.contains("-v \"$PWD/proxy.container.toml:/etc/sfmc-proxy/proxy.toml:ro\""));
@@ -474,11 +479,19 @@ async fn the_container_config_is_the_one_the_image_and_readme_use_and_gets_a_tok
     assert!(config.contains("\ninbound_keys = [\"${SFMC_PROXY_KEY}\"]\n"));
 
     let fake = start_fake().await;
+    let state = temp_dir("container-check");
     let output = run_once(
         &["check"],
-        &container_env(&fake, &repo_file("proxy.container.toml")),
+        &container_env(&fake, &repo_file("proxy.container.toml"), &state),
     )
     .await;
+    assert!(
+        state
+            .join("sfmc-proxy")
+            .join("access-tokens.json")
+            .is_file(),
+        "the token cache is kept under XDG_STATE_HOME, the image's /var/lib"
+    );
     let (stdout, stderr) = (
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
@@ -500,7 +513,7 @@ async fn the_container_serves_every_address_with_the_key_and_refuses_a_call_with
     let shipped = read_repo("proxy.container.toml");
     std::fs::write(&config, with_listen(&shipped, "0.0.0.0:0")).expect("write config");
     // The image's CMD, its config from SFMC_PROXY_CONFIG.
-    let mut proxy = Running::spawn(&["serve".to_owned()], &container_env(&fake, &config));
+    let mut proxy = Running::spawn(&["serve".to_owned()], &container_env(&fake, &config, &dir));
     let addr = proxy.started().await;
     proxy
         .seen(|l| l.contains("prefetch: tenant `main` got a token"))

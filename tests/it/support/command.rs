@@ -13,8 +13,7 @@ use super::temp_dir;
 pub async fn run_binary(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));
     command.arg("--config").arg(config).args(args);
-    let state = config.parent().unwrap_or(Path::new(".")).join("state");
-    command.env("XDG_STATE_HOME", state);
+    command.env("XDG_STATE_HOME", state_dir(config));
     for name in [
         "SFMC_PROXY_CONFIG",
         "SFMC_PROXY_LISTEN",
@@ -31,6 +30,11 @@ pub async fn run_binary(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> 
         .output()
         .await
         .expect("binary runs")
+}
+
+/// Where `run_binary` keeps the binary's state for `config`: `state/` beside it.
+pub fn state_dir(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new(".")).join("state")
 }
 
 /// `text` as `proxy.toml` in a new temp directory.
