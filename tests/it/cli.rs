@@ -112,13 +112,7 @@ async fn check_reports_instance_expiry_and_scope_but_never_the_token() {
     let config = TestProxy::builder().tenant(Tenant::new("acme", &fake).scope("email_read"));
     let path = write_config("check", &config.render());
     let output = run(&["check"], &path, &[]).await;
-    let printed = stdout(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{printed}{}",
-        stderr(&output)
-    );
+    let printed = succeeded(&output);
     assert!(
         printed.contains(&format!(
             "acme BU of the package (default): ok (new token; expires in 1080 s; rest instance http://{}/; ",
@@ -259,13 +253,7 @@ async fn check_accepts_an_auth_url_pasted_as_the_token_url_and_says_so() {
     let config = TestProxy::builder().tenant(Tenant::at("acme", &pasted));
     let path = write_config("check-token-url", &config.render());
     let output = run(&["check"], &path, &[]).await;
-    let printed = stdout(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{printed}{}",
-        stderr(&output)
-    );
+    let printed = succeeded(&output);
     assert!(
         printed.contains("note: tenants.acme.auth_url: ")
             && printed.contains("Authentication Base URI"),
@@ -484,13 +472,7 @@ async fn check_checks_every_business_unit_and_a_second_check_reuses_the_tokens()
     );
     let path = write_config("check-units", &config.render());
     let output = run(&["check"], &path, &[]).await;
-    let printed = stdout(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{printed}{}",
-        stderr(&output)
-    );
+    let printed = succeeded(&output);
     for line in [
         "  acme BU 200 (default): ok (new token; expires in 1080 s;",
         "  acme BU 100: ok (new token;",
@@ -629,13 +611,7 @@ async fn check_offline_validates_and_says_what_it_would_check_without_a_request(
         TestProxy::builder().tenant(Tenant::new("acme", &fake).account_ids(&["100", "200"]));
     let path = write_config("check-offline", &config.render());
     let output = run(&["check", "--offline"], &path, &[]).await;
-    let printed = stdout(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{printed}{}",
-        stderr(&output)
-    );
+    let printed = succeeded(&output);
     assert!(
         printed.contains("--offline: no token requested"),
         "{printed}"

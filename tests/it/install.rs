@@ -261,11 +261,7 @@ async fn the_systemd_config_reads_its_credentials_and_state_directory_from_the_u
     let path = repo_file("contrib/proxy.systemd.toml");
     let path = path.to_str().expect("utf-8 path");
     let output = run_once(&["--config", path, "check"], &run.envs).await;
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let (stdout, stderr) = (succeeded(&output), stderr_of(&output));
     assert!(
         stdout.contains("main BU of the package (default): ok"),
         "{stdout}"
@@ -492,11 +488,7 @@ async fn the_container_config_is_the_one_the_image_and_readme_use_and_gets_a_tok
             .is_file(),
         "the token cache is kept under XDG_STATE_HOME, the image's /var/lib"
     );
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let (stdout, stderr) = (succeeded(&output), stderr_of(&output));
     assert!(
         stdout.contains("main BU of the package (default): ok"),
         "{stdout}"

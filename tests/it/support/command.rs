@@ -44,6 +44,19 @@ pub fn config_file(name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// The stdout of a run that must have exited 0 (else the test fails,
+/// showing both streams).
+pub fn succeeded(output: &Output) -> String {
+    let printed = stdout_of(output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{printed}{}",
+        stderr_of(output)
+    );
+    printed
+}
+
 pub fn stdout_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
