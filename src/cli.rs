@@ -128,6 +128,11 @@ pub enum Command {
         /// Validate the config and say what would be checked; no token request.
         #[arg(long)]
         offline: bool,
+        /// Ask SFMC for a new token for every business unit instead of
+        /// trusting cached ones: proves the credentials work now (e.g. after
+        /// a secret was regenerated).
+        #[arg(long, conflicts_with = "offline")]
+        fresh: bool,
     },
     /// Print a valid access token to stdout (for curl or Postman); reuses the
     /// cached one until its refresh window.
@@ -476,7 +481,11 @@ async fn run_command(command: Command, config: &Path) -> Result<(), Failure> {
             let options = args.load_options();
             serve(config, options.clone(), load_with(config, &options)?).await
         }
-        Command::Check { json, offline } => check::run(config, json, offline).await,
+        Command::Check {
+            json,
+            offline,
+            fresh,
+        } => check::run(config, json, offline, fresh).await,
         Command::Token {
             tenant,
             account_id,

@@ -137,7 +137,12 @@ fn units(tenant: &Tenant) -> Vec<Unit> {
     units
 }
 
-pub(super) async fn run(config: &Path, json: bool, offline: bool) -> Result<(), Failure> {
+pub(super) async fn run(
+    config: &Path,
+    json: bool,
+    offline: bool,
+    fresh: bool,
+) -> Result<(), Failure> {
     let settings = load(config)?;
     // Built with --offline too: it reads upstream.ca_file and the system's
     // roots, which a config can get wrong; it sends nothing.
@@ -165,6 +170,7 @@ pub(super) async fn run(config: &Path, json: bool, offline: bool) -> Result<(), 
         cache,
         json,
         offline,
+        fresh,
     };
     let mut report = Report {
         config: config.display().to_string(),
@@ -208,6 +214,8 @@ struct Checker<'a> {
     cache: TokenFileCache,
     json: bool,
     offline: bool,
+    /// `--fresh`: no cached token counts; each is asked of SFMC (and cached).
+    fresh: bool,
 }
 
 impl Checker<'_> {
@@ -231,7 +239,9 @@ impl Checker<'_> {
                 true => planned_unit(&self.cache, &fingerprint, unit),
                 false => {
                     let (proxy, settings) = (self.proxy, self.settings);
-                    checked_unit(proxy, settings, &mut self.cache, tenant, &fingerprint, unit).await
+                    let cache = &mut self.cache;
+                    let reuse = !self.fresh;
+                    checked_unit(proxy, settings, cache, reuse, tenant, &fingerprint, unit).await
                 }
             };
             if !self.json {
@@ -267,13 +277,14 @@ fn planned_unit(cache: &TokenFileCache, fingerprint: &str, unit: Unit) -> UnitRe
     }
 }
 
-/// A token for one business unit: the cached one while fresh, else one from
-/// SFMC (waiting for the rate limit first if it would hold the request back),
-/// which is cached.
+/// A token for one business unit: the cached one while fresh (if `reuse`),
+/// else one from SFMC (waiting for the rate limit first if it would hold the
+/// request back), which is cached.
 async fn checked_unit(
     proxy: &Proxy,
     settings: &Settings,
     cache: &mut TokenFileCache,
+    reuse: bool,
     tenant: &Tenant,
     fingerprint: &str,
     unit: Unit,
@@ -284,7 +295,7 @@ async fn checked_unit(
         Err(refused) => return report.failed(refused.to_string()),
     };
     let now = token_cache::unix_now();
-    if let Some(entry) = cache.fresh(&key, fingerprint, now) {
+    if let Some(entry) = cache.fresh(&key, fingerprint, now).filter(|_| reuse) {
         let mut report = report.with_entry(entry, now);
         report.ok = Some(true);
         return report;

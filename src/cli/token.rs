@@ -24,6 +24,13 @@ pub(super) async fn run(
     let tenant = pick_tenant(&settings, tenant)?;
     let key = TokenKey::for_tenant(tenant, account_id, scope).map_err(refused_flag)?;
     let fingerprint = token_cache::fingerprint(tenant);
+    if !fresh
+        && let Some(entry) =
+            TokenFileCache::reusable(&settings, &key, &fingerprint, token_cache::unix_now())
+    {
+        say!("{}", entry.access_token);
+        return Ok(());
+    }
     // Locked from here to the write: a concurrent `token` waits, then
     // reuses this one's token instead of asking SFMC for another.
     let mut cache = TokenFileCache::open(&settings).await;

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Grant, Secret, Settings, Tenant};
-use crate::token::store::{lock_beside, write_private};
+use crate::token::store::{lock_beside, where_json_broke, write_private};
 use crate::token::{Token, TokenKey};
 
 /// The cache's file name, in the directory of `token.store_file`.
@@ -201,6 +201,28 @@ impl TokenFileCache {
         cache
     }
 
+    /// A token `token` may print at once: a fresh entry for `key`, read
+    /// without waiting for the lock (another command may hold it for long:
+    /// a `check` waiting for the rate limit). Problems stay unsaid here;
+    /// [`Self::open`], which follows when there is none, says them.
+    pub(super) fn reusable(
+        settings: &Settings,
+        key: &TokenKey,
+        fingerprint: &str,
+        now: u64,
+    ) -> Option<Entry> {
+        let path = path_for(settings)?;
+        let bytes = std::fs::read(path).ok()?;
+        let file: CacheFile = serde_json::from_slice(&bytes).ok()?;
+        let cache = Self {
+            file,
+            ..Self::empty(None, settings.token.refresh_before_expiry)
+        };
+        (cache.file.version == VERSION)
+            .then(|| cache.fresh(key, fingerprint, now).cloned())
+            .flatten()
+    }
+
     /// The cache for `settings`, read without the lock and never written
     /// (`check --offline`).
     pub(super) fn peek(settings: &Settings) -> Self {
@@ -240,10 +262,14 @@ impl TokenFileCache {
                     CacheFile::default()
                 }
                 Err(error) => {
-                    // serde_json's message says where, never what: no token.
+                    // Where, never what: serde_json's own message would
+                    // quote the value, a token perhaps.
                     warn(
                         &path,
-                        &format!("not a valid cache ({error}); ignoring it, it is rewritten"),
+                        &format!(
+                            "not a valid cache ({}); ignoring it, it is rewritten",
+                            where_json_broke(&error)
+                        ),
                     );
                     CacheFile::default()
                 }

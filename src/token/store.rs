@@ -83,6 +83,18 @@ impl TokenStore {
     }
 }
 
+/// Where and how a private JSON file failed to parse, never what it held:
+/// serde_json's own message quotes the offending value (a token, say).
+pub(crate) fn where_json_broke(error: &serde_json::Error) -> String {
+    let what = match error.classify() {
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "not in the expected shape",
+        serde_json::error::Category::Eof => "cut short",
+        serde_json::error::Category::Io => "unreadable",
+    };
+    format!("{what} at line {}, column {}", error.line(), error.column())
+}
+
 /// Waits for an exclusive lock on `<path>.lock` (`path` with its extension
 /// replaced), creating the directory (0700) and the lock file (0600) if
 /// needed; held until the file is dropped. Blocking. The store's lock, and
@@ -167,7 +179,7 @@ impl Locked {
         match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
                 path: path.clone(),
-                message: e.to_string(),
+                message: where_json_broke(&e),
             }),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(StoreFile::default()),
             Err(source) => Err(StoreError::Io {

@@ -391,12 +391,35 @@ async fn token_prints_the_cached_token_until_its_refresh_window_and_fresh_forces
     assert_ne!(renewed, fresh);
     assert_eq!(fake.token_requests(), 3);
 
-    // A corrupt cache: a warning, a new token, the cache rewritten.
-    std::fs::write(&cache, b"{ not json").expect("corrupt cache");
+    // A token another command holds the lock for is printed at once: the
+    // lock guards writes, and a fresh entry needs none.
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(cache.with_extension("lock"))
+        .expect("lock file");
+    lock.lock().expect("hold the lock");
+    let held = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        run(&["token"], &path, &[]),
+    )
+    .await
+    .expect("not kept waiting by the lock");
+    assert_eq!(printed_token(&held), renewed);
+    drop(lock);
+
+    // A corrupt cache: a warning that never quotes it, a new token, the
+    // cache rewritten.
+    std::fs::write(
+        &cache,
+        br#"{"version":1,"entries":[{"obtained_at":"fake-LEAKED"}]}"#,
+    )
+    .expect("corrupt cache");
     let output = run(&["token"], &path, &[]).await;
     let after_corrupt = printed_token(&output);
     assert!(
-        stderr(&output).contains("warning: token cache") && !stderr(&output).contains("fake-"),
+        stderr(&output).contains("warning: token cache")
+            && stderr(&output).contains("not in the expected shape at line 1")
+            && !stderr(&output).contains("fake-"),
         "{}",
         stderr(&output)
     );
@@ -531,6 +554,25 @@ async fn check_checks_every_business_unit_and_a_second_check_reuses_the_tokens()
     assert_eq!(units[0]["default"], true);
     assert!(!stdout(&output).contains("fake-"), "never a token");
     assert_eq!(fake.token_requests(), 3);
+
+    // --fresh trusts no cached token: SFMC is asked again, and refuses now.
+    fake.set_auth_failure(Some(invalid_client()));
+    let output = run(&["check"], &path, &[]).await;
+    assert_eq!(output.status.code(), Some(0), "the cache still says ok");
+    let output = run(&["check", "--fresh"], &path, &[]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("invalid_client"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(
+        fake.token_requests(),
+        4,
+        "one refusal holds back the tenant"
+    );
+    let both = run(&["check", "--fresh", "--offline"], &path, &[]).await;
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
 }
 
 #[tokio::test]
@@ -585,20 +627,22 @@ async fn check_reports_each_failing_business_unit_and_exits_1() {
 #[tokio::test]
 async fn check_waits_for_the_token_rate_limit_instead_of_bursting() {
     let fake = start_fake().await;
+    // Two at once, then one every 2 s: the third business unit must wait
+    // (unless the first two token requests took over 2 s, which on loopback
+    // they do not), and the wait is said.
     let config = TestProxy::builder()
         .rate_burst(2)
-        .rate_interval(std::time::Duration::from_millis(300))
-        .tenant(Tenant::new("acme", &fake).account_ids(&["100", "200", "300", "400"]));
+        .rate_interval(std::time::Duration::from_secs(2))
+        .tenant(Tenant::new("acme", &fake).account_ids(&["100", "200"]));
     let path = write_config("check-rate", &config.render());
     let output = run(&["check"], &path, &[]).await;
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(0), "{}{said}", stdout(&output));
-    assert_eq!(stdout(&output).matches(": ok (new token;").count(), 5);
-    assert_eq!(fake.token_requests(), 5);
-    // Two at once, then one every interval: three waits, each said.
+    assert_eq!(stdout(&output).matches(": ok (new token;").count(), 3);
+    assert_eq!(fake.token_requests(), 3, "no BU failed for the limit");
     assert_eq!(
         said.matches("check: tenant acme: waiting ").count(),
-        3,
+        1,
         "{said}"
     );
     assert!(said.contains("token.rate_burst = 2"), "{said}");
