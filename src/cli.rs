@@ -35,7 +35,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::config::{
-    ListenOverride, LoadOptions, MID_RULE, NoTenant, Settings, default_worker_threads,
+    ConfigError, ListenOverride, LoadOptions, MID_RULE, NoTenant, Settings, default_worker_threads,
 };
 use crate::proxy::Proxy;
 use crate::reload::Live;
@@ -324,7 +324,21 @@ fn load_for_tenant(path: &Path, tenant: Option<&str>) -> Result<Arc<Settings>, F
         only_tenant: tenant.map(str::to_owned),
         ..LoadOptions::default()
     };
-    let settings = load_with(path, &options)?;
+    let settings = Settings::load_with(path, &options).map_err(|error| {
+        let other_tenants = matches!(
+            &error,
+            ConfigError::MissingVariable { key, .. } if key.starts_with("tenants.")
+        );
+        match (tenant, other_tenants) {
+            // A tenant the command may not even use stops it: say how to
+            // use one tenant alone.
+            (None, true) => usage(format!(
+                "{error} (to use one tenant without the others' variables, name it: --tenant NAME)"
+            )),
+            _ => usage(error.to_string()),
+        }
+    })?;
+    let settings = Arc::new(settings);
     for note in &settings.left_out {
         eprintln!("note: {note}");
     }

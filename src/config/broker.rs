@@ -25,7 +25,8 @@ pub(super) fn validate(
     raw: RawBroker,
     server: &ServerSettings,
     tenants: &[Arc<Tenant>],
-    left_out: &[String],
+    only: Option<&str>,
+    left_out: &mut Vec<String>,
     ex: &Expander<'_>,
 ) -> Result<BrokerSettings, ConfigError> {
     let token_lifetime = duration_or(
@@ -54,7 +55,18 @@ pub(super) fn validate(
             }
             return Err(invalid(key, format!("there is no tenant `{name}`")));
         };
-        let value = ex.expand(&key, &value)?;
+        let value = match ex.expand(&key, &value) {
+            Ok(value) => value,
+            // Another tenant's local secret, for a command that uses one
+            // tenant alone (and never the broker).
+            Err(error @ ConfigError::MissingVariable { .. })
+                if only.is_some_and(|only| only != name) =>
+            {
+                left_out.push(format!("{key} left out: {error}"));
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         if value.len() < 16 {
             return Err(invalid(
                 key,

@@ -116,7 +116,8 @@ pub struct Settings {
     pub tenants: Vec<Arc<Tenant>>,
     /// Index into `tenants` of the tenant that serves requests with no selector.
     pub default_tenant: Option<usize>,
-    /// Tenants left out under [`LoadOptions::only_tenant`], each with why.
+    /// What was left out under [`LoadOptions::only_tenant`] (other tenants,
+    /// their broker secrets), each with why.
     pub left_out: Vec<String>,
 }
 
@@ -180,9 +181,16 @@ impl Settings {
         let tenant::ValidTenants {
             tenants,
             default_tenant,
-            left_out,
+            mut left_out,
         } = tenant::validate_tenants(raw.tenants, only, config_file, &expander)?;
-        let broker = broker::validate(raw.broker, &server, &tenants, &left_out, &expander)?;
+        let broker = broker::validate(
+            raw.broker,
+            &server,
+            &tenants,
+            only,
+            &mut left_out,
+            &expander,
+        )?;
         let needs_store = tenants.iter().any(|t| t.grant != Grant::ClientCredentials);
         if needs_store && token.store_file.is_none() {
             return Err(invalid(

@@ -4,11 +4,14 @@
 
 use crate::support::*;
 
-/// acme works; beta's secret comes from a variable nobody set.
+/// acme works; beta's secret, and gamma's local secret for the broker,
+/// come from variables nobody set.
 fn two_tenants(fake: &FakeTenant) -> ProxyBuilder {
     TestProxy::builder()
         .tenant(Tenant::new("acme", fake).default(true))
         .tenant(Tenant::new("beta", fake).client_secret("${BETA_SECRET_NOT_SET}"))
+        .tenant(Tenant::new("gamma", fake))
+        .broker_client_secret("gamma", "${GAMMA_BROKER_SECRET_NOT_SET}")
 }
 
 #[tokio::test]
@@ -26,6 +29,19 @@ async fn token_for_one_tenant_is_not_stopped_by_another_tenants_unset_variable()
         stderr_of(&output).contains(
             "note: tenant `beta` left out: config key `tenants.beta.client_secret`: environment variable BETA_SECRET_NOT_SET is not set"
         ),
+        "{}",
+        stderr_of(&output)
+    );
+    assert!(
+        stderr_of(&output).contains("note: broker.client_secrets.gamma left out"),
+        "{}",
+        stderr_of(&output)
+    );
+
+    // Without --tenant the error says how to use one tenant alone.
+    let output = run_binary(&["token"], &path, &[]).await;
+    assert!(
+        stderr_of(&output).contains("name it: --tenant NAME"),
         "{}",
         stderr_of(&output)
     );
