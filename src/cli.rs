@@ -410,6 +410,25 @@ async fn bind_all(listen: &[SocketAddr], key: &str) -> Result<Vec<TcpListener>, 
     Ok(listeners)
 }
 
+/// Raises the open-files limit, and says so when it is still too low for
+/// `server.max_connections` (plus the proxy's own: listeners, SFMC pools).
+fn warn_if_few_open_files(settings: &Settings) {
+    let Some(files) = crate::server::raise_open_files_limit() else {
+        return;
+    };
+    let max_connections = settings.server.max_connections;
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(128);
+    if files < wanted {
+        tracing::warn!(
+            open_files_limit = files,
+            max_connections,
+            "this process may open only {files} files, fewer than server.max_connections ({max_connections}) needs: when they run out, the connection idle the longest is closed for a new one. Raise the limit (ulimit -n; LimitNOFILE= in systemd; SoftResourceLimits in launchd) or lower server.max_connections"
+        );
+    }
+}
+
 async fn serve(
     config: &Path,
     options: LoadOptions,
@@ -420,6 +439,7 @@ async fn serve(
         .listen
         .as_ref()
         .map_or("server.listen or --listen", |given| given.source);
+    warn_if_few_open_files(&settings);
     let listeners = bind_all(&settings.server.listen, key).await?;
     // Before the line that says the proxy listens: from then on a SIGHUP
     // reloads (re-read as at start: the same path, flags and environment)

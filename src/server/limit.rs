@@ -3,6 +3,11 @@
 //! rest: a connection that ends while a debt is owed gives its permit up
 //! instead of back. So the limit shrinks as connections close, and no open
 //! connection is cut for it (as nginx's old workers keep theirs).
+//!
+//! And the process's open-files limit, which bounds connections too: a soft
+//! limit of 256 or 1024 (launchd, many shells) under `max_connections` would
+//! let idle sockets exhaust descriptors before the connection limit sheds
+//! any. `serve` raises it to the hard limit, as Go programs do at start.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,6 +93,36 @@ fn take_up_to(counter: &AtomicUsize, n: usize) -> usize {
         Some(owed - taken)
     });
     taken
+}
+
+/// Raises the soft open-files limit to the hard one (at most 1 048 576, and
+/// macOS's 10 240 where the kernel refuses more); the limit in force after,
+/// `None` where it cannot be read (not unix).
+pub fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        const CEILING: u64 = 1 << 20;
+        const MACOS_OPEN_MAX: u64 = 10_240;
+        let limit = getrlimit(Resource::Nofile);
+        let hard = limit.maximum.unwrap_or(CEILING).min(CEILING);
+        let current = limit.current.unwrap_or(CEILING);
+        if current >= hard {
+            return Some(current);
+        }
+        for wanted in [hard, hard.min(MACOS_OPEN_MAX)] {
+            let raised = Rlimit {
+                current: Some(wanted),
+                maximum: limit.maximum,
+            };
+            if wanted > current && setrlimit(Resource::Nofile, raised).is_ok() {
+                return Some(wanted);
+            }
+        }
+        Some(current)
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 #[cfg(test)]

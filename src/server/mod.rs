@@ -35,6 +35,7 @@ use crate::config::{ServerSettings, Settings};
 use crate::proxy::{BuildError, Entry};
 use crate::reload::Live;
 use activity::{Activity, Registry, Streaming};
+pub use limit::raise_open_files_limit;
 use limit::{ConnectionLimit, Slot};
 
 /// How often a full accept loop looks again for a connection to shed.
@@ -129,8 +130,23 @@ pub async fn serve_with_admin(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                // Usually out of file descriptors: pause rather than spin.
-                tracing::warn!(%error, "accept failed");
+                // Out of file descriptors (EMFILE, ENFILE): the process may
+                // open fewer files than max_connections, so idle sockets
+                // would lock every client out. Make room as at the
+                // connection limit — close the connection idle the longest —
+                // and pause rather than spin.
+                let out_of_files = matches!(error.raw_os_error(), Some(23 | 24));
+                let shed = out_of_files && registry.shed_longest_idle();
+                tracing::warn!(
+                    %error,
+                    closed_an_idle_connection = shed,
+                    "accept failed{}",
+                    if out_of_files {
+                        " (out of file descriptors: raise the open-files limit, e.g. ulimit -n or LimitNOFILE=, or lower server.max_connections)"
+                    } else {
+                        ""
+                    }
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

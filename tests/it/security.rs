@@ -686,3 +686,70 @@ async fn made_up_scopes_cannot_push_out_a_token_callers_hold() {
         "the default token and one junk one"
     );
 }
+
+/// A process allowed fewer open files than `max_connections` (a launchd
+/// agent's 256, a shell's 1024): silent sockets would exhaust descriptors
+/// before the connection limit sheds any, and lock every client out. The
+/// proxy says so at start and, when accept runs out of descriptors, closes
+/// the connection idle the longest instead.
+#[tokio::test]
+async fn silent_sockets_beyond_the_open_files_limit_do_not_lock_clients_out() {
+    use tokio::io::AsyncBufReadExt;
+    let fake = start_fake().await;
+    let listen: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let config = TestProxy::builder()
+        .listen(listen)
+        .tenant(Tenant::new("acme", &fake));
+    let path = config_file("few-files", &config.render());
+    // `ulimit -n` sets the hard limit too: the proxy cannot raise it.
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 48 && exec \"$0\" --config \"$1\" --log-format json serve")
+        .arg(env!("CARGO_BIN_EXE_sfmc-proxy"))
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .env_remove("SFMC_PROXY_LISTEN")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("proxy starts");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let (mut warned, mut addr) = (false, None);
+    while addr.is_none() {
+        let line = lines
+            .next_line()
+            .await
+            .expect("read")
+            .expect("a start-up line");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        warned |= event["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("may open only 48 files"));
+        addr = event["listen"].as_str().map(str::to_owned);
+    }
+    assert!(warned, "the low limit is said at start");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let addr = addr.unwrap_or_default();
+    // Twice the limit in silent sockets, held open.
+    let mut silent = Vec::new();
+    for _ in 0..96 {
+        silent.push(TcpStream::connect(&addr).await.expect("connect"));
+    }
+    let probe = async {
+        let mut stream = TcpStream::connect(&addr).await.expect("connect");
+        stream
+            .write_all(
+                b"GET /_proxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        answer
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(60), probe)
+        .await
+        .expect("a probe is served although descriptors ran out");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(silent);
+}
