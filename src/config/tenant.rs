@@ -260,7 +260,7 @@ fn without_token_path(auth_url: &str) -> Option<&str> {
 /// First path segments a `path_prefix` must not take: SFMC's REST API roots,
 /// its token and SOAP endpoints, and the proxy's own paths. A tenant prefix
 /// `/hub` would strip `/hub` from every Journey Builder call.
-const RESERVED_PREFIXES: [&str; 18] = [
+const RESERVED_PREFIXES: [&str; 20] = [
     "hub",
     "asset",
     "data",
@@ -276,8 +276,10 @@ const RESERVED_PREFIXES: [&str; 18] = [
     "guide",
     "legacy",
     "journey",
+    "ott",
     "v2",
     "_proxy",
+    "favicon.ico",
     "service.asmx",
 ];
 
@@ -286,6 +288,7 @@ fn required(value: Option<String>, key: &str) -> Result<String, ConfigError> {
 }
 
 fn validate_prefix(key: &str, prefix: &str) -> Result<String, ConfigError> {
+    let written = prefix;
     let prefix = prefix.trim_end_matches('/');
     let valid = prefix.starts_with('/')
         && prefix.len() > 1
@@ -295,7 +298,7 @@ fn validate_prefix(key: &str, prefix: &str) -> Result<String, ConfigError> {
         return Err(invalid(
             key,
             format!(
-                "`{prefix}` must look like \"/name\" (starts with '/', no '?', '#', '%', spaces)"
+                "`{written}` must look like \"/name\" (starts with '/', no '?', '#', '%', spaces)"
             ),
         ));
     }

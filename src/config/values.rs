@@ -145,8 +145,12 @@ pub(super) fn parse_http_url(key: &str, text: &str) -> Result<String, ConfigErro
             ),
         ));
     };
-    if authority.as_str().contains('@') || uri.query().is_some() {
-        return Err(invalid(key, "must not contain credentials or a query"));
+    // `http::Uri` drops a fragment instead of refusing it: look at the text.
+    if authority.as_str().contains('@') || uri.query().is_some() || trimmed.contains('#') {
+        return Err(invalid(
+            key,
+            "must not contain credentials, a query or a fragment",
+        ));
     }
     match scheme {
         "https" => {}

@@ -266,7 +266,7 @@ fn rejected_hint(status: u16, error: &str, description: Option<&str>, tenant: &s
         )
     } else if about_account || error == "unauthorized_client" {
         format!(
-            "the installed package has no access to this business unit (account_id MID): give it access under Setup > Installed Packages > the package > Access, or use a MID it has (tenants.{tenant}.account_id, or the X-SFMC-Account-Id the client sent)"
+            "the installed package has no access to this business unit (account_id MID): give it access under Setup > Installed Packages > the package > Access, or use a MID it has (tenants.{tenant}.account_id, the request's X-SFMC-Account-Id, or --account-id)"
         )
     } else if error == "invalid_client" {
         format!(

@@ -339,6 +339,8 @@ fn a_path_prefix_may_not_take_an_sfmc_api_root_or_the_proxys_paths() {
         "/service.asmx",
         "/Service.asmx",
         "/messaging/",
+        "/ott",
+        "/favicon.ico",
     ] {
         let text = format!("{MINIMAL}path_prefix = \"{prefix}\"\n");
         assert_eq!(error_key(&text), "tenants.acme.path_prefix", "{prefix}");
@@ -348,5 +350,18 @@ fn a_path_prefix_may_not_take_an_sfmc_api_root_or_the_proxys_paths() {
     for prefix in ["/hubspot", "/acme", "/prod/hub", "/data2"] {
         let text = format!("{MINIMAL}path_prefix = \"{prefix}\"\n");
         assert!(parse(&text).is_ok(), "{prefix} is a name of one's own");
+    }
+}
+
+#[test]
+fn an_auth_url_with_a_fragment_query_or_credentials_is_refused() {
+    for url in [
+        "https://mc123.auth.marketingcloudapis.com/#frag",
+        "https://mc123.auth.marketingcloudapis.com/?a=1",
+        "https://u:p@mc123.auth.marketingcloudapis.com/",
+    ] {
+        let text = MINIMAL.replace("https://mc123.auth.marketingcloudapis.com/", url);
+        assert_ne!(text, MINIMAL, "MINIMAL names the URL replaced");
+        assert_eq!(error_key(&text), "tenants.acme.auth_url", "{url}");
     }
 }
