@@ -6,7 +6,7 @@
 /// `println!` for the subcommands' output, which is often piped
 /// (`check | head`): when the reader has gone away the command has nothing
 /// left to say, so it exits quietly (0) instead of panicking as `println!`
-/// does on a closed pipe.
+/// does on a closed pipe. Any other write error ends it with exit 1.
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -15,6 +15,10 @@ macro_rules! say {
             if error.kind() == std::io::ErrorKind::BrokenPipe {
                 std::process::exit(0);
             }
+            // A full disk, say: the output is lost, which must not look
+            // like success (`token > file` would leave an empty file).
+            eprintln!("error: cannot write to standard output: {error}");
+            std::process::exit(1);
         }
     }};
 }

@@ -685,3 +685,32 @@ async fn check_offline_validates_and_says_what_it_would_check_without_a_request(
     assert_eq!(cached[0]["account_id"], "200");
     assert_eq!(fake.token_requests(), 1, "only the `token` call asked");
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn token_into_a_full_disk_fails_instead_of_exiting_0() {
+    let fake = start_fake().await;
+    let config = TestProxy::builder().tenant(Tenant::new("acme", &fake));
+    let path = write_config("token-full", &config.render());
+    let full = std::fs::File::options()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
+        .arg("--config")
+        .arg(&path)
+        .arg("token")
+        .env_remove("SFMC_PROXY_CONFIG")
+        .env("XDG_STATE_HOME", state_dir(&path))
+        .stdout(std::process::Stdio::from(full))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs")
+        .wait_with_output()
+        .await
+        .expect("binary ends");
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("cannot write to standard output"), "{said}");
+    assert!(!said.contains("fake-"), "{said}");
+}
