@@ -312,14 +312,40 @@ fn private_options() -> OpenOptions {
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    if dir.as_os_str().is_empty() || dir.exists() {
+    if dir.as_os_str().is_empty() {
         return Ok(());
+    }
+    if dir.exists() {
+        return refuse_shared_dir(dir);
     }
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)
+}
+
+/// An existing directory every user may write to (`/tmp`-like) is refused:
+/// anyone could plant a FIFO, a link or a lock of their own where the
+/// private files are read. (Group-writable is left alone: with a umask of
+/// 002 every directory a user makes is, and the group is theirs alone.)
+fn refuse_shared_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o002 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is writable by every user (mode {:o}); keep tokens in a private directory (chmod 700, or another token.store_file)",
+                    dir.display(),
+                    mode & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

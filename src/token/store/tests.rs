@@ -173,3 +173,21 @@ fn a_symlink_planted_at_the_temp_path_is_not_followed() {
     assert!(meta.file_type().is_file(), "the store is a regular file");
     assert_eq!(mode(store.path()), 0o600);
 }
+
+#[cfg(unix)]
+#[test]
+fn a_directory_every_user_may_write_to_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = temp_store("shared-dir");
+    let dir = store.path().parent().expect("dir").to_owned();
+    std::fs::create_dir_all(&dir).expect("create");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let error = store.lock().map(|_| ()).expect_err("refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("writable by every user (mode 1777)"),
+        "{text}"
+    );
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    assert!(store.lock().is_ok(), "a private directory is used");
+}
