@@ -221,6 +221,12 @@ pub type FetchFuture<'a> =
 /// Where tokens come from: SFMC's `/v2/token` in production, a script in tests.
 pub trait TokenSource: Send + Sync + 'static {
     fn fetch<'a>(&'a self, key: &'a TokenKey) -> FetchFuture<'a>;
+
+    /// What `fetch` asks, for a person (`POST https://…/v2/token`): named
+    /// when a fetch that got no answer gives up. Only called on that path.
+    fn target(&self, _key: &TokenKey) -> String {
+        "the token source".to_owned()
+    }
 }
 
 /// How a request got its token, for the access log.

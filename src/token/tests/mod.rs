@@ -69,6 +69,10 @@ impl TokenSource for ScriptedSource {
             })
         })
     }
+
+    fn target(&self, _key: &TokenKey) -> String {
+        "POST http://127.0.0.1:1/v2/token".to_owned()
+    }
 }
 
 fn key(mid: Option<&str>) -> TokenKey {
@@ -94,6 +98,7 @@ fn unlimited() -> Limits {
         rate_burst: 1_000_000,
         rate_interval: Duration::from_millis(1),
         max_keys: 1_000_000,
+        ..Limits::default()
     }
 }
 
@@ -169,7 +174,8 @@ async fn each_business_unit_has_its_own_token() {
 
 #[tokio::test(start_paused = true)]
 async fn expiry_is_counted_from_when_the_request_was_sent() {
-    let source = ScriptedSource::new(Duration::from_secs(30));
+    // Slow, but within token.request_timeout (10 s).
+    let source = ScriptedSource::new(Duration::from_secs(9));
     let cache = cache(&source);
     let start = Instant::now();
     let lease = cache.get(&key(None)).await.expect("token");
@@ -267,6 +273,96 @@ async fn transient_failures_are_retried_then_reported_unavailable() {
     tokio::time::advance(Duration::from_secs(2)).await;
     source.fail_next(down, 1);
     assert_eq!(token_of(&cache, &key(None)).await, "token-5");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_auth_host_costs_a_caller_at_most_the_fetch_deadline() {
+    // (fetch_deadline, how long the caller waits, attempts, what the 503 says)
+    let cases = [
+        (
+            20,
+            20,
+            2,
+            "within token.fetch_deadline (20s): 2 attempts, each cut",
+        ),
+        // A third attempt would end at 30 s, past the deadline: not sent.
+        (
+            25,
+            20,
+            2,
+            "within token.fetch_deadline (25s): 2 attempts, each cut",
+        ),
+        (
+            10,
+            10,
+            1,
+            "within token.fetch_deadline (10s): 1 attempt, cut",
+        ),
+        // FETCH_ATTEMPTS bounds the attempts before the deadline does.
+        (60, 30, 3, "in 30s: 3 attempts, each cut"),
+    ];
+    for (deadline, waited, attempts, said) in cases {
+        let source = ScriptedSource::new(Duration::from_secs(3600));
+        let limits = Limits {
+            request_timeout: Duration::from_secs(10),
+            fetch_deadline: Duration::from_secs(deadline),
+            ..unlimited()
+        };
+        let cache = limited(&source, limits);
+        let start = Instant::now();
+        let failure = cache.get(&key(None)).await.expect_err("no answer");
+        assert_eq!(start.elapsed(), Duration::from_secs(waited), "{deadline}s");
+        assert_eq!(source.calls(), attempts, "{deadline}s");
+        let TokenError::Unavailable { reason, retryable } = failure.error else {
+            panic!("a hung host is unavailable: {:?}", failure.error);
+        };
+        assert!(retryable);
+        assert!(
+            reason.starts_with("no answer from POST http://127.0.0.1:1/v2/token "),
+            "{reason}"
+        );
+        assert!(reason.contains(said), "{reason}");
+        assert!(
+            reason.ends_with("at token.request_timeout (10s)"),
+            "{reason}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_answer_within_the_request_timeout_is_taken() {
+    let source = ScriptedSource::new(Duration::from_millis(9_999));
+    let limits = Limits {
+        request_timeout: Duration::from_secs(10),
+        fetch_deadline: Duration::from_secs(10),
+        ..unlimited()
+    };
+    let cache = limited(&source, limits);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    assert_eq!(source.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quick_failure_is_retried_only_if_the_retry_can_finish_in_time() {
+    let down = TokenError::Unavailable {
+        reason: "connection refused".into(),
+        retryable: true,
+    };
+    // 10 s per attempt, 10 s in all: a retry after the backoff pause could
+    // not finish in time, so the first error is the answer, at once.
+    let source = ScriptedSource::new(Duration::ZERO);
+    let limits = Limits {
+        request_timeout: Duration::from_secs(10),
+        fetch_deadline: Duration::from_secs(10),
+        ..unlimited()
+    };
+    let cache = limited(&source, limits);
+    source.fail_next(down.clone(), 1);
+    let start = Instant::now();
+    let failure = cache.get(&key(None)).await.expect_err("down");
+    assert_eq!(failure.error, down, "not a cut: SFMC's own failure is told");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(source.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
