@@ -6,7 +6,11 @@
 //!   result. No dashmap guard is ever held across an `.await`.
 //! - A token is refreshed in the background `refresh_before_expiry` ahead of its
 //!   expiry, counted from when its request was *sent*; callers keep using the
-//!   still-valid token meanwhile.
+//!   still-valid token meanwhile. There is no timer to miss: each use checks
+//!   the token on tokio's clock and on the wall clock ([`WallClock`]), and a
+//!   token is fresh only if both say so — tokio's stops while the machine is
+//!   suspended, so after a laptop wakes the first use refreshes (or, past
+//!   expiry, fetches anew) instead of sending an expired token.
 //! - A rejected token request opens a backoff window during which callers get the
 //!   same error without a new request (SFMC throttles token creation); the window
 //!   grows on repeated failures and resets on success. A refusal of the package
@@ -45,7 +49,7 @@ mod types;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
@@ -77,7 +81,13 @@ struct Inner {
     tuning: ArcSwap<Tuning>,
     /// Origin of the slots' `last_used` clock.
     epoch: Instant,
+    /// The clock token expiry is also judged by (see `Token::wall_expires_at`).
+    wall: WallClock,
 }
+
+/// The wall clock: `SystemTime::now`, but injectable so a test can jump it
+/// while tokio's clock stands still, as a suspend does.
+pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// What a reload may change about the cache.
 struct Tuning {
@@ -120,13 +130,14 @@ enum Check {
 }
 
 impl Slot {
-    fn check(&self, now: Instant) -> Check {
+    /// `now` and `wall`: the time on tokio's clock and on the wall clock.
+    fn check(&self, now: Instant, wall: SystemTime) -> Check {
         let state = crate::sync::read(&self.state);
         if let Some(token) = &state.token {
-            if now < token.refresh_at {
+            if now < token.refresh_at && wall < token.wall_refresh_at {
                 return Check::Fresh(token.clone());
             }
-            if now < token.expires_at {
+            if now < token.expires_at && wall < token.wall_expires_at {
                 return Check::Stale(token.clone());
             }
         }
@@ -235,6 +246,16 @@ impl TokenCache {
         refresh_before: Duration,
         limits: Limits,
     ) -> Self {
+        Self::with_wall_clock(source, refresh_before, limits, Arc::new(SystemTime::now))
+    }
+
+    /// [`TokenCache::with_limits`] judging expiry also by `wall`.
+    pub fn with_wall_clock(
+        source: Arc<dyn TokenSource>,
+        refresh_before: Duration,
+        limits: Limits,
+        wall: WallClock,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 slots: DashMap::new(),
@@ -245,6 +266,7 @@ impl TokenCache {
                     limits,
                 }),
                 epoch: Instant::now(),
+                wall,
             }),
         }
     }
@@ -253,7 +275,7 @@ impl TokenCache {
     pub async fn get(&self, key: &TokenKey) -> Result<Lease, TokenFailure> {
         let now = Instant::now();
         let slot = self.slot(key, now)?;
-        if let Some(answer) = self.without_fetch(key, &slot, now) {
+        if let Some(answer) = self.without_fetch(key, &slot, now, (self.inner.wall)()) {
             return answer;
         }
         // The fetch runs in its own task: a caller that goes away (client
@@ -325,8 +347,9 @@ impl TokenCache {
         key: &TokenKey,
         slot: &Arc<Slot>,
         now: Instant,
+        wall: SystemTime,
     ) -> Option<Result<Lease, TokenFailure>> {
-        match slot.check(now) {
+        match slot.check(now, wall) {
             Check::Fresh(token) => return Some(Ok(lease(token, Outcome::Hit))),
             Check::Stale(token) => {
                 self.refresh_in_background(key, slot);
@@ -348,7 +371,11 @@ impl TokenCache {
         sent_at: Instant,
     ) -> Result<(), TokenError> {
         let refresh_before = self.inner.tuning.load().refresh_before;
-        let token = Token::new(fetched, sent_at, refresh_before)?;
+        // `sent_at` on the wall clock: as long ago as it is on tokio's.
+        let now = (self.inner.wall)();
+        let ago = Instant::now().saturating_duration_since(sent_at);
+        let sent_wall = now.checked_sub(ago).unwrap_or(now);
+        let token = Token::new(fetched, sent_at, sent_wall, refresh_before)?;
         let slot = self
             .slot(key, Instant::now())
             .map_err(|failure| failure.error)?;
@@ -407,7 +434,7 @@ impl TokenCache {
             {
                 let _single_flight = slot.fetch_lock.lock().await;
                 let now = Instant::now();
-                let needed = !matches!(slot.check(now), Check::Fresh(_))
+                let needed = !matches!(slot.check(now, (inner.wall)()), Check::Fresh(_))
                     && !slot.in_backoff(now)
                     && inner.tenant(&key.tenant).failed(now).is_none();
                 if needed {
@@ -447,7 +474,7 @@ impl Inner {
         slot: &Slot,
     ) -> Result<(Arc<Token>, Outcome), TokenFailure> {
         let now = Instant::now();
-        match slot.check(now) {
+        match slot.check(now, (self.wall)()) {
             Check::Fresh(token) | Check::Stale(token) => Ok((token, Outcome::Coalesced)),
             Check::Failed(failure) => Err(failure),
             Check::Missing => match self.tenant(&key.tenant).failed(now) {
@@ -484,13 +511,14 @@ impl Inner {
             // Held back by the proxy's own rate limit: nothing was sent, so
             // nothing is recorded against the key.
             tenant.admit(&limits, sent_at)?;
+            let sent_wall = (self.wall)();
             let budget = limits
                 .request_timeout
                 .min(deadline.saturating_duration_since(sent_at));
             let result = match tokio::time::timeout(budget, tuning.source.fetch(key)).await {
-                Ok(result) => {
-                    result.and_then(|fetched| Token::new(fetched, sent_at, tuning.refresh_before))
-                }
+                Ok(result) => result.and_then(|fetched| {
+                    Token::new(fetched, sent_at, sent_wall, tuning.refresh_before)
+                }),
                 Err(_elapsed) => Err(TokenError::Unavailable {
                     reason: format!(
                         "no answer from {} within token.request_timeout ({})",

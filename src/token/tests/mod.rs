@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
+use std::time::SystemTime;
 
 use super::*;
 use crate::upstream::InstanceBase;
@@ -365,6 +366,81 @@ async fn a_quick_failure_is_retried_only_if_the_retry_can_finish_in_time() {
     assert_eq!(source.calls(), 1);
 }
 
+/// A wall clock that moves only when told: a suspend is tokio's clock
+/// standing still while this one jumps.
+struct Wall(Mutex<SystemTime>);
+
+impl Wall {
+    fn new() -> Arc<Self> {
+        Arc::new(Self(Mutex::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 30),
+        )))
+    }
+    fn jump(&self, by: Duration) {
+        *crate::sync::lock(&self.0) += by;
+    }
+    fn clock(self: &Arc<Self>) -> WallClock {
+        let wall = self.clone();
+        Arc::new(move || *crate::sync::lock(&wall.0))
+    }
+}
+
+fn waking(source: &Arc<ScriptedSource>, wall: &Arc<Wall>) -> TokenCache {
+    TokenCache::with_wall_clock(
+        source.clone(),
+        Duration::from_secs(120),
+        unlimited(),
+        wall.clock(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_suspend_past_expiry_the_next_get_fetches_a_new_token() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let wall = Wall::new();
+    let cache = waking(&source, &wall);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    // The laptop sleeps 30 minutes: tokio's clock did not move, the wall
+    // clock did, and the 18-minute token is dead at SFMC.
+    wall.jump(Duration::from_secs(30 * 60));
+    let lease = cache.get(&key(None)).await.expect("token");
+    assert_eq!(lease.token.access_token(), "token-2", "not the stale one");
+    assert_eq!(lease.outcome, Outcome::Fetch);
+    assert_eq!(source.calls(), 2);
+    // The new token is judged from its own send time: fresh again.
+    let again = cache.get(&key(None)).await.expect("token");
+    assert_eq!(again.outcome, Outcome::Hit);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_suspend_into_the_refresh_window_the_next_get_refreshes() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let wall = Wall::new();
+    let cache = waking(&source, &wall);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    // 1080 s lifetime, 120 s margin: 1000 s on is in the refresh window.
+    wall.jump(Duration::from_secs(1000));
+    let stale = cache.get(&key(None)).await.expect("still valid");
+    assert_eq!(stale.outcome, Outcome::Refresh);
+    assert_eq!(stale.token.access_token(), "token-1");
+    // Paused clock: this sleep returns only once the refresh task is idle.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(source.calls(), 2, "the background refresh saw it too");
+    assert_eq!(token_of(&cache, &key(None)).await, "token-2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wall_clock_set_back_does_not_keep_a_token_past_expiry() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let wall = Wall::new();
+    let cache = waking(&source, &wall);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    // No jump at all on the wall clock (set back by as much as time
+    // passed): tokio's clock alone still retires the token.
+    tokio::time::advance(Duration::from_secs(1081)).await;
+    assert_eq!(token_of(&cache, &key(None)).await, "token-2");
+}
+
 #[tokio::test(start_paused = true)]
 async fn invalidate_drops_only_the_token_that_failed() {
     let source = ScriptedSource::new(Duration::ZERO);
@@ -389,10 +465,29 @@ fn token_debug_output_hides_the_token() {
         soap_instance: None,
     };
     let now = Instant::now();
-    let token = Token::new(fetched, now, Duration::from_secs(120)).expect("valid");
+    let token =
+        Token::new(fetched, now, SystemTime::now(), Duration::from_secs(120)).expect("valid");
     let debug = format!("{token:?}");
     assert!(!debug.contains("very-secret-token"), "{debug}");
     assert!(token.bearer().is_sensitive());
+}
+
+#[test]
+fn an_absurd_lifetime_is_an_invalid_response_not_a_panic() {
+    let fetched = FetchedToken {
+        access_token: "t".into(),
+        expires_in: Duration::from_secs(u64::MAX),
+        scope: None,
+        rest_instance: InstanceBase::parse("http://127.0.0.1:1/", &[]).expect("loopback"),
+        soap_instance: None,
+    };
+    let made = Token::new(
+        fetched,
+        Instant::now(),
+        SystemTime::now(),
+        Duration::from_secs(120),
+    );
+    assert!(matches!(made, Err(TokenError::InvalidResponse(_))));
 }
 
 #[tokio::test(start_paused = true)]
