@@ -267,9 +267,18 @@ async fn transient_failures_are_retried_then_reported_unavailable() {
     };
     source.fail_next(down.clone(), 3);
     let failure = cache.get(&key(None)).await.expect_err("unavailable");
-    assert_eq!(failure.error, down);
     assert_eq!(source.calls(), FETCH_ATTEMPTS as usize);
-    assert!(matches!(failure.error, TokenError::Unavailable { .. }));
+    let TokenError::Unavailable { reason, retryable } = &failure.error else {
+        panic!("unavailable: {:?}", failure.error);
+    };
+    assert!(retryable);
+    // The last error's words, and what was tried: 3 attempts, with jittered
+    // pauses of 0.1–0.3 s and 0.2–0.6 s between them.
+    assert!(
+        reason.starts_with("connection refused (3 attempts in "),
+        "{reason}"
+    );
+    assert!(reason.ends_with("ms)"), "{reason}");
     // A blip shorter than the retries is invisible to the caller.
     tokio::time::advance(Duration::from_secs(2)).await;
     source.fail_next(down, 1);
