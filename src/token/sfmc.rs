@@ -79,7 +79,8 @@ impl SfmcTokenClient {
             .connect_timeout(settings.upstream.connect_timeout)
             // `token.request_timeout` bounds every call, a login's code
             // exchange included; the cache's fetches also cut each attempt
-            // themselves and add `token.fetch_deadline` (see `token::fetch_into`).
+            // themselves and add `token.fetch_deadline` (`Inner::fetch_into`
+            // in `token`), so a source that is not this client is bounded too.
             .timeout(settings.token.request_timeout)
             .user_agent(concat!("sfmc-proxy/", env!("CARGO_PKG_VERSION")))
             .build()?;

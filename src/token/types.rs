@@ -1,8 +1,8 @@
 //! The token types: `Token` (a valid access token, its `Authorization` value
 //! built once, and its timing on both clocks: tokio's, which stops while the
-//! machine is suspended, and the wall clock, which does not), `TokenError` (why one could not be had) and
-//! `TokenFailure` (that, and when to ask again; `crate::failures` turns it
-//! into the proxy's error).
+//! machine is suspended, and the wall clock, which does not), `TokenError`
+//! (why one could not be had) and `TokenFailure` (that, and when to ask
+//! again; `crate::failures` turns it into the proxy's error).
 
 use std::future::Future;
 use std::pin::Pin;
