@@ -49,6 +49,14 @@ pub const DEFAULT_REPLAY_BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_RATE_BURST: u32 = 4;
 pub const DEFAULT_RATE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// `token.request_timeout`: one `/v2/token` call. SFMC answers in well under
+/// a second; a call this slow is an outage, worth one more try.
+pub const DEFAULT_TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `token.fetch_deadline`: one fetch, retries included; a client waits at most
+/// about this long for a 503 when the auth host is down.
+pub const DEFAULT_TOKEN_FETCH_DEADLINE: Duration = Duration::from_secs(20);
+
 /// `token.prefetch`: fetch each client-credentials tenant's default token
 /// at start, so a wrong secret shows in the log at once.
 pub const DEFAULT_PREFETCH: bool = true;

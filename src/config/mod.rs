@@ -30,7 +30,10 @@ mod upstream;
 mod values;
 
 pub use broker::BrokerSettings;
-pub use defaults::{DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN};
+pub use defaults::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_TOKEN_FETCH_DEADLINE,
+    DEFAULT_TOKEN_REQUEST_TIMEOUT,
+};
 pub use grant::{AppType, Grant};
 pub use listen::ListenOverride;
 pub use policy::{NormalPath, PathPrefix, Policy, Unreadable, normalise_path};

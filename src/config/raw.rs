@@ -47,6 +47,8 @@ pub(super) struct RawToken {
     pub rate_interval: Option<String>,
     pub max_keys: Option<usize>,
     pub prefetch: Option<bool>,
+    pub request_timeout: Option<String>,
+    pub fetch_deadline: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

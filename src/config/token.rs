@@ -1,14 +1,17 @@
 //! `[token]`: when tokens are refreshed, how much of a body is held for a
-//! replay, the rate limit of token requests to SFMC, how many keys the cache
-//! holds, whether default tokens are fetched at start (`prefetch`), and where login tenants' refresh tokens are kept (`store_file`,
-//! whose default is decided here, beside the setting).
+//! replay, the rate limit of token requests to SFMC, how long one token
+//! request and one fetch (its retries included) may take, how many keys the
+//! cache holds, whether default tokens are fetched at start (`prefetch`), and
+//! where login tenants' refresh tokens are kept (`store_file`, whose default
+//! is decided here, beside the setting).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::defaults::{
     DEFAULT_MAX_KEYS, DEFAULT_PREFETCH, DEFAULT_RATE_BURST, DEFAULT_RATE_INTERVAL,
-    DEFAULT_REFRESH_BEFORE_EXPIRY, DEFAULT_REPLAY_BODY_LIMIT,
+    DEFAULT_REFRESH_BEFORE_EXPIRY, DEFAULT_REPLAY_BODY_LIMIT, DEFAULT_TOKEN_FETCH_DEADLINE,
+    DEFAULT_TOKEN_REQUEST_TIMEOUT,
 };
 use super::raw::RawToken;
 use super::values::{Expander, duration_or, size_or};
@@ -28,6 +31,10 @@ pub struct TokenSettings {
     pub max_keys: usize,
     /// Fetch each client-credentials tenant's default token at start.
     pub prefetch: bool,
+    /// One `/v2/token` call is cut after this long.
+    pub request_timeout: Duration,
+    /// One fetch, its retries included, gives up after this long.
+    pub fetch_deadline: Duration,
 }
 
 pub(super) fn validate(raw: RawToken, ex: &Expander<'_>) -> Result<TokenSettings, ConfigError> {
@@ -63,6 +70,29 @@ pub(super) fn validate(raw: RawToken, ex: &Expander<'_>) -> Result<TokenSettings
     if max_keys == 0 {
         return Err(invalid("token.max_keys", "must be at least 1"));
     }
+    let request_timeout = duration_or(
+        "token.request_timeout",
+        raw.request_timeout.as_deref(),
+        DEFAULT_TOKEN_REQUEST_TIMEOUT,
+    )?;
+    // Below a second a healthy SFMC under load would be cut too.
+    if request_timeout < Duration::from_secs(1) {
+        return Err(invalid("token.request_timeout", "must be at least 1s"));
+    }
+    let fetch_deadline = duration_or(
+        "token.fetch_deadline",
+        raw.fetch_deadline.as_deref(),
+        DEFAULT_TOKEN_FETCH_DEADLINE,
+    )?;
+    if fetch_deadline < request_timeout {
+        return Err(invalid(
+            "token.fetch_deadline",
+            format!(
+                "must be at least token.request_timeout ({}): it is the budget for all attempts of one fetch",
+                humantime::format_duration(request_timeout)
+            ),
+        ));
+    }
     Ok(TokenSettings {
         refresh_before_expiry,
         replay_body_limit,
@@ -71,6 +101,8 @@ pub(super) fn validate(raw: RawToken, ex: &Expander<'_>) -> Result<TokenSettings
         rate_interval,
         max_keys,
         prefetch: raw.prefetch.unwrap_or(DEFAULT_PREFETCH),
+        request_timeout,
+        fetch_deadline,
     })
 }
 

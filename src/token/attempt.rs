@@ -57,7 +57,7 @@ impl TokenCache {
             Ok(slot) => slot,
             Err(failure) => return Attempt::Done(Err(failure)),
         };
-        if let Some(answer) = self.without_fetch(key, &slot, now) {
+        if let Some(answer) = self.without_fetch(key, &slot, now, (self.inner.wall)()) {
             return Attempt::Done(answer);
         }
         let Ok(single_flight) = slot.fetch_lock.clone().try_lock_owned() else {

@@ -8,6 +8,9 @@
 //!   once, one more every `token.rate_interval`), checked before every request
 //!   to SFMC, background refreshes and retries included.
 //! - [`evict_idle`]: room in a full key map (`token.max_keys`).
+//! - [`Limits::request_timeout`] and [`Limits::fetch_deadline`]: how long one
+//!   token request, and one fetch with its retries, may keep a caller waiting
+//!   (applied by the cache's fetch loop).
 //!
 //! Both use tokio's clock, so tests run them under paused time.
 
@@ -20,6 +23,7 @@ use tokio::time::Instant;
 
 use super::{Slot, TokenError, TokenFailure, TokenKey};
 use crate::config::TokenSettings;
+use crate::config::{DEFAULT_TOKEN_FETCH_DEADLINE, DEFAULT_TOKEN_REQUEST_TIMEOUT};
 
 /// The bounds a [`super::TokenCache`] enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +34,10 @@ pub struct Limits {
     pub rate_interval: Duration,
     /// (tenant, MID, scope) keys held at most.
     pub max_keys: usize,
+    /// One token request is cut after this long.
+    pub request_timeout: Duration,
+    /// One fetch, its retries included, gives up after this long.
+    pub fetch_deadline: Duration,
 }
 
 impl Default for Limits {
@@ -40,6 +48,8 @@ impl Default for Limits {
             rate_burst: 4,
             rate_interval: Duration::from_secs(5),
             max_keys: 1024,
+            request_timeout: DEFAULT_TOKEN_REQUEST_TIMEOUT,
+            fetch_deadline: DEFAULT_TOKEN_FETCH_DEADLINE,
         }
     }
 }
@@ -50,6 +60,8 @@ impl From<&TokenSettings> for Limits {
             rate_burst: settings.rate_burst,
             rate_interval: settings.rate_interval,
             max_keys: settings.max_keys,
+            request_timeout: settings.request_timeout,
+            fetch_deadline: settings.fetch_deadline,
         }
     }
 }

@@ -6,13 +6,19 @@
 //!   result. No dashmap guard is ever held across an `.await`.
 //! - A token is refreshed in the background `refresh_before_expiry` ahead of its
 //!   expiry, counted from when its request was *sent*; callers keep using the
-//!   still-valid token meanwhile.
+//!   still-valid token meanwhile. There is no timer to miss: each use checks
+//!   the token on tokio's clock and on the wall clock ([`WallClock`]), and a
+//!   token is fresh only if both say so — tokio's stops while the machine is
+//!   suspended, so after a laptop wakes the first use refreshes (or, past
+//!   expiry, fetches anew) instead of sending an expired token.
 //! - A rejected token request opens a backoff window during which callers get the
 //!   same error without a new request (SFMC throttles token creation); the window
 //!   grows on repeated failures and resets on success. A refusal of the package
 //!   itself (`invalid_client`) backs off the whole tenant; one about a business
 //!   unit or scope, only that key. Transient failures are retried a few times
-//!   with jittered backoff first.
+//!   with jittered backoff first, each attempt cut at `token.request_timeout`
+//!   and all of them within `token.fetch_deadline`, so a hung auth host
+//!   answers callers with a 503 that says what was tried, in bounded time.
 //! - Every request to SFMC, refreshes and retries included, first takes a
 //!   token from the tenant's bucket (`token.rate_burst`, `token.rate_interval`):
 //!   whatever keys callers make up, SFMC sees a bounded rate (see `limits`).
@@ -43,7 +49,7 @@ mod types;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
@@ -75,7 +81,13 @@ struct Inner {
     tuning: ArcSwap<Tuning>,
     /// Origin of the slots' `last_used` clock.
     epoch: Instant,
+    /// The clock token expiry is also judged by (see `Token::wall_expires_at`).
+    wall: WallClock,
 }
+
+/// The wall clock: `SystemTime::now`, but injectable so a test can jump it
+/// while tokio's clock stands still, as a suspend does.
+pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// What a reload may change about the cache.
 struct Tuning {
@@ -118,13 +130,14 @@ enum Check {
 }
 
 impl Slot {
-    fn check(&self, now: Instant) -> Check {
+    /// `now` and `wall`: the time on tokio's clock and on the wall clock.
+    fn check(&self, now: Instant, wall: SystemTime) -> Check {
         let state = crate::sync::read(&self.state);
         if let Some(token) = &state.token {
-            if now < token.refresh_at {
+            if now < token.refresh_at && wall < token.wall_refresh_at {
                 return Check::Fresh(token.clone());
             }
-            if now < token.expires_at {
+            if now < token.expires_at && wall < token.wall_expires_at {
                 return Check::Stale(token.clone());
             }
         }
@@ -207,7 +220,9 @@ impl Slot {
 /// At most one 401-triggered token drop per key in this time.
 const REJECTION_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Attempts for a transient failure before giving up, and the first delay.
+/// Attempts for a transient failure at most (fewer when `token.fetch_deadline`
+/// leaves no room), and the first delay: three stay within the default rate
+/// bucket, so a retry is never held back by the proxy's own limit.
 const FETCH_ATTEMPTS: u32 = 3;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 
@@ -231,6 +246,16 @@ impl TokenCache {
         refresh_before: Duration,
         limits: Limits,
     ) -> Self {
+        Self::with_wall_clock(source, refresh_before, limits, Arc::new(SystemTime::now))
+    }
+
+    /// [`TokenCache::with_limits`] judging expiry also by `wall`.
+    pub fn with_wall_clock(
+        source: Arc<dyn TokenSource>,
+        refresh_before: Duration,
+        limits: Limits,
+        wall: WallClock,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 slots: DashMap::new(),
@@ -241,6 +266,7 @@ impl TokenCache {
                     limits,
                 }),
                 epoch: Instant::now(),
+                wall,
             }),
         }
     }
@@ -249,7 +275,7 @@ impl TokenCache {
     pub async fn get(&self, key: &TokenKey) -> Result<Lease, TokenFailure> {
         let now = Instant::now();
         let slot = self.slot(key, now)?;
-        if let Some(answer) = self.without_fetch(key, &slot, now) {
+        if let Some(answer) = self.without_fetch(key, &slot, now, (self.inner.wall)()) {
             return answer;
         }
         // The fetch runs in its own task: a caller that goes away (client
@@ -321,8 +347,9 @@ impl TokenCache {
         key: &TokenKey,
         slot: &Arc<Slot>,
         now: Instant,
+        wall: SystemTime,
     ) -> Option<Result<Lease, TokenFailure>> {
-        match slot.check(now) {
+        match slot.check(now, wall) {
             Check::Fresh(token) => return Some(Ok(lease(token, Outcome::Hit))),
             Check::Stale(token) => {
                 self.refresh_in_background(key, slot);
@@ -344,7 +371,11 @@ impl TokenCache {
         sent_at: Instant,
     ) -> Result<(), TokenError> {
         let refresh_before = self.inner.tuning.load().refresh_before;
-        let token = Token::new(fetched, sent_at, refresh_before)?;
+        // `sent_at` on the wall clock: as long ago as it is on tokio's.
+        let now = (self.inner.wall)();
+        let ago = Instant::now().saturating_duration_since(sent_at);
+        let sent_wall = now.checked_sub(ago).unwrap_or(now);
+        let token = Token::new(fetched, sent_at, sent_wall, refresh_before)?;
         let slot = self
             .slot(key, Instant::now())
             .map_err(|failure| failure.error)?;
@@ -403,7 +434,7 @@ impl TokenCache {
             {
                 let _single_flight = slot.fetch_lock.lock().await;
                 let now = Instant::now();
-                let needed = !matches!(slot.check(now), Check::Fresh(_))
+                let needed = !matches!(slot.check(now, (inner.wall)()), Check::Fresh(_))
                     && !slot.in_backoff(now)
                     && inner.tenant(&key.tenant).failed(now).is_none();
                 if needed {
@@ -443,7 +474,7 @@ impl Inner {
         slot: &Slot,
     ) -> Result<(Arc<Token>, Outcome), TokenFailure> {
         let now = Instant::now();
-        match slot.check(now) {
+        match slot.check(now, (self.wall)()) {
             Check::Fresh(token) | Check::Stale(token) => Ok((token, Outcome::Coalesced)),
             Check::Failed(failure) => Err(failure),
             Check::Missing => match self.tenant(&key.tenant).failed(now) {
@@ -455,63 +486,194 @@ impl Inner {
 
     /// Fetches (with retries for transient failures) and records the result.
     /// Call with the slot's fetch lock held.
+    ///
+    /// Each attempt is cut at `token.request_timeout`, and the whole fetch is
+    /// bounded by `token.fetch_deadline`: a retry is sent only when it could
+    /// still run its full `request_timeout` before the deadline, so a hung auth
+    /// host costs a caller at most `fetch_deadline`, never attempts × timeout.
     async fn fetch_into(&self, key: &TokenKey, slot: &Slot) -> Result<Arc<Token>, TokenFailure> {
         let tenant = self.tenant(&key.tenant);
         // One generation of settings for the whole fetch, retries included.
         let tuning = self.tuning.load_full();
+        let limits = tuning.limits;
+        let started = Instant::now();
+        let deadline = started + limits.fetch_deadline;
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempt = 1;
-        loop {
-            let sent_at = Instant::now();
+        let mut cut = 0;
+        let (error, tried) = loop {
+            // The first attempt starts the deadline's clock.
+            let sent_at = if attempt == 1 {
+                started
+            } else {
+                Instant::now()
+            };
             // Held back by the proxy's own rate limit: nothing was sent, so
             // nothing is recorded against the key.
-            tenant.admit(&tuning.limits, sent_at)?;
-            let result = tuning
-                .source
-                .fetch(key)
-                .await
-                .and_then(|fetched| Token::new(fetched, sent_at, tuning.refresh_before));
-            match result {
+            tenant.admit(&limits, sent_at)?;
+            let sent_wall = (self.wall)();
+            let budget = limits
+                .request_timeout
+                .min(deadline.saturating_duration_since(sent_at));
+            let result = match tokio::time::timeout(budget, tuning.source.fetch(key)).await {
+                Ok(result) => result.and_then(|fetched| {
+                    Token::new(fetched, sent_at, sent_wall, tuning.refresh_before)
+                }),
+                Err(_elapsed) => Err(TokenError::Unavailable {
+                    reason: format!(
+                        "no answer from {} within token.request_timeout ({})",
+                        tuning.source.target(key),
+                        human(budget)
+                    ),
+                    retryable: true,
+                }),
+            };
+            let error = match result {
                 Ok(token) => {
                     let token = Arc::new(token);
                     slot.store(token.clone());
                     tenant.succeeded();
                     return Ok(token);
                 }
-                Err(error) if error.retryable() && attempt < FETCH_ATTEMPTS => {
-                    tracing::warn!(tenant = %key.tenant, attempt, %error, "token request failed; retrying");
-                    // Jitter (0.5×–1.5×) keeps many proxies from retrying in step.
-                    tokio::time::sleep(delay.mul_f64(0.5 + fastrand::f64())).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                // No stored login is a state, not an event: readiness and the
-                // status page say it; a probe every few seconds must not
-                // write a warning each time.
-                Err(error @ TokenError::LoginRequired { .. }) => {
-                    tracing::debug!(tenant = %key.tenant, %error, "no token: a login is needed");
-                    let now = Instant::now();
-                    slot.note_error(&error, now);
-                    return Err(slot.record_failure(error, now));
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        tenant = %key.tenant,
-                        %error,
-                        hint = error.hint(&key.tenant).unwrap_or_default(),
-                        "token request failed"
-                    );
-                    let now = Instant::now();
-                    slot.note_error(&error, now);
-                    return Err(if error.is_tenant_wide() {
-                        tenant.record_failure(error, now)
-                    } else {
-                        slot.record_failure(error, now)
-                    });
-                }
+                Err(error) => error,
+            };
+            let ended = Instant::now();
+            // The HTTP client's own timeout is the same length and may fire
+            // first: a retryable failure that used the whole budget was a cut
+            // either way, so which timer won does not change the outcome.
+            let was_cut = error.retryable() && ended.saturating_duration_since(sent_at) >= budget;
+            if was_cut {
+                cut += 1;
+            }
+            let tried = Tried {
+                attempts: attempt,
+                cut,
+                last_cut: was_cut,
+                waited: ended.saturating_duration_since(started),
+                out_of_time: false,
+            };
+            if !error.retryable() || attempt >= FETCH_ATTEMPTS {
+                break (error, tried);
+            }
+            // A host that let a request run out its time has had its pause;
+            // a quick failure (refused, 5xx) waits, jittered (0.5×–1.5×) so
+            // many proxies do not retry in step.
+            let pause = if was_cut {
+                Duration::ZERO
+            } else {
+                delay.mul_f64(0.5 + fastrand::f64())
+            };
+            // Counted from when a cut attempt was due to end, not from when
+            // the timer got round to it: a few milliseconds of timer lag must
+            // not cost the retry that `fetch_deadline` was sized for.
+            let free_at = if was_cut { sent_at + budget } else { ended };
+            if free_at + pause + limits.request_timeout > deadline {
+                let tried = Tried {
+                    out_of_time: true,
+                    ..tried
+                };
+                break (error, tried);
+            }
+            tracing::warn!(tenant = %key.tenant, attempt, %error, "token request failed; retrying");
+            tokio::time::sleep(pause).await;
+            delay *= 2;
+            attempt += 1;
+        };
+        let error = match error {
+            _ if tried.last_cut => tried.no_answer(&tuning.source.target(key), &limits),
+            // Quick failures retried: say so, the last one's words kept.
+            TokenError::Unavailable {
+                reason,
+                retryable: true,
+            } if tried.attempts > 1 => TokenError::Unavailable {
+                reason: format!(
+                    "{reason} ({} attempts in {})",
+                    tried.attempts,
+                    human(tenths(tried.waited))
+                ),
+                retryable: true,
+            },
+            error => error,
+        };
+        let now = Instant::now();
+        match error {
+            // No stored login is a state, not an event: readiness and the
+            // status page say it; a probe every few seconds must not
+            // write a warning each time.
+            error @ TokenError::LoginRequired { .. } => {
+                tracing::debug!(tenant = %key.tenant, %error, "no token: a login is needed");
+                slot.note_error(&error, now);
+                Err(slot.record_failure(error, now))
+            }
+            error => {
+                tracing::warn!(
+                    tenant = %key.tenant,
+                    %error,
+                    hint = error.hint(&key.tenant).unwrap_or_default(),
+                    "token request failed"
+                );
+                slot.note_error(&error, now);
+                Err(if error.is_tenant_wide() {
+                    tenant.record_failure(error, now)
+                } else {
+                    slot.record_failure(error, now)
+                })
             }
         }
     }
+}
+
+/// What a fetch tried, for the error it ends with when its last attempt
+/// was cut: the last error alone ("timed out") would not say how long the
+/// proxy waited, nor that it retried.
+#[derive(Clone, Copy)]
+struct Tried {
+    attempts: u32,
+    /// Attempts cut at `token.request_timeout`.
+    cut: u32,
+    last_cut: bool,
+    waited: Duration,
+    /// Stopped because another attempt could not finish within
+    /// `token.fetch_deadline` (else: `FETCH_ATTEMPTS` were made).
+    out_of_time: bool,
+}
+
+impl Tried {
+    /// The 503 a client sees: how long, what was asked, how often.
+    fn no_answer(&self, target: &str, limits: &Limits) -> TokenError {
+        let within = if self.out_of_time {
+            format!(
+                "within token.fetch_deadline ({})",
+                human(limits.fetch_deadline)
+            )
+        } else {
+            format!("in {}", human(tenths(self.waited)))
+        };
+        let timeout = human(limits.request_timeout);
+        let tried = match (self.attempts, self.cut) {
+            (1, _) => format!("1 attempt, cut at token.request_timeout ({timeout})"),
+            (n, c) if n == c => {
+                format!("{n} attempts, each cut at token.request_timeout ({timeout})")
+            }
+            (n, c) => format!("{n} attempts, {c} of them cut at token.request_timeout ({timeout})"),
+        };
+        TokenError::Unavailable {
+            reason: format!("no answer from {target} {within}: {tried}"),
+            retryable: true,
+        }
+    }
+}
+
+/// Down to a tenth of a second: a wait measured to the nanosecond reads
+/// `20s 3ms 41us 7ns`.
+fn tenths(duration: Duration) -> Duration {
+    let tenths = duration.as_millis() / 100;
+    Duration::from_millis(u64::try_from(tenths * 100).unwrap_or(u64::MAX))
+}
+
+/// `10s`, `1m 30s`: durations as the config writes them.
+fn human(duration: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(duration)
 }
 
 fn lease(token: Arc<Token>, outcome: Outcome) -> Lease {

@@ -17,9 +17,6 @@ use crate::config::{Grant, Secret, Settings, Tenant};
 use crate::error::error_chain;
 use crate::upstream::InstanceBase;
 
-/// Upper bound for one token request: SFMC answers in well under a second, so
-/// anything slower is an outage worth retrying.
-const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Token responses are a few hundred bytes; refuse to read megabytes.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
@@ -80,7 +77,11 @@ impl SfmcTokenClient {
             // the environment must not route the client secret elsewhere.
             .no_proxy()
             .connect_timeout(settings.upstream.connect_timeout)
-            .timeout(TOKEN_REQUEST_TIMEOUT)
+            // `token.request_timeout` bounds every call, a login's code
+            // exchange included; the cache's fetches also cut each attempt
+            // themselves and add `token.fetch_deadline` (`Inner::fetch_into`
+            // in `token`), so a source that is not this client is bounded too.
+            .timeout(settings.token.request_timeout)
             .user_agent(concat!("sfmc-proxy/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let tenants = settings
@@ -244,6 +245,13 @@ fn parse_success(bytes: &[u8], allowed_instance_hosts: &[String]) -> Result<Gran
 impl TokenSource for SfmcTokenClient {
     fn fetch<'a>(&'a self, key: &'a TokenKey) -> FetchFuture<'a> {
         Box::pin(self.request(key))
+    }
+
+    fn target(&self, key: &TokenKey) -> String {
+        match self.tenants.get(&key.tenant) {
+            Some(tenant) => format!("POST {}", tenant.token_url),
+            None => format!("tenant `{}`'s /v2/token", key.tenant),
+        }
     }
 }
 

@@ -1,12 +1,13 @@
 //! The token types: `Token` (a valid access token, its `Authorization` value
-//! built once, and its timing), `TokenError` (why one could not be had) and
-//! `TokenFailure` (that, and when to ask again; `crate::failures` turns it
-//! into the proxy's error).
+//! built once, and its timing on both clocks: tokio's, which stops while the
+//! machine is suspended, and the wall clock, which does not), `TokenError`
+//! (why one could not be had) and `TokenFailure` (that, and when to ask
+//! again; `crate::failures` turns it into the proxy's error).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 use tokio::time::Instant;
@@ -27,12 +28,20 @@ pub struct Token {
     pub sent_at: Instant,
     pub expires_at: Instant,
     pub(super) refresh_at: Instant,
+    /// `refresh_at` and `expires_at` on the wall clock. tokio's `Instant`
+    /// (CLOCK_MONOTONIC) stands still while a laptop sleeps, so after a
+    /// 30-minute suspend it would call an expired token fresh; the wall
+    /// clock moves on, and a token is fresh only if both clocks say so.
+    pub(super) wall_refresh_at: SystemTime,
+    pub(super) wall_expires_at: SystemTime,
 }
 
 impl Token {
+    /// `sent_at` and `sent_wall`: when the request was sent, on each clock.
     pub(super) fn new(
         fetched: FetchedToken,
         sent_at: Instant,
+        sent_wall: SystemTime,
         refresh_before: Duration,
     ) -> Result<Self, TokenError> {
         let mut bearer = HeaderValue::try_from(format!("Bearer {}", fetched.access_token))
@@ -40,7 +49,17 @@ impl Token {
                 TokenError::InvalidResponse("access_token is not a valid header value".into())
             })?;
         bearer.set_sensitive(true);
-        let expires_at = sent_at + fetched.expires_in;
+        // `expires_in` is SFMC's number: an absurd one must be an error, not
+        // an overflow panic.
+        let (Some(expires_at), Some(wall_expires_at)) = (
+            sent_at.checked_add(fetched.expires_in),
+            sent_wall.checked_add(fetched.expires_in),
+        ) else {
+            return Err(TokenError::InvalidResponse(format!(
+                "SFMC returned an implausible token lifetime (expires_in = {})",
+                fetched.expires_in.as_secs()
+            )));
+        };
         // A lifetime shorter than the refresh margin would mean "always stale":
         // refresh at half-life instead.
         let margin = if refresh_before < fetched.expires_in {
@@ -58,6 +77,8 @@ impl Token {
             sent_at,
             expires_at,
             refresh_at: expires_at - margin,
+            wall_refresh_at: wall_expires_at - margin,
+            wall_expires_at,
         })
     }
 
@@ -221,6 +242,12 @@ pub type FetchFuture<'a> =
 /// Where tokens come from: SFMC's `/v2/token` in production, a script in tests.
 pub trait TokenSource: Send + Sync + 'static {
     fn fetch<'a>(&'a self, key: &'a TokenKey) -> FetchFuture<'a>;
+
+    /// What `fetch` asks, for a person (`POST https://…/v2/token`): named
+    /// when a fetch that got no answer gives up. Only called on that path.
+    fn target(&self, _key: &TokenKey) -> String {
+        "the token source".to_owned()
+    }
 }
 
 /// How a request got its token, for the access log.

@@ -516,3 +516,33 @@ async fn a_reload_cannot_drop_the_keys_of_an_address_it_still_listens_on() {
         .await;
     assert_eq!(named.status, 200, "{}", named.text());
 }
+
+#[tokio::test]
+async fn a_reload_applies_new_token_timeouts_to_the_next_fetch() {
+    let hole = black_hole().await;
+    let auth_url = format!("http://{hole}/");
+    let slow = |timeout: Duration| {
+        TestProxy::builder()
+            .request_timeout(timeout)
+            .fetch_deadline(timeout)
+            .tenant(Tenant::at("acme", &auth_url))
+    };
+    let proxy = slow(Duration::from_secs(30)).start().await;
+    proxy
+        .reload(&slow(Duration::from_secs(1)))
+        .expect("reloads");
+    let reply = tokio::time::timeout(
+        Duration::from_secs(15),
+        TestClient::new().get(&proxy, "/hub/v1/x", &[]),
+    )
+    .await
+    .expect("cut at the reloaded 1 s, not the 30 s it started with");
+    assert_eq!(reply.proxy_error(), Some("token_unavailable"));
+    let message = reply.message();
+    assert!(
+        message.contains(
+            "within token.fetch_deadline (1s): 1 attempt, cut at token.request_timeout (1s)"
+        ),
+        "{message}"
+    );
+}

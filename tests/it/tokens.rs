@@ -421,3 +421,35 @@ async fn token_requests_beyond_the_rate_limit_are_held_back_with_a_503() {
         .await;
     assert_eq!(cached.status, 200, "cached tokens keep being served");
 }
+
+#[tokio::test]
+async fn a_silent_auth_host_is_a_503_within_the_fetch_deadline_saying_what_was_tried() {
+    let hole = black_hole().await;
+    let auth_url = format!("http://{hole}/");
+    let proxy = TestProxy::builder()
+        .request_timeout(Duration::from_secs(1))
+        .fetch_deadline(Duration::from_secs(2))
+        .tenant(Tenant::at("acme", &auth_url))
+        .start()
+        .await;
+    let started = std::time::Instant::now();
+    // Far above the 2 s deadline, far below what the old 3 × 30 s took.
+    let reply = tokio::time::timeout(
+        Duration::from_secs(15),
+        TestClient::new().get(&proxy, "/hub/v1/x", &[]),
+    )
+    .await
+    .expect("answered well before the old ~90 s");
+    let waited = started.elapsed();
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.proxy_error(), Some("token_unavailable"));
+    // The deadline, plus slack for a busy CI machine.
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    let message = reply.message();
+    assert!(
+        message.contains(&format!(
+            "no answer from POST http://{hole}/v2/token within token.fetch_deadline (2s): 2 attempts, each cut at token.request_timeout (1s)"
+        )),
+        "{message}"
+    );
+}

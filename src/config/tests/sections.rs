@@ -137,6 +137,30 @@ fn token_rate_limits_and_key_bound_have_defaults_and_are_checked() {
 }
 
 #[test]
+fn token_request_timeout_and_fetch_deadline_have_defaults_and_are_checked() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert_eq!(settings.token.request_timeout, Duration::from_secs(10));
+    assert_eq!(settings.token.fetch_deadline, Duration::from_secs(20));
+    let set = parse(&format!(
+        "[token]\nrequest_timeout = \"3s\"\nfetch_deadline = \"3s\"\n{MINIMAL}"
+    ))
+    .expect("a deadline of one attempt is valid");
+    assert_eq!(set.token.request_timeout, Duration::from_secs(3));
+    assert_eq!(set.token.fetch_deadline, Duration::from_secs(3));
+    for (lines, key) in [
+        ("request_timeout = \"500ms\"", "token.request_timeout"),
+        ("request_timeout = \"soon\"", "token.request_timeout"),
+        ("fetch_deadline = \"5s\"", "token.fetch_deadline"),
+        (
+            "request_timeout = \"30s\"\nfetch_deadline = \"20s\"",
+            "token.fetch_deadline",
+        ),
+    ] {
+        assert_eq!(error_key(&format!("[token]\n{lines}\n{MINIMAL}")), key);
+    }
+}
+
+#[test]
 fn ready_requires_and_prefetch_have_defaults_and_refuse_other_values() {
     let settings = parse(MINIMAL).expect("valid");
     assert_eq!(settings.server.ready_requires, ReadyRequires::All);

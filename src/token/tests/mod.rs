@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
+use std::time::SystemTime;
 
 use super::*;
 use crate::upstream::InstanceBase;
@@ -69,6 +70,10 @@ impl TokenSource for ScriptedSource {
             })
         })
     }
+
+    fn target(&self, _key: &TokenKey) -> String {
+        "POST http://127.0.0.1:1/v2/token".to_owned()
+    }
 }
 
 fn key(mid: Option<&str>) -> TokenKey {
@@ -94,6 +99,7 @@ fn unlimited() -> Limits {
         rate_burst: 1_000_000,
         rate_interval: Duration::from_millis(1),
         max_keys: 1_000_000,
+        ..Limits::default()
     }
 }
 
@@ -169,7 +175,8 @@ async fn each_business_unit_has_its_own_token() {
 
 #[tokio::test(start_paused = true)]
 async fn expiry_is_counted_from_when_the_request_was_sent() {
-    let source = ScriptedSource::new(Duration::from_secs(30));
+    // Slow, but within token.request_timeout (10 s).
+    let source = ScriptedSource::new(Duration::from_secs(9));
     let cache = cache(&source);
     let start = Instant::now();
     let lease = cache.get(&key(None)).await.expect("token");
@@ -260,13 +267,187 @@ async fn transient_failures_are_retried_then_reported_unavailable() {
     };
     source.fail_next(down.clone(), 3);
     let failure = cache.get(&key(None)).await.expect_err("unavailable");
-    assert_eq!(failure.error, down);
     assert_eq!(source.calls(), FETCH_ATTEMPTS as usize);
-    assert!(matches!(failure.error, TokenError::Unavailable { .. }));
+    let TokenError::Unavailable { reason, retryable } = &failure.error else {
+        panic!("unavailable: {:?}", failure.error);
+    };
+    assert!(retryable);
+    // The last error's words, and what was tried: 3 attempts, with jittered
+    // pauses of 0.1–0.3 s and 0.2–0.6 s between them.
+    assert!(
+        reason.starts_with("connection refused (3 attempts in "),
+        "{reason}"
+    );
+    assert!(reason.ends_with("ms)"), "{reason}");
     // A blip shorter than the retries is invisible to the caller.
     tokio::time::advance(Duration::from_secs(2)).await;
     source.fail_next(down, 1);
     assert_eq!(token_of(&cache, &key(None)).await, "token-5");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_auth_host_costs_a_caller_at_most_the_fetch_deadline() {
+    // (fetch_deadline, how long the caller waits, attempts, what the 503 says)
+    let cases = [
+        (
+            20,
+            20,
+            2,
+            "within token.fetch_deadline (20s): 2 attempts, each cut",
+        ),
+        // A third attempt would end at 30 s, past the deadline: not sent.
+        (
+            25,
+            20,
+            2,
+            "within token.fetch_deadline (25s): 2 attempts, each cut",
+        ),
+        (
+            10,
+            10,
+            1,
+            "within token.fetch_deadline (10s): 1 attempt, cut",
+        ),
+        // FETCH_ATTEMPTS bounds the attempts before the deadline does.
+        (60, 30, 3, "in 30s: 3 attempts, each cut"),
+    ];
+    for (deadline, waited, attempts, said) in cases {
+        let source = ScriptedSource::new(Duration::from_secs(3600));
+        let limits = Limits {
+            request_timeout: Duration::from_secs(10),
+            fetch_deadline: Duration::from_secs(deadline),
+            ..unlimited()
+        };
+        let cache = limited(&source, limits);
+        let start = Instant::now();
+        let failure = cache.get(&key(None)).await.expect_err("no answer");
+        assert_eq!(start.elapsed(), Duration::from_secs(waited), "{deadline}s");
+        assert_eq!(source.calls(), attempts, "{deadline}s");
+        let TokenError::Unavailable { reason, retryable } = failure.error else {
+            panic!("a hung host is unavailable: {:?}", failure.error);
+        };
+        assert!(retryable);
+        assert!(
+            reason.starts_with("no answer from POST http://127.0.0.1:1/v2/token "),
+            "{reason}"
+        );
+        assert!(reason.contains(said), "{reason}");
+        assert!(
+            reason.ends_with("at token.request_timeout (10s)"),
+            "{reason}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_answer_within_the_request_timeout_is_taken() {
+    let source = ScriptedSource::new(Duration::from_millis(9_999));
+    let limits = Limits {
+        request_timeout: Duration::from_secs(10),
+        fetch_deadline: Duration::from_secs(10),
+        ..unlimited()
+    };
+    let cache = limited(&source, limits);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    assert_eq!(source.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quick_failure_is_retried_only_if_the_retry_can_finish_in_time() {
+    let down = TokenError::Unavailable {
+        reason: "connection refused".into(),
+        retryable: true,
+    };
+    // 10 s per attempt, 10 s in all: a retry after the backoff pause could
+    // not finish in time, so the first error is the answer, at once.
+    let source = ScriptedSource::new(Duration::ZERO);
+    let limits = Limits {
+        request_timeout: Duration::from_secs(10),
+        fetch_deadline: Duration::from_secs(10),
+        ..unlimited()
+    };
+    let cache = limited(&source, limits);
+    source.fail_next(down.clone(), 1);
+    let start = Instant::now();
+    let failure = cache.get(&key(None)).await.expect_err("down");
+    assert_eq!(failure.error, down, "not a cut: SFMC's own failure is told");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(source.calls(), 1);
+}
+
+/// A wall clock that moves only when told: a suspend is tokio's clock
+/// standing still while this one jumps.
+struct Wall(Mutex<SystemTime>);
+
+impl Wall {
+    fn new() -> Arc<Self> {
+        Arc::new(Self(Mutex::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 30),
+        )))
+    }
+    fn jump(&self, by: Duration) {
+        *crate::sync::lock(&self.0) += by;
+    }
+    fn clock(self: &Arc<Self>) -> WallClock {
+        let wall = self.clone();
+        Arc::new(move || *crate::sync::lock(&wall.0))
+    }
+}
+
+fn waking(source: &Arc<ScriptedSource>, wall: &Arc<Wall>) -> TokenCache {
+    TokenCache::with_wall_clock(
+        source.clone(),
+        Duration::from_secs(120),
+        unlimited(),
+        wall.clock(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_suspend_past_expiry_the_next_get_fetches_a_new_token() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let wall = Wall::new();
+    let cache = waking(&source, &wall);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    // The laptop sleeps 30 minutes: tokio's clock did not move, the wall
+    // clock did, and the 18-minute token is dead at SFMC.
+    wall.jump(Duration::from_secs(30 * 60));
+    let lease = cache.get(&key(None)).await.expect("token");
+    assert_eq!(lease.token.access_token(), "token-2", "not the stale one");
+    assert_eq!(lease.outcome, Outcome::Fetch);
+    assert_eq!(source.calls(), 2);
+    // The new token is judged from its own send time: fresh again.
+    let again = cache.get(&key(None)).await.expect("token");
+    assert_eq!(again.outcome, Outcome::Hit);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_suspend_into_the_refresh_window_the_next_get_refreshes() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let wall = Wall::new();
+    let cache = waking(&source, &wall);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    // 1080 s lifetime, 120 s margin: 1000 s on is in the refresh window.
+    wall.jump(Duration::from_secs(1000));
+    let stale = cache.get(&key(None)).await.expect("still valid");
+    assert_eq!(stale.outcome, Outcome::Refresh);
+    assert_eq!(stale.token.access_token(), "token-1");
+    // Paused clock: this sleep returns only once the refresh task is idle.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(source.calls(), 2, "the background refresh saw it too");
+    assert_eq!(token_of(&cache, &key(None)).await, "token-2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wall_clock_set_back_does_not_keep_a_token_past_expiry() {
+    let source = ScriptedSource::new(Duration::ZERO);
+    let wall = Wall::new();
+    let cache = waking(&source, &wall);
+    assert_eq!(token_of(&cache, &key(None)).await, "token-1");
+    // No jump at all on the wall clock (set back by as much as time
+    // passed): tokio's clock alone still retires the token.
+    tokio::time::advance(Duration::from_secs(1081)).await;
+    assert_eq!(token_of(&cache, &key(None)).await, "token-2");
 }
 
 #[tokio::test(start_paused = true)]
@@ -293,10 +474,29 @@ fn token_debug_output_hides_the_token() {
         soap_instance: None,
     };
     let now = Instant::now();
-    let token = Token::new(fetched, now, Duration::from_secs(120)).expect("valid");
+    let token =
+        Token::new(fetched, now, SystemTime::now(), Duration::from_secs(120)).expect("valid");
     let debug = format!("{token:?}");
     assert!(!debug.contains("very-secret-token"), "{debug}");
     assert!(token.bearer().is_sensitive());
+}
+
+#[test]
+fn an_absurd_lifetime_is_an_invalid_response_not_a_panic() {
+    let fetched = FetchedToken {
+        access_token: "t".into(),
+        expires_in: Duration::from_secs(u64::MAX),
+        scope: None,
+        rest_instance: InstanceBase::parse("http://127.0.0.1:1/", &[]).expect("loopback"),
+        soap_instance: None,
+    };
+    let made = Token::new(
+        fetched,
+        Instant::now(),
+        SystemTime::now(),
+        Duration::from_secs(120),
+    );
+    assert!(matches!(made, Err(TokenError::InvalidResponse(_))));
 }
 
 #[tokio::test(start_paused = true)]

@@ -179,6 +179,14 @@ impl ProxyBuilder {
         self.set(&["token"], "prefetch", prefetch)
     }
 
+    pub fn request_timeout(self, timeout: Duration) -> Self {
+        self.set(&["token"], "request_timeout", duration(timeout))
+    }
+
+    pub fn fetch_deadline(self, deadline: Duration) -> Self {
+        self.set(&["token"], "fetch_deadline", duration(deadline))
+    }
+
     pub fn max_keys(self, n: usize) -> Self {
         self.set(&["token"], "max_keys", integer(n))
     }
