@@ -714,3 +714,27 @@ async fn token_into_a_full_disk_fails_instead_of_exiting_0() {
     assert!(said.contains("cannot write to standard output"), "{said}");
     assert!(!said.contains("fake-"), "{said}");
 }
+
+// `demo | head -0`: the demo, too, ends quietly when its reader has gone.
+#[cfg(feature = "demo")]
+#[tokio::test]
+async fn demo_into_a_closed_pipe_exits_quietly() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let ended = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::from(writer))
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary runs")
+        .wait_with_output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), ended)
+        .await
+        .expect("the demo ends once nobody reads it")
+        .expect("binary ends");
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+}
