@@ -109,7 +109,8 @@ async function checkPage(page) {
     expect(refused, 'invalid_client', "broken's error");
     expect(refused, 'Invalid client ID. Use the client ID in Marketing Cloud Installed Packages.', "SFMC's words");
     const login = await seen(page, 'section[data-tenant="web"] .login');
-    expect(login, 'sfmc-proxy login --tenant web', "web's login command");
+    // With the config the proxy was started with, as an absolute path.
+    expect(login, /sfmc-proxy --config \/\S*status\.toml login --tenant web/, "web's login command");
     const whole = await page.content();
     if (whole.includes('fake-client-secret')) fail('the page shows the client secret');
     console.log(`${NAME}: demo ready (${own}), broken failing (SFMC: invalid_client), web login required`);
