@@ -179,11 +179,18 @@ pub enum Command {
 impl ServeArgs {
     /// How `serve` reads the config file: these addresses replace the file's.
     fn load_options(self) -> LoadOptions {
+        let mut addresses = self.listen;
+        // An empty variable (`SFMC_PROXY_LISTEN=` in an env file) is an
+        // unset one, as most tools take it; a typed `--listen ""` is not.
+        if self.listen_source == Some("SFMC_PROXY_LISTEN") {
+            addresses.retain(|address| !address.trim().is_empty());
+        }
+        let listen = match (self.listen_source, addresses.is_empty()) {
+            (Some("SFMC_PROXY_LISTEN"), true) | (None, _) => None,
+            (Some(source), _) => Some(ListenOverride { source, addresses }),
+        };
         LoadOptions {
-            listen: self.listen_source.map(|source| ListenOverride {
-                source,
-                addresses: self.listen,
-            }),
+            listen,
             only_tenant: None,
         }
     }

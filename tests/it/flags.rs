@@ -134,6 +134,16 @@ async fn the_environment_sets_listen_and_log_format_and_a_flag_wins_over_it() {
         !error.trim_start().starts_with('{'),
         "text, not JSON: {error}"
     );
+
+    // An empty SFMC_PROXY_LISTEN is an unset one: the file's (busy) address
+    // is used, and named.
+    let output = run_binary(&["serve"], &path, &[("SFMC_PROXY_LISTEN", "")]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains(&format!("cannot listen on {busy_addr}")),
+        "{}",
+        stderr_of(&output)
+    );
 }
 
 /// Arguments, environment, and what the error must say.
