@@ -291,20 +291,7 @@ async fn check_into_a_closed_pipe_exits_quietly() {
     // `check | head -0`: the reader is gone before the first line is written.
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
-        .arg("--config")
-        .arg(&path)
-        .arg("check")
-        .env_remove("SFMC_PROXY_CONFIG")
-        .env("XDG_STATE_HOME", state_dir(&path))
-        .stdout(std::process::Stdio::from(writer))
-        .stderr(std::process::Stdio::piped())
-        // Not `output()`: it would replace stdout with a pipe of its own.
-        .spawn()
-        .expect("binary runs")
-        .wait_with_output()
-        .await
-        .expect("binary ends");
+    let output = run_binary_into(&["check"], &path, std::process::Stdio::from(writer)).await;
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(0), "{said}");
     assert!(!said.contains("panicked"), "{said}");
@@ -696,19 +683,7 @@ async fn token_into_a_full_disk_fails_instead_of_exiting_0() {
         .write(true)
         .open("/dev/full")
         .expect("/dev/full");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
-        .arg("--config")
-        .arg(&path)
-        .arg("token")
-        .env_remove("SFMC_PROXY_CONFIG")
-        .env("XDG_STATE_HOME", state_dir(&path))
-        .stdout(std::process::Stdio::from(full))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("binary runs")
-        .wait_with_output()
-        .await
-        .expect("binary ends");
+    let output = run_binary_into(&["token"], &path, std::process::Stdio::from(full)).await;
     let said = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{said}");
     assert!(said.contains("cannot write to standard output"), "{said}");

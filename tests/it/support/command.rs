@@ -2,7 +2,7 @@
 //! stdout and stderr, with a config file written for the test.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 
 use super::temp_dir;
 
@@ -11,6 +11,27 @@ use super::temp_dir;
 /// (the token store, `token`'s and `check`'s token cache) is kept in
 /// `state/` beside the config, never in the real home.
 pub async fn run_binary(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
+    command(args, config, envs)
+        .output()
+        .await
+        .expect("binary runs")
+}
+
+/// [`run_binary`] with its stdout going to `stdout` (a closed pipe, a full
+/// disk), not to a pipe the test reads; the output's stdout is then empty.
+pub async fn run_binary_into(args: &[&str], config: &Path, stdout: Stdio) -> Output {
+    // Not `output()`: it would replace stdout with a pipe of its own.
+    command(args, config, &[])
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs")
+        .wait_with_output()
+        .await
+        .expect("binary ends")
+}
+
+fn command(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));
     command.arg("--config").arg(config).args(args);
     command.env("XDG_STATE_HOME", state_dir(config));
@@ -25,11 +46,8 @@ pub async fn run_binary(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> 
     for (name, value) in envs {
         command.env(name, value);
     }
+    command.kill_on_drop(true);
     command
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("binary runs")
 }
 
 /// Where `run_binary` keeps the binary's state for `config`: `state/` beside it.
