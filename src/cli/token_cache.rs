@@ -168,6 +168,9 @@ pub(super) struct TokenFileCache {
     changed: bool,
 }
 
+/// How long `open` waits for the lock before saying it waits.
+const LOCK_NOTICE_AFTER: Duration = Duration::from_secs(1);
+
 impl TokenFileCache {
     /// The cache for `settings`, locked for writing: waits while another
     /// command holds it. Problems are warnings on stderr; then the cache is
@@ -180,16 +183,27 @@ impl TokenFileCache {
             );
             return Self::empty(None, refresh_before);
         };
-        let lock = {
+        let mut locking = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || lock_beside(&path)).await
+            tokio::task::spawn_blocking(move || lock_beside(&path))
         };
-        let lock = match lock {
-            Ok(Ok(file)) => file,
-            Ok(Err(error)) => {
-                warn(&path, &format!("cannot lock it ({error}); not using it"));
-                return Self::empty(None, refresh_before);
+        // Another command may hold it for long (a `check` of many business
+        // units): say what is being waited for rather than hang silently.
+        let locked = tokio::select! {
+            locked = &mut locking => locked,
+            () = tokio::time::sleep(LOCK_NOTICE_AFTER) => {
+                eprintln!(
+                    "token cache {}: waiting for another sfmc-proxy command (token or check) to finish with it",
+                    path.display()
+                );
+                locking.await
             }
+        };
+        let lock = match locked
+            .map_err(std::io::Error::other)
+            .and_then(|locked| locked)
+        {
+            Ok(file) => file,
             Err(error) => {
                 warn(&path, &format!("cannot lock it ({error}); not using it"));
                 return Self::empty(None, refresh_before);

@@ -392,7 +392,29 @@ async fn token_prints_the_cached_token_until_its_refresh_window_and_fresh_forces
     .await
     .expect("not kept waiting by the lock");
     assert_eq!(printed_token(&held), renewed);
+    // One that needs a new token waits for the lock, and says so.
+    let mut waiting = binary_command(&["token", "--fresh"], &path, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let stderr_pipe = waiting.stderr.take().expect("stderr");
+    let mut said = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr_pipe));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), said.next_line())
+        .await
+        .expect("it says why it waits")
+        .expect("read")
+        .unwrap_or_default();
+    assert!(
+        first.contains("waiting for another sfmc-proxy command"),
+        "{first}"
+    );
+    assert_eq!(fake.token_requests(), 3, "nothing asked while it waits");
     drop(lock);
+    let output = waiting.wait_with_output().await.expect("token ends");
+    assert_eq!(output.status.code(), Some(0));
+    assert_ne!(stdout(&output).trim(), renewed, "--fresh got a new token");
+    assert_eq!(fake.token_requests(), 4);
 
     // A corrupt cache: a warning that never quotes it, a new token, the
     // cache rewritten.
@@ -410,12 +432,12 @@ async fn token_prints_the_cached_token_until_its_refresh_window_and_fresh_forces
         "{}",
         stderr(&output)
     );
-    assert_eq!(fake.token_requests(), 4);
+    assert_eq!(fake.token_requests(), 5);
     assert_eq!(
         printed_token(&run(&["token"], &path, &[]).await),
         after_corrupt
     );
-    assert_eq!(fake.token_requests(), 4);
+    assert_eq!(fake.token_requests(), 5);
 }
 
 #[tokio::test]

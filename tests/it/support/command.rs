@@ -11,7 +11,7 @@ use super::temp_dir;
 /// (the token store, `token`'s and `check`'s token cache) is kept in
 /// `state/` beside the config, never in the real home.
 pub async fn run_binary(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> Output {
-    command(args, config, envs)
+    binary_command(args, config, envs)
         .output()
         .await
         .expect("binary runs")
@@ -21,7 +21,7 @@ pub async fn run_binary(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> 
 /// disk), not to a pipe the test reads; the output's stdout is then empty.
 pub async fn run_binary_into(args: &[&str], config: &Path, stdout: Stdio) -> Output {
     // Not `output()`: it would replace stdout with a pipe of its own.
-    command(args, config, &[])
+    binary_command(args, config, &[])
         .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
@@ -31,7 +31,12 @@ pub async fn run_binary_into(args: &[&str], config: &Path, stdout: Stdio) -> Out
         .expect("binary ends")
 }
 
-fn command(args: &[&str], config: &Path, envs: &[(&str, &str)]) -> tokio::process::Command {
+/// The command [`run_binary`] runs, for a test that drives the process itself.
+pub fn binary_command(
+    args: &[&str],
+    config: &Path,
+    envs: &[(&str, &str)],
+) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));
     command.arg("--config").arg(config).args(args);
     command.env("XDG_STATE_HOME", state_dir(config));

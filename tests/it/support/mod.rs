@@ -10,7 +10,8 @@ pub mod tools;
 
 pub use binary::{ACCESS, Binary};
 pub use command::{
-    config_file, run_binary, run_binary_into, state_dir, stderr_of, stdout_of, succeeded,
+    binary_command, config_file, run_binary, run_binary_into, state_dir, stderr_of, stdout_of,
+    succeeded,
 };
 pub use proxy::{ProxyBuilder, Setup, Tenant, TestProxy, setup, setup_with_business_units};
 
