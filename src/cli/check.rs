@@ -45,6 +45,9 @@ struct TenantReport {
     default: bool,
     grant: &'static str,
     token_url: String,
+    /// How calls to the token endpoint leave: "direct", or through which
+    /// egress proxy (from which key or variable).
+    egress: String,
     notes: Vec<String>,
     business_units: Vec<UnitReport>,
 }
@@ -63,6 +66,8 @@ struct UnitReport {
     expires_in: Option<u64>,
     rest_instance: Option<String>,
     soap_instance: Option<String>,
+    /// How calls to the REST instance leave (as `egress`), when known.
+    instance_egress: Option<String>,
     /// The scope SFMC granted.
     scope: Option<String>,
     error: Option<String>,
@@ -78,6 +83,7 @@ impl UnitReport {
             expires_in: None,
             rest_instance: None,
             soap_instance: None,
+            instance_egress: None,
             scope: None,
             error: None,
         }
@@ -221,6 +227,8 @@ struct Checker<'a> {
 impl Checker<'_> {
     /// Every business unit of `tenant`, each line printed as it is known.
     async fn tenant(&mut self, tenant: &Tenant) -> TenantReport {
+        let routes = &self.settings.upstream.egress;
+        let egress = routes.route_for_url(&tenant.token_url).to_string();
         if !self.json {
             for note in &tenant.notes {
                 say!("note: {note}");
@@ -231,6 +239,7 @@ impl Checker<'_> {
                 tenant.token_url,
                 grant_words(&tenant.grant)
             );
+            say!("  egress: {egress}");
         }
         let fingerprint = token_cache::fingerprint(tenant);
         let mut reports = Vec::new();
@@ -244,8 +253,13 @@ impl Checker<'_> {
                     checked_unit(proxy, settings, cache, reuse, tenant, &fingerprint, unit).await
                 }
             };
+            let mut unit = unit;
+            unit.instance_egress = unit
+                .rest_instance
+                .as_deref()
+                .map(|url| routes.route_for_url(url).to_string());
             if !self.json {
-                say!("  {}", unit_line(&tenant.name, &unit));
+                say!("  {}", unit_line(&tenant.name, &unit, &egress));
             }
             reports.push(unit);
         }
@@ -254,6 +268,7 @@ impl Checker<'_> {
             default: false,
             grant: grant_name(&tenant.grant),
             token_url: tenant.token_url.clone(),
+            egress,
             notes: tenant.notes.clone(),
             business_units: reports,
         }
@@ -328,16 +343,21 @@ async fn checked_unit(
     }
 }
 
-/// `acme BU 200: ok (new token; ...)`, `acme BU 300: FAILED: why`.
-fn unit_line(tenant: &str, unit: &UnitReport) -> String {
+/// `acme BU 200: ok (new token; ...)`, `acme BU 300: FAILED: why`. The
+/// instance's egress is named only where it is not the token endpoint's.
+fn unit_line(tenant: &str, unit: &UnitReport, egress: &str) -> String {
     let which = match (&unit.account_id, unit.default) {
         (Some(mid), true) => format!("{tenant} BU {mid} (default)"),
         (Some(mid), false) => format!("{tenant} BU {mid}"),
         (None, _) => format!("{tenant} BU of the package (default)"),
     };
     let facts = || {
+        let instance_egress = match unit.instance_egress.as_deref() {
+            Some(route) if route != egress => format!(" (egress: {route})"),
+            _ => String::new(),
+        };
         format!(
-            "expires in {} s; rest instance {}; soap instance {}; granted scope {}",
+            "expires in {} s; rest instance {}{instance_egress}; soap instance {}; granted scope {}",
             unit.expires_in.unwrap_or(0),
             unit.rest_instance.as_deref().unwrap_or("(none)"),
             unit.soap_instance.as_deref().unwrap_or("(none)"),

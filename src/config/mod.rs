@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 mod broker;
 mod defaults;
+mod egress;
 mod grant;
 mod listen;
 mod parse_error;
@@ -34,6 +35,7 @@ pub use defaults::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_TOKEN_FETCH_DEADLINE,
     DEFAULT_TOKEN_REQUEST_TIMEOUT,
 };
+pub use egress::{Egress, EgressProxy, Route, Unusable};
 pub use grant::{AppType, Grant};
 pub use listen::ListenOverride;
 pub use policy::{NormalPath, PathPrefix, Policy, Unreadable, normalise_path};

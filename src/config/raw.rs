@@ -59,6 +59,9 @@ pub(super) struct RawUpstream {
     pub ca_file: Option<String>,
     pub allowed_instance_hosts: Option<Vec<String>>,
     pub idle_timeout: Option<String>,
+    pub proxy: Option<String>,
+    pub proxy_password_file: Option<String>,
+    pub no_proxy: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

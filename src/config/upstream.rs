@@ -1,6 +1,6 @@
 //! `[upstream]`: the client to SFMC's instances — connect and response
 //! timeouts, the CA file for TLS inspection, the hosts an instance URL may
-//! name, the idle timer on SFMC's bodies.
+//! name, the idle timer on SFMC's bodies, and the egress path (`egress`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use super::defaults::{
     DEFAULT_ALLOWED_INSTANCE_HOSTS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_RESPONSE_TIMEOUT,
 };
+use super::egress::{self, Egress};
 use super::invalid;
 use super::raw::RawUpstream;
 use super::values::{Expander, duration_or};
@@ -25,6 +26,8 @@ pub struct UpstreamSettings {
     pub allowed_instance_hosts: Vec<String>,
     /// A response body from SFMC that sends nothing for this long is cut.
     pub idle_timeout: Duration,
+    /// The forward proxy calls to SFMC go through, if any.
+    pub egress: Egress,
 }
 
 pub(super) fn validate(
@@ -67,7 +70,14 @@ pub(super) fn validate(
         raw.idle_timeout.as_deref(),
         DEFAULT_IDLE_TIMEOUT,
     )?;
+    let egress = egress::validate(
+        raw.proxy.as_deref(),
+        raw.proxy_password_file.as_deref(),
+        raw.no_proxy.as_deref(),
+        ex,
+    )?;
     Ok(UpstreamSettings {
+        egress,
         connect_timeout,
         response_timeout,
         ca_file,

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::store::TokenStore;
 use super::{FetchFuture, FetchedToken, Sent, TokenError, TokenEvents, TokenKey, TokenSource};
-use crate::config::{Grant, Secret, Settings, Tenant};
+use crate::config::{Egress, Grant, Route, Secret, Settings, Tenant};
 use crate::error::error_chain;
-use crate::upstream::InstanceBase;
+use crate::upstream::{ConnectError, InstanceBase, probe_egress};
 
 /// Token responses are a few hundred bytes; refuse to read megabytes.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
@@ -67,15 +67,29 @@ pub struct SfmcTokenClient {
     pub(super) store: Option<TokenStore>,
     /// Told of every request sent (the metrics).
     events: Arc<dyn TokenEvents>,
+    /// The egress path, and what is needed to ask a refusing proxy why.
+    egress: Egress,
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
 }
 
 impl SfmcTokenClient {
     pub fn new(settings: &Settings, tls: rustls::ClientConfig) -> Result<Self, reqwest::Error> {
+        let egress = settings.upstream.egress.clone();
+        let route = egress.clone();
         let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            // Connect directly, as the API client does: a stray HTTP(S)_PROXY in
-            // the environment must not route the client secret elsewhere.
+            .tls_backend_preconfigured(tls.clone())
+            // The egress path is the one the API client takes
+            // (`upstream.proxy`, else the environment as `config::egress`
+            // reads it); reqwest's own reading of the environment is off.
             .no_proxy()
+            .proxy(reqwest::Proxy::custom(move |url| {
+                match route.route(url.scheme() == "https", url.host_str()?) {
+                    Route::Proxy(proxy) => Some(proxy.client_url().clone()),
+                    // `send` refuses an unusable route before any request.
+                    Route::Direct | Route::Unusable(_) => None,
+                }
+            }))
             .connect_timeout(settings.upstream.connect_timeout)
             // `token.request_timeout` bounds every call, a login's code
             // exchange included; the cache's fetches also cut each attempt
@@ -95,6 +109,9 @@ impl SfmcTokenClient {
             allowed_instance_hosts: settings.upstream.allowed_instance_hosts.clone(),
             store: settings.token.store_file.clone().map(TokenStore::new),
             events: super::ledger::no_events(),
+            egress,
+            tls: Arc::new(tls),
+            connect_timeout: settings.upstream.connect_timeout,
         })
     }
 
@@ -150,13 +167,28 @@ impl SfmcTokenClient {
     }
 
     async fn send(&self, tenant: &Tenant, body: &impl Serialize) -> Result<Granted, TokenError> {
-        let response = self
-            .http
-            .post(&tenant.token_url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| unavailable(&tenant.token_url, &e))?;
+        let url = &tenant.token_url;
+        let route = self.egress.route_for_url(url);
+        if let Route::Unusable(unusable) = route {
+            return Err(TokenError::Unavailable {
+                reason: format!("token request to {url} not sent: {unusable}"),
+                retryable: false,
+            });
+        }
+        let response = match self.http.post(url).json(body).send().await {
+            Ok(response) => response,
+            Err(error) => return Err(self.unavailable(url, route, &error).await),
+        };
+        if let Route::Proxy(proxy) = route
+            && response.status() == reqwest::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+        {
+            // The proxy's own answer to an absolute-form request (plain
+            // http); SFMC never answers 407.
+            return Err(proxy_refusal(
+                url,
+                ConnectError::proxy_refused(proxy, url, 407, "Proxy Authentication Required"),
+            ));
+        }
         let status = response.status();
         let content_type = response
             .headers()
@@ -167,7 +199,7 @@ impl SfmcTokenClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| unavailable(&tenant.token_url, &e))?;
+            .map_err(|e| unavailable(&tenant.token_url, &e, ""))?;
         parse_response(&tenant.token_url, status, &bytes, &self.allowed_instance_hosts).map_err(|error| match error {
             // A 200 that is no token: most often a web page, because
             // auth_url is not the package's Authentication Base URI.
@@ -255,7 +287,55 @@ impl TokenSource for SfmcTokenClient {
     }
 }
 
-fn unavailable(url: &str, error: &reqwest::Error) -> TokenError {
+impl SfmcTokenClient {
+    /// Why a request got no answer. Through an egress proxy, reqwest's
+    /// tunnel error drops the proxy's status; asking the proxy the same way
+    /// the API client does gets it ("answered 407 …") and what to change.
+    async fn unavailable(&self, url: &str, route: Route<'_>, error: &reqwest::Error) -> TokenError {
+        let Route::Proxy(proxy) = route else {
+            return unavailable(url, error, "");
+        };
+        if error.is_connect() {
+            let deadline = tokio::time::Instant::now() + self.connect_timeout;
+            if let Err(refused) =
+                probe_egress(proxy, &authority_of(url), self.tls.clone(), deadline).await
+            {
+                return proxy_refusal(url, refused);
+            }
+        }
+        unavailable(url, error, &format!(" through {proxy}"))
+    }
+}
+
+/// `host:port` of a URL, for CONNECT.
+fn authority_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or_default(),
+            parsed.port_or_known_default().unwrap_or(443)
+        ),
+        Err(_) => url.to_owned(),
+    }
+}
+
+/// The egress proxy's refusal; credentials or a denied host do not change
+/// on a retry, an unreachable proxy may.
+fn proxy_refusal(url: &str, error: ConnectError) -> TokenError {
+    let retryable = !matches!(
+        error,
+        ConnectError::ProxyRefused {
+            status: 401 | 403 | 407,
+            ..
+        }
+    );
+    TokenError::Unavailable {
+        reason: format!("token request to {url} failed: {error}"),
+        retryable,
+    }
+}
+
+fn unavailable(url: &str, error: &reqwest::Error, via: &str) -> TokenError {
     let what = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -265,7 +345,7 @@ fn unavailable(url: &str, error: &reqwest::Error) -> TokenError {
     };
     // The error's source chain says why (DNS, TLS, refused); the URL holds no secret.
     TokenError::Unavailable {
-        reason: format!("token request to {url} {what}: {}", error_chain(error)),
+        reason: format!("token request to {url}{via} {what}: {}", error_chain(error)),
         retryable: true,
     }
 }

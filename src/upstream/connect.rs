@@ -1,7 +1,8 @@
-//! Opening one upstream connection: DNS, TCP (with `TCP_NODELAY`) and TLS with
-//! ALPN for https instances, all within `upstream.connect_timeout`; then hyper's
-//! HTTP/1.1 or HTTP/2 handshake on top. The connection's task is spawned here;
-//! what comes back is the handle requests are sent through.
+//! Opening one upstream connection: DNS, TCP (with `TCP_NODELAY`), the
+//! egress proxy's tunnel when the route has one (`tunnel`), and TLS with
+//! ALPN for https instances, all within `upstream.connect_timeout`; then
+//! hyper's HTTP/1.1 or HTTP/2 handshake on top. The connection's task is
+//! spawned here; what comes back is the handle requests are sent through.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use tokio_rustls::TlsConnector;
 
 use super::InstanceBase;
 use super::RequestBody;
+use super::tunnel;
+use crate::config::{Egress, Route};
 use crate::error::error_chain;
 
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -41,13 +44,37 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     #[error(
-        "connecting to {host}:{port} (DNS, TCP and TLS) timed out after upstream.connect_timeout ({timeout:?}); check the network path to SFMC (firewall, proxy) or raise the timeout"
+        "connecting to {host}:{port}{via} (DNS, TCP and TLS) timed out after upstream.connect_timeout ({timeout:?}); check the network path to SFMC (firewall, proxy) or raise the timeout"
     )]
     TimedOut {
         host: String,
         port: u16,
+        /// " through the egress proxy …", or empty when direct.
+        via: String,
         timeout: Duration,
     },
+    #[error("{proxy} cannot be reached: {reason}; is it running, and is its address right?")]
+    ProxyUnreachable { proxy: String, reason: String },
+    #[error(
+        "TLS with {proxy} failed: {reason}; if it uses a private CA, add the CA's certificate with upstream.ca_file"
+    )]
+    ProxyTls { proxy: String, reason: String },
+    #[error("{proxy} answered {status} {reason} (asked for {target}): {hint}")]
+    ProxyRefused {
+        proxy: String,
+        target: String,
+        status: u16,
+        reason: String,
+        hint: String,
+    },
+    #[error("{proxy} gave no usable answer to CONNECT {target}: {reason}")]
+    ProxyProtocol {
+        proxy: String,
+        target: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    UnusableProxy(String),
     #[error("cannot set TCP_NODELAY: {0}")]
     Socket(std::io::Error),
     #[error("`{host}` is not a valid TLS server name: {reason}")]
@@ -68,6 +95,9 @@ pub enum Handle<B> {
 
 pub struct Connector {
     tls: TlsConnector,
+    /// The same trust without ALPN, for TLS to an `https://` egress proxy.
+    proxy_tls: TlsConnector,
+    egress: Egress,
     connect_timeout: Duration,
     /// Connections open now (the metrics' `upstream_connections`).
     open: Gauge,
@@ -76,10 +106,14 @@ pub struct Connector {
 impl Connector {
     /// `tls` is the proxy's client configuration; ALPN is added here, since
     /// only these connections (not the token client's) may speak HTTP/2.
-    pub fn new(mut tls: rustls::ClientConfig, connect_timeout: Duration) -> Self {
+    pub fn new(mut tls: rustls::ClientConfig, connect_timeout: Duration, egress: Egress) -> Self {
+        let mut proxy_tls = tls.clone();
+        proxy_tls.alpn_protocols.clear();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Self {
             tls: TlsConnector::from(Arc::new(tls)),
+            proxy_tls: TlsConnector::from(Arc::new(proxy_tls)),
+            egress,
             connect_timeout,
             open: Gauge::default(),
         }
@@ -105,6 +139,12 @@ impl Connector {
         }
     }
 
+    /// How connections to `instance` leave: direct, or through a proxy.
+    pub fn route(&self, instance: &InstanceBase) -> Route<'_> {
+        self.egress
+            .route(instance.scheme() == &Scheme::HTTPS, instance.host())
+    }
+
     async fn open<B: RequestBody>(
         &self,
         instance: &InstanceBase,
@@ -116,11 +156,39 @@ impl Connector {
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
-        let tcp = self.tcp(host, instance, deadline).await?;
+        let https = instance.scheme() == &Scheme::HTTPS;
+        match self.route(instance) {
+            Route::Direct => {
+                let tcp = tcp(host, instance.port(), deadline)
+                    .await
+                    .map_err(|failed| failed.unwrap_or_else(|| self.timed_out(instance)))?;
+                self.over(tcp, host, https).await
+            }
+            Route::Proxy(proxy) => {
+                let io = tunnel::to_proxy(proxy, &self.proxy_tls, deadline).await?;
+                if !https {
+                    // Plain http (loopback only): the proxy takes each
+                    // request in absolute form (`Upstream::exchange`).
+                    return handshake(io, false, &self.open).await;
+                }
+                let authority = format!("{}:{}", instance.host(), instance.port());
+                let io = tunnel::connect(io, proxy, &authority).await?;
+                self.over(io, host, true).await
+            }
+            Route::Unusable(unusable) => Err(ConnectError::UnusableProxy(unusable.to_string())),
+        }
+    }
+
+    /// TLS (for https) and the HTTP handshake over a stream to the instance.
+    async fn over<T, B>(&self, io: T, host: &str, https: bool) -> Result<Handle<B>, ConnectError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        B: RequestBody,
+    {
         // Plain http is reachable only for loopback instances: `InstanceBase`
         // refuses http for every other host before a token is attached.
-        if instance.scheme() != &Scheme::HTTPS {
-            return handshake(tcp, false, &self.open).await;
+        if !https {
+            return handshake(io, false, &self.open).await;
         }
         let name = ServerName::try_from(host.to_owned()).map_err(|e| ConnectError::ServerName {
             host: host.to_owned(),
@@ -128,7 +196,7 @@ impl Connector {
         })?;
         let tls = self
             .tls
-            .connect(name, tcp)
+            .connect(name, io)
             .await
             .map_err(|e| ConnectError::Tls {
                 host: host.to_owned(),
@@ -138,41 +206,48 @@ impl Connector {
         handshake(tls, http2, &self.open).await
     }
 
-    /// Every address the name resolves to, in order, until one accepts.
-    async fn tcp(
-        &self,
-        host: &str,
-        instance: &InstanceBase,
-        deadline: Instant,
-    ) -> Result<TcpStream, ConnectError> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, instance.port()))
-            .await
-            .map_err(|source| ConnectError::Resolve {
-                host: host.to_owned(),
-                source,
-            })?
-            .collect();
-        if addrs.is_empty() {
-            return Err(ConnectError::NoAddress {
-                host: host.to_owned(),
-            });
-        }
-        let stream = connect_first(&addrs, deadline)
-            .await
-            .map_err(|failed| failed.unwrap_or_else(|| self.timed_out(instance)))?;
-        // Requests and responses are written whole; Nagle would only delay
-        // the last segment of each.
-        stream.set_nodelay(true).map_err(ConnectError::Socket)?;
-        Ok(stream)
-    }
-
     fn timed_out(&self, instance: &InstanceBase) -> ConnectError {
+        let via = match self.route(instance) {
+            Route::Proxy(proxy) => format!(" through {proxy}"),
+            Route::Direct | Route::Unusable(_) => String::new(),
+        };
         ConnectError::TimedOut {
             host: instance.host().to_owned(),
             port: instance.port(),
+            via,
             timeout: self.connect_timeout,
         }
     }
+}
+
+/// Every address `host` resolves to, in order, until one accepts, by
+/// `deadline`. `Err(None)`: the time ran out (the caller says where).
+pub(super) async fn tcp(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<TcpStream, Option<ConnectError>> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| {
+            Some(ConnectError::Resolve {
+                host: host.to_owned(),
+                source,
+            })
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Some(ConnectError::NoAddress {
+            host: host.to_owned(),
+        }));
+    }
+    let stream = connect_first(&addrs, deadline).await?;
+    // Requests and responses are written whole; Nagle would only delay
+    // the last segment of each.
+    stream
+        .set_nodelay(true)
+        .map_err(|e| Some(ConnectError::Socket(e)))?;
+    Ok(stream)
 }
 
 /// The first of `addrs` to accept. Each address gets an equal share of the
@@ -266,7 +341,7 @@ mod tests {
     fn connector(connect_timeout: Duration) -> Connector {
         crate::tls::install_crypto_provider();
         let tls = crate::tls::client_config(None).expect("TLS set-up");
-        Connector::new(tls, connect_timeout)
+        Connector::new(tls, connect_timeout, Egress::default())
     }
 
     /// A loopback address whose accept queue is full: a connect to it is

@@ -14,19 +14,22 @@
 mod connect;
 mod instance;
 mod pool;
+mod tunnel;
 
 use std::time::Duration;
 
 use http::{Request, Response, Uri, header};
 
-use crate::config::UpstreamSettings;
+use crate::config::{EgressProxy, Route, UpstreamSettings};
 use crate::error::{ProxyError, error_chain};
 use crate::idle::{IdleTimeout, Sender};
+pub use connect::ConnectError;
 use connect::{Connector, Handle};
 use pool::{AfterGate, Checkout, Pool};
 
 pub use instance::{InstanceBase, InstanceRefused};
 pub use pool::UpstreamBody;
+pub use tunnel::probe as probe_egress;
 
 /// What the pool sends as a request body: any body hyper can write from a
 /// spawned connection task (the proxy's own `ProxyBody` in practice; this
@@ -64,7 +67,8 @@ impl<B: RequestBody> Upstream<B> {
     ) -> Self {
         Self {
             pool: Pool::with_sweeper(),
-            connector: Connector::new(tls, settings.connect_timeout).counting(open),
+            connector: Connector::new(tls, settings.connect_timeout, settings.egress.clone())
+                .counting(open),
             response_timeout: settings.response_timeout,
             idle_timeout: settings.idle_timeout,
         }
@@ -136,12 +140,26 @@ impl<B: RequestBody> Upstream<B> {
             };
             let sent = match handle {
                 Handle::Http1(mut sender) => {
-                    // HTTP/1.1 wants the origin form and a Host header.
+                    // HTTP/1.1 wants the origin form and a Host header; a
+                    // forward proxy for a plain-http instance the absolute
+                    // form and its credentials.
                     request
                         .headers_mut()
                         .insert(header::HOST, instance.host_header().clone());
+                    let forwarded = self.forwarded_by(instance);
+                    if let Some(proxy) = forwarded {
+                        *request.uri_mut() = absolute(instance, request.uri())?;
+                        if let Some(authorization) = proxy.authorization() {
+                            request
+                                .headers_mut()
+                                .insert(header::PROXY_AUTHORIZATION, authorization.clone());
+                        }
+                    }
                     match sender.try_send_request(request).await {
                         Ok(response) => {
+                            if let Some(proxy) = forwarded {
+                                refused_by_proxy(proxy, instance, response.status())?;
+                            }
                             return Ok(response.map(|body| {
                                 UpstreamBody::pooled(self.timed(body), &self.pool, slot, sender)
                             }));
@@ -181,6 +199,15 @@ impl<B: RequestBody> Upstream<B> {
                     });
                 }
             }
+        }
+    }
+
+    /// The egress proxy that takes requests for `instance` in absolute
+    /// form: a plain-http instance's, when the route has one.
+    fn forwarded_by(&self, instance: &InstanceBase) -> Option<&EgressProxy> {
+        match self.connector.route(instance) {
+            Route::Proxy(proxy) if instance.scheme() != &http::uri::Scheme::HTTPS => Some(proxy),
+            _ => None,
         }
     }
 
@@ -245,6 +272,22 @@ fn absolute(instance: &InstanceBase, origin: &Uri) -> Result<Uri, ProxyError> {
         .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URL: {e}")))
 }
 
+/// A forward proxy's own refusal of a request it was to pass on (SFMC
+/// never answers 407): the proxy's error, not SFMC's answer.
+fn refused_by_proxy(
+    proxy: &EgressProxy,
+    instance: &InstanceBase,
+    status: http::StatusCode,
+) -> Result<(), Failed> {
+    if status != http::StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        return Ok(());
+    }
+    let target = format!("{}:{}", instance.host(), instance.port());
+    let reason = status.canonical_reason().unwrap_or("");
+    let refused = ConnectError::proxy_refused(proxy, &target, status.as_u16(), reason);
+    Err(ProxyError::UpstreamUnavailable(refused.to_string()).into())
+}
+
 /// A request handed back from an HTTP/2 attempt carries the absolute URI; a
 /// retry may go out over HTTP/1.1, which wants the origin form.
 fn unsent_origin_form<B>(request: &Request<B>) -> Option<Uri> {
@@ -273,6 +316,7 @@ mod tests {
             ca_file: None,
             allowed_instance_hosts: Vec::new(),
             idle_timeout: Duration::from_secs(60),
+            egress: Default::default(),
         };
         let tls = crate::tls::client_config(None).expect("TLS set-up");
         Upstream::new(&settings, tls, Default::default())

@@ -204,8 +204,9 @@ fn syntax_errors_on_secret_lines_name_the_key_and_line_but_not_the_value() {
     assert!(!error.contains("local-secret-0123456789"), "{error}");
     assert!(error.contains("broker.client_secrets.acme"), "{error}");
 
+    // A misspelt key (`proxy_url` for `proxy`) whose value holds a password.
     let userinfo =
-        format!("[upstream]\nproxy = \"http://user:pa55word@proxy.corp:3128\"\n{MINIMAL}");
+        format!("[upstream]\nproxy_url = \"http://user:pa55word@proxy.corp:3128\"\n{MINIMAL}");
     let error = parse_error(&userinfo);
     assert!(!error.contains("pa55word"), "{error}");
     assert!(error.contains("line 2"), "{error}");
