@@ -4,6 +4,7 @@
 
 mod binary;
 mod command;
+pub mod forward_proxy;
 mod proxy;
 pub mod soap;
 pub mod tools;
