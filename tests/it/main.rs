@@ -9,6 +9,7 @@ mod broker;
 mod cli;
 mod diagnosis;
 mod flags;
+mod forward_proxy;
 mod guard;
 mod hints;
 mod install;

@@ -379,7 +379,11 @@ async fn a_chunked_response_read_to_the_end_leaves_the_connection_reusable() {
 #[tokio::test]
 async fn a_burst_of_first_requests_over_http2_shares_one_connection() {
     let dir = temp_dir("pool-h2-burst");
-    let (server_config, ca_path) = tls_server_with_ca(&dir);
+    let TlsServer {
+        server_config,
+        ca: ca_path,
+        ..
+    } = tls_server_with_ca(&dir);
     let fake = start_fake_with(tls_fake(&server_config)).await;
     let proxy = TestProxy::builder()
         .ca_file(&ca_path)

@@ -259,7 +259,11 @@ async fn token_for_a_foreign_instance_host_is_never_used() {
 #[tokio::test]
 async fn instance_url_forms_all_work_over_https_with_ca_file() {
     let dir = temp_dir("tls");
-    let (server_config, ca_path) = tls_server_with_ca(&dir);
+    let TlsServer {
+        server_config,
+        ca: ca_path,
+        ..
+    } = tls_server_with_ca(&dir);
     for form in [
         InstanceUrlForm::Bare,
         InstanceUrlForm::Https,
@@ -300,7 +304,7 @@ async fn instance_url_forms_all_work_over_https_with_ca_file() {
 #[tokio::test]
 async fn https_instance_with_an_unknown_ca_is_refused() {
     let dir = temp_dir("tls-untrusted");
-    let (server_config, _ca_path) = tls_server_with_ca(&dir);
+    let TlsServer { server_config, .. } = tls_server_with_ca(&dir);
     let fake = start_fake_with(tls_fake(&server_config)).await;
     let proxy = TestProxy::builder()
         .tenant(Tenant::new("acme", &fake))

@@ -4,6 +4,7 @@
 
 mod binary;
 mod command;
+pub mod forward_proxy;
 mod proxy;
 pub mod soap;
 pub mod tools;
@@ -226,9 +227,23 @@ pub fn tls_fake(server_config: &Arc<rustls::ServerConfig>) -> FakeConfig {
     }
 }
 
+/// A test CA's server side, generated on the spot by `tls_server_with_ca`.
+pub struct TlsServer {
+    /// A rustls server configuration with the leaf certificate and its key.
+    pub server_config: Arc<rustls::ServerConfig>,
+    /// The CA's certificate, PEM: what a client is told to trust.
+    pub ca: PathBuf,
+    /// The leaf certificate (for `localhost` and 127.0.0.1), PEM: for a
+    /// server outside this process (stunnel's `cert`).
+    pub cert: PathBuf,
+    /// The leaf's private key, PEM (PKCS#8; stunnel's `key`).
+    pub key: PathBuf,
+}
+
 /// A CA and a server configuration for `localhost`/127.0.0.1 signed by it,
-/// generated on the spot. Returns the server config and the CA's PEM path.
-pub fn tls_server_with_ca(dir: &Path) -> (Arc<rustls::ServerConfig>, PathBuf) {
+/// generated on the spot; the CA, the leaf and its key are written as PEM
+/// files in `dir`.
+pub fn tls_server_with_ca(dir: &Path) -> TlsServer {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     init();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
@@ -246,9 +261,17 @@ pub fn tls_server_with_ca(dir: &Path) -> (Arc<rustls::ServerConfig>, PathBuf) {
         .with_single_cert(vec![leaf.der().clone()], key)
         .expect("server config");
     std::fs::create_dir_all(dir).expect("temp dir");
-    let ca_path = dir.join("test-ca.pem");
-    std::fs::write(&ca_path, ca.pem()).expect("write CA");
-    (Arc::new(config), ca_path)
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap_or_else(|e| panic!("write {path:?}: {e}"));
+        path
+    };
+    TlsServer {
+        server_config: Arc::new(config),
+        ca: write("test-ca.pem", ca.pem()),
+        cert: write("test-leaf.pem", leaf.pem()),
+        key: write("test-leaf-key.pem", leaf_key.serialize_pem()),
+    }
 }
 
 /// A fresh temporary directory for one test.

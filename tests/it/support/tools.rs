@@ -1,9 +1,10 @@
-//! Outside programs some tests drive: Debian's `prometheus`, and a Python
-//! with `prometheus_client` (its strict OpenMetrics parser). Each is set up
-//! here the first time a test asks, so `cargo test` needs no step before it:
-//! the Python package goes into a venv under the tests' target directory;
-//! `prometheus` is installed with apt-get when missing and the tests run as
-//! root (CI), and otherwise the test says how to install it.
+//! Outside programs some tests drive: Debian's `prometheus`, `tinyproxy` and
+//! `stunnel4`, and a Python with `prometheus_client` (its strict OpenMetrics
+//! parser). Each is set up here the first time a test asks, so `cargo test`
+//! needs no step before it: the Python package goes into a venv under the
+//! tests' target directory; a Debian package is installed with apt-get when
+//! missing and the tests run as root (CI), and otherwise the test says how to
+//! install it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,7 +38,26 @@ fn is_root() -> bool {
 
 /// Debian's `prometheus` binary, installed first if need be.
 pub fn prometheus() -> PathBuf {
-    let binary = PathBuf::from("/usr/bin/prometheus");
+    debian_binary("prometheus", "/usr/bin/prometheus")
+}
+
+/// Debian's `tinyproxy` (the forward proxy of the egress tests), installed
+/// first if need be.
+pub fn tinyproxy() -> PathBuf {
+    debian_binary("tinyproxy", "/usr/bin/tinyproxy")
+}
+
+/// Debian's `stunnel` (the TLS front of an `https://` egress proxy), from
+/// the `stunnel4` package, installed first if need be.
+pub fn stunnel() -> PathBuf {
+    debian_binary("stunnel4", "/usr/bin/stunnel4")
+}
+
+/// `binary` from Debian's `package`: as it is when present, else installed
+/// with apt-get when the tests run as root (CI); otherwise the test fails
+/// saying how to install it.
+fn debian_binary(package: &str, binary: &str) -> PathBuf {
+    let binary = PathBuf::from(binary);
     let _once = SETUP
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -46,8 +66,8 @@ pub fn prometheus() -> PathBuf {
     }
     assert!(
         is_root(),
-        "this test scrapes the proxy with a real Prometheus: install Debian's package \
-         (sudo apt-get install --no-install-recommends prometheus) and run it again"
+        "this test drives Debian's {package}: install it \
+         (sudo apt-get install --no-install-recommends {package}) and run it again"
     );
     run(
         Command::new("apt-get").args(["update", "-qq"]),
@@ -55,19 +75,13 @@ pub fn prometheus() -> PathBuf {
     );
     run(
         Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "prometheus",
-            ])
+            .args(["install", "-y", "-qq", "--no-install-recommends", package])
             .env("DEBIAN_FRONTEND", "noninteractive"),
-        "apt-get install prometheus",
+        &format!("apt-get install {package}"),
     );
     assert!(
         binary.exists(),
-        "apt-get installed prometheus but {binary:?} is missing"
+        "apt-get installed {package} but {binary:?} is missing"
     );
     binary
 }
