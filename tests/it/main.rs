@@ -8,6 +8,7 @@ mod admin;
 mod broker;
 mod cli;
 mod diagnosis;
+mod egress;
 mod flags;
 mod forward_proxy;
 mod guard;

@@ -153,6 +153,11 @@ impl ProxyBuilder {
         self.set(&["upstream"], "response_timeout", duration(timeout))
     }
 
+    /// `upstream.proxy`.
+    pub fn egress_proxy(self, url: &str) -> Self {
+        self.set(&["upstream"], "proxy", url)
+    }
+
     pub fn ca_file(self, path: &Path) -> Self {
         self.set(&["upstream"], "ca_file", path_text(path))
     }
