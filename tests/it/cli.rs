@@ -175,24 +175,8 @@ async fn serve_refuses_a_port_in_use_with_exit_1() {
 #[cfg(feature = "demo")]
 #[tokio::test]
 async fn demo_checks_rest_and_soap_and_prints_a_soap_curl_line_that_works() {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
-        .args(["demo", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("demo starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let mut printed = Vec::new();
     // The demo prints its self-check, then the lines to try, then waits.
-    while let Some(line) = lines.next_line().await.expect("read stdout") {
-        let done = line.contains("Press Ctrl-C");
-        printed.push(line);
-        if done {
-            break;
-        }
-    }
+    let (_demo, printed) = demo_ready(&[], &[]).await;
     let text = printed.join("\n");
     assert!(text.contains("POST /Service.asmx [SOAPAction: Retrieve, no token in the envelope] -> 200; OverallStatus OK, 2 results; the fake SFMC found token #1 for MID 100"), "{text}");
     assert!(

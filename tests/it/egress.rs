@@ -221,30 +221,18 @@ async fn check_reports_the_egress_path_without_the_credentials() {
 #[tokio::test]
 async fn demo_works_in_a_shell_with_environment_proxies_set() {
     let dead = format!("http://{}", closed_port());
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"))
-        .args(["demo", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .env("HTTPS_PROXY", &dead)
-        .env("https_proxy", &dead)
-        .env("HTTP_PROXY", &dead)
-        .env("http_proxy", &dead)
-        .env("ALL_PROXY", &dead)
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("demo starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let mut printed = Vec::new();
-    while let Some(line) = lines.next_line().await.expect("read stdout") {
-        let done = line.contains("Press Ctrl-C");
-        printed.push(line);
-        if done {
-            break;
-        }
-    }
+    let variables = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+    ];
+    let envs: Vec<(&str, &str)> = variables
+        .iter()
+        .map(|name| (*name, dead.as_str()))
+        .collect();
+    let (_demo, printed) = demo_ready(&envs, &["NO_PROXY", "no_proxy"]).await;
     let text = printed.join("\n");
     let checks: Vec<&String> = printed.iter().filter(|l| l.contains(" -> ")).collect();
     assert_eq!(checks.len(), 4, "{text}");

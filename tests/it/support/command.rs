@@ -87,3 +87,35 @@ pub fn stdout_of(output: &Output) -> String {
 pub fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Starts `demo` on a free port with `envs` set and `unset` removed, and
+/// returns it (killed when dropped) with what it printed up to its
+/// "Press Ctrl-C" line: the self-check, then the lines to try.
+#[cfg(feature = "demo")]
+pub async fn demo_ready(
+    envs: &[(&str, &str)],
+    unset: &[&str],
+) -> (tokio::process::Child, Vec<String>) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfmc-proxy"));
+    command
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for name in unset {
+        command.env_remove(name);
+    }
+    let mut child = command.spawn().expect("demo starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let mut printed = Vec::new();
+    while let Some(line) = lines.next_line().await.expect("read stdout") {
+        let done = line.contains("Press Ctrl-C");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    (child, printed)
+}

@@ -10,6 +10,8 @@ pub mod soap;
 pub mod tools;
 
 pub use binary::{ACCESS, Binary};
+#[cfg(feature = "demo")]
+pub use command::demo_ready;
 pub use command::{
     binary_command, config_file, run_binary, run_binary_into, state_dir, stderr_of, stdout_of,
     succeeded,
