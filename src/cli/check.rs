@@ -244,7 +244,7 @@ impl Checker<'_> {
         let fingerprint = token_cache::fingerprint(tenant);
         let mut reports = Vec::new();
         for unit in units(tenant) {
-            let unit = match self.offline {
+            let mut unit = match self.offline {
                 true => planned_unit(&self.cache, &fingerprint, unit),
                 false => {
                     let (proxy, settings) = (self.proxy, self.settings);
@@ -253,7 +253,6 @@ impl Checker<'_> {
                     checked_unit(proxy, settings, cache, reuse, tenant, &fingerprint, unit).await
                 }
             };
-            let mut unit = unit;
             unit.instance_egress = unit
                 .rest_instance
                 .as_deref()

@@ -409,12 +409,14 @@ impl NoProxy {
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return self.networks.iter().any(|net| net.contains(&ip));
         }
-        let host = bare.trim_end_matches('.').to_ascii_lowercase();
+        // Bytes, case-insensitively: no lowercased copy per connection.
+        let host = bare.trim_end_matches('.').as_bytes();
         self.names.iter().any(|name| {
-            host == *name
-                || host
-                    .strip_suffix(name.as_str())
-                    .is_some_and(|head| head.ends_with('.'))
+            let name = name.as_bytes();
+            let Some(start) = host.len().checked_sub(name.len()) else {
+                return false;
+            };
+            host[start..].eq_ignore_ascii_case(name) && (start == 0 || host[start - 1] == b'.')
         })
     }
 }

@@ -205,9 +205,14 @@ impl<B: RequestBody> Upstream<B> {
     /// The egress proxy that takes requests for `instance` in absolute
     /// form: a plain-http instance's, when the route has one.
     fn forwarded_by(&self, instance: &InstanceBase) -> Option<&EgressProxy> {
+        // Every HTTP/1.1 request asks: https (SFMC's instances) answers
+        // without a route lookup.
+        if instance.scheme() == &http::uri::Scheme::HTTPS {
+            return None;
+        }
         match self.connector.route(instance) {
-            Route::Proxy(proxy) if instance.scheme() != &http::uri::Scheme::HTTPS => Some(proxy),
-            _ => None,
+            Route::Proxy(proxy) => Some(proxy),
+            Route::Direct | Route::Unusable(_) => None,
         }
     }
 
