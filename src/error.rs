@@ -116,6 +116,17 @@ pub enum ProxyError {
         reason: String,
         command: String,
     },
+    /// A tenant's `max_concurrent_requests` were all at SFMC for its whole
+    /// `queue_timeout`.
+    #[error(
+        "tenant `{tenant}` already has tenants.{tenant}.max_concurrent_requests ({limit}) requests at SFMC, and none finished within {} (tenants.{tenant}.queue_timeout); send fewer requests at once, or try again shortly",
+        humantime::format_duration(*.waited)
+    )]
+    UpstreamBusy {
+        tenant: String,
+        limit: usize,
+        waited: std::time::Duration,
+    },
     #[error("the proxy failed: {0}")]
     Internal(String),
     #[error("the proxy is at a limit of its own: {0}; try again shortly")]
@@ -226,6 +237,10 @@ impl ProxyError {
                 "internal_error",
             ),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, Internal, "overloaded"),
+            // The tenant's own limit, set to spare SFMC's: the proxy's side.
+            Self::UpstreamBusy { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, Internal, "upstream_busy")
+            }
         }
     }
 
@@ -287,6 +302,10 @@ impl ProxyError {
             Self::UnknownKey { tenant, .. } => {
                 ctx.insert("tenant".into(), json!(tenant));
             }
+            Self::UpstreamBusy { tenant, limit, .. } => {
+                ctx.insert("tenant".into(), json!(tenant));
+                ctx.insert("max_concurrent_requests".into(), json!(limit));
+            }
             _ => {}
         }
         ctx
@@ -299,7 +318,7 @@ impl ProxyError {
             Self::TokenUnavailable {
                 retry_after_secs, ..
             } => Some((*retry_after_secs).max(1)),
-            Self::Overloaded(_) => Some(1),
+            Self::Overloaded(_) | Self::UpstreamBusy { .. } => Some(1),
             _ => None,
         }
     }

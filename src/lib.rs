@@ -31,8 +31,11 @@
 //!   keys), the SFMC `/v2/token` client (client credentials, refresh and code
 //!   grants) and the refresh-token store. It knows nothing of HTTP serving.
 //! - `forward`: request rewrite, replayable bodies, and each API's send
-//!   (`forward/rest.rs`, `forward/soap.rs`); `replay`: the replay-once rule
-//!   after SFMC refuses a token, written once for both.
+//!   (`forward/rest.rs`, `forward/soap.rs`), each tenant's
+//!   `max_concurrent_requests` (`forward/slots.rs`); `replay`: the
+//!   replay-once rule after SFMC refuses a token and the retry after SFMC
+//!   throttles, written once for both (the throttling rule itself, pure,
+//!   is `throttle`'s).
 //! - [`upstream`]: the client to SFMC's instances (connect, pool) and the
 //!   instance address (`InstanceBase`, checked before a token goes there).
 //! - `soap`: the token into a SOAP envelope (namespace-aware, streaming), SOAP faults.
@@ -96,6 +99,7 @@ pub mod server;
 pub(crate) mod soap;
 pub(crate) mod sync;
 pub mod telemetry;
+pub(crate) mod throttle;
 pub mod tls;
 pub mod token;
 pub mod upstream;

@@ -20,7 +20,7 @@ use crate::body::{ClientBody, Counted, IdleTimeout, ProxyBody, Sender};
 use crate::broker::LocalTokens;
 use crate::config::Settings;
 use crate::error::ProxyError;
-use crate::forward::Forwarder;
+use crate::forward::{Forwarder, Slots};
 use crate::guard::Caller;
 use crate::login::PendingLogins;
 use crate::route::{Api, Route, Target};
@@ -73,6 +73,9 @@ pub struct Proxy {
     pending_logins: PendingLogins,
     /// The status page's uptime start and form token.
     page: Arc<admin::PageState>,
+    /// Each tenant's `max_concurrent_requests`, built from the previous
+    /// generation's so that requests still running count.
+    slots: Slots,
     /// Requests whose body is being read before their caller is known (a
     /// keyless SOAP call or broker token request): few at a time, so that
     /// strangers cannot make the proxy hold many bodies at once.
@@ -98,7 +101,9 @@ impl Proxy {
         events.connect(metrics.clone());
         let upstream = Upstream::new(&settings.upstream, tls, metrics.upstream_connections());
         let upstream = Arc::new(upstream);
+        let slots = Slots::new(&settings, None, |tenant| metrics.queue(tenant));
         Ok(Self {
+            slots,
             admin_server: settings.server.for_admin_listener(),
             settings,
             tokens,
@@ -130,7 +135,11 @@ impl Proxy {
             )),
             false => self.upstream.clone(),
         };
+        let slots = Slots::new(&settings, Some(&self.slots), |tenant| {
+            self.metrics.queue(tenant)
+        });
         Ok(Self {
+            slots,
             admin_server: settings.server.for_admin_listener(),
             settings,
             tokens: self.tokens.clone(),
@@ -344,6 +353,8 @@ impl Proxy {
             upstream: &self.upstream,
             tokens: &self.tokens,
             replay_limit: self.settings.token.replay_body_limit,
+            slots: &self.slots,
+            max_retry_wait: self.settings.upstream.max_retry_wait,
         }
     }
 

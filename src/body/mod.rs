@@ -1,7 +1,8 @@
 //! `ProxyBody`: the one body type that flows through the proxy in both
 //! directions — a streamed body passed along untouched (the client's request
 //! body, or SFMC's response body), a small buffered body (kept for replay, or
-//! a proxy-made answer), or nothing.
+//! a proxy-made answer), or nothing; and SFMC's body that holds its
+//! request's slot of the tenant's `max_concurrent_requests`.
 //!
 //! An enum rather than a boxed trait object: no allocation per request, and the
 //! streamed case forwards frames exactly as they arrive (no re-chunking, no
@@ -13,6 +14,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::upstream::UpstreamBody;
 
@@ -41,6 +43,9 @@ pub enum ProxyBody {
     /// Bytes already read (and possibly rewritten), then the rest of the
     /// stream. Boxed: only SOAP needs it, and the enum stays small.
     Prefixed(Option<Bytes>, Box<ProxyBody>),
+    /// SFMC's response to a request that holds one of its tenant's
+    /// `max_concurrent_requests` slots, freed when the body ends or is dropped.
+    Holding(Box<ProxyBody>, OwnedSemaphorePermit),
 }
 
 /// Sizes only: a held body may be a SOAP envelope carrying the real token.
@@ -53,6 +58,7 @@ impl std::fmt::Debug for ProxyBody {
             Self::Stream(_) => f.write_str("Stream"),
             Self::Upstream(_) => f.write_str("Upstream"),
             Self::Prefixed(bytes, _) => write!(f, "Prefixed({} bytes, then a stream)", held(bytes)),
+            Self::Holding(body, _) => write!(f, "Holding a request slot, {body:?}"),
         }
     }
 }
@@ -118,6 +124,7 @@ impl Body for ProxyBody {
                 Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
                 None => Pin::new(body.as_mut()).poll_frame(cx),
             },
+            Self::Holding(body, _) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -128,6 +135,7 @@ impl Body for ProxyBody {
             Self::Stream(body) => body.is_end_stream(),
             Self::Upstream(body) => body.is_end_stream(),
             Self::Prefixed(head, body) => head.is_none() && body.is_end_stream(),
+            Self::Holding(body, _) => body.is_end_stream(),
         }
     }
 
@@ -147,6 +155,7 @@ impl Body for ProxyBody {
                 }
                 hint
             }
+            Self::Holding(body, _) => body.size_hint(),
         }
     }
 }

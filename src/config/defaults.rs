@@ -73,6 +73,19 @@ pub const DEFAULT_MAX_KEYS: usize = 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// `upstream.retry_throttled`: off, SFMC's 429 and 503 reach the client as
+/// they are (its own retry logic may already handle them).
+pub const DEFAULT_RETRY_THROTTLED: bool = false;
+
+/// `upstream.max_retry_wait`: the longest `Retry-After` the proxy waits out
+/// itself; a longer one is the client's to handle (no caller should hang
+/// minutes on a proxy that looks dead).
+pub const DEFAULT_MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+
+/// `tenants.NAME.queue_timeout`: how long a request waits for one of its
+/// tenant's `max_concurrent_requests` slots before `503 upstream_busy`.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `upstream.allowed_instance_hosts`: SFMC's own instance hosts.
 pub const DEFAULT_ALLOWED_INSTANCE_HOSTS: [&str; 1] = [".marketingcloudapis.com"];
 

@@ -45,7 +45,7 @@ pub use server::{
     default_worker_threads, list_addresses,
 };
 pub use soap::SoapSettings;
-pub use tenant::Tenant;
+pub use tenant::{ConcurrencyLimit, Tenant};
 pub use token::TokenSettings;
 pub use upstream::UpstreamSettings;
 use values::Expander;
@@ -187,7 +187,7 @@ impl Settings {
             tenants,
             default_tenant,
             mut left_out,
-        } = tenant::validate_tenants(raw.tenants, only, config_file, &expander)?;
+        } = tenant::validate_tenants(raw.tenants, only, config_file, &upstream, &expander)?;
         let broker = broker::validate(
             raw.broker,
             &server,

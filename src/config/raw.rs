@@ -62,6 +62,8 @@ pub(super) struct RawUpstream {
     pub proxy: Option<String>,
     pub proxy_password_file: Option<String>,
     pub no_proxy: Option<Vec<String>>,
+    pub retry_throttled: Option<bool>,
+    pub max_retry_wait: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +100,9 @@ pub(super) struct RawTenant {
     pub allow_paths: Vec<String>,
     pub deny_paths: Vec<String>,
     pub default: bool,
+    pub retry_throttled: Option<bool>,
+    pub max_concurrent_requests: Option<usize>,
+    pub queue_timeout: Option<String>,
 }
 
 /// Deserialisable MID: SFMC MIDs are numbers, but TOML users write both

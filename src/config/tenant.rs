@@ -1,15 +1,19 @@
 //! `[tenants.NAME]`: one installed package each — its URLs, credentials,
-//! business units, scope, path prefix and grant — validated into [`Tenant`]s,
-//! and which of them is the default.
+//! business units, scope, path prefix, grant, and how hard it may press on
+//! SFMC (`retry_throttled`, `max_concurrent_requests`) — validated into
+//! [`Tenant`]s, and which of them is the default.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use super::defaults::DEFAULT_QUEUE_TIMEOUT;
 use super::grant::{self, Grant};
 use super::policy::{self, Policy};
 use super::raw::RawTenant;
-use super::values::{Expander, normalise_scope, parse_http_url, parse_mid};
+use super::upstream::UpstreamSettings;
+use super::values::{Expander, duration_or, normalise_scope, parse_http_url, parse_mid};
 use super::{ConfigError, Secret, invalid};
 
 /// One SFMC installed package (server-to-server, client credentials).
@@ -39,7 +43,25 @@ pub struct Tenant {
     /// The config file it was read from (absolute), for the commands that
     /// hints name; `None` for settings made from text.
     pub config_file: Option<Arc<Path>>,
+    /// Whether a request SFMC throttled is sent again (`retry_throttled`,
+    /// else `upstream.retry_throttled`).
+    pub retry_throttled: bool,
+    /// `max_concurrent_requests` and its `queue_timeout`; `None`: no limit.
+    pub concurrency: Option<ConcurrencyLimit>,
 }
+
+/// At most `max` of a tenant's requests at SFMC at once (from the send to
+/// the end of SFMC's response); one more waits up to `queue_timeout` for a
+/// slot, then gets `503 upstream_busy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConcurrencyLimit {
+    pub max: usize,
+    pub queue_timeout: Duration,
+}
+
+/// The most `max_concurrent_requests` may say: far above what SFMC lets one
+/// package run at once, and well inside what a semaphore counts.
+const MAX_CONCURRENT_REQUESTS: usize = 100_000;
 
 impl Tenant {
     /// The command that logs a person in to this tenant (and business unit),
@@ -74,6 +96,7 @@ pub(super) fn validate_tenants(
     raw: BTreeMap<String, RawTenant>,
     only: Option<&str>,
     config_file: Option<Arc<Path>>,
+    upstream: &UpstreamSettings,
     ex: &Expander<'_>,
 ) -> Result<ValidTenants, ConfigError> {
     if raw.is_empty() {
@@ -87,7 +110,7 @@ pub(super) fn validate_tenants(
     let mut left_out = Vec::new();
     for (name, raw_tenant) in raw {
         let is_default = raw_tenant.default;
-        let tenant = match validate_tenant(&name, raw_tenant, config_file.clone(), ex) {
+        let tenant = match validate_tenant(&name, raw_tenant, config_file.clone(), upstream, ex) {
             Ok(tenant) => tenant,
             Err(error @ ConfigError::MissingVariable { .. })
                 if only.is_some_and(|only| only != name) =>
@@ -138,6 +161,7 @@ fn validate_tenant(
     name: &str,
     raw: RawTenant,
     config_file: Option<Arc<Path>>,
+    upstream: &UpstreamSettings,
     ex: &Expander<'_>,
 ) -> Result<Tenant, ConfigError> {
     let key = |field: &str| format!("tenants.{name}.{field}");
@@ -232,6 +256,11 @@ fn validate_tenant(
         Some(prefix) => Some(validate_prefix(&key("path_prefix"), &prefix)?),
         None => None,
     };
+    let concurrency = validate_concurrency(
+        name,
+        raw.max_concurrent_requests,
+        raw.queue_timeout.as_deref(),
+    )?;
     Ok(Tenant {
         name: Arc::from(name),
         token_url: format!("{auth_url}/v2/token"),
@@ -246,7 +275,38 @@ fn validate_tenant(
         policy,
         notes,
         config_file,
+        retry_throttled: raw.retry_throttled.unwrap_or(upstream.retry_throttled),
+        concurrency,
     })
+}
+
+/// `max_concurrent_requests` (1 to [`MAX_CONCURRENT_REQUESTS`]) and its
+/// `queue_timeout`, which means nothing without it.
+fn validate_concurrency(
+    name: &str,
+    max: Option<usize>,
+    queue_timeout: Option<&str>,
+) -> Result<Option<ConcurrencyLimit>, ConfigError> {
+    let key = |field: &str| format!("tenants.{name}.{field}");
+    let Some(max) = max else {
+        return match queue_timeout {
+            Some(_) => Err(invalid(
+                key("queue_timeout"),
+                "applies only with max_concurrent_requests; set that too, or remove queue_timeout",
+            )),
+            None => Ok(None),
+        };
+    };
+    if !(1..=MAX_CONCURRENT_REQUESTS).contains(&max) {
+        return Err(invalid(
+            key("max_concurrent_requests"),
+            format!(
+                "must be 1 to {MAX_CONCURRENT_REQUESTS} (remove the key for no limit); {max} given"
+            ),
+        ));
+    }
+    let queue_timeout = duration_or(&key("queue_timeout"), queue_timeout, DEFAULT_QUEUE_TIMEOUT)?;
+    Ok(Some(ConcurrencyLimit { max, queue_timeout }))
 }
 
 /// `auth_url` without a trailing `/v2/token` (any case), which SFMC's docs

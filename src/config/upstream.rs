@@ -1,6 +1,8 @@
 //! `[upstream]`: the client to SFMC's instances — connect and response
 //! timeouts, the CA file for TLS inspection, the hosts an instance URL may
-//! name, the idle timer on SFMC's bodies, and the egress path (`egress`).
+//! name, the idle timer on SFMC's bodies, the egress path (`egress`), and
+//! whether a throttled request is sent again (`retry_throttled`, the default
+//! of each tenant's own key, and `max_retry_wait`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use super::ConfigError;
 use super::defaults::{
     DEFAULT_ALLOWED_INSTANCE_HOSTS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_RESPONSE_TIMEOUT,
+    DEFAULT_MAX_RETRY_WAIT, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_RETRY_THROTTLED,
 };
 use super::egress::{self, Egress};
 use super::invalid;
@@ -28,6 +30,10 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     /// The forward proxy calls to SFMC go through, if any.
     pub egress: Egress,
+    /// Tenants that do not say: whether a request SFMC throttled is sent again.
+    pub retry_throttled: bool,
+    /// The longest `Retry-After` the proxy waits out before sending again.
+    pub max_retry_wait: Duration,
 }
 
 pub(super) fn validate(
@@ -76,8 +82,15 @@ pub(super) fn validate(
         raw.no_proxy.as_deref(),
         ex,
     )?;
+    let max_retry_wait = duration_or(
+        "upstream.max_retry_wait",
+        raw.max_retry_wait.as_deref(),
+        DEFAULT_MAX_RETRY_WAIT,
+    )?;
     Ok(UpstreamSettings {
         egress,
+        retry_throttled: raw.retry_throttled.unwrap_or(DEFAULT_RETRY_THROTTLED),
+        max_retry_wait,
         connect_timeout,
         response_timeout,
         ca_file,

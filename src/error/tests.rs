@@ -122,10 +122,19 @@ fn statuses_and_codes_follow_the_contract() {
         ),
         (ProxyError::Internal("x".into()), 500, "internal_error"),
         (ProxyError::Overloaded("x".into()), 503, "overloaded"),
+        (
+            ProxyError::UpstreamBusy {
+                tenant: "a".into(),
+                limit: 4,
+                waited: std::time::Duration::from_secs(30),
+            },
+            503,
+            "upstream_busy",
+        ),
     ];
     for (error, status, code) in cases {
         let side = match code {
-            "internal_error" | "overloaded" => Side::Internal,
+            "internal_error" | "overloaded" | "upstream_busy" => Side::Internal,
             _ => match status {
                 502..=504 => Side::Upstream,
                 _ => Side::Downstream,

@@ -1,14 +1,18 @@
 //! Forwarding: the rewrite of a client request into an SFMC request (sent by
 //! [`crate::upstream`]), the preparation of the request body for a possible
-//! replay, and each API's send (`rest`, `soap`) as an `Exchange` for the
-//! replay-once rule in `crate::replay`.
+//! replay, the tenant's request slot (`slots`), and each API's send (`rest`,
+//! `soap`) as an `Exchange` for the rules in `crate::replay` (replay once
+//! after a refused token, retry after throttling).
 //!
 //! Bodies stream: only a body small enough to replay (`replay_body_limit`,
 //! announced by `Content-Length`) is held in memory; everything else flows
 //! through frame by frame.
 
 mod rest;
+mod slots;
 mod soap;
+
+pub use slots::Slots;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -17,17 +21,51 @@ use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 
 use crate::body::{ClientBody, ProxyBody};
+use crate::config::Tenant;
 use crate::error::{ProxyError, error_chain};
 use crate::headers::strip_hop_by_hop;
+use crate::replay::{self, Exchange};
+use crate::route::Target;
+use crate::telemetry::AccessRecord;
+use crate::throttle::RetryRule;
 use crate::token::{Token, TokenCache};
 use crate::upstream::{InstanceBase, Upstream};
 
 /// What forwarding a request uses of the proxy: the client to SFMC, the
-/// token cache, and how much of a body is held for a replay.
+/// token cache, how much of a body is held for a replay, the tenants'
+/// request slots, and the longest `Retry-After` waited out.
 pub struct Forwarder<'a> {
     pub upstream: &'a Upstream<ProxyBody>,
     pub tokens: &'a TokenCache,
     pub replay_limit: usize,
+    pub slots: &'a Slots,
+    pub max_retry_wait: std::time::Duration,
+}
+
+impl Forwarder<'_> {
+    /// Sends `exchange` under the rules of `replay`, holding one of the
+    /// tenant's request slots (if it has a limit) until SFMC's response ends.
+    async fn send(
+        &self,
+        exchange: &mut impl Exchange,
+        target: &Target,
+        record: &mut AccessRecord,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let slot = self.slots.take(&target.tenant).await?;
+        let retry = self.retry_rule(&target.tenant);
+        let response = replay::replay_once(exchange, self.tokens, target, retry, record).await?;
+        Ok(match slot {
+            Some(slot) => response.map(|body| ProxyBody::Holding(Box::new(body), slot)),
+            None => response,
+        })
+    }
+
+    fn retry_rule(&self, tenant: &Tenant) -> RetryRule {
+        RetryRule {
+            enabled: tenant.retry_throttled,
+            max_wait: self.max_retry_wait,
+        }
+    }
 }
 
 /// A request body ready to send: held (and so replayable after a 401) or streamed.

@@ -1,6 +1,9 @@
 //! A REST call: the token in `Authorization`, the client's body streamed or
 //! held, a resend on a fresh connection if a kept-alive one closes under an
-//! idempotent request, and the replay after a 401 (the rule is `replay`'s).
+//! idempotent request, the replay after a 401 and the retry after a 429 or
+//! 503 (the rules are `replay`'s).
+
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -13,6 +16,7 @@ use crate::headers::strip_request_headers;
 use crate::replay::{self, Verdict};
 use crate::route::Target;
 use crate::telemetry::{AccessRecord, X_REQUEST_ID};
+use crate::throttle;
 use crate::token::Lease;
 use crate::upstream::Upstream;
 
@@ -38,20 +42,20 @@ impl Forwarder<'_> {
             replay: body.replay_copy().map(|bytes| (bytes, headers.clone())),
             first: Some((headers, body)),
         };
-        replay::replay_once(&mut exchange, self.tokens, target, record).await
+        self.send(&mut exchange, target, record).await
     }
 }
 
 /// A REST request: sent first with the client's body (streamed or held),
 /// resent on a fresh connection if a kept-alive one closes under it, and
-/// replayed from the held copy after a 401.
+/// sent again from the held copy after a 401 or throttling.
 struct RestExchange<'a> {
     upstream: &'a Upstream<ProxyBody>,
     method: Method,
     target: &'a Target,
     /// The headers and body of the first send (taken by it).
     first: Option<(HeaderMap, OutboundBody)>,
-    /// A copy of both when the body was held.
+    /// A copy of both when the body was held (each later send clones it).
     replay: Option<(Bytes, HeaderMap)>,
 }
 
@@ -89,8 +93,8 @@ impl replay::Exchange for RestExchange<'_> {
                     .await?
             }
             None => {
-                let (bytes, headers) = self.replay.take().ok_or_else(|| {
-                    ProxyError::Internal("a REST request was replayed twice".into())
+                let (bytes, headers) = self.replay.clone().ok_or_else(|| {
+                    ProxyError::Internal("a streamed REST request was sent again".into())
                 })?;
                 let request = self.request(lease, headers, ProxyBody::full(bytes))?;
                 self.upstream.send(instance, request).await?
@@ -98,6 +102,9 @@ impl replay::Exchange for RestExchange<'_> {
         };
         let verdict = match response.status() {
             StatusCode::UNAUTHORIZED => Verdict::TokenRefused,
+            status if throttle::is_throttling(status) => {
+                Verdict::Throttled(throttle::retry_after(response.headers(), SystemTime::now()))
+            }
             _ => Verdict::Answered,
         };
         Ok((respond(response), verdict))

@@ -1,7 +1,8 @@
 //! A SOAP call: the envelope (read up to the end of its Header by `soap`) is
 //! rewritten with each lease's token in `fueloauth`, and SFMC's
 //! `Token Expired` / `Login failed` faults take the place of REST's 401 in
-//! the replay (the rule is `replay`'s).
+//! the replay, its `Rate Limited` fault that of REST's 429 in the retry
+//! (the rules are `replay`'s).
 
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Response, header};
@@ -14,6 +15,7 @@ use crate::replay::{self, Verdict};
 use crate::route::Target;
 use crate::soap::{self, Envelope, EnvelopeStart};
 use crate::telemetry::{AccessRecord, X_REQUEST_ID};
+use crate::throttle;
 use crate::token::Lease;
 
 impl Forwarder<'_> {
@@ -41,7 +43,7 @@ impl Forwarder<'_> {
             headers,
             envelope,
         };
-        replay::replay_once(&mut exchange, self.tokens, &target, record).await
+        self.send(&mut exchange, &target, record).await
     }
 }
 
@@ -81,7 +83,9 @@ impl SoapExchange<'_> {
         let (response, fault) = soap::inspect_response(response).await;
         let verdict = match fault {
             Some(soap::Fault::TokenRefused) => Verdict::TokenRefused,
-            Some(soap::Fault::RateLimited) => Verdict::Throttled,
+            Some(soap::Fault::RateLimited) => {
+                Verdict::Throttled(Some(throttle::SOAP_RATE_LIMITED_WAIT))
+            }
             None => Verdict::Answered,
         };
         Ok((response, verdict))

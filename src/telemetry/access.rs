@@ -94,8 +94,11 @@ pub struct AccessRecord {
     pub api: Option<Api>,
     pub token: Option<Outcome>,
     pub replayed: bool,
-    /// SFMC answered with a SOAP `Rate Limited` fault.
-    pub throttled: bool,
+    /// SFMC's answers that said it was throttling (REST 429 or 503, SOAP
+    /// `Rate Limited`): one per send.
+    pub throttled: u32,
+    /// Times the request was sent again after throttling.
+    pub throttle_retries: u32,
     error: Option<&'static str>,
     status: Option<StatusCode>,
     upstream_status: Option<StatusCode>,
@@ -165,7 +168,8 @@ impl AccessRecord {
             api: None,
             token: None,
             replayed: false,
-            throttled: false,
+            throttled: 0,
+            throttle_retries: 0,
             error: None,
             status: None,
             upstream_status: None,
@@ -238,6 +242,7 @@ impl AccessRecord {
             token: self.token,
             replayed: self.replayed,
             throttled: self.throttled,
+            throttle_retries: self.throttle_retries,
         });
         if self.enabled {
             self.log(duration);
@@ -271,6 +276,7 @@ impl AccessRecord {
                     api = self.api.map(Api::as_str),
                     token = self.token.map(Outcome::as_str),
                     replayed = self.replayed,
+                    throttle_retries = self.throttle_retries,
                     error = self.error,
                     completed = self.completed,
                     "request"

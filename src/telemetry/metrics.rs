@@ -31,7 +31,7 @@ use crate::route::Api;
 use crate::token::{Outcome, Sent, TokenCache, TokenEvents};
 pub use labels::Label;
 use labels::{
-    ApiLabels, BusinessUnitLabels, LookupLabels, Names, RequestLabels, ResultLabels,
+    ApiLabels, BusinessUnitLabels, LookupLabels, Names, RequestLabels, ResultLabels, TenantLabels,
     TokenRequestLabels, method_label,
 };
 use state::StateCollector;
@@ -65,8 +65,20 @@ pub struct RequestDone<'a> {
     pub bytes_out: u64,
     pub token: Option<Outcome>,
     pub replayed: bool,
-    /// SFMC said it was throttling (a SOAP `Rate Limited` fault).
-    pub throttled: bool,
+    /// SFMC's answers that said it was throttling (REST 429 or 503, SOAP
+    /// `Rate Limited`), retried ones included.
+    pub throttled: u32,
+    /// Times the request was sent again after throttling.
+    pub throttle_retries: u32,
+}
+
+/// One tenant's request queue, as the metrics see it.
+#[derive(Debug, Clone, Default)]
+pub struct QueueMetrics {
+    /// Requests waiting for a slot now.
+    pub waiting: Gauge,
+    /// Requests that waited `queue_timeout` in vain.
+    pub timeouts: Counter,
 }
 
 /// The registry and every metric the proxy records.
@@ -84,6 +96,9 @@ pub struct Metrics {
     token_lookups: Family<LookupLabels, Counter>,
     replays: Family<ApiLabels, Counter>,
     throttled: Family<ApiLabels, Counter>,
+    throttle_retries: Family<ApiLabels, Counter>,
+    queued: Family<TenantLabels, Gauge>,
+    queue_timeouts: Family<TenantLabels, Counter>,
     client_connections: Gauge,
     upstream_connections: Gauge,
     reloads: Family<ResultLabels, Counter>,
@@ -182,6 +197,24 @@ impl Metrics {
             "SFMC answers saying it is throttling: HTTP 429 or 503, SOAP Rate Limited",
             throttled.clone(),
         );
+        let throttle_retries = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "upstream_throttle_retries",
+            "Requests sent again after SFMC throttled them (retry_throttled)",
+            throttle_retries.clone(),
+        );
+        let queued = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "upstream_queued",
+            "Requests waiting for one of their tenant's max_concurrent_requests slots",
+            queued.clone(),
+        );
+        let queue_timeouts = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "upstream_queue_timeouts",
+            "Requests answered 503 upstream_busy: no slot of their tenant's max_concurrent_requests came free within queue_timeout",
+            queue_timeouts.clone(),
+        );
         let client_connections = Gauge::default();
         registry.register(
             "client_connections",
@@ -224,6 +257,9 @@ impl Metrics {
             token_lookups,
             replays,
             throttled,
+            throttle_retries,
+            queued,
+            queue_timeouts,
             client_connections,
             upstream_connections,
             reloads,
@@ -276,12 +312,13 @@ impl Metrics {
         if done.replayed {
             self.replays.get_or_create(&by_api).inc();
         }
-        let throttled_status = matches!(
-            done.upstream_status,
-            Some(StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE)
-        );
-        if done.throttled || throttled_status {
-            self.throttled.get_or_create(&by_api).inc();
+        if done.throttled > 0 {
+            let answers = u64::from(done.throttled);
+            self.throttled.get_or_create(&by_api).inc_by(answers);
+        }
+        if done.throttle_retries > 0 {
+            let retries = u64::from(done.throttle_retries);
+            self.throttle_retries.get_or_create(&by_api).inc_by(retries);
         }
         if let Some(outcome) = done.token {
             self.token_lookups
@@ -331,6 +368,19 @@ impl Metrics {
         self.upstream_connections.clone()
     }
 
+    /// The waiting gauge and timeout counter of `tenant`'s request queue
+    /// (`max_concurrent_requests`). `tenant` is a configured name (of the
+    /// generation being built, which the label names may not know yet).
+    pub fn queue(&self, tenant: &Arc<str>) -> QueueMetrics {
+        let labels = TenantLabels {
+            tenant: Label::Named(tenant.clone()),
+        };
+        QueueMetrics {
+            waiting: self.queued.get_or_create(&labels).clone(),
+            timeouts: self.queue_timeouts.get_or_create(&labels).clone(),
+        }
+    }
+
     /// The tenants and MIDs that may be label values from now on (a
     /// configuration reload); counts already made keep their labels.
     pub fn configure(&self, settings: &Settings) {
@@ -351,6 +401,9 @@ impl Metrics {
                 result: "ok",
                 error: Label::empty(),
             });
+            if tenant.concurrency.is_some() {
+                let _ = self.queue(&tenant.name);
+            }
         }
         for result in ["success", "failure"] {
             let _ = self.reloads.get_or_create(&ResultLabels { result });

@@ -322,6 +322,8 @@ mod tests {
             allowed_instance_hosts: Vec::new(),
             idle_timeout: Duration::from_secs(60),
             egress: Default::default(),
+            retry_throttled: false,
+            max_retry_wait: Duration::from_secs(10),
         };
         let tls = crate::tls::client_config(None).expect("TLS set-up");
         Upstream::new(&settings, tls, Default::default())

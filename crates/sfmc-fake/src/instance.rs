@@ -15,7 +15,10 @@ use tokio::sync::Notify;
 
 use crate::auth::Issued;
 use crate::transport::{ConnectionId, HangUp, stamp};
-use crate::{NOT_AUTHORIZED, Reply, State, hex, json_response, lossy, query_pairs, text_response};
+use crate::{
+    NOT_AUTHORIZED, Reply, State, THROTTLED, hex, json_response, lock, lossy, query_pairs,
+    text_response,
+};
 
 /// The size of the chunks `/fake/download` sends.
 const CHUNK: u64 = 64 * 1024;
@@ -36,6 +39,9 @@ async fn route(req: Request<Incoming>, state: &Arc<State>) -> Reply {
     let Some(grant) = state.authorize(req.headers()) else {
         return text_response(StatusCode::UNAUTHORIZED, "application/json", NOT_AUTHORIZED);
     };
+    if State::refuse_one(&state.rest_throttled) {
+        return throttled(state);
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/fake/download") => download(req.uri().query(), state),
         (&Method::GET, "/fake/gated") => gated(state),
@@ -52,6 +58,16 @@ async fn route(req: Request<Incoming>, state: &Arc<State>) -> Reply {
         }
         _ => echo(req, &grant, None).await,
     }
+}
+
+/// SFMC's 429 (the request body is never read, as SFMC does not).
+fn throttled(state: &State) -> Reply {
+    let mut reply = text_response(StatusCode::TOO_MANY_REQUESTS, "application/json", THROTTLED);
+    let retry_after = lock(&state.rest_retry_after).clone();
+    if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        reply.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    reply
 }
 
 /// Hashes the body as it streams (never buffered), then describes the request.

@@ -67,6 +67,8 @@ const DEFAULT_SCOPE: &str =
     "email_read email_write documents_and_images_read data_extensions_read data_extensions_write";
 /// The MID of the business unit that owns the fake's package.
 const DEFAULT_MID: &str = "100";
+/// SFMC's REST throttling answer (HTTP 429).
+const THROTTLED: &str = r#"{"message":"Too many requests. Please try again later.","errorcode":50200,"documentation":"https://developer.salesforce.com/docs/marketing/marketing-cloud/guide/error-handling.html"}"#;
 const NOT_AUTHORIZED: &str = r#"{"message":"Not Authorized","errorcode":0,"documentation":"https://developer.salesforce.com/docs/atlas.en-us.mc-apis.meta/mc-apis/error-handling.htm"}"#;
 
 /// How the token response writes the instance URLs (SFMC uses all three).
@@ -130,7 +132,11 @@ struct State {
     token_requests: AtomicUsize,
     rest_requests: AtomicUsize,
     soap_requests: AtomicUsize,
-    soap_rate_limited: AtomicBool,
+    /// SOAP requests still to be answered `Rate Limited` (`usize::MAX`: all).
+    soap_rate_limited: AtomicUsize,
+    /// REST requests still to be answered 429, and the `Retry-After` they carry.
+    rest_throttled: AtomicUsize,
+    rest_retry_after: Mutex<Option<String>>,
     /// The faultstrings for an expired and an unknown token, when not SFMC's
     /// usual `Token Expired` / `Login failed`.
     soap_refusal_wording: Mutex<Option<(String, String)>>,
@@ -154,6 +160,18 @@ struct State {
 }
 
 impl State {
+    /// Whether this request is one that `counter` says to refuse (then one
+    /// fewer is left; `usize::MAX` stays).
+    fn refuse_one(counter: &AtomicUsize) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| match left {
+                0 => None,
+                usize::MAX => Some(usize::MAX),
+                left => Some(left - 1),
+            })
+            .is_ok()
+    }
+
     async fn stopped(&self) {
         let _ = self.stop.subscribe().wait_for(|stop| *stop).await;
     }
@@ -274,7 +292,23 @@ impl FakeTenant {
 
     /// While on, SOAP requests with a valid token get SFMC's `Rate Limited` fault.
     pub fn set_soap_rate_limited(&self, on: bool) {
-        self.state.soap_rate_limited.store(on, Ordering::SeqCst);
+        let remaining = if on { usize::MAX } else { 0 };
+        self.state
+            .soap_rate_limited
+            .store(remaining, Ordering::SeqCst);
+    }
+
+    /// The next `count` SOAP requests with a valid token get SFMC's `Rate
+    /// Limited` fault; those after them are answered.
+    pub fn rate_limit_soap(&self, count: usize) {
+        self.state.soap_rate_limited.store(count, Ordering::SeqCst);
+    }
+
+    /// The next `count` REST requests with a valid token get SFMC's 429,
+    /// with `Retry-After: retry_after` when given; those after them are answered.
+    pub fn throttle_rest(&self, count: usize, retry_after: Option<&str>) {
+        *lock(&self.state.rest_retry_after) = retry_after.map(str::to_owned);
+        self.state.rest_throttled.store(count, Ordering::SeqCst);
     }
 
     /// From now on SOAP refusals are worded so: the faultstring for an

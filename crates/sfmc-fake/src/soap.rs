@@ -74,7 +74,7 @@ pub(super) async fn service(req: Request<Incoming>, state: &State) -> Reply {
         Some(Err(refusal)) => return security_fault(&state.soap_refusal(Some(refusal))),
         None => return security_fault(&state.soap_refusal(None)),
     };
-    if state.soap_rate_limited.load(Ordering::SeqCst) {
+    if State::refuse_one(&state.soap_rate_limited) {
         return fault("soap:Server", "Rate Limited");
     }
     retrieve_response(&envelope, &issued, &body, &parts.headers)

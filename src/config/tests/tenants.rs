@@ -365,3 +365,53 @@ fn an_auth_url_with_a_fragment_query_or_credentials_is_refused() {
         assert_eq!(error_key(&text), "tenants.acme.auth_url", "{url}");
     }
 }
+
+#[test]
+fn throttling_retry_and_concurrency_default_off_and_are_set_per_tenant() {
+    let settings = parse(MINIMAL).expect("valid");
+    assert!(!settings.upstream.retry_throttled);
+    assert_eq!(settings.upstream.max_retry_wait, Duration::from_secs(10));
+    let tenant = &settings.tenants[0];
+    assert!(!tenant.retry_throttled);
+    assert_eq!(tenant.concurrency, None);
+
+    // [upstream] sets the default; a tenant's own key wins either way.
+    let upstream_on = "[upstream]\nretry_throttled = true\nmax_retry_wait = \"3s\"\n";
+    let beta = MINIMAL.replace("acme", "beta") + "retry_throttled = false\n";
+    let text = format!("{upstream_on}{MINIMAL}max_concurrent_requests = 8\n{beta}");
+    let settings = parse(&text).expect("valid");
+    assert_eq!(settings.upstream.max_retry_wait, Duration::from_secs(3));
+    let (acme, beta) = (&settings.tenants[0], &settings.tenants[1]);
+    assert!(acme.retry_throttled);
+    assert!(!beta.retry_throttled);
+    assert_eq!(
+        acme.concurrency,
+        Some(ConcurrencyLimit {
+            max: 8,
+            queue_timeout: Duration::from_secs(30)
+        })
+    );
+    let own = format!(
+        "{MINIMAL}retry_throttled = true\nmax_concurrent_requests = 2\nqueue_timeout = \"0s\"\n"
+    );
+    let tenant = &parse(&own).expect("valid").tenants[0];
+    assert!(tenant.retry_throttled);
+    assert_eq!(
+        tenant.concurrency.map(|c| (c.max, c.queue_timeout)),
+        Some((2, Duration::ZERO))
+    );
+}
+
+#[test]
+fn a_concurrency_limit_must_be_one_or_more_and_a_queue_timeout_needs_it() {
+    for bad in ["0", "100001"] {
+        let text = format!("{MINIMAL}max_concurrent_requests = {bad}\n");
+        assert_eq!(error_key(&text), "tenants.acme.max_concurrent_requests");
+    }
+    let alone = format!("{MINIMAL}queue_timeout = \"5s\"\n");
+    assert_eq!(error_key(&alone), "tenants.acme.queue_timeout");
+    let unreadable = format!("{MINIMAL}max_concurrent_requests = 1\nqueue_timeout = \"soon\"\n");
+    assert_eq!(error_key(&unreadable), "tenants.acme.queue_timeout");
+    let wait = format!("[upstream]\nmax_retry_wait = \"a while\"\n{MINIMAL}");
+    assert_eq!(error_key(&wait), "upstream.max_retry_wait");
+}

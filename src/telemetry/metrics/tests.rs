@@ -55,14 +55,16 @@ fn done<'a>(tenant: &'a Arc<str>, mid: &'a Arc<str>, method: &'a Method) -> Requ
         api: Some(Api::Rest),
         method,
         status: Some(StatusCode::OK),
-        upstream_status: Some(StatusCode::TOO_MANY_REQUESTS),
+        upstream_status: Some(StatusCode::OK),
         duration: Duration::from_millis(30),
         upstream: Some(Duration::from_millis(20)),
         bytes_in: 10,
         bytes_out: 2000,
         token: Some(Outcome::Hit),
         replayed: true,
-        throttled: false,
+        // A 429 retried twice, then answered.
+        throttled: 2,
+        throttle_retries: 2,
     }
 }
 
@@ -109,7 +111,8 @@ fn a_request_is_counted_with_bounded_labels() {
         r#"sfmc_proxy_requests_total{tenant="unknown",api="rest",method="GET",code="200"} 1"#,
         r#"sfmc_proxy_business_unit_requests_total{tenant="acme",mid="other",outcome="ok"} 1"#,
         r#"sfmc_proxy_replays_total{tenant="acme",api="rest"} 1"#,
-        r#"sfmc_proxy_upstream_throttled_total{tenant="acme",api="rest"} 1"#,
+        r#"sfmc_proxy_upstream_throttled_total{tenant="acme",api="rest"} 2"#,
+        r#"sfmc_proxy_upstream_throttle_retries_total{tenant="acme",api="rest"} 2"#,
         r#"sfmc_proxy_token_lookups_total{tenant="acme",result="hit"} 1"#,
         r#"sfmc_proxy_request_body_bytes_total{tenant="acme",api="rest"} 10"#,
         r#"sfmc_proxy_response_body_bytes_total{tenant="acme",api="rest"} 2000"#,
