@@ -27,4 +27,5 @@ mod soap;
 mod soap_faults;
 mod status;
 mod tenants;
+mod throttling;
 mod tokens;

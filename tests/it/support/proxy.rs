@@ -158,6 +158,14 @@ impl ProxyBuilder {
         self.set(&["upstream"], "proxy", url)
     }
 
+    pub fn retry_throttled(self, on: bool) -> Self {
+        self.set(&["upstream"], "retry_throttled", on)
+    }
+
+    pub fn max_retry_wait(self, wait: Duration) -> Self {
+        self.set(&["upstream"], "max_retry_wait", duration(wait))
+    }
+
     pub fn ca_file(self, path: &Path) -> Self {
         self.set(&["upstream"], "ca_file", path_text(path))
     }
@@ -337,6 +345,18 @@ impl Tenant {
 
     pub fn deny_paths(self, prefixes: &[&str]) -> Self {
         self.set("deny_paths", strings(prefixes))
+    }
+
+    pub fn retry_throttled(self, on: bool) -> Self {
+        self.set("retry_throttled", on)
+    }
+
+    pub fn max_concurrent_requests(self, n: usize) -> Self {
+        self.set("max_concurrent_requests", integer(n))
+    }
+
+    pub fn queue_timeout(self, timeout: Duration) -> Self {
+        self.set("queue_timeout", duration(timeout))
     }
 
     fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
