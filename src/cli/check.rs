@@ -48,6 +48,12 @@ struct TenantReport {
     /// How calls to the token endpoint leave: "direct", or through which
     /// egress proxy (from which key or variable).
     egress: String,
+    /// How the tenant meets SFMC's throttling, in words (as the text line).
+    throttling: String,
+    retry_throttled: bool,
+    max_concurrent_requests: Option<usize>,
+    /// Seconds; `null` without `max_concurrent_requests`.
+    queue_timeout: Option<f64>,
     notes: Vec<String>,
     business_units: Vec<UnitReport>,
 }
@@ -229,6 +235,7 @@ impl Checker<'_> {
     async fn tenant(&mut self, tenant: &Tenant) -> TenantReport {
         let routes = &self.settings.upstream.egress;
         let egress = routes.route_for_url(&tenant.token_url).to_string();
+        let throttling = throttling_words(tenant, self.settings.upstream.max_retry_wait);
         if !self.json {
             for note in &tenant.notes {
                 say!("note: {note}");
@@ -240,6 +247,7 @@ impl Checker<'_> {
                 grant_words(&tenant.grant)
             );
             say!("  egress: {egress}");
+            say!("  throttling: {throttling}");
         }
         let fingerprint = token_cache::fingerprint(tenant);
         let mut reports = Vec::new();
@@ -268,9 +276,36 @@ impl Checker<'_> {
             grant: grant_name(&tenant.grant),
             token_url: tenant.token_url.clone(),
             egress,
+            throttling,
+            retry_throttled: tenant.retry_throttled,
+            max_concurrent_requests: tenant.concurrency.map(|limit| limit.max),
+            queue_timeout: tenant
+                .concurrency
+                .map(|limit| limit.queue_timeout.as_secs_f64()),
             notes: tenant.notes.clone(),
             business_units: reports,
         }
+    }
+}
+
+/// What the tenant does when SFMC throttles, and how many of its requests
+/// may be at SFMC at once.
+fn throttling_words(tenant: &Tenant, max_retry_wait: std::time::Duration) -> String {
+    let show = humantime::format_duration;
+    let retry = match tenant.retry_throttled {
+        true => format!(
+            "429/503 and Rate Limited sent again (Retry-After up to {}, at most twice)",
+            show(max_retry_wait)
+        ),
+        false => "429/503 and Rate Limited passed to the client".to_owned(),
+    };
+    match tenant.concurrency {
+        Some(limit) => format!(
+            "{retry}; at most {} requests at SFMC at once, others wait up to {}",
+            limit.max,
+            show(limit.queue_timeout)
+        ),
+        None => format!("{retry}; no limit on requests at once"),
     }
 }
 

@@ -276,3 +276,45 @@ async fn rest_of(body: hyper::body::Incoming) -> String {
     let bytes = body.collect().await.expect("readable").to_bytes();
     String::from_utf8_lossy(&bytes).into_owned()
 }
+
+#[tokio::test]
+async fn check_says_how_each_tenant_meets_throttling() {
+    let fake = start_fake().await;
+    let config = TestProxy::builder()
+        .retry_throttled(true)
+        .max_retry_wait(Duration::from_secs(4))
+        .tenant(Tenant::new("acme", &fake).max_concurrent_requests(8))
+        .tenant(Tenant::new("beta", &fake).retry_throttled(false));
+    let path = config_file("check-throttling", &config.render());
+    let printed = succeeded(&run_binary(&["check", "--offline"], &path, &[]).await);
+    let said = "  throttling: 429/503 and Rate Limited sent again (Retry-After up to 4s, at most twice); at most 8 requests at SFMC at once, others wait up to 30s";
+    assert!(printed.contains(said), "{printed}");
+    let said =
+        "  throttling: 429/503 and Rate Limited passed to the client; no limit on requests at once";
+    assert!(printed.contains(said), "{printed}");
+
+    let output = run_binary(&["check", "--offline", "--json"], &path, &[]).await;
+    let report: serde_json::Value = serde_json::from_str(&succeeded(&output)).expect("JSON");
+    let (acme, beta) = (&report["tenants"][0], &report["tenants"][1]);
+    assert_eq!(acme["name"], "acme");
+    assert_eq!(
+        (
+            &acme["retry_throttled"],
+            &acme["max_concurrent_requests"],
+            &acme["queue_timeout"]
+        ),
+        (&true.into(), &8.into(), &30.0.into())
+    );
+    assert_eq!(
+        (
+            &beta["retry_throttled"],
+            &beta["max_concurrent_requests"],
+            &beta["queue_timeout"]
+        ),
+        (
+            &false.into(),
+            &serde_json::Value::Null,
+            &serde_json::Value::Null
+        )
+    );
+}
