@@ -81,6 +81,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod error;
 pub(crate) mod failures;
+pub(crate) mod fleet;
 pub(crate) mod forward;
 #[doc(hidden)]
 pub mod fuzzing;

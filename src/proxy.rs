@@ -27,9 +27,9 @@ use crate::route::{Api, Route, Target};
 use crate::telemetry::metrics::LateEvents;
 use crate::telemetry::{AccessRecord, Logged, Metrics, X_REQUEST_ID};
 use crate::token::sfmc::SfmcTokenClient;
-use crate::token::{TokenCache, TokenEvents};
+use crate::token::{TokenCache, TokenEvents, TokenSource};
 use crate::upstream::Upstream;
-use crate::{admin, broker, guard, policy, route, soap, telemetry, tls};
+use crate::{admin, broker, fleet, guard, policy, route, soap, telemetry, tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -39,6 +39,8 @@ pub enum BuildError {
     TokenClient(#[from] reqwest::Error),
     #[error("cannot draw the status page's form token from the system's random source: {0}")]
     Random(rustls::Error),
+    #[error("[redis]: {0}")]
+    Redis(String),
 }
 
 /// Which address a request came in on.
@@ -62,6 +64,9 @@ pub struct Proxy {
     tokens: TokenCache,
     /// The `/v2/token` client behind `tokens`, also used for logins.
     client: Arc<SfmcTokenClient>,
+    /// Where `tokens` gets tokens from: `client`, or with `[redis]` the
+    /// fleet's shared tokens in front of it.
+    source: Arc<dyn TokenSource>,
     /// Shared with the next generation unless `[upstream]` changed; a
     /// response streaming from an older one keeps its pool until it ends.
     upstream: Arc<Upstream<ProxyBody>>,
@@ -82,6 +87,22 @@ pub struct Proxy {
     unproven: Arc<Semaphore>,
 }
 
+/// The token cache's source for `settings`: SFMC's `/v2/token` client, with
+/// the fleet's shared tokens in front of it when `[redis]` is set.
+fn token_source(
+    client: &Arc<SfmcTokenClient>,
+    settings: &Arc<Settings>,
+) -> Result<Arc<dyn TokenSource>, BuildError> {
+    let sfmc: Arc<dyn TokenSource> = client.clone();
+    Ok(match &settings.redis {
+        Some(redis) => {
+            let shared = fleet::SharedTokens::new(sfmc, redis, settings.clone());
+            Arc::new(shared.map_err(BuildError::Redis)?)
+        }
+        None => sfmc,
+    })
+}
+
 /// Keyless requests whose credential is read from the body, at once.
 const MAX_UNPROVEN: usize = 128;
 
@@ -94,7 +115,8 @@ impl Proxy {
         let events = Arc::new(LateEvents::default());
         let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events.clone());
         let client = Arc::new(client);
-        let tokens = TokenCache::configured(client.clone(), &settings.token);
+        let source = token_source(&client, &settings)?;
+        let tokens = TokenCache::configured(source.clone(), &settings.token);
         let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
         let live = locals.clone();
         let metrics = Metrics::new(&settings, tokens.clone(), move || live.live());
@@ -103,6 +125,7 @@ impl Proxy {
         let upstream = Arc::new(upstream);
         let slots = Slots::new(&settings, None, |tenant| metrics.queue(tenant));
         Ok(Self {
+            source,
             slots,
             admin_server: settings.server.for_admin_listener(),
             settings,
@@ -127,6 +150,7 @@ impl Proxy {
         let events: Arc<dyn TokenEvents> = self.metrics.clone();
         let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events);
         let client = Arc::new(client);
+        let source = token_source(&client, &settings)?;
         let upstream = match new_upstream {
             true => Arc::new(Upstream::new(
                 &settings.upstream,
@@ -139,6 +163,7 @@ impl Proxy {
             self.metrics.queue(tenant)
         });
         Ok(Self {
+            source,
             slots,
             admin_server: settings.server.for_admin_listener(),
             settings,
@@ -163,6 +188,11 @@ impl Proxy {
 
     pub fn client(&self) -> &Arc<SfmcTokenClient> {
         &self.client
+    }
+
+    /// What the token cache asks for tokens under this generation.
+    pub fn token_source(&self) -> &Arc<dyn TokenSource> {
+        &self.source
     }
 
     pub fn locals(&self) -> &LocalTokens {

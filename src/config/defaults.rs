@@ -104,3 +104,16 @@ pub const DEFAULT_BROKER_TOKEN_LIFETIME: Duration = Duration::from_secs(1080);
 
 /// `tenants.NAME.pkce`.
 pub const DEFAULT_PKCE: bool = true;
+
+/// `redis.key_prefix`: every key the proxy writes starts with it.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "sfmc-proxy:";
+
+/// `redis.lock_timeout`: twice a token request's `token.request_timeout`,
+/// so a fetch fits in one lease; a replica that dies holding the lock
+/// frees it after this.
+pub const DEFAULT_REDIS_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `redis.operation_timeout`: Redis answers in well under a millisecond on
+/// a local network; slower is a Redis in trouble, and requests go on
+/// without it.
+pub const DEFAULT_REDIS_OPERATION_TIMEOUT: Duration = Duration::from_millis(250);

@@ -7,7 +7,7 @@
 //!
 //! One file a section: `server`, `token`, `upstream`, `soap`, `tenant` (with
 //! `grant`: client credentials or a person's login, and `policy`: what it
-//! lets through), `broker`; `defaults`
+//! lets through), `broker`, `redis`; `defaults`
 //! names every default; `raw` is the file as written, `values` the shared
 //! value parsers, `parse_error` the wording of TOML syntax errors.
 
@@ -23,6 +23,7 @@ mod listen;
 mod parse_error;
 mod policy;
 mod raw;
+mod redis;
 mod server;
 mod soap;
 mod tenant;
@@ -40,6 +41,7 @@ pub use grant::{AppType, Grant};
 pub use listen::ListenOverride;
 pub use policy::{NormalPath, PathPrefix, Policy, Unreadable, normalise_path};
 use raw::RawConfig;
+pub use redis::{MIN_ENCRYPTION_KEY_CHARS, RedisSettings};
 pub use server::{
     MAX_DEFAULT_WORKER_THREADS, MAX_WORKER_THREADS, ReadyRequires, ServerSettings,
     default_worker_threads, list_addresses,
@@ -117,6 +119,8 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub soap: SoapSettings,
     pub broker: BrokerSettings,
+    /// `[redis]`: the store replicas share; `None`: this process alone.
+    pub redis: Option<RedisSettings>,
     /// In name order; at least one.
     pub tenants: Vec<Arc<Tenant>>,
     /// Index into `tenants` of the tenant that serves requests with no selector.
@@ -182,6 +186,7 @@ impl Settings {
         let token = token::validate(raw.token, &expander)?;
         let upstream = upstream::validate(raw.upstream, &expander)?;
         let soap = soap::validate(raw.soap)?;
+        let redis = redis::validate(raw.redis, &expander)?;
         let only = options.only_tenant.as_deref();
         let tenant::ValidTenants {
             tenants,
@@ -209,6 +214,7 @@ impl Settings {
             upstream,
             soap,
             broker,
+            redis,
             tenants,
             default_tenant,
             left_out,

@@ -13,6 +13,7 @@ pub(super) struct RawConfig {
     pub upstream: RawUpstream,
     pub soap: RawSoap,
     pub broker: RawBroker,
+    pub redis: Option<RawRedis>,
     pub tenants: BTreeMap<String, RawTenant>,
 }
 
@@ -71,6 +72,21 @@ pub(super) struct RawUpstream {
 pub(super) struct RawSoap {
     pub header_limit: Option<String>,
     pub preauth_limit: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRedis {
+    pub url: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub key_prefix: Option<String>,
+    pub encryption_key: Option<String>,
+    pub encryption_key_file: Option<String>,
+    pub previous_encryption_key: Option<String>,
+    pub ca_file: Option<String>,
+    pub lock_timeout: Option<String>,
+    pub operation_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -137,7 +137,7 @@ impl Live {
         // The cache's source first: from here on every fetch knows the new
         // tenants, so a new tenant's first request never meets the old client.
         let tokens = next.tokens().clone();
-        tokens.reconfigure(next.client().clone(), &settings.token);
+        tokens.reconfigure(next.token_source().clone(), &settings.token);
         next.locals().set_lifetime(settings.broker.token_lifetime);
         next.metrics().configure(&settings);
         let report = forget_void(old.settings(), &next, changes);

@@ -406,6 +406,12 @@ impl TokenCache {
         }
         state.token = None;
         state.last_rejection = Some(now);
+        drop(state);
+        self.inner
+            .tuning
+            .load()
+            .source
+            .refused(key, failed.access_token());
         true
     }
 

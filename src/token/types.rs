@@ -248,6 +248,10 @@ pub trait TokenSource: Send + Sync + 'static {
     fn target(&self, _key: &TokenKey) -> String {
         "the token source".to_owned()
     }
+
+    /// SFMC refused `access_token`, which this source gave for `key`, and
+    /// the cache dropped it: a source that shares tokens stops handing it out.
+    fn refused(&self, _key: &TokenKey, _access_token: &str) {}
 }
 
 /// How a request got its token, for the access log.

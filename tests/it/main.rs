@@ -10,6 +10,7 @@ mod cli;
 mod diagnosis;
 mod egress;
 mod flags;
+mod fleet;
 mod forward_proxy;
 mod guard;
 mod hints;

@@ -39,11 +39,8 @@
 //! `ConnectPort` line every port may be tunnelled to (Debian's packaged
 //! config allows only 443 and 563; this one is written from scratch).
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -51,12 +48,6 @@ use tokio::process::{Child, Command};
 
 use super::closed_port;
 use super::tools;
-
-/// How long a child may take to say it listens.
-const READY_WITHIN: Duration = Duration::from_secs(20);
-
-/// How often its log is read meanwhile.
-const POLL: Duration = Duration::from_millis(10);
 
 /// What stays as is in a URL's userinfo (RFC 3986 unreserved).
 const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
@@ -106,9 +97,9 @@ impl ForwardProxy {
         let mut command = Command::new(tools::tinyproxy());
         command.arg("-d").arg("-c").arg(&config_path);
         let stderr = dir.join(format!("tinyproxy-{port}.stderr"));
-        let mut child = spawn(command, &stderr);
+        let mut child = tools::spawn(command, &stderr);
         let ready = "Starting main loop. Accepting connections.";
-        wait_for_line(&mut child, &log, &stderr, ready, "tinyproxy").await;
+        tools::wait_for_line(&mut child, &log, &stderr, ready, "tinyproxy").await;
         ForwardProxy {
             _child: child,
             addr,
@@ -150,7 +141,7 @@ impl ForwardProxy {
 
     /// The whole log so far.
     pub fn log(&self) -> String {
-        read_lossy(&self.log)
+        tools::read_lossy(&self.log)
     }
 
     /// Each request line logged, in order: `CONNECT 127.0.0.1:443 HTTP/1.1`,
@@ -229,15 +220,15 @@ impl TlsFront {
         let mut command = Command::new(tools::stunnel());
         command.arg(&config_path);
         let stderr = dir.join(format!("stunnel-{port}.stderr"));
-        let mut child = spawn(command, &stderr);
+        let mut child = tools::spawn(command, &stderr);
         // "Configuration successful" comes before the bind; this is after.
         let ready = "Service [front] (FD=";
-        wait_for_line(&mut child, &log, &stderr, ready, "stunnel").await;
+        tools::wait_for_line(&mut child, &log, &stderr, ready, "stunnel").await;
         let bound_to = format!(" bound to {addr}");
         assert!(
-            read_lossy(&log).contains(&bound_to),
+            tools::read_lossy(&log).contains(&bound_to),
             "stunnel bound elsewhere than {addr}:\n{}",
-            read_lossy(&log)
+            tools::read_lossy(&log)
         );
         TlsFront {
             _child: child,
@@ -268,7 +259,7 @@ impl TlsFront {
 
     /// stunnel's log so far (a line per accepted and closed connection).
     pub fn log(&self) -> String {
-        read_lossy(&self.log)
+        tools::read_lossy(&self.log)
     }
 }
 
@@ -284,48 +275,4 @@ fn credentialed(scheme: &str, authority: &str, user: &str, pass: &str) -> String
         utf8_percent_encode(user, USERINFO),
         utf8_percent_encode(pass, USERINFO)
     )
-}
-
-/// Spawns `command` with its stderr in `stderr` (read when it fails to
-/// start), killed when the `Child` drops.
-fn spawn(mut command: Command, stderr: &Path) -> Child {
-    let file = File::create(stderr).unwrap_or_else(|e| panic!("create {stderr:?}: {e}"));
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{command:?} does not start: {e}"))
-}
-
-/// Reads `log` until it has `needle`, for at most `READY_WITHIN`; fails
-/// early, with the log and stderr, when the child exits first.
-async fn wait_for_line(child: &mut Child, log: &Path, stderr: &Path, needle: &str, what: &str) {
-    let deadline = Instant::now() + READY_WITHIN;
-    loop {
-        let text = read_lossy(log);
-        if text.contains(needle) {
-            return;
-        }
-        if let Some(status) = child.try_wait().expect("child status") {
-            panic!(
-                "{what} exited ({status}) before it listened:\n{text}\nstderr:\n{}",
-                read_lossy(stderr)
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not log {needle:?} within {READY_WITHIN:?}:\n{text}\nstderr:\n{}",
-            read_lossy(stderr)
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// A file's text, "" while it does not exist yet.
-fn read_lossy(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-        .unwrap_or_default()
 }

@@ -6,6 +6,7 @@ mod binary;
 mod command;
 pub mod forward_proxy;
 mod proxy;
+pub mod redis;
 pub mod soap;
 pub mod tools;
 

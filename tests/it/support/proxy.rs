@@ -162,6 +162,15 @@ impl ProxyBuilder {
         self.set(&["upstream"], "retry_throttled", on)
     }
 
+    /// `[redis]` at `url`, with a fixed test encryption key.
+    pub fn redis(self, url: &str) -> Self {
+        self.set(&["redis"], "url", url).set(
+            &["redis"],
+            "encryption_key",
+            "test-encryption-key-0123456789-abcdef",
+        )
+    }
+
     pub fn max_retry_wait(self, wait: Duration) -> Self {
         self.set(&["upstream"], "max_retry_wait", duration(wait))
     }

@@ -1,0 +1,225 @@
+//! The proxy's Redis client: one multiplexed connection (redis-rs's
+//! `ConnectionManager`, which reconnects by itself), opened on first use so
+//! that a Redis down at start costs nothing but its absence, and the few
+//! operations the fleet needs — read, write with a time to live, and the
+//! lock (`SET NX PX` with a random owner; renew and release only by that
+//! owner, in Lua, so a lock that expired and went to another replica is
+//! never touched) and compare-and-delete of an entry.
+//!
+//! Every operation ends within `redis.operation_timeout`. An error says
+//! whether Redis could not be reached (then a replica goes on alone) or
+//! was only slow (then a waiter waits and reads again).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script, TlsCertificates};
+
+use crate::config::RedisSettings;
+
+/// What went wrong with a Redis operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisError {
+    /// No connection: refused, dropped, or not opened within the timeout.
+    #[error("Redis at {url} cannot be reached: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// Connected, but no answer within `redis.operation_timeout`.
+    #[error("Redis at {url} did not answer within redis.operation_timeout ({})", humantime::format_duration(*.timeout))]
+    Slow { url: String, timeout: Duration },
+    /// Redis answered with an error (a refused ACL, a read-only replica…).
+    #[error("Redis at {url} refused: {reason}")]
+    Refused { url: String, reason: String },
+}
+
+/// Releases a lock only while `owner` holds it.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// Extends a lock only while `owner` holds it.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0";
+
+/// Deletes an entry only while it holds exactly this value.
+const DELETE_IF: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// A connection to the `[redis]` server, shared by every request.
+#[derive(Clone)]
+pub struct Redis {
+    connection: ConnectionManager,
+    url: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// The client for `settings`; connects on first use. Fails only on a
+    /// URL redis-rs cannot use or an unreadable `ca_file`.
+    pub fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
+        let url = settings.shown_url.clone();
+        let refused = |reason: String| RedisError::Refused {
+            url: url.clone(),
+            reason,
+        };
+        let mut info = redis::IntoConnectionInfo::into_connection_info(settings.url.expose())
+            .map_err(|e| refused(e.to_string()))?;
+        if let Some(password) = &settings.password {
+            let mut redis = info
+                .redis_settings()
+                .clone()
+                .set_password(password.expose());
+            if let Some(user) = &settings.username {
+                redis = redis.set_username(user);
+            }
+            info = info.set_redis_settings(redis);
+        }
+        let client = match &settings.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    refused(format!("cannot read redis.ca_file {}: {e}", path.display()))
+                })?;
+                let certificates = TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                Client::build_with_tls(info, certificates)
+            }
+            None => Client::open(info),
+        }
+        .map_err(|e| refused(e.to_string()))?;
+        let timeout = settings.operation_timeout;
+        // Reconnects are tried quickly and a few times only: a request
+        // never waits on them longer than the operation's timeout anyway.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(100));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| refused(e.to_string()))?;
+        Ok(Self {
+            connection,
+            url,
+            timeout,
+        })
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, RedisError> {
+        self.run(redis::cmd("GET").arg(name)).await
+    }
+
+    /// Stores `value` under `name` for `ttl` (at least a millisecond).
+    pub async fn set(&self, name: &str, value: &[u8], ttl: Duration) -> Result<(), RedisError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(name).arg(value).arg("PX").arg(millis(ttl));
+        self.run::<()>(&cmd).await
+    }
+
+    /// Takes the lock `name` for `ttl` if nobody holds it: whether it was won.
+    pub async fn lock(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, RedisError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(name)
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl));
+        let reply: Option<String> = self.run(&cmd).await?;
+        Ok(reply.is_some())
+    }
+
+    /// Extends the lock for `ttl` while `owner` still holds it.
+    pub async fn renew(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, RedisError> {
+        let script = Script::new(RENEW);
+        let mut invocation = script.key(name);
+        invocation.arg(owner).arg(millis(ttl));
+        let renewed: i64 = self.script(&invocation).await?;
+        Ok(renewed == 1)
+    }
+
+    /// Releases the lock while `owner` still holds it.
+    pub async fn release(&self, name: &str, owner: &str) -> Result<(), RedisError> {
+        let script = Script::new(RELEASE);
+        let mut invocation = script.key(name);
+        invocation.arg(owner);
+        self.script::<i64>(&invocation).await.map(drop)
+    }
+
+    /// Deletes `name` only while it holds exactly `value`: whether it did.
+    pub async fn delete_if(&self, name: &str, value: &[u8]) -> Result<bool, RedisError> {
+        let script = Script::new(DELETE_IF);
+        let mut invocation = script.key(name);
+        invocation.arg(value);
+        let deleted: i64 = self.script(&invocation).await?;
+        Ok(deleted == 1)
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+        let mut connection = self.connection.clone();
+        let query = cmd.query_async(&mut connection);
+        self.bounded(query).await
+    }
+
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        let mut connection = self.connection.clone();
+        let invoke = invocation.invoke_async(&mut connection);
+        self.bounded(invoke).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RedisError> {
+        match tokio::time::timeout(self.timeout, operation).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.classify(&error)),
+            Err(_) => Err(RedisError::Slow {
+                url: self.url.clone(),
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    fn classify(&self, error: &redis::RedisError) -> RedisError {
+        let url = self.url.clone();
+        let reason = error.to_string();
+        if error.is_timeout() {
+            RedisError::Slow {
+                url,
+                timeout: self.timeout,
+            }
+        } else if error.is_io_error()
+            || error.is_connection_refusal()
+            || error.is_connection_dropped()
+            || error.is_unrecoverable_error()
+        {
+            RedisError::Unreachable { url, reason }
+        } else {
+            RedisError::Refused { url, reason }
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}

@@ -1,0 +1,365 @@
+//! One access token per (tenant, business unit, scope) for the whole fleet:
+//! [`SharedTokens`] is the token source the cache asks on a miss or a
+//! refresh when `[redis]` is set. It stands in front of SFMC's `/v2/token`
+//! client:
+//!
+//! 1. A sealed entry in Redis that is still fresh (outside the refresh
+//!    window) is the token: no request to SFMC.
+//! 2. Else the replica takes the key's lock (`SET NX PX`, a random owner,
+//!    `redis.lock_timeout`, renewed while the request runs), reads the entry
+//!    once more (another replica may have just written it), asks SFMC, writes
+//!    the token sealed with a time to live of its lifetime, and releases the
+//!    lock. Replicas that did not win wait (polling every 25–100 ms,
+//!    jittered) for the winner's token — or for the lock to free, when the
+//!    winner died — while the cache in front of them goes on serving the
+//!    current token where it is still valid.
+//! 3. A token SFMC refused (a 401 or `Token Expired` on this replica) is
+//!    deleted from Redis only while the entry still holds it
+//!    (compare-and-delete) before the next read, so a revocation costs the
+//!    fleet one new token.
+//!
+//! Redis that cannot be reached sends the replica to SFMC on its own (the
+//! cache's single flight and the tenant's rate limit still bound it); Redis
+//! that is only slow makes a waiter wait and read again. Login tenants
+//! (authorization code) are not shared yet: their refresh tokens are the
+//! file store's, and they go to SFMC as without Redis.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use super::client::{Redis, RedisError};
+use super::seal::Sealer;
+use crate::config::{Grant, RedisSettings, Settings, Tenant};
+use crate::token::{FetchFuture, FetchedToken, TokenError, TokenKey, TokenSource};
+use crate::upstream::InstanceBase;
+
+/// A waiter's pause between two reads, at least and at most (jittered, so
+/// replicas do not read in step).
+const POLL_MIN: Duration = Duration::from_millis(25);
+const POLL_MAX: Duration = Duration::from_millis(100);
+
+/// What is sealed under a token's name.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    access_token: String,
+    /// Unix milliseconds.
+    expires_at: u64,
+    scope: Option<String>,
+    rest_instance: String,
+    soap_instance: Option<String>,
+}
+
+/// The fleet's token source (see the module's docs).
+pub struct SharedTokens {
+    sfmc: Arc<dyn TokenSource>,
+    redis: Redis,
+    sealer: Sealer,
+    settings: Arc<Settings>,
+    lock_timeout: Duration,
+    /// A token entry this replica read or wrote, by key: the sealed bytes,
+    /// and the token in them, so that a refusal can delete exactly it.
+    seen: DashMap<TokenKey, Seen>,
+}
+
+/// Where one key's fleet state lives in Redis.
+struct Names {
+    entry: String,
+    /// The entry as `redis.previous_encryption_key` named it, if set.
+    previous: Option<String>,
+    lock: String,
+}
+
+#[derive(Clone)]
+struct Seen {
+    sealed: Arc<Vec<u8>>,
+    access_token: Arc<str>,
+    /// SFMC refused this token: the next fetch deletes the entry if it
+    /// still holds it, and does not serve it.
+    refused: bool,
+}
+
+impl SharedTokens {
+    pub fn new(
+        sfmc: Arc<dyn TokenSource>,
+        redis: &RedisSettings,
+        settings: Arc<Settings>,
+    ) -> Result<Self, String> {
+        let sealer = Sealer::new(redis)
+            .map_err(|_| "cannot derive the keys that seal Redis entries".to_owned())?;
+        let client = Redis::new(redis).map_err(|e| e.to_string())?;
+        Ok(Self {
+            sfmc,
+            redis: client,
+            sealer,
+            lock_timeout: redis.lock_timeout,
+            settings,
+            seen: DashMap::new(),
+        })
+    }
+
+    /// The Redis names of `key`'s token and lock, bound to the package
+    /// (auth URL, client id) as well as the key.
+    fn names(&self, tenant: &Tenant, key: &TokenKey) -> Names {
+        let parts = [
+            &*key.tenant,
+            tenant.token_url.as_str(),
+            tenant.client_id.as_str(),
+            key.account_id.as_deref().unwrap_or(""),
+            key.scope.as_deref().unwrap_or(""),
+        ];
+        Names {
+            entry: self.sealer.name("token", &parts),
+            previous: self.sealer.previous_name("token", &parts),
+            lock: self.sealer.name("lock", &parts),
+        }
+    }
+
+    async fn fetch_shared(&self, key: &TokenKey) -> Result<FetchedToken, TokenError> {
+        let Some(tenant) = self.settings.tenant(&key.tenant).cloned() else {
+            return self.sfmc.fetch(key).await;
+        };
+        // A login's refresh token lives in the file store: not shared yet.
+        if tenant.grant != Grant::ClientCredentials {
+            return self.sfmc.fetch(key).await;
+        }
+        match self.through_redis(&tenant, key).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::warn!(
+                    tenant = %key.tenant,
+                    error = %error,
+                    "Redis unavailable; fetching this token without the fleet"
+                );
+                self.sfmc.fetch(key).await
+            }
+        }
+    }
+
+    /// Steps 1 and 2 of the module's docs: the fleet's token, or SFMC's
+    /// answer to this replica's request for it. `Err` only when Redis
+    /// cannot be reached (or refuses), so that the replica goes on alone.
+    async fn through_redis(
+        &self,
+        tenant: &Tenant,
+        key: &TokenKey,
+    ) -> Result<Result<FetchedToken, TokenError>, RedisError> {
+        let names = self.names(tenant, key);
+        let owner = owner();
+        loop {
+            match self.read(&names, key).await {
+                Ok(Some(fetched)) => return Ok(Ok(fetched)),
+                Ok(None) => {}
+                Err(error) if waits(&error) => {
+                    pause().await;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
+            match self
+                .redis
+                .lock(&names.lock, &owner, self.lock_timeout)
+                .await
+            {
+                Ok(true) => return Ok(self.fetch_holding(&names, &owner, key).await),
+                Ok(false) => pause().await,
+                Err(error) if waits(&error) => pause().await,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// With the lock won: read once more, else ask SFMC (renewing the lock
+    /// meanwhile), store what it gave, release. SFMC's refusal is the
+    /// answer for the fleet too: passed on (the cache backs off), not stored.
+    async fn fetch_holding(
+        &self,
+        names: &Names,
+        owner: &str,
+        key: &TokenKey,
+    ) -> Result<FetchedToken, TokenError> {
+        let lock = names.lock.as_str();
+        if let Ok(Some(fetched)) = self.read(names, key).await {
+            let _ = self.redis.release(lock, owner).await;
+            return Ok(fetched);
+        }
+        let fetch = self.sfmc.fetch(key);
+        tokio::pin!(fetch);
+        let mut renewal = tokio::time::interval(self.lock_timeout / 3);
+        renewal.tick().await; // the first tick is at once: the lock is new
+        let fetched = loop {
+            tokio::select! {
+                fetched = &mut fetch => break fetched,
+                _ = renewal.tick() => {
+                    let _ = self.redis.renew(lock, owner, self.lock_timeout).await;
+                }
+            }
+        };
+        if let Ok(fetched) = &fetched {
+            self.write(&names.entry, key, fetched).await;
+        }
+        let _ = self.redis.release(lock, owner).await;
+        fetched
+    }
+
+    /// The fleet's token for `key`: under the current key's name, else
+    /// (during a rotation) under the previous key's.
+    async fn read(
+        &self,
+        names: &Names,
+        key: &TokenKey,
+    ) -> Result<Option<FetchedToken>, RedisError> {
+        if let Some(fetched) = self.read_one(&names.entry, key).await? {
+            return Ok(Some(fetched));
+        }
+        match &names.previous {
+            Some(previous) => self.read_one(previous, key).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The entry `name`, if it is one of ours, holds a token this replica
+    /// was not told is refused, and is outside the refresh window.
+    async fn read_one(
+        &self,
+        name: &str,
+        key: &TokenKey,
+    ) -> Result<Option<FetchedToken>, RedisError> {
+        let Some(sealed) = self.redis.get(name).await? else {
+            return Ok(None);
+        };
+        let refused = self
+            .seen
+            .get(key)
+            .filter(|seen| seen.refused && *seen.sealed == sealed)
+            .is_some();
+        if refused {
+            // Only while it still holds the refused token: another replica
+            // may have put a new one there since.
+            self.redis.delete_if(name, &sealed).await?;
+            return Ok(None);
+        }
+        let Some(entry) = self.open(name, &sealed) else {
+            return Ok(None);
+        };
+        let remaining = Duration::from_millis(entry.expires_at.saturating_sub(unix_millis()));
+        if remaining <= self.settings.token.refresh_before_expiry {
+            return Ok(None);
+        }
+        let allowed = &self.settings.upstream.allowed_instance_hosts;
+        let Ok(rest_instance) = InstanceBase::parse(&entry.rest_instance, allowed) else {
+            return Ok(None);
+        };
+        let soap_instance = match entry.soap_instance.as_deref() {
+            Some(url) => match InstanceBase::parse(url, allowed) {
+                Ok(instance) => Some(instance),
+                Err(_) => return Ok(None),
+            },
+            None => None,
+        };
+        self.seen.insert(
+            key.clone(),
+            Seen {
+                sealed: Arc::new(sealed),
+                access_token: Arc::from(entry.access_token.as_str()),
+                refused: false,
+            },
+        );
+        Ok(Some(FetchedToken {
+            access_token: entry.access_token,
+            expires_in: remaining,
+            scope: entry.scope,
+            rest_instance,
+            soap_instance,
+        }))
+    }
+
+    fn open(&self, name: &str, sealed: &[u8]) -> Option<Entry> {
+        let plain = self.sealer.open(name, sealed)?;
+        serde_json::from_slice(&plain).ok()
+    }
+
+    /// Stores `fetched` for the fleet, for as long as it lives. A failure
+    /// costs only the sharing: this replica has its token.
+    async fn write(&self, name: &str, key: &TokenKey, fetched: &FetchedToken) {
+        let entry = Entry {
+            access_token: fetched.access_token.clone(),
+            expires_at: unix_millis().saturating_add(millis(fetched.expires_in)),
+            scope: fetched.scope.clone(),
+            rest_instance: fetched.rest_instance.to_string(),
+            soap_instance: fetched.soap_instance.as_ref().map(ToString::to_string),
+        };
+        let Ok(plain) = serde_json::to_vec(&entry) else {
+            return;
+        };
+        let sealed = self.sealer.seal(name, &plain);
+        if sealed.is_empty() {
+            return;
+        }
+        match self.redis.set(name, &sealed, fetched.expires_in).await {
+            Ok(()) => {
+                self.seen.insert(
+                    key.clone(),
+                    Seen {
+                        sealed: Arc::new(sealed),
+                        access_token: Arc::from(fetched.access_token.as_str()),
+                        refused: false,
+                    },
+                );
+            }
+            Err(error) => tracing::warn!(
+                tenant = %key.tenant,
+                error = %error,
+                "could not share a new token through Redis; other replicas will fetch their own"
+            ),
+        }
+    }
+}
+
+impl TokenSource for SharedTokens {
+    fn fetch<'a>(&'a self, key: &'a TokenKey) -> FetchFuture<'a> {
+        Box::pin(self.fetch_shared(key))
+    }
+
+    fn target(&self, key: &TokenKey) -> String {
+        self.sfmc.target(key)
+    }
+
+    fn refused(&self, key: &TokenKey, access_token: &str) {
+        if let Some(mut seen) = self.seen.get_mut(key)
+            && *seen.access_token == *access_token
+        {
+            seen.refused = true;
+        }
+    }
+}
+
+/// Whether a waiter should wait and read again (Redis slow) rather than go
+/// on alone (Redis unreachable or refusing).
+fn waits(error: &RedisError) -> bool {
+    matches!(error, RedisError::Slow { .. })
+}
+
+async fn pause() {
+    let span = (POLL_MAX - POLL_MIN).as_millis() as u64;
+    let wait = POLL_MIN + Duration::from_millis(fastrand::u64(..=span));
+    tokio::time::sleep(wait).await;
+}
+
+/// A lock owner no other replica or fetch will draw.
+fn owner() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+fn unix_millis() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    millis(now)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

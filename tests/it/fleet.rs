@@ -1,0 +1,145 @@
+//! Replicas sharing tokens through a real Redis (`[redis]`): several
+//! proxies in front of one fake tenant behave as one — a stampede of cold
+//! requests costs one token request, a revocation one new token, a new
+//! replica none; nothing in Redis reads as a token; and with Redis gone
+//! they keep serving, each on its own, until it is back.
+
+use crate::support::redis::RedisServer;
+use crate::support::*;
+
+/// A proxy for tenant `acme` of `fake`, sharing tokens through `redis`,
+/// without the start-up fetch (so that a test decides when tokens are asked).
+async fn replica(fake: &FakeTenant, redis: &RedisServer) -> TestProxy {
+    TestProxy::builder()
+        .redis(&redis.url())
+        .prefetch(false)
+        .tenant(Tenant::new("acme", fake))
+        .start()
+        .await
+}
+
+async fn status(client: &TestClient, proxy: &TestProxy, path: &str) -> u16 {
+    client.get(proxy, path, &[]).await.status
+}
+
+#[tokio::test]
+async fn three_hundred_cold_requests_on_three_replicas_cost_one_token_request() {
+    let dir = temp_dir("fleet-stampede");
+    let redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    let replicas = [
+        replica(&fake, &redis).await,
+        replica(&fake, &redis).await,
+        replica(&fake, &redis).await,
+    ];
+    let client = TestClient::new();
+    let mut requests = Vec::new();
+    for i in 0..300 {
+        let (client, url) = (client.clone(), replicas[i % 3].url("/hub/v1/x"));
+        requests.push(tokio::spawn(async move {
+            let request = http::Request::get(url).body(empty()).expect("request");
+            client.fetch(request).await.status
+        }));
+    }
+    for request in requests {
+        assert_eq!(request.await.expect("task"), 200);
+    }
+    assert_eq!(fake.token_requests(), 1, "one token for the whole fleet");
+}
+
+#[tokio::test]
+async fn nothing_in_redis_reads_as_a_token_a_secret_or_a_name() {
+    let dir = temp_dir("fleet-sealed");
+    let redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    let proxy = replica(&fake, &redis).await;
+    let client = TestClient::new();
+    assert_eq!(status(&client, &proxy, "/hub/v1/x").await, 200);
+    let token = fake.last_issued_token().expect("a token was issued");
+    let entries = redis.dump().await;
+    assert!(!entries.is_empty(), "the token was shared");
+    for (key, value) in &entries {
+        assert!(key.starts_with("sfmc-proxy:"), "{key}");
+        for plain in [
+            token.as_str(),
+            "acme",
+            "fake-client-id",
+            "fake-client-secret",
+            "127.0.0.1",
+        ] {
+            assert!(!key.contains(plain), "{key} names {plain}");
+            let shown = String::from_utf8_lossy(value);
+            assert!(
+                !shown.contains(plain),
+                "{key}'s value holds {plain}: {shown}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_new_replica_serves_with_the_fleet_s_token_without_asking_sfmc() {
+    let dir = temp_dir("fleet-restart");
+    let redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    let client = TestClient::new();
+    let first = replica(&fake, &redis).await;
+    assert_eq!(status(&client, &first, "/hub/v1/x").await, 200);
+    drop(first);
+    let restarted = replica(&fake, &redis).await;
+    let reply = client.get(&restarted, "/hub/v1/x", &[]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["token_number"], 1, "the same token");
+    assert_eq!(fake.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_revocation_costs_the_fleet_one_new_token() {
+    let dir = temp_dir("fleet-revoke");
+    let redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    let client = TestClient::new();
+    let (a, b) = (replica(&fake, &redis).await, replica(&fake, &redis).await);
+    assert_eq!(status(&client, &a, "/hub/v1/x").await, 200);
+    assert_eq!(status(&client, &b, "/hub/v1/x").await, 200);
+    assert_eq!(fake.token_requests(), 1);
+
+    fake.revoke_all_tokens();
+    // Each replica meets SFMC's 401 with its cached token and replays with
+    // a fresh one: the first fetches it, the second finds it in Redis.
+    let on_a = client.get(&a, "/hub/v1/x", &[]).await;
+    assert_eq!(
+        (on_a.status, &on_a.json()["token_number"]),
+        (200, &2.into())
+    );
+    let on_b = client.get(&b, "/hub/v1/x", &[]).await;
+    assert_eq!(
+        (on_b.status, &on_b.json()["token_number"]),
+        (200, &2.into())
+    );
+    assert_eq!(fake.token_requests(), 2, "one new token for the fleet");
+}
+
+#[tokio::test]
+async fn without_redis_replicas_serve_alone_and_share_again_once_it_is_back() {
+    let dir = temp_dir("fleet-down");
+    let mut redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    let client = TestClient::new();
+    let warm = replica(&fake, &redis).await;
+    assert_eq!(status(&client, &warm, "/hub/v1/x").await, 200);
+
+    redis.stop().await;
+    // A replica with its token goes on; a cold one fetches its own.
+    assert_eq!(status(&client, &warm, "/hub/v1/x").await, 200);
+    let cold = replica(&fake, &redis).await;
+    assert_eq!(status(&client, &cold, "/hub/v1/x").await, 200);
+    assert_eq!(fake.token_requests(), 2, "the cold replica fetched alone");
+
+    // Back (empty): the next cold replica shares its token again.
+    redis.restart().await;
+    let (c, d) = (replica(&fake, &redis).await, replica(&fake, &redis).await);
+    assert_eq!(status(&client, &c, "/hub/v1/x").await, 200);
+    assert_eq!(status(&client, &d, "/hub/v1/x").await, 200);
+    assert_eq!(fake.token_requests(), 3, "c fetched, d took c's from Redis");
+}

@@ -1,0 +1,97 @@
+//! A real Redis for the fleet tests: Debian's `redis-server` (7.0) on a
+//! unix socket in the test's temp dir (`--port 0`: no TCP at all), nothing
+//! saved to disk, killed when its handle drops. It can be stopped and
+//! started again on the same socket (Redis down, Redis back), and read
+//! whole — every key and value — to prove what the proxy stores there.
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::{Child, Command};
+
+use super::tools;
+
+pub struct RedisServer {
+    child: Option<Child>,
+    dir: PathBuf,
+    socket: PathBuf,
+    starts: u32,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` with its socket and log in `dir`; returns once
+    /// it accepts connections.
+    pub async fn start(dir: &Path) -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            dir: dir.to_owned(),
+            socket: dir.join("redis.sock"),
+            starts: 0,
+        };
+        server.run().await;
+        server
+    }
+
+    async fn run(&mut self) {
+        self.starts += 1;
+        let log = self.dir.join(format!("redis-{}.log", self.starts));
+        let stderr = self.dir.join(format!("redis-{}.stderr", self.starts));
+        let mut command = Command::new(tools::redis_server());
+        command
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&self.socket)
+            .args(["--unixsocketperm", "700"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(&log);
+        let mut child = tools::spawn(command, &stderr);
+        let ready = "ready to accept connections";
+        tools::wait_for_line(&mut child, &log, &stderr, ready, "redis-server").await;
+        self.child = Some(child);
+    }
+
+    /// `unix:///…/redis.sock`: what `[redis] url` says.
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// Kills the server (its data goes with it: nothing is saved).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// Starts it again, empty, on the same socket.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.run().await;
+    }
+
+    /// Every key and its value (strings only: the proxy writes no other
+    /// type), for a test to look through.
+    pub async fn dump(&self) -> Vec<(String, Vec<u8>)> {
+        let client = redis::Client::open(self.url()).expect("redis url");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test's redis");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut connection)
+            .await
+            .expect("KEYS");
+        let mut entries = Vec::new();
+        for key in keys {
+            let value: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await
+                .expect("GET");
+            entries.push((key, value.unwrap_or_default()));
+        }
+        entries
+    }
+}
