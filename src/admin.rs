@@ -22,9 +22,10 @@ use tokio::time::Instant;
 pub use actions::FormToken;
 
 use crate::body::{ClientBody, ProxyBody, json_response};
-use crate::config::Settings;
+use crate::config::{Settings, Tenant};
 use crate::error::ProxyError;
 use crate::failures::no_tenant;
+use crate::fleet::Health;
 use crate::login::PendingLogins;
 use crate::readiness;
 use crate::route::{LOGIN_PATH, METRICS_PATH, READY_PATH, STATUS_DROP_PATH, STATUS_PATH};
@@ -41,6 +42,9 @@ pub struct Context<'a> {
     pub pending: &'a PendingLogins,
     pub metrics: &'a Arc<Metrics>,
     pub page: &'a PageState,
+    /// Redis' state with `[redis]`; a Redis down makes serving tenants
+    /// `degraded`.
+    pub redis: Option<&'a Health>,
 }
 
 /// What the status page keeps for the process's lifetime.
@@ -156,7 +160,8 @@ async fn ready(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
         let tenant = settings.tenant_or_default(Some(&name)).map_err(|missing| {
             no_tenant(missing, settings, "name one: /_proxy/ready?tenant=NAME")
         })?;
-        let report = readiness::check(tenant, context.tokens).await;
+        let mut report = readiness::check(tenant, context.tokens).await;
+        degrade(&mut report, tenant, context);
         let mut body = tenant_state(&report);
         body.insert("tenant".into(), json!(&*tenant.name));
         return Ok(json_response(
@@ -164,7 +169,10 @@ async fn ready(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
             &Value::Object(body),
         ));
     }
-    let reports = readiness::check_all(&settings.tenants, context.tokens).await;
+    let mut reports = readiness::check_all(&settings.tenants, context.tokens).await;
+    for (report, tenant) in reports.iter_mut().zip(&settings.tenants) {
+        degrade(report, tenant, context);
+    }
     let states: Vec<_> = reports.iter().map(|r| r.state).collect();
     let requires = settings.server.ready_requires;
     let ready = readiness::overall(&states, requires);
@@ -180,6 +188,14 @@ async fn ready(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
         "tenants": tenants,
     });
     Ok(json_response(status(ready), &body))
+}
+
+/// A serving tenant whose tokens the fleet shares is `degraded` while
+/// Redis is down: it serves, but each replica fetches on its own.
+fn degrade(report: &mut readiness::Report, tenant: &Tenant, context: &Context<'_>) {
+    if let Some(why) = context.redis.and_then(Health::down) {
+        report.degrade_if_shared(tenant, why);
+    }
 }
 
 fn status(ready: bool) -> StatusCode {
@@ -205,6 +221,9 @@ fn tenant_state(report: &readiness::Report) -> Map<String, Value> {
     state.insert("ready".into(), json!(report.state.serving()));
     if let Some(left) = report.expires_in {
         state.insert("expires_in_s".into(), json!(left.as_secs()));
+    }
+    if let Some(why) = &report.degraded {
+        state.insert("degraded".into(), json!(why));
     }
     state
 }

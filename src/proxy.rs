@@ -67,6 +67,8 @@ pub struct Proxy {
     /// Where `tokens` gets tokens from: `client`, or with `[redis]` the
     /// fleet's shared tokens in front of it.
     source: Arc<dyn TokenSource>,
+    /// Whether `[redis]` answers: shared by every generation, as the metrics.
+    redis: Arc<fleet::Health>,
     /// Shared with the next generation unless `[upstream]` changed; a
     /// response streaming from an older one keeps its pool until it ends.
     upstream: Arc<Upstream<ProxyBody>>,
@@ -92,11 +94,12 @@ pub struct Proxy {
 fn token_source(
     client: &Arc<SfmcTokenClient>,
     settings: &Arc<Settings>,
+    health: &Arc<fleet::Health>,
 ) -> Result<Arc<dyn TokenSource>, BuildError> {
     let sfmc: Arc<dyn TokenSource> = client.clone();
     Ok(match &settings.redis {
         Some(redis) => {
-            let shared = fleet::SharedTokens::new(sfmc, redis, settings.clone());
+            let shared = fleet::SharedTokens::new(sfmc, redis, settings.clone(), health.clone());
             Arc::new(shared.map_err(BuildError::Redis)?)
         }
         None => sfmc,
@@ -115,11 +118,13 @@ impl Proxy {
         let events = Arc::new(LateEvents::default());
         let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events.clone());
         let client = Arc::new(client);
-        let source = token_source(&client, &settings)?;
+        let redis = Arc::new(fleet::Health::new());
+        let source = token_source(&client, &settings, &redis)?;
         let tokens = TokenCache::configured(source.clone(), &settings.token);
         let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
         let live = locals.clone();
-        let metrics = Metrics::new(&settings, tokens.clone(), move || live.live());
+        let with_redis = settings.redis.is_some().then_some(&*redis);
+        let metrics = Metrics::new(&settings, tokens.clone(), move || live.live(), with_redis);
         events.connect(metrics.clone());
         let upstream = Upstream::new(&settings.upstream, tls, metrics.upstream_connections());
         let upstream = Arc::new(upstream);
@@ -127,6 +132,7 @@ impl Proxy {
         Ok(Self {
             source,
             slots,
+            redis,
             admin_server: settings.server.for_admin_listener(),
             settings,
             tokens,
@@ -150,7 +156,7 @@ impl Proxy {
         let events: Arc<dyn TokenEvents> = self.metrics.clone();
         let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events);
         let client = Arc::new(client);
-        let source = token_source(&client, &settings)?;
+        let source = token_source(&client, &settings, &self.redis)?;
         let upstream = match new_upstream {
             true => Arc::new(Upstream::new(
                 &settings.upstream,
@@ -165,6 +171,7 @@ impl Proxy {
         Ok(Self {
             source,
             slots,
+            redis: self.redis.clone(),
             admin_server: settings.server.for_admin_listener(),
             settings,
             tokens: self.tokens.clone(),
@@ -311,6 +318,7 @@ impl Proxy {
                     pending: &self.pending_logins,
                     metrics: &self.metrics,
                     page: &self.page,
+                    redis: self.settings.redis.as_ref().map(|_| &*self.redis),
                 };
                 admin::handle(&parts, body, &context).await
             }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{ReadyRequires, Tenant};
+use crate::config::{Grant, ReadyRequires, Tenant};
 use crate::error::ProxyError;
 use crate::failures::token_failure;
 use crate::token::{Attempt, TokenCache, TokenError, TokenFailure, TokenKey};
@@ -33,10 +33,8 @@ pub enum State {
     LoginRequired,
     /// The last fetch failed (the report carries SFMC's words).
     Failing,
-    /// Serving, but with something it depends on impaired (a shared Redis
-    /// unreachable, say). Nothing sets it yet: there is no Redis layer so
-    /// far; it is defined so that probes and dashboards know the name.
-    #[allow(dead_code)]
+    /// Serving, but with something it depends on impaired: the fleet's
+    /// Redis is down, so each replica fetches its own tokens.
     Degraded,
 }
 
@@ -68,6 +66,8 @@ pub struct Report {
     pub expires_in: Option<Duration>,
     /// Why it is not ready: the error a request would get.
     pub error: Option<ProxyError>,
+    /// Why it is `degraded`, when it is.
+    pub degraded: Option<String>,
 }
 
 impl Report {
@@ -77,6 +77,16 @@ impl Report {
             state: State::Starting,
             expires_in: None,
             error: None,
+            degraded: None,
+        }
+    }
+
+    /// `ready` becomes `degraded` (for `why`) for a tenant whose tokens the
+    /// fleet shares: client credentials (a login's are not shared).
+    pub fn degrade_if_shared(&mut self, tenant: &Tenant, why: String) {
+        if self.state == State::Ready && tenant.grant == Grant::ClientCredentials {
+            self.state = State::Degraded;
+            self.degraded = Some(why);
         }
     }
 }
@@ -134,6 +144,7 @@ async fn finish(
                 state: State::Ready,
                 expires_in: None,
                 error: None,
+                degraded: None,
             };
         }
         Ok(Attempt::Busy { last: None, .. }) => return Report::starting(),
@@ -149,6 +160,7 @@ async fn finish(
                     .saturating_duration_since(Instant::now()),
             ),
             error: None,
+            degraded: None,
         },
         Err(failure) => refused(tenant, failure),
     }
@@ -167,6 +179,7 @@ fn failing(state: State, error: ProxyError) -> Report {
         state,
         expires_in: None,
         error: Some(error),
+        degraded: None,
     }
 }
 

@@ -116,7 +116,10 @@ impl Clock {
 impl Status {
     pub async fn build(context: &Context<'_>) -> Status {
         let settings = context.settings;
-        let reports = readiness::check_all(&settings.tenants, context.tokens).await;
+        let mut reports = readiness::check_all(&settings.tenants, context.tokens).await;
+        for (report, tenant) in reports.iter_mut().zip(&settings.tenants) {
+            super::degrade(report, tenant, context);
+        }
         // Read after readiness: a fetch it started has put its key in.
         let views = context.tokens.keys();
         let clock = Clock {

@@ -12,9 +12,12 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script, TlsCertificates};
 
+use super::health::Health;
 use crate::config::RedisSettings;
 
 /// What went wrong with a Redis operation.
@@ -58,6 +61,8 @@ pub struct Redis {
     connection: ConnectionManager,
     url: String,
     timeout: Duration,
+    /// Told of every operation's outcome.
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -71,7 +76,7 @@ impl std::fmt::Debug for Redis {
 impl Redis {
     /// The client for `settings`; connects on first use. Fails only on a
     /// URL redis-rs cannot use or an unreadable `ca_file`.
-    pub fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
+    pub fn new(settings: &RedisSettings, health: Arc<Health>) -> Result<Self, RedisError> {
         let url = settings.shown_url.clone();
         let refused = |reason: String| RedisError::Refused {
             url: url.clone(),
@@ -117,18 +122,19 @@ impl Redis {
             connection,
             url,
             timeout,
+            health,
         })
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, RedisError> {
-        self.run(redis::cmd("GET").arg(name)).await
+        self.run("get", redis::cmd("GET").arg(name)).await
     }
 
     /// Stores `value` under `name` for `ttl` (at least a millisecond).
     pub async fn set(&self, name: &str, value: &[u8], ttl: Duration) -> Result<(), RedisError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(name).arg(value).arg("PX").arg(millis(ttl));
-        self.run::<()>(&cmd).await
+        self.run::<()>("set", &cmd).await
     }
 
     /// Takes the lock `name` for `ttl` if nobody holds it: whether it was won.
@@ -139,7 +145,7 @@ impl Redis {
             .arg("NX")
             .arg("PX")
             .arg(millis(ttl));
-        let reply: Option<String> = self.run(&cmd).await?;
+        let reply: Option<String> = self.run("lock", &cmd).await?;
         Ok(reply.is_some())
     }
 
@@ -148,7 +154,7 @@ impl Redis {
         let script = Script::new(RENEW);
         let mut invocation = script.key(name);
         invocation.arg(owner).arg(millis(ttl));
-        let renewed: i64 = self.script(&invocation).await?;
+        let renewed: i64 = self.script("renew", &invocation).await?;
         Ok(renewed == 1)
     }
 
@@ -157,7 +163,7 @@ impl Redis {
         let script = Script::new(RELEASE);
         let mut invocation = script.key(name);
         invocation.arg(owner);
-        self.script::<i64>(&invocation).await.map(drop)
+        self.script::<i64>("release", &invocation).await.map(drop)
     }
 
     /// Deletes `name` only while it holds exactly `value`: whether it did.
@@ -165,37 +171,46 @@ impl Redis {
         let script = Script::new(DELETE_IF);
         let mut invocation = script.key(name);
         invocation.arg(value);
-        let deleted: i64 = self.script(&invocation).await?;
+        let deleted: i64 = self.script("delete", &invocation).await?;
         Ok(deleted == 1)
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, RedisError> {
         let mut connection = self.connection.clone();
         let query = cmd.query_async(&mut connection);
-        self.bounded(query).await
+        self.bounded(op, query).await
     }
 
     async fn script<T: redis::FromRedisValue>(
         &self,
+        op: &'static str,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisError> {
         let mut connection = self.connection.clone();
         let invoke = invocation.invoke_async(&mut connection);
-        self.bounded(invoke).await
+        self.bounded(op, invoke).await
     }
 
+    /// `operation` within the timeout, its outcome told to the health.
     async fn bounded<T>(
         &self,
+        op: &'static str,
         operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RedisError> {
-        match tokio::time::timeout(self.timeout, operation).await {
+        let result = match tokio::time::timeout(self.timeout, operation).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(self.classify(&error)),
             Err(_) => Err(RedisError::Slow {
                 url: self.url.clone(),
                 timeout: self.timeout,
             }),
-        }
+        };
+        self.health.record(op, &result);
+        result
     }
 
     fn classify(&self, error: &redis::RedisError) -> RedisError {

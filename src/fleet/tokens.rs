@@ -31,6 +31,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use super::client::{Redis, RedisError};
+use super::health::Health;
 use super::seal::Sealer;
 use crate::config::{Grant, RedisSettings, Settings, Tenant};
 use crate::token::{FetchFuture, FetchedToken, TokenError, TokenKey, TokenSource};
@@ -86,10 +87,11 @@ impl SharedTokens {
         sfmc: Arc<dyn TokenSource>,
         redis: &RedisSettings,
         settings: Arc<Settings>,
+        health: Arc<Health>,
     ) -> Result<Self, String> {
         let sealer = Sealer::new(redis)
             .map_err(|_| "cannot derive the keys that seal Redis entries".to_owned())?;
-        let client = Redis::new(redis).map_err(|e| e.to_string())?;
+        let client = Redis::new(redis, health).map_err(|e| e.to_string())?;
         Ok(Self {
             sfmc,
             redis: client,

@@ -27,6 +27,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::config::Settings;
+use crate::fleet::Health;
 use crate::route::Api;
 use crate::token::{Outcome, Sent, TokenCache, TokenEvents};
 pub use labels::Label;
@@ -114,10 +115,14 @@ impl Metrics {
     /// The metrics of a proxy serving `settings`, whose token state is read
     /// from `tokens` at each scrape, and whose live broker tokens
     /// `broker_tokens` counts.
+    ///
+    /// With `redis` (the process has a `[redis]` section), its state too:
+    /// `redis_up` and `redis_errors_total{op}`.
     pub fn new(
         settings: &Settings,
         tokens: TokenCache,
         broker_tokens: impl Fn() -> usize + Send + Sync + 'static,
+        redis: Option<&Health>,
     ) -> Arc<Self> {
         let names = Arc::new(Names::new(settings));
         let mut registry = Registry::with_prefix("sfmc_proxy");
@@ -233,6 +238,18 @@ impl Metrics {
             "Configuration reloads (SIGHUP) by result",
             reloads.clone(),
         );
+        if let Some(redis) = redis {
+            registry.register(
+                "redis_up",
+                "1 while Redis answers, 0 after an operation could not reach it or timed out",
+                redis.up.clone(),
+            );
+            registry.register(
+                "redis_errors",
+                "Redis operations that failed, by operation",
+                redis.errors.clone(),
+            );
+        }
         registry.register(
             "build",
             "The running build",

@@ -143,3 +143,61 @@ async fn without_redis_replicas_serve_alone_and_share_again_once_it_is_back() {
     assert_eq!(status(&client, &d, "/hub/v1/x").await, 200);
     assert_eq!(fake.token_requests(), 3, "c fetched, d took c's from Redis");
 }
+
+#[tokio::test]
+async fn while_redis_is_down_tenants_are_degraded_and_its_errors_counted() {
+    let dir = temp_dir("fleet-degraded");
+    let mut redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    let client = TestClient::new();
+    let proxy = replica(&fake, &redis).await;
+    assert_eq!(status(&client, &proxy, "/hub/v1/x").await, 200);
+    let text = crate::metrics::scrape(&client, &proxy, &[]).await.text();
+    assert_eq!(
+        crate::metrics::sample(&text, "sfmc_proxy_redis_up"),
+        Some(1.0),
+        "{text}"
+    );
+
+    redis.stop().await;
+    // A business unit not fetched yet: a token fetch, which meets no Redis.
+    let other_bu = [("x-sfmc-account-id", "200")];
+    assert_eq!(client.get(&proxy, "/hub/v1/x", &other_bu).await.status, 200);
+    let ready = client.get(&proxy, "/_proxy/ready", &[]).await;
+    assert_eq!(ready.status, 200, "degraded still serves: {}", ready.text());
+    let acme = &ready.json()["tenants"]["acme"];
+    assert_eq!(acme["state"], "degraded", "{acme}");
+    let why = acme["degraded"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("Redis at unix://") && why.contains("cannot be reached"),
+        "{why}"
+    );
+    let text = crate::metrics::scrape(&client, &proxy, &[]).await.text();
+    assert_eq!(
+        crate::metrics::sample(&text, "sfmc_proxy_redis_up"),
+        Some(0.0),
+        "{text}"
+    );
+    let errors = r#"sfmc_proxy_redis_errors_total{op="get"}"#;
+    assert!(
+        crate::metrics::sample(&text, errors).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+
+    redis.restart().await;
+    let third_bu = [("x-sfmc-account-id", "300")];
+    assert_eq!(client.get(&proxy, "/hub/v1/x", &third_bu).await.status, 200);
+    let ready = client.get(&proxy, "/_proxy/ready", &[]).await;
+    assert_eq!(
+        ready.json()["tenants"]["acme"]["state"],
+        "ready",
+        "{}",
+        ready.text()
+    );
+    let text = crate::metrics::scrape(&client, &proxy, &[]).await.text();
+    assert_eq!(
+        crate::metrics::sample(&text, "sfmc_proxy_redis_up"),
+        Some(1.0),
+        "{text}"
+    );
+}

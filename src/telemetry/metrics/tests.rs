@@ -36,7 +36,7 @@ impl TokenSource for Unused {
 
 fn metrics() -> (Arc<Metrics>, TokenCache) {
     let tokens = TokenCache::new(Arc::new(Unused), Duration::from_secs(120));
-    let metrics = Metrics::new(&settings(), tokens.clone(), || 3);
+    let metrics = Metrics::new(&settings(), tokens.clone(), || 3, None);
     (metrics, tokens)
 }
 
