@@ -4,6 +4,8 @@
 //! replica none; nothing in Redis reads as a token; and with Redis gone
 //! they keep serving, each on its own, until it is back.
 
+use std::time::Duration;
+
 use crate::support::redis::RedisServer;
 use crate::support::*;
 
@@ -199,5 +201,86 @@ async fn while_redis_is_down_tenants_are_degraded_and_its_errors_counted() {
         crate::metrics::sample(&text, "sfmc_proxy_redis_up"),
         Some(1.0),
         "{text}"
+    );
+}
+
+/// A replica process's log: its start-up line, no access events (nobody
+/// reads its stderr while the requests run, and a full pipe would stall it).
+const QUIET: &str = "info,sfmc_proxy::access=off";
+
+/// `acme` of `fake` sharing through `redis`, as a builder (for processes).
+fn replica_config(fake: &FakeTenant, redis: &RedisServer) -> ProxyBuilder {
+    TestProxy::builder()
+        .redis(&redis.url())
+        .prefetch(false)
+        .tenant(Tenant::new("acme", fake))
+}
+
+#[tokio::test]
+async fn three_replica_processes_share_one_token() {
+    let dir = temp_dir("fleet-processes");
+    let redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        let name = format!("fleet-{i}");
+        replicas.push(Binary::start(&name, replica_config(&fake, &redis), QUIET).await);
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let mut requests = Vec::new();
+    for i in 0..300 {
+        let request = client.get(replicas[i % 3].url("/hub/v1/x")).send();
+        requests.push(tokio::spawn(request));
+    }
+    for request in requests {
+        let reply = request.await.expect("task").expect("reply");
+        assert_eq!(reply.status(), 200);
+    }
+    assert_eq!(fake.token_requests(), 1, "one token for three processes");
+}
+
+#[tokio::test]
+async fn a_replica_killed_holding_the_lock_frees_it_after_the_lease() {
+    let dir = temp_dir("fleet-killed");
+    let redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    fake.set_auth_failure(Some(AuthFailure::Hang));
+    let config = replica_config(&fake, &redis).redis_lock_timeout(Duration::from_secs(1));
+    let holder = Binary::start("fleet-holder", config, QUIET).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let stuck = tokio::spawn(client.get(holder.url("/hub/v1/x")).send());
+    // The holder took the lock, then asked SFMC, which does not answer.
+    while fake.token_requests() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let locks = redis.dump().await;
+    assert!(
+        locks.iter().any(|(key, _)| key.contains(":lock:")),
+        "{locks:?}"
+    );
+    holder.stop().await;
+    let _ = stuck.await;
+    fake.set_auth_failure(None);
+
+    // Another replica waits out the dead holder's lease, then fetches.
+    let next = TestProxy::builder()
+        .redis(&redis.url())
+        .redis_lock_timeout(Duration::from_secs(1))
+        .prefetch(false)
+        .tenant(Tenant::new("acme", &fake))
+        .start()
+        .await;
+    let reply = TestClient::new().get(&next, "/hub/v1/x", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        fake.token_requests(),
+        2,
+        "the dead one's request and the new one"
     );
 }

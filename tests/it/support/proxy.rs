@@ -171,6 +171,10 @@ impl ProxyBuilder {
         )
     }
 
+    pub fn redis_lock_timeout(self, timeout: Duration) -> Self {
+        self.set(&["redis"], "lock_timeout", duration(timeout))
+    }
+
     pub fn max_retry_wait(self, wait: Duration) -> Self {
         self.set(&["upstream"], "max_retry_wait", duration(wait))
     }
