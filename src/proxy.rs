@@ -122,6 +122,7 @@ impl Proxy {
         let source = token_source(&client, &settings, &redis)?;
         let tokens = TokenCache::configured(source.clone(), &settings.token);
         let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
+        locals.share(broker::FleetGrants::new(&settings));
         let live = locals.clone();
         let with_redis = settings.redis.is_some().then_some(&*redis);
         let metrics = Metrics::new(&settings, tokens.clone(), move || live.live(), with_redis);

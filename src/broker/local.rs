@@ -1,7 +1,9 @@
 //! Local tokens: the stand-ins the broker hands to SDK tools. Each is 256 random
 //! bits from the TLS library's CSPRNG, bound to one (tenant, business unit,
-//! scope), held in memory only, and expires like an SFMC token. A request that
-//! presents one is served with the real token of what it is bound to.
+//! scope), held in memory only, and expires like an SFMC token — or, with
+//! `[redis]`, its own grant sealed for the fleet (`sealed`), so that any
+//! replica honours it. A request that presents one is served with the real
+//! token of what it is bound to.
 //!
 //! No one client can fill the table: an identical request (same tenant, MID,
 //! scope and presented `client_id`) gets the live token it was given before,
@@ -11,13 +13,15 @@
 //! cap is never reached by one client refusing everyone else.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
+use super::sealed::FleetGrants;
 use crate::token::TokenKey;
 
 /// Marks a token as the proxy's own, so a stale one (after a restart) is
@@ -85,6 +89,9 @@ pub struct LocalTokens {
     /// `broker.token_lifetime` in milliseconds, for tokens issued from now
     /// on: a reload may change it (an atomic, so issuing reads no lock for it).
     lifetime_ms: AtomicU64,
+    /// With `[redis]`: tokens are sealed grants any replica opens (see
+    /// `sealed`); without, random bits this process alone knows.
+    fleet: ArcSwapOption<FleetGrants>,
 }
 
 struct Grant {
@@ -114,7 +121,15 @@ impl LocalTokens {
             grants: DashMap::new(),
             holders: Mutex::new(HashMap::new()),
             lifetime_ms: AtomicU64::new(millis(lifetime)),
+            fleet: ArcSwapOption::empty(),
         }
+    }
+
+    /// Tokens issued from now on are sealed for the fleet (`Some`), or
+    /// random (`None`), and tokens other replicas sealed are honoured with
+    /// `grants`' key and packages (a config reload calls it again).
+    pub fn share(&self, grants: Option<FleetGrants>) {
+        self.fleet.store(grants.map(Arc::new));
     }
 
     /// The lifetime of tokens issued from now on (a config reload); those
@@ -181,8 +196,7 @@ impl LocalTokens {
                 return Err(IssueError::Full);
             }
         }
-        let random = crate::tls::random_hex(RANDOM_BYTES).map_err(|_| IssueError::Random)?;
-        let token: Box<str> = format!("{LOCAL_TOKEN_PREFIX}{random}").into();
+        let token: Box<str> = format!("{LOCAL_TOKEN_PREFIX}{}", self.mint(&key, lifetime)?).into();
         let expires_at = now + lifetime;
         let grant = Grant {
             key: key.clone(),
@@ -200,12 +214,27 @@ impl LocalTokens {
         })
     }
 
+    /// The text after the prefix of a new token for `key`: sealed for the
+    /// fleet when it shares, else 256 random bits.
+    fn mint(&self, key: &TokenKey, lifetime: Duration) -> Result<String, IssueError> {
+        let until = std::time::SystemTime::now() + lifetime + EXPIRY_GRACE;
+        let sealed = self
+            .fleet
+            .load()
+            .as_ref()
+            .and_then(|fleet| fleet.mint(key, until));
+        match sealed {
+            Some(sealed) => Ok(sealed),
+            None => crate::tls::random_hex(RANDOM_BYTES).map_err(|_| IssueError::Random),
+        }
+    }
+
     /// What `presented` (a bearer value or `fueloauth` text) stands for.
     pub fn resolve(&self, presented: &str) -> Presented {
         let presented = presented.trim();
-        if !presented.starts_with(LOCAL_TOKEN_PREFIX) {
+        let Some(after_prefix) = presented.strip_prefix(LOCAL_TOKEN_PREFIX) else {
             return Presented::Foreign;
-        }
+        };
         let now = Instant::now();
         let bound = self
             .grants
@@ -217,8 +246,28 @@ impl LocalTokens {
                 self.grants.remove(presented);
                 Presented::Invalid
             }
-            None => Presented::Invalid,
+            None => self.resolve_sealed(presented, after_prefix, now),
         }
+    }
+
+    /// A token another replica sealed: honoured while it opens, and kept
+    /// (while there is room) so the next request does not open it again.
+    fn resolve_sealed(&self, presented: &str, after_prefix: &str, now: Instant) -> Presented {
+        let fleet = self.fleet.load();
+        let opened = fleet
+            .as_ref()
+            .and_then(|fleet| fleet.open(after_prefix, std::time::SystemTime::now()));
+        let Some((key, left)) = opened else {
+            return Presented::Invalid;
+        };
+        if self.grants.len() < MAX_LIVE_TOKENS {
+            let grant = Grant {
+                key: key.clone(),
+                expires_at: now + left,
+            };
+            self.grants.insert(presented.into(), grant);
+        }
+        Presented::Bound(key)
     }
 
     /// How many issued tokens are still valid (the metrics' gauge; read at

@@ -6,9 +6,11 @@
 //! and token never leave the proxy.
 //!
 //! This module owns the token request (both encodings, SFMC-shaped answers and
-//! errors) and the local tokens (`local`); `proxy` resolves presented tokens.
+//! errors) and the local tokens (`local`, and `sealed` for those any replica
+//! of a fleet honours); `proxy` resolves presented tokens.
 
 mod local;
+mod sealed;
 
 use std::sync::Arc;
 
@@ -24,6 +26,7 @@ use crate::error::{PROXY_ERROR_HEADER, ProxyError};
 use crate::failures::token_failure;
 use crate::token::{TokenCache, TokenKey};
 pub use local::{LOCAL_TOKEN_PREFIX, LocalTokens, Presented};
+pub use sealed::FleetGrants;
 
 /// A token request is a few hundred bytes; anything far larger is not one.
 /// Read before the tool is authenticated, so kept small.

@@ -12,4 +12,5 @@ mod seal;
 mod tokens;
 
 pub use health::Health;
+pub use seal::Sealer;
 pub use tokens::SharedTokens;

@@ -139,6 +139,8 @@ impl Live {
         let tokens = next.tokens().clone();
         tokens.reconfigure(next.token_source().clone(), &settings.token);
         next.locals().set_lifetime(settings.broker.token_lifetime);
+        next.locals()
+            .share(crate::broker::FleetGrants::new(&settings));
         next.metrics().configure(&settings);
         let report = forget_void(old.settings(), &next, changes);
         self.current.store(Arc::new(next));

@@ -284,3 +284,48 @@ async fn a_replica_killed_holding_the_lock_frees_it_after_the_lease() {
         "the dead one's request and the new one"
     );
 }
+
+#[tokio::test]
+async fn a_local_token_from_one_replica_is_honoured_by_every_other() {
+    let dir = temp_dir("fleet-broker");
+    let redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    let client = TestClient::new();
+    let (a, b) = (replica(&fake, &redis).await, replica(&fake, &redis).await);
+    let body = r#"{"grant_type":"client_credentials","client_id":"acme","client_secret":"x","account_id":"200"}"#;
+    let json = [("content-type", "application/json")];
+    let issued = client.post(&a, "/v2/token", &json, body).await;
+    assert_eq!(issued.status, 200, "{}", issued.text());
+    let local = issued.json()["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(local.starts_with("sfmcproxy_"), "{local}");
+    let bearer = format!("Bearer {local}");
+    let auth = [("authorization", bearer.as_str())];
+    // The tool's next call lands on the other replica.
+    let served = client.get(&b, "/hub/v1/x", &auth).await;
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert_eq!(
+        served.json()["account_id"],
+        "200",
+        "bound to the token's business unit"
+    );
+    assert_eq!(
+        fake.token_requests(),
+        1,
+        "b used the fleet's token for that unit"
+    );
+
+    // A replica outside the fleet does not know it: the tool authenticates again.
+    let alone = TestProxy::builder()
+        .prefetch(false)
+        .tenant(Tenant::new("acme", &fake))
+        .start()
+        .await;
+    let refused = client.get(&alone, "/hub/v1/x", &auth).await;
+    assert_eq!(
+        (refused.status, refused.proxy_error()),
+        (401, Some("local_token_invalid"))
+    );
+}
