@@ -34,8 +34,8 @@ pub(crate) enum Verdict {
     /// SFMC refused the token the request was sent with.
     TokenRefused,
     /// SFMC is throttling (REST 429 or 503, a SOAP `Rate Limited` fault),
-    /// and asked to wait this long, if it said.
-    Throttled(Option<std::time::Duration>),
+    /// as this says.
+    Throttled(throttle::Throttling),
 }
 
 /// One request as an API sends it.
@@ -97,11 +97,14 @@ impl Sender<'_, '_> {
     ) -> Result<(Response<ProxyBody>, Verdict), ProxyError> {
         loop {
             let (response, verdict) = self.timed(exchange, lease).await?;
-            let Verdict::Throttled(asked) = verdict else {
+            let Verdict::Throttled(throttling) = verdict else {
                 return Ok((response, verdict));
             };
             let retries = self.record.throttle_retries;
-            let wait = match self.retry.decide(asked, retries, exchange.replayable()) {
+            let wait = match self
+                .retry
+                .decide(throttling, retries, exchange.replayable())
+            {
                 Ok(wait) => wait,
                 Err(why) => {
                     if self.retry.enabled {
@@ -123,7 +126,7 @@ impl Sender<'_, '_> {
             );
             // Not passed on: let its connection go before the wait.
             drop(response);
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(throttle::jittered(wait)).await;
         }
     }
 

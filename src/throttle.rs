@@ -7,9 +7,14 @@
 //! again; a bodiless `GET` counts), at most [`MAX_RETRIES`] times per
 //! request, and only when SFMC said how long to wait and that is no longer
 //! than `upstream.max_retry_wait` — a longer wait, or none said, is the
-//! client's to decide, so SFMC's answer reaches it untouched. SOAP's fault
-//! says no time; [`SOAP_RATE_LIMITED_WAIT`] stands for one. Pure: the clock
-//! is passed in, and the wait itself is the caller's.
+//! client's to decide, so SFMC's answer reaches it untouched. A `429` (and
+//! SOAP's `Rate Limited`) says SFMC did not act on the request, so any held
+//! request may go again; a `503` may come after SFMC (or a proxy before it)
+//! acted, so only an idempotent one does. SOAP's fault says no time;
+//! [`SOAP_RATE_LIMITED_WAIT`] stands for one. The wait is stretched by a
+//! little jitter ([`jittered`]) so that requests throttled together do not
+//! come back together. Pure but for that jitter: the clock is passed in,
+//! and the wait itself is the caller's.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -31,6 +36,43 @@ pub fn is_throttling(status: StatusCode) -> bool {
         status,
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
     )
+}
+
+/// SFMC's throttling as one answer says it: the wait it asked for, if any,
+/// and whether the request may go again whatever its method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttling {
+    pub asked: Option<Duration>,
+    /// `429` or `Rate Limited`: SFMC did not act on it. A `503`: only if the
+    /// method is idempotent.
+    pub repeatable: bool,
+}
+
+impl Throttling {
+    /// A REST answer with throttling `status` and `headers`, to `method`.
+    pub fn rest(status: StatusCode, headers: &HeaderMap, method: &http::Method) -> Self {
+        Self {
+            asked: retry_after(headers, SystemTime::now()),
+            repeatable: status == StatusCode::TOO_MANY_REQUESTS || method.is_idempotent(),
+        }
+    }
+
+    /// SOAP's `Rate Limited` fault: no time said, nothing done.
+    pub fn soap_rate_limited() -> Self {
+        Self {
+            asked: Some(SOAP_RATE_LIMITED_WAIT),
+            repeatable: true,
+        }
+    }
+}
+
+/// `wait` stretched by up to a quarter (at least up to 100 ms), drawn at
+/// random: Retry-After is a lower bound, and requests throttled in the same
+/// moment should not all come back in the same moment.
+pub fn jittered(wait: Duration) -> Duration {
+    let spread = (wait / 4).max(Duration::from_millis(100));
+    let extra = fastrand::u64(..=u64::try_from(spread.as_millis()).unwrap_or(u64::MAX));
+    wait + Duration::from_millis(extra)
 }
 
 /// The wait `Retry-After` asks for: delay-seconds, or an HTTP date (a date
@@ -65,6 +107,8 @@ pub enum PassOn {
     BodyNotHeld,
     /// SFMC said no `Retry-After` (or one that cannot be read).
     NoWaitSaid,
+    /// A `503` to a method that is not idempotent: SFMC may have acted.
+    MayHaveActed,
     /// SFMC asked for longer than `upstream.max_retry_wait`.
     WaitTooLong { asked: Duration, max: Duration },
     /// [`MAX_RETRIES`] already spent on this request.
@@ -79,7 +123,10 @@ impl fmt::Display for PassOn {
             Self::BodyNotHeld => f.write_str(
                 "the request body was streamed, not held (it is larger than token.replay_body_limit or its length was not announced)",
             ),
-            Self::NoWaitSaid => f.write_str("SFMC sent no Retry-After"),
+            Self::NoWaitSaid => f.write_str("SFMC sent no usable Retry-After"),
+            Self::MayHaveActed => f.write_str(
+                "a 503 may come after the request was acted on, and this method is not idempotent",
+            ),
             Self::WaitTooLong { asked, max } => write!(
                 f,
                 "SFMC asked to wait {}, longer than upstream.max_retry_wait ({})",
@@ -92,13 +139,13 @@ impl fmt::Display for PassOn {
 }
 
 impl RetryRule {
-    /// After SFMC throttled a request (asking for `asked`, if it said),
+    /// After SFMC throttled a request (as `throttling` says),
     /// the wait before sending it again, or why its answer is passed on.
     /// `retries` is how many times this request was already sent again;
     /// `held`, whether its body can be sent again.
     pub fn decide(
         &self,
-        asked: Option<Duration>,
+        throttling: Throttling,
         retries: u32,
         held: bool,
     ) -> Result<Duration, PassOn> {
@@ -108,10 +155,13 @@ impl RetryRule {
         if !held {
             return Err(PassOn::BodyNotHeld);
         }
+        if !throttling.repeatable {
+            return Err(PassOn::MayHaveActed);
+        }
         if retries >= MAX_RETRIES {
             return Err(PassOn::RetriesSpent);
         }
-        match asked {
+        match throttling.asked {
             None => Err(PassOn::NoWaitSaid),
             Some(asked) if asked > self.max_wait => Err(PassOn::WaitTooLong {
                 asked,
@@ -180,27 +230,80 @@ mod tests {
         }
     }
 
+    /// A 429 asking for `asked`.
+    fn asked(asked: Option<Duration>) -> Throttling {
+        Throttling {
+            asked,
+            repeatable: true,
+        }
+    }
+
     #[test]
     fn a_held_request_waits_what_sfmc_asked_up_to_the_maximum_twice() {
         let secs = Duration::from_secs;
-        assert_eq!(ON.decide(Some(secs(3)), 0, true), Ok(secs(3)));
-        assert_eq!(ON.decide(Some(secs(10)), 1, true), Ok(secs(10)));
-        assert_eq!(ON.decide(Some(Duration::ZERO), 0, true), Ok(Duration::ZERO));
-        assert_eq!(ON.decide(Some(secs(3)), 2, true), Err(PassOn::RetriesSpent));
+        assert_eq!(ON.decide(asked(Some(secs(3))), 0, true), Ok(secs(3)));
+        assert_eq!(ON.decide(asked(Some(secs(10))), 1, true), Ok(secs(10)));
         assert_eq!(
-            ON.decide(Some(secs(11)), 0, true),
+            ON.decide(asked(Some(Duration::ZERO)), 0, true),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            ON.decide(asked(Some(secs(3))), 2, true),
+            Err(PassOn::RetriesSpent)
+        );
+        assert_eq!(
+            ON.decide(asked(Some(secs(11))), 0, true),
             Err(PassOn::WaitTooLong {
                 asked: secs(11),
                 max: secs(10)
             })
         );
-        assert_eq!(ON.decide(None, 0, true), Err(PassOn::NoWaitSaid));
-        assert_eq!(ON.decide(Some(secs(1)), 0, false), Err(PassOn::BodyNotHeld));
+        assert_eq!(ON.decide(asked(None), 0, true), Err(PassOn::NoWaitSaid));
+        assert_eq!(
+            ON.decide(asked(Some(secs(1))), 0, false),
+            Err(PassOn::BodyNotHeld)
+        );
         let off = RetryRule {
             enabled: false,
             ..ON
         };
-        assert_eq!(off.decide(Some(secs(1)), 0, true), Err(PassOn::Off));
+        assert_eq!(off.decide(asked(Some(secs(1))), 0, true), Err(PassOn::Off));
+    }
+
+    #[test]
+    fn a_503_goes_again_only_for_an_idempotent_method() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, http::HeaderValue::from_static("2"));
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        let get = Throttling::rest(unavailable, &headers, &http::Method::GET);
+        let post = Throttling::rest(unavailable, &headers, &http::Method::POST);
+        let too_many =
+            Throttling::rest(StatusCode::TOO_MANY_REQUESTS, &headers, &http::Method::POST);
+        assert_eq!(ON.decide(get, 0, true), Ok(Duration::from_secs(2)));
+        assert_eq!(ON.decide(post, 0, true), Err(PassOn::MayHaveActed));
+        assert_eq!(ON.decide(too_many, 0, true), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            ON.decide(Throttling::soap_rate_limited(), 0, true),
+            Ok(SOAP_RATE_LIMITED_WAIT)
+        );
+    }
+
+    #[test]
+    fn the_jitter_only_ever_adds_a_little() {
+        for wait in [
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_secs(8),
+        ] {
+            for _ in 0..100 {
+                let jittered = jittered(wait);
+                let spread = (wait / 4).max(Duration::from_millis(100));
+                assert!(
+                    jittered >= wait && jittered <= wait + spread,
+                    "{wait:?} -> {jittered:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub struct UpstreamSettings {
     pub max_retry_wait: Duration,
 }
 
+/// The bounds of `upstream.max_retry_wait`: SOAP's `Rate Limited` is sent
+/// again after 1 s, and no caller should hang longer than a minute.
+const MIN_RETRY_WAIT: Duration = Duration::from_secs(1);
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
 pub(super) fn validate(
     raw: RawUpstream,
     ex: &Expander<'_>,
@@ -87,6 +92,12 @@ pub(super) fn validate(
         raw.max_retry_wait.as_deref(),
         DEFAULT_MAX_RETRY_WAIT,
     )?;
+    if !(MIN_RETRY_WAIT..=MAX_RETRY_WAIT).contains(&max_retry_wait) {
+        return Err(invalid(
+            "upstream.max_retry_wait",
+            "must be 1s to 60s: a request that waits longer holds its client (and its tenant's max_concurrent_requests slot) as if the proxy were dead; longer waits are the client's to handle",
+        ));
+    }
     Ok(UpstreamSettings {
         egress,
         retry_throttled: raw.retry_throttled.unwrap_or(DEFAULT_RETRY_THROTTLED),

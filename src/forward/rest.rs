@@ -3,8 +3,6 @@
 //! idempotent request, the replay after a 401 and the retry after a 429 or
 //! 503 (the rules are `replay`'s).
 
-use std::time::SystemTime;
-
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -16,12 +14,13 @@ use crate::headers::strip_request_headers;
 use crate::replay::{self, Verdict};
 use crate::route::Target;
 use crate::telemetry::{AccessRecord, X_REQUEST_ID};
-use crate::throttle;
+use crate::throttle::{self, Throttling};
 use crate::token::Lease;
 use crate::upstream::Upstream;
 
 impl Forwarder<'_> {
-    /// Credential, forward and respond, with one replay after a 401.
+    /// Credential, forward and respond, with one replay after a 401 and
+    /// the retries after throttling that the tenant's rule allows.
     pub async fn rest(
         &self,
         parts: Parts,
@@ -76,34 +75,35 @@ impl RestExchange<'_> {
 impl replay::Exchange for RestExchange<'_> {
     async fn send(&mut self, lease: &Lease) -> Result<(Response<ProxyBody>, Verdict), ProxyError> {
         let instance = &lease.token.rest_instance;
-        let response = match self.first.take() {
-            Some((headers, body)) => {
-                let request = self.request(lease, headers, body.into_body())?;
-                // Sent again once if a kept-alive connection closes under it:
-                // only an idempotent request with its body held.
-                let resend = self
-                    .replay
-                    .as_ref()
-                    .filter(|_| self.method.is_idempotent())
-                    .map(|(bytes, headers)| {
-                        || self.request(lease, headers.clone(), ProxyBody::full(bytes.clone()))
-                    });
-                self.upstream
-                    .send_or_resend(instance, request, resend)
-                    .await?
-            }
+        // The first send takes the client's body (streamed or held); a later
+        // one (a replay, a retry) the held copy.
+        let request = match self.first.take() {
+            Some((headers, body)) => self.request(lease, headers, body.into_body())?,
             None => {
                 let (bytes, headers) = self.replay.clone().ok_or_else(|| {
                     ProxyError::Internal("a streamed REST request was sent again".into())
                 })?;
-                let request = self.request(lease, headers, ProxyBody::full(bytes))?;
-                self.upstream.send(instance, request).await?
+                self.request(lease, headers, ProxyBody::full(bytes))?
             }
         };
+        // Sent again once if a kept-alive connection closes under it: only
+        // an idempotent request with its body held.
+        let resend = self
+            .replay
+            .as_ref()
+            .filter(|_| self.method.is_idempotent())
+            .map(|(bytes, headers)| {
+                || self.request(lease, headers.clone(), ProxyBody::full(bytes.clone()))
+            });
+        let response = self
+            .upstream
+            .send_or_resend(instance, request, resend)
+            .await?;
         let verdict = match response.status() {
             StatusCode::UNAUTHORIZED => Verdict::TokenRefused,
             status if throttle::is_throttling(status) => {
-                Verdict::Throttled(throttle::retry_after(response.headers(), SystemTime::now()))
+                let throttling = Throttling::rest(status, response.headers(), &self.method);
+                Verdict::Throttled(throttling)
             }
             _ => Verdict::Answered,
         };

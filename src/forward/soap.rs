@@ -15,7 +15,7 @@ use crate::replay::{self, Verdict};
 use crate::route::Target;
 use crate::soap::{self, Envelope, EnvelopeStart};
 use crate::telemetry::{AccessRecord, X_REQUEST_ID};
-use crate::throttle;
+use crate::throttle::{self, Throttling};
 use crate::token::Lease;
 
 impl Forwarder<'_> {
@@ -83,8 +83,13 @@ impl SoapExchange<'_> {
         let (response, fault) = soap::inspect_response(response).await;
         let verdict = match fault {
             Some(soap::Fault::TokenRefused) => Verdict::TokenRefused,
-            Some(soap::Fault::RateLimited) => {
-                Verdict::Throttled(Some(throttle::SOAP_RATE_LIMITED_WAIT))
+            Some(soap::Fault::RateLimited) => Verdict::Throttled(Throttling::soap_rate_limited()),
+            // A 429 or 503 before the SOAP service (SFMC's edge): counted,
+            // and sent again only as the rule allows (a 503 never: POST).
+            None if throttle::is_throttling(response.status()) => {
+                let status = response.status();
+                let headers = response.headers();
+                Verdict::Throttled(Throttling::rest(status, headers, &self.method))
             }
             None => Verdict::Answered,
         };

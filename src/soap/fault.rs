@@ -23,7 +23,8 @@ const RATE_LIMITED: &str = "rate limited";
 pub enum Fault {
     /// SFMC refused the token: drop it, replay once.
     TokenRefused,
-    /// SFMC is throttling: counted, passed on.
+    /// SFMC is throttling: counted; passed on, or sent again under
+    /// `retry_throttled`.
     RateLimited,
 }
 

@@ -102,7 +102,8 @@ pub struct AccessRecord {
     error: Option<&'static str>,
     status: Option<StatusCode>,
     upstream_status: Option<StatusCode>,
-    /// Time spent waiting for SFMC's response heads (both sends of a replay).
+    /// Time spent waiting for SFMC's response heads (every send: a replay,
+    /// a retry after throttling).
     upstream: Option<Duration>,
     /// When the send to SFMC now waiting for its answer went out.
     sent: Option<Instant>,

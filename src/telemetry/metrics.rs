@@ -154,7 +154,7 @@ impl Metrics {
             );
         registry.register_with_unit(
             "upstream_duration",
-            "Waiting for SFMC's response heads (both sends of a replay)",
+            "Waiting for SFMC's response heads (every send: a replay, a retry after throttling)",
             Unit::Seconds,
             upstream_duration.clone(),
         );

@@ -33,7 +33,7 @@ async fn by_default_sfmc_s_429_reaches_the_client_untouched_and_counted() {
     let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
     assert_eq!((reply.status, reply.proxy_error()), (429, None));
     assert_eq!(reply.headers["retry-after"], "1");
-    assert_eq!(reply.json()["errorcode"], 50200, "SFMC's own body");
+    assert_eq!(reply.json()["errorcode"], 50100, "SFMC's own body");
     assert_eq!(s.fake.rest_requests(), 1, "not sent again");
     assert_eq!(counted(&s, "upstream_throttled", "rest").await, 1.0);
     assert_eq!(counted(&s, "upstream_throttle_retries", "rest").await, 0.0);
@@ -64,6 +64,39 @@ async fn a_held_request_is_sent_again_after_retry_after_with_the_same_token_and_
     assert_eq!((s.fake.rest_requests(), s.fake.token_requests()), (3, 1));
     assert_eq!(counted(&s, "upstream_throttled", "rest").await, 2.0);
     assert_eq!(counted(&s, "upstream_throttle_retries", "rest").await, 2.0);
+}
+
+#[tokio::test]
+async fn the_proxy_waits_at_least_what_retry_after_asks() {
+    let s = retrying().await;
+    s.fake.throttle_rest(1, Some("1"));
+    let started = std::time::Instant::now();
+    let reply = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(reply.status, 200);
+    // A lower bound only: how much longer depends on the machine.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.fake.rest_requests(), 2);
+}
+
+#[tokio::test]
+async fn a_503_is_sent_again_only_for_an_idempotent_method() {
+    let s = retrying().await;
+    let unavailable = "/fake/respond?status=503&header=Retry-After:0";
+    let post = s.client.post(&s.proxy, unavailable, &[], "{}").await;
+    assert_eq!((post.status, post.proxy_error()), (503, None));
+    assert_eq!(s.fake.rest_requests(), 1, "a POST may have been acted on");
+    let get = s.client.get(&s.proxy, unavailable, &[]).await;
+    assert_eq!(get.status, 503, "SFMC's 503 each time");
+    assert_eq!(
+        s.fake.rest_requests(),
+        4,
+        "a GET: the first send and two retries"
+    );
+    assert_eq!(counted(&s, "upstream_throttled", "rest").await, 4.0);
 }
 
 #[tokio::test]
@@ -130,8 +163,14 @@ async fn a_tenant_s_own_key_turns_the_retry_off_or_on() {
 async fn a_soap_rate_limited_fault_is_sent_again_after_a_second() {
     let s = retrying().await;
     s.fake.rate_limit_soap(1);
+    let started = std::time::Instant::now();
     let reply = soap(&s, "/Service.asmx", envelope("")).await;
     assert_answered(&reply, 1);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!((s.fake.soap_requests(), s.fake.token_requests()), (2, 1));
     assert_eq!(counted(&s, "upstream_throttled", "soap").await, 1.0);
     assert_eq!(counted(&s, "upstream_throttle_retries", "soap").await, 1.0);
@@ -184,13 +223,7 @@ async fn a_tenant_s_requests_beyond_its_limit_wait_then_get_upstream_busy() {
         .start()
         .await;
     // One request at SFMC, its response streaming: the tenant's one slot.
-    let gated = s
-        .client
-        .send(request("GET", &s.proxy, "/fake/gated", &[], empty()))
-        .await;
-    let mut gated = gated.into_body();
-    let first = next_data(&mut gated).await;
-    assert_eq!(first, "first\n");
+    let gated = hold_a_slot(&s).await;
 
     let busy = s.client.get(&s.proxy, "/hub/v1/x", &[]).await;
     assert_eq!(
@@ -229,23 +262,20 @@ async fn a_queued_request_goes_out_when_a_slot_frees() {
         .tenant(|t| t.max_concurrent_requests(1))
         .start()
         .await;
-    let gated = s
-        .client
-        .send(request("GET", &s.proxy, "/fake/gated", &[], empty()))
-        .await;
-    let mut gated = gated.into_body();
-    assert_eq!(next_data(&mut gated).await, "first\n");
+    let gated = hold_a_slot(&s).await;
 
     let client = s.client.clone();
     let queued_request = request("GET", &s.proxy, "/hub/v1/queued", &[], empty());
     let queued = tokio::spawn(async move { client.fetch(queued_request).await });
     // Seen waiting in the queue gauge, not yet at SFMC.
     let series = r#"sfmc_proxy_upstream_queued{tenant="acme"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let text = scrape(&s.client, &s.proxy, &[]).await.text();
         if sample(&text, series) == Some(1.0) {
             break;
         }
+        assert!(std::time::Instant::now() < deadline, "never queued: {text}");
         tokio::task::yield_now().await;
     }
     assert_eq!(s.fake.rest_requests(), 1);
@@ -257,6 +287,18 @@ async fn a_queued_request_goes_out_when_a_slot_frees() {
     assert_eq!(reply.json()["path"], "/hub/v1/queued");
     let text = scrape(&s.client, &s.proxy, &[]).await.text();
     assert_eq!(sample(&text, series), Some(0.0), "{text}");
+}
+
+/// A request to `/fake/gated` whose response has begun streaming: it holds
+/// one of the tenant's slots until its body is read to the end.
+async fn hold_a_slot(s: &Setup) -> hyper::body::Incoming {
+    let gated = s
+        .client
+        .send(request("GET", &s.proxy, "/fake/gated", &[], empty()))
+        .await;
+    let mut body = gated.into_body();
+    assert_eq!(next_data(&mut body).await, "first\n");
+    body
 }
 
 /// The next data frame of a streaming body, as text.

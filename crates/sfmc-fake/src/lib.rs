@@ -67,8 +67,9 @@ const DEFAULT_SCOPE: &str =
     "email_read email_write documents_and_images_read data_extensions_read data_extensions_write";
 /// The MID of the business unit that owns the fake's package.
 const DEFAULT_MID: &str = "100";
-/// SFMC's REST throttling answer (HTTP 429).
-const THROTTLED: &str = r#"{"message":"Too many requests. Please try again later.","errorcode":50200,"documentation":"https://developer.salesforce.com/docs/marketing/marketing-cloud/guide/error-handling.html"}"#;
+/// SFMC's REST throttling answer (HTTP 429; errorcode 50100 is the one
+/// SFMC sends with `Retry-After`).
+const THROTTLED: &str = r#"{"message":"Too many requests. Please try again later.","errorcode":50100,"documentation":"https://developer.salesforce.com/docs/marketing/marketing-cloud/guide/error-handling.html"}"#;
 const NOT_AUTHORIZED: &str = r#"{"message":"Not Authorized","errorcode":0,"documentation":"https://developer.salesforce.com/docs/atlas.en-us.mc-apis.meta/mc-apis/error-handling.htm"}"#;
 
 /// How the token response writes the instance URLs (SFMC uses all three).

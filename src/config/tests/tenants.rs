@@ -412,6 +412,8 @@ fn a_concurrency_limit_must_be_one_or_more_and_a_queue_timeout_needs_it() {
     assert_eq!(error_key(&alone), "tenants.acme.queue_timeout");
     let unreadable = format!("{MINIMAL}max_concurrent_requests = 1\nqueue_timeout = \"soon\"\n");
     assert_eq!(error_key(&unreadable), "tenants.acme.queue_timeout");
-    let wait = format!("[upstream]\nmax_retry_wait = \"a while\"\n{MINIMAL}");
-    assert_eq!(error_key(&wait), "upstream.max_retry_wait");
+    for wait in ["a while", "500ms", "61s"] {
+        let text = format!("[upstream]\nmax_retry_wait = \"{wait}\"\n{MINIMAL}");
+        assert_eq!(error_key(&text), "upstream.max_retry_wait", "{wait}");
+    }
 }
