@@ -19,10 +19,15 @@
 # the proxy's callback. And the status page in the same browser
 # (status_page.mjs): a third proxy with tenants demo, broken and web, its
 # /_proxy/status read from the DOM, "drop cached token" clicked, a screenshot
-# written to target/status-page.png. Installs what it needs itself (e2e/.venv,
-# e2e/node_modules, Debian's chromium when /usr/bin/chromium is missing: as
-# root only), builds the proxy, and never leaves the machine: every client
-# refuses non-loopback connections. Last line: "N passed, N failed".
+# written to target/status-page.png. And a fleet: three `sfmc-proxy serve`
+# replicas sharing tokens through a redis-server ([redis]) behind HAProxy
+# (round robin), the three SDKs run through the load balancer, then each
+# replica's metrics say the fleet sent SFMC one token request and every
+# replica served calls (fleet_counts.py). Installs what it needs itself
+# (e2e/.venv, e2e/node_modules, Debian's chromium, redis-server and haproxy
+# when missing: as root only), builds the proxy, and never leaves the
+# machine: every client refuses non-loopback connections. Last line:
+# "N passed, N failed".
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -71,6 +76,7 @@ bin=${CARGO_TARGET_DIR:-$root/target}/debug/sfmc-proxy
 step "sfmc-proxy demo --listen 127.0.0.1:0"
 work=$(mktemp -d)
 demo_pid=
+fleet_pids=()
 drain_pid=
 serve_pid=
 status_pid=
@@ -81,6 +87,7 @@ stop() {
   fi
 }
 cleanup() {
+  for pid in "${fleet_pids[@]}"; do stop "$pid"; done
   stop "$status_pid"
   stop "$serve_pid"
   stop "$demo_pid"
@@ -157,12 +164,12 @@ if [ "$target" = proxy ]; then
     env E2E_PROXY_URL="$proxy_url" node postman_client.cjs
 fi
 
-# Two free loopback ports (held together while picked, so they differ).
+# $1 (default 2) free loopback ports (held together while picked, so they differ).
 free_ports() {
-  python3 -c 'import socket
-s = [socket.socket() for _ in range(2)]
+  python3 -c 'import socket, sys
+s = [socket.socket() for _ in range(int(sys.argv[1]))]
 for x in s: x.bind(("127.0.0.1", 0))
-print(*(x.getsockname()[1] for x in s))'
+print(*(x.getsockname()[1] for x in s))' "${1:-2}"
 }
 
 # `sfmc-proxy serve` with the config $1, logging to $2: started_pid is its
@@ -248,6 +255,80 @@ if [ "$target" = proxy ]; then
   else
     failed=$((failed + 1))
     failures+=("status page (Chromium)")
+  fi
+fi
+
+# A fleet: three `sfmc-proxy serve` replicas of tenant "demo" on the demo's
+# fake tenant, sharing tokens through a real redis-server ([redis]), behind
+# Debian's HAProxy (round robin). The SDKs authenticate at the load balancer
+# and each of their calls may land on another replica: the broker's local
+# tokens are sealed for the fleet, and the fleet asks SFMC for one token.
+start_fleet() {
+  local ports p i
+  ports=$(free_ports 4) || return 1
+  read -r -a p <<<"$ports"
+  lb_url=http://127.0.0.1:${p[3]}/
+  replica_urls=()
+  redis-server --port 0 --unixsocket "$work/redis.sock" --unixsocketperm 700 \
+    --save "" --appendonly no --dir "$work" --logfile "$work/redis.log" &
+  fleet_pids+=($!)
+  for i in 0 1 2; do
+    printf '%s\n' \
+      '[server]' "listen = \"127.0.0.1:${p[$i]}\"" '' \
+      '[redis]' "url = \"unix://$work/redis.sock\"" \
+      'encryption_key = "e2e-fleet-encryption-key-0123456789abcdef"' '' \
+      '[tenants.demo]' "auth_url = \"$fake_url\"" \
+      'client_id = "fake-client-id"' 'client_secret = "fake-client-secret"' \
+      'account_id = "100"' >"$work/fleet-$i.toml"
+    start_serve "$work/fleet-$i.toml" "$work/fleet-$i.log" || return 1
+    fleet_pids+=("$started_pid")
+    replica_urls+=("http://127.0.0.1:${p[$i]}/")
+  done
+  printf '%s\n' 'defaults' '  mode http' '  timeout connect 5s' '  timeout client 60s' \
+    '  timeout server 60s' '' 'frontend fleet' "  bind 127.0.0.1:${p[3]}" \
+    '  default_backend replicas' '' 'backend replicas' '  balance roundrobin' \
+    '  option httpchk GET /_proxy/health' \
+    "  server r0 127.0.0.1:${p[0]} check inter 1s" \
+    "  server r1 127.0.0.1:${p[1]} check inter 1s" \
+    "  server r2 127.0.0.1:${p[2]} check inter 1s" >"$work/haproxy.cfg"
+  haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+  fleet_pids+=($!)
+  local tries=0
+  until python3 -c 'import sys, urllib.request
+urllib.request.urlopen(sys.argv[1] + "_proxy/health", timeout=2)' "$lb_url" 2>/dev/null; do
+    if [ "$tries" -ge 100 ]; then
+      echo "FAIL: HAProxy did not answer on $lb_url:" >&2
+      cat "$work/haproxy.cfg" "$work/haproxy.log" >&2
+      return 1
+    fi
+    tries=$((tries + 1))
+    sleep 0.1
+  done
+}
+
+
+if [ "$target" = proxy ]; then
+  step "a fleet: three replicas sharing tokens through Redis, behind HAProxy"
+  for need in redis-server:redis-server haproxy:haproxy; do
+    command -v "${need%%:*}" >/dev/null && continue
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "FAIL: ${need%%:*} is missing and this is not root: install Debian's ${need##*:}" \
+        "(sudo apt-get install --no-install-recommends ${need##*:}), then run again" >&2
+      exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need##*:}" >/dev/null
+  done
+  if start_fleet; then
+    echo "load balancer $lb_url over ${replica_urls[*]}"
+    run_client "FuelSDK-Python via HAProxy" "$lb_url" "$venv/bin/python" fuelsdk_client.py
+    run_client "fuel-auth + fuel-rest via HAProxy" "$lb_url" node fuel_rest_client.js
+    run_client "sfmc-sdk via HAProxy" "$lb_url" node sfmc_sdk_client.mjs
+    run_client "one token for the fleet" "${replica_urls[*]}" \
+      python3 fleet_counts.py "${replica_urls[@]}"
+  else
+    failed=$((failed + 1))
+    failures+=("fleet behind HAProxy")
   fi
 fi
 
