@@ -4,7 +4,8 @@
 //! operations the fleet needs — read, write with a time to live, and the
 //! lock (`SET NX PX` with a random owner; renew and release only by that
 //! owner, in Lua, so a lock that expired and went to another replica is
-//! never touched) and compare-and-delete of an entry.
+//! never touched), compare-and-delete of an entry, and a token bucket on
+//! Redis' clock.
 //!
 //! Every operation ends within `redis.operation_timeout`. An error says
 //! whether Redis could not be reached (then a replica goes on alone) or
@@ -54,6 +55,27 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
 end
 return 0";
+
+/// Takes one token from a bucket of `ARGV[1]` (burst) regaining one every
+/// `ARGV[2]` ms, on Redis' own clock (the replicas' may differ): 0 when
+/// taken, else the milliseconds until one is back.
+const ADMIT: &str = r"
+local burst, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) / interval)
+local wait = 0
+if tokens >= 1 then
+    tokens = tokens - 1
+else
+    wait = math.ceil((1 - tokens) * interval)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * interval) + 1000)
+return wait";
 
 /// A connection to the `[redis]` server, shared by every request.
 #[derive(Clone)]
@@ -173,6 +195,21 @@ impl Redis {
         invocation.arg(value);
         let deleted: i64 = self.script("delete", &invocation).await?;
         Ok(deleted == 1)
+    }
+
+    /// One token from the bucket `name` (`burst`, one regained per
+    /// `interval`): `None` when taken, else how long until one is back.
+    pub async fn admit(
+        &self,
+        name: &str,
+        burst: u32,
+        interval: Duration,
+    ) -> Result<Option<Duration>, RedisError> {
+        let script = Script::new(ADMIT);
+        let mut invocation = script.key(name);
+        invocation.arg(burst).arg(millis(interval));
+        let wait: u64 = self.script("admit", &invocation).await?;
+        Ok((wait > 0).then(|| Duration::from_millis(wait)))
     }
 
     async fn run<T: redis::FromRedisValue>(

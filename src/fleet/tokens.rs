@@ -4,7 +4,8 @@
 //! client:
 //!
 //! 1. A sealed entry in Redis that is still fresh (outside the refresh
-//!    window) is the token: no request to SFMC.
+//!    window) is the token: no request to SFMC, and (asked through
+//!    `TokenSource::find`) nothing taken from the tenant's rate limit.
 //! 2. Else the replica takes the key's lock (`SET NX PX`, a random owner,
 //!    `redis.lock_timeout`, renewed while the request runs), reads the entry
 //!    once more (another replica may have just written it), asks SFMC, writes
@@ -13,6 +14,10 @@
 //!    jittered) for the winner's token — or for the lock to free, when the
 //!    winner died — while the cache in front of them goes on serving the
 //!    current token where it is still valid.
+//!    Before asking SFMC, the winner takes one of the tenant's token
+//!    requests from the fleet's bucket (`token.rate_burst` per
+//!    `token.rate_interval` for all replicas together); an empty bucket
+//!    answers `token_unavailable` without a request.
 //! 3. A token SFMC refused (a 401 or `Token Expired` on this replica) is
 //!    deleted from Redis only while the entry still holds it
 //!    (compare-and-delete) before the next read, so a revocation costs the
@@ -34,7 +39,7 @@ use super::client::{Redis, RedisError};
 use super::health::Health;
 use super::seal::Sealer;
 use crate::config::{Grant, RedisSettings, Settings, Tenant};
-use crate::token::{FetchFuture, FetchedToken, TokenError, TokenKey, TokenSource};
+use crate::token::{FetchFuture, FetchedToken, FindFuture, TokenError, TokenKey, TokenSource};
 use crate::upstream::InstanceBase;
 
 /// A waiter's pause between two reads, at least and at most (jittered, so
@@ -71,6 +76,8 @@ struct Names {
     /// The entry as `redis.previous_encryption_key` named it, if set.
     previous: Option<String>,
     lock: String,
+    /// The tenant's token bucket, shared by all its keys.
+    budget: String,
 }
 
 #[derive(Clone)]
@@ -116,7 +123,20 @@ impl SharedTokens {
             entry: self.sealer.name("token", &parts),
             previous: self.sealer.previous_name("token", &parts),
             lock: self.sealer.name("lock", &parts),
+            budget: self.sealer.name("budget", &parts[..3]),
         }
+    }
+
+    /// The fleet's fresh token for `key`, if Redis has one (one read).
+    async fn find_shared(&self, key: &TokenKey) -> Option<FetchedToken> {
+        let tenant = self.settings.tenant(&key.tenant)?;
+        if tenant.grant != Grant::ClientCredentials {
+            return None;
+        }
+        self.read(&self.names(tenant, key), key)
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn fetch_shared(&self, key: &TokenKey) -> Result<FetchedToken, TokenError> {
@@ -187,6 +207,10 @@ impl SharedTokens {
             let _ = self.redis.release(lock, owner).await;
             return Ok(fetched);
         }
+        if let Err(held_back) = self.admit(&names.budget).await {
+            let _ = self.redis.release(lock, owner).await;
+            return Err(held_back);
+        }
         let fetch = self.sfmc.fetch(key);
         tokio::pin!(fetch);
         let mut renewal = tokio::time::interval(self.lock_timeout / 3);
@@ -204,6 +228,30 @@ impl SharedTokens {
         }
         let _ = self.redis.release(lock, owner).await;
         fetched
+    }
+
+    /// One of the tenant's token requests from the fleet's bucket
+    /// (`token.rate_burst`, one regained per `token.rate_interval`, counted
+    /// in Redis for every replica together). A Redis that does not answer
+    /// holds nothing back: each replica's own bucket still applies.
+    async fn admit(&self, budget: &str) -> Result<(), TokenError> {
+        let token = &self.settings.token;
+        match self
+            .redis
+            .admit(budget, token.rate_burst, token.rate_interval)
+            .await
+        {
+            Ok(Some(wait)) => Err(TokenError::Unavailable {
+                reason: format!(
+                    "held back by the fleet's token rate limit (token.rate_burst = {} per token.rate_interval = {}, counted over every replica); one more may be sent in {}",
+                    token.rate_burst,
+                    humantime::format_duration(token.rate_interval),
+                    humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+                ),
+                retryable: false,
+            }),
+            Ok(None) | Err(_) => Ok(()),
+        }
     }
 
     /// The fleet's token for `key`: under the current key's name, else
@@ -327,6 +375,10 @@ impl TokenSource for SharedTokens {
 
     fn target(&self, key: &TokenKey) -> String {
         self.sfmc.target(key)
+    }
+
+    fn find<'a>(&'a self, key: &'a TokenKey) -> FindFuture<'a> {
+        Box::pin(self.find_shared(key))
     }
 
     fn refused(&self, key: &TokenKey, access_token: &str) {

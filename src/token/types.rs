@@ -239,6 +239,9 @@ pub struct FetchedToken {
 pub type FetchFuture<'a> =
     Pin<Box<dyn Future<Output = Result<FetchedToken, TokenError>> + Send + 'a>>;
 
+/// What [`TokenSource::find`] returns: a token already had, if any.
+pub type FindFuture<'a> = Pin<Box<dyn Future<Output = Option<FetchedToken>> + Send + 'a>>;
+
 /// Where tokens come from: SFMC's `/v2/token` in production, a script in tests.
 pub trait TokenSource: Send + Sync + 'static {
     fn fetch<'a>(&'a self, key: &'a TokenKey) -> FetchFuture<'a>;
@@ -252,6 +255,13 @@ pub trait TokenSource: Send + Sync + 'static {
     /// SFMC refused `access_token`, which this source gave for `key`, and
     /// the cache dropped it: a source that shares tokens stops handing it out.
     fn refused(&self, _key: &TokenKey, _access_token: &str) {}
+
+    /// A fresh token for `key` that costs SFMC nothing (another replica's,
+    /// shared): asked before `fetch`, and not counted against the tenant's
+    /// rate limit, which is for requests to SFMC.
+    fn find<'a>(&'a self, _key: &'a TokenKey) -> FindFuture<'a> {
+        Box::pin(std::future::ready(None))
+    }
 }
 
 /// How a request got its token, for the access log.

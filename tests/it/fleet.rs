@@ -329,3 +329,48 @@ async fn a_local_token_from_one_replica_is_honoured_by_every_other() {
         (401, Some("local_token_invalid"))
     );
 }
+
+#[tokio::test]
+async fn the_token_rate_limit_counts_every_replica_together() {
+    let dir = temp_dir("fleet-budget");
+    let redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    let limited = || {
+        TestProxy::builder()
+            .redis(&redis.url())
+            .prefetch(false)
+            .rate_burst(1)
+            .rate_interval(Duration::from_secs(3600))
+            .tenant(Tenant::new("acme", &fake))
+            .start()
+    };
+    let (a, b) = (limited().await, limited().await);
+    let client = TestClient::new();
+    let first_bu = [("x-sfmc-account-id", "100")];
+    assert_eq!(client.get(&a, "/hub/v1/x", &first_bu).await.status, 200);
+    // Another business unit on the other replica: its own bucket is full,
+    // the fleet's is empty.
+    let other_bu = [("x-sfmc-account-id", "200")];
+    let held = client.get(&b, "/hub/v1/x", &other_bu).await;
+    assert_eq!(
+        (held.status, held.proxy_error()),
+        (503, Some("token_unavailable"))
+    );
+    let message = held.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("the fleet's token rate limit"),
+        "{message}"
+    );
+    assert!(held.headers.contains_key("retry-after"));
+    assert_eq!(
+        fake.token_requests(),
+        1,
+        "nothing sent for the held-back one"
+    );
+    // The first business unit's token is the fleet's: b serves it.
+    assert_eq!(client.get(&b, "/hub/v1/x", &first_bu).await.status, 200);
+    assert_eq!(fake.token_requests(), 1);
+}

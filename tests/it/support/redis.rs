@@ -70,8 +70,8 @@ impl RedisServer {
         self.run().await;
     }
 
-    /// Every key and its value (strings only: the proxy writes no other
-    /// type), for a test to look through.
+    /// Every key and its value (a string, or a hash's fields and values),
+    /// for a test to look through.
     pub async fn dump(&self) -> Vec<(String, Vec<u8>)> {
         let client = redis::Client::open(self.url()).expect("redis url");
         let mut connection = client
@@ -85,12 +85,31 @@ impl RedisServer {
             .expect("KEYS");
         let mut entries = Vec::new();
         for key in keys {
-            let value: Option<Vec<u8>> = redis::cmd("GET")
+            let kind: String = redis::cmd("TYPE")
                 .arg(&key)
                 .query_async(&mut connection)
                 .await
-                .expect("GET");
-            entries.push((key, value.unwrap_or_default()));
+                .expect("TYPE");
+            // A hash (a token bucket) as its fields and values, one per line.
+            let value: Vec<u8> = match kind.as_str() {
+                "hash" => {
+                    let fields: Vec<Vec<u8>> = redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query_async(&mut connection)
+                        .await
+                        .expect("HGETALL");
+                    fields.join(&b'\n')
+                }
+                _ => {
+                    let value: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg(&key)
+                        .query_async(&mut connection)
+                        .await
+                        .expect("GET");
+                    value.unwrap_or_default()
+                }
+            };
+            entries.push((key, value));
         }
         entries
     }
