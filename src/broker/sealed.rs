@@ -6,8 +6,10 @@
 //!
 //! A token stops opening when the key changes (the tool authenticates
 //! again, as after a restart without Redis) and stops being honoured when
-//! its tenant's auth URL or client id changes, as `LocalTokens::retain`
-//! does for the tokens one process holds.
+//! what admitted it changes — the tenant's auth URL, client id or secret,
+//! the broker's local secret, the inbound keys — or its business unit is
+//! no longer allowed, as `LocalTokens::retain` does for the tokens one
+//! process holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Settings;
+use crate::config::{Secret, Settings, Tenant};
 use crate::fleet::Sealer;
 use crate::token::TokenKey;
 
@@ -32,16 +34,24 @@ struct Grant {
     scope: Option<String>,
     /// Unix milliseconds, the grace included.
     until: u64,
-    /// The package: `{token_url} {client_id}` when it was issued.
+    /// The tenant's admission digest when it was issued.
     package: String,
 }
 
-/// The fleet's seal and each tenant's package, for one configuration.
+/// The fleet's seal and, per tenant, what a grant must match, for one
+/// configuration.
 pub struct FleetGrants {
     sealer: Sealer,
     /// The AAD name of every sealed local token.
     name: String,
-    packages: HashMap<Arc<str>, String>,
+    tenants: HashMap<Arc<str>, Admission>,
+}
+
+/// What a tenant's grants are checked against: its configuration, and an
+/// HMAC of everything that decides who may have one.
+struct Admission {
+    tenant: Arc<Tenant>,
+    digest: String,
 }
 
 impl FleetGrants {
@@ -50,20 +60,22 @@ impl FleetGrants {
     pub fn new(settings: &Settings) -> Option<Self> {
         let redis = settings.redis.as_ref()?;
         let sealer = Sealer::new(redis).ok()?;
-        let packages = settings
+        let tenants = settings
             .tenants
             .iter()
             .map(|tenant| {
-                (
-                    tenant.name.clone(),
-                    package(&tenant.token_url, &tenant.client_id),
-                )
+                let digest = admission_digest(&sealer, settings, tenant);
+                let admission = Admission {
+                    tenant: tenant.clone(),
+                    digest,
+                };
+                (tenant.name.clone(), admission)
             })
             .collect();
         Some(Self {
             name: sealer.name("local-token", &[]),
             sealer,
-            packages,
+            tenants,
         })
     }
 
@@ -75,7 +87,7 @@ impl FleetGrants {
             account_id: key.account_id.as_deref().map(str::to_owned),
             scope: key.scope.as_deref().map(str::to_owned),
             until: unix_millis(until),
-            package: self.packages.get(&key.tenant)?.clone(),
+            package: self.tenants.get(&key.tenant)?.digest.clone(),
         };
         let plain = serde_json::to_vec(&grant).ok()?;
         let sealed = self.sealer.seal(&self.name, &plain);
@@ -93,8 +105,15 @@ impl FleetGrants {
         let sealed = URL_SAFE_NO_PAD.decode(encoded).ok()?;
         let plain = self.sealer.open(&self.name, &sealed)?;
         let grant: Grant = serde_json::from_slice(&plain).ok()?;
-        let (tenant, package) = self.packages.get_key_value(grant.tenant.as_str())?;
-        if *package != grant.package {
+        let (tenant, admission) = self.tenants.get_key_value(grant.tenant.as_str())?;
+        if admission.digest != grant.package {
+            return None;
+        }
+        // A business unit the tenant no longer allows is refused, as the
+        // replica that issued it would after the same reload.
+        if let Some(mid) = grant.account_id.as_deref()
+            && !admission.tenant.account_allowed(mid)
+        {
             return None;
         }
         let left = Duration::from_millis(grant.until.checked_sub(unix_millis(now))?);
@@ -107,8 +126,34 @@ impl FleetGrants {
     }
 }
 
-fn package(token_url: &str, client_id: &str) -> String {
-    format!("{token_url} {client_id}")
+/// An HMAC (the fleet's naming key) of what decides who may hold a grant
+/// of `tenant`: its auth URL, client id and client secret, the broker's
+/// local secret for it (or that any is accepted), and the inbound keys.
+/// Changing any of them (a reload, a rotation) ends its sealed tokens on
+/// every replica that has the change, as it ends the tokens one process
+/// holds.
+fn admission_digest(sealer: &Sealer, settings: &Settings, tenant: &Tenant) -> String {
+    let secret = tenant.client_secret.as_ref().map_or("", Secret::expose);
+    let broker = match settings.broker.client_secrets.get(&tenant.name) {
+        Some(local) => local.expose(),
+        None if settings.broker.accept_any_secret => "*",
+        None => "",
+    };
+    let keys: Vec<&str> = settings
+        .server
+        .inbound_keys
+        .iter()
+        .map(Secret::expose)
+        .collect();
+    let keys = keys.join("\n");
+    let parts = [
+        tenant.token_url.as_str(),
+        tenant.client_id.as_str(),
+        secret,
+        broker,
+        &keys,
+    ];
+    sealer.name("admission", &parts)
 }
 
 fn unix_millis(at: SystemTime) -> u64 {
@@ -182,6 +227,34 @@ mod tests {
         assert_eq!(rotated.expect("redis").open(&token, now), None);
         let new_package = FleetGrants::new(&settings("other-id", KEY)).expect("redis");
         assert_eq!(new_package.open(&token, now), None, "the client id changed");
+        let rotated_secret = settings("id", KEY);
+        let text = format!(
+            "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\nencryption_key = \"{KEY}\"\n[tenants.acme]\nauth_url = \"https://example.auth.marketingcloudapis.com/\"\nclient_id = \"id\"\nclient_secret = \"rotated\"\n"
+        );
+        let rotated = Settings::from_toml(&text, |_| None, Path::new(".")).expect("settings");
+        assert!(
+            FleetGrants::new(&rotated_secret)
+                .expect("redis")
+                .open(&token, now)
+                .is_some()
+        );
+        assert_eq!(
+            FleetGrants::new(&rotated).expect("redis").open(&token, now),
+            None,
+            "the client secret changed"
+        );
+        let narrowed = text.replace(
+            "client_secret = \"rotated\"",
+            "client_secret = \"secret\"\naccount_ids = [\"200\"]",
+        );
+        let narrowed = Settings::from_toml(&narrowed, |_| None, Path::new(".")).expect("settings");
+        assert_eq!(
+            FleetGrants::new(&narrowed)
+                .expect("redis")
+                .open(&token, now),
+            None,
+            "business unit 100 is no longer allowed"
+        );
         let mut tampered = token.clone().into_bytes();
         let last = tampered.len() - 2;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };

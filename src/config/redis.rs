@@ -77,7 +77,11 @@ pub(super) fn validate(
     if !matches!(url.scheme(), "unix" | "redis+unix") && url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("redis.url", "names no host"));
     }
-    let in_url = url.password().is_some();
+    // redis-rs also reads `?pass=` (and `?user=`) from a unix socket URL.
+    let in_url = url.password().is_some()
+        || url
+            .query_pairs()
+            .any(|(name, _)| matches!(&*name, "pass" | "password"));
     let password = match (raw.password, raw.password_file) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -214,12 +218,15 @@ fn key_value(
     Ok(Some(Secret::new(value)))
 }
 
-/// `url` with no user or password: what a log may show.
+/// `url` with no user, password, query (`?pass=`) or fragment: what a log
+/// may show.
 fn without_credentials(url: &Url) -> String {
     let mut shown = url.clone();
     // Both fail only for URLs that cannot have credentials (unix paths).
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
     shown.to_string()
 }
 
@@ -317,6 +324,19 @@ mod tests {
         let short = "url = \"redis://h/0\"\nencryption_key = \"short-secret\"";
         let message = validate_text(short).expect_err("short").to_string();
         assert!(!message.contains("short-secret"), "{message}");
+    }
+
+    #[test]
+    fn a_password_in_a_unix_socket_url_s_query_is_not_shown() {
+        let text = format!(
+            "url = \"unix:///run/redis.sock?user=proxy&pass=s3cr3t\"\nencryption_key = \"{KEY}\""
+        );
+        let redis = validate_text(&text).expect("valid").expect("some");
+        assert_eq!(redis.shown_url, "unix:///run/redis.sock");
+        let twice = format!(
+            "url = \"unix:///run/redis.sock?pass=a\"\npassword = \"b\"\nencryption_key = \"{KEY}\""
+        );
+        assert_eq!(error_key(&twice), "redis.password");
     }
 
     #[test]

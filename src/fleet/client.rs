@@ -33,6 +33,12 @@ pub enum RedisError {
     /// Redis answered with an error (a refused ACL, a read-only replica…).
     #[error("Redis at {url} refused: {reason}")]
     Refused { url: String, reason: String },
+    /// Another replica kept a token's lock for longer than a lease.
+    #[error(
+        "another replica has held this token's lock in Redis for more than redis.lock_timeout ({})",
+        humantime::format_duration(*.0)
+    )]
+    LockHeld(Duration),
 }
 
 /// Releases a lock only while `owner` holds it.
@@ -148,8 +154,17 @@ impl Redis {
         })
     }
 
-    pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, RedisError> {
-        self.run("get", redis::cmd("GET").arg(name)).await
+    /// The value of `name` and the time it has left, on Redis' own clock
+    /// (one round trip; a replica's clock may be off).
+    pub async fn get(&self, name: &str) -> Result<Option<(Vec<u8>, Duration)>, RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("GET").arg(name).cmd("PTTL").arg(name);
+        let mut connection = self.connection.clone();
+        let query = pipe.query_async(&mut connection);
+        let (value, ttl): (Option<Vec<u8>>, i64) = self.bounded("get", query).await?;
+        // PTTL is -1 without a TTL and -2 when gone: neither is a live token.
+        let left = u64::try_from(ttl).ok().map(Duration::from_millis);
+        Ok(value.zip(left))
     }
 
     /// Stores `value` under `name` for `ttl` (at least a millisecond).

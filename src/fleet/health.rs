@@ -55,7 +55,7 @@ impl Health {
         self.errors.get_or_create(&OpLabels { op }).inc();
         // A refusal (an ACL, a read-only replica) is Redis answering: counted,
         // and logged where it happens, but Redis is up.
-        if matches!(error, RedisError::Refused { .. }) {
+        if matches!(error, RedisError::Refused { .. } | RedisError::LockHeld(_)) {
             return;
         }
         let mut down = crate::sync::lock(&self.down);

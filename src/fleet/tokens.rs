@@ -30,7 +30,7 @@
 //! file store's, and they go to SFMC as without Redis.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -47,12 +47,10 @@ use crate::upstream::InstanceBase;
 const POLL_MIN: Duration = Duration::from_millis(25);
 const POLL_MAX: Duration = Duration::from_millis(100);
 
-/// What is sealed under a token's name.
+/// What is sealed under a token's name (its expiry is the entry's TTL).
 #[derive(Serialize, Deserialize)]
 struct Entry {
     access_token: String,
-    /// Unix milliseconds.
-    expires_at: u64,
     scope: Option<String>,
     rest_instance: String,
     soap_instance: Option<String>,
@@ -170,15 +168,15 @@ impl SharedTokens {
     ) -> Result<Result<FetchedToken, TokenError>, RedisError> {
         let names = self.names(tenant, key);
         let owner = owner();
+        let mut patience = Patience::new(self.lock_timeout);
         loop {
             match self.read(&names, key).await {
                 Ok(Some(fetched)) => return Ok(Ok(fetched)),
                 Ok(None) => {}
-                Err(error) if waits(&error) => {
-                    pause().await;
+                Err(error) => {
+                    patience.slow(error)?;
                     continue;
                 }
-                Err(error) => return Err(error),
             }
             match self
                 .redis
@@ -186,10 +184,10 @@ impl SharedTokens {
                 .await
             {
                 Ok(true) => return Ok(self.fetch_holding(&names, &owner, key).await),
-                Ok(false) => pause().await,
-                Err(error) if waits(&error) => pause().await,
-                Err(error) => return Err(error),
+                Ok(false) => patience.held()?,
+                Err(error) => patience.slow(error)?,
             }
+            pause().await;
         }
     }
 
@@ -203,12 +201,20 @@ impl SharedTokens {
         key: &TokenKey,
     ) -> Result<FetchedToken, TokenError> {
         let lock = names.lock.as_str();
+        // Released however this ends, a cancelled fetch (the cache's
+        // timeout, a client gone) included: others must not wait out the lease.
+        let mut held = Held {
+            redis: &self.redis,
+            lock,
+            owner,
+            released: false,
+        };
         if let Ok(Some(fetched)) = self.read(names, key).await {
-            let _ = self.redis.release(lock, owner).await;
+            held.release().await;
             return Ok(fetched);
         }
         if let Err(held_back) = self.admit(&names.budget).await {
-            let _ = self.redis.release(lock, owner).await;
+            held.release().await;
             return Err(held_back);
         }
         let fetch = self.sfmc.fetch(key);
@@ -226,7 +232,7 @@ impl SharedTokens {
         if let Ok(fetched) = &fetched {
             self.write(&names.entry, key, fetched).await;
         }
-        let _ = self.redis.release(lock, owner).await;
+        held.release().await;
         fetched
     }
 
@@ -277,7 +283,7 @@ impl SharedTokens {
         name: &str,
         key: &TokenKey,
     ) -> Result<Option<FetchedToken>, RedisError> {
-        let Some(sealed) = self.redis.get(name).await? else {
+        let Some((sealed, remaining)) = self.redis.get(name).await? else {
             return Ok(None);
         };
         let refused = self
@@ -294,7 +300,7 @@ impl SharedTokens {
         let Some(entry) = self.open(name, &sealed) else {
             return Ok(None);
         };
-        let remaining = Duration::from_millis(entry.expires_at.saturating_sub(unix_millis()));
+        // The entry's TTL is the token's lifetime, counted on Redis' clock.
         if remaining <= self.settings.token.refresh_before_expiry {
             return Ok(None);
         }
@@ -336,7 +342,6 @@ impl SharedTokens {
     async fn write(&self, name: &str, key: &TokenKey, fetched: &FetchedToken) {
         let entry = Entry {
             access_token: fetched.access_token.clone(),
-            expires_at: unix_millis().saturating_add(millis(fetched.expires_in)),
             scope: fetched.scope.clone(),
             rest_instance: fetched.rest_instance.to_string(),
             soap_instance: fetched.soap_instance.as_ref().map(ToString::to_string),
@@ -390,10 +395,81 @@ impl TokenSource for SharedTokens {
     }
 }
 
-/// Whether a waiter should wait and read again (Redis slow) rather than go
-/// on alone (Redis unreachable or refusing).
-fn waits(error: &RedisError) -> bool {
-    matches!(error, RedisError::Slow { .. })
+/// How long a replica keeps waiting on the fleet before it goes on alone:
+/// a few slow Redis answers in a row (a Redis that drops packets answers
+/// none), or a lock held longer than a lease (its holder is stuck or gone
+/// and its renewals keep it). An unreachable or refusing Redis: at once.
+struct Patience {
+    slow_in_a_row: u32,
+    lease: Duration,
+    until: tokio::time::Instant,
+}
+
+/// Slow Redis answers in a row taken before going on alone.
+const SLOW_ANSWERS: u32 = 3;
+
+impl Patience {
+    fn new(lock_timeout: Duration) -> Self {
+        Self {
+            slow_in_a_row: 0,
+            lease: lock_timeout,
+            until: tokio::time::Instant::now() + lock_timeout,
+        }
+    }
+
+    /// A Redis error: wait again (a slow answer, not too many), or give up.
+    fn slow(&mut self, error: RedisError) -> Result<(), RedisError> {
+        match error {
+            RedisError::Slow { .. } if self.slow_in_a_row + 1 < SLOW_ANSWERS => {
+                self.slow_in_a_row += 1;
+                Ok(())
+            }
+            error => Err(error),
+        }
+    }
+
+    /// The lock is someone else's: wait again, unless for longer than a lease.
+    fn held(&mut self) -> Result<(), RedisError> {
+        self.slow_in_a_row = 0;
+        if tokio::time::Instant::now() < self.until {
+            return Ok(());
+        }
+        Err(RedisError::LockHeld(self.lease))
+    }
+}
+
+/// A lock this replica holds: released by `release`, or on drop by a task
+/// of its own (Drop cannot wait).
+struct Held<'a> {
+    redis: &'a Redis,
+    lock: &'a str,
+    owner: &'a str,
+    released: bool,
+}
+
+impl Held<'_> {
+    async fn release(&mut self) {
+        self.released = true;
+        let _ = self.redis.release(self.lock, self.owner).await;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (redis, lock, owner) = (
+            self.redis.clone(),
+            self.lock.to_owned(),
+            self.owner.to_owned(),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = redis.release(&lock, &owner).await;
+            });
+        }
+    }
 }
 
 async fn pause() {
@@ -405,15 +481,4 @@ async fn pause() {
 /// A lock owner no other replica or fetch will draw.
 fn owner() -> String {
     format!("{:032x}", fastrand::u128(..))
-}
-
-fn unix_millis() -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    millis(now)
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -374,3 +374,22 @@ async fn the_token_rate_limit_counts_every_replica_together() {
     assert_eq!(client.get(&b, "/hub/v1/x", &first_bu).await.status, 200);
     assert_eq!(fake.token_requests(), 1);
 }
+
+#[tokio::test]
+async fn a_redis_that_never_answers_costs_a_few_timeouts_then_the_replica_goes_alone() {
+    // Connections are taken (the kernel's backlog) and never answered.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("redis://{}/0", blackhole.local_addr().expect("addr"));
+    let fake = start_fake().await;
+    let proxy = TestProxy::builder()
+        .redis(&url)
+        .prefetch(false)
+        .request_timeout(Duration::from_secs(3))
+        .fetch_deadline(Duration::from_secs(3))
+        .tenant(Tenant::new("acme", &fake))
+        .start()
+        .await;
+    let reply = TestClient::new().get(&proxy, "/hub/v1/x", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(fake.token_requests(), 1, "fetched alone, once");
+}
