@@ -3,7 +3,9 @@
 //! fake tenant — the systemd unit's `ExecStart`, with its config, its
 //! credentials and state directory, and its `ExecReload`; the launchd agent's
 //! `ProgramArguments`; the image's `CMD` with `proxy.container.toml` and the
-//! environment `docker run -e` passes.
+//! environment `docker run -e` passes; contrib/fleet's replicas with the
+//! secrets and variables its compose.yaml gives them, on a Redis with a
+//! password, probed as its haproxy.cfg probes them.
 //!
 //! `serve --listen` does not exist (yet), and 8080 may be taken: a test that
 //! serves runs a temporary copy of the shipped config with its `listen` line
@@ -20,6 +22,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, Command};
 
+use crate::support::redis::RedisServer;
 use crate::support::*;
 
 const KEY: &str = "install-test-inbound-key-0123";
@@ -652,5 +655,160 @@ async fn a_rotated_inbound_keys_file_applies_at_sighup_without_a_restart() {
     let (status, log) = proxy.terminate().await;
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(!log.contains(KEY) && !log.contains(NEW), "no key logged");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The compose secrets of contrib/fleet/compose.yaml, as its replicas see
+/// them under /run/secrets/.
+const FLEET_SECRETS: [&str; 4] = [
+    "sfmc_client_secret",
+    "inbound_keys",
+    "redis_password",
+    "redis_encryption_key",
+];
+
+/// contrib/fleet/proxy.toml as a replica there reads it, with /run/secrets/
+/// at `secrets` and, when given, its Redis at `redis_url` and its `listen`
+/// on `listen`.
+fn fleet_config(secrets: &Path, redis_url: Option<&str>, listen: Option<&str>) -> String {
+    let shipped = read_repo("contrib/fleet/proxy.toml");
+    let mut text = shipped.replace("\"/run/secrets/", &format!("\"{}/", secrets.display()));
+    if let Some(url) = redis_url {
+        let line = "\nurl = \"redis://redis:6379/0\"\n";
+        assert!(text.contains(line), "{text}");
+        text = text.replace(line, &format!("\nurl = \"{url}\"\n"));
+    }
+    match listen {
+        Some(listen) => with_listen(&text, listen),
+        None => text,
+    }
+}
+
+#[tokio::test]
+async fn the_fleet_example_is_wired_as_compose_runs_it_and_its_replicas_share_one_token() {
+    // What compose.yaml gives each replica is what its proxy.toml reads: the
+    // image's config path, every secret at /run/secrets/NAME, every variable.
+    let compose = read_repo("contrib/fleet/compose.yaml");
+    let config = read_repo("contrib/fleet/proxy.toml");
+    let haproxy = read_repo("contrib/fleet/haproxy.cfg");
+    assert!(compose.contains("- ./proxy.toml:/etc/sfmc-proxy/proxy.toml:ro\n"));
+    for name in FLEET_SECRETS {
+        assert!(
+            compose.contains(&format!("\n  {name}:\n    file: ./secrets/{name}\n")),
+            "compose.yaml defines secret {name}"
+        );
+        assert!(
+            compose.contains(&format!("\n      - {name}\n")),
+            "a service mounts {name}"
+        );
+        assert!(
+            config.contains(&format!("\"/run/secrets/{name}\"")),
+            "proxy.toml reads {name}"
+        );
+    }
+    for var in ["SFMC_AUTH_URL", "SFMC_CLIENT_ID", "SFMC_PROXY_PUBLIC_URL"] {
+        assert!(config.contains(&format!("\"${{{var}}}\"")), "{var}");
+        assert!(
+            compose.contains(&format!("\n      {var}: ${{{var}:")),
+            "compose.yaml sets {var}"
+        );
+    }
+    assert!(config.contains("\nlisten = \"0.0.0.0:8080\"\n"));
+    assert!(config.contains("\nurl = \"redis://redis:6379/0\"\n"));
+    // HAProxy balances over the service's replicas on the port they listen
+    // on, probing readiness with the first inbound key.
+    assert!(haproxy.contains(" proxy:8080 check "), "{haproxy}");
+    assert!(haproxy.contains(
+        "uri /_proxy/ready ver HTTP/1.1 hdr Host localhost hdr X-Proxy-Key \"${SFMC_PROXY_KEY}\"\n"
+    ));
+    assert!(compose.contains("SFMC_PROXY_KEY=\"$$(head -n 1 /run/secrets/inbound_keys)\"\n"));
+
+    // The secrets as README.md there makes them.
+    let fake = start_fake().await;
+    let dir = temp_dir("fleet-example");
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).expect("secrets dir");
+    const REDIS_PASSWORD: &str = "fleet-test-redis-password-0123";
+    const ENCRYPTION_KEY: &str = "fleet-test-encryption-key-0123456789abcdef";
+    for (name, value) in [
+        ("sfmc_client_secret", CLIENT_SECRET),
+        ("inbound_keys", KEY),
+        ("redis_password", REDIS_PASSWORD),
+        ("redis_encryption_key", ENCRYPTION_KEY),
+    ] {
+        write_private(&secrets.join(name), &format!("{value}\n"));
+    }
+    let envs = |config: &Path, state: &Path| {
+        let mut envs = container_env(&fake, config, state);
+        envs.retain(|(name, _)| *name != "SFMC_PROXY_KEY");
+        envs.push(("SFMC_PROXY_PUBLIC_URL", "http://127.0.0.1:8080/".to_owned()));
+        envs
+    };
+
+    // `check --offline` with the file as shipped, Redis never reached.
+    let offline = dir.join("offline.toml");
+    std::fs::write(&offline, fleet_config(&secrets, None, None)).expect("write config");
+    let output = run_once(&["check", "--offline"], &envs(&offline, &dir)).await;
+    let stdout = succeeded(&output);
+    assert!(stdout.contains("would request a token"), "{stdout}");
+    assert_eq!(fake.token_requests(), 0);
+
+    // Three replicas on a Redis with the secret's password: HAProxy's probe
+    // finds each ready, and a call through each costs the fleet one token.
+    let mut redis = RedisServer::start(&dir).await;
+    let client = ::redis::Client::open(redis.url()).expect("redis url");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test's redis");
+    let () = ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(REDIS_PASSWORD)
+        .query_async(&mut connection)
+        .await
+        .expect("CONFIG SET requirepass");
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        let config = dir.join(format!("replica-{i}.toml"));
+        let text = fleet_config(&secrets, Some(&redis.url()), Some("0.0.0.0:0"));
+        std::fs::write(&config, text).expect("write config");
+        let state = dir.join(format!("state-{i}"));
+        let mut proxy = Running::spawn(&["serve".to_owned()], &envs(&config, &state));
+        let addr = proxy.started().await;
+        replicas.push((proxy, addr));
+    }
+    let probe = [("x-proxy-key", KEY)];
+    for (_, addr) in &replicas {
+        let mut ready = call("GET", *addr, "localhost", "/_proxy/ready", &probe).await;
+        for _ in 0..100 {
+            if ready.status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ready = call("GET", *addr, "localhost", "/_proxy/ready", &probe).await;
+        }
+        assert_eq!(ready.status, 200, "{}", ready.text());
+        assert!(!ready.text().contains("degraded"), "{}", ready.text());
+    }
+    // Clients come through HAProxy by the name they use.
+    let path = "/asset/v1/content/assets?$page=1&$pageSize=5";
+    for (_, addr) in &replicas {
+        let keyless = call("GET", *addr, "127.0.0.1:8080", path, &[]).await;
+        assert_eq!(keyless.status, 401, "{}", keyless.text());
+        let keyed = call("GET", *addr, "127.0.0.1:8080", path, &probe).await;
+        assert_eq!(keyed.status, 200, "{}", keyed.text());
+    }
+    assert_eq!(fake.token_requests(), 1, "one token for the fleet");
+
+    for (proxy, _) in replicas {
+        let (status, log) = proxy.terminate().await;
+        assert_eq!(status.code(), Some(0), "{log}");
+        for secret in [KEY, CLIENT_SECRET, REDIS_PASSWORD, ENCRYPTION_KEY] {
+            assert!(!log.contains(secret), "no secret logged");
+        }
+        assert!(!log.contains("Redis is down"), "{log}");
+    }
+    redis.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
