@@ -22,7 +22,7 @@ use tokio::time::Instant;
 pub use actions::FormToken;
 
 use crate::body::{ClientBody, ProxyBody, json_response};
-use crate::config::{Settings, Tenant};
+use crate::config::Settings;
 use crate::error::ProxyError;
 use crate::failures::no_tenant;
 use crate::fleet::Health;
@@ -161,7 +161,7 @@ async fn ready(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
             no_tenant(missing, settings, "name one: /_proxy/ready?tenant=NAME")
         })?;
         let mut report = readiness::check(tenant, context.tokens).await;
-        degrade(&mut report, tenant, context);
+        degrade(&mut report, context);
         let mut body = tenant_state(&report);
         body.insert("tenant".into(), json!(&*tenant.name));
         return Ok(json_response(
@@ -170,8 +170,8 @@ async fn ready(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
         ));
     }
     let mut reports = readiness::check_all(&settings.tenants, context.tokens).await;
-    for (report, tenant) in reports.iter_mut().zip(&settings.tenants) {
-        degrade(report, tenant, context);
+    for report in &mut reports {
+        degrade(report, context);
     }
     let states: Vec<_> = reports.iter().map(|r| r.state).collect();
     let requires = settings.server.ready_requires;
@@ -190,11 +190,11 @@ async fn ready(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
     Ok(json_response(status(ready), &body))
 }
 
-/// A serving tenant whose tokens the fleet shares is `degraded` while
-/// Redis is down: it serves, but each replica fetches on its own.
-fn degrade(report: &mut readiness::Report, tenant: &Tenant, context: &Context<'_>) {
+/// A serving tenant is `degraded` while the fleet's Redis is down: it
+/// serves, but fetches on its own (a login tenant: until its token expires).
+fn degrade(report: &mut readiness::Report, context: &Context<'_>) {
     if let Some(why) = context.redis.and_then(Health::down) {
-        report.degrade_if_shared(tenant, why);
+        report.degrade(why);
     }
 }
 

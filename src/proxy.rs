@@ -89,21 +89,21 @@ pub struct Proxy {
     unproven: Arc<Semaphore>,
 }
 
-/// The token cache's source for `settings`: SFMC's `/v2/token` client, with
-/// the fleet's shared tokens in front of it when `[redis]` is set.
+/// The `/v2/token` client and the token cache's source for `settings`:
+/// the client itself, or with `[redis]` the fleet's shared tokens in front
+/// of it, and the logins' refresh tokens in Redis.
 fn token_source(
-    client: &Arc<SfmcTokenClient>,
+    client: SfmcTokenClient,
     settings: &Arc<Settings>,
     health: &Arc<fleet::Health>,
-) -> Result<Arc<dyn TokenSource>, BuildError> {
-    let sfmc: Arc<dyn TokenSource> = client.clone();
-    Ok(match &settings.redis {
-        Some(redis) => {
-            let shared = fleet::SharedTokens::new(sfmc, redis, settings.clone(), health.clone());
-            Arc::new(shared.map_err(BuildError::Redis)?)
-        }
-        None => sfmc,
-    })
+) -> Result<(Arc<SfmcTokenClient>, Arc<dyn TokenSource>), BuildError> {
+    let Some(fleet) = fleet::Fleet::connect(settings, health).map_err(BuildError::Redis)? else {
+        let client = Arc::new(client);
+        return Ok((client.clone(), client));
+    };
+    let client = Arc::new(client.with_chains(fleet.chains()));
+    let source = fleet.tokens(client.clone());
+    Ok((client, source))
 }
 
 /// Keyless requests whose credential is read from the body, at once.
@@ -117,9 +117,8 @@ impl Proxy {
         // with a hook the metrics are connected to once they exist.
         let events = Arc::new(LateEvents::default());
         let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events.clone());
-        let client = Arc::new(client);
         let redis = Arc::new(fleet::Health::new());
-        let source = token_source(&client, &settings, &redis)?;
+        let (client, source) = token_source(client, &settings, &redis)?;
         let tokens = TokenCache::configured(source.clone(), &settings.token);
         let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
         locals.share(broker::FleetGrants::new(&settings));
@@ -156,8 +155,7 @@ impl Proxy {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
         let events: Arc<dyn TokenEvents> = self.metrics.clone();
         let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events);
-        let client = Arc::new(client);
-        let source = token_source(&client, &settings, &self.redis)?;
+        let (client, source) = token_source(client, &settings, &self.redis)?;
         let upstream = match new_upstream {
             true => Arc::new(Upstream::new(
                 &settings.upstream,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{Grant, ReadyRequires, Tenant};
+use crate::config::{ReadyRequires, Tenant};
 use crate::error::ProxyError;
 use crate::failures::token_failure;
 use crate::token::{Attempt, TokenCache, TokenError, TokenFailure, TokenKey};
@@ -81,10 +81,9 @@ impl Report {
         }
     }
 
-    /// `ready` becomes `degraded` (for `why`) for a tenant whose tokens the
-    /// fleet shares: client credentials (a login's are not shared).
-    pub fn degrade_if_shared(&mut self, tenant: &Tenant, why: String) {
-        if self.state == State::Ready && tenant.grant == Grant::ClientCredentials {
+    /// `ready` becomes `degraded` (for `why`): the fleet's Redis is down.
+    pub fn degrade(&mut self, why: String) {
+        if self.state == State::Ready {
             self.state = State::Degraded;
             self.degraded = Some(why);
         }

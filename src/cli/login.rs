@@ -26,6 +26,13 @@ pub(super) async fn run(
     let tls = crate::tls::client_config(settings.upstream.ca_file.as_deref())
         .map_err(|e| usage(e.to_string()))?;
     let client = SfmcTokenClient::new(&settings, tls).map_err(|e| runtime(e.to_string()))?;
+    // With [redis] the login's refresh token goes to the fleet's store.
+    let shared = Arc::new(settings.clone());
+    let health = Arc::new(crate::fleet::Health::new());
+    let client = match crate::fleet::Fleet::connect(&shared, &health).map_err(runtime)? {
+        Some(fleet) => client.with_chains(fleet.chains()),
+        None => client,
+    };
 
     eprintln!("Open this URL in a browser and log in:\n");
     say!("{}", start.authorize_url);

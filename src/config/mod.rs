@@ -202,7 +202,8 @@ impl Settings {
             &expander,
         )?;
         let needs_store = tenants.iter().any(|t| t.grant != Grant::ClientCredentials);
-        if needs_store && token.store_file.is_none() {
+        // With [redis] a login's refresh token is kept there instead.
+        if needs_store && token.store_file.is_none() && redis.is_none() {
             return Err(invalid(
                 "token.store_file",
                 "an authorization_code tenant needs a file for its refresh tokens, and neither HOME nor XDG_STATE_HOME is set; set token.store_file",

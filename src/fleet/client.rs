@@ -83,6 +83,19 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * interval) + 1000)
 return wait";
 
+/// Stores a login's next link (hash fields `v`: version, `s`: sealed) only
+/// while the current version is `ARGV[1]` (`""`: whatever it is): the new
+/// version, or -1 when another was stored first.
+const SAVE_LINK: &str = r"
+local current = redis.call('HGET', KEYS[1], 'v')
+if ARGV[1] ~= '' and current ~= ARGV[1] then
+    return -1
+end
+local version = (tonumber(current) or 0) + 1
+redis.call('HSET', KEYS[1], 'v', version, 's', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return version";
+
 /// A connection to the `[redis]` server, shared by every request.
 #[derive(Clone)]
 pub struct Redis {
@@ -210,6 +223,32 @@ impl Redis {
         invocation.arg(value);
         let deleted: i64 = self.script("delete", &invocation).await?;
         Ok(deleted == 1)
+    }
+
+    /// A login's link under `name`: its version and sealed value.
+    pub async fn link(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>, RedisError> {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(name).arg("v").arg("s");
+        let (version, sealed): (Option<u64>, Option<Vec<u8>>) = self.run("get", &cmd).await?;
+        Ok(version.zip(sealed))
+    }
+
+    /// Stores `sealed` as the link after version `after` (`None`: after
+    /// whatever is there), kept for `ttl`: the new version, or `None` when
+    /// another link was stored first.
+    pub async fn save_link(
+        &self,
+        name: &str,
+        after: Option<u64>,
+        sealed: &[u8],
+        ttl: Duration,
+    ) -> Result<Option<u64>, RedisError> {
+        let script = Script::new(SAVE_LINK);
+        let mut invocation = script.key(name);
+        let expected = after.map(|v| v.to_string()).unwrap_or_default();
+        invocation.arg(expected).arg(sealed).arg(millis(ttl));
+        let version: i64 = self.script("set", &invocation).await?;
+        Ok(u64::try_from(version).ok())
     }
 
     /// One token from the bucket `name` (`burst`, one regained per

@@ -2,15 +2,68 @@
 //! so that they behave as one — one token per (tenant, business unit,
 //! scope) for all of them. `tokens` is the token source that makes it so,
 //! `client` the Redis client, `seal` what protects what is stored and
-//! names it, `health` whether Redis answers (metrics, logs, readiness).
+//! names it, `health` whether Redis answers (metrics, logs, readiness),
+//! `chains` a login's refresh tokens.
 //!
 //! Without `[redis]` nothing here runs.
 
+mod chains;
 mod client;
 mod health;
 mod seal;
 mod tokens;
 
+pub use client::RedisError;
 pub use health::Health;
 pub use seal::Sealer;
-pub use tokens::SharedTokens;
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::token::TokenSource;
+use crate::token::store::ChainStore;
+use chains::RedisChains;
+use client::Redis;
+use tokens::SharedTokens;
+
+/// The fleet of one configuration with `[redis]`: its client and seal, from
+/// which the token source and the logins' chain store are made.
+pub struct Fleet {
+    redis: Redis,
+    sealer: Arc<Sealer>,
+    settings: Arc<Settings>,
+}
+
+impl Fleet {
+    /// For `settings`' `[redis]` (`None` without one); connects on first use.
+    pub fn connect(settings: &Arc<Settings>, health: &Arc<Health>) -> Result<Option<Self>, String> {
+        let Some(redis) = &settings.redis else {
+            return Ok(None);
+        };
+        let sealer = Sealer::new(redis)
+            .map_err(|_| "cannot derive the keys that seal Redis entries".to_owned())?;
+        let client = Redis::new(redis, health.clone()).map_err(|e| e.to_string())?;
+        Ok(Some(Self {
+            redis: client,
+            sealer: Arc::new(sealer),
+            settings: settings.clone(),
+        }))
+    }
+
+    /// Where logins keep their refresh tokens: Redis.
+    pub fn chains(&self) -> Arc<dyn ChainStore> {
+        let (redis, sealer) = (self.redis.clone(), self.sealer.clone());
+        Arc::new(RedisChains::new(redis, sealer, self.settings.clone()))
+    }
+
+    /// The token source that shares `sfmc`'s tokens with the fleet.
+    pub fn tokens(&self, sfmc: Arc<dyn TokenSource>) -> Arc<dyn TokenSource> {
+        let (redis, sealer) = (self.redis.clone(), self.sealer.clone());
+        Arc::new(SharedTokens::new(
+            sfmc,
+            redis,
+            sealer,
+            self.settings.clone(),
+        ))
+    }
+}

@@ -24,10 +24,11 @@
 //!    fleet one new token.
 //!
 //! Redis that cannot be reached sends the replica to SFMC on its own (the
-//! cache's single flight and the tenant's rate limit still bound it); Redis
-//! that is only slow makes a waiter wait and read again. Login tenants
-//! (authorization code) are not shared yet: their refresh tokens are the
-//! file store's, and they go to SFMC as without Redis.
+//! cache's single flight and the tenant's rate limit still bound it) —
+//! except for a login tenant (authorization code), whose refresh-token
+//! chain is the fleet's (`chains`): it does not refresh alone, and serves
+//! its current token until that expires. Redis that is only slow makes a
+//! waiter read again, a few times.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,9 +37,8 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use super::client::{Redis, RedisError};
-use super::health::Health;
 use super::seal::Sealer;
-use crate::config::{Grant, RedisSettings, Settings, Tenant};
+use crate::config::{Grant, Settings, Tenant};
 use crate::token::{FetchFuture, FetchedToken, FindFuture, TokenError, TokenKey, TokenSource};
 use crate::upstream::InstanceBase;
 
@@ -60,7 +60,7 @@ struct Entry {
 pub struct SharedTokens {
     sfmc: Arc<dyn TokenSource>,
     redis: Redis,
-    sealer: Sealer,
+    sealer: Arc<Sealer>,
     settings: Arc<Settings>,
     lock_timeout: Duration,
     /// A token entry this replica read or wrote, by key: the sealed bytes,
@@ -90,21 +90,22 @@ struct Seen {
 impl SharedTokens {
     pub fn new(
         sfmc: Arc<dyn TokenSource>,
-        redis: &RedisSettings,
+        redis: Redis,
+        sealer: Arc<Sealer>,
         settings: Arc<Settings>,
-        health: Arc<Health>,
-    ) -> Result<Self, String> {
-        let sealer = Sealer::new(redis)
-            .map_err(|_| "cannot derive the keys that seal Redis entries".to_owned())?;
-        let client = Redis::new(redis, health).map_err(|e| e.to_string())?;
-        Ok(Self {
+    ) -> Self {
+        let lock_timeout = settings
+            .redis
+            .as_ref()
+            .map_or(Duration::from_secs(10), |redis| redis.lock_timeout);
+        Self {
             sfmc,
-            redis: client,
+            redis,
             sealer,
-            lock_timeout: redis.lock_timeout,
+            lock_timeout,
             settings,
             seen: DashMap::new(),
-        })
+        }
     }
 
     /// The Redis names of `key`'s token and lock, bound to the package
@@ -128,9 +129,6 @@ impl SharedTokens {
     /// The fleet's fresh token for `key`, if Redis has one (one read).
     async fn find_shared(&self, key: &TokenKey) -> Option<FetchedToken> {
         let tenant = self.settings.tenant(&key.tenant)?;
-        if tenant.grant != Grant::ClientCredentials {
-            return None;
-        }
         self.read(&self.names(tenant, key), key)
             .await
             .ok()
@@ -141,17 +139,25 @@ impl SharedTokens {
         let Some(tenant) = self.settings.tenant(&key.tenant).cloned() else {
             return self.sfmc.fetch(key).await;
         };
-        // A login's refresh token lives in the file store: not shared yet.
-        if tenant.grant != Grant::ClientCredentials {
-            return self.sfmc.fetch(key).await;
-        }
         match self.through_redis(&tenant, key).await {
             Ok(answer) => answer,
+            // A login's chain is the fleet's: refreshing it alone would
+            // redeem a refresh token Redis holds. The cache serves the
+            // current token until it expires.
+            Err(error) if tenant.grant != Grant::ClientCredentials => {
+                Err(TokenError::Unavailable {
+                    reason: format!(
+                        "{error}; tenant `{}`'s login (its refresh token) is kept in Redis, so this replica does not refresh it alone",
+                        tenant.name
+                    ),
+                    retryable: false,
+                })
+            }
             Err(error) => {
                 tracing::warn!(
                     tenant = %key.tenant,
                     error = %error,
-                    "Redis unavailable; fetching this token without the fleet"
+                    "fetching this token without the fleet"
                 );
                 self.sfmc.fetch(key).await
             }

@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use super::sfmc::{Granted, SfmcTokenClient};
-use super::store::{Locked, StoreError};
+use super::store::{ChainError, ChainStore, Locked, StoreError};
 use super::{FetchedToken, TokenError, TokenKey};
 use crate::config::{Grant, Secret, Tenant};
 
@@ -50,6 +50,9 @@ impl SfmcTokenClient {
         tenant: &Tenant,
         key: &TokenKey,
     ) -> Result<FetchedToken, TokenError> {
+        if let Some(chains) = self.chains.clone() {
+            return self.refresh_shared(&*chains, tenant, key).await;
+        }
         let locked = self.lock_store().await?;
         let account_id = key.account_id.as_deref();
         let refresh_token = locked
@@ -64,22 +67,74 @@ impl SfmcTokenClient {
             scope: key.scope.as_deref(),
             account_id,
         };
-        let granted = match self.post(tenant, account_id, &body).await {
-            Ok(granted) => granted,
+        let granted = self.post_refresh(tenant, account_id, &body).await?;
+        persist(&locked, tenant, account_id, &granted)?;
+        Ok(granted.token)
+    }
+
+    /// A refresh request; SFMC's refusal means the login is over.
+    async fn post_refresh(
+        &self,
+        tenant: &Tenant,
+        account_id: Option<&str>,
+        body: &RefreshRequest<'_>,
+    ) -> Result<Granted, TokenError> {
+        match self.post(tenant, account_id, body).await {
+            Ok(granted) => Ok(granted),
             Err(TokenError::Rejected {
                 error, description, ..
             }) => {
                 let why = description.unwrap_or(error);
-                return Err(login_required(
+                Err(login_required(
                     tenant,
                     account_id,
                     &format!("SFMC refused the refresh: {why}"),
-                ));
+                ))
             }
-            Err(other) => return Err(other),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// A refresh with the fleet's chain: its link, SFMC's successor stored
+    /// as the next version before the access token is used.
+    async fn refresh_shared(
+        &self,
+        chains: &dyn ChainStore,
+        tenant: &Tenant,
+        key: &TokenKey,
+    ) -> Result<FetchedToken, TokenError> {
+        let account_id = key.account_id.as_deref();
+        let link = chains
+            .load(&tenant.name, account_id)
+            .await
+            .map_err(chain_error)?
+            .ok_or_else(|| login_required(tenant, account_id, "no login stored in Redis yet"))?;
+        let body = RefreshRequest {
+            grant_type: "refresh_token",
+            refresh_token: link.refresh_token.expose(),
+            client_id: &tenant.client_id,
+            client_secret: tenant.client_secret.as_ref().map(Secret::expose),
+            scope: key.scope.as_deref(),
+            account_id,
         };
-        persist(&locked, tenant, account_id, &granted)?;
-        Ok(granted.token)
+        let granted = self.post_refresh(tenant, account_id, &body).await?;
+        let refresh_token = successor(&granted)?;
+        match chains
+            .save(&tenant.name, account_id, refresh_token, Some(link.version))
+            .await
+        {
+            Ok(()) => Ok(granted.token),
+            // Another replica stored a successor first (this one's lease ran
+            // out): its link is the chain's; this access token is still good.
+            Err(ChainError::Conflict) => {
+                tracing::warn!(
+                    tenant = %tenant.name,
+                    "another replica stored a newer refresh token while this one refreshed; keeping its link"
+                );
+                Ok(granted.token)
+            }
+            Err(error) => Err(chain_error(error)),
+        }
     }
 
     /// Exchanges a login's `code` (with the PKCE verifier of its
@@ -108,6 +163,18 @@ impl SfmcTokenClient {
             account_id,
             code_verifier,
         };
+        if let Some(chains) = self.chains.clone() {
+            let granted = self
+                .post(&tenant, account_id, &body)
+                .await
+                .map_err(|error| pkce_refused(&tenant, error))?;
+            let refresh_token = successor(&granted)?;
+            chains
+                .save(&tenant.name, account_id, refresh_token, None)
+                .await
+                .map_err(chain_error)?;
+            return Ok(granted.token);
+        }
         let locked = self.lock_store().await?;
         let granted = self
             .post(&tenant, account_id, &body)
@@ -141,13 +208,27 @@ fn persist(
     account_id: Option<&str>,
     granted: &Granted,
 ) -> Result<(), TokenError> {
-    let refresh_token = granted
+    locked
+        .save(&tenant.name, account_id, successor(granted)?)
+        .map_err(store_error)
+}
+
+/// The refresh token SFMC's answer carries: the next link of the chain.
+fn successor(granted: &Granted) -> Result<&str, TokenError> {
+    granted
         .refresh_token
         .as_ref()
-        .ok_or_else(|| TokenError::InvalidResponse("SFMC's answer had no refresh_token".into()))?;
-    locked
-        .save(&tenant.name, account_id, refresh_token.expose())
-        .map_err(store_error)
+        .map(Secret::expose)
+        .ok_or_else(|| TokenError::InvalidResponse("SFMC's answer had no refresh_token".into()))
+}
+
+/// A shared chain store's failure: unavailable (the replica does not
+/// refresh alone: the chain is the fleet's), or a newer link already stored.
+fn chain_error(error: ChainError) -> TokenError {
+    TokenError::Unavailable {
+        reason: format!("the login's refresh token in Redis: {error}"),
+        retryable: matches!(error, ChainError::Conflict),
+    }
 }
 
 /// SFMC's docs do not list the PKCE parameters: a refusal that names them

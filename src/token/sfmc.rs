@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::store::TokenStore;
+use super::store::{ChainStore, TokenStore};
 use super::{FetchFuture, FetchedToken, Sent, TokenError, TokenEvents, TokenKey, TokenSource};
 use crate::config::{Egress, Grant, Route, Secret, Settings, Tenant};
 use crate::error::error_chain;
@@ -65,6 +65,8 @@ pub struct SfmcTokenClient {
     allowed_instance_hosts: Vec<String>,
     /// Where authorization-code tenants keep their refresh tokens.
     pub(super) store: Option<TokenStore>,
+    /// With `[redis]`: the fleet's store of them instead of `store`.
+    pub(super) chains: Option<Arc<dyn ChainStore>>,
     /// Told of every request sent (the metrics).
     events: Arc<dyn TokenEvents>,
     /// The egress path, and what is needed to ask a refusing proxy why.
@@ -108,11 +110,19 @@ impl SfmcTokenClient {
             tenants,
             allowed_instance_hosts: settings.upstream.allowed_instance_hosts.clone(),
             store: settings.token.store_file.clone().map(TokenStore::new),
+            chains: None,
             events: super::ledger::no_events(),
             egress,
             tls: Arc::new(tls),
             connect_timeout: settings.upstream.connect_timeout,
         })
+    }
+
+    /// Keeps logins' refresh tokens in `chains` (the fleet's Redis) rather
+    /// than in `token.store_file`.
+    pub fn with_chains(mut self, chains: Arc<dyn ChainStore>) -> Self {
+        self.chains = Some(chains);
+        self
     }
 
     /// Tells `events` of every request this client sends to `/v2/token`.

@@ -48,6 +48,52 @@ struct Entry {
     refresh_token: String,
 }
 
+/// One link of a login's refresh-token chain as a shared store holds it:
+/// the refresh token, and the version it was written as (each successor is
+/// the next version, so a token is redeemed once fleet-wide).
+pub struct Link {
+    pub refresh_token: Secret,
+    pub version: u64,
+}
+
+/// What a [`ChainStore`] answers.
+pub type ChainFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ChainError>> + Send + 'a>>;
+
+/// Why a shared chain store could not answer, or refused a write.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChainError {
+    /// The store cannot be reached (the message says which and why).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Another writer stored a newer link first.
+    #[error("another replica stored a newer refresh token first")]
+    Conflict,
+}
+
+/// Where a login's refresh tokens live when not in this process's file: a
+/// store the fleet shares (Redis). The caller holds the fleet's lock for
+/// the key while it refreshes; `save` compares versions all the same, so a
+/// lease that ran out cannot make two successors.
+pub trait ChainStore: Send + Sync + 'static {
+    /// The current link of (tenant, MID), if a login is stored.
+    fn load<'a>(
+        &'a self,
+        tenant: &'a str,
+        account_id: Option<&'a str>,
+    ) -> ChainFuture<'a, Option<Link>>;
+
+    /// Stores `refresh_token` as the successor of version `after`; with
+    /// `None` (a new login) it replaces whatever is there.
+    fn save<'a>(
+        &'a self,
+        tenant: &'a str,
+        account_id: Option<&'a str>,
+        refresh_token: &'a str,
+        after: Option<u64>,
+    ) -> ChainFuture<'a, ()>;
+}
+
 /// The store on disk; cheap to clone, holds only the path.
 #[derive(Debug, Clone)]
 pub struct TokenStore {

@@ -613,3 +613,80 @@ async fn a_new_login_forgets_the_token_that_token_cached_for_the_previous_one() 
         "the new login's token is cached in turn"
     );
 }
+
+#[tokio::test]
+async fn with_redis_a_login_is_the_fleet_s_and_three_replicas_refresh_it_once() {
+    let mut login = login_tenant("fleet-login").await;
+    let mut redis = crate::support::redis::RedisServer::start(&login.dir).await;
+    login.proxy = login.proxy.clone().redis(&redis.url());
+    std::fs::write(&login.config, login.proxy.render()).expect("config");
+    let output = cli_login(&login, Finish::Paste(|url| url.to_owned())).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        !login.store.exists(),
+        "the refresh token went to Redis, not the file"
+    );
+    let refresh_token = login.fake.last_token_request().expect("exchange");
+    assert_eq!(refresh_token["grant_type"], "authorization_code");
+
+    let before = login.fake.token_requests();
+    let replicas = [
+        Arc::new(proxy_for(&login, &login.proxy).await),
+        Arc::new(proxy_for(&login, &login.proxy).await),
+        Arc::new(proxy_for(&login, &login.proxy).await),
+    ];
+    let client = TestClient::new();
+    let calls = (0..90).map(|i| {
+        let (client, proxy) = (client.clone(), replicas[i % 3].clone());
+        tokio::spawn(async move {
+            client
+                .get(&proxy, &format!("/hub/v1/{i}"), &[])
+                .await
+                .status
+        })
+    });
+    for call in calls {
+        assert_eq!(call.await.expect("task"), 200);
+    }
+    assert_eq!(
+        login.fake.token_requests() - before,
+        1,
+        "one refresh of the login for three replicas"
+    );
+    assert_eq!(
+        login.fake.last_token_request().expect("refresh")["grant_type"],
+        "refresh_token"
+    );
+    // Neither the refresh tokens nor the access token read in Redis.
+    let issued = login.fake.last_issued_token().expect("issued");
+    for (key, value) in redis.dump().await {
+        let shown = String::from_utf8_lossy(&value);
+        assert!(
+            !shown.contains(&issued) && !shown.contains("rt-"),
+            "{key}: {shown}"
+        );
+    }
+
+    // Redis gone: a replica with a token serves it; a cold one does not
+    // redeem the fleet's refresh token alone.
+    redis.stop().await;
+    let warm = client.get(&replicas[0], "/hub/v1/again", &[]).await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    let cold = proxy_for(&login, &login.proxy).await;
+    let refused = client.get(&cold, "/hub/v1/x", &[]).await;
+    assert_eq!(
+        (refused.status, refused.proxy_error()),
+        (503, Some("token_unavailable"))
+    );
+    let message = refused.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("does not refresh it alone"), "{message}");
+    assert_eq!(
+        login.fake.token_requests() - before,
+        1,
+        "no refresh without Redis"
+    );
+}
