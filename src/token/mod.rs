@@ -337,7 +337,18 @@ impl TokenCache {
         };
         let mut state = crate::sync::write(&slot.state);
         state.failure = None;
-        state.token.take().is_some()
+        let Some(dropped) = state.token.take() else {
+            return false;
+        };
+        drop(state);
+        // A source that shares tokens (the fleet) drops its copy too, so
+        // the next fetch gets a new one rather than the same one back.
+        self.inner
+            .tuning
+            .load()
+            .source
+            .refused(key, dropped.access_token());
+        true
     }
 
     /// What `get` answers without fetching: a valid token (a stale one's

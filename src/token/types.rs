@@ -252,8 +252,9 @@ pub trait TokenSource: Send + Sync + 'static {
         "the token source".to_owned()
     }
 
-    /// SFMC refused `access_token`, which this source gave for `key`, and
-    /// the cache dropped it: a source that shares tokens stops handing it out.
+    /// The cache dropped `access_token`, which this source gave for `key`
+    /// (SFMC refused it, or a person dropped it on the status page): a
+    /// source that shares tokens stops handing it out.
     fn refused(&self, _key: &TokenKey, _access_token: &str) {}
 
     /// A fresh token for `key` that costs SFMC nothing (another replica's,

@@ -393,3 +393,41 @@ async fn a_redis_that_never_answers_costs_a_few_timeouts_then_the_replica_goes_a
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(fake.token_requests(), 1, "fetched alone, once");
 }
+
+#[tokio::test]
+async fn dropping_a_token_on_the_status_page_gets_the_fleet_a_new_one() {
+    let dir = temp_dir("fleet-drop");
+    let redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    let client = TestClient::new();
+    let a = replica(&fake, &redis).await;
+    assert_eq!(status(&client, &a, "/hub/v1/x").await, 200);
+    let json = [("accept", "application/json")];
+    let page = client.get(&a, "/_proxy/status", &json).await.json();
+    let form_token = page["actions"]["drop"]["form_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let form = format!("tenant=acme&account_id=&scope=&form_token={form_token}");
+    let headers = [
+        ("content-type", "application/x-www-form-urlencoded"),
+        json[0],
+    ];
+    let dropped = client.post(&a, "/_proxy/status/drop", &headers, form).await;
+    assert_eq!(dropped.json()["dropped"], true, "{}", dropped.text());
+
+    let again = client.get(&a, "/hub/v1/x", &[]).await;
+    assert_eq!(
+        again.json()["token_number"],
+        2,
+        "a new token, not the fleet's old one"
+    );
+    let newcomer = replica(&fake, &redis).await;
+    let shared = client.get(&newcomer, "/hub/v1/x", &[]).await;
+    assert_eq!(
+        shared.json()["token_number"],
+        2,
+        "the fleet's entry is the new one"
+    );
+    assert_eq!(fake.token_requests(), 2);
+}
