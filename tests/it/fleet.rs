@@ -431,3 +431,29 @@ async fn dropping_a_token_on_the_status_page_gets_the_fleet_a_new_one() {
     );
     assert_eq!(fake.token_requests(), 2);
 }
+
+#[tokio::test]
+async fn rediss_reaches_a_tls_redis_whose_ca_is_redis_ca_file() {
+    let dir = temp_dir("fleet-tls");
+    let redis = RedisServer::start_tcp(&dir).await;
+    let tls = tls_server_with_ca(&dir);
+    let backend = redis.tcp_addr().expect("tcp");
+    let front =
+        crate::support::forward_proxy::TlsFront::start(&dir, backend, &tls.cert, &tls.key).await;
+    let url = format!("rediss://localhost:{}/0", front.addr().port());
+    let fake = start_fake().await;
+    let shared = || {
+        TestProxy::builder()
+            .redis(&url)
+            .redis_ca_file(&tls.ca)
+            .prefetch(false)
+            .tenant(Tenant::new("acme", &fake))
+            .start()
+    };
+    let (a, b) = (shared().await, shared().await);
+    let client = TestClient::new();
+    assert_eq!(status(&client, &a, "/hub/v1/x").await, 200);
+    assert_eq!(status(&client, &b, "/hub/v1/x").await, 200);
+    assert_eq!(fake.token_requests(), 1, "shared over TLS");
+    assert!(!redis.dump().await.is_empty());
+}

@@ -171,6 +171,10 @@ impl ProxyBuilder {
         )
     }
 
+    pub fn redis_ca_file(self, path: &Path) -> Self {
+        self.set(&["redis"], "ca_file", path_text(path))
+    }
+
     pub fn redis_lock_timeout(self, timeout: Duration) -> Self {
         self.set(&["redis"], "lock_timeout", duration(timeout))
     }

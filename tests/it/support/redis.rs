@@ -1,5 +1,6 @@
 //! A real Redis for the fleet tests: Debian's `redis-server` (7.0) on a
-//! unix socket in the test's temp dir (`--port 0`: no TCP at all), nothing
+//! unix socket in the test's temp dir (`--port 0`: no TCP at all, unless a
+//! test asks for a port on 127.0.0.1), nothing
 //! saved to disk, killed when its handle drops. It can be stopped and
 //! started again on the same socket (Redis down, Redis back), and read
 //! whole — every key and value — to prove what the proxy stores there.
@@ -14,6 +15,8 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: PathBuf,
     socket: PathBuf,
+    /// A TCP port to listen on as well (for a TLS front), if any.
+    port: Option<u16>,
     starts: u32,
 }
 
@@ -21,14 +24,31 @@ impl RedisServer {
     /// Starts `redis-server` with its socket and log in `dir`; returns once
     /// it accepts connections.
     pub async fn start(dir: &Path) -> RedisServer {
+        Self::start_on(dir, None).await
+    }
+
+    /// The same, listening on 127.0.0.1 at a free TCP port too (for a TLS
+    /// front such as `TlsFront`).
+    pub async fn start_tcp(dir: &Path) -> RedisServer {
+        Self::start_on(dir, Some(super::closed_port().port())).await
+    }
+
+    async fn start_on(dir: &Path, port: Option<u16>) -> RedisServer {
         let mut server = RedisServer {
             child: None,
             dir: dir.to_owned(),
             socket: dir.join("redis.sock"),
+            port,
             starts: 0,
         };
         server.run().await;
         server
+    }
+
+    /// Its TCP address, when started with `start_tcp`.
+    pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.port
+            .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     async fn run(&mut self) {
@@ -36,8 +56,10 @@ impl RedisServer {
         let log = self.dir.join(format!("redis-{}.log", self.starts));
         let stderr = self.dir.join(format!("redis-{}.stderr", self.starts));
         let mut command = Command::new(tools::redis_server());
+        let port = self.port.unwrap_or(0).to_string();
         command
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port, "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
             .arg("--unixsocket")
             .arg(&self.socket)
             .args(["--unixsocketperm", "700"])
