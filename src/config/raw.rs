@@ -84,6 +84,7 @@ pub(super) struct RawRedis {
     pub encryption_key: Option<String>,
     pub encryption_key_file: Option<String>,
     pub previous_encryption_key: Option<String>,
+    pub previous_encryption_key_file: Option<String>,
     pub ca_file: Option<String>,
     pub lock_timeout: Option<String>,
     pub operation_timeout: Option<String>,

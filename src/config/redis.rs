@@ -119,7 +119,7 @@ pub(super) fn validate(
     let previous_encryption_key = key_value(
         "redis.previous_encryption_key",
         raw.previous_encryption_key,
-        None,
+        raw.previous_encryption_key_file,
         ex,
     )?;
     if previous_encryption_key.as_ref() == Some(&encryption_key) {
@@ -337,6 +337,20 @@ mod tests {
             "url = \"unix:///run/redis.sock?pass=a\"\npassword = \"b\"\nencryption_key = \"{KEY}\""
         );
         assert_eq!(error_key(&twice), "redis.password");
+    }
+
+    #[test]
+    fn the_previous_key_may_come_from_a_file() {
+        let path = std::env::temp_dir().join(format!("sfmc-proxy-old-key-{}", std::process::id()));
+        std::fs::write(&path, "an-old-key-of-32-characters-or-more\n").expect("write");
+        let text = format!(
+            "url = \"redis://h/0\"\nencryption_key = \"{KEY}\"\nprevious_encryption_key_file = \"{}\"",
+            path.display()
+        );
+        let redis = validate_text(&text).expect("valid").expect("some");
+        let previous = redis.previous_encryption_key.as_ref().map(Secret::expose);
+        assert_eq!(previous, Some("an-old-key-of-32-characters-or-more"));
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -457,3 +457,20 @@ async fn rediss_reaches_a_tls_redis_whose_ca_is_redis_ca_file() {
     assert_eq!(fake.token_requests(), 1, "shared over TLS");
     assert!(!redis.dump().await.is_empty());
 }
+
+#[tokio::test]
+async fn the_token_command_prints_the_fleet_s_token_without_asking_sfmc() {
+    let dir = temp_dir("fleet-token-command");
+    let redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    let proxy = replica(&fake, &redis).await;
+    assert_eq!(status(&TestClient::new(), &proxy, "/hub/v1/x").await, 200);
+    let config = config_file(
+        "fleet-token-command",
+        &replica_config(&fake, &redis).render(),
+    );
+    let printed = succeeded(&run_binary(&["token"], &config, &[]).await);
+    let issued = fake.last_issued_token().expect("issued");
+    assert_eq!(printed.trim(), issued, "the fleet's token");
+    assert_eq!(fake.token_requests(), 1);
+}
