@@ -126,7 +126,10 @@ impl Sender<'_, '_> {
             );
             // Not passed on: let its connection go before the wait.
             drop(response);
-            tokio::time::sleep(throttle::jittered(wait)).await;
+            let wait = throttle::jittered(wait);
+            tokio::time::sleep(wait).await;
+            let waited = self.record.throttle_wait.unwrap_or_default() + wait;
+            self.record.throttle_wait = Some(waited);
         }
     }
 

@@ -51,7 +51,11 @@ impl Forwarder<'_> {
         target: &Target,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let queued = tokio::time::Instant::now();
         let slot = self.slots.take(&target.tenant).await?;
+        if slot.is_some() {
+            record.queued = Some(queued.elapsed());
+        }
         let retry = self.retry_rule(&target.tenant);
         let response = replay::replay_once(exchange, self.tokens, target, retry, record).await?;
         Ok(match slot {

@@ -99,6 +99,11 @@ pub struct AccessRecord {
     pub throttled: u32,
     /// Times the request was sent again after throttling.
     pub throttle_retries: u32,
+    /// Time spent waiting for one of the tenant's `max_concurrent_requests`
+    /// slots (when it has a limit).
+    pub queued: Option<Duration>,
+    /// Time spent waiting out SFMC's `Retry-After` before the retries.
+    pub throttle_wait: Option<Duration>,
     error: Option<&'static str>,
     status: Option<StatusCode>,
     upstream_status: Option<StatusCode>,
@@ -171,6 +176,8 @@ impl AccessRecord {
             replayed: false,
             throttled: 0,
             throttle_retries: 0,
+            queued: None,
+            throttle_wait: None,
             error: None,
             status: None,
             upstream_status: None,
@@ -264,6 +271,8 @@ impl AccessRecord {
                     upstream_status = self.upstream_status.map(|s| s.as_u16()),
                     duration_us = micros(duration),
                     upstream_us = self.upstream.map(micros),
+                    queued_us = self.queued.map(micros),
+                    throttle_wait_us = self.throttle_wait.map(micros),
                     bytes_in = self.bytes_in.get(),
                     bytes_out = self.bytes_out,
                     client = %self.client,

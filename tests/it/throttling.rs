@@ -181,7 +181,7 @@ async fn each_retry_is_logged_and_the_access_event_counts_them() {
     let fake = start_fake().await;
     let builder = TestProxy::builder()
         .retry_throttled(true)
-        .tenant(Tenant::new("acme", &fake));
+        .tenant(Tenant::new("acme", &fake).max_concurrent_requests(4));
     let mut proxy = Binary::start("throttle-log", builder, "info").await;
     fake.throttle_rest(1, Some("0"));
     let client = reqwest::Client::builder()
@@ -211,6 +211,13 @@ async fn each_retry_is_logged_and_the_access_event_counts_them() {
     let access = proxy.access(1).await;
     assert_eq!(access[0]["throttle_retries"], 1);
     assert_eq!(access[0]["status"], 200);
+    // The waits are in the event: Retry-After's (0 s plus its jitter, at
+    // most 100 ms) and the queue's (a free slot: none to speak of).
+    let waited = access[0]["throttle_wait_us"]
+        .as_u64()
+        .expect("throttle_wait_us");
+    assert!(waited <= 100_000, "{}", access[0]);
+    assert!(access[0]["queued_us"].is_u64(), "{}", access[0]);
 }
 
 #[tokio::test]
