@@ -367,3 +367,35 @@ async fn check_says_how_each_tenant_meets_throttling() {
         )
     );
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_during_the_retry_wait_frees_its_slot() {
+    let s = Setup::builder()
+        .proxy(|p| p.retry_throttled(true))
+        .tenant(|t| {
+            // Shorter than the Retry-After: a slot still held by the one
+            // that left would make the next request's wait end in a 503.
+            t.max_concurrent_requests(1)
+                .queue_timeout(Duration::from_secs(4))
+        })
+        .start()
+        .await;
+    s.fake.throttle_rest(1, Some("8"));
+    // It holds the one slot while it waits out the 8 s; then it goes away.
+    let client = s.client.clone();
+    let leaving = request("GET", &s.proxy, "/hub/v1/leaving", &[], empty());
+    let waiting = tokio::spawn(async move { client.fetch(leaving).await });
+    while s.fake.rest_requests() == 0 {
+        tokio::task::yield_now().await;
+    }
+    waiting.abort();
+    let _ = waiting.await;
+    // The next request gets the slot, not upstream_busy.
+    let next = s.client.get(&s.proxy, "/hub/v1/next", &[]).await;
+    assert_eq!(
+        (next.status, next.proxy_error()),
+        (200, None),
+        "{}",
+        next.text()
+    );
+}
