@@ -187,6 +187,24 @@ impl Redis {
         self.run::<()>("set", &cmd).await
     }
 
+    /// Stores `value` under `name` for `ttl` unless something is there:
+    /// whether it was stored.
+    pub async fn set_new(
+        &self,
+        name: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, RedisError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(name)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl));
+        let reply: Option<String> = self.run("set", &cmd).await?;
+        Ok(reply.is_some())
+    }
+
     /// Takes the lock `name` for `ttl` if nobody holds it: whether it was won.
     pub async fn lock(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, RedisError> {
         let mut cmd = redis::cmd("SET");

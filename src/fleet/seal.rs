@@ -105,6 +105,33 @@ impl Sealer {
         Some(previous.name(&self.prefix, kind, parts))
     }
 
+    /// The one name not derived from the key: the fleet's canary, which
+    /// tells replicas with another `encryption_key` under the same prefix.
+    pub fn canary_name(&self) -> String {
+        format!("{}canary", self.prefix)
+    }
+
+    /// Whether `sealed` was sealed under `name` with the current key (not
+    /// only the previous one).
+    pub fn opens_with_current(&self, name: &str, sealed: &[u8]) -> bool {
+        let Some((&FORMAT, rest)) = sealed.split_first() else {
+            return false;
+        };
+        if rest.len() < NONCE_LEN {
+            return false;
+        }
+        let (nonce, body) = rest.split_at(NONCE_LEN);
+        let Ok(nonce) = Nonce::try_assume_unique_for_key(nonce) else {
+            return false;
+        };
+        let mut body = body.to_vec();
+        let aad = Aad::from(name.as_bytes());
+        self.current
+            .values
+            .open_in_place(nonce, aad, &mut body)
+            .is_ok()
+    }
+
     /// `plaintext` sealed for storing under `name`.
     pub fn seal(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut sealed = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + 16);

@@ -47,6 +47,10 @@ use crate::upstream::InstanceBase;
 const POLL_MIN: Duration = Duration::from_millis(25);
 const POLL_MAX: Duration = Duration::from_millis(100);
 
+/// How long the canary lives (each generation's first fetch looks at it;
+/// one that expired is written again).
+const CANARY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// What is sealed under a token's name (its expiry is the entry's TTL).
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -66,6 +70,8 @@ pub struct SharedTokens {
     /// A token entry this replica read or wrote, by key: the sealed bytes,
     /// and the token in them, so that a refusal can delete exactly it.
     seen: DashMap<TokenKey, Seen>,
+    /// Whether the canary was looked at (`check_canary`).
+    canary: tokio::sync::OnceCell<()>,
 }
 
 /// Where one key's fleet state lives in Redis.
@@ -105,6 +111,7 @@ impl SharedTokens {
             lock_timeout,
             settings,
             seen: DashMap::new(),
+            canary: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -135,7 +142,41 @@ impl SharedTokens {
             .flatten()
     }
 
+    /// Once per generation, at its first fetch: the canary under the
+    /// prefix, written if missing; one sealed with another key means
+    /// replicas that do not share (a warning says what to fix).
+    async fn check_canary(&self) {
+        self.canary
+            .get_or_init(|| async {
+                let name = self.sealer.canary_name();
+                let mine = self.sealer.seal(&name, b"sfmc-proxy fleet");
+                let theirs = match self.redis.get(&name).await {
+                    Ok(Some((value, _))) => value,
+                    Ok(None) => {
+                        let _ = self.redis.set_new(&name, &mine, CANARY_TTL).await;
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                if self.sealer.opens_with_current(&name, &theirs) {
+                    return;
+                }
+                if self.sealer.open(&name, &theirs).is_some() {
+                    // Sealed with redis.previous_encryption_key: a rotation;
+                    // the canary moves to the new key.
+                    let _ = self.redis.set(&name, &mine, CANARY_TTL).await;
+                    return;
+                }
+                tracing::warn!(
+                    prefix = %self.settings.redis.as_ref().map_or("", |r| r.key_prefix.as_str()),
+                    "another replica shares this Redis and redis.key_prefix with a different redis.encryption_key: the two do not share tokens, and SDK tools' local tokens from one are refused by the other; give every replica the same key (or another key_prefix)"
+                );
+            })
+            .await;
+    }
+
     async fn fetch_shared(&self, key: &TokenKey) -> Result<FetchedToken, TokenError> {
+        self.check_canary().await;
         let Some(tenant) = self.settings.tenant(&key.tenant).cloned() else {
             return self.sfmc.fetch(key).await;
         };

@@ -474,3 +474,38 @@ async fn the_token_command_prints_the_fleet_s_token_without_asking_sfmc() {
     assert_eq!(printed.trim(), issued, "the fleet's token");
     assert_eq!(fake.token_requests(), 1);
 }
+
+#[tokio::test]
+async fn a_replica_with_another_encryption_key_is_told_it_is_not_in_the_fleet() {
+    let dir = temp_dir("fleet-canary");
+    let redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    let first = replica(&fake, &redis).await;
+    assert_eq!(status(&TestClient::new(), &first, "/hub/v1/x").await, 200);
+    let other =
+        replica_config(&fake, &redis).redis_encryption_key("another-key-of-32-characters-or-more");
+    let mut stray = Binary::start("fleet-canary", other, QUIET).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let reply = client
+        .get(stray.url("/hub/v1/x"))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(reply.status(), 200, "it serves, alone");
+    let warning = stray
+        .next_event(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("different redis.encryption_key"))
+        })
+        .await;
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(
+        fake.token_requests(),
+        2,
+        "the stray replica fetched its own"
+    );
+}

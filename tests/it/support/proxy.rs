@@ -171,6 +171,10 @@ impl ProxyBuilder {
         )
     }
 
+    pub fn redis_encryption_key(self, key: &str) -> Self {
+        self.set(&["redis"], "encryption_key", key)
+    }
+
     pub fn redis_ca_file(self, path: &Path) -> Self {
         self.set(&["redis"], "ca_file", path_text(path))
     }
