@@ -18,6 +18,9 @@
 //!    requests from the fleet's bucket (`token.rate_burst` per
 //!    `token.rate_interval` for all replicas together); an empty bucket
 //!    answers `token_unavailable` without a request.
+//!    SFMC's refusal of that request (a rejected package, a login that is
+//!    over) is shared for a few seconds too, so the waiting replicas answer
+//!    with it instead of asking again.
 //! 3. A token SFMC refused (a 401 or `Token Expired` on this replica) is
 //!    deleted from Redis only while the entry still holds it
 //!    (compare-and-delete) before the next read, so a revocation costs the
@@ -51,6 +54,26 @@ const POLL_MAX: Duration = Duration::from_millis(100);
 /// one that expired is written again).
 const CANARY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// How long SFMC's refusal is shared: the first window of the cache's own
+/// backoff after a refusal.
+const FAILURE_TTL: Duration = Duration::from_secs(5);
+
+/// SFMC's refusal of a fetch, as shared (sealed: its words may name the
+/// package).
+#[derive(Serialize, Deserialize)]
+enum Refusal {
+    Rejected {
+        status: u16,
+        error: String,
+        description: Option<String>,
+        url: String,
+    },
+    LoginRequired {
+        reason: String,
+        command: String,
+    },
+}
+
 /// What is sealed under a token's name (its expiry is the entry's TTL).
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -82,6 +105,8 @@ struct Names {
     lock: String,
     /// The tenant's token bucket, shared by all its keys.
     budget: String,
+    /// SFMC's refusal of the last fetch, for a few seconds.
+    failure: String,
 }
 
 #[derive(Clone)]
@@ -129,6 +154,7 @@ impl SharedTokens {
             entry: self.sealer.name("token", &parts),
             previous: self.sealer.previous_name("token", &parts),
             lock: self.sealer.name("lock", &parts),
+            failure: self.sealer.name("failure", &parts),
             budget: self.sealer.name("budget", &parts[..3]),
         }
     }
@@ -219,7 +245,13 @@ impl SharedTokens {
         loop {
             match self.read(&names, key).await {
                 Ok(Some(fetched)) => return Ok(Ok(fetched)),
-                Ok(None) => {}
+                // The replica that just asked SFMC was refused: the same
+                // answer, without asking again.
+                Ok(None) => {
+                    if let Some(refused) = self.read_failure(&names.failure).await {
+                        return Ok(Err(refused));
+                    }
+                }
                 Err(error) => {
                     patience.slow(error)?;
                     continue;
@@ -276,8 +308,9 @@ impl SharedTokens {
                 }
             }
         };
-        if let Ok(fetched) = &fetched {
-            self.write(&names.entry, key, fetched).await;
+        match &fetched {
+            Ok(fetched) => self.write(&names.entry, key, fetched).await,
+            Err(error) => self.write_failure(&names.failure, error).await,
         }
         held.release().await;
         fetched
@@ -377,6 +410,58 @@ impl SharedTokens {
             rest_instance,
             soap_instance,
         }))
+    }
+
+    /// SFMC's refusal another replica met moments ago, if any.
+    async fn read_failure(&self, name: &str) -> Option<TokenError> {
+        let (sealed, _) = self.redis.get(name).await.ok().flatten()?;
+        let plain = self.sealer.open(name, &sealed)?;
+        match serde_json::from_slice::<Refusal>(&plain).ok()? {
+            Refusal::Rejected {
+                status,
+                error,
+                description,
+                url,
+            } => Some(TokenError::Rejected {
+                status,
+                error,
+                description,
+                url,
+            }),
+            Refusal::LoginRequired { reason, command } => {
+                Some(TokenError::LoginRequired { reason, command })
+            }
+        }
+    }
+
+    /// Shares SFMC's refusal (not an outage: that one is each replica's to
+    /// retry) for [`FAILURE_TTL`], so that waiting replicas do not ask again.
+    async fn write_failure(&self, name: &str, error: &TokenError) {
+        let refusal = match error {
+            TokenError::Rejected {
+                status,
+                error,
+                description,
+                url,
+            } => Refusal::Rejected {
+                status: *status,
+                error: error.clone(),
+                description: description.clone(),
+                url: url.clone(),
+            },
+            TokenError::LoginRequired { reason, command } => Refusal::LoginRequired {
+                reason: reason.clone(),
+                command: command.clone(),
+            },
+            _ => return,
+        };
+        let Ok(plain) = serde_json::to_vec(&refusal) else {
+            return;
+        };
+        let sealed = self.sealer.seal(name, &plain);
+        if !sealed.is_empty() {
+            let _ = self.redis.set(name, &sealed, FAILURE_TTL).await;
+        }
     }
 
     fn open(&self, name: &str, sealed: &[u8]) -> Option<Entry> {

@@ -509,3 +509,35 @@ async fn a_replica_with_another_encryption_key_is_told_it_is_not_in_the_fleet() 
         "the stray replica fetched its own"
     );
 }
+
+#[tokio::test]
+async fn sfmc_s_refusal_is_shared_so_the_fleet_asks_once() {
+    let dir = temp_dir("fleet-refusal");
+    let redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    fake.set_auth_failure(Some(invalid_client()));
+    let replicas = [
+        replica(&fake, &redis).await,
+        replica(&fake, &redis).await,
+        replica(&fake, &redis).await,
+    ];
+    let client = TestClient::new();
+    let mut requests = Vec::new();
+    for i in 0..30 {
+        let (client, url) = (client.clone(), replicas[i % 3].url("/hub/v1/x"));
+        requests.push(tokio::spawn(async move {
+            let request = http::Request::get(url).body(empty()).expect("request");
+            let reply = client.fetch(request).await;
+            (reply.status, reply.proxy_error().map(str::to_owned))
+        }));
+    }
+    for request in requests {
+        let (status, code) = request.await.expect("task");
+        assert_eq!((status, code.as_deref()), (502, Some("token_rejected")));
+    }
+    assert_eq!(
+        fake.token_requests(),
+        1,
+        "one refused request for the fleet"
+    );
+}
