@@ -1,10 +1,11 @@
 //! What the replicas write to Redis, sealed: every value is encrypted and
 //! authenticated (AES-256-GCM, a random nonce each time) with a key derived
-//! from `redis.encryption_key` (HKDF-SHA256), the name it is stored under
-//! bound as associated data — an entry copied under another name fails to
-//! open — and every name is an HMAC of what it stands for (tenant, auth
-//! URL, client id, business unit, scope), keyed the same way: such input
-//! has little entropy, and a plain hash of it could be reversed by trying.
+//! from `redis.encryption_key` (HKDF-SHA256), the format byte and the name
+//! it is stored under bound as associated data — an entry copied under
+//! another name fails to open — and every name is an HMAC of what it
+//! stands for (tenant, auth URL, client id, business unit, scope), keyed
+//! the same way: such input has little entropy, and a plain hash of it
+//! could be reversed by trying.
 //! Nothing in Redis reads as a token, a refresh token or a secret.
 //!
 //! `redis.previous_encryption_key` (during a rotation) still opens what it
@@ -23,6 +24,15 @@ const FORMAT: u8 = 1;
 /// HKDF's salt: fixed, as RFC 5869 allows; it separates this use of the
 /// key from any other.
 const SALT: &[u8] = b"sfmc-proxy redis seal v1";
+
+/// What a value is bound to besides its key: the format byte and the name
+/// it is stored under (so neither can be changed without the seal failing).
+fn associated(name: &str) -> Vec<u8> {
+    let mut data = Vec::with_capacity(1 + name.len());
+    data.push(FORMAT);
+    data.extend_from_slice(name.as_bytes());
+    data
+}
 
 /// The keys of one `encryption_key`: for values, and for names.
 struct Keys {
@@ -125,7 +135,7 @@ impl Sealer {
             return false;
         };
         let mut body = body.to_vec();
-        let aad = Aad::from(name.as_bytes());
+        let aad = Aad::from(associated(name));
         self.current
             .values
             .open_in_place(nonce, aad, &mut body)
@@ -136,7 +146,7 @@ impl Sealer {
     pub fn seal(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut sealed = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + 16);
         let mut body = plaintext.to_vec();
-        let aad = Aad::from(name.as_bytes());
+        let aad = Aad::from(associated(name));
         // Sealing fails only when the system's random source does, and a
         // value that cannot be sealed must not be stored: none is.
         let Ok(nonce) = self.current.values.seal_in_place_append_tag(aad, &mut body) else {
@@ -161,7 +171,7 @@ impl Sealer {
         keys.into_iter().find_map(|keys| {
             let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
             let mut body = body.to_vec();
-            let aad = Aad::from(name.as_bytes());
+            let aad = Aad::from(associated(name));
             let plain = keys.values.open_in_place(nonce, aad, &mut body).ok()?;
             Some(plain.to_vec())
         })

@@ -20,6 +20,28 @@ async fn replica(fake: &FakeTenant, redis: &RedisServer) -> TestProxy {
         .await
 }
 
+/// `n` GETs of `/hub/v1/x` at once, spread over `replicas` in turn: the replies.
+async fn spread(replicas: &[TestProxy], n: usize) -> Vec<Reply> {
+    let client = TestClient::new();
+    let requests: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, url) = (
+                client.clone(),
+                replicas[i % replicas.len()].url("/hub/v1/x"),
+            );
+            tokio::spawn(async move {
+                let request = http::Request::get(url).body(empty()).expect("request");
+                client.fetch(request).await
+            })
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(n);
+    for request in requests {
+        replies.push(request.await.expect("task"));
+    }
+    replies
+}
+
 async fn status(client: &TestClient, proxy: &TestProxy, path: &str) -> u16 {
     client.get(proxy, path, &[]).await.status
 }
@@ -34,17 +56,8 @@ async fn three_hundred_cold_requests_on_three_replicas_cost_one_token_request() 
         replica(&fake, &redis).await,
         replica(&fake, &redis).await,
     ];
-    let client = TestClient::new();
-    let mut requests = Vec::new();
-    for i in 0..300 {
-        let (client, url) = (client.clone(), replicas[i % 3].url("/hub/v1/x"));
-        requests.push(tokio::spawn(async move {
-            let request = http::Request::get(url).body(empty()).expect("request");
-            client.fetch(request).await.status
-        }));
-    }
-    for request in requests {
-        assert_eq!(request.await.expect("task"), 200);
+    for reply in spread(&replicas, 300).await {
+        assert_eq!(reply.status, 200);
     }
     assert_eq!(fake.token_requests(), 1, "one token for the whole fleet");
 }
@@ -521,19 +534,11 @@ async fn sfmc_s_refusal_is_shared_so_the_fleet_asks_once() {
         replica(&fake, &redis).await,
         replica(&fake, &redis).await,
     ];
-    let client = TestClient::new();
-    let mut requests = Vec::new();
-    for i in 0..30 {
-        let (client, url) = (client.clone(), replicas[i % 3].url("/hub/v1/x"));
-        requests.push(tokio::spawn(async move {
-            let request = http::Request::get(url).body(empty()).expect("request");
-            let reply = client.fetch(request).await;
-            (reply.status, reply.proxy_error().map(str::to_owned))
-        }));
-    }
-    for request in requests {
-        let (status, code) = request.await.expect("task");
-        assert_eq!((status, code.as_deref()), (502, Some("token_rejected")));
+    for reply in spread(&replicas, 30).await {
+        assert_eq!(
+            (reply.status, reply.proxy_error()),
+            (502, Some("token_rejected"))
+        );
     }
     assert_eq!(
         fake.token_requests(),
