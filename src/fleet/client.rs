@@ -41,8 +41,9 @@ pub enum RedisError {
     LockHeld(Duration),
 }
 
-/// Releases a lock only while `owner` holds it.
-const RELEASE: &str = r"
+/// Deletes a key only while it holds exactly `ARGV[1]`: a lock its owner
+/// releases, an entry that still holds a refused token.
+const DELETE_IF: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
 end
@@ -52,13 +53,6 @@ return 0";
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0";
-
-/// Deletes an entry only while it holds exactly this value.
-const DELETE_IF: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
 end
 return 0";
 
@@ -195,25 +189,29 @@ impl Redis {
         value: &[u8],
         ttl: Duration,
     ) -> Result<bool, RedisError> {
+        self.set_nx("set", name, value, ttl).await
+    }
+
+    /// Takes the lock `name` for `ttl` if nobody holds it: whether it was won.
+    pub async fn lock(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, RedisError> {
+        self.set_nx("lock", name, owner.as_bytes(), ttl).await
+    }
+
+    /// `SET name value NX PX ttl`, counted as `op`: whether it was set.
+    async fn set_nx(
+        &self,
+        op: &'static str,
+        name: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, RedisError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(name)
             .arg(value)
             .arg("NX")
             .arg("PX")
             .arg(millis(ttl));
-        let reply: Option<String> = self.run("set", &cmd).await?;
-        Ok(reply.is_some())
-    }
-
-    /// Takes the lock `name` for `ttl` if nobody holds it: whether it was won.
-    pub async fn lock(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, RedisError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(name)
-            .arg(owner)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(ttl));
-        let reply: Option<String> = self.run("lock", &cmd).await?;
+        let reply: Option<String> = self.run(op, &cmd).await?;
         Ok(reply.is_some())
     }
 
@@ -228,18 +226,27 @@ impl Redis {
 
     /// Releases the lock while `owner` still holds it.
     pub async fn release(&self, name: &str, owner: &str) -> Result<(), RedisError> {
-        let script = Script::new(RELEASE);
-        let mut invocation = script.key(name);
-        invocation.arg(owner);
-        self.script::<i64>("release", &invocation).await.map(drop)
+        self.compare_and_delete("release", name, owner.as_bytes())
+            .await
+            .map(drop)
     }
 
     /// Deletes `name` only while it holds exactly `value`: whether it did.
     pub async fn delete_if(&self, name: &str, value: &[u8]) -> Result<bool, RedisError> {
+        self.compare_and_delete("delete", name, value).await
+    }
+
+    /// [`DELETE_IF`], counted as `op`: whether `name` was deleted.
+    async fn compare_and_delete(
+        &self,
+        op: &'static str,
+        name: &str,
+        value: &[u8],
+    ) -> Result<bool, RedisError> {
         let script = Script::new(DELETE_IF);
         let mut invocation = script.key(name);
         invocation.arg(value);
-        let deleted: i64 = self.script("delete", &invocation).await?;
+        let deleted: i64 = self.script(op, &invocation).await?;
         Ok(deleted == 1)
     }
 

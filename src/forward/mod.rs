@@ -51,15 +51,14 @@ impl Forwarder<'_> {
         target: &Target,
         record: &mut AccessRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let queued = tokio::time::Instant::now();
-        let slot = self.slots.take(&target.tenant).await?;
-        if slot.is_some() {
-            record.queued = Some(queued.elapsed());
+        let taken = self.slots.take(&target.tenant).await?;
+        if let Some(taken) = &taken {
+            record.queued = Some(taken.waited);
         }
         let retry = self.retry_rule(&target.tenant);
         let response = replay::replay_once(exchange, self.tokens, target, retry, record).await?;
-        Ok(match slot {
-            Some(slot) => response.map(|body| ProxyBody::Holding(Box::new(body), slot)),
+        Ok(match taken {
+            Some(taken) => response.map(|body| ProxyBody::Holding(Box::new(body), taken.slot)),
             None => response,
         })
     }

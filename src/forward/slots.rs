@@ -36,6 +36,14 @@ struct TenantSlots {
 /// A slot held: dropping it (with the response body it rides in) frees it.
 pub type Slot = OwnedSemaphorePermit;
 
+/// A slot taken, and how long the request waited for it (zero, and no
+/// clock read, when one was free at once).
+#[derive(Debug)]
+pub struct Taken {
+    pub slot: Slot,
+    pub waited: std::time::Duration,
+}
+
 impl Slots {
     /// The slots for `settings`' tenants, keeping `previous`' count for
     /// each tenant whose limit is unchanged; `queue` gives a tenant's
@@ -67,20 +75,29 @@ impl Slots {
     }
 
     /// A slot of `tenant`'s, waited for up to its `queue_timeout`; `None`
-    /// when the tenant has no limit.
-    pub async fn take(&self, tenant: &Tenant) -> Result<Option<Slot>, ProxyError> {
+    /// when the tenant has no limit (then nothing is looked up when no
+    /// tenant has one).
+    pub async fn take(&self, tenant: &Tenant) -> Result<Option<Taken>, ProxyError> {
+        if self.by_tenant.is_empty() {
+            return Ok(None);
+        }
         let Some(slots) = self.by_tenant.get(&tenant.name) else {
             return Ok(None);
         };
         if let Ok(slot) = slots.free.clone().try_acquire_owned() {
-            return Ok(Some(slot));
+            let waited = std::time::Duration::ZERO;
+            return Ok(Some(Taken { slot, waited }));
         }
+        let started = tokio::time::Instant::now();
         let waiting = Waiting::new(&slots.metrics);
         let wait = slots.free.clone().acquire_owned();
         let taken = tokio::time::timeout(slots.limit.queue_timeout, wait).await;
         drop(waiting);
         match taken {
-            Ok(Ok(slot)) => Ok(Some(slot)),
+            Ok(Ok(slot)) => Ok(Some(Taken {
+                slot,
+                waited: started.elapsed(),
+            })),
             // The semaphore is never closed; a closed one would mean no slots.
             Ok(Err(_)) | Err(_) => {
                 slots.metrics.timeouts.inc();
@@ -142,6 +159,7 @@ mod tests {
         let slots = slots(&settings, None, &queue);
         let tenant = &settings.tenants[0];
         let first = slots.take(tenant).await.expect("free").expect("limited");
+        assert_eq!(first.waited, Duration::ZERO);
 
         // A second waits; the slot frees after 2 s, within the 5 s.
         let freed = async {
@@ -152,6 +170,7 @@ mod tests {
         let (second, ()) = tokio::join!(slots.take(tenant), freed);
         let second = second.expect("a slot came free").expect("limited");
         assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(second.waited, Duration::from_secs(2));
 
         // A third finds none free for 5 s: refused, counted, not left queued.
         let started = tokio::time::Instant::now();
