@@ -74,6 +74,13 @@ pub(super) fn validate(
             ));
         }
     };
+    // redis-rs reads `rediss://…#insecure` as "do not check the certificate".
+    if url.fragment().is_some() {
+        return Err(invalid(
+            "redis.url",
+            "a #fragment is not taken (#insecure would turn off the certificate check): for a private CA set redis.ca_file",
+        ));
+    }
     if !matches!(url.scheme(), "unix" | "redis+unix") && url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("redis.url", "names no host"));
     }
@@ -292,6 +299,10 @@ mod tests {
             (key.clone(), "redis.url"),
             (format!("url = \"http://h/\"\n{key}"), "redis.url"),
             (format!("url = \"not a url\"\n{key}"), "redis.url"),
+            (
+                format!("url = \"rediss://h:6380/0#insecure\"\n{key}"),
+                "redis.url",
+            ),
             ("url = \"redis://h/0\"".to_owned(), "redis.encryption_key"),
             (
                 "url = \"redis://h/0\"\nencryption_key = \"short\"".to_owned(),
