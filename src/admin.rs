@@ -22,13 +22,15 @@ use tokio::time::Instant;
 pub use actions::FormToken;
 
 use crate::body::{ClientBody, ProxyBody, json_response};
-use crate::config::Settings;
+use crate::config::{Grant, Settings, proxy_callback_host};
 use crate::error::ProxyError;
 use crate::failures::no_tenant;
 use crate::fleet::Health;
-use crate::login::PendingLogins;
+use crate::login::{self as logins, LoginStates, PendingLogins};
 use crate::readiness;
-use crate::route::{LOGIN_PATH, METRICS_PATH, READY_PATH, STATUS_DROP_PATH, STATUS_PATH};
+use crate::route::{
+    CALLBACK_PATH, LOGIN_PATH, METRICS_PATH, READY_PATH, STATUS_DROP_PATH, STATUS_PATH,
+};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::CONTENT_TYPE;
 use crate::token::sfmc::SfmcTokenClient;
@@ -40,6 +42,8 @@ pub struct Context<'a> {
     pub tokens: &'a TokenCache,
     pub client: &'a Arc<SfmcTokenClient>,
     pub pending: &'a PendingLogins,
+    /// Browser logins waiting at `/_proxy/callback` (in Redis with `[redis]`).
+    pub logins: &'a dyn LoginStates,
     pub metrics: &'a Arc<Metrics>,
     pub page: &'a PageState,
     /// Redis' state with `[redis]`; a Redis down makes serving tenants
@@ -56,10 +60,10 @@ pub struct PageState {
 }
 
 impl PageState {
-    pub fn new() -> Result<Self, rustls::Error> {
+    pub fn new(settings: &Settings) -> Result<Self, rustls::Error> {
         Ok(Self {
             started: Instant::now(),
-            form_token: FormToken::new()?,
+            form_token: FormToken::for_settings(settings)?,
         })
     }
 }
@@ -254,11 +258,60 @@ async fn login(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
         .tenant_or_default(param("tenant"))
         .map_err(|missing| no_tenant(missing, settings, "name one: /_proxy/login?tenant=NAME"))?;
     let key = TokenKey::for_tenant(tenant, param("account_id"), None)?;
-    let authorize_url = context
-        .pending
-        .begin(tenant, key, context.client.clone(), context.tokens.clone())
-        .await?;
+    let at_callback = match &tenant.grant {
+        Grant::AuthorizationCode { redirect_uri, .. } => {
+            proxy_callback_host(redirect_uri).is_some()
+        }
+        Grant::ClientCredentials => false,
+    };
+    let authorize_url = if at_callback {
+        logins::begin_at_callback(tenant, key.account_id.as_deref(), context.logins).await?
+    } else {
+        context
+            .pending
+            .begin(tenant, key, context.client.clone(), context.tokens.clone())
+            .await?
+    };
     redirect(authorize_url)
+}
+
+/// `GET /_proxy/callback?code=…&state=…`: a browser back from SFMC's login
+/// page, through the TLS front of a tenant whose `redirect_uri` is this
+/// path. It carries no key; its one-time `state` proves it. The answer is a
+/// page for the person, whatever happened.
+pub async fn callback(
+    parts: &Parts,
+    context: &Context<'_>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if parts.method != Method::GET {
+        return Err(ProxyError::WrongMethod {
+            path: CALLBACK_PATH,
+            allow: "GET",
+        });
+    }
+    let callback = logins::Callback {
+        settings: context.settings,
+        states: context.logins,
+        client: context.client,
+        tokens: context.tokens,
+    };
+    let finished =
+        logins::finish_at_callback(parts.uri.query().unwrap_or_default(), &callback).await;
+    let page = logins::outcome_page(&finished.text);
+    let mut response = Response::new(ProxyBody::full(page));
+    *response.status_mut() = finished.status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // The address held a one-time code: nothing of it is kept or sent on.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    Ok(response)
 }
 
 /// Sends the browser to SFMC's login page.

@@ -49,7 +49,8 @@
 //!   fetched in the background, and one log line per tenant saying how it went.
 //! - [`login`]: a person's login (authorization code, PKCE) for `sfmc-proxy
 //!   login` and `/_proxy/login` alike: start, the TLS listener for the
-//!   redirect, pending browser logins, the code exchange.
+//!   redirect, pending browser logins, `/_proxy/callback` behind a TLS
+//!   front (its waiting logins in process or in Redis), the code exchange.
 //! - [`telemetry`]: logging set-up, the access-log event, and the metrics
 //!   registry behind `/_proxy/metrics` (fed by the same record when a
 //!   response ends, by the token cache's `TokenEvents` hook, and read from

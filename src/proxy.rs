@@ -22,7 +22,7 @@ use crate::config::Settings;
 use crate::error::ProxyError;
 use crate::forward::{Forwarder, Slots};
 use crate::guard::Caller;
-use crate::login::PendingLogins;
+use crate::login::{LocalStates, LoginStates, PendingLogins};
 use crate::route::{Api, Route, Target};
 use crate::telemetry::metrics::LateEvents;
 use crate::telemetry::{AccessRecord, Logged, Metrics, X_REQUEST_ID};
@@ -76,8 +76,14 @@ pub struct Proxy {
     locals: Arc<LocalTokens>,
     /// Shared by every generation (counts go on across a reload).
     metrics: Arc<Metrics>,
-    /// Browser logins started at `/_proxy/login`, waiting for their redirect.
+    /// Browser logins started at `/_proxy/login`, waiting for their redirect
+    /// on a listener of their own.
     pending_logins: PendingLogins,
+    /// Browser logins waiting at `/_proxy/callback`, in this process
+    /// (shared by every generation)…
+    local_logins: Arc<LocalStates>,
+    /// …or, with `[redis]`, in Redis: this generation's store of them.
+    logins: Arc<dyn LoginStates>,
     /// The status page's uptime start and form token.
     page: Arc<admin::PageState>,
     /// Each tenant's `max_concurrent_requests`, built from the previous
@@ -96,14 +102,30 @@ fn token_source(
     client: SfmcTokenClient,
     settings: &Arc<Settings>,
     health: &Arc<fleet::Health>,
-) -> Result<(Arc<SfmcTokenClient>, Arc<dyn TokenSource>), BuildError> {
+    local_logins: &Arc<LocalStates>,
+) -> Result<Sources, BuildError> {
     let Some(fleet) = fleet::Fleet::connect(settings, health).map_err(BuildError::Redis)? else {
         let client = Arc::new(client);
-        return Ok((client.clone(), client));
+        return Ok(Sources {
+            client: client.clone(),
+            source: client,
+            logins: local_logins.clone(),
+        });
     };
     let client = Arc::new(client.with_chains(fleet.chains()));
-    let source = fleet.tokens(client.clone());
-    Ok((client, source))
+    Ok(Sources {
+        source: fleet.tokens(client.clone()),
+        client,
+        logins: fleet.logins(),
+    })
+}
+
+/// What [`token_source`] builds for one generation.
+struct Sources {
+    client: Arc<SfmcTokenClient>,
+    source: Arc<dyn TokenSource>,
+    /// Where browser logins wait at `/_proxy/callback`.
+    logins: Arc<dyn LoginStates>,
 }
 
 /// Keyless requests whose credential is read from the body, at once.
@@ -118,7 +140,12 @@ impl Proxy {
         let events = Arc::new(LateEvents::default());
         let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events.clone());
         let redis = Arc::new(fleet::Health::new());
-        let (client, source) = token_source(client, &settings, &redis)?;
+        let local_logins = Arc::new(LocalStates::default());
+        let Sources {
+            client,
+            source,
+            logins,
+        } = token_source(client, &settings, &redis, &local_logins)?;
         let tokens = TokenCache::configured(source.clone(), &settings.token);
         let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
         locals.share(broker::FleetGrants::new(&settings));
@@ -129,6 +156,7 @@ impl Proxy {
         let upstream = Upstream::new(&settings.upstream, tls, metrics.upstream_connections());
         let upstream = Arc::new(upstream);
         let slots = Slots::new(&settings, None, |tenant| metrics.queue(tenant));
+        let page = Arc::new(admin::PageState::new(&settings).map_err(BuildError::Random)?);
         Ok(Self {
             source,
             slots,
@@ -141,7 +169,9 @@ impl Proxy {
             locals,
             metrics,
             pending_logins: PendingLogins::default(),
-            page: Arc::new(admin::PageState::new().map_err(BuildError::Random)?),
+            local_logins,
+            logins,
+            page,
             unproven: Arc::new(Semaphore::new(MAX_UNPROVEN)),
         })
     }
@@ -155,7 +185,11 @@ impl Proxy {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
         let events: Arc<dyn TokenEvents> = self.metrics.clone();
         let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events);
-        let (client, source) = token_source(client, &settings, &self.redis)?;
+        let Sources {
+            client,
+            source,
+            logins,
+        } = token_source(client, &settings, &self.redis, &self.local_logins)?;
         let upstream = match new_upstream {
             true => Arc::new(Upstream::new(
                 &settings.upstream,
@@ -179,9 +213,25 @@ impl Proxy {
             locals: self.locals.clone(),
             metrics: self.metrics.clone(),
             pending_logins: self.pending_logins.clone(),
+            local_logins: self.local_logins.clone(),
+            logins,
             page: self.page.clone(),
             unproven: self.unproven.clone(),
         })
+    }
+
+    /// What the admin paths may use of this generation.
+    fn admin_context(&self) -> admin::Context<'_> {
+        admin::Context {
+            settings: &self.settings,
+            tokens: &self.tokens,
+            client: &self.client,
+            pending: &self.pending_logins,
+            logins: &*self.logins,
+            metrics: &self.metrics,
+            page: &self.page,
+            redis: self.settings.redis.as_ref().map(|_| &*self.redis),
+        }
     }
 
     pub fn settings(&self) -> &Arc<Settings> {
@@ -275,10 +325,12 @@ impl Proxy {
         let server = match entry {
             Entry::Main => &self.settings.server,
             // A person's login acts for the tenant: never without the key.
-            Entry::Admin if parts.uri.path() == route::LOGIN_PATH => {
+            Entry::Admin
+                if [route::LOGIN_PATH, route::CALLBACK_PATH].contains(&parts.uri.path()) =>
+            {
                 return Err(ProxyError::NotFound(format!(
                     "{}: logins are not served on server.admin_listen (it asks no key); use server.listen or `sfmc-proxy login`",
-                    route::LOGIN_PATH
+                    parts.uri.path()
                 )));
             }
             Entry::Admin if route::is_admin_path(parts.uri.path()) => &self.admin_server,
@@ -299,6 +351,11 @@ impl Proxy {
         {
             return Ok(admin::favicon());
         }
+        // A browser back from SFMC's login page has no key: the login's
+        // one-time state proves it (checked before anything else is done).
+        if parts.uri.path() == route::CALLBACK_PATH {
+            return admin::callback(&parts, &self.admin_context()).await;
+        }
         // Who is calling comes before routing, whose errors name tenants.
         let caller = guard::identify(&parts, server, &self.locals)?;
         if caller == Caller::Unproven {
@@ -310,16 +367,7 @@ impl Proxy {
                 if !matches!(caller, Caller::Key | Caller::Anonymous) {
                     return Err(ProxyError::InboundKeyRequired);
                 }
-                let context = admin::Context {
-                    settings: &self.settings,
-                    tokens: &self.tokens,
-                    client: &self.client,
-                    pending: &self.pending_logins,
-                    metrics: &self.metrics,
-                    page: &self.page,
-                    redis: self.settings.redis.as_ref().map(|_| &*self.redis),
-                };
-                admin::handle(&parts, body, &context).await
+                admin::handle(&parts, body, &self.admin_context()).await
             }
             // The broker authenticates the tool itself, by its local secret.
             Route::Broker => {

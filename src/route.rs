@@ -25,6 +25,9 @@ pub const HEALTH_PATH: &str = "/_proxy/health";
 pub const READY_PATH: &str = "/_proxy/ready";
 /// A person's login from a browser.
 pub const LOGIN_PATH: &str = "/_proxy/login";
+/// Where a browser comes back from SFMC's login page when a tenant's
+/// `redirect_uri` is the proxy's own (behind a TLS front).
+pub use crate::config::CALLBACK_PATH;
 /// Metrics, for Prometheus (served with the operations work).
 pub const METRICS_PATH: &str = "/_proxy/metrics";
 /// The status page: JSON for programs, HTML for a browser.

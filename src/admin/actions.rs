@@ -1,6 +1,7 @@
 //! The status page's one action, `POST /_proxy/status/drop`: drop one key's
 //! cached token (after a package's scopes changed, say), so the next request
-//! fetches a new one. And the per-process form token that, besides the
+//! fetches a new one. And the form token (the process's, or with `[redis]`
+//! the fleet's) that, besides the
 //! guard's Origin / `Sec-Fetch-Site` refusal of cross-site requests, makes
 //! it CSRF-safe: a page elsewhere cannot read the status page, so it cannot
 //! know the token to post.
@@ -13,8 +14,10 @@ use subtle::ConstantTimeEq;
 
 use super::{Context, accept};
 use crate::body::{ClientBody, ProxyBody, json_response};
+use crate::config::Settings;
 use crate::error::ProxyError;
 use crate::failures::no_tenant;
+use crate::fleet::Sealer;
 use crate::route::STATUS_PATH;
 use crate::tls;
 use crate::token::{TokenKey, checked_scope};
@@ -29,6 +32,20 @@ pub struct FormToken(String);
 impl FormToken {
     pub fn new() -> Result<Self, rustls::Error> {
         tls::random_hex(32).map(Self)
+    }
+
+    /// With `[redis]`, the fleet's: derived from its `encryption_key`, so
+    /// a page one replica served posts to any other behind the same load
+    /// balancer. Else (or should the key not derive) one of this process's.
+    pub fn for_settings(settings: &Settings) -> Result<Self, rustls::Error> {
+        let fleet = settings
+            .redis
+            .as_ref()
+            .and_then(|redis| Sealer::new(redis).ok());
+        match fleet {
+            Some(sealer) => Ok(Self(sealer.tag("status-form-token", &[]))),
+            None => Self::new(),
+        }
     }
 
     /// For the page's hidden fields and the JSON's `actions`.

@@ -24,6 +24,25 @@ pub enum Grant {
     },
 }
 
+/// The proxy's own path for a login's redirect, when the code comes back to
+/// its listener (through a TLS front: a load balancer, an ingress) rather
+/// than to a listener of the login's own on a loopback address.
+pub const CALLBACK_PATH: &str = "/_proxy/callback";
+
+/// The host a login's browser comes back to when the proxy's own listener
+/// receives the code: `redirect_uri`'s path is [`CALLBACK_PATH`] and its
+/// host is not a loopback IP address (on one of those the login listens
+/// itself, over TLS). `None` for every other redirect URI.
+pub fn proxy_callback_host(redirect_uri: &str) -> Option<String> {
+    let uri: http::Uri = redirect_uri.parse().ok()?;
+    let host = uri.host()?;
+    let loopback_ip = host
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    (uri.path() == CALLBACK_PATH && !loopback_ip).then(|| host.to_ascii_lowercase())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppType {
     /// Has a client secret.
@@ -102,6 +121,34 @@ pub(super) fn validate_grant(
     }
 }
 
+/// A login whose code comes back to `/_proxy/callback` needs its host let
+/// in by the Host check, or every redirect would be refused there.
+pub(super) fn check_callback_hosts(
+    tenants: &[std::sync::Arc<super::Tenant>],
+    server: &super::ServerSettings,
+) -> Result<(), ConfigError> {
+    let Some(allowed) = &server.allowed_hosts else {
+        return Ok(());
+    };
+    for tenant in tenants {
+        let Grant::AuthorizationCode { redirect_uri, .. } = &tenant.grant else {
+            continue;
+        };
+        let Some(host) = proxy_callback_host(redirect_uri) else {
+            continue;
+        };
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&host)) {
+            return Err(invalid(
+                format!("tenants.{}.redirect_uri", tenant.name),
+                format!(
+                    "the browser comes back to `{host}`, which server.allowed_hosts does not list: add it (the proxy receives the code at {CALLBACK_PATH} behind a TLS front there)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_redirect_uri(key: &str, text: &str) -> Result<String, ConfigError> {
     let uri: http::Uri = text
         .parse()
@@ -122,4 +169,27 @@ fn validate_redirect_uri(key: &str, text: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_proxys_own_path_off_loopback_is_a_proxy_callback() {
+        let host = proxy_callback_host;
+        assert_eq!(
+            host("https://Proxy.Team.Example/_proxy/callback").as_deref(),
+            Some("proxy.team.example")
+        );
+        assert_eq!(
+            host("https://proxy.team.example:8443/_proxy/callback?x=1").as_deref(),
+            Some("proxy.team.example")
+        );
+        // On a loopback address the login listens itself, whatever the path.
+        assert_eq!(host("https://127.0.0.1:8443/_proxy/callback"), None);
+        assert_eq!(host("https://[::1]:8443/_proxy/callback"), None);
+        assert_eq!(host("https://proxy.team.example/callback"), None);
+        assert_eq!(host("https://proxy.team.example/_proxy/callback/"), None);
+    }
 }

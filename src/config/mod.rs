@@ -37,7 +37,7 @@ pub use defaults::{
     DEFAULT_TOKEN_REQUEST_TIMEOUT,
 };
 pub use egress::{Egress, EgressProxy, Route, Unusable};
-pub use grant::{AppType, Grant};
+pub use grant::{AppType, CALLBACK_PATH, Grant, proxy_callback_host};
 pub use listen::ListenOverride;
 pub use policy::{NormalPath, PathPrefix, Policy, Unreadable, normalise_path};
 use raw::RawConfig;
@@ -201,6 +201,7 @@ impl Settings {
             &mut left_out,
             &expander,
         )?;
+        grant::check_callback_hosts(&tenants, &server)?;
         let needs_store = tenants.iter().any(|t| t.grant != Grant::ClientCredentials);
         // With [redis] a login's refresh token is kept there instead.
         if needs_store && token.store_file.is_none() && redis.is_none() {

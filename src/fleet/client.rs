@@ -192,6 +192,14 @@ impl Redis {
         self.set_nx("set", name, value, ttl).await
     }
 
+    /// The value of `name`, deleted as it is read (`GETDEL`): for what is
+    /// used once, such as a login waiting for its code.
+    pub async fn take(&self, name: &str) -> Result<Option<Vec<u8>>, RedisError> {
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(name);
+        self.run("take", &cmd).await
+    }
+
     /// Takes the lock `name` for `ttl` if nobody holds it: whether it was won.
     pub async fn lock(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, RedisError> {
         self.set_nx("lock", name, owner.as_bytes(), ttl).await

@@ -3,13 +3,15 @@
 //! scope) for all of them. `tokens` is the token source that makes it so,
 //! `client` the Redis client, `seal` what protects what is stored and
 //! names it, `health` whether Redis answers (metrics, logs, readiness),
-//! `chains` a login's refresh tokens.
+//! `chains` a login's refresh tokens, `logins` the browser logins waiting
+//! for their code.
 //!
 //! Without `[redis]` nothing here runs.
 
 mod chains;
 mod client;
 mod health;
+mod logins;
 mod seal;
 mod tokens;
 
@@ -20,10 +22,12 @@ pub use seal::Sealer;
 use std::sync::Arc;
 
 use crate::config::Settings;
+use crate::login::LoginStates;
 use crate::token::TokenSource;
 use crate::token::store::ChainStore;
 use chains::RedisChains;
 use client::Redis;
+use logins::RedisLogins;
 use tokens::SharedTokens;
 
 /// The fleet of one configuration with `[redis]`: its client and seal, from
@@ -54,6 +58,12 @@ impl Fleet {
     pub fn chains(&self) -> Arc<dyn ChainStore> {
         let (redis, sealer) = (self.redis.clone(), self.sealer.clone());
         Arc::new(RedisChains::new(redis, sealer, self.settings.clone()))
+    }
+
+    /// Where browser logins wait for their code at `/_proxy/callback`:
+    /// Redis, so any replica finishes them.
+    pub fn logins(&self) -> Arc<dyn LoginStates> {
+        Arc::new(RedisLogins::new(self.redis.clone(), self.sealer.clone()))
     }
 
     /// The token source that shares `sfmc`'s tokens with the fleet.

@@ -56,17 +56,18 @@ impl Keys {
     }
 
     fn name(&self, prefix: &str, kind: &str, parts: &[&str]) -> String {
+        format!("{prefix}{kind}:{}", self.tag(kind, parts))
+    }
+
+    /// HMAC-SHA256 of (`kind`, `parts`), in hex.
+    fn tag(&self, kind: &str, parts: &[&str]) -> String {
         let mut context = hmac::Context::with_key(&self.names);
         for part in std::iter::once(&kind).chain(parts) {
             // Length-prefixed: ("ab", "c") and ("a", "bc") differ.
             context.update(&(part.len() as u64).to_be_bytes());
             context.update(part.as_bytes());
         }
-        let tag = context.sign();
-        format!(
-            "{prefix}{kind}:{}",
-            data_encoding::HEXLOWER.encode(tag.as_ref())
-        )
+        data_encoding::HEXLOWER.encode(context.sign().as_ref())
     }
 }
 
@@ -107,6 +108,13 @@ impl Sealer {
     /// as the current key names it.
     pub fn name(&self, kind: &str, parts: &[&str]) -> String {
         self.current.name(&self.prefix, kind, parts)
+    }
+
+    /// A MAC of (`kind`, `parts`) under the current key (hex): what only
+    /// the fleet can make, such as a login's `state` or the status page's
+    /// form token, checked by any replica without asking Redis.
+    pub fn tag(&self, kind: &str, parts: &[&str]) -> String {
+        self.current.tag(kind, parts)
     }
 
     /// The same entry as the previous key named it, during a rotation.

@@ -41,6 +41,12 @@ pub fn check(parts: &Parts, server: &ServerSettings) -> Result<(), ProxyError> {
     }
     let authority = request_authority(parts)?;
     check_host(parts, authority, server)?;
+    // A login's redirect comes from SFMC's site by design (a cross-site
+    // navigation); its one-time `state` is what proves it, and it can
+    // only finish a login the proxy began.
+    if parts.method == Method::GET && parts.uri.path() == crate::route::CALLBACK_PATH {
+        return Ok(());
+    }
     check_origin(&parts.headers, authority, &server.allowed_origins)
 }
 

@@ -137,10 +137,7 @@ async fn answer(
         // A forged or stale redirect is answered but does not end the wait.
         Some(Err(error)) => (StatusCode::BAD_REQUEST, format!("Login failed: {error}")),
     };
-    let html = format!(
-        "<!doctype html><title>sfmc-proxy login</title><p id=\"result\">{}</p>",
-        quick_xml::escape::escape(&text)
-    );
+    let html = super::outcome_page(&text);
     let mut response = Response::new(Full::new(Bytes::from(html)));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -5,7 +5,10 @@
 //! only https redirect URIs (`https://127.0.0.1:PORT/` locally), so the code is
 //! received either by [`bind_callback`] — a short-lived TLS listener on that
 //! address with a certificate made on the spot (the browser warns once) — or
-//! by pasting the final URL from the address bar ([`code_from_callback`]).
+//! by pasting the final URL from the address bar ([`code_from_callback`]) —
+//! or, for a `redirect_uri` behind a TLS front, by the proxy's own listener
+//! at `/_proxy/callback` (`callback`, with the waiting logins in `states`:
+//! in process, or in Redis for a fleet).
 //! The `state` is checked either way (CSRF); [`exchanger`] does the code
 //! exchange through the token client (`SfmcTokenClient::exchange_code`).
 //! `sfmc-proxy login` (the CLI) and `/_proxy/login` (a browser, through
@@ -17,17 +20,21 @@
 //! is useless to anyone else. SFMC's docs do not list these parameters: a
 //! refusal that names them tells the user to set `pkce = false`.
 
+mod callback;
 mod exchange;
 mod listener;
 mod pending;
+mod states;
 
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
+pub use callback::{Callback, Finished, begin_at_callback, finish_at_callback};
 pub use exchange::{Exchange, exchanger};
 pub use listener::{CallbackListener, bind_callback};
 pub use pending::PendingLogins;
+pub use states::{LocalStates, LoginStates, Started, StatesFuture};
 
 use crate::config::{Grant, Secret, Tenant};
 use crate::error::ProxyError;
@@ -68,13 +75,17 @@ pub struct LoginStart {
 }
 
 pub fn start(tenant: &Tenant) -> Result<LoginStart, LoginError> {
+    start_with(tenant, crate::tls::random_hex(16)?)
+}
+
+/// [`start`] with a `state` made elsewhere (see `LoginStates::mint`).
+pub fn start_with(tenant: &Tenant, state: String) -> Result<LoginStart, LoginError> {
     let Grant::AuthorizationCode {
         redirect_uri, pkce, ..
     } = &tenant.grant
     else {
         return Err(LoginError::NotALoginTenant(tenant.name.to_string()));
     };
-    let state = crate::tls::random_hex(16)?;
     let mut query = form_urlencoded::Serializer::new(String::new());
     query
         .append_pair("response_type", "code")
@@ -99,6 +110,14 @@ pub fn start(tenant: &Tenant) -> Result<LoginStart, LoginError> {
         redirect_uri: redirect_uri.clone(),
         code_verifier,
     })
+}
+
+/// The page a browser sees when its login ends, saying how (`text`).
+pub fn outcome_page(text: &str) -> String {
+    format!(
+        "<!doctype html><title>sfmc-proxy login</title><p id=\"result\">{}</p>",
+        quick_xml::escape::escape(text)
+    )
 }
 
 /// The S256 challenge of a PKCE verifier: base64url(SHA-256(verifier)).

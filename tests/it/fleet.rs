@@ -414,8 +414,13 @@ async fn dropping_a_token_on_the_status_page_gets_the_fleet_a_new_one() {
     let fake = start_fake().await;
     let client = TestClient::new();
     let a = replica(&fake, &redis).await;
+    let b = replica(&fake, &redis).await;
     assert_eq!(status(&client, &a, "/hub/v1/x").await, 200);
+    assert_eq!(status(&client, &b, "/hub/v1/x").await, 200);
     let json = [("accept", "application/json")];
+    // The page comes from one replica, its form is posted to another (a
+    // load balancer does not keep a browser on one): the form token is
+    // the fleet's.
     let page = client.get(&a, "/_proxy/status", &json).await.json();
     let form_token = page["actions"]["drop"]["form_token"]
         .as_str()
@@ -426,10 +431,10 @@ async fn dropping_a_token_on_the_status_page_gets_the_fleet_a_new_one() {
         ("content-type", "application/x-www-form-urlencoded"),
         json[0],
     ];
-    let dropped = client.post(&a, "/_proxy/status/drop", &headers, form).await;
+    let dropped = client.post(&b, "/_proxy/status/drop", &headers, form).await;
     assert_eq!(dropped.json()["dropped"], true, "{}", dropped.text());
 
-    let again = client.get(&a, "/hub/v1/x", &[]).await;
+    let again = client.get(&b, "/hub/v1/x", &[]).await;
     assert_eq!(
         again.json()["token_number"],
         2,

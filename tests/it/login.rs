@@ -684,3 +684,196 @@ async fn with_redis_a_login_is_the_fleet_s_and_three_replicas_refresh_it_once() 
         "no refresh without Redis"
     );
 }
+
+/// A Web App tenant whose `redirect_uri` is the proxy's own
+/// `/_proxy/callback` behind a TLS front named `sfmc-proxy.test`.
+async fn front_login(name: &str) -> Login {
+    let mut login = login_tenant(name).await;
+    login.redirect_uri = "https://sfmc-proxy.test/_proxy/callback".into();
+    login.proxy = login_config(&login.fake, &login.store, &login.redirect_uri, |acme| acme)
+        .allowed_hosts(&["127.0.0.1", "sfmc-proxy.test"])
+        .inbound_keys(&["team-key-0123456789"]);
+    std::fs::write(&login.config, login.proxy.render()).expect("config");
+    login
+}
+
+/// The browser's way back from SFMC, as the TLS front hands it on: the
+/// redirect's path and query, its Host, no key, and a cross-site fetch.
+async fn come_back(proxy: &TestProxy, redirect: &str) -> Reply {
+    let path = redirect
+        .strip_prefix("https://sfmc-proxy.test")
+        .expect("to the front");
+    let headers = [
+        ("host", "sfmc-proxy.test"),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-mode", "navigate"),
+    ];
+    TestClient::new().get(proxy, path, &headers).await
+}
+
+/// `/_proxy/login` on `proxy`, with the key: where the browser is sent.
+async fn begin_login(proxy: &TestProxy) -> String {
+    let start = TestClient::new()
+        .get(
+            proxy,
+            "/_proxy/login?tenant=acme",
+            &[("x-proxy-key", "team-key-0123456789")],
+        )
+        .await;
+    assert_eq!(start.status, 302, "{}", start.text());
+    start.headers["location"]
+        .to_str()
+        .expect("location")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_login_behind_a_tls_front_comes_back_to_the_proxys_own_callback_once() {
+    let login = front_login("front").await;
+    let proxy = proxy_for(&login, &login.proxy).await;
+    let authorize_url = begin_login(&proxy).await;
+    assert_eq!(
+        query_of(&authorize_url)["redirect_uri"],
+        "https://sfmc-proxy.test/_proxy/callback"
+    );
+    let redirect = click_allow(&authorize_url).await;
+    let page = come_back(&proxy, &redirect).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page.text().contains("Logged in"), "{}", page.text());
+    assert_eq!(page.headers["cache-control"], "no-store");
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    let exchange = login.fake.last_token_request().expect("exchange");
+    assert_eq!(exchange["grant_type"], "authorization_code");
+    assert!(exchange["code_verifier"].is_string(), "PKCE: {exchange}");
+    assert!(login.store.exists(), "the refresh token is stored");
+
+    let requests = login.fake.token_requests();
+    let api = TestClient::new()
+        .get(
+            &proxy,
+            "/hub/v1/x",
+            &[("x-proxy-key", "team-key-0123456789")],
+        )
+        .await;
+    assert_eq!(api.status, 200, "{}", api.text());
+    assert_eq!(login.fake.token_requests(), requests, "the login's token");
+
+    // The same redirect again (a reload, or someone who saw the address)
+    // finds no login: a state works once, and the code is not sent again.
+    let replay = come_back(&proxy, &redirect).await;
+    assert_eq!(replay.status, 400, "{}", replay.text());
+    assert!(
+        replay.text().contains("no login is waiting"),
+        "{}",
+        replay.text()
+    );
+    let forged = redirect.replace("state=", "state=0");
+    assert_eq!(come_back(&proxy, &forged).await.status, 400);
+    assert_eq!(login.fake.token_requests(), requests, "nothing exchanged");
+}
+
+#[tokio::test]
+async fn sfmcs_refusal_at_the_callback_is_shown_and_ends_the_login() {
+    let login = front_login("front-denied").await;
+    let proxy = proxy_for(&login, &login.proxy).await;
+    let authorize_url = begin_login(&proxy).await;
+    let state = query_of(&authorize_url)["state"].clone();
+    let denied = format!(
+        "https://sfmc-proxy.test/_proxy/callback?error=access_denied&error_description=User%20said%20no&state={state}"
+    );
+    let page = come_back(&proxy, &denied).await;
+    assert_eq!(page.status, 400, "{}", page.text());
+    assert!(page.text().contains("User said no"), "{}", page.text());
+    assert!(
+        page.text().contains("/_proxy/login?tenant=acme"),
+        "{}",
+        page.text()
+    );
+    let late = format!("https://sfmc-proxy.test/_proxy/callback?code=c&state={state}");
+    assert!(
+        come_back(&proxy, &late)
+            .await
+            .text()
+            .contains("no login is waiting")
+    );
+    // Only the proxy's own listener serves it, and only GET.
+    let post = TestClient::new()
+        .post(
+            &proxy,
+            "/_proxy/callback",
+            &[("host", "sfmc-proxy.test")],
+            "",
+        )
+        .await;
+    assert_eq!(post.status, 405, "{}", post.text());
+}
+
+#[tokio::test]
+async fn a_callback_host_the_host_check_refuses_is_a_config_error() {
+    let login = login_tenant("front-host").await;
+    let config = login_config(
+        &login.fake,
+        &login.store,
+        "https://sfmc-proxy.test/_proxy/callback",
+        |acme| acme,
+    );
+    let file = config_file("front-host-config", &config.render());
+    let output = run_binary(&["check"], &file, &[]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("tenants.acme.redirect_uri") && stderr.contains("server.allowed_hosts"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn with_redis_a_browser_login_begun_on_one_replica_finishes_on_another() {
+    let mut login = front_login("front-fleet").await;
+    let redis = crate::support::redis::RedisServer::start(&login.dir).await;
+    login.proxy = login.proxy.clone().redis(&redis.url());
+    let (a, b) = (
+        proxy_for(&login, &login.proxy).await,
+        proxy_for(&login, &login.proxy).await,
+    );
+    let authorize_url = begin_login(&a).await;
+    let state = query_of(&authorize_url)["state"].clone();
+    let waiting = redis.dump().await;
+    assert!(
+        waiting.iter().any(|(key, _)| key.contains(":login:")),
+        "the waiting login, in Redis: {waiting:?}"
+    );
+    let redirect = click_allow(&authorize_url).await;
+    let page = come_back(&b, &redirect).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let verifier = login.fake.last_token_request().expect("exchange")["code_verifier"]
+        .as_str()
+        .expect("verifier")
+        .to_owned();
+    for (key, value) in waiting.iter().chain(&redis.dump().await) {
+        let shown = String::from_utf8_lossy(value);
+        assert!(
+            !shown.contains(&verifier) && !key.contains(&state) && !shown.contains(&state),
+            "{key}: {shown}"
+        );
+    }
+    assert!(!login.store.exists(), "the login is the fleet's, in Redis");
+    let requests = login.fake.token_requests();
+    for replica in [&a, &b] {
+        let api = TestClient::new()
+            .get(
+                replica,
+                "/hub/v1/x",
+                &[("x-proxy-key", "team-key-0123456789")],
+            )
+            .await;
+        assert_eq!(api.status, 200, "{}", api.text());
+    }
+    assert!(
+        login.fake.token_requests() - requests <= 1,
+        "at most one refresh for the fleet"
+    );
+    // Taken from Redis: the replica that began it cannot finish it again.
+    let replay = come_back(&a, &redirect).await;
+    assert_eq!(replay.status, 400, "{}", replay.text());
+}
