@@ -84,6 +84,8 @@ pub struct Proxy {
     local_logins: Arc<LocalStates>,
     /// …or, with `[redis]`, in Redis: this generation's store of them.
     logins: Arc<dyn LoginStates>,
+    /// With `[redis]`: pings it while this generation lives.
+    _probe: Option<fleet::Probe>,
     /// The status page's uptime start and form token.
     page: Arc<admin::PageState>,
     /// Each tenant's `max_concurrent_requests`, built from the previous
@@ -110,6 +112,7 @@ fn token_source(
             client: client.clone(),
             source: client,
             logins: local_logins.clone(),
+            probe: None,
         });
     };
     let client = Arc::new(client.with_chains(fleet.chains()));
@@ -117,6 +120,7 @@ fn token_source(
         source: fleet.tokens(client.clone()),
         client,
         logins: fleet.logins(),
+        probe: fleet.probe(),
     })
 }
 
@@ -126,6 +130,7 @@ struct Sources {
     source: Arc<dyn TokenSource>,
     /// Where browser logins wait at `/_proxy/callback`.
     logins: Arc<dyn LoginStates>,
+    probe: Option<fleet::Probe>,
 }
 
 /// Keyless requests whose credential is read from the body, at once.
@@ -145,6 +150,7 @@ impl Proxy {
             client,
             source,
             logins,
+            probe,
         } = token_source(client, &settings, &redis, &local_logins)?;
         let tokens = TokenCache::configured(source.clone(), &settings.token);
         let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
@@ -171,6 +177,7 @@ impl Proxy {
             pending_logins: PendingLogins::default(),
             local_logins,
             logins,
+            _probe: probe,
             page,
             unproven: Arc::new(Semaphore::new(MAX_UNPROVEN)),
         })
@@ -189,6 +196,7 @@ impl Proxy {
             client,
             source,
             logins,
+            probe,
         } = token_source(client, &settings, &self.redis, &self.local_logins)?;
         let upstream = match new_upstream {
             true => Arc::new(Upstream::new(
@@ -215,6 +223,7 @@ impl Proxy {
             pending_logins: self.pending_logins.clone(),
             local_logins: self.local_logins.clone(),
             logins,
+            _probe: probe,
             page: self.page.clone(),
             unproven: self.unproven.clone(),
         })

@@ -192,6 +192,11 @@ impl Redis {
         self.set_nx("set", name, value, ttl).await
     }
 
+    /// Whether Redis answers (`PING`; see `probe`).
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        self.run::<()>("ping", &redis::cmd("PING")).await
+    }
+
     /// The value of `name`, deleted as it is read (`GETDEL`): for what is
     /// used once, such as a login waiting for its code.
     pub async fn take(&self, name: &str) -> Result<Option<Vec<u8>>, RedisError> {

@@ -4,7 +4,7 @@
 //! `client` the Redis client, `seal` what protects what is stored and
 //! names it, `health` whether Redis answers (metrics, logs, readiness),
 //! `chains` a login's refresh tokens, `logins` the browser logins waiting
-//! for their code.
+//! for their code, `probe` a ping every few seconds.
 //!
 //! Without `[redis]` nothing here runs.
 
@@ -12,11 +12,13 @@ mod chains;
 mod client;
 mod health;
 mod logins;
+mod probe;
 mod seal;
 mod tokens;
 
 pub use client::RedisError;
 pub use health::Health;
+pub use probe::Probe;
 pub use seal::Sealer;
 
 use std::sync::Arc;
@@ -64,6 +66,12 @@ impl Fleet {
     /// Redis, so any replica finishes them.
     pub fn logins(&self) -> Arc<dyn LoginStates> {
         Arc::new(RedisLogins::new(self.redis.clone(), self.sealer.clone()))
+    }
+
+    /// Pings Redis every few seconds while the returned probe lives, so
+    /// that its health is known without waiting for a token lookup.
+    pub fn probe(&self) -> Option<Probe> {
+        Probe::start(self.redis.clone())
     }
 
     /// The token source that shares `sfmc`'s tokens with the fleet.

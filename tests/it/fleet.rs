@@ -230,6 +230,53 @@ fn replica_config(fake: &FakeTenant, redis: &RedisServer) -> ProxyBuilder {
 }
 
 #[tokio::test]
+async fn a_replica_sees_redis_go_and_come_back_without_any_request() {
+    let dir = temp_dir("fleet-probe");
+    let mut redis = RedisServer::start(&dir).await;
+    let fake = start_fake().await;
+    redis.stop().await;
+    let mut replica = Binary::start("fleet-probe", replica_config(&fake, &redis), "info").await;
+    let message = |start: &'static str| {
+        move |event: &serde_json::Value| {
+            event["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(start))
+        }
+    };
+    replica.event(message("Redis is down")).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let metrics = |client: reqwest::Client, url: String| async move {
+        let reply = client.get(url).send().await.expect("metrics");
+        reply.text().await.expect("text")
+    };
+    let url = replica.url("/_proxy/metrics");
+    let text = metrics(client.clone(), url.clone()).await;
+    assert_eq!(
+        crate::metrics::sample(&text, "sfmc_proxy_redis_up"),
+        Some(0.0),
+        "{text}"
+    );
+    let pings = r#"sfmc_proxy_redis_errors_total{op="ping"}"#;
+    assert!(
+        crate::metrics::sample(&text, pings).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+
+    redis.restart().await;
+    replica.next_event(message("Redis answers again")).await;
+    let text = metrics(client, url).await;
+    assert_eq!(
+        crate::metrics::sample(&text, "sfmc_proxy_redis_up"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(fake.token_requests(), 0, "no token was asked for");
+}
+
+#[tokio::test]
 async fn three_replica_processes_share_one_token() {
     let dir = temp_dir("fleet-processes");
     let redis = RedisServer::start(&dir).await;

@@ -99,6 +99,19 @@ impl Binary {
         format!("{}{path}", self.base)
     }
 
+    /// The first JSON event `wanted` accepts: one already read (before the
+    /// start-up line, say), else the next one.
+    pub async fn event(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let seen = self.log.iter().find_map(|line| {
+            let event = serde_json::from_str::<Value>(line).ok()?;
+            wanted(&event).then_some(event)
+        });
+        match seen {
+            Some(event) => event,
+            None => self.next_event(wanted).await,
+        }
+    }
+
     /// Reads stderr up to the next JSON event that `wanted` accepts.
     pub async fn next_event(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
         let read = async {
