@@ -22,7 +22,7 @@ use tokio::time::Instant;
 pub use actions::FormToken;
 
 use crate::body::{ClientBody, ProxyBody, json_response};
-use crate::config::{Grant, Settings, proxy_callback_host};
+use crate::config::Settings;
 use crate::error::ProxyError;
 use crate::failures::no_tenant;
 use crate::fleet::Health;
@@ -43,9 +43,12 @@ pub struct Context<'a> {
     pub client: &'a Arc<SfmcTokenClient>,
     pub pending: &'a PendingLogins,
     /// Browser logins waiting at `/_proxy/callback` (in Redis with `[redis]`).
-    pub logins: &'a dyn LoginStates,
+    pub logins: &'a Arc<dyn LoginStates>,
     pub metrics: &'a Arc<Metrics>,
     pub page: &'a PageState,
+    /// The fleet's seal with `[redis]`: the status page's form tokens are
+    /// the fleet's.
+    pub fleet_seal: Option<&'a crate::fleet::Sealer>,
     /// Redis' state with `[redis]`; a Redis down makes serving tenants
     /// `degraded`.
     pub redis: Option<&'a Health>,
@@ -60,10 +63,10 @@ pub struct PageState {
 }
 
 impl PageState {
-    pub fn new(settings: &Settings) -> Result<Self, rustls::Error> {
+    pub fn new() -> Result<Self, rustls::Error> {
         Ok(Self {
             started: Instant::now(),
-            form_token: FormToken::for_settings(settings)?,
+            form_token: FormToken::new()?,
         })
     }
 }
@@ -258,26 +261,28 @@ async fn login(parts: &Parts, context: &Context<'_>) -> Result<Response<ProxyBod
         .tenant_or_default(param("tenant"))
         .map_err(|missing| no_tenant(missing, settings, "name one: /_proxy/login?tenant=NAME"))?;
     let key = TokenKey::for_tenant(tenant, param("account_id"), None)?;
-    let at_callback = match &tenant.grant {
-        Grant::AuthorizationCode { redirect_uri, .. } => {
-            proxy_callback_host(redirect_uri).is_some()
-        }
-        Grant::ClientCredentials => false,
-    };
-    let authorize_url = if at_callback {
-        logins::begin_at_callback(tenant, key.account_id.as_deref(), context.logins).await?
-    } else {
-        context
-            .pending
-            .begin(tenant, key, context.client.clone(), context.tokens.clone())
-            .await?
-    };
+    if logins::at_callback(tenant) {
+        let account_id = key.account_id.as_deref();
+        let begun =
+            logins::begin_at_callback(tenant, account_id, &parts.headers, &**context.logins)
+                .await?;
+        let mut response = redirect(begun.authorize_url)?;
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, begun.set_cookie);
+        return Ok(response);
+    }
+    let authorize_url = context
+        .pending
+        .begin(tenant, key, context.client.clone(), context.tokens.clone())
+        .await?;
     redirect(authorize_url)
 }
 
 /// `GET /_proxy/callback?code=…&state=…`: a browser back from SFMC's login
 /// page, through the TLS front of a tenant whose `redirect_uri` is this
-/// path. It carries no key; its one-time `state` proves it. The answer is a
+/// path. It carries no key; its one-time `state` and the login cookie of
+/// the browser that began it prove it. The answer is a
 /// page for the person, whatever happened.
 pub async fn callback(
     parts: &Parts,
@@ -295,8 +300,8 @@ pub async fn callback(
         client: context.client,
         tokens: context.tokens,
     };
-    let finished =
-        logins::finish_at_callback(parts.uri.query().unwrap_or_default(), &callback).await;
+    let query = parts.uri.query().unwrap_or_default();
+    let finished = logins::finish_at_callback(query, &parts.headers, &callback).await;
     let page = logins::outcome_page(&finished.text);
     let mut response = Response::new(ProxyBody::full(page));
     *response.status_mut() = finished.status;

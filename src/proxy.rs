@@ -86,6 +86,8 @@ pub struct Proxy {
     logins: Arc<dyn LoginStates>,
     /// With `[redis]`: pings it while this generation lives.
     _probe: Option<fleet::Probe>,
+    /// With `[redis]`: the fleet's seal (the status page's form tokens).
+    seal: Option<Arc<fleet::Sealer>>,
     /// The status page's uptime start and form token.
     page: Arc<admin::PageState>,
     /// Each tenant's `max_concurrent_requests`, built from the previous
@@ -113,6 +115,7 @@ fn token_source(
             source: client,
             logins: local_logins.clone(),
             probe: None,
+            seal: None,
         });
     };
     let client = Arc::new(client.with_chains(fleet.chains()));
@@ -121,6 +124,7 @@ fn token_source(
         client,
         logins: fleet.logins(),
         probe: fleet.probe(),
+        seal: Some(fleet.sealer()),
     })
 }
 
@@ -131,6 +135,7 @@ struct Sources {
     /// Where browser logins wait at `/_proxy/callback`.
     logins: Arc<dyn LoginStates>,
     probe: Option<fleet::Probe>,
+    seal: Option<Arc<fleet::Sealer>>,
 }
 
 /// Keyless requests whose credential is read from the body, at once.
@@ -151,6 +156,7 @@ impl Proxy {
             source,
             logins,
             probe,
+            seal,
         } = token_source(client, &settings, &redis, &local_logins)?;
         let tokens = TokenCache::configured(source.clone(), &settings.token);
         let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
@@ -162,7 +168,7 @@ impl Proxy {
         let upstream = Upstream::new(&settings.upstream, tls, metrics.upstream_connections());
         let upstream = Arc::new(upstream);
         let slots = Slots::new(&settings, None, |tenant| metrics.queue(tenant));
-        let page = Arc::new(admin::PageState::new(&settings).map_err(BuildError::Random)?);
+        let page = Arc::new(admin::PageState::new().map_err(BuildError::Random)?);
         Ok(Self {
             source,
             slots,
@@ -178,6 +184,7 @@ impl Proxy {
             local_logins,
             logins,
             _probe: probe,
+            seal,
             page,
             unproven: Arc::new(Semaphore::new(MAX_UNPROVEN)),
         })
@@ -197,6 +204,7 @@ impl Proxy {
             source,
             logins,
             probe,
+            seal,
         } = token_source(client, &settings, &self.redis, &self.local_logins)?;
         let upstream = match new_upstream {
             true => Arc::new(Upstream::new(
@@ -224,6 +232,7 @@ impl Proxy {
             local_logins: self.local_logins.clone(),
             logins,
             _probe: probe,
+            seal,
             page: self.page.clone(),
             unproven: self.unproven.clone(),
         })
@@ -236,7 +245,8 @@ impl Proxy {
             tokens: &self.tokens,
             client: &self.client,
             pending: &self.pending_logins,
-            logins: &*self.logins,
+            logins: &self.logins,
+            fleet_seal: self.seal.as_deref(),
             metrics: &self.metrics,
             page: &self.page,
             redis: self.settings.redis.as_ref().map(|_| &*self.redis),

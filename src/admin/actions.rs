@@ -14,7 +14,6 @@ use subtle::ConstantTimeEq;
 
 use super::{Context, accept};
 use crate::body::{ClientBody, ProxyBody, json_response};
-use crate::config::Settings;
 use crate::error::ProxyError;
 use crate::failures::no_tenant;
 use crate::fleet::Sealer;
@@ -26,26 +25,13 @@ use crate::token::{TokenKey, checked_scope};
 const FORM_LIMIT: usize = 8 * 1024;
 
 /// A random value drawn once per process, put in the page's forms and
-/// required back with each action. Its Debug shows nothing of it.
+/// required back with each action (with `[redis]` the fleet's form token,
+/// [`fleet_form_token`], is used instead). Its Debug shows nothing of it.
 pub struct FormToken(String);
 
 impl FormToken {
     pub fn new() -> Result<Self, rustls::Error> {
         tls::random_hex(32).map(Self)
-    }
-
-    /// With `[redis]`, the fleet's: derived from its `encryption_key`, so
-    /// a page one replica served posts to any other behind the same load
-    /// balancer. Else (or should the key not derive) one of this process's.
-    pub fn for_settings(settings: &Settings) -> Result<Self, rustls::Error> {
-        let fleet = settings
-            .redis
-            .as_ref()
-            .and_then(|redis| Sealer::new(redis).ok());
-        match fleet {
-            Some(sealer) => Ok(Self(sealer.tag("status-form-token", &[]))),
-            None => Self::new(),
-        }
     }
 
     /// For the page's hidden fields and the JSON's `actions`.
@@ -64,6 +50,53 @@ impl std::fmt::Debug for FormToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("FormToken(…)")
     }
+}
+
+/// How long a fleet form token works: a page left open longer is reloaded.
+const FLEET_FORM_LIFETIME: u64 = 12 * 3600;
+
+/// The form token a page gets now: with `[redis]` the fleet's —
+/// `EXPIRY.MAC`, a MAC under the fleet's key that any replica checks, so a
+/// page one replica served posts to another behind the same load balancer
+/// — else this process's.
+pub fn form_token(context: &Context<'_>) -> String {
+    match context.fleet_seal {
+        Some(sealer) => fleet_form_token(sealer, unix_now() + FLEET_FORM_LIFETIME),
+        None => context.page.form_token.reveal().to_owned(),
+    }
+}
+
+fn fleet_form_token(sealer: &Sealer, expiry: u64) -> String {
+    let expiry = expiry.to_string();
+    let mut mac = sealer.tag(FORM_KIND, &[&expiry]);
+    mac.truncate(FORM_MAC_CHARS);
+    format!("{expiry}.{mac}")
+}
+
+const FORM_KIND: &str = "status-form-token";
+const FORM_MAC_CHARS: usize = 32;
+
+/// Whether `presented` is a form token this proxy gave a page: the
+/// fleet's (live, under its key or the previous one) or this process's.
+fn form_token_ok(context: &Context<'_>, presented: &str) -> bool {
+    let fleet = context
+        .fleet_seal
+        .is_some_and(|sealer| fleet_form_token_ok(sealer, presented, unix_now()));
+    fleet || context.page.form_token.matches(presented)
+}
+
+/// Whether `presented` is a fleet form token still live at `now`.
+fn fleet_form_token_ok(sealer: &Sealer, presented: &str, now: u64) -> bool {
+    presented.split_once('.').is_some_and(|(expiry, mac)| {
+        let live = expiry.parse::<u64>().is_ok_and(|e| now < e);
+        live && sealer.verify_tag(FORM_KIND, &[expiry], mac, FORM_MAC_CHARS)
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// The fields as posted.
@@ -115,7 +148,7 @@ pub async fn drop_token(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let form = read_form(parts, body).await?;
     let presented = form.form_token.as_deref().unwrap_or_default();
-    if !context.page.form_token.matches(presented) {
+    if !form_token_ok(context, presented) {
         return Err(ProxyError::FormTokenInvalid);
     }
     let key = held_key(&form, context)?;
@@ -229,6 +262,36 @@ fn back_to_page(key: &TokenKey) -> Response<ProxyBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fleet_form_token_works_on_any_replica_of_the_key_until_it_expires() {
+        let redis = |key: &str| crate::config::RedisSettings {
+            url: crate::config::Secret::new("redis://127.0.0.1:9/0"),
+            shown_url: "redis://127.0.0.1:9/0".into(),
+            tls: false,
+            username: None,
+            password: None,
+            key_prefix: "sfmc-proxy:".into(),
+            encryption_key: crate::config::Secret::new(key),
+            previous_encryption_key: None,
+            ca_file: None,
+            lock_timeout: std::time::Duration::from_secs(10),
+            operation_timeout: std::time::Duration::from_millis(250),
+        };
+        let key = "0123456789abcdef0123456789abcdef";
+        let (one, other) = (
+            Sealer::new(&redis(key)).expect("keys"),
+            Sealer::new(&redis(key)).expect("keys"),
+        );
+        let token = fleet_form_token(&one, 1_000);
+        assert!(fleet_form_token_ok(&other, &token, 999), "{token}");
+        assert!(!fleet_form_token_ok(&other, &token, 1_000), "expired");
+        let longer = token.replacen("1000", "9000", 1);
+        assert!(!fleet_form_token_ok(&other, &longer, 999), "{longer}");
+        let stranger = Sealer::new(&redis("fedcba9876543210fedcba9876543210")).expect("keys");
+        assert!(!fleet_form_token_ok(&stranger, &token, 999));
+        assert!(!fleet_form_token_ok(&other, "", 0));
+    }
 
     #[test]
     fn the_form_token_is_random_and_compared_whole() {

@@ -137,7 +137,7 @@ impl Status {
             uptime: clock.now.saturating_duration_since(context.page.started),
             generated_at: clock.wall,
             tenants,
-            form_token: context.page.form_token.reveal().to_owned(),
+            form_token: super::actions::form_token(context),
         }
     }
 

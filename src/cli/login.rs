@@ -42,6 +42,13 @@ pub(super) async fn run(
             "\nWaiting for the browser at {} (it warns once about the proxy's own certificate: accept it),\nor paste the address the browser ended on and press Enter:",
             start.redirect_uri
         ),
+        // A login the fleet's own /_proxy/callback receives: that page says
+        // no login waits there (this one is the command's), and its address
+        // is what to paste.
+        Err(_) if login::at_callback(tenant) => eprintln!(
+            "\nThe browser ends on the proxy's page at {} (it says no login is waiting there: this login is this command's).\nPaste that page's address and press Enter:",
+            start.redirect_uri
+        ),
         Err(error) => {
             eprintln!("\n{error}\nPaste the address the browser ended on and press Enter:")
         }

@@ -121,15 +121,15 @@ pub(super) fn validate_grant(
     }
 }
 
-/// A login whose code comes back to `/_proxy/callback` needs its host let
-/// in by the Host check, or every redirect would be refused there.
+/// A login whose code comes back to `/_proxy/callback` is served to
+/// browsers elsewhere, through a front: the proxy behind it must ask for
+/// its key (a loopback `listen` does not by default, and the front makes
+/// it reachable to everyone the front is), and the Host check must let the
+/// front's name in, or every redirect would be refused there.
 pub(super) fn check_callback_hosts(
     tenants: &[std::sync::Arc<super::Tenant>],
     server: &super::ServerSettings,
 ) -> Result<(), ConfigError> {
-    let Some(allowed) = &server.allowed_hosts else {
-        return Ok(());
-    };
     for tenant in tenants {
         let Grant::AuthorizationCode { redirect_uri, .. } = &tenant.grant else {
             continue;
@@ -137,9 +137,21 @@ pub(super) fn check_callback_hosts(
         let Some(host) = proxy_callback_host(redirect_uri) else {
             continue;
         };
+        let key = format!("tenants.{}.redirect_uri", tenant.name);
+        if server.inbound_keys.is_empty() && !server.allow_unauthenticated_remote {
+            return Err(invalid(
+                key,
+                format!(
+                    "the browser comes back to `{host}` through a front that makes the proxy reachable from elsewhere: set server.inbound_keys (or server.allow_unauthenticated_remote = true if everyone who reaches `{host}` may use this tenant)"
+                ),
+            ));
+        }
+        let Some(allowed) = &server.allowed_hosts else {
+            continue;
+        };
         if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&host)) {
             return Err(invalid(
-                format!("tenants.{}.redirect_uri", tenant.name),
+                key,
                 format!(
                     "the browser comes back to `{host}`, which server.allowed_hosts does not list: add it (the proxy receives the code at {CALLBACK_PATH} behind a TLS front there)"
                 ),

@@ -4,20 +4,24 @@
 //! `state` (the PKCE verifier never reads in Redis) and taken with `GETDEL`,
 //! so a code is exchanged once, whichever replica gets it.
 //!
-//! A `state` is a random nonce and its MAC under the fleet's key: any
-//! replica tells one the fleet made from a made-up one without asking Redis,
-//! so a stranger's requests to `/_proxy/callback` cost no round trip.
+//! A `state` is `NONCE.EXPIRY.MAC`: a random nonce, when it stops working
+//! (Unix seconds) and a MAC of both under the fleet's key (or the previous
+//! one, during a rotation). Any replica refuses a made-up or stale one
+//! without asking Redis, so a stranger's requests to `/_proxy/callback`
+//! cost no round trip.
 
 use std::sync::Arc;
-
-use subtle::ConstantTimeEq;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::client::Redis;
 use super::seal::Sealer;
 use crate::login::{LOGIN_WAIT, LoginStates, Started, StatesFuture};
 
-/// The hex characters of a state's nonce, and of its MAC (both 16 bytes).
-const PART: usize = 32;
+/// The hex characters of a state's MAC (16 bytes).
+const MAC_CHARS: usize = 32;
+
+/// The MAC's kind (see `Sealer::tag`).
+const KIND: &str = "login-state";
 
 pub struct RedisLogins {
     redis: Redis,
@@ -29,37 +33,48 @@ impl RedisLogins {
         Self { redis, sealer }
     }
 
-    /// The MAC half of `nonce`'s state.
-    fn mac(&self, nonce: &str) -> String {
-        let mut tag = self.sealer.tag("login-state", &[nonce]);
-        tag.truncate(PART);
-        tag
-    }
-
-    /// Whether the fleet made `state`.
-    fn made_here(&self, state: &str) -> bool {
-        if state.len() != 2 * PART || !state.is_ascii() {
+    /// Whether the fleet made `state` and it has not expired at `now`
+    /// (Unix seconds).
+    fn live(&self, state: &str, now: u64) -> bool {
+        let mut parts = state.split('.');
+        let (Some(nonce), Some(expiry), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return false;
-        }
-        let (nonce, mac) = state.split_at(PART);
-        bool::from(self.mac(nonce).as_bytes().ct_eq(mac.as_bytes()))
+        };
+        let fresh = expiry.parse::<u64>().is_ok_and(|expiry| now < expiry);
+        fresh
+            && self
+                .sealer
+                .verify_tag(KIND, &[nonce, expiry], mac, MAC_CHARS)
     }
 
-    fn name(&self, state: &str) -> String {
-        self.sealer.name("login", &[state])
+    /// Where `state`'s login is kept: under the current key's name, and
+    /// the previous key's during a rotation.
+    fn names(&self, state: &str) -> impl Iterator<Item = String> {
+        let current = self.sealer.name("login", &[state]);
+        std::iter::once(current).chain(self.sealer.previous_name("login", &[state]))
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 impl LoginStates for RedisLogins {
     fn mint(&self) -> Result<String, rustls::Error> {
-        let nonce = crate::tls::random_hex(PART / 2)?;
-        let mac = self.mac(&nonce);
-        Ok(nonce + &mac)
+        let nonce = crate::tls::random_hex(16)?;
+        let expiry = (unix_now() + LOGIN_WAIT.as_secs()).to_string();
+        let mut mac = self.sealer.tag(KIND, &[&nonce, &expiry]);
+        mac.truncate(MAC_CHARS);
+        Ok(format!("{nonce}.{expiry}.{mac}"))
     }
 
     fn put<'a>(&'a self, state: &'a str, started: Started) -> StatesFuture<'a, ()> {
         Box::pin(async move {
-            let name = self.name(state);
+            let name = self.sealer.name("login", &[state]);
             let plain = serde_json::to_vec(&started).map_err(|e| e.to_string())?;
             let sealed = self.sealer.seal(&name, &plain);
             if sealed.is_empty() {
@@ -74,19 +89,74 @@ impl LoginStates for RedisLogins {
 
     fn take<'a>(&'a self, state: &'a str) -> StatesFuture<'a, Option<Started>> {
         Box::pin(async move {
-            if !self.made_here(state) {
+            if !self.live(state, unix_now()) {
                 return Ok(None);
             }
-            let name = self.name(state);
-            let Some(sealed) = self.redis.take(&name).await.map_err(|e| e.to_string())? else {
-                return Ok(None);
-            };
-            // What does not open is not a login of this fleet's.
-            let started = self
-                .sealer
-                .open(&name, &sealed)
-                .and_then(|plain| serde_json::from_slice(&plain).ok());
-            Ok(started)
+            for name in self.names(state) {
+                let Some(sealed) = self.redis.take(&name).await.map_err(|e| e.to_string())? else {
+                    continue;
+                };
+                // What does not open is not a login of this fleet's.
+                let started = self
+                    .sealer
+                    .open(&name, &sealed)
+                    .and_then(|plain| serde_json::from_slice(&plain).ok());
+                return Ok(started);
+            }
+            Ok(None)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{RedisSettings, Secret};
+    use crate::fleet::Health;
+
+    fn logins(key: &str, previous: Option<&str>) -> RedisLogins {
+        let settings = RedisSettings {
+            url: Secret::new("redis://127.0.0.1:9/0"),
+            shown_url: "redis://127.0.0.1:9/0".into(),
+            tls: false,
+            username: None,
+            password: None,
+            key_prefix: "sfmc-proxy:".into(),
+            encryption_key: Secret::new(key),
+            previous_encryption_key: previous.map(Secret::new),
+            ca_file: None,
+            lock_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_millis(250),
+        };
+        let redis = Redis::new(&settings, Arc::new(Health::new())).expect("lazy client");
+        RedisLogins::new(redis, Arc::new(Sealer::new(&settings).expect("keys")))
+    }
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+    const NEW_KEY: &str = "fedcba9876543210fedcba9876543210";
+
+    // A runtime: the lazy client wants one, though it never connects here.
+    #[tokio::test]
+    async fn only_a_live_state_the_fleet_made_is_looked_up() {
+        let fleet = logins(KEY, None);
+        let state = fleet.mint().expect("state");
+        let now = unix_now();
+        assert!(fleet.live(&state, now), "{state}");
+        assert!(!fleet.live(&state, now + LOGIN_WAIT.as_secs() + 1), "stale");
+        let (nonce, rest) = state.split_once('.').expect("parts");
+        let (expiry, mac) = rest.split_once('.').expect("parts");
+        let later = format!("{nonce}.{}.{mac}", expiry.parse::<u64>().expect("n") + 3600);
+        assert!(!fleet.live(&later, now), "a longer life is not the fleet's");
+        let mut flipped = state.clone().into_bytes();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).expect("ascii");
+        assert!(!fleet.live(&flipped, now), "a made-up MAC");
+        assert!(!fleet.live("0123", now) && !fleet.live("a.b.c.d", now));
+        assert!(!logins(NEW_KEY, None).live(&state, now), "another fleet's");
+        // During a rotation the new key's replicas take the old key's states.
+        assert!(logins(NEW_KEY, Some(KEY)).live(&state, now));
     }
 }

@@ -68,6 +68,11 @@ impl Fleet {
         Arc::new(RedisLogins::new(self.redis.clone(), self.sealer.clone()))
     }
 
+    /// What seals and names the fleet's entries, and makes its MACs.
+    pub fn sealer(&self) -> Arc<Sealer> {
+        self.sealer.clone()
+    }
+
     /// Pings Redis every few seconds while the returned probe lives, so
     /// that its health is known without waiting for a token lookup.
     pub fn probe(&self) -> Option<Probe> {

@@ -117,6 +117,21 @@ impl Sealer {
         self.current.tag(kind, parts)
     }
 
+    /// Whether `tag` is [`Sealer::tag`]'s for (`kind`, `parts`) under the
+    /// current key or the previous one (a rotation), its first `len` hex
+    /// characters compared in constant time.
+    pub fn verify_tag(&self, kind: &str, parts: &[&str], tag: &str, len: usize) -> bool {
+        use subtle::ConstantTimeEq;
+        let keys = std::iter::once(&self.current).chain(self.previous.as_ref());
+        let matches = |keys: &Keys| {
+            let made = keys.tag(kind, parts);
+            made.len() >= len
+                && tag.len() == len
+                && bool::from(made.as_bytes()[..len].ct_eq(tag.as_bytes()))
+        };
+        keys.into_iter().any(matches)
+    }
+
     /// The same entry as the previous key named it, during a rotation.
     pub fn previous_name(&self, kind: &str, parts: &[&str]) -> Option<String> {
         let previous = self.previous.as_ref()?;

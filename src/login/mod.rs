@@ -30,11 +30,11 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
-pub use callback::{Callback, Finished, begin_at_callback, finish_at_callback};
+pub use callback::{Callback, Finished, at_callback, begin_at_callback, finish_at_callback};
 pub use exchange::{Exchange, exchanger};
 pub use listener::{CallbackListener, bind_callback};
 pub use pending::PendingLogins;
-pub use states::{LocalStates, LoginStates, Started, StatesFuture};
+pub use states::{LocalStates, LoginStates, Started, StatesFuture, package_of};
 
 use crate::config::{Grant, Secret, Tenant};
 use crate::error::ProxyError;
@@ -134,6 +134,44 @@ pub fn pkce_hint(refusal: &str) -> Option<String> {
     })
 }
 
+/// What SFMC's redirect back carries: the login's `state`, and its `code`
+/// or its refusal (`error`, `error_description`).
+#[derive(Default)]
+pub struct Redirect {
+    pub state: Option<String>,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub description: Option<String>,
+}
+
+impl Redirect {
+    /// The fields of `query` (a field given twice: the last).
+    pub fn parse(query: &str) -> Self {
+        let mut redirect = Self::default();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match &*name {
+                "code" => &mut redirect.code,
+                "state" => &mut redirect.state,
+                "error" => &mut redirect.error,
+                "error_description" => &mut redirect.description,
+                _ => continue,
+            };
+            *slot = Some(value.into_owned());
+        }
+        redirect
+    }
+
+    /// The code, or SFMC's refusal: what ends a login whose state matched.
+    pub fn outcome(self) -> Result<String, LoginError> {
+        if let Some(error) = self.error {
+            return Err(LoginError::Denied(self.description.unwrap_or(error)));
+        }
+        self.code
+            .filter(|c| !c.is_empty())
+            .ok_or(LoginError::NoCode)
+    }
+}
+
 /// The code in a redirect: the whole URL the browser ended on, or its query.
 pub fn code_from_callback(input: &str, expected_state: &str) -> Result<String, LoginError> {
     let input = input.trim();
@@ -141,26 +179,15 @@ pub fn code_from_callback(input: &str, expected_state: &str) -> Result<String, L
         Some((_, query)) => query,
         None => input,
     };
-    let query = query.split('#').next().unwrap_or_default();
-    let mut code = None;
-    let (mut state, mut error, mut description) = (None, None, None);
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        match &*name {
-            "code" => code = Some(value.into_owned()),
-            "state" => state = Some(value.into_owned()),
-            "error" => error = Some(value.into_owned()),
-            "error_description" => description = Some(value.into_owned()),
-            _ => {}
-        }
-    }
-    let state_ok = state.is_some_and(|s| bool::from(s.as_bytes().ct_eq(expected_state.as_bytes())));
+    let redirect = Redirect::parse(query.split('#').next().unwrap_or_default());
+    let state_ok = redirect
+        .state
+        .as_ref()
+        .is_some_and(|s| bool::from(s.as_bytes().ct_eq(expected_state.as_bytes())));
     if !state_ok {
         return Err(LoginError::StateMismatch);
     }
-    if let Some(error) = error {
-        return Err(LoginError::Denied(description.unwrap_or(error)));
-    }
-    code.filter(|c| !c.is_empty()).ok_or(LoginError::NoCode)
+    redirect.outcome()
 }
 
 #[cfg(test)]

@@ -22,11 +22,31 @@ use crate::sync::lock;
 pub struct Started {
     pub tenant: String,
     pub account_id: Option<String>,
-    /// The tenant's client id when the login began: after a reload that
-    /// changed the package, the code is not exchanged with the new one.
-    pub client_id: String,
+    /// What the tenant's package was when the login began (see
+    /// [`package_of`]): after a reload that changed it, the code is not
+    /// exchanged with the new one.
+    pub package: String,
+    /// A hash of the browser's login cookie: only the browser that began
+    /// the login finishes it (RFC 6749 §10.12), not one it was sent to.
+    pub browser: String,
     /// PKCE's verifier (`None` with `pkce = false`).
     pub code_verifier: Option<String>,
+}
+
+/// A digest of what a login's code is exchanged under: the auth URL, the
+/// client id, the grant (app type, redirect URI, PKCE). No secret goes in.
+pub fn package_of(tenant: &crate::config::Tenant) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for part in [
+        tenant.token_url.as_str(),
+        tenant.client_id.as_str(),
+        &format!("{:?}", tenant.grant),
+    ] {
+        digest.update((part.len() as u64).to_be_bytes());
+        digest.update(part.as_bytes());
+    }
+    data_encoding::HEXLOWER.encode(&digest.finalize())
 }
 
 /// The verifier is a secret of the login's: never shown.
@@ -103,7 +123,8 @@ mod tests {
         Started {
             tenant: tenant.into(),
             account_id: None,
-            client_id: "id".into(),
+            package: "p".into(),
+            browser: "b".into(),
             code_verifier: Some("verifier".into()),
         }
     }
