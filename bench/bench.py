@@ -333,11 +333,11 @@ class Process:
     def pids(self) -> list[int]:
         return [self.popen.pid] + children(self.popen.pid)
 
-    def cpu_ticks(self) -> int:
+    def cpu_ticks(self, kernel_only: bool = False) -> int:
         total = 0
         for pid in self.pids():
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            total += (0 if kernel_only else int(fields[11])) + int(fields[12])  # utime, stime
         return total
 
     def status_kib(self, key: str) -> int:
@@ -458,10 +458,13 @@ def measure_load(proc: Process | None, port: int, size: str, conns: int, seconds
     if proc:
         proc.take_log_bytes()
     before = proc.cpu_ticks() if proc else 0
+    before_sys = proc.cpu_ticks(kernel_only=True) if proc else 0
     result = run_wrk(port, f"/data/{size}.json", conns, seconds)
     if proc:
         ticks = proc.cpu_ticks() - before
         result["cpu_us_per_req"] = ticks / CLK_TCK * 1e6 / max(result["requests"], 1)
+        result["sys_us_per_req"] = ((proc.cpu_ticks(kernel_only=True) - before_sys)
+                                    / CLK_TCK * 1e6 / max(result["requests"], 1))
         # How much of its one CPU the system used: near 100 %, it is what limits the rate.
         result["cpu_busy"] = result["cpu_us_per_req"] * result["rps"] / 1e6
         if proc.logs:
@@ -769,15 +772,21 @@ def report(raw: list, meta: dict) -> str:
             ratio = [by["direct"]["rps"] / best_reference(by, "rps") for by in rows]
             fastest = [max(REFERENCES, key=lambda ref: by[ref]["rps"]) for by in rows]
             busy = (f"the fastest reference kept its CPU "
-                    f"{spread([by[f]['cpu_busy'] * 100 for by, f in zip(rows, fastest)], '{:.0f}')} % busy, "
-                    f"sfmc-proxy {spread([by['sfmc-proxy']['cpu_busy'] * 100 for by in rows], '{:.0f}')} %")
+                    f"{spread([by[f]['cpu_busy'] * 100 for by, f in zip(rows, fastest)], '{:.0f}')} % busy "
+                    f"({med([by[f]['sys_us_per_req'] for by, f in zip(rows, fastest)]):.1f} of its "
+                    f"{med([by[f]['cpu_us_per_req'] for by, f in zip(rows, fastest)]):.1f} CPU µs/req in the "
+                    f"kernel), sfmc-proxy {spread([by['sfmc-proxy']['cpu_busy'] * 100 for by in rows], '{:.0f}')} %")
             if size == "1k":
                 ok = med(ratio) >= LOAD_BOUND_RATIO
                 meta["load_bound"] = not ok
+                ref_busy = med([by[f]["cpu_busy"] for by, f in zip(rows, fastest)])
                 lines.append(f"- 1 KiB @ 64 conn: {spread(ratio, '{:.2f}')}× — " + (
                     "the load side has headroom: the proxies are what is measured" if ok else
                     f"**LOAD-BOUND** (under {LOAD_BOUND_RATIO:.0f}×): a proxy's rate may be capped by the "
-                    "load side rather than set by the proxy") + f"; {busy}")
+                    "load side rather than set by the proxy") + f"; {busy}" + (
+                    ". A proxy at under 85 % of its CPU was held back by something: other work on "
+                    "CPU 0 when direct has headroom, the load side when it has not"
+                    if ref_busy < 0.85 else ""))
             else:
                 lines.append(f"- 64 KiB @ 64 conn: {spread(ratio, '{:.2f}')}× (not checked: each 64 KiB "
                              "response is copied through the kernel as often on the load side as on the "
