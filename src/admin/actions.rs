@@ -265,19 +265,7 @@ mod tests {
 
     #[test]
     fn a_fleet_form_token_works_on_any_replica_of_the_key_until_it_expires() {
-        let redis = |key: &str| crate::config::RedisSettings {
-            url: crate::config::Secret::new("redis://127.0.0.1:9/0"),
-            shown_url: "redis://127.0.0.1:9/0".into(),
-            tls: false,
-            username: None,
-            password: None,
-            key_prefix: "sfmc-proxy:".into(),
-            encryption_key: crate::config::Secret::new(key),
-            previous_encryption_key: None,
-            ca_file: None,
-            lock_timeout: std::time::Duration::from_secs(10),
-            operation_timeout: std::time::Duration::from_millis(250),
-        };
+        let redis = |key: &str| crate::config::RedisSettings::for_tests(key, None);
         let key = "0123456789abcdef0123456789abcdef";
         let (one, other) = (
             Sealer::new(&redis(key)).expect("keys"),

@@ -47,6 +47,27 @@ pub struct RedisSettings {
     pub operation_timeout: Duration,
 }
 
+#[cfg(test)]
+impl RedisSettings {
+    /// A `[redis]` on a local address nothing listens on, sealed with `key`
+    /// (and `previous`): for tests of what the key derives.
+    pub fn for_tests(key: &str, previous: Option<&str>) -> Self {
+        Self {
+            url: Secret::new("redis://127.0.0.1:9/0"),
+            shown_url: "redis://127.0.0.1:9/0".into(),
+            tls: false,
+            username: None,
+            password: None,
+            key_prefix: "sfmc-proxy:".into(),
+            encryption_key: Secret::new(key),
+            previous_encryption_key: previous.map(Secret::new),
+            ca_file: None,
+            lock_timeout: std::time::Duration::from_secs(10),
+            operation_timeout: std::time::Duration::from_millis(250),
+        }
+    }
+}
+
 pub(super) fn validate(
     raw: Option<RawRedis>,
     ex: &Expander<'_>,

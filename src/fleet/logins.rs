@@ -110,26 +110,12 @@ impl LoginStates for RedisLogins {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::config::{RedisSettings, Secret};
+    use crate::config::RedisSettings;
     use crate::fleet::Health;
 
     fn logins(key: &str, previous: Option<&str>) -> RedisLogins {
-        let settings = RedisSettings {
-            url: Secret::new("redis://127.0.0.1:9/0"),
-            shown_url: "redis://127.0.0.1:9/0".into(),
-            tls: false,
-            username: None,
-            password: None,
-            key_prefix: "sfmc-proxy:".into(),
-            encryption_key: Secret::new(key),
-            previous_encryption_key: previous.map(Secret::new),
-            ca_file: None,
-            lock_timeout: Duration::from_secs(10),
-            operation_timeout: Duration::from_millis(250),
-        };
+        let settings = RedisSettings::for_tests(key, previous);
         let redis = Redis::new(&settings, Arc::new(Health::new())).expect("lazy client");
         RedisLogins::new(redis, Arc::new(Sealer::new(&settings).expect("keys")))
     }

@@ -203,24 +203,10 @@ impl Sealer {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn settings(key: &str, previous: Option<&str>) -> RedisSettings {
-        RedisSettings {
-            url: Secret::new("redis://127.0.0.1:6379/0"),
-            shown_url: "redis://127.0.0.1:6379/0".into(),
-            tls: false,
-            username: None,
-            password: None,
-            key_prefix: "sfmc-proxy:".into(),
-            encryption_key: Secret::new(key),
-            previous_encryption_key: previous.map(Secret::new),
-            ca_file: None,
-            lock_timeout: Duration::from_secs(10),
-            operation_timeout: Duration::from_millis(250),
-        }
+        RedisSettings::for_tests(key, previous)
     }
 
     fn sealer(key: &str, previous: Option<&str>) -> Sealer {
