@@ -71,6 +71,7 @@ NICE = ["nice", "-n", "-10"] if os.geteuid() == 0 else []
 ONE_WAY_S = 0.010         # 10 ms each way: 20 ms RTT
 WINDOW = 2 * 1024 * 1024  # bytes the relay holds in flight per direction and connection
 CHUNK = 256 * 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 TOKEN = "eyJhbGciOiJIUzI1NiIsImtpZCI6IjQiLCJ2ZXIiOiIxIiwidHlwIjoiSldUIn0." + "f" * 380
 API_PATH = "/asset/v1/content/assets?$page=1&$pageSize=5"
@@ -251,7 +252,7 @@ http {{
         listen 127.0.0.1:{SINK_PORT};
         location = /upload-done {{
             default_type application/json;
-            return 202 '{{"requestId":"felt","resultMessages":[]}}';
+            return 200 '{{"requestId":"felt","resultMessages":[]}}';
         }}
     }}
 }}
@@ -308,6 +309,20 @@ class Process:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
         raise RuntimeError(f"no {key} in /proc/{self.popen.pid}/status")
+
+    def cpu_s(self) -> float:
+        """utime + stime of the process and its children (nginx's worker)."""
+        pids = [self.popen.pid]
+        try:
+            pids += [int(x) for x in Path(f"/proc/{self.popen.pid}/task/{self.popen.pid}/children")
+                     .read_text().split()]
+        except OSError:
+            pass
+        ticks = 0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / CLK_TCK
 
     def stop(self) -> None:
         self.popen.terminate()
@@ -420,7 +435,7 @@ def upload_config(work: Path, url: str, upload: Path) -> Path:
 def uploads(work: Path, cert: Path, url: str, headers: list[str], upload: Path) -> dict:
     """UPLOADS concurrent POSTs, each on its own connection, from one curl."""
     cfg = upload_config(work, url, upload)
-    argv = pinned(LOAD_CPU) + ["curl", "-sS", "--cacert", str(cert), "--parallel",
+    argv = pinned(LOAD_CPU) + ["curl", "-sS", "--no-progress-meter", "--cacert", str(cert), "--parallel",
             "--parallel-immediate", "--parallel-max", str(UPLOADS), "-X", "POST",
             "-H", "Expect:", "-H", "Content-Type: application/octet-stream"]
     for h in headers:
@@ -432,27 +447,40 @@ def uploads(work: Path, cert: Path, url: str, headers: list[str], upload: Path) 
     rows = [line.split() for line in done.stdout.splitlines() if line.strip()]
     codes = [r[0] for r in rows]
     sent = [int(float(r[1])) for r in rows]
-    return {"wall_s": wall, "answered": len(rows), "ok": sum(1 for c in codes if c.startswith("2")),
+    return {"wall_s": wall, "answered": len(rows), "ok": sum(1 for c in codes if c == "200"),
             "codes": sorted(set(codes)), "all_bytes": all(s == UPLOAD_SIZE for s in sent),
             "new_connections": sum(int(r[2]) for r in rows), "curl_rc": done.returncode,
             "stderr": done.stderr.strip()[-500:]}
 
 
-def upload_phase(work: Path, cert: Path, conf: Path, rounds: int) -> list[dict]:
+def upload_phase(work: Path, cert: Path, conf: Path, rounds: int, origin: Process,
+                 relay: Process) -> list[dict]:
     upload = work / "upload.bin"
     upload.write_bytes(os.urandom(UPLOAD_SIZE))
     rows = []
+
+    def measured(url: str, headers: list[str], proxy: Process | None) -> dict:
+        before = {"origin": origin.cpu_s(), "relay": relay.cpu_s(),
+                  "proxy": proxy.cpu_s() if proxy else 0.0}
+        res = uploads(work, cert, url, headers, upload)
+        res["cpu_s"] = {"origin": origin.cpu_s() - before["origin"],
+                        "relay": relay.cpu_s() - before["relay"]}
+        if proxy:
+            res["cpu_s"]["proxy"] = proxy.cpu_s() - before["proxy"]
+        return res
+
     for r in range(rounds):
-        res = uploads(work, cert, direct_url(UPLOAD_PATH), [f"Authorization: Bearer {TOKEN}"], upload)
+        res = measured(direct_url(UPLOAD_PATH), [f"Authorization: Bearer {TOKEN}"], None)
         res.update(round=r, system="direct")
         rows.append(res)
-        log(f"round {r + 1} uploads direct      {res['wall_s']:.2f} s  {res['ok']}/{UPLOADS} ok")
+        log(f"round {r + 1} uploads direct      {res['wall_s']:.2f} s  {res['ok']}/{UPLOADS} ok  "
+            f"CPU s {res['cpu_s']}")
 
         before = token_requests(work)
         proxy = start_proxy(work, conf, f"up{r}")
         try:
             idle = proxy.status_kib("VmRSS")
-            res = uploads(work, cert, f"http://127.0.0.1:{PROXY_PORT}{UPLOAD_PATH}", [], upload)
+            res = measured(f"http://127.0.0.1:{PROXY_PORT}{UPLOAD_PATH}", [], proxy)
             res.update(round=r, system="sfmc-proxy", idle_rss_kib=idle,
                        peak_rss_kib=proxy.status_kib("VmHWM"))
         finally:
@@ -460,7 +488,7 @@ def upload_phase(work: Path, cert: Path, conf: Path, rounds: int) -> list[dict]:
         res["token_requests"] = token_requests(work) - before
         rows.append(res)
         log(f"round {r + 1} uploads sfmc-proxy  {res['wall_s']:.2f} s  {res['ok']}/{UPLOADS} ok  "
-            f"peak RSS {res['peak_rss_kib'] / 1024:.1f} MiB")
+            f"peak RSS {res['peak_rss_kib'] / 1024:.1f} MiB  CPU s {res['cpu_s']}")
     return rows
 
 
@@ -549,8 +577,9 @@ def report(loop: dict, ups: list[dict], meta: dict) -> str:
         "process per round (its peak RSS is its own, start-up included). Median (min–max) over "
         f"{meta['rounds']} rounds:",
         "",
-        "| system | wall s | answered 2xx | all 5 MiB sent | proxy idle RSS MiB | proxy peak RSS MiB | token requests |",
-        "|---|---|---|---|---|---|---|",
+        "| system | wall s | answered 200 | all 5 MiB sent | proxy idle RSS MiB | proxy peak RSS MiB | "
+        "CPU s origin / relay / proxy | token requests |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for system in ("direct", "sfmc-proxy"):
         rows = [r for r in ups if r["system"] == system]
@@ -563,8 +592,10 @@ def report(loop: dict, ups: list[dict], meta: dict) -> str:
         else:
             idle = peak = "—"
             toks = "0 (fixed token)"
+        cpu = " / ".join(spread([r["cpu_s"][k] for r in rows], "{:.1f}") if k in rows[0]["cpu_s"]
+                         else "—" for k in ("origin", "relay", "proxy"))
         lines.append(f"| {system} | {spread([r['wall_s'] for r in rows], '{:.2f}')} | {ok} | {allb} | "
-                     f"{idle} | {peak} | {toks} |")
+                     f"{idle} | {peak} | {cpu} | {toks} |")
     bad = [r for r in ups if r["ok"] != UPLOADS]
     for r in bad:
         lines.append(f"\nRound {r['round'] + 1} {r['system']}: codes {r['codes']}, curl exit "
@@ -600,14 +631,16 @@ def main() -> int:
         (work / "tmp").chmod(0o777)  # nginx workers run as another user
         cert = make_cert(work)
         conf = write_proxy_config(work, cert)
-        started.append(start_origin(work, write_origin(work)))
-        started.append(start_relay())
+        origin = start_origin(work, write_origin(work))
+        started.append(origin)
+        relay = start_relay()
+        started.append(relay)
         check = subprocess.run([str(BINARY), "--config", str(conf), "check"],
                                capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"sfmc-proxy check failed:\n{check.stdout}{check.stderr}")
         loop = curl_loop(work, cert, conf, args.calls)
-        ups = upload_phase(work, cert, conf, args.rounds)
+        ups = upload_phase(work, cert, conf, args.rounds, origin, relay)
     finally:
         for p in reversed(started):
             p.stop()
