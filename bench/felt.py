@@ -560,7 +560,7 @@ def report(loop: dict, ups: list[dict], meta: dict) -> str:
     for key, label, _ in LOOP_SYSTEMS:
         ratio = "—" if key == "c" else f"{med[key] / med['c']:.1f}×"
         lines.append(f"| ({key}) {label} | {med[key]:.1f} | {p90[key]:.1f} | "
-                     f"{loop['token_requests'][key]} | {ratio} |")
+                     f"{loop['token_requests'][key]}{' (fixed token)' if key == 'b' else ''} | {ratio} |")
     lines += [
         "",
         f"(a)/(c) = {med['a'] / med['c']:.1f}× at the median, {p90['a'] / p90['c']:.1f}× at p90; "
