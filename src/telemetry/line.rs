@@ -6,9 +6,10 @@
 //! and per-field formatting machinery that cost some 20,000 instructions a
 //! request. This event is written once per request, so its cost counts.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::Method;
 
@@ -85,29 +86,50 @@ impl AccessLine<'_> {
     pub fn encode(&self, format: LogFormat, debug: bool, now: SystemTime, out: &mut Vec<u8>) {
         let mut line = Encoder { format, out };
         line.start(debug, now);
-        line.str("request_id", Some(self.request_id));
-        line.display("method", self.method);
-        line.str("path", self.path);
-        line.u64("status", self.status.map(u64::from));
-        line.u64("upstream_status", self.upstream_status.map(u64::from));
-        line.u64("duration_us", Some(self.duration_us));
-        line.u64("upstream_us", self.upstream_us);
-        line.u64("queued_us", self.queued_us);
-        line.u64("throttle_wait_us", self.throttle_wait_us);
-        line.u64("bytes_in", Some(self.bytes_in));
-        line.u64("bytes_out", Some(self.bytes_out));
-        line.display("client", &self.client);
-        line.str("user_agent", self.user_agent);
-        line.str("tenant", self.tenant);
-        line.str("account_id", self.account_id);
-        line.str("api", self.api);
-        line.str("token", self.token);
-        line.bool("replayed", self.replayed);
-        line.u64("throttle_retries", Some(u64::from(self.throttle_retries)));
-        line.str("error", self.error);
-        line.bool("completed", self.completed);
+        line.str(field!("request_id"), Some(self.request_id));
+        line.bare(field!("method"), self.method.as_str());
+        line.str(field!("path"), self.path);
+        line.u64(field!("status"), self.status.map(u64::from));
+        line.u64(
+            field!("upstream_status"),
+            self.upstream_status.map(u64::from),
+        );
+        line.u64(field!("duration_us"), Some(self.duration_us));
+        line.u64(field!("upstream_us"), self.upstream_us);
+        line.u64(field!("queued_us"), self.queued_us);
+        line.u64(field!("throttle_wait_us"), self.throttle_wait_us);
+        line.u64(field!("bytes_in"), Some(self.bytes_in));
+        line.u64(field!("bytes_out"), Some(self.bytes_out));
+        line.address(field!("client"), self.client);
+        line.str(field!("user_agent"), self.user_agent);
+        line.str(field!("tenant"), self.tenant);
+        line.str(field!("account_id"), self.account_id);
+        line.str(field!("api"), self.api);
+        line.str(field!("token"), self.token);
+        line.bool(field!("replayed"), self.replayed);
+        let retries = Some(u64::from(self.throttle_retries));
+        line.u64(field!("throttle_retries"), retries);
+        line.str(field!("error"), self.error);
+        line.bool(field!("completed"), self.completed);
         line.end();
     }
+}
+
+/// A field's name as each format introduces it: ` name=` and `,"name":`.
+macro_rules! field {
+    ($name:literal) => {
+        Name {
+            text: concat!(" ", $name, "="),
+            json: concat!(",\"", $name, "\":"),
+        }
+    };
+}
+use field;
+
+#[derive(Clone, Copy)]
+struct Name {
+    text: &'static str,
+    json: &'static str,
 }
 
 /// Writes one line field by field, in `tracing_subscriber`'s layout: text
@@ -122,43 +144,38 @@ struct Encoder<'a> {
 
 impl Encoder<'_> {
     fn start(&mut self, debug: bool, now: SystemTime) {
-        let time = humantime::format_rfc3339_micros(now);
-        let (text_level, json_level) = match debug {
-            true => ("DEBUG", "DEBUG"),
-            false => (" INFO", "INFO"),
+        // Before the level: tracing_subscriber's own order and padding.
+        let (text, json): (&[u8], &[u8]) = match debug {
+            true => (
+                b" DEBUG ",
+                b"\",\"level\":\"DEBUG\",\"message\":\"request\"",
+            ),
+            false => (b"  INFO ", b"\",\"level\":\"INFO\",\"message\":\"request\""),
         };
         match self.format {
             LogFormat::Text => {
-                let _ = write!(Adapter(self.out), "{time} ");
-                self.out.extend_from_slice(text_level.as_bytes());
-                self.out.extend_from_slice(b" ");
+                timestamp(now, self.out);
+                self.out.extend_from_slice(text);
                 self.out.extend_from_slice(ACCESS.as_bytes());
                 self.out.extend_from_slice(b": request");
             }
             LogFormat::Json => {
-                let _ = write!(Adapter(self.out), "{{\"timestamp\":\"{time}\",\"level\":\"");
-                self.out.extend_from_slice(json_level.as_bytes());
-                self.out.extend_from_slice(b"\",\"message\":\"request\"");
+                self.out.extend_from_slice(b"{\"timestamp\":\"");
+                timestamp(now, self.out);
+                self.out.extend_from_slice(json);
             }
         }
     }
 
-    fn name(&mut self, name: &str) {
-        match self.format {
-            LogFormat::Text => {
-                self.out.push(b' ');
-                self.out.extend_from_slice(name.as_bytes());
-                self.out.push(b'=');
-            }
-            LogFormat::Json => {
-                self.out.extend_from_slice(b",\"");
-                self.out.extend_from_slice(name.as_bytes());
-                self.out.extend_from_slice(b"\":");
-            }
-        }
+    fn name(&mut self, name: Name) {
+        let name = match self.format {
+            LogFormat::Text => name.text,
+            LogFormat::Json => name.json,
+        };
+        self.out.extend_from_slice(name.as_bytes());
     }
 
-    fn str(&mut self, name: &str, value: Option<&str>) {
+    fn str(&mut self, name: Name, value: Option<&str>) {
         let Some(value) = value else {
             return;
         };
@@ -187,30 +204,48 @@ impl Encoder<'_> {
     }
 
     /// A `%` field: bare in text, a string in JSON.
-    fn display(&mut self, name: &str, value: &dyn std::fmt::Display) {
-        self.name(name);
+    fn bare(&mut self, name: Name, value: &str) {
         match self.format {
             LogFormat::Text => {
-                let _ = write!(Adapter(self.out), "{value}");
+                self.name(name);
+                self.out.extend_from_slice(value.as_bytes());
             }
-            LogFormat::Json => {
-                // Methods and socket addresses need no escaping: written in
-                // place. Anything else would be escaped after all.
-                self.out.push(b'"');
-                let start = self.out.len();
-                let _ = write!(Adapter(self.out), "{value}");
-                if self.out[start..].iter().all(|&b| plain(b)) {
-                    self.out.push(b'"');
-                    return;
-                }
-                let written = self.out.split_off(start);
-                self.out.pop();
-                self.quoted(&String::from_utf8_lossy(&written));
-            }
+            LogFormat::Json => self.str(name, Some(value)),
         }
     }
 
-    fn u64(&mut self, name: &str, value: Option<u64>) {
+    /// A socket address as `%` writes it: `127.0.0.1:52144`, `[::1]:8080`.
+    fn address(&mut self, name: Name, address: SocketAddr) {
+        let SocketAddr::V4(v4) = address else {
+            // IPv6 is rarer and its text is intricate (zero runs, scope
+            // ids): std's own formatting.
+            let mut text = [0u8; 64];
+            let mut cursor = std::io::Cursor::new(&mut text[..]);
+            let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{address}"));
+            let end = usize::try_from(cursor.position()).unwrap_or(0);
+            let text = std::str::from_utf8(&text[..end]).unwrap_or("-");
+            return self.bare(name, text);
+        };
+        self.name(name);
+        if self.format == LogFormat::Json {
+            self.out.push(b'"');
+        }
+        let mut digits = itoa::Buffer::new();
+        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(b'.');
+            }
+            self.out.extend_from_slice(digits.format(octet).as_bytes());
+        }
+        self.out.push(b':');
+        self.out
+            .extend_from_slice(digits.format(v4.port()).as_bytes());
+        if self.format == LogFormat::Json {
+            self.out.push(b'"');
+        }
+    }
+
+    fn u64(&mut self, name: Name, value: Option<u64>) {
         let Some(value) = value else {
             return;
         };
@@ -219,7 +254,7 @@ impl Encoder<'_> {
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
-    fn bool(&mut self, name: &str, value: bool) {
+    fn bool(&mut self, name: Name, value: bool) {
         self.name(name);
         let text: &[u8] = if value { b"true" } else { b"false" };
         self.out.extend_from_slice(text);
@@ -233,6 +268,38 @@ impl Encoder<'_> {
         }
         self.out.push(b'\n');
     }
+}
+
+/// `now` as tracing_subscriber writes it, `2026-12-02T16:11:37.123456Z`;
+/// the part up to the second is made once a second (per thread).
+fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
+    thread_local! {
+        static SECOND: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+    }
+    // A clock before 1970 is wrong anyway: written as 1970.
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs();
+    SECOND.with(|second| {
+        let mut second = second.borrow_mut();
+        if second.0 != seconds {
+            // `2026-12-02T16:11:37Z` without its `Z`.
+            let whole = UNIX_EPOCH + Duration::from_secs(seconds);
+            let mut text = humantime::format_rfc3339_seconds(whole).to_string();
+            text.pop();
+            text.push('.');
+            *second = (seconds, text.into_bytes());
+        }
+        out.extend_from_slice(&second.1);
+    });
+    let mut micros = since.subsec_micros();
+    let mut digits = [b'0'; 6];
+    for digit in digits.iter_mut().rev() {
+        // Below 10: a digit.
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.extend_from_slice(&digits);
+    out.push(b'Z');
 }
 
 /// A byte that neither `{:?}` nor JSON escapes inside a string.

@@ -138,3 +138,18 @@ fn the_documented_text_line() {
         "  INFO sfmc_proxy::access: request request_id=\"4f0c1d2e3b4a59687766554433221100\" method=GET path=\"/asset/v1/content/assets\" status=200 upstream_status=201 duration_us=84120 upstream_us=83050 queued_us=12 throttle_wait_us=0 bytes_in=0 bytes_out=5120 client=127.0.0.1:52144 user_agent=\"python-requests/2.32\" tenant=\"acme\" account_id=\"12345\" api=\"rest\" token=\"hit\" replayed=false throttle_retries=2 error=\"upstream_timeout\" completed=true\n"
     );
 }
+
+#[test]
+fn timestamps_are_rfc3339_in_microseconds_and_utc() {
+    let at = |seconds: u64, micros: u64| {
+        let mut out = Vec::new();
+        let time = UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_micros(micros);
+        timestamp(time, &mut out);
+        String::from_utf8(out).expect("utf-8")
+    };
+    assert_eq!(at(1_700_000_000, 42), "2023-11-14T22:13:20.000042Z");
+    // The same second again (made once), then the next.
+    assert_eq!(at(1_700_000_000, 999_999), "2023-11-14T22:13:20.999999Z");
+    assert_eq!(at(1_700_000_001, 0), "2023-11-14T22:13:21.000000Z");
+    assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+}
