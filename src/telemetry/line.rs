@@ -187,7 +187,7 @@ impl Encoder<'_> {
     /// does. Printable ASCII without quote or backslash, what request ids,
     /// paths and user agents are, needs neither: copied as it is.
     fn quoted(&mut self, value: &str) {
-        if value.bytes().all(plain) {
+        if all_plain(value.as_bytes()) {
             self.out.push(b'"');
             self.out.extend_from_slice(value.as_bytes());
             self.out.push(b'"');
@@ -300,6 +300,32 @@ fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&digits);
     out.push(b'Z');
+}
+
+/// Whether every byte is [`plain`]: eight at a time (a request id, a path
+/// and a user agent are tens of bytes, and every line has them).
+fn all_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` is 0 (exact as to whether there is one).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // Non-ASCII; then, all bytes below 0x80: one below a space, DEL,
+        // a quote, a backslash.
+        let odd = (x & HIGHS)
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
+            | zero(x ^ (ONES * 0x7f))
+            | zero(x ^ (ONES * u64::from(b'"')))
+            | zero(x ^ (ONES * u64::from(b'\\')));
+        if odd != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&b| plain(b))
 }
 
 /// A byte that neither `{:?}` nor JSON escapes inside a string.

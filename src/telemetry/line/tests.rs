@@ -153,3 +153,24 @@ fn timestamps_are_rfc3339_in_microseconds_and_utc() {
     assert_eq!(at(1_700_000_001, 0), "2023-11-14T22:13:21.000000Z");
     assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
 }
+
+#[test]
+fn eight_bytes_at_a_time_finds_what_one_at_a_time_finds() {
+    for odd in 0..=255u8 {
+        for at in 0..17 {
+            let mut bytes = vec![b'a'; 17];
+            bytes[at] = odd;
+            for len in [at + 1, 8, 16, 17] {
+                let bytes = &bytes[..len.max(at + 1)];
+                assert_eq!(
+                    all_plain(bytes),
+                    bytes.iter().all(|&b| plain(b)),
+                    "{odd:#x} at {at} of {len}"
+                );
+            }
+        }
+    }
+    assert!(all_plain(
+        b"/asset/v1/content/assets~ !#$%&'()*+,-.:;<=>?@[]^_`{|}"
+    ));
+}
