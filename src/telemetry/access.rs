@@ -263,7 +263,8 @@ impl AccessRecord {
                 Some(StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE)
             );
         let line = AccessLine {
-            request_id: self.request_id.to_str().unwrap_or("-"),
+            // Printable ASCII (see `request_id`): UTF-8's ASCII fast path.
+            request_id: std::str::from_utf8(self.request_id.as_bytes()).unwrap_or("-"),
             method: &self.method,
             path: self
                 .path

@@ -1,7 +1,8 @@
 //! Where log lines go: standard error, through a batching writer off the
 //! request path. A line is copied into a shared buffer (one short lock, no
-//! system call); one thread writes whatever has gathered in one `write(2)`,
-//! so under load a burst of lines is one write, and a slow reader of stderr
+//! system call); one thread, woken by the first line, writes what gathers
+//! in the next 2 ms in one `write(2)`, so a burst of lines is one write and
+//! one wake-up, and a slow reader of stderr
 //! (a full pipe, a stalled journald) never blocks a request. Past
 //! [`MAX_PENDING`] bytes waiting, a line is dropped and counted
 //! ([`dropped_lines`], the metric `sfmc_proxy_log_lines_dropped_total`).
@@ -19,6 +20,10 @@ use std::thread::JoinHandle;
 /// beyond this it has fallen behind, and a new line is dropped rather than
 /// held in memory without bound or made to wait.
 pub const MAX_PENDING: usize = 4 * 1024 * 1024;
+
+/// How long the writer thread gathers lines after the first of a batch:
+/// a line is on stderr at most this much later.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// What a batch buffer keeps of its capacity once written: a burst must
 /// not pin megabytes for the rest of the process's life.
@@ -145,6 +150,15 @@ fn write_batches(shared: &Shared, mut out: Output) -> Output {
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
+            state.closing
+        };
+        if !closing {
+            // Let the lines of the next few milliseconds join this batch:
+            // one write and one wake-up for all of them.
+            std::thread::sleep(BATCH_WINDOW);
+        }
+        let closing = {
+            let mut state = shared.lock();
             std::mem::swap(&mut state.pending, &mut batch);
             state.closing
         };
