@@ -158,7 +158,7 @@ fn timestamps_are_rfc3339_in_microseconds_and_utc() {
 fn eight_bytes_at_a_time_finds_what_one_at_a_time_finds() {
     for odd in 0..=255u8 {
         for at in 0..17 {
-            let mut bytes = vec![b'a'; 17];
+            let mut bytes = [b'a'; 17];
             bytes[at] = odd;
             for len in [at + 1, 8, 16, 17] {
                 let bytes = &bytes[..len.max(at + 1)];
