@@ -6,6 +6,7 @@
 #   bench/profile.sh                  # builds `--profile profiling`, 1 KiB responses
 #   SIZE=64k bench/profile.sh         # 64 KiB responses
 #   BIN=path/to/sfmc-proxy bench/profile.sh
+#   RUST_LOG=info bench/profile.sh    # with the access log (default: warn, none)
 #
 # Prints instructions per proxied request and leaves the callgrind file in
 # bench/results/profile/ for callgrind_annotate or kcachegrind (not committed).
@@ -45,7 +46,7 @@ client_id = "profile-client"
 client_secret = "profile-secret"
 TOML
 taskset -c 1 nginx -p "$W" -e "$W/origin.log" -c "$W/origin.conf" -g 'daemon off;' & NG=$!
-RUST_LOG=warn taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
+RUST_LOG="${RUST_LOG:-warn}" taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
   "$BIN" --config "$W/proxy.toml" 2>"$W/valgrind.log" & VG=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:19082/data/$SIZE.json" && break; sleep 0.3; done
 taskset -c 1 wrk -t1 -c16 -d3s "http://127.0.0.1:19082/data/$SIZE.json" >/dev/null   # warm-up

@@ -12,6 +12,8 @@ macro_rules! say {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
         if let Err(error) = writeln!(out, $($arg)*).and_then(|()| out.flush()) {
+            // No destructor runs after `exit`: the log lines first.
+            crate::telemetry::finish();
             if error.kind() == std::io::ErrorKind::BrokenPipe {
                 std::process::exit(0);
             }
@@ -279,6 +281,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(command) => build_runtime(default_worker_threads())
             .and_then(|rt| rt.block_on(run_command(command, &config))),
     };
+    // Every log line out before the process ends (a short command must not
+    // lose its lines; `serve` is past its graceful shutdown here), and
+    // before the error, which is the last word.
+    crate::telemetry::finish();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

@@ -28,14 +28,12 @@ use http::{HeaderMap, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use super::line::{ACCESS, AccessLine};
 use super::metrics::{Metrics, RequestDone};
 use crate::body::{BodyError, ByteCount, ProxyBody};
 use crate::error::ProxyError;
 use crate::route::{self, Api, Target};
 use crate::token::Outcome;
-
-/// The access log's target: `RUST_LOG=sfmc_proxy::access=off` silences it.
-const ACCESS: &str = "sfmc_proxy::access";
 
 /// The request id header: the client's when sane, else one made here;
 /// passed to SFMC and returned in the response.
@@ -259,49 +257,43 @@ impl AccessRecord {
 
     fn log(&self, duration: Duration) {
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        macro_rules! event {
-            ($level:expr) => {
-                tracing::event!(
-                    target: ACCESS,
-                    $level,
-                    request_id = self.request_id.to_str().unwrap_or("-"),
-                    method = %self.method,
-                    path = self.path.as_ref().map(|pq| clip(pq.path(), MAX_LOGGED_PATH)),
-                    status = self.status.map(|s| s.as_u16()),
-                    upstream_status = self.upstream_status.map(|s| s.as_u16()),
-                    duration_us = micros(duration),
-                    upstream_us = self.upstream.map(micros),
-                    queued_us = self.queued.map(micros),
-                    throttle_wait_us = self.throttle_wait.map(micros),
-                    bytes_in = self.bytes_in.get(),
-                    bytes_out = self.bytes_out,
-                    client = %self.client,
-                    user_agent = self
-                        .user_agent
-                        .as_ref()
-                        .and_then(|ua| ua.to_str().ok())
-                        .map(|ua| clip(ua, MAX_LOGGED_USER_AGENT)),
-                    tenant = self.tenant.as_deref(),
-                    account_id = self.account_id.as_deref(),
-                    api = self.api.map(Api::as_str),
-                    token = self.token.map(Outcome::as_str),
-                    replayed = self.replayed,
-                    throttle_retries = self.throttle_retries,
-                    error = self.error,
-                    completed = self.completed,
-                    "request"
-                )
-            };
-        }
         let probe_answer = self.probe
             && matches!(
                 self.status,
                 Some(StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE)
             );
-        match probe_answer {
-            true => event!(tracing::Level::DEBUG),
-            false => event!(tracing::Level::INFO),
-        }
+        let line = AccessLine {
+            // Printable ASCII (see `request_id`): UTF-8's ASCII fast path.
+            request_id: std::str::from_utf8(self.request_id.as_bytes()).unwrap_or("-"),
+            method: &self.method,
+            path: self
+                .path
+                .as_ref()
+                .map(|pq| clip(pq.path(), MAX_LOGGED_PATH)),
+            status: self.status.map(|s| s.as_u16()),
+            upstream_status: self.upstream_status.map(|s| s.as_u16()),
+            duration_us: micros(duration),
+            upstream_us: self.upstream.map(micros),
+            queued_us: self.queued.map(micros),
+            throttle_wait_us: self.throttle_wait.map(micros),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out,
+            client: self.client,
+            user_agent: self
+                .user_agent
+                .as_ref()
+                .and_then(|ua| ua.to_str().ok())
+                .map(|ua| clip(ua, MAX_LOGGED_USER_AGENT)),
+            tenant: self.tenant.as_deref(),
+            account_id: self.account_id.as_deref(),
+            api: self.api.map(Api::as_str),
+            token: self.token.map(Outcome::as_str),
+            replayed: self.replayed,
+            throttle_retries: self.throttle_retries,
+            error: self.error,
+            completed: self.completed,
+        };
+        super::write_access(&line, probe_answer);
     }
 }
 

@@ -246,3 +246,53 @@ async fn a_client_that_hangs_up_before_the_answer_is_logged_once() {
     let events = whole.lines().filter(|l| l.contains(ACCESS)).count();
     assert_eq!(events, 1, "one event:\n{whole}");
 }
+
+/// SIGTERM loses no line: 500 requests while nobody reads the proxy's
+/// stderr (its pipe holds some 150 lines, the rest wait in the proxy), then
+/// SIGTERM, then every access line is there. A reader that does not keep up
+/// does not hold requests up either (a synchronous writer would stall once
+/// the pipe is full).
+#[tokio::test]
+async fn sigterm_loses_no_log_line_and_a_slow_reader_holds_no_request() {
+    const N: usize = 500;
+    let fake = start_fake().await;
+    let proxy = Binary::start("logs-sigterm", acme(&fake), "info").await;
+    let client = client();
+    let send_all = async {
+        for i in 0..N {
+            let reply = client
+                .get(proxy.url("/hub/v1/x"))
+                .header("x-request-id", format!("term-{i}"))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(reply.status(), 200);
+            reply.bytes().await.expect("body");
+        }
+        let metrics = client.get(proxy.url("/_proxy/metrics")).send().await;
+        metrics.expect("metrics").text().await.expect("body")
+    };
+    let metrics = tokio::time::timeout(Duration::from_secs(60), send_all)
+        .await
+        .expect("requests go on while nobody reads the log");
+    assert!(
+        metrics.contains("sfmc_proxy_log_lines_dropped_total 0"),
+        "{metrics}"
+    );
+    proxy.signal("TERM");
+    let (status, log) = proxy.exit().await;
+    assert!(status.success(), "{status}\n{log}");
+    let mut ids = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        let event: Value = serde_json::from_str(line).unwrap_or_default();
+        if event["target"] == ACCESS {
+            ids.insert(event["request_id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    let missing: Vec<usize> = (0..N)
+        .filter(|i| !ids.contains(&format!("term-{i}")))
+        .collect();
+    assert!(missing.is_empty(), "no access line for {missing:?}");
+    // Logged after the graceful shutdown, just before the process exits.
+    assert!(log.contains("shut down cleanly"), "{log}");
+}

@@ -1,7 +1,7 @@
 //! The gauges read at scrape time: per tenant and business unit, when its
 //! token expires and when a token was last had or last failed (wall-clock
-//! Unix seconds, so `time() - x` works in PromQL); and the broker's live
-//! local tokens.
+//! Unix seconds, so `time() - x` works in PromQL); the broker's live local
+//! tokens; and the log lines the log writer dropped (it counts them itself).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::TypedMetric;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 use tokio::time::Instant;
@@ -120,6 +121,13 @@ impl Collector for StateCollector {
             "Local tokens the broker has issued that are still valid",
             None,
             broker.metric_type(),
+        )?)?;
+        let dropped = ConstCounter::new(crate::telemetry::dropped_lines());
+        dropped.encode(encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because the log writer fell behind (stderr read too slowly)",
+            None,
+            dropped.metric_type(),
         )?)?;
         Ok(())
     }

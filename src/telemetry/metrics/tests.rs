@@ -121,6 +121,8 @@ fn a_request_is_counted_with_bounded_labels() {
         "sfmc_proxy_requests_in_flight 0",
         r#"sfmc_proxy_build_info{version=""#,
         "sfmc_proxy_broker_local_tokens 3",
+        "# TYPE sfmc_proxy_log_lines_dropped counter",
+        "sfmc_proxy_log_lines_dropped_total 0",
         "# EOF",
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
