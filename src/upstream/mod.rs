@@ -136,7 +136,11 @@ impl<B: RequestBody> Upstream<B> {
             let (handle, reused) = match checkout {
                 Checkout::Http1(sender) => (Handle::Http1(sender), true),
                 Checkout::Http2(sender) => (Handle::Http2(sender), true),
-                Checkout::Empty => self.connect(instance, slot).await?,
+                // Boxed: a new connection (TCP, TLS, HTTP/2 handshakes) is
+                // the rare path, and inline its state (about 8 KiB) would
+                // make every request's future that much larger, to be
+                // copied into place on each request.
+                Checkout::Empty => Box::pin(self.connect(instance, slot)).await?,
             };
             let sent = match handle {
                 Handle::Http1(mut sender) => {
