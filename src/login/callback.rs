@@ -172,7 +172,7 @@ pub async fn finish_at_callback(
             Ok(code) => code,
             Err(LoginError::Denied(reason)) => {
                 let hint = pkce_hint(&reason).unwrap_or_default();
-                tracing::warn!(tenant = %started.tenant, reason = %crate::telemetry::clip(&reason, 200), "SFMC refused the browser login");
+                tracing::warn!(tenant = %started.tenant, reason = %reason.chars().take(200).collect::<String>(), "SFMC refused the browser login");
                 return Finished::new(
                     StatusCode::BAD_REQUEST,
                     format!("Login failed: SFMC refused the login: {reason}{hint}. {again}"),

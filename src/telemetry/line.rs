@@ -296,9 +296,13 @@ impl<const JSON: bool> Encoder<'_, JSON> {
     }
 }
 
+/// The last second humantime writes: 9999-12-31T23:59:59Z.
+const LAST_SECOND: u64 = 253_402_300_799;
+
 /// `now` as tracing_subscriber writes it, `2026-12-02T16:11:37.123456Z`;
 /// the part up to the second is made once a second (per thread).
 fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
+    use std::fmt::Write as _;
     thread_local! {
         static SECOND: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
     }
@@ -309,8 +313,12 @@ fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
         let mut second = second.borrow_mut();
         if second.0 != seconds {
             // `2026-12-02T16:11:37Z` without its `Z`.
-            let whole = UNIX_EPOCH + Duration::from_secs(seconds);
-            let mut text = humantime::format_rfc3339_seconds(whole).to_string();
+            // humantime writes years up to 9999 only (and its error would
+            // panic `to_string`, here in a drop): a clock beyond is written
+            // as the last second it can.
+            let whole = UNIX_EPOCH + Duration::from_secs(seconds.min(LAST_SECOND));
+            let mut text = String::new();
+            let _ = write!(text, "{}", humantime::format_rfc3339_seconds(whole));
             text.pop();
             text.push('.');
             *second = (seconds, text.into_bytes());

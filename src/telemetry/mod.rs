@@ -36,11 +36,17 @@ static ACCESS_LINES: OnceLock<(LogFormat, &'static writer::Batching)> = OnceLock
 /// Writes out the log lines still waiting when dropped (also while a panic
 /// unwinds); [`finish`] does the same where no destructor runs (`exit`).
 #[must_use = "dropping it at once writes the log without batching"]
-pub struct LogGuard(());
+pub struct LogGuard {
+    /// Only the `init` that installed the subscriber finishes the writer:
+    /// a second call's guard, dropped early, must not end batching.
+    installed: bool,
+}
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        finish();
+        if self.installed {
+            finish();
+        }
     }
 }
 
@@ -61,7 +67,7 @@ pub fn init(format: LogFormat) -> LogGuard {
             LogFormat::Text => builder.try_init(),
             LogFormat::Json => builder.json().flatten_event(true).try_init(),
         };
-        return LogGuard(());
+        return LogGuard { installed: false };
     };
     let builder = builder.with_writer(writer::Lines(logs));
     let installed = match format {
@@ -72,7 +78,9 @@ pub fn init(format: LogFormat) -> LogGuard {
     if installed.is_ok() && !ansi {
         let _ = ACCESS_LINES.set((format, logs));
     }
-    LogGuard(())
+    LogGuard {
+        installed: installed.is_ok(),
+    }
 }
 
 /// Writes one access event (at debug when `debug`): encoded into a reused

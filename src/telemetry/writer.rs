@@ -5,7 +5,8 @@
 //! one wake-up, and a slow reader of stderr
 //! (a full pipe, a stalled journald) never blocks a request. Past
 //! [`MAX_PENDING`] bytes waiting, a line is dropped and counted
-//! ([`dropped_lines`], the metric `sfmc_proxy_log_lines_dropped_total`).
+//! ([`dropped_lines`], the metric `sfmc_proxy_log_lines_dropped_total`),
+//! and so are the lines of a batch whose write fails.
 //!
 //! [`finish`] writes out every line still waiting before the process exits
 //! (after a graceful shutdown, an error, a short command); lines logged after
@@ -34,7 +35,7 @@ type Output = Box<dyn Write + Send>;
 /// The batching writer: lines in, batches out on its own thread.
 pub struct Batching {
     shared: Arc<Shared>,
-    worker: Mutex<Option<JoinHandle<Output>>>,
+    worker: Mutex<Option<JoinHandle<(Output, bool)>>>,
 }
 
 struct Shared {
@@ -114,17 +115,15 @@ impl Batching {
     /// are written as they come. Waits for the output as long as it takes
     /// (a line is not lost to a slow reader at exit). Safe to call twice.
     pub fn finish(&self) {
-        let worker = self
-            .worker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(worker) = worker else {
+        // Held to the end: a second caller returns only once the lines are
+        // out (then finding nothing left to do).
+        let mut worker = self.worker.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(worker) = worker.take() else {
             return;
         };
         self.shared.lock().closing = true;
         self.shared.wake.notify_one();
-        let Ok(mut out) = worker.join() else {
+        let Ok((mut out, mut broken)) = worker.join() else {
             // The thread panicked (it does not): its output is gone, stderr
             // itself is the best left.
             self.shared.lock().direct = Some(Box::new(std::io::stderr()));
@@ -132,15 +131,17 @@ impl Batching {
         };
         let mut state = self.shared.lock();
         // What came in after the thread took its last batch.
-        let _ = out.write_all(&state.pending).and_then(|()| out.flush());
+        write_batch(&mut out, &state.pending, &self.shared, &mut broken);
         state.pending = Vec::new();
         state.direct = Some(out);
     }
 }
 
 /// The writer thread: waits for lines, writes all there are, until closed.
-fn write_batches(shared: &Shared, mut out: Output) -> Output {
+fn write_batches(shared: &Shared, mut out: Output) -> (Output, bool) {
     let mut batch = Vec::new();
+    // A write that failed part-way may have left half a line out.
+    let mut broken = false;
     loop {
         let closing = {
             let mut state = shared.lock();
@@ -162,14 +163,28 @@ fn write_batches(shared: &Shared, mut out: Output) -> Output {
             std::mem::swap(&mut state.pending, &mut batch);
             state.closing
         };
-        // A write that fails (stderr closed) loses its batch: there is no
-        // other place to say so.
-        let _ = out.write_all(&batch).and_then(|()| out.flush());
+        write_batch(&mut out, &batch, shared, &mut broken);
         batch.clear();
         batch.shrink_to(KEPT_CAPACITY);
         if closing {
-            return out;
+            return (out, broken);
         }
+    }
+}
+
+/// Writes `batch` to `out`. A write that fails (stderr closed, a full disk)
+/// loses the batch: its lines are counted as dropped, and the next batch
+/// starts on a line of its own, not glued to half of one.
+fn write_batch(out: &mut Output, batch: &[u8], shared: &Shared, broken: &mut bool) {
+    let repaired = match *broken {
+        true => out.write_all(b"\n"),
+        false => Ok(()),
+    };
+    let written = repaired.and_then(|()| out.write_all(batch).and_then(|()| out.flush()));
+    *broken = written.is_err();
+    if written.is_err() {
+        let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
+        shared.dropped.fetch_add(lines, Ordering::Relaxed);
     }
 }
 
@@ -278,6 +293,37 @@ mod tests {
         let expected: String = (0..1000).map(|i| format!("line {i}\n")).collect();
         assert_eq!(captured.text(), expected + "after\n");
         assert_eq!(logs.dropped_lines(), 0);
+    }
+
+    /// An output whose first write fails after half of it got out.
+    struct FailsOnce(Captured, bool);
+
+    impl Write for FailsOnce {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut captured = self.0.0.lock().expect("lock");
+            if std::mem::replace(&mut self.1, false) {
+                captured.extend_from_slice(&bytes[..bytes.len() / 2]);
+                return Err(std::io::Error::other("disk full"));
+            }
+            captured.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_counts_its_lines_and_the_next_starts_a_line() {
+        let captured = Captured::default();
+        let logs = Batching::start(FailsOnce(captured.clone(), true), MAX_PENDING).expect("thread");
+        logs.write_line(b"abc\nlost two\n");
+        // Written by the thread, or by finish: either way after the failure.
+        logs.finish();
+        logs.write_line(b"next\n");
+        assert_eq!(logs.dropped_lines(), 2, "{}", captured.text());
+        assert!(captured.text().ends_with("\nnext\n"), "{}", captured.text());
     }
 
     #[test]

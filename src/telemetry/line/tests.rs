@@ -6,6 +6,15 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 
+#[test]
+fn a_clock_past_year_9999_is_written_not_panicked_on() {
+    let mut out = Vec::new();
+    let far = UNIX_EPOCH + Duration::from_secs(LAST_SECOND + 86_400);
+    timestamp(far, &mut out);
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(text.starts_with("9999-12-31T23:59:59."), "{text}");
+}
+
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
