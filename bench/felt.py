@@ -55,6 +55,13 @@ import tempfile
 import time
 from pathlib import Path
 
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The benchmark's own helpers: one place for how a process is pinned,
+# a port waited for, a figure spread over rounds, a token request counted.
+from bench import (loadavg, log, nginx_bin, pinned, spread,  # noqa: E402
+                   token_requests, wait_port)
+
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = Path(os.environ.get("SFMC_PROXY_BIN", ROOT / "target" / "release" / "sfmc-proxy"))
 RESULTS = ROOT / "bench" / "results"
@@ -80,14 +87,6 @@ UPLOAD_SIZE = 5 * 1024 * 1024
 UPLOADS = 200
 CLIENT_ID = "felt-client-id"
 CLIENT_SECRET = "felt-client-secret"
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def pinned(cpu: str) -> list[str]:
-    return NICE + ["taskset", "-c", cpu]
 
 
 # ---------------------------------------------------------------- the relay
@@ -284,16 +283,6 @@ client_secret = "{CLIENT_SECRET}"
 # ------------------------------------------------------------------ processes
 
 
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
 class Process:
     def __init__(self, name: str, argv: list[str], port: int, env: dict | None = None,
                  stderr=None):
@@ -333,10 +322,6 @@ class Process:
             self.popen.wait()
 
 
-def nginx_bin() -> str:
-    return shutil.which("nginx") or "/usr/sbin/nginx"
-
-
 def start_origin(work: Path, conf: Path) -> Process:
     return Process("origin", pinned(LOAD_CPU) + [nginx_bin(), "-p", str(work), "-e",
                    str(work / "origin-error.log"), "-c", str(conf), "-g", "daemon off;"],
@@ -353,11 +338,6 @@ def start_proxy(work: Path, conf: Path, tag: str) -> Process:
     errlog = open(work / f"proxy-{tag}.log", "wb")
     return Process("sfmc-proxy", pinned(SUT_CPU) + [str(BINARY), "--config", str(conf)],
                    PROXY_PORT, env=env, stderr=errlog)
-
-
-def token_requests(work: Path) -> int:
-    path = work / "token-access.log"
-    return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 # ----------------------------------------------------------------- measuring
@@ -502,11 +482,6 @@ def pct(values: list[float], p: float) -> float:
     return s[k]
 
 
-def spread(values: list[float], fmt: str) -> str:
-    return (f"{fmt.format(statistics.median(values))} "
-            f"({fmt.format(min(values))}–{fmt.format(max(values))})")
-
-
 def machine() -> dict:
     model = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -523,10 +498,6 @@ def machine() -> dict:
             "nginx": subprocess.run([nginx_bin(), "-v"], capture_output=True, text=True).stderr.strip(),
             "curl": subprocess.run(["curl", "--version"], capture_output=True,
                                    text=True).stdout.split("\n")[0].split(" (")[0]}
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def report(loop: dict, ups: list[dict], meta: dict) -> str:
