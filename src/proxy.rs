@@ -82,12 +82,9 @@ pub struct Proxy {
     /// Browser logins waiting at `/_proxy/callback`, in this process
     /// (shared by every generation)…
     local_logins: Arc<LocalStates>,
-    /// …or, with `[redis]`, in Redis: this generation's store of them.
-    logins: Arc<dyn LoginStates>,
-    /// With `[redis]`: pings it while this generation lives.
-    _probe: Option<fleet::Probe>,
-    /// With `[redis]`: the fleet's seal (the status page's form tokens).
-    seal: Option<Arc<fleet::Sealer>>,
+    /// …and this generation's store of them (Redis with `[redis]`), its
+    /// Redis probe and the fleet's seal.
+    shared: Shared,
     /// The status page's uptime start and form token.
     page: Arc<admin::PageState>,
     /// Each tenant's `max_concurrent_requests`, built from the previous
@@ -101,7 +98,8 @@ pub struct Proxy {
 
 /// The `/v2/token` client and the token cache's source for `settings`:
 /// the client itself, or with `[redis]` the fleet's shared tokens in front
-/// of it, and the logins' refresh tokens in Redis.
+/// of it, and the logins' refresh tokens in Redis; and what else the
+/// generation shares with the fleet.
 fn token_source(
     client: SfmcTokenClient,
     settings: &Arc<Settings>,
@@ -110,31 +108,33 @@ fn token_source(
 ) -> Result<Sources, BuildError> {
     let Some(fleet) = fleet::Fleet::connect(settings, health).map_err(BuildError::Redis)? else {
         let client = Arc::new(client);
-        return Ok(Sources {
-            client: client.clone(),
-            source: client,
+        let shared = Shared {
             logins: local_logins.clone(),
-            probe: None,
+            _probe: None,
             seal: None,
-        });
+        };
+        return Ok((client.clone(), client, shared));
     };
     let client = Arc::new(client.with_chains(fleet.chains()));
-    Ok(Sources {
-        source: fleet.tokens(client.clone()),
-        client,
+    let shared = Shared {
         logins: fleet.logins(),
-        probe: fleet.probe(),
+        _probe: fleet.probe(),
         seal: Some(fleet.sealer()),
-    })
+    };
+    Ok((client.clone(), fleet.tokens(client), shared))
 }
 
-/// What [`token_source`] builds for one generation.
-struct Sources {
-    client: Arc<SfmcTokenClient>,
-    source: Arc<dyn TokenSource>,
+/// The token client, the cache's source and the rest of [`token_source`].
+type Sources = (Arc<SfmcTokenClient>, Arc<dyn TokenSource>, Shared);
+
+/// What one generation shares with the other replicas (with `[redis]`)
+/// besides tokens, or keeps in this process without it.
+struct Shared {
     /// Where browser logins wait at `/_proxy/callback`.
     logins: Arc<dyn LoginStates>,
-    probe: Option<fleet::Probe>,
+    /// Pings Redis while this generation lives.
+    _probe: Option<fleet::Probe>,
+    /// The fleet's seal (the status page's form tokens).
     seal: Option<Arc<fleet::Sealer>>,
 }
 
@@ -151,13 +151,7 @@ impl Proxy {
         let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events.clone());
         let redis = Arc::new(fleet::Health::new());
         let local_logins = Arc::new(LocalStates::default());
-        let Sources {
-            client,
-            source,
-            logins,
-            probe,
-            seal,
-        } = token_source(client, &settings, &redis, &local_logins)?;
+        let (client, source, shared) = token_source(client, &settings, &redis, &local_logins)?;
         let tokens = TokenCache::configured(source.clone(), &settings.token);
         let locals = Arc::new(LocalTokens::new(settings.broker.token_lifetime));
         locals.share(broker::FleetGrants::new(&settings));
@@ -182,9 +176,7 @@ impl Proxy {
             metrics,
             pending_logins: PendingLogins::default(),
             local_logins,
-            logins,
-            _probe: probe,
-            seal,
+            shared,
             page,
             unproven: Arc::new(Semaphore::new(MAX_UNPROVEN)),
         })
@@ -199,13 +191,8 @@ impl Proxy {
         let tls = tls::client_config(settings.upstream.ca_file.as_deref())?;
         let events: Arc<dyn TokenEvents> = self.metrics.clone();
         let client = SfmcTokenClient::new(&settings, tls.clone())?.with_events(events);
-        let Sources {
-            client,
-            source,
-            logins,
-            probe,
-            seal,
-        } = token_source(client, &settings, &self.redis, &self.local_logins)?;
+        let (client, source, shared) =
+            token_source(client, &settings, &self.redis, &self.local_logins)?;
         let upstream = match new_upstream {
             true => Arc::new(Upstream::new(
                 &settings.upstream,
@@ -230,9 +217,7 @@ impl Proxy {
             metrics: self.metrics.clone(),
             pending_logins: self.pending_logins.clone(),
             local_logins: self.local_logins.clone(),
-            logins,
-            _probe: probe,
-            seal,
+            shared,
             page: self.page.clone(),
             unproven: self.unproven.clone(),
         })
@@ -245,8 +230,8 @@ impl Proxy {
             tokens: &self.tokens,
             client: &self.client,
             pending: &self.pending_logins,
-            logins: &self.logins,
-            fleet_seal: self.seal.as_deref(),
+            logins: &self.shared.logins,
+            fleet_seal: self.shared.seal.as_deref(),
             metrics: &self.metrics,
             page: &self.page,
             redis: self.settings.redis.as_ref().map(|_| &*self.redis),
