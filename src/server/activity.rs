@@ -1,6 +1,8 @@
 //! What the accept loop knows of each open connection, so it can close the
 //! ones that hold a slot without using it: when bytes last moved, whether a
-//! request is being handled, and whether one ever arrived.
+//! request is being handled, and whether one ever arrived. And the open
+//! connections themselves ([`Registry`]), which a graceful shutdown asks to
+//! finish and waits for.
 //!
 //! hyper bounds only the HTTP/1 request head; hyper-util's protocol detection
 //! (reading the HTTP/2 preface) and hyper's HTTP/2 server have no deadline at
@@ -14,9 +16,14 @@
 //!   `upstream.response_timeout` and `upstream.idle_timeout` bound those, and
 //!   a stalled request body is cut by its own idle timer
 //!   ([`crate::body::ClientBody`]);
+//! - an HTTP/1.1 connection waiting for its next request head (nothing in
+//!   flight, its last response written out): `header_read_timeout` (or
+//!   `idle_timeout`, if shorter) after that last write — what hyper's own
+//!   keep-alive head timer did, kept here because a parked connection
+//!   (see `connection`) has no hyper connection to time it;
 //! - otherwise `idle_timeout` after the last request's head was handled or a
-//!   response body last gave data: between requests, and when a client stops
-//!   reading its response (hyper then stops asking the body for more, on
+//!   response body last gave data: between HTTP/2 requests, and when a client
+//!   stops reading its response (hyper then stops asking the body for more, on
 //!   HTTP/1 and on HTTP/2 alike, whatever control frames keep arriving).
 
 use std::collections::HashMap;
@@ -45,8 +52,13 @@ pub struct Activity {
     open_bodies: AtomicUsize,
     /// Whether a request head ever arrived on this connection.
     served: AtomicBool,
-    /// Set to ask the connection to close (shed for a newer one).
-    shed: Notify,
+    /// HTTP/1.1: hyper has written bytes it has not yet flushed (the tail of
+    /// a response on its way to a slow reader).
+    unflushed: AtomicBool,
+    /// Set when the server shuts down: finish what is in flight, then close.
+    finish: AtomicBool,
+    /// Wakes the connection to close (shed for a newer one) or finish.
+    asked: Notify,
 }
 
 impl Activity {
@@ -57,7 +69,9 @@ impl Activity {
             busy: AtomicUsize::new(0),
             open_bodies: AtomicUsize::new(0),
             served: AtomicBool::new(false),
-            shed: Notify::new(),
+            unflushed: AtomicBool::new(false),
+            finish: AtomicBool::new(false),
+            asked: Notify::new(),
         })
     }
 
@@ -68,7 +82,26 @@ impl Activity {
     }
 
     fn last_progress(&self) -> Instant {
-        self.accepted + Duration::from_nanos(self.last_progress.load(Ordering::Relaxed))
+        self.accepted + Duration::from_nanos(self.progress_mark())
+    }
+
+    /// A value that changes whenever a request makes progress.
+    pub fn progress_mark(&self) -> u64 {
+        self.last_progress.load(Ordering::Relaxed)
+    }
+
+    /// HTTP/1.1: hyper wrote to the socket (see `client_io`).
+    pub fn wrote(&self) {
+        self.unflushed.store(true, Ordering::Relaxed);
+    }
+
+    /// HTTP/1.1: everything hyper wrote is on its way. The end of a
+    /// response's last write counts as its progress: the next head's wait,
+    /// and the keep-alive deadline, run from here.
+    pub fn flushed(&self) {
+        if self.unflushed.swap(false, Ordering::Relaxed) {
+            self.stamp();
+        }
     }
 
     /// Marks a request as being handled until the returned guard is dropped
@@ -101,14 +134,47 @@ impl Activity {
         }
     }
 
-    /// Resolves when the accept loop asks this connection to make room.
-    pub async fn shed_requested(&self) {
-        self.shed.notified().await;
+    /// HTTP/1.1: since when the connection has been waiting for its next
+    /// request head, if it is (a request was served before, nothing is in
+    /// flight, and the last response is written out).
+    pub fn waiting_for_next_head(&self) -> Option<Instant> {
+        let waiting = self.served.load(Ordering::Relaxed)
+            && self.is_between_requests()
+            && !self.unflushed.load(Ordering::Relaxed);
+        waiting.then(|| self.last_progress())
+    }
+
+    /// [`Self::deadline`] for an HTTP/1.1 connection: one waiting for its
+    /// next request head has `header_read_timeout` for it (and no longer
+    /// than `idle_timeout`).
+    pub fn http1_deadline(&self, head: Duration, idle: Duration) -> Option<Instant> {
+        match self.waiting_for_next_head() {
+            Some(since) => Some(since + head.min(idle)),
+            None => self.deadline(head, idle),
+        }
+    }
+
+    /// Resolves when the accept loop asks this connection to make room, or
+    /// to finish ([`Self::finish_requested`] tells which).
+    pub async fn asked(&self) {
+        self.asked.notified().await;
+    }
+
+    /// Whether the server is shutting down: the connection is to finish its
+    /// requests in flight and close.
+    pub fn finish_requested(&self) -> bool {
+        self.finish.load(Ordering::Acquire)
     }
 }
 
 /// A request in progress on a connection (see [`Activity::begin_request`]).
 pub struct Busy(Arc<Activity>);
+
+impl Busy {
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.0
+    }
+}
 
 /// A response body on its way to the client: each frame it gives stamps the
 /// connection's activity, and while it waits for SFMC the connection counts
@@ -181,11 +247,15 @@ impl Drop for Busy {
     }
 }
 
-/// The open connections, for shedding the longest-idle one when full.
+/// The open connections: for shedding the longest-idle one when full, and
+/// for a graceful shutdown. (hyper-util's `GracefulShutdown` would see
+/// hyper's connections only, and a parked connection is not one.)
 #[derive(Default)]
 pub struct Registry {
     next_id: AtomicU64,
     live: Mutex<HashMap<u64, Arc<Activity>>>,
+    /// Notified when the last connection ends.
+    emptied: Notify,
 }
 
 impl Registry {
@@ -212,10 +282,33 @@ impl Registry {
             .min_by_key(|activity| activity.last_progress());
         match idlest {
             Some(activity) => {
-                activity.shed.notify_one();
+                activity.asked.notify_one();
                 true
             }
             None => false,
+        }
+    }
+
+    /// Asks every open connection to finish: those with a request in flight
+    /// finish it, the others close.
+    pub fn finish_all(&self) {
+        for activity in self.lock().values() {
+            activity.finish.store(true, Ordering::Release);
+            activity.asked.notify_one();
+        }
+    }
+
+    /// Resolves when no connection is open.
+    pub async fn all_ended(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            // Registered before looking, so an end in between is not missed.
+            emptied.as_mut().enable();
+            if self.lock().is_empty() {
+                return;
+            }
+            emptied.await;
         }
     }
 
@@ -231,7 +324,11 @@ pub struct Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
+        let mut live = self.registry.lock();
+        live.remove(&self.id);
+        if live.is_empty() {
+            self.registry.emptied.notify_waiters();
+        }
     }
 }
 
@@ -296,9 +393,9 @@ mod tests {
         let (_tx, channel) = Channel::<bytes::Bytes, std::convert::Infallible>::new(1);
         let download = Streaming::new(channel, oldest.clone());
         assert!(registry.shed_longest_idle());
-        let asked = tokio::time::timeout(Duration::from_secs(1), newer.shed_requested()).await;
+        let asked = tokio::time::timeout(Duration::from_secs(1), newer.asked()).await;
         assert!(asked.is_ok(), "the idle one is asked to close");
-        let spared = tokio::time::timeout(Duration::from_secs(1), oldest.shed_requested()).await;
+        let spared = tokio::time::timeout(Duration::from_secs(1), oldest.asked()).await;
         assert!(spared.is_err(), "the busy one is spared");
         let _busy = newer.begin_request();
         assert!(
@@ -306,5 +403,35 @@ mod tests {
             "nothing between requests: nobody is shed"
         );
         drop(download);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finishing_asks_every_connection_and_waits_for_the_last() {
+        let registry = Arc::new(Registry::default());
+        let (first, second) = (Activity::new(), Activity::new());
+        let entries = [
+            registry.register(first.clone()),
+            registry.register(second.clone()),
+        ];
+        assert!(!first.finish_requested());
+        registry.finish_all();
+        for activity in [&first, &second] {
+            let asked = tokio::time::timeout(Duration::from_secs(1), activity.asked()).await;
+            assert!(asked.is_ok() && activity.finish_requested());
+        }
+        let [one, other] = entries;
+        drop(one);
+        let ended = tokio::time::timeout(Duration::from_secs(1), registry.all_ended()).await;
+        assert!(ended.is_err(), "one connection is still open");
+        let waiting = tokio::spawn({
+            let registry = registry.clone();
+            async move { registry.all_ended().await }
+        });
+        tokio::task::yield_now().await;
+        drop(other);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the last end is seen")
+            .expect("joined");
     }
 }

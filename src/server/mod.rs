@@ -9,37 +9,35 @@
 //! served with the `[server]` limits in force when it was accepted, and each
 //! of its requests with the generation current when the request began.
 //!
-//! Limits per connection: `header_read_timeout` until its first request head
-//! (hyper bounds later HTTP/1 heads itself), `idle_timeout` while nothing is
+//! Limits per connection: `header_read_timeout` for each HTTP/1.1 request
+//! head (the first from the accept, the next from the end of the response
+//! before it) and for an HTTP/2 preface, `idle_timeout` while nothing is
 //! in flight and no bytes move (see `activity`), `max_concurrent_streams`
 //! HTTP/2 streams, and flow-control windows and read buffers that bound what a
 //! client can make the proxy hold before a request is handled.
 
 mod activity;
+mod client_io;
+mod connection;
 mod limit;
+mod service;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::service::{Service, service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 
 use crate::config::{ServerSettings, Settings};
 use crate::proxy::{BuildError, Entry};
 use crate::reload::Live;
-use crate::telemetry::Logged;
-use activity::{Activity, Registry, Streaming};
+use activity::{Activity, Registry};
+use connection::{Connection, Protocols};
+use limit::ConnectionLimit;
 pub use limit::raise_open_files_limit;
-use limit::{ConnectionLimit, Slot};
 
 /// How often a full accept loop looks again for a connection to shed.
 const SHED_RETRY: Duration = Duration::from_millis(100);
@@ -76,21 +74,20 @@ pub async fn run_with_admin(
     Ok(())
 }
 
-fn builder(server: &ServerSettings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(MAX_HEAD_BYTES);
-    builder
-        .http2()
+fn protocols(server: &ServerSettings) -> Protocols {
+    let mut http1 = http1::Builder::new();
+    // No hyper head timer: the connection's own deadlines time every head
+    // (see `activity`), a parked connection's next one included, and it
+    // saves hyper a timer per request.
+    http1.header_read_timeout(None).max_buf_size(MAX_HEAD_BYTES);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(server.max_concurrent_streams)
         .max_header_list_size(MAX_HEAD_BYTES as u32)
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW);
-    builder
+    Protocols { http1, http2 }
 }
 
 /// Serves an already-built proxy (the binary's, the demo's, a test's), and
@@ -123,7 +120,9 @@ pub async fn serve_with_admin(
     drop(first);
     let mut limits = Limits::new(live.settings());
     let registry = Arc::new(Registry::default());
-    let graceful = GracefulShutdown::new();
+    // Dropped early (the caller gave up on this future), the connections
+    // are still asked to finish.
+    let _finish = FinishOnDrop(registry.clone());
     tokio::pin!(shutdown);
     loop {
         let (accepted, entry) = tokio::select! {
@@ -194,20 +193,19 @@ pub async fn serve_with_admin(
             activity: Activity::new(),
             slot,
         };
-        connection.spawn(
+        tokio::spawn(connection.serve(
             (stream, peer, entry),
             &live,
-            &limits.builder,
+            &limits.protocols,
             &registry,
-            &graceful,
             &limits.settings.server,
-        );
+        ));
     }
     drop(listening);
     // The timeout in force now: a reload may have changed it.
     let grace = live.settings().server.shutdown_timeout;
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("shut down cleanly"),
+        () = finish(&registry) => tracing::info!("shut down cleanly"),
         () = tokio::time::sleep(grace) => tracing::warn!(
             shutdown_timeout = %humantime::format_duration(grace),
             "server.shutdown_timeout over; dropping open connections"
@@ -215,18 +213,32 @@ pub async fn serve_with_admin(
     }
 }
 
+/// Asks every connection to finish and resolves when all have ended.
+async fn finish(registry: &Registry) {
+    registry.finish_all();
+    registry.all_ended().await;
+}
+
+struct FinishOnDrop(Arc<Registry>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish_all();
+    }
+}
+
 /// The `[server]` limits new connections get: rebuilt when a reload brought
 /// other settings.
 struct Limits {
     settings: Arc<Settings>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    protocols: Arc<Protocols>,
     connections: ConnectionLimit,
 }
 
 impl Limits {
     fn new(settings: Arc<Settings>) -> Self {
         Self {
-            builder: Arc::new(builder(&settings.server)),
+            protocols: Arc::new(protocols(&settings.server)),
             connections: ConnectionLimit::new(settings.server.max_connections),
             settings,
         }
@@ -238,7 +250,7 @@ impl Limits {
         if Arc::ptr_eq(&self.settings, &current) {
             return;
         }
-        self.builder = Arc::new(builder(&current.server));
+        self.protocols = Arc::new(protocols(&current.server));
         self.connections.resize(current.server.max_connections);
         self.settings = current;
     }
@@ -265,120 +277,15 @@ async fn accept_any(
     .await
 }
 
-/// hyper's service for one connection: each request is handled on the
-/// generation current when it began, and the connection counts as busy from
-/// the moment hyper has the head until the response head is ready (the body
-/// then streams under the idle deadline).
-fn connection_service(
-    live: Arc<Live>,
-    activity: Arc<Activity>,
-    peer: SocketAddr,
-    entry: Entry,
-) -> impl Service<
-    Request<Incoming>,
-    Response = Response<Streaming<Logged>>,
-    Error = Infallible,
-    Future: Send + 'static,
-> + Clone
-+ Send
-+ 'static {
-    service_fn(move |request| {
-        let (live, activity) = (live.clone(), activity.clone());
-        let busy = activity.begin_request();
-        // Boxed: hyper keeps a box the size of this future for as long as
-        // the connection lives, idle or not, and the request's own future
-        // (guard, token, upstream send: over 14 KiB) is needed only while a
-        // request is in flight. So an idle connection holds a pointer, not
-        // the whole pipeline's state.
-        let handling = Box::pin(async move { live.handle(request, peer, entry).await });
-        async move {
-            let response = handling.await;
-            drop(busy);
-            Ok::<_, Infallible>(response.map(|body| Streaming::new(body, activity)))
-        }
-    })
-}
-
-/// One accepted connection: its activity and its slot under `max_connections`.
-struct Connection {
-    activity: Arc<Activity>,
-    slot: Slot,
-}
-
-impl Connection {
-    fn spawn(
-        self,
-        accepted: (TcpStream, SocketAddr, Entry),
-        live: &Arc<Live>,
-        builder: &auto::Builder<TokioExecutor>,
-        registry: &Arc<Registry>,
-        graceful: &GracefulShutdown,
-        server: &ServerSettings,
-    ) {
-        tokio::spawn(self.serve(accepted, live, builder, registry, graceful, server));
-    }
-
-    /// The connection's task: hyper's connection under this module's
-    /// deadlines and shedding.
-    fn serve(
-        self,
-        (stream, peer, entry): (TcpStream, SocketAddr, Entry),
-        live: &Arc<Live>,
-        builder: &auto::Builder<TokioExecutor>,
-        registry: &Arc<Registry>,
-        graceful: &GracefulShutdown,
-        server: &ServerSettings,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let open = live.current().metrics().client_connections();
-        let service = connection_service(live.clone(), self.activity.clone(), peer, entry);
-        let io = TokioIo::new(stream);
-        let connection = builder.serve_connection(io, service).into_owned();
-        // Boxed here, not pinned inside the task: an `async` block keeps a
-        // captured value and the local it is pinned into as two separate
-        // slots, which would hold hyper's connection state (over a
-        // kilobyte) twice for the connection's whole life.
-        let mut connection = Box::pin(graceful.watch(connection));
-        let entry = registry.register(self.activity.clone());
-        let (head, idle) = (server.header_read_timeout, server.idle_timeout);
-        open.inc();
-        async move {
-            loop {
-                let deadline = self.activity.deadline(head, idle);
-                let wake = deadline.unwrap_or_else(|| Instant::now() + idle);
-                tokio::select! {
-                    result = &mut connection => {
-                        if let Err(error) = result {
-                            tracing::debug!(error = %crate::error::error_chain(&*error), "connection ended with an error");
-                        }
-                        break;
-                    }
-                    () = tokio::time::sleep_until(wake) => {
-                        // Bytes may have moved since `wake` was computed.
-                        let due = self.activity.deadline(head, idle);
-                        if due.is_some_and(|due| due <= Instant::now()) {
-                            tracing::debug!("closing a connection that sent no request head in server.header_read_timeout, or was idle for server.idle_timeout");
-                            break;
-                        }
-                    }
-                    () = self.activity.shed_requested() => {
-                        // A request may have started since it was picked.
-                        if self.activity.is_between_requests() {
-                            tracing::debug!("closed to make room under server.max_connections");
-                            break;
-                        }
-                    }
-                }
-            }
-            drop(entry);
-            drop(self.slot);
-            open.dec();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::Logged;
+    use activity::Streaming;
+    use http::Request;
+    use hyper::body::Incoming;
+    use hyper::service::Service;
+    use service::ConnectionService;
 
     fn future_size<S: Service<R>, R>(_: &S) -> usize {
         std::mem::size_of::<S::Future>()
@@ -388,11 +295,13 @@ mod tests {
         std::mem::size_of::<Fut>()
     }
 
-    /// What an idle connection holds whatever its traffic: hyper keeps a
-    /// box the size of the service's future and one of the response body
-    /// for the connection's life, and the task holds its own state. These
-    /// bounds keep a change from quietly making every idle connection
-    /// kilobytes larger, or every request's copy of its own future.
+    /// What a connection holds whatever its traffic: hyper keeps a box the
+    /// size of the service's future and one of the response body while it
+    /// serves the connection, and the task holds its own state — all that a
+    /// parked connection holds besides its socket. These bounds keep a
+    /// change from quietly making every idle connection kilobytes larger, or
+    /// every request's copy of its own future. (Sizes in this unoptimized
+    /// test build; a release build's are smaller.)
     #[tokio::test]
     async fn an_idle_connection_holds_small_futures() {
         crate::tls::install_crypto_provider();
@@ -410,7 +319,7 @@ client_secret = "very-secret"
         let _client = TcpStream::connect(address).await.expect("connect");
         let (stream, peer) = listener.accept().await.expect("accept");
 
-        let service = connection_service(live.clone(), Activity::new(), peer, Entry::Main);
+        let service = ConnectionService::new(live.clone(), Activity::new(), peer, Entry::Main);
         let service_future = future_size::<_, Request<Incoming>>(&service);
         assert!(
             service_future <= 128,
@@ -436,18 +345,13 @@ client_secret = "very-secret"
             activity: Activity::new(),
             slot: limits.connections.try_acquire().expect("slot"),
         };
-        let (registry, graceful) = (Arc::new(Registry::default()), GracefulShutdown::new());
+        let registry = Arc::new(Registry::default());
         let accepted = (stream, peer, Entry::Main);
         let server = &settings.server;
-        let task = connection.serve(
-            accepted,
-            &live,
-            &limits.builder,
-            &registry,
-            &graceful,
-            server,
-        );
+        let task = connection.serve(accepted, &live, &limits.protocols, &registry, server);
         let task = std::mem::size_of_val(&task);
-        assert!(task <= 512, "connection task: {task} bytes");
+        // Parked, this is the connection: the socket's state in it, the
+        // wait for the next bytes, the keep-alive deadline's timer.
+        assert!(task <= 800, "connection task: {task} bytes");
     }
 }

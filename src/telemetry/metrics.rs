@@ -101,6 +101,7 @@ pub struct Metrics {
     queued: Family<TenantLabels, Gauge>,
     queue_timeouts: Family<TenantLabels, Counter>,
     client_connections: Gauge,
+    client_connections_parked: Gauge,
     upstream_connections: Gauge,
     reloads: Family<ResultLabels, Counter>,
 }
@@ -226,6 +227,12 @@ impl Metrics {
             "Client connections open",
             client_connections.clone(),
         );
+        let client_connections_parked = Gauge::default();
+        registry.register(
+            "client_connections_parked",
+            "Idle HTTP/1.1 client connections parked between requests (holding no buffers); a subset of client_connections",
+            client_connections_parked.clone(),
+        );
         let upstream_connections = Gauge::default();
         registry.register(
             "upstream_connections",
@@ -278,6 +285,7 @@ impl Metrics {
             queued,
             queue_timeouts,
             client_connections,
+            client_connections_parked,
             upstream_connections,
             reloads,
         });
@@ -378,6 +386,11 @@ impl Metrics {
     /// The gauge of open client connections, for the accept loop.
     pub fn client_connections(&self) -> Gauge {
         self.client_connections.clone()
+    }
+
+    /// The gauge of parked idle client connections, for the connections.
+    pub fn client_connections_parked(&self) -> Gauge {
+        self.client_connections_parked.clone()
     }
 
     /// The gauge of open connections to SFMC, for the upstream pool.

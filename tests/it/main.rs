@@ -18,6 +18,7 @@ mod install;
 mod login;
 mod logs;
 mod metrics;
+mod parking;
 mod policy;
 mod pool;
 mod prometheus;
