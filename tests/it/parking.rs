@@ -84,6 +84,19 @@ async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> (u16, V
     (status, body)
 }
 
+/// A new connection that has had one request answered, and what was read
+/// past its answer.
+async fn served_once(s: &Setup) -> (TcpStream, Vec<u8>) {
+    let mut stream = TcpStream::connect(s.proxy.addr).await.expect("connect");
+    // Each write its own segment at once: no Nagle wait for an ACK, which
+    // the kernel sends in real time while the paused clock races ahead.
+    stream.set_nodelay(true).expect("nodelay");
+    let mut pending = Vec::new();
+    stream.write_all(health(s).as_bytes()).await.expect("write");
+    assert_eq!(read_response(&mut stream, &mut pending).await.0, 200);
+    (stream, pending)
+}
+
 async fn parked_connections(s: &Setup) -> u64 {
     let metrics = s.client.get(&s.proxy, "/_proxy/metrics", &[]).await.text();
     metrics
@@ -149,16 +162,7 @@ async fn a_request_head_half_sent_around_parking_is_served_whole() {
     // Half a head before the connection is parked (hyper has read it), and
     // half a head while it is parked (it wakes it).
     for before_parking in [true, false] {
-        let mut stream = TcpStream::connect(s.proxy.addr).await.expect("connect");
-        // Each half its own segment at once: no Nagle wait for an ACK, which
-        // the kernel sends in real time while the paused clock races ahead.
-        stream.set_nodelay(true).expect("nodelay");
-        let mut pending = Vec::new();
-        stream
-            .write_all(health(&s).as_bytes())
-            .await
-            .expect("write");
-        assert_eq!(read_response(&mut stream, &mut pending).await.0, 200);
+        let (mut stream, mut pending) = served_once(&s).await;
         if !before_parking {
             tokio::time::sleep(PARKED).await;
         }
@@ -182,14 +186,7 @@ async fn a_parked_connection_keeps_the_keep_alive_head_deadline() {
     // parking, or while parked): closed `header_read_timeout` after the
     // response, however often it was woken.
     for opening in [None, Some(0), Some(3)] {
-        let mut stream = TcpStream::connect(s.proxy.addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let mut pending = Vec::new();
-        stream
-            .write_all(health(&s).as_bytes())
-            .await
-            .expect("write");
-        assert_eq!(read_response(&mut stream, &mut pending).await.0, 200);
+        let (mut stream, _) = served_once(&s).await;
         let answered = Instant::now();
         if let Some(after) = opening {
             tokio::time::sleep(Duration::from_secs(after)).await;
