@@ -63,7 +63,8 @@
 //! `config/defaults.rs`), `error` (`ProxyError` → status, side, code,
 //! message: one table), [`headers`], `idle` (the idle timer on client and
 //! SFMC bodies), [`tls`] (crypto provider, trust roots, randomness), `sync`
-//! (poison-tolerant lock access). [`cli`] holds the subcommands. Modules
+//! (poison-tolerant lock access), `gauge` (a gauge raised while a guard
+//! lives). [`cli`] holds the subcommands. Modules
 //! without a link are `pub(crate)`: only the binary, the tests, the
 //! benchmarks and the fuzz targets need the rest. No two modules import each
 //! other (`.ci/module_cycles.py` checks it in CI).
@@ -86,6 +87,7 @@ pub(crate) mod fleet;
 pub(crate) mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod gauge;
 pub mod guard;
 pub mod headers;
 pub(crate) mod idle;

@@ -273,7 +273,7 @@ impl Proxy {
     /// request's log event when it ends.
     pub async fn handle(
         &self,
-        request: Request<hyper::body::Incoming>,
+        request: Request<crate::body::Inbound>,
         client: SocketAddr,
         entry: Entry,
     ) -> Response<Logged> {

@@ -13,19 +13,20 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::upstream::UpstreamBody;
 
 mod counted;
+mod inbound;
 
 pub use crate::idle::{BodyError, IdleTimeout, Sender};
 pub use counted::{ByteCount, Counted};
+pub use inbound::{Inbound, ReadWatch};
 
 /// The client's request body, cut when the client stops sending
 /// (`server.idle_timeout`), its bytes counted for the access log.
-pub type ClientBody = Counted<IdleTimeout<Incoming>>;
+pub type ClientBody = Counted<IdleTimeout<Inbound>>;
 
 /// SFMC's response body, streamed to the client; its end gives the upstream
 /// connection (which sends `ProxyBody` requests) back to the pool.

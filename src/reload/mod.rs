@@ -90,7 +90,7 @@ impl Live {
     /// end; `entry` is the address it came in on.
     pub async fn handle(
         &self,
-        request: Request<hyper::body::Incoming>,
+        request: Request<crate::body::Inbound>,
         client: SocketAddr,
         entry: Entry,
     ) -> Response<Logged> {

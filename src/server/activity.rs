@@ -17,13 +17,14 @@
 //!   a stalled request body is cut by its own idle timer
 //!   ([`crate::body::ClientBody`]);
 //! - an HTTP/1.1 connection waiting for its next request head (nothing in
-//!   flight, its last response written out): `header_read_timeout` (or
-//!   `idle_timeout`, if shorter) after that last write — what hyper's own
-//!   keep-alive head timer did, kept here because a parked connection
-//!   (see `connection`) has no hyper connection to time it;
+//!   flight, its last request body read, its last response written out):
+//!   `header_read_timeout` (or `idle_timeout`, if shorter) after that last
+//!   write — what hyper's own keep-alive head timer did, kept here because a
+//!   parked connection (see `connection`) has no hyper connection to time it;
 //! - otherwise `idle_timeout` after the last request's head was handled or a
-//!   response body last gave data: between HTTP/2 requests, and when a client
-//!   stops reading its response (hyper then stops asking the body for more, on
+//!   response body last gave data: between HTTP/2 requests, while the rest
+//!   of an upload SFMC has already answered arrives, and when a client stops
+//!   reading its response (hyper then stops asking the body for more, on
 //!   HTTP/1 and on HTTP/2 alike, whatever control frames keep arriving).
 
 use std::collections::HashMap;
@@ -36,6 +37,8 @@ use std::time::Duration;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::body::ReadWatch;
 
 /// One connection's activity. Shared by its IO (which stamps progress), its
 /// requests (which mark it busy) and the accept loop (which may shed it).
@@ -50,6 +53,14 @@ pub struct Activity {
     /// Response bodies not yet finished (streaming, or waiting for the
     /// client to read them).
     open_bodies: AtomicUsize,
+    /// HTTP/1.1: request bodies hyper has not yet read to their end (see
+    /// [`crate::body::Inbound`]).
+    unread_bodies: AtomicUsize,
+    /// HTTP/1.1: since its last request head, the connection may not be at
+    /// a message boundary when it looks idle — a request body was let go
+    /// of before its end (hyper drains it or closes), or the client asked
+    /// to close after this request. It is not parked then.
+    unparkable: AtomicBool,
     /// Whether a request head ever arrived on this connection.
     served: AtomicBool,
     /// HTTP/1.1: hyper has written bytes it has not yet flushed (the tail of
@@ -68,6 +79,8 @@ impl Activity {
             last_progress: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
             open_bodies: AtomicUsize::new(0),
+            unread_bodies: AtomicUsize::new(0),
+            unparkable: AtomicBool::new(false),
             served: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             finish: AtomicBool::new(false),
@@ -108,6 +121,8 @@ impl Activity {
     /// (when its response head is ready).
     pub fn begin_request(self: &Arc<Self>) -> Busy {
         self.served.store(true, Ordering::Relaxed);
+        // A new head: hyper is past whatever the last request left.
+        self.unparkable.store(false, Ordering::Relaxed);
         self.busy.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
     }
@@ -136,12 +151,26 @@ impl Activity {
 
     /// HTTP/1.1: since when the connection has been waiting for its next
     /// request head, if it is (a request was served before, nothing is in
-    /// flight, and the last response is written out).
+    /// flight, the last request's body is read and its response written out).
     pub fn waiting_for_next_head(&self) -> Option<Instant> {
         let waiting = self.served.load(Ordering::Relaxed)
             && self.is_between_requests()
+            && self.unread_bodies.load(Ordering::Acquire) == 0
             && !self.unflushed.load(Ordering::Relaxed);
         waiting.then(|| self.last_progress())
+    }
+
+    /// HTTP/1.1: since when the connection has been idle at a message
+    /// boundary, so that taking it back from hyper loses nothing.
+    pub fn parkable_since(&self) -> Option<Instant> {
+        let since = self.waiting_for_next_head()?;
+        (!self.unparkable.load(Ordering::Acquire)).then_some(since)
+    }
+
+    /// HTTP/1.1: the client asked to close the connection after this
+    /// request (`Connection: close`, or HTTP/1.0 without keep-alive).
+    pub fn closing_after_request(&self) {
+        self.unparkable.store(true, Ordering::Release);
     }
 
     /// [`Self::deadline`] for an HTTP/1.1 connection: one waiting for its
@@ -164,6 +193,20 @@ impl Activity {
     /// requests in flight and close.
     pub fn finish_requested(&self) -> bool {
         self.finish.load(Ordering::Acquire)
+    }
+}
+
+impl ReadWatch for Activity {
+    fn body_opened(&self) {
+        self.unread_bodies.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn body_ended(&self, whole: bool) {
+        // Before the count drops, so whoever sees it drop sees this too.
+        if !whole {
+            self.unparkable.store(true, Ordering::Release);
+        }
+        self.unread_bodies.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -79,10 +79,6 @@ impl ClientIo {
         self.socket.inner()
     }
 
-    pub fn socket_mut(&mut self) -> &mut TcpStream {
-        self.socket.inner_mut()
-    }
-
     /// Whether bytes read off the socket are waiting to be given to hyper.
     pub fn has_unread(&self) -> bool {
         !self.unread.is_empty()
@@ -121,6 +117,11 @@ impl Read for ClientIo {
             let n = self.unread.len().min(buf.remaining());
             buf.put_slice(&self.unread[..n]);
             self.unread.advance(n);
+            if self.unread.is_empty() {
+                // An empty view still holds its buffer (hyper's whole read
+                // buffer, when bytes were given back): let it go.
+                self.unread = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.socket).poll_read(cx, buf)

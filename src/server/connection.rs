@@ -8,7 +8,13 @@
 //! waiting for its next request head for [`PARK_AFTER`] is taken back from
 //! hyper instead: hyper's graceful shutdown ends an idle HTTP/1.1 connection
 //! at once, without closing the socket, and gives back the socket and any
-//! bytes it had read but not parsed. The parked connection then waits for
+//! bytes it had read but not parsed. Only at a message boundary: its last
+//! response written out *and* its last request body read to its end (SFMC
+//! may answer an upload before it is all sent), and not after a request
+//! whose client asked to close — otherwise the rest of a body would be
+//! read as the next request's head. hyper's own end (the client closed, or
+//! asked to) is awaited as hyper's future, which writes out what it still
+//! buffers and shuts the socket down. The parked connection then waits for
 //! the client's next bytes with no buffer at all, and a new hyper connection
 //! serves them (nginx, likewise, frees a keep-alive connection's buffers).
 //! The client sees nothing of it: the same socket, the same keep-alive
@@ -25,7 +31,6 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -34,6 +39,7 @@ use super::client_io::{ClientIo, Protocol};
 use super::limit::Slot;
 use super::service::ConnectionService;
 use crate::config::ServerSettings;
+use crate::gauge::Raised;
 use crate::proxy::Entry;
 use crate::reload::Live;
 
@@ -67,21 +73,22 @@ struct Life {
     /// again only after a request made progress, so a client that leaves a
     /// request head half-sent is not parked and re-served over and over.
     parked_at: Option<u64>,
-    open: Gauge,
+    _open: Raised,
     _registered: Registered,
     _slot: Slot,
 }
 
 /// How hyper's serving of an HTTP/1.1 connection ended.
 enum Ended {
-    /// Closed by a deadline, shedding, or an error: drop the socket.
-    Dropped,
-    /// hyper is done with the connection (the client closed it or asked to,
-    /// or a graceful shutdown finished it): shut the socket down.
-    Finished,
-    /// Taken back from hyper while idle: park it.
-    Idle,
+    /// Done: hyper finished the connection (the client closed it or asked
+    /// to, or a graceful shutdown; its last bytes written and the socket
+    /// shut down), or it was closed by a deadline, shedding, or an error.
+    Closed,
+    /// Taken back from hyper while idle at a message boundary: park it.
+    Idle(http1::Parts<ClientIo, ConnectionService>),
 }
+
+type Http1Connection = http1::Connection<ClientIo, ConnectionService>;
 
 impl Connection {
     /// The connection's task.
@@ -100,24 +107,17 @@ impl Connection {
         );
         drop(current);
         let service = ConnectionService::new(live.clone(), self.activity.clone(), peer, entry);
-        open.inc();
         let life = Life {
+            _open: Raised::new(&open),
             _registered: registry.register(self.activity.clone()),
             activity: self.activity,
             head: server.header_read_timeout,
             idle: server.idle_timeout,
             parked,
             parked_at: None,
-            open,
             _slot: self.slot,
         };
         life.run(socket, service, protocols.clone())
-    }
-}
-
-impl Drop for Life {
-    fn drop(&mut self) {
-        self.open.dec();
     }
 }
 
@@ -140,31 +140,28 @@ impl Life {
                 let connection = Box::pin(protocols.http2.serve_connection(io, service));
                 return self.http2(connection).await;
             }
+            // Boxed, and a new box each time: a parked connection holds none
+            // of hyper's state.
             let mut connection = Box::new(protocols.http1.serve_connection(io, service));
             loop {
-                match self.http1(&mut connection).await {
-                    Ended::Dropped => return,
-                    Ended::Finished => {
-                        let mut io = connection.into_parts().io;
-                        let _ = io.socket_mut().shutdown().await;
-                        return;
-                    }
-                    Ended::Idle => {
-                        let http1::Parts {
-                            mut io,
-                            read_buf,
-                            service,
-                            ..
-                        } = connection.into_parts();
-                        io.give_back(read_buf);
-                        self.parked_at = Some(self.activity.progress_mark());
-                        // Bytes of a next request already read: serve them now.
-                        if !io.has_unread() && !self.park(&io).await {
-                            return;
-                        }
-                        *connection = protocols.http1.serve_connection(io, service);
-                    }
+                // Bound in the pattern: a binding of the whole would keep
+                // its room in the task across the park.
+                let Ended::Idle(http1::Parts {
+                    mut io,
+                    read_buf,
+                    service,
+                    ..
+                }) = self.http1(connection).await
+                else {
+                    return;
+                };
+                io.give_back(read_buf);
+                self.parked_at = Some(self.activity.progress_mark());
+                // Bytes of a next request already read: serve them now.
+                if !io.has_unread() && !self.park(&io).await {
+                    return;
                 }
+                connection = Box::new(protocols.http1.serve_connection(io, service));
             }
         }
     }
@@ -189,26 +186,33 @@ impl Life {
         }
     }
 
-    async fn http1(
-        &mut self,
-        connection: &mut http1::Connection<ClientIo, ConnectionService>,
-    ) -> Ended {
+    async fn http1(&mut self, mut connection: Box<Http1Connection>) -> Ended {
         let mut finishing = false;
         loop {
             // Requests do not wake this loop, so it looks again at least
             // every PARK_AFTER for a connection that has become idle.
-            let park_at = self
-                .park_at()
-                .unwrap_or_else(|| Instant::now() + PARK_AFTER);
+            let look_again = match finishing {
+                // Asked to end: hyper ends it once what is in flight is done.
+                true => None,
+                false => Some(
+                    self.park_at()
+                        .unwrap_or_else(|| Instant::now() + PARK_AFTER),
+                ),
+            };
             let deadline = self.activity.http1_deadline(self.head, self.idle);
-            let wake = deadline.map_or(park_at, |deadline| deadline.min(park_at));
+            let wake = [look_again, deadline]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + PARK_AFTER);
             tokio::select! {
-                result = poll_fn(|cx| connection.poll_without_shutdown(cx)) => {
+                // hyper's own end: it writes out what it has buffered and
+                // shuts the socket down before it resolves.
+                result = Pin::new(&mut *connection) => {
                     if let Err(error) = result {
                         tracing::debug!(error = %crate::error::error_chain(&error), "connection ended with an error");
-                        return Ended::Dropped;
                     }
-                    return Ended::Finished;
+                    return Ended::Closed;
                 }
                 () = tokio::time::sleep_until(wake) => {
                     let now = Instant::now();
@@ -216,18 +220,20 @@ impl Life {
                     let due = self.activity.http1_deadline(self.head, self.idle);
                     if due.is_some_and(|due| due <= now) {
                         tracing::debug!("closing a connection that sent no request head in server.header_read_timeout, or was idle for server.idle_timeout");
-                        return Ended::Dropped;
+                        return Ended::Closed;
                     }
-                    if !finishing && self.park_at().is_some_and(|at| at <= now) {
-                        Pin::new(&mut *connection).graceful_shutdown();
-                        // Idle, hyper ends at once. Had it been in the middle
-                        // of a message after all, it finishes that and ends:
-                        // the client was told, so close then.
-                        match poll_fn(|cx| Poll::Ready(connection.poll_without_shutdown(cx))).await {
-                            Poll::Ready(Ok(())) => return Ended::Idle,
-                            Poll::Ready(Err(_)) => return Ended::Dropped,
-                            Poll::Pending => finishing = true,
-                        }
+                    if finishing || self.park_at().is_none_or(|at| at > now) {
+                        continue;
+                    }
+                    // Idle at a message boundary, hyper ends at once without
+                    // touching the socket, and gives it back. Had it been in
+                    // the middle of a message after all, it finishes that
+                    // and ends: the client was told, so close then.
+                    Pin::new(&mut *connection).graceful_shutdown();
+                    match poll_fn(|cx| Poll::Ready(connection.poll_without_shutdown(cx))).await {
+                        Poll::Ready(Ok(())) => return Ended::Idle(connection.into_parts()),
+                        Poll::Ready(Err(_)) => return Ended::Closed,
+                        Poll::Pending => finishing = true,
                     }
                 }
                 () = self.activity.asked() => {
@@ -239,7 +245,7 @@ impl Life {
                     } else if self.activity.is_between_requests() {
                         // (A request may have started since it was picked.)
                         tracing::debug!("closed to make room under server.max_connections");
-                        return Ended::Dropped;
+                        return Ended::Closed;
                     }
                 }
             }
@@ -252,7 +258,7 @@ impl Life {
             return None;
         }
         self.activity
-            .waiting_for_next_head()
+            .parkable_since()
             .map(|since| since + PARK_AFTER)
     }
 
@@ -263,8 +269,8 @@ impl Life {
         let Some(deadline) = self.activity.http1_deadline(self.head, self.idle) else {
             return true;
         };
-        self.parked.inc();
-        let woken = tokio::select! {
+        let _parked = Raised::new(&self.parked);
+        tokio::select! {
             ready = io.socket().readable() => ready.is_ok(),
             () = tokio::time::sleep_until(deadline) => {
                 tracing::debug!("closing a keep-alive connection that sent no request head in server.header_read_timeout");
@@ -276,9 +282,7 @@ impl Life {
                 }
                 false
             }
-        };
-        self.parked.dec();
-        woken
+        }
     }
 
     async fn http2(

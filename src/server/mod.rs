@@ -328,7 +328,7 @@ client_secret = "very-secret"
         // The request's own future is boxed and copied into its box once
         // per request: the rare paths (a new upstream connection) are
         // boxed within it, so that copy stays small.
-        let handling = |request: Request<Incoming>| {
+        let handling = |request: Request<crate::body::Inbound>| {
             let live = live.clone();
             async move { live.handle(request, peer, Entry::Main).await }
         };

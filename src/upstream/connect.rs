@@ -23,6 +23,7 @@ use super::RequestBody;
 use super::tunnel;
 use crate::config::{Egress, Route};
 use crate::error::error_chain;
+use crate::gauge::Raised;
 
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -277,23 +278,8 @@ async fn connect_first(
 }
 
 /// hyper's handshake for the chosen protocol; the connection then runs in its
-/// own task until the last handle is dropped or the server closes it.
-/// Keeps `open` one higher while it lives: held by a connection's task.
-struct Open(Gauge);
-
-impl Open {
-    fn new(gauge: &Gauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
+/// own task until the last handle is dropped or the server closes it, `open`
+/// one higher meanwhile.
 async fn handshake<T, B>(io: T, http2: bool, open: &Gauge) -> Result<Handle<B>, ConnectError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -311,7 +297,7 @@ where
             .handshake(io)
             .await
             .map_err(failed)?;
-        let open = Open::new(open);
+        let open = Raised::new(open);
         tokio::spawn(async move {
             let _open = open;
             if let Err(error) = connection.await {
@@ -321,7 +307,7 @@ where
         Ok(Handle::Http2(sender))
     } else {
         let (sender, connection) = http1::handshake(io).await.map_err(failed)?;
-        let open = Open::new(open);
+        let open = Raised::new(open);
         tokio::spawn(async move {
             let _open = open;
             if let Err(error) = connection.await {

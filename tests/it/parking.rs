@@ -236,3 +236,140 @@ async fn parked_connections_are_shed_for_newcomers_and_closed_at_shutdown() {
             .expect("closed at shutdown");
     }
 }
+
+/// A proxy that streams every request body to SFMC as it arrives (none is
+/// held for a replay), so SFMC can answer one before it is all sent.
+async fn streaming_uploads() -> Setup {
+    Setup::builder()
+        .proxy(|p| p.replay_body_limit(0))
+        .start()
+        .await
+}
+
+/// An upload that SFMC answers before it is all sent, and keeps reading:
+/// its head and first bytes, then (`rest`) the remainder of the body, sent
+/// once the connection has looked idle long enough to be parked.
+fn early_answered_upload(s: &Setup, connection: &str, rest: &str) -> (String, String) {
+    let first = "{\"part\": 1}";
+    let head = format!(
+        "POST /fake/respond?drain HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n{connection}Content-Length: {}\r\n\r\n{first}",
+        s.proxy.addr.port(),
+        first.len() + rest.len(),
+    );
+    (head, rest.to_owned())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upload_answered_early_keeps_its_connection_until_it_is_read() {
+    let s = streaming_uploads().await;
+    let mut stream = TcpStream::connect(s.proxy.addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (head, rest) = early_answered_upload(&s, "", " and the rest of the body");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut pending = Vec::new();
+    let (status, body) = read_response(&mut stream, &mut pending).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    // Answered, but hyper is still reading the body: not idle, not parked.
+    tokio::time::sleep(PARKED).await;
+    assert_eq!(
+        parked_connections(&s).await,
+        0,
+        "mid-body, it is not parked"
+    );
+    stream.write_all(rest.as_bytes()).await.expect("write");
+    // The body read, the connection is kept alive, and then parked.
+    stream
+        .write_all(health(&s).as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(read_response(&mut stream, &mut pending).await.0, 200);
+    tokio::time::sleep(PARKED).await;
+    assert_eq!(
+        parked_connections(&s).await,
+        1,
+        "idle at last, it is parked"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rest_of_an_upload_is_never_read_as_a_request() {
+    let s = streaming_uploads().await;
+    // A body whose bytes look like a request of their own, on a connection
+    // the client asked to close: after the answer, the only way to read
+    // them is as the body they are.
+    let smuggled = health(&s);
+    for connection in ["Connection: close\r\n", ""] {
+        let mut stream = TcpStream::connect(s.proxy.addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (head, rest) = early_answered_upload(&s, connection, &smuggled);
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let mut pending = Vec::new();
+        assert_eq!(read_response(&mut stream, &mut pending).await.0, 200);
+        tokio::time::sleep(PARKED).await;
+        stream.write_all(rest.as_bytes()).await.expect("write");
+        if connection.is_empty() {
+            // Kept alive: the next bytes are a request of their own.
+            stream
+                .write_all(forwarded(&s, 3).as_bytes())
+                .await
+                .expect("write");
+            let (status, body) = read_response(&mut stream, &mut pending).await;
+            assert_eq!(status, 200);
+            let seen: serde_json::Value = serde_json::from_slice(&body).expect("the fake's echo");
+            assert_eq!(
+                seen["query"], "n=3",
+                "the answer is to the real next request"
+            );
+            drop(stream.shutdown().await);
+        }
+        let mut after = Vec::new();
+        stream.read_to_end(&mut after).await.expect("read");
+        pending.extend(after);
+        assert!(
+            pending.is_empty(),
+            "{connection:?}: nothing but the answers: {}",
+            String::from_utf8_lossy(&pending)
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_gets_all_of_the_last_response() {
+    let s = Setup::builder().start().await;
+    let length = 4_000_000;
+    for (version, connection) in [("1.1", "Connection: close\r\n"), ("1.0", "")] {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        // A small window, so the proxy's writes wait for the reader.
+        socket.set_recv_buffer_size(16 * 1024).expect("buffer");
+        let mut stream = socket.connect(s.proxy.addr).await.expect("connect");
+        let request = format!(
+            "GET /fake/download?bytes={length} HTTP/{version}\r\nHost: 127.0.0.1:{}\r\n{connection}\r\n",
+            s.proxy.addr.port()
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        // Reads a little at a time, letting the proxy fill the socket again
+        // before each read (paused time: the wait ends when all else waits),
+        // so its last bytes are still in its buffers when the body ends.
+        let mut received = Vec::with_capacity(length + 1024);
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let n = stream.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+        let head_end = received
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response head")
+            + 4;
+        assert_eq!(
+            received.len() - head_end,
+            length,
+            "HTTP/{version}: the whole body, then the close"
+        );
+    }
+}

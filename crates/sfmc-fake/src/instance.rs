@@ -46,8 +46,16 @@ async fn route(req: Request<Incoming>, state: &Arc<State>) -> Reply {
         (&Method::GET, "/fake/download") => download(req.uri().query(), state),
         (&Method::GET, "/fake/gated") => gated(state),
         // Any method, and the request body is never read: an upload answered
-        // early, as SFMC does when it refuses one.
-        (_, "/fake/respond") => respond(req.uri().query()),
+        // early, as SFMC does when it refuses one. With `drain`, answered
+        // early and then read to its end (the connection kept).
+        (_, "/fake/respond") => {
+            let reply = respond(req.uri().query());
+            let pairs = query_pairs(req.uri().query());
+            if pairs.iter().any(|(name, _)| name == "drain") {
+                tokio::spawn(drain(req.into_body()));
+            }
+            reply
+        }
         (&Method::POST, "/fake/upload-gated") => echo(req, &grant, Some(&state.upload)).await,
         // What a keep-alive connection closing at that very moment looks like
         // to the proxy: the request was read, no answer ever comes.
@@ -58,6 +66,11 @@ async fn route(req: Request<Incoming>, state: &Arc<State>) -> Reply {
         }
         _ => echo(req, &grant, None).await,
     }
+}
+
+/// Reads a request body to its end, for nothing.
+async fn drain(mut body: Incoming) {
+    while let Some(Ok(_)) = body.frame().await {}
 }
 
 /// SFMC's 429 (the request body is never read, as SFMC does not).
