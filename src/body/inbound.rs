@@ -1,12 +1,18 @@
 //! `Inbound`: the client's request body as hyper gives it, and the one place
-//! that tells the connection it came on when hyper has read it to its end —
-//! or when the proxy let go of it before.
+//! that tells the connection it came on when the proxy has taken its end —
+//! or let go of it before.
 //!
 //! An HTTP/1.1 connection is between two messages only once its request
 //! body is read, whatever its response did: SFMC may answer an upload before
 //! it is all sent, and keep reading it. Until then the connection must not
 //! be parked (taken back from hyper, see `server::connection`), or the rest
 //! of the body would be read as the next request's head.
+//!
+//! Telling the end when the proxy *takes* it is enough, because hyper has
+//! always finished reading the body from the socket by then: it leaves its
+//! body-reading state before it hands over a Content-Length body's last
+//! bytes, before it yields trailers, and before it drops the sender (which
+//! is what ends a chunked body).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,10 +39,12 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// `body`, whose end is told to `watch`.
-    pub fn watched(body: Incoming, watch: Arc<dyn ReadWatch>) -> Self {
+    /// `body`, whose end is told to `watch` (nothing to tell, and nothing
+    /// cloned, for a body already at its end).
+    pub fn watched<W: ReadWatch + 'static>(body: Incoming, watch: &Arc<W>) -> Self {
         let watch = (!body.is_end_stream()).then(|| {
             watch.body_opened();
+            let watch: Arc<dyn ReadWatch> = watch.clone();
             watch
         });
         Self { body, watch }
@@ -67,8 +75,11 @@ impl Body for Inbound {
         match &polled {
             Poll::Ready(None) => self.ended(true),
             Poll::Ready(Some(Err(_))) => self.ended(false),
-            // A Content-Length body is at its end with its last bytes.
-            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.ended(true),
+            // Trailers come last; a Content-Length body is at its end with
+            // its last bytes.
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() || self.body.is_end_stream() => {
+                self.ended(true);
+            }
             _ => {}
         }
         polled

@@ -56,10 +56,11 @@ pub struct Activity {
     /// HTTP/1.1: request bodies hyper has not yet read to their end (see
     /// [`crate::body::Inbound`]).
     unread_bodies: AtomicUsize,
-    /// HTTP/1.1: since its last request head, the connection may not be at
-    /// a message boundary when it looks idle — a request body was let go
-    /// of before its end (hyper drains it or closes), or the client asked
-    /// to close after this request. It is not parked then.
+    /// HTTP/1.1: a request body was let go of before its end (hyper then
+    /// drains it or closes the connection), so the connection may not be
+    /// at a message boundary when it looks idle: it is not parked until the
+    /// next request head. (A body of the request before, let go of late,
+    /// may set it too: that costs a park, nothing else.)
     unparkable: AtomicBool,
     /// Whether a request head ever arrived on this connection.
     served: AtomicBool,
@@ -131,10 +132,13 @@ impl Activity {
         self.busy.load(Ordering::Acquire) > 0
     }
 
-    /// Nothing in flight at all: no request being handled, no response body
-    /// on its way. Only such a connection is shed.
+    /// Nothing in flight at all: no request being handled, no request body
+    /// still arriving, no response body on its way. Only such a connection
+    /// is shed.
     pub fn is_between_requests(&self) -> bool {
-        !self.is_busy() && self.open_bodies.load(Ordering::Acquire) == 0
+        !self.is_busy()
+            && self.open_bodies.load(Ordering::Acquire) == 0
+            && self.unread_bodies.load(Ordering::Acquire) == 0
     }
 
     /// When this connection is due to be closed as things stand now; `None`
@@ -155,7 +159,6 @@ impl Activity {
     pub fn waiting_for_next_head(&self) -> Option<Instant> {
         let waiting = self.served.load(Ordering::Relaxed)
             && self.is_between_requests()
-            && self.unread_bodies.load(Ordering::Acquire) == 0
             && !self.unflushed.load(Ordering::Relaxed);
         waiting.then(|| self.last_progress())
     }
@@ -165,12 +168,6 @@ impl Activity {
     pub fn parkable_since(&self) -> Option<Instant> {
         let since = self.waiting_for_next_head()?;
         (!self.unparkable.load(Ordering::Acquire)).then_some(since)
-    }
-
-    /// HTTP/1.1: the client asked to close the connection after this
-    /// request (`Connection: close`, or HTTP/1.0 without keep-alive).
-    pub fn closing_after_request(&self) {
-        self.unparkable.store(true, Ordering::Release);
     }
 
     /// [`Self::deadline`] for an HTTP/1.1 connection: one waiting for its

@@ -10,9 +10,8 @@
 //! at once, without closing the socket, and gives back the socket and any
 //! bytes it had read but not parsed. Only at a message boundary: its last
 //! response written out *and* its last request body read to its end (SFMC
-//! may answer an upload before it is all sent), and not after a request
-//! whose client asked to close — otherwise the rest of a body would be
-//! read as the next request's head. hyper's own end (the client closed, or
+//! may answer an upload before it is all sent) — otherwise the rest of a
+//! body would be read as the next request's head. hyper's own end (the client closed, or
 //! asked to) is awaited as hyper's future, which writes out what it still
 //! buffers and shuts the socket down. The parked connection then waits for
 //! the client's next bytes with no buffer at all, and a new hyper connection
@@ -191,14 +190,11 @@ impl Life {
         loop {
             // Requests do not wake this loop, so it looks again at least
             // every PARK_AFTER for a connection that has become idle.
-            let look_again = match finishing {
-                // Asked to end: hyper ends it once what is in flight is done.
-                true => None,
-                false => Some(
-                    self.park_at()
-                        .unwrap_or_else(|| Instant::now() + PARK_AFTER),
-                ),
-            };
+            // Once asked to end, hyper ends it when what is in flight is done.
+            let look_again = (!finishing).then(|| {
+                self.park_at()
+                    .unwrap_or_else(|| Instant::now() + PARK_AFTER)
+            });
             let deadline = self.activity.http1_deadline(self.head, self.idle);
             let wake = [look_again, deadline]
                 .into_iter()
@@ -227,8 +223,8 @@ impl Life {
                     }
                     // Idle at a message boundary, hyper ends at once without
                     // touching the socket, and gives it back. Had it been in
-                    // the middle of a message after all, it finishes that
-                    // and ends: the client was told, so close then.
+                    // the middle of a message after all, its keep-alive is
+                    // now off: it finishes that message and closes.
                     Pin::new(&mut *connection).graceful_shutdown();
                     match poll_fn(|cx| Poll::Ready(connection.poll_without_shutdown(cx))).await {
                         Poll::Ready(Ok(())) => return Ended::Idle(connection.into_parts()),

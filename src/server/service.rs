@@ -2,8 +2,9 @@
 //! generation current when it began, and the connection counts as busy from
 //! the moment hyper has the head until the response head is ready (the body
 //! then streams under the idle deadline). On HTTP/1 the connection also
-//! learns when the request body has been read, and whether the client asked
-//! to close after it: both say whether it is at a message boundary.
+//! learns when the request body has been read: until then it is not at a
+//! message boundary. (A request without keep-alive needs nothing more:
+//! hyper ends such a connection in the same poll that reaches the boundary.)
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,12 +13,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response, Version, header};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::Service;
 
 use super::activity::{Activity, Busy, Streaming};
-use crate::body::{Inbound, ReadWatch};
+use crate::body::Inbound;
 use crate::proxy::Entry;
 use crate::reload::Live;
 use crate::telemetry::Logged;
@@ -49,11 +50,7 @@ impl Service<Request<Incoming>> for ConnectionService {
     fn call(&self, request: Request<Incoming>) -> Handling {
         let busy = self.activity.begin_request();
         let request = if request.version() < Version::HTTP_2 {
-            if !keeps_alive(&request) {
-                self.activity.closing_after_request();
-            }
-            let activity: Arc<dyn ReadWatch> = self.activity.clone();
-            request.map(|body| Inbound::watched(body, activity))
+            request.map(|body| Inbound::watched(body, &self.activity))
         } else {
             request.map(Inbound::unwatched)
         };
@@ -67,24 +64,6 @@ impl Service<Request<Incoming>> for ConnectionService {
             request: Box::pin(async move { live.handle(request, peer, entry).await }),
             busy,
         }
-    }
-}
-
-/// Whether an HTTP/1 client asked to keep the connection open after this
-/// request: HTTP/1.1 unless it said `Connection: close`, HTTP/1.0 only if
-/// it said `Connection: keep-alive` (as hyper itself decides).
-fn keeps_alive<B>(request: &Request<B>) -> bool {
-    let mut tokens = request
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|list| list.split(','))
-        .map(str::trim);
-    if request.version() == Version::HTTP_11 {
-        !tokens.any(|token| token.eq_ignore_ascii_case("close"))
-    } else {
-        tokens.any(|token| token.eq_ignore_ascii_case("keep-alive"))
     }
 }
 

@@ -373,3 +373,71 @@ async fn a_slow_reader_gets_all_of_the_last_response() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_chunked_upload_answered_early_is_parked_once_it_is_read() {
+    let s = streaming_uploads().await;
+    // Its end with trailers or without. (hyper hands trailers over only
+    // once the next request head has arrived; until then the body is not
+    // read, and the connection is not parked.)
+    for end in ["0\r\n\r\n", "0\r\nX-Checksum: 1\r\n\r\n"] {
+        let mut stream = TcpStream::connect(s.proxy.addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let head = format!(
+            "POST /fake/respond?drain HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+            s.proxy.addr.port()
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let mut pending = Vec::new();
+        assert_eq!(read_response(&mut stream, &mut pending).await.0, 200);
+        tokio::time::sleep(PARKED).await;
+        assert_eq!(
+            parked_connections(&s).await,
+            0,
+            "mid-body, it is not parked"
+        );
+        let rest = format!("4\r\nlast\r\n{end}{}", health(&s));
+        stream.write_all(rest.as_bytes()).await.expect("write");
+        assert_eq!(read_response(&mut stream, &mut pending).await.0, 200);
+        tokio::time::sleep(PARKED).await;
+        assert_eq!(
+            parked_connections(&s).await,
+            1,
+            "{end:?}: read, it is parked"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upload_answered_early_is_not_shed_while_it_arrives() {
+    let s = Setup::builder()
+        .proxy(|p| {
+            p.max_connections(2)
+                .replay_body_limit(0)
+                .header_read_timeout(Duration::from_secs(3600))
+        })
+        .start()
+        .await;
+    let mut uploading = TcpStream::connect(s.proxy.addr).await.expect("connect");
+    uploading.set_nodelay(true).expect("nodelay");
+    let (head, rest) = early_answered_upload(&s, "", " and the rest of the body");
+    uploading.write_all(head.as_bytes()).await.expect("write");
+    let mut pending = Vec::new();
+    assert_eq!(read_response(&mut uploading, &mut pending).await.0, 200);
+    tokio::time::sleep(PARKED).await;
+    // Answered longer ago than the idle one was, but its body still arrives:
+    // the idle connection makes room for the newcomer, not the upload.
+    let (mut idle, _) = served_once(&s).await;
+    tokio::time::sleep(PARKED).await;
+    let probe = s.client.get(&s.proxy, "/_proxy/health", &[]).await;
+    assert_eq!(probe.status, 200);
+    tokio::time::timeout(Duration::from_secs(1), closed(&mut idle))
+        .await
+        .expect("the idle connection is closed");
+    uploading.write_all(rest.as_bytes()).await.expect("write");
+    uploading
+        .write_all(health(&s).as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(read_response(&mut uploading, &mut pending).await.0, 200);
+}
