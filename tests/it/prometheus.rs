@@ -127,18 +127,19 @@ async fn a_real_prometheus_scrapes_the_proxy_with_the_key_as_a_bearer() {
         .spawn()
         .expect("prometheus starts");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    // It logs the address it bound (`msg="Listening on" address=…`), then
-    // that it is ready; before that its API answers 503.
+    // It logs the address it bound (`msg="Listening on" address=…`) and
+    // that it is ready (before that its API answers 503), from two
+    // goroutines: in either order.
     let mut log = Vec::new();
     let listening = tokio::time::timeout(Duration::from_secs(60), async {
-        let mut address = None;
+        let (mut address, mut ready) = (None, false);
         while let Ok(Some(line)) = lines.next_line().await {
             if line.contains("msg=\"Listening on\"") {
                 address = line.split("address=").nth(1).map(|a| a.trim().to_owned());
             }
-            let ready = line.contains("Server is ready to receive web requests");
+            ready |= line.contains("Server is ready to receive web requests");
             log.push(line);
-            if ready {
+            if ready && address.is_some() {
                 return address;
             }
         }
