@@ -12,6 +12,7 @@
 //! a label.
 
 mod labels;
+mod series;
 mod state;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use labels::{
     ApiLabels, BusinessUnitLabels, LookupLabels, Names, RequestLabels, ResultLabels, TenantLabels,
     TokenRequestLabels, method_label,
 };
+use series::Series;
 use state::StateCollector;
 
 /// `Content-Type` of the exposition.
@@ -86,15 +88,16 @@ pub struct QueueMetrics {
 pub struct Metrics {
     registry: Registry,
     names: Arc<Names>,
-    requests: Family<RequestLabels, Counter>,
+    // Recorded into by every request: looked up through `Series`.
+    requests: Series<RequestLabels, Counter>,
     in_flight: Gauge,
-    request_duration: Family<ApiLabels, Histogram, fn() -> Histogram>,
-    upstream_duration: Family<ApiLabels, Histogram, fn() -> Histogram>,
-    bytes_in: Family<ApiLabels, Counter>,
-    bytes_out: Family<ApiLabels, Counter>,
-    business_unit_requests: Family<BusinessUnitLabels, Counter>,
+    request_duration: Series<ApiLabels, Histogram>,
+    upstream_duration: Series<ApiLabels, Histogram>,
+    bytes_in: Series<ApiLabels, Counter>,
+    bytes_out: Series<ApiLabels, Counter>,
+    business_unit_requests: Series<BusinessUnitLabels, Counter>,
     token_requests: Family<TokenRequestLabels, Counter>,
-    token_lookups: Family<LookupLabels, Counter>,
+    token_lookups: Series<LookupLabels, Counter>,
     replays: Family<ApiLabels, Counter>,
     throttled: Family<ApiLabels, Counter>,
     throttle_retries: Family<ApiLabels, Counter>,
@@ -270,15 +273,15 @@ impl Metrics {
         let metrics = Arc::new(Self {
             registry,
             names,
-            requests,
+            requests: Series::new(requests),
             in_flight,
-            request_duration,
-            upstream_duration,
-            bytes_in,
-            bytes_out,
-            business_unit_requests,
+            request_duration: Series::new(request_duration),
+            upstream_duration: Series::new(upstream_duration),
+            bytes_in: Series::new(bytes_in),
+            bytes_out: Series::new(bytes_out),
+            business_unit_requests: Series::new(business_unit_requests),
             token_requests,
-            token_lookups,
+            token_lookups: Series::new(token_lookups),
             replays,
             throttled,
             throttle_retries,
@@ -312,28 +315,29 @@ impl Metrics {
         let tenant = self.names.tenant(done.tenant);
         let api = labels::api(done.api);
         let code = done.status.map_or(0, |s| s.as_u16());
-        self.requests
-            .get_or_create(&RequestLabels {
-                tenant: tenant.clone(),
-                api,
-                method: method_label(done.method),
-                code,
-            })
-            .inc();
+        let labels = RequestLabels {
+            tenant: tenant.clone(),
+            api,
+            method: method_label(done.method),
+            code,
+        };
+        self.requests.with(&labels, Counter::inc);
         let by_api = ApiLabels {
             tenant: tenant.clone(),
             api,
         };
+        let duration = done.duration.as_secs_f64();
         self.request_duration
-            .get_or_create(&by_api)
-            .observe(done.duration.as_secs_f64());
+            .with(&by_api, |histogram| histogram.observe(duration));
         if let Some(upstream) = done.upstream {
-            self.upstream_duration
-                .get_or_create(&by_api)
-                .observe(upstream.as_secs_f64());
+            self.upstream_duration.with(&by_api, |histogram| {
+                histogram.observe(upstream.as_secs_f64())
+            });
         }
-        self.bytes_in.get_or_create(&by_api).inc_by(done.bytes_in);
-        self.bytes_out.get_or_create(&by_api).inc_by(done.bytes_out);
+        self.bytes_in
+            .with(&by_api, |bytes| bytes.inc_by(done.bytes_in));
+        self.bytes_out
+            .with(&by_api, |bytes| bytes.inc_by(done.bytes_out));
         if done.replayed {
             self.replays.get_or_create(&by_api).inc();
         }
@@ -346,22 +350,20 @@ impl Metrics {
             self.throttle_retries.get_or_create(&by_api).inc_by(retries);
         }
         if let Some(outcome) = done.token {
-            self.token_lookups
-                .get_or_create(&LookupLabels {
-                    tenant: tenant.clone(),
-                    result: outcome.as_str(),
-                })
-                .inc();
+            let labels = LookupLabels {
+                tenant: tenant.clone(),
+                result: outcome.as_str(),
+            };
+            self.token_lookups.with(&labels, Counter::inc);
         }
         if done.api.is_some() && done.tenant.is_some() {
             let error = code >= 400 || code == 0;
-            self.business_unit_requests
-                .get_or_create(&BusinessUnitLabels {
-                    mid: self.names.mid(&tenant, done.account_id.map(|m| &**m)),
-                    tenant,
-                    outcome: if error { "error" } else { "ok" },
-                })
-                .inc();
+            let labels = BusinessUnitLabels {
+                mid: self.names.mid(&tenant, done.account_id.map(|m| &**m)),
+                tenant,
+                outcome: if error { "error" } else { "ok" },
+            };
+            self.business_unit_requests.with(&labels, Counter::inc);
         }
     }
 
@@ -372,6 +374,7 @@ impl Metrics {
         let mid = self.names.mid(&tenant, mid.map(|m| &**m));
         let count = |outcome| {
             self.business_unit_requests
+                .family()
                 .get(&BusinessUnitLabels {
                     tenant: tenant.clone(),
                     mid: mid.clone(),

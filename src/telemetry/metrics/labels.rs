@@ -1,12 +1,12 @@
 //! The label sets, and the one place where a request's tenant, MID, method
 //! and SFMC error code become bounded label values.
 
-use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 use http::Method;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::config::Settings;
 use crate::route::Api;
@@ -110,8 +110,10 @@ const OTHER_MID: &str = "other";
 const DEFAULT_MID: &str = "default";
 
 /// The names the configuration allows as label values; replaced on reload.
+/// Looked up for every request, under FxHash: the keys are configured
+/// names, so no caller can choose colliding ones.
 #[derive(Default)]
-pub struct Names(RwLock<HashMap<Arc<str>, HashSet<Arc<str>>>>);
+pub struct Names(RwLock<FxHashMap<Arc<str>, FxHashSet<Arc<str>>>>);
 
 impl Names {
     pub fn new(settings: &Settings) -> Self {
@@ -126,7 +128,7 @@ impl Names {
             .tenants
             .iter()
             .map(|tenant| {
-                let mut mids: HashSet<Arc<str>> = HashSet::new();
+                let mut mids = FxHashSet::<Arc<str>>::default();
                 mids.extend(tenant.account_id.iter().cloned());
                 for id in tenant.account_ids.iter().flatten() {
                     mids.insert(Arc::from(id.as_str()));
