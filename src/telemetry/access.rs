@@ -28,7 +28,7 @@ use http::{HeaderMap, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
-use super::line::{ACCESS, AccessLine};
+use super::line::AccessLine;
 use super::metrics::{Metrics, RequestDone};
 use crate::body::{BodyError, ByteCount, ProxyBody};
 use crate::error::ProxyError;
@@ -148,8 +148,7 @@ impl AccessRecord {
         // A probe's own answer is written at debug, anything else on a probe
         // path (a refused key, a wrong Host) at info like every request: so
         // the record is kept whenever info is on.
-        let enabled = tracing::enabled!(target: ACCESS, tracing::Level::INFO)
-            || (probe && tracing::enabled!(target: ACCESS, tracing::Level::DEBUG));
+        let enabled = super::access_wanted(probe);
         let copy = |wanted: bool| enabled && wanted;
         metrics.request_started();
         Self {

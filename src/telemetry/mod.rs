@@ -28,10 +28,32 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where `init` sends access lines it encodes itself: its format and the
-/// writer. Unset (a terminal's colours, a library user's own subscriber),
-/// the access event goes through `tracing` like any other.
-static ACCESS_LINES: OnceLock<(LogFormat, &'static writer::Batching)> = OnceLock::new();
+/// Where `init` sends access lines it encodes itself. Unset (a terminal's
+/// colours, a library user's own subscriber), the access event goes through
+/// `tracing` like any other.
+static ACCESS_LINES: OnceLock<AccessLines> = OnceLock::new();
+
+struct AccessLines {
+    format: LogFormat,
+    logs: &'static writer::Batching,
+    /// Whether the filter (`RUST_LOG`, read once by `init`) passes access
+    /// lines at info and at debug. Asked once: `tracing::enabled!` asks the
+    /// subscriber again on every call, some 100 instructions a request.
+    info: bool,
+    debug: bool,
+}
+
+/// Whether a request's access line is wanted: at info, or — a probe's own
+/// answer (`probe`) — at debug.
+fn access_wanted(probe: bool) -> bool {
+    match ACCESS_LINES.get() {
+        Some(lines) => lines.info || (probe && lines.debug),
+        None => {
+            tracing::enabled!(target: ACCESS, tracing::Level::INFO)
+                || (probe && tracing::enabled!(target: ACCESS, tracing::Level::DEBUG))
+        }
+    }
+}
 
 /// Writes out the log lines still waiting when dropped (also while a panic
 /// unwinds); [`finish`] does the same where no destructor runs (`exit`).
@@ -76,7 +98,12 @@ pub fn init(format: LogFormat) -> LogGuard {
     };
     // The encoder writes no colours: on a terminal the subscriber does it.
     if installed.is_ok() && !ansi {
-        let _ = ACCESS_LINES.set((format, logs));
+        let _ = ACCESS_LINES.set(AccessLines {
+            format,
+            logs,
+            info: tracing::enabled!(target: ACCESS, tracing::Level::INFO),
+            debug: tracing::enabled!(target: ACCESS, tracing::Level::DEBUG),
+        });
     }
     LogGuard {
         installed: installed.is_ok(),
@@ -90,14 +117,15 @@ fn write_access(line: &AccessLine<'_>, debug: bool) {
     thread_local! {
         static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
-    let Some(&(format, logs)) = ACCESS_LINES.get() else {
+    let Some(lines) = ACCESS_LINES.get() else {
         line.event(debug);
         return;
     };
     // The record was kept because info is on; a probe's answer is at debug.
-    if debug && !tracing::enabled!(target: ACCESS, tracing::Level::DEBUG) {
+    if debug && !lines.debug {
         return;
     }
+    let (format, logs) = (lines.format, lines.logs);
     LINE.with(|buffer| {
         let Ok(mut buffer) = buffer.try_borrow_mut() else {
             return line.event(debug);
