@@ -113,7 +113,12 @@ pub fn route(
     if prefixed_rest.is_some_and(|rest| is_token_request(&parts.method, rest)) {
         return Ok(Route::Broker);
     }
-    let by_header = header(&parts.headers, &X_SFMC_TENANT)?;
+    let selectors = crate::headers::has_selectors(&parts.headers);
+    let selector = |name: &http::HeaderName| match selectors {
+        true => header(&parts.headers, name),
+        false => Ok(None),
+    };
+    let by_header = selector(&X_SFMC_TENANT)?;
     let tenant = match bound {
         Some(key) => bound_tenant(key, by_header, by_prefix, settings)?,
         None => select_tenant(by_header, by_prefix, settings)?,
@@ -126,8 +131,8 @@ pub fn route(
         (_, None) => PathAndQuery::from_static("/"),
     };
     let (api, path_and_query) = classify(&parts.method, path_and_query)?;
-    let mid = header(&parts.headers, &X_SFMC_ACCOUNT_ID)?;
-    let scope = header(&parts.headers, &X_SFMC_SCOPE)?;
+    let mid = selector(&X_SFMC_ACCOUNT_ID)?;
+    let scope = selector(&X_SFMC_SCOPE)?;
     let key = match bound {
         Some(key) => bound_key(key, mid, scope)?,
         None => TokenKey::for_tenant(&tenant, mid, scope)?,
