@@ -374,7 +374,6 @@ impl Metrics {
         let mid = self.names.mid(&tenant, mid.map(|m| &**m));
         let count = |outcome| {
             self.business_unit_requests
-                .family()
                 .get(&BusinessUnitLabels {
                     tenant: tenant.clone(),
                     mid: mid.clone(),

@@ -111,7 +111,8 @@ const DEFAULT_MID: &str = "default";
 
 /// The names the configuration allows as label values; replaced on reload.
 /// Looked up for every request, under FxHash: the keys are configured
-/// names, so no caller can choose colliding ones.
+/// names, so no caller can choose colliding ones (a caller's MID is only
+/// looked up, never inserted).
 #[derive(Default)]
 pub struct Names(RwLock<FxHashMap<Arc<str>, FxHashSet<Arc<str>>>>);
 

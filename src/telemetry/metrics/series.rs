@@ -7,8 +7,12 @@
 //! created in the family (so the exposition is unchanged: a series appears
 //! with its first use), is also kept under an FxHash of its labels. FxHash
 //! gives no protection against chosen collisions, and needs none: label
-//! values come from the configuration and from fixed words, never from
-//! callers (see `labels`).
+//! values are configured names, fixed words and status codes, none of which
+//! a caller can choose (see `labels`).
+//!
+//! The cache holds clones of the family's metrics, so a series must never
+//! be removed from the family (its counts would go on into the clone, and
+//! vanish from the exposition): the family is not handed out.
 
 use std::hash::Hash;
 use std::sync::RwLock;
@@ -36,9 +40,9 @@ where
         }
     }
 
-    /// The family, for the registry and for reading counts.
-    pub fn family(&self) -> &Family<S, M, C> {
-        &self.family
+    /// The series of `labels`, if it was recorded into (for reading it).
+    pub fn get(&self, labels: &S) -> Option<M> {
+        self.family.get(labels).map(|metric| metric.clone())
     }
 
     /// Records into the series of `labels`, created on first use.
@@ -65,14 +69,14 @@ mod tests {
         let series = Series::new(Family::<Vec<(String, String)>, Counter>::default());
         let labels = vec![("tenant".to_owned(), "acme".to_owned())];
         assert!(
-            series.family().get(&labels).is_none(),
+            series.get(&labels).is_none(),
             "no series before its first use"
         );
         series.with(&labels, |counter| counter.inc());
         series.with(&labels, |counter| counter.inc_by(2));
         let other = vec![("tenant".to_owned(), "other".to_owned())];
         series.with(&other, |counter| counter.inc());
-        let count = |labels| series.family().get(labels).map(|c| c.get());
+        let count = |labels| series.get(labels).map(|c| c.get());
         assert_eq!(count(&labels), Some(3), "both records are the family's");
         assert_eq!(count(&other), Some(1));
     }
