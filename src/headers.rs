@@ -122,8 +122,11 @@ fn remove_connection_named(headers: &mut HeaderMap) {
 pub fn has_selectors(headers: &HeaderMap) -> bool {
     headers
         .keys()
-        .any(|name| name.as_str().starts_with("x-sfmc-"))
+        .any(|name| name.as_str().starts_with(SELECTOR_PREFIX))
 }
+
+/// What every `X-SFMC-*` selector's name starts with.
+const SELECTOR_PREFIX: &str = "x-sfmc-";
 
 #[cfg(test)]
 mod tests {
@@ -210,6 +213,10 @@ mod tests {
             ("X-SFMC-Scope", "a")
         ])));
         assert!(has_selectors(&map(&[("x-sfmc-anything", "a")])));
+        // A selector named otherwise would be skipped by routing.
+        for selector in [X_SFMC_TENANT_STR, X_SFMC_ACCOUNT_ID_STR, X_SFMC_SCOPE_STR] {
+            assert!(selector.starts_with(SELECTOR_PREFIX), "{selector}");
+        }
     }
 
     #[test]

@@ -11,11 +11,12 @@
 //! bytes it had read but not parsed. Only at a message boundary: its last
 //! response written out *and* its last request body read to its end (SFMC
 //! may answer an upload before it is all sent) — otherwise the rest of a
-//! body would be read as the next request's head. hyper's own end (the client closed, or
-//! asked to) is awaited as hyper's future, which writes out what it still
-//! buffers and shuts the socket down. The parked connection then waits for
-//! the client's next bytes with no buffer at all, and a new hyper connection
-//! serves them (nginx, likewise, frees a keep-alive connection's buffers).
+//! body would be read as the next request's head. hyper's own end (the
+//! client closed, or asked to) is awaited as hyper's future, which writes
+//! out what it still buffers and shuts the socket down. The parked
+//! connection then waits for the client's next bytes with no buffer at all,
+//! and a new hyper connection serves them (nginx, likewise, frees a
+//! keep-alive connection's buffers).
 //! The client sees nothing of it: the same socket, the same keep-alive
 //! deadline (`header_read_timeout` from the end of the last response, see
 //! `activity`), the same answers.
