@@ -270,9 +270,9 @@ impl Proxy {
     /// Runs one request to completion of its response head; never fails: a
     /// failure becomes the proxy's own error response. `client` is the
     /// peer's address, for the access log; the response body writes the
-    /// request's log event when it ends.
+    /// request's log event when it ends. The future keeps its generation.
     pub async fn handle(
-        &self,
+        self: Arc<Self>,
         request: Request<crate::body::Inbound>,
         client: SocketAddr,
         entry: Entry,

@@ -14,6 +14,7 @@
 mod diff;
 mod signal;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -87,15 +88,16 @@ impl Live {
     }
 
     /// Runs one request on the current generation, which it keeps to its
-    /// end; `entry` is the address it came in on.
-    pub async fn handle(
+    /// end; `entry` is the address it came in on. Not an `async fn`: the
+    /// generation's own future is handed out as it is, one layer less to
+    /// copy into place on every request.
+    pub fn handle(
         &self,
         request: Request<crate::body::Inbound>,
         client: SocketAddr,
         entry: Entry,
-    ) -> Response<Logged> {
-        let proxy = self.current.load_full();
-        proxy.handle(request, client, entry).await
+    ) -> impl Future<Output = Response<Logged>> + Send + 'static {
+        self.current.load_full().handle(request, client, entry)
     }
 
     /// Reads a configuration with `load` and applies it; logs the outcome

@@ -328,10 +328,8 @@ client_secret = "very-secret"
         // The request's own future is boxed and copied into its box once
         // per request: the rare paths (a new upstream connection) are
         // boxed within it, so that copy stays small.
-        let handling = |request: Request<crate::body::Inbound>| {
-            let live = live.clone();
-            async move { live.handle(request, peer, Entry::Main).await }
-        };
+        let handling =
+            |request: Request<crate::body::Inbound>| live.handle(request, peer, Entry::Main);
         let request_future = output_size(&handling);
         assert!(
             request_future <= 8 * 1024,

@@ -54,14 +54,13 @@ impl Service<Request<Incoming>> for ConnectionService {
         } else {
             request.map(Inbound::unwatched)
         };
-        let (live, peer, entry) = (self.live.clone(), self.peer, self.entry);
         Handling {
             // Boxed: hyper keeps room for this future for as long as the
             // connection lives, idle or not, and the request's own future
             // (guard, token, upstream send: kilobytes) is needed only while
             // a request is in flight. So an idle connection holds a pointer,
             // not the whole pipeline's state.
-            request: Box::pin(async move { live.handle(request, peer, entry).await }),
+            request: Box::pin(self.live.handle(request, self.peer, self.entry)),
             busy,
         }
     }

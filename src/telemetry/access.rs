@@ -65,7 +65,10 @@ fn sane_request_id(id: &[u8]) -> bool {
 fn new_request_id() -> HeaderValue {
     let mut hex = [0u8; 32];
     data_encoding::HEXLOWER.encode_mut(&fastrand::u128(..).to_be_bytes(), &mut hex);
-    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&hex))
+    // Owned, so that the id's three copies (SFMC's request, the record, the
+    // response) are reference counts on one allocation: a copied slice is
+    // allocated again as shared on its first clone.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(hex))
         .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 

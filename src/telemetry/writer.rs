@@ -1,9 +1,9 @@
 //! Where log lines go: standard error, through a batching writer off the
-//! request path. A line is copied into a shared buffer (one short lock, no
-//! system call); one thread, woken by the first line, writes what gathers
-//! in the next 2 ms in one `write(2)`, so a burst of lines is one write and
-//! one wake-up, and a slow reader of stderr
-//! (a full pipe, a stalled journald) never blocks a request. Past
+//! request path. A line is made (or copied) into a shared buffer under one
+//! short lock, with no system call; one thread, woken by the first line,
+//! writes what gathers in the next 2 ms in one `write(2)`, so a burst of
+//! lines is one write and one wake-up, and a slow reader of stderr (a full
+//! pipe, a stalled journald) never blocks a request. Past
 //! [`MAX_PENDING`] bytes waiting, a line is dropped and counted
 //! ([`dropped_lines`], the metric `sfmc_proxy_log_lines_dropped_total`),
 //! and so are the lines of a batch whose write fails.
@@ -87,19 +87,31 @@ impl Batching {
 
     /// Queues one whole line (or several: what is given is kept together).
     pub fn write_line(&self, line: &[u8]) {
+        self.write_with(|pending| pending.extend_from_slice(line));
+    }
+
+    /// Queues the whole line(s) `encode` appends to the buffer it is given:
+    /// made straight into the waiting batch, under the lock (no copy, no
+    /// buffer of the caller's; the thread holds the lock only to swap).
+    /// `encode` must not log.
+    pub fn write_with(&self, encode: impl FnOnce(&mut Vec<u8>)) {
         let mut state = self.shared.lock();
         if let Some(out) = &mut state.direct {
-            let _ = out.write_all(line).and_then(|()| out.flush());
+            let mut line = Vec::new();
+            encode(&mut line);
+            let _ = out.write_all(&line).and_then(|()| out.flush());
             return;
         }
-        if state.pending.len() + line.len() > self.shared.max_pending {
+        let start = state.pending.len();
+        encode(&mut state.pending);
+        if state.pending.len() > self.shared.max_pending {
+            state.pending.truncate(start);
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         // Only the first line of a batch wakes the thread: the others find
         // it awake (writing the previous batch, or about to take this one).
-        let wake = state.pending.is_empty();
-        state.pending.extend_from_slice(line);
+        let wake = start == 0;
         drop(state);
         if wake {
             self.shared.wake.notify_one();
