@@ -12,6 +12,7 @@
 //! a label.
 
 mod labels;
+mod recorded;
 mod series;
 mod state;
 
@@ -36,6 +37,7 @@ use labels::{
     ApiLabels, BusinessUnitLabels, LookupLabels, Names, RequestLabels, ResultLabels, TenantLabels,
     TokenRequestLabels, method_label,
 };
+use recorded::{ByRequest, RecordKey, Recorded};
 use series::Series;
 use state::StateCollector;
 
@@ -88,7 +90,9 @@ pub struct QueueMetrics {
 pub struct Metrics {
     registry: Registry,
     names: Arc<Names>,
-    // Recorded into by every request: looked up through `Series`.
+    // Recorded into by every request: looked up together through
+    // `by_request`, each made through its `Series`.
+    by_request: ByRequest,
     requests: Series<RequestLabels, Counter>,
     in_flight: Gauge,
     request_duration: Series<ApiLabels, Histogram>,
@@ -273,6 +277,7 @@ impl Metrics {
         let metrics = Arc::new(Self {
             registry,
             names,
+            by_request: ByRequest::default(),
             requests: Series::new(requests),
             in_flight,
             request_duration: Series::new(request_duration),
@@ -313,57 +318,99 @@ impl Metrics {
     pub fn request_done(&self, done: &RequestDone<'_>) {
         self.in_flight.dec();
         let tenant = self.names.tenant(done.tenant);
-        let api = labels::api(done.api);
         let code = done.status.map_or(0, |s| s.as_u16());
-        let labels = RequestLabels {
-            tenant: tenant.clone(),
-            api,
+        let business_unit = (done.api.is_some() && done.tenant.is_some()).then(|| {
+            let error = code >= 400 || code == 0;
+            let mid = self.names.mid(&tenant, done.account_id.map(|m| &**m));
+            (mid, if error { "error" } else { "ok" })
+        });
+        let key = RecordKey {
+            tenant,
+            api: labels::api(done.api),
             method: method_label(done.method),
             code,
+            token: done.token.map(Outcome::as_str),
+            business_unit,
+            upstream: done.upstream.is_some(),
         };
-        self.requests.with(&labels, Counter::inc);
+        self.by_request.with(
+            &key,
+            || self.series_of(&key),
+            |series| {
+                series.requests.inc();
+                let duration = done.duration.as_secs_f64();
+                series.request_duration.observe(duration);
+                if let (Some(histogram), Some(upstream)) =
+                    (&series.upstream_duration, done.upstream)
+                {
+                    histogram.observe(upstream.as_secs_f64());
+                }
+                series.bytes_in.inc_by(done.bytes_in);
+                series.bytes_out.inc_by(done.bytes_out);
+                if let Some(lookups) = &series.token_lookups {
+                    lookups.inc();
+                }
+                if let Some(requests) = &series.business_unit {
+                    requests.inc();
+                }
+            },
+        );
+        // Rare: looked up when they happen.
+        if done.replayed || done.throttled > 0 || done.throttle_retries > 0 {
+            let by_api = ApiLabels {
+                tenant: key.tenant,
+                api: key.api,
+            };
+            if done.replayed {
+                self.replays.get_or_create(&by_api).inc();
+            }
+            if done.throttled > 0 {
+                let answers = u64::from(done.throttled);
+                self.throttled.get_or_create(&by_api).inc_by(answers);
+            }
+            if done.throttle_retries > 0 {
+                let retries = u64::from(done.throttle_retries);
+                self.throttle_retries.get_or_create(&by_api).inc_by(retries);
+            }
+        }
+    }
+
+    /// The series a request with `key` records into, from their families
+    /// (created there on first use, as the exposition shows them).
+    fn series_of(&self, key: &RecordKey) -> Recorded {
         let by_api = ApiLabels {
-            tenant: tenant.clone(),
-            api,
+            tenant: key.tenant.clone(),
+            api: key.api,
         };
-        let duration = done.duration.as_secs_f64();
-        self.request_duration
-            .with(&by_api, |histogram| histogram.observe(duration));
-        if let Some(upstream) = done.upstream {
-            self.upstream_duration.with(&by_api, |histogram| {
-                histogram.observe(upstream.as_secs_f64())
-            });
-        }
-        self.bytes_in
-            .with(&by_api, |bytes| bytes.inc_by(done.bytes_in));
-        self.bytes_out
-            .with(&by_api, |bytes| bytes.inc_by(done.bytes_out));
-        if done.replayed {
-            self.replays.get_or_create(&by_api).inc();
-        }
-        if done.throttled > 0 {
-            let answers = u64::from(done.throttled);
-            self.throttled.get_or_create(&by_api).inc_by(answers);
-        }
-        if done.throttle_retries > 0 {
-            let retries = u64::from(done.throttle_retries);
-            self.throttle_retries.get_or_create(&by_api).inc_by(retries);
-        }
-        if let Some(outcome) = done.token {
-            let labels = LookupLabels {
-                tenant: tenant.clone(),
-                result: outcome.as_str(),
-            };
-            self.token_lookups.with(&labels, Counter::inc);
-        }
-        if done.api.is_some() && done.tenant.is_some() {
-            let error = code >= 400 || code == 0;
-            let labels = BusinessUnitLabels {
-                mid: self.names.mid(&tenant, done.account_id.map(|m| &**m)),
-                tenant,
-                outcome: if error { "error" } else { "ok" },
-            };
-            self.business_unit_requests.with(&labels, Counter::inc);
+        let requests = RequestLabels {
+            tenant: key.tenant.clone(),
+            api: key.api,
+            method: key.method,
+            code: key.code,
+        };
+        Recorded {
+            requests: self.requests.with(&requests, Counter::clone),
+            request_duration: self.request_duration.with(&by_api, Histogram::clone),
+            upstream_duration: key
+                .upstream
+                .then(|| self.upstream_duration.with(&by_api, Histogram::clone)),
+            bytes_in: self.bytes_in.with(&by_api, Counter::clone),
+            bytes_out: self.bytes_out.with(&by_api, Counter::clone),
+            token_lookups: key.token.map(|result| {
+                let labels = LookupLabels {
+                    tenant: key.tenant.clone(),
+                    result,
+                };
+                self.token_lookups.with(&labels, Counter::clone)
+            }),
+            business_unit: key.business_unit.as_ref().map(|(mid, outcome)| {
+                let labels = BusinessUnitLabels {
+                    tenant: key.tenant.clone(),
+                    mid: mid.clone(),
+                    outcome,
+                };
+                self.business_unit_requests.with(&labels, Counter::clone)
+            }),
         }
     }
 
@@ -417,6 +464,9 @@ impl Metrics {
     /// configuration reload); counts already made keep their labels.
     pub fn configure(&self, settings: &Settings) {
         self.names.configure(settings);
+        // Keys are label values, so none is wrong after a reload; but a
+        // removed tenant's would go on counting against the cap.
+        self.by_request.clear();
         self.zero_series(settings);
     }
 

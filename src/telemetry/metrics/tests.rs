@@ -224,3 +224,96 @@ async fn an_expired_token_keeps_its_expiry_in_the_past_so_alerts_stay_true() {
         "{expiry} is a minute in the past of {now}"
     );
 }
+
+#[test]
+fn requests_recorded_together_count_in_each_family_and_appear_with_first_use() {
+    let (metrics, _) = metrics();
+    let tenant: Arc<str> = Arc::from("acme");
+    let mid: Arc<str> = Arc::from("200");
+    // Refused before SFMC was asked: no token, no upstream duration.
+    let refused = RequestDone {
+        status: Some(StatusCode::FORBIDDEN),
+        upstream_status: None,
+        upstream: None,
+        token: None,
+        replayed: false,
+        throttled: 0,
+        throttle_retries: 0,
+        ..done(&tenant, &mid, &Method::POST)
+    };
+    for _ in 0..2 {
+        metrics.request_started();
+        metrics.request_done(&refused);
+    }
+    let text = metrics.encode();
+    assert!(
+        !text.contains("sfmc_proxy_upstream_duration_seconds_count{"),
+        "no upstream duration before SFMC is asked:\n{text}"
+    );
+    assert!(!text.contains("sfmc_proxy_token_lookups_total{"), "{text}");
+    let answered = RequestDone {
+        replayed: false,
+        throttled: 0,
+        throttle_retries: 0,
+        ..done(&tenant, &mid, &Method::POST)
+    };
+    for _ in 0..3 {
+        metrics.request_started();
+        metrics.request_done(&answered);
+    }
+    let text = metrics.encode();
+    for expected in [
+        r#"sfmc_proxy_requests_total{tenant="acme",api="rest",method="POST",code="403"} 2"#,
+        r#"sfmc_proxy_requests_total{tenant="acme",api="rest",method="POST",code="200"} 3"#,
+        r#"sfmc_proxy_request_duration_seconds_count{tenant="acme",api="rest"} 5"#,
+        r#"sfmc_proxy_upstream_duration_seconds_count{tenant="acme",api="rest"} 3"#,
+        r#"sfmc_proxy_request_body_bytes_total{tenant="acme",api="rest"} 50"#,
+        r#"sfmc_proxy_response_body_bytes_total{tenant="acme",api="rest"} 10000"#,
+        r#"sfmc_proxy_token_lookups_total{tenant="acme",result="hit"} 3"#,
+        r#"sfmc_proxy_business_unit_requests_total{tenant="acme",mid="200",outcome="error"} 2"#,
+        r#"sfmc_proxy_business_unit_requests_total{tenant="acme",mid="200",outcome="ok"} 3"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    assert!(!text.contains("sfmc_proxy_replays_total{"), "{text}");
+    assert_eq!(metrics.by_request.kept(), 2, "one combination each");
+}
+
+#[test]
+fn past_the_combinations_kept_requests_still_count() {
+    let (metrics, _) = metrics();
+    let tenant: Arc<str> = Arc::from("acme");
+    let mid: Arc<str> = Arc::from("100");
+    let methods = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    // 5 methods x 900 codes: more combinations than are kept.
+    for round in 0..2 {
+        for method in &methods {
+            for code in 100..1000 {
+                let answered = RequestDone {
+                    status: Some(StatusCode::from_u16(code).expect("code")),
+                    ..done(&tenant, &mid, method)
+                };
+                metrics.request_started();
+                metrics.request_done(&answered);
+            }
+        }
+        assert_eq!(metrics.by_request.kept(), 4096, "round {round}");
+    }
+    let text = metrics.encode();
+    for expected in [
+        r#"sfmc_proxy_requests_total{tenant="acme",api="rest",method="GET",code="100"} 2"#,
+        r#"sfmc_proxy_requests_total{tenant="acme",api="rest",method="DELETE",code="999"} 2"#,
+        r#"sfmc_proxy_request_duration_seconds_count{tenant="acme",api="rest"} 9000"#,
+        r#"sfmc_proxy_token_lookups_total{tenant="acme",result="hit"} 9000"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    metrics.configure(&settings());
+    assert_eq!(metrics.by_request.kept(), 0, "a reload forgets them");
+}
