@@ -7,30 +7,25 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 
 /// Selects the tenant by name.
-pub const X_SFMC_TENANT: HeaderName = HeaderName::from_static(X_SFMC_TENANT_STR);
-const X_SFMC_TENANT_STR: &str = "x-sfmc-tenant";
+pub const X_SFMC_TENANT: HeaderName = HeaderName::from_static("x-sfmc-tenant");
 /// Selects the business unit (MID).
-pub const X_SFMC_ACCOUNT_ID: HeaderName = HeaderName::from_static(X_SFMC_ACCOUNT_ID_STR);
-const X_SFMC_ACCOUNT_ID_STR: &str = "x-sfmc-account-id";
+pub const X_SFMC_ACCOUNT_ID: HeaderName = HeaderName::from_static("x-sfmc-account-id");
 /// Selects the token scope.
-pub const X_SFMC_SCOPE: HeaderName = HeaderName::from_static(X_SFMC_SCOPE_STR);
-const X_SFMC_SCOPE_STR: &str = "x-sfmc-scope";
+pub const X_SFMC_SCOPE: HeaderName = HeaderName::from_static("x-sfmc-scope");
 /// Inbound key, for clients that cannot set `Proxy-Authorization`.
-pub const X_PROXY_KEY: HeaderName = HeaderName::from_static(X_PROXY_KEY_STR);
-const X_PROXY_KEY_STR: &str = "x-proxy-key";
+pub const X_PROXY_KEY: HeaderName = HeaderName::from_static("x-proxy-key");
 
 /// Hop-by-hop headers named by RFC 9110 §7.6.1, plus the legacy ones proxies
-/// still see in the wild (`Keep-Alive`, `Proxy-Connection`). Lowercase, as
-/// `HeaderName::as_str` gives them.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// still see in the wild (`Keep-Alive`, `Proxy-Connection`).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Request headers that never reach SFMC besides the hop-by-hop ones: the
@@ -39,37 +34,56 @@ const HOP_BY_HOP: [&str; 8] = [
 /// answered `100-continue`; the upstream client does not wait for one), and
 /// `Cookie`: SFMC's APIs take none, and a browser on an allowed origin would
 /// otherwise send its session cookies for the proxy's host along.
-const REQUEST_ONLY: [&str; 9] = [
-    "authorization",
-    "cookie",
-    "proxy-authorization",
-    "host",
-    "expect",
-    X_SFMC_TENANT_STR,
-    X_SFMC_ACCOUNT_ID_STR,
-    X_SFMC_SCOPE_STR,
-    X_PROXY_KEY_STR,
+const REQUEST_ONLY: [HeaderName; 9] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::PROXY_AUTHORIZATION,
+    header::HOST,
+    header::EXPECT,
+    X_SFMC_TENANT,
+    X_SFMC_ACCOUNT_ID,
+    X_SFMC_SCOPE,
+    X_PROXY_KEY,
 ];
 
+// Compared as `HeaderName`s: a standard name is one small number against
+// another, where its text is a string comparison.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+    HOP_BY_HOP.contains(name)
 }
 
 fn is_request_only(name: &HeaderName) -> bool {
-    REQUEST_ONLY.contains(&name.as_str())
+    REQUEST_ONLY.contains(name)
 }
 
 /// Removes hop-by-hop headers, and the headers `Connection` names, in place.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    remove_connection_named(headers);
-    remove_where(headers, is_hop_by_hop);
+    strip(headers, is_hop_by_hop);
 }
 
 /// Prepares inbound request headers for SFMC: hop-by-hop headers and the
 /// request-only ones (credentials, control headers, `Host`, `Expect`) removed.
 pub fn strip_request_headers(headers: &mut HeaderMap) {
-    remove_connection_named(headers);
-    remove_where(headers, |name| is_hop_by_hop(name) || is_request_only(name));
+    strip(headers, |name| is_hop_by_hop(name) || is_request_only(name));
+}
+
+/// Removes the headers `Connection` names, then every header `doomed`
+/// names (`Connection` itself among them). One look at each name first:
+/// most heads carry none of these but `Connection`, and many not even that.
+fn strip(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let (mut any, mut connection) = (false, false);
+    for name in headers.keys() {
+        if doomed(name) {
+            any = true;
+            connection |= name == header::CONNECTION;
+        }
+    }
+    if connection {
+        remove_connection_named(headers);
+    }
+    if any {
+        remove_where(headers, doomed);
+    }
 }
 
 /// Removes every header whose name matches `doomed`.
@@ -102,7 +116,7 @@ fn remove_connection_named(headers: &mut HeaderMap) {
     let names_others = tokens().any(|token| {
         !HOP_BY_HOP
             .iter()
-            .any(|hop| hop.as_bytes().eq_ignore_ascii_case(token))
+            .any(|hop| hop.as_str().as_bytes().eq_ignore_ascii_case(token))
             && std::str::from_utf8(token).is_ok_and(|token| headers.contains_key(token))
     });
     if !names_others {
@@ -214,8 +228,9 @@ mod tests {
         ])));
         assert!(has_selectors(&map(&[("x-sfmc-anything", "a")])));
         // A selector named otherwise would be skipped by routing.
-        for selector in [X_SFMC_TENANT_STR, X_SFMC_ACCOUNT_ID_STR, X_SFMC_SCOPE_STR] {
-            assert!(selector.starts_with(SELECTOR_PREFIX), "{selector}");
+        for selector in [X_SFMC_TENANT, X_SFMC_ACCOUNT_ID, X_SFMC_SCOPE] {
+            let name = selector.as_str();
+            assert!(name.starts_with(SELECTOR_PREFIX), "{name}");
         }
     }
 
@@ -259,9 +274,9 @@ mod tests {
         for name in named {
             headers.remove(name);
         }
-        let extra: &[&str] = if request { &REQUEST_ONLY } else { &[] };
+        let extra: &[HeaderName] = if request { &REQUEST_ONLY } else { &[] };
         for name in HOP_BY_HOP.iter().chain(extra) {
-            headers.remove(*name);
+            headers.remove(name);
         }
     }
 
