@@ -65,14 +65,22 @@ impl ByRequest {
         create: impl FnOnce() -> Recorded,
         record: impl FnOnce(&Recorded),
     ) {
-        if let Some(series) = crate::sync::read(&self.0).get(key) {
-            return record(series);
-        }
+        let full = {
+            let kept = crate::sync::read(&self.0);
+            if let Some(series) = kept.get(key) {
+                return record(series);
+            }
+            kept.len() >= MAX_KEPT
+        };
         let series = create();
         record(&series);
-        let mut kept = crate::sync::write(&self.0);
-        if kept.len() < MAX_KEPT {
-            kept.entry(key.clone()).or_insert(series);
+        // Full: not even asked for the write lock, which would hold up every
+        // request's lookup for nothing.
+        if !full {
+            let mut kept = crate::sync::write(&self.0);
+            if kept.len() < MAX_KEPT {
+                kept.entry(key.clone()).or_insert(series);
+            }
         }
     }
 
