@@ -43,8 +43,10 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_REQUEST_ID: usize = 128;
 
 /// The request's id: the client's `x-request-id` when it is one value of
-/// printable ASCII (1 to 128 bytes), else a new random one put in its place,
-/// so that SFMC sees the same id as the log.
+/// printable ASCII without `"` or `\` (1 to 128 bytes: what a UUID, a trace
+/// id or any other sane id is, and what a log line can quote as it is), else
+/// a new random one put in its place, so that SFMC sees the same id as the
+/// log.
 pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     let mut values = headers.get_all(&X_REQUEST_ID).iter();
     if let (Some(value), None) = (values.next(), values.next())
@@ -58,7 +60,7 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
 }
 
 fn sane_request_id(id: &[u8]) -> bool {
-    (1..=MAX_REQUEST_ID).contains(&id.len()) && id.iter().all(|b| (b' '..=b'~').contains(b))
+    (1..=MAX_REQUEST_ID).contains(&id.len()) && super::line::all_plain(id)
 }
 
 /// 128 random bits in hex: unique enough to find one request in any log.
@@ -265,7 +267,8 @@ impl AccessRecord {
                 Some(StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE)
             );
         let line = AccessLine {
-            // Printable ASCII (see `request_id`): UTF-8's ASCII fast path.
+            // Printable ASCII without a quote or backslash (see
+            // `request_id`): UTF-8's ASCII fast path, and quoted unchecked.
             request_id: std::str::from_utf8(self.request_id.as_bytes()).unwrap_or("-"),
             method: &self.method,
             path: self
@@ -426,6 +429,15 @@ mod tests {
         }
         assert_ne!(ids(&[]).0, ids(&[]).0, "each new id differs");
         assert!(sane_request_id(&[b'a'; MAX_REQUEST_ID]));
-        assert!(!sane_request_id(b"a\tb"));
+        assert!(sane_request_id(b"00-4bf92f3577b34da6-01 x"));
+        for odd in [
+            &b"a\tb"[..],
+            b"say \"hi\"",
+            b"back\\slash",
+            b"caf\xc3\xa9",
+            b"",
+        ] {
+            assert!(!sane_request_id(odd), "{odd:?}");
+        }
     }
 }

@@ -20,6 +20,8 @@ pub const ACCESS: &str = "sfmc_proxy::access";
 
 /// One access event: the field names are the log's documented ones.
 pub struct AccessLine<'a> {
+    /// Plain: printable ASCII without a quote or backslash (see
+    /// `access::request_id`), written without looking.
     pub request_id: &'a str,
     pub method: &'a Method,
     pub path: Option<&'a str>,
@@ -94,7 +96,7 @@ impl AccessLine<'_> {
 
     fn fields<const JSON: bool>(&self, mut line: Encoder<'_, JSON>, debug: bool, now: SystemTime) {
         line.start(debug, now);
-        line.str(field!("request_id"), Some(self.request_id));
+        line.plain(field!("request_id"), self.request_id);
         line.bare(field!("method"), self.method.as_str());
         line.str(field!("path"), self.path);
         line.u64(field!("status"), self.status.map(u64::from));
@@ -199,9 +201,13 @@ impl<const JSON: bool> Encoder<'_, JSON> {
     /// One of the proxy's own words (api, token outcome, error code):
     /// plain ASCII, so quoted without looking.
     fn known(&mut self, name: Name, value: Option<&'static str>) {
-        let Some(value) = value else {
-            return;
-        };
+        if let Some(value) = value {
+            self.plain(name, value);
+        }
+    }
+
+    /// A string known to be plain (see [`all_plain`]): quoted as it is.
+    fn plain(&mut self, name: Name, value: &str) {
         debug_assert!(all_plain(value.as_bytes()), "{value}");
         self.name(name);
         self.out.push(b'"');
@@ -338,7 +344,7 @@ fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
 
 /// Whether every byte is [`plain`]: eight at a time (a request id, a path
 /// and a user agent are tens of bytes, and every line has them).
-fn all_plain(bytes: &[u8]) -> bool {
+pub(super) fn all_plain(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // A byte of `x` is 0 (exact as to whether there is one).

@@ -101,7 +101,8 @@ async fn the_request_id_goes_to_sfmc_and_back_and_an_odd_one_is_replaced() {
     let client = client();
     let odd = "x".repeat(200);
     let mut seen = Vec::new();
-    for id in [Some("client-id-42"), Some(odd.as_str()), None] {
+    let quoted = r#"say "hi" \ twice"#;
+    for id in [Some("client-id-42"), Some(odd.as_str()), Some(quoted), None] {
         let mut request = client.post(proxy.url("/hub/v1/echo")).body(vec![7u8; 1000]);
         if let Some(id) = id {
             request = request.header("x-request-id", id);
@@ -117,7 +118,7 @@ async fn the_request_id_goes_to_sfmc_and_back_and_an_odd_one_is_replaced() {
         );
         seen.push(returned);
     }
-    let access = proxy.access(3).await;
+    let access = proxy.access(4).await;
     assert_eq!(seen[0], "client-id-42", "the client's id is kept");
     for (id, event) in seen.iter().zip(&access) {
         assert_eq!(event["request_id"], id.as_str(), "{event}");
@@ -128,6 +129,7 @@ async fn the_request_id_goes_to_sfmc_and_back_and_an_odd_one_is_replaced() {
         assert!(made.bytes().all(|b| b.is_ascii_hexdigit()), "{made}");
     }
     assert_ne!(seen[1], seen[2]);
+    assert_ne!(seen[2], seen[3]);
     proxy.stop().await;
 }
 

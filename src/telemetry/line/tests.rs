@@ -105,7 +105,8 @@ fn the_encoded_line_is_tracing_subscribers_line() {
     let get = Method::GET;
     let odd = Method::from_bytes(b"PROPFIND").expect("method");
     let strange = AccessLine {
-        request_id: "id with \"quotes\" and \\",
+        // A sane id is plain (`access::request_id`): spaces, no quotes.
+        request_id: "id with spaces",
         path: Some("/caf\u{e9}/\u{1b}[31m/tab\there"),
         status: None,
         upstream_status: None,
@@ -113,7 +114,7 @@ fn the_encoded_line_is_tracing_subscribers_line() {
         queued_us: None,
         throttle_wait_us: None,
         client: "[::1]:8080".parse().expect("address"),
-        user_agent: Some("agent\u{7f}\u{85}\u{200b}\n"),
+        user_agent: Some("agent \"quoted\" \\ \u{7f}\u{85}\u{200b}\n"),
         tenant: None,
         account_id: None,
         api: None,
