@@ -267,10 +267,15 @@ impl<B: Send + 'static> Pool<B> {
 /// The instance's place in `hosts`, added at the end if it is new (slots are
 /// never removed, so a slot number stays valid).
 fn slot_in<B>(hosts: &mut Vec<HostPool<B>>, instance: &InstanceBase) -> usize {
-    if let Some(slot) = hosts
-        .iter()
-        .position(|h| h.authority == *instance.authority() && h.scheme == *instance.scheme())
-    {
+    // Byte-equal first: instances of one host come from the same token
+    // responses, and `Authority`'s own `==` compares case-insensitively, a
+    // byte at a time (some 100 instructions on every request).
+    let same = |h: &HostPool<B>| {
+        let authority = instance.authority();
+        (h.authority.as_str() == authority.as_str() || h.authority == *authority)
+            && h.scheme == *instance.scheme()
+    };
+    if let Some(slot) = hosts.iter().position(same) {
         return slot;
     }
     hosts.push(HostPool {
