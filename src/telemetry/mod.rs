@@ -10,6 +10,7 @@ mod line;
 pub mod metrics;
 mod writer;
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
@@ -109,10 +110,13 @@ pub fn init(format: LogFormat) -> LogGuard {
     }
 }
 
-/// Writes one access event (at debug when `debug`): encoded straight into
-/// the writer's waiting batch when `init` set that up, else as a `tracing`
-/// event.
+/// Writes one access event (at debug when `debug`): encoded into a reused
+/// buffer and handed to the writer when `init` set that up, else as a
+/// `tracing` event.
 fn write_access(line: &AccessLine<'_>, debug: bool) {
+    thread_local! {
+        static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
     let Some(lines) = ACCESS_LINES.get() else {
         line.event(debug);
         return;
@@ -121,8 +125,15 @@ fn write_access(line: &AccessLine<'_>, debug: bool) {
     if debug && !lines.debug {
         return;
     }
-    let now = SystemTime::now();
-    lines
-        .logs
-        .write_with(|batch| line.encode(lines.format, debug, now, batch));
+    let (format, logs) = (lines.format, lines.logs);
+    LINE.with(|buffer| {
+        let Ok(mut buffer) = buffer.try_borrow_mut() else {
+            return line.event(debug);
+        };
+        buffer.clear();
+        line.encode(format, debug, SystemTime::now(), &mut buffer);
+        logs.write_line(&buffer);
+        // A 1 KiB path and 256-byte user agent make a line well under 4 KiB.
+        buffer.shrink_to(4096);
+    });
 }

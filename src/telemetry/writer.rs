@@ -1,12 +1,9 @@
 //! Where log lines go: standard error, through a batching writer off the
-//! request path. A line is made straight into a buffer of its thread's own
-//! (one of a few shards, each behind its own lock, so threads never wait
-//! for each other while a line is made), with no system call; one thread,
-//! woken by the first line of a batch, writes what gathers in all shards in
-//! the next 2 ms in one `write(2)`, so a burst of lines is one write and one
-//! wake-up, and a slow reader of stderr (a full pipe, a stalled journald)
-//! never blocks a request. A thread's lines keep their order; lines of
-//! different threads within one batch are written shard by shard. Past
+//! request path. A line is copied into a shared buffer (one short lock, no
+//! system call); one thread, woken by the first line, writes what gathers
+//! in the next 2 ms in one `write(2)`, so a burst of lines is one write and
+//! one wake-up, and a slow reader of stderr
+//! (a full pipe, a stalled journald) never blocks a request. Past
 //! [`MAX_PENDING`] bytes waiting, a line is dropped and counted
 //! ([`dropped_lines`], the metric `sfmc_proxy_log_lines_dropped_total`),
 //! and so are the lines of a batch whose write fails.
@@ -16,14 +13,13 @@
 //! it are written at once, on the caller's thread, so none is lost.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 
-/// Bytes of lines that may wait for the writer (some 10,000 access lines),
-/// shared out among the shards: beyond its share a shard has fallen behind,
-/// and a new line is dropped rather than held in memory without bound or
-/// made to wait.
+/// Bytes of lines that may wait for the writer (some 10,000 access lines):
+/// beyond this it has fallen behind, and a new line is dropped rather than
+/// held in memory without bound or made to wait.
 pub const MAX_PENDING: usize = 4 * 1024 * 1024;
 
 /// How long the writer thread gathers lines after the first of a batch:
@@ -34,9 +30,6 @@ const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
 /// not pin megabytes for the rest of the process's life.
 const KEPT_CAPACITY: usize = 64 * 1024;
 
-/// Shards at most: one per CPU, as the runtime has worker threads.
-const MAX_SHARDS: usize = 64;
-
 type Output = Box<dyn Write + Send>;
 
 /// The batching writer: lines in, batches out on its own thread.
@@ -46,78 +39,38 @@ pub struct Batching {
 }
 
 struct Shared {
-    /// Lines waiting for the writer thread, a buffer per shard.
-    shards: Box<[Mutex<Vec<u8>>]>,
-    /// Bytes a shard may hold.
-    shard_limit: usize,
-    /// Set by the first line since the writer thread last took the shards:
-    /// that line wakes it.
-    pending: AtomicBool,
-    /// Set (under `state`, with `direct`) once the thread has ended.
-    finished: AtomicBool,
     state: Mutex<State>,
     wake: Condvar,
     dropped: AtomicU64,
+    max_pending: usize,
 }
 
 #[derive(Default)]
 struct State {
+    /// Lines waiting for the writer thread.
+    pending: Vec<u8>,
     /// Set by [`Batching::finish`]: the thread writes what waits and ends.
     closing: bool,
     /// The output once the thread has ended: lines go straight to it.
     direct: Option<Output>,
 }
 
-/// A panic while holding a lock leaves bytes, never a broken invariant:
-/// carry on with them.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Shared {
-    /// The calling thread's shard: threads take shards in turn, once.
-    fn shard(&self) -> &Mutex<Vec<u8>> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-        }
-        let index = SHARD.with(|shard| *shard) % self.shards.len();
-        &self.shards[index]
-    }
-
-    /// Moves every shard's lines to the end of `batch`.
-    fn take_all(&self, batch: &mut Vec<u8>) {
-        for shard in &self.shards {
-            let mut lines = lock(shard);
-            batch.extend_from_slice(&lines);
-            lines.clear();
-            lines.shrink_to(KEPT_CAPACITY);
-        }
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves bytes, never a broken
+        // invariant: carry on with them.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl Batching {
-    /// Starts the writer thread on `out`; at most `max_pending` bytes wait,
-    /// shared among as many shards as the machine has CPUs.
+    /// Starts the writer thread on `out`; at most `max_pending` bytes wait.
     pub fn start(out: impl Write + Send + 'static, max_pending: usize) -> std::io::Result<Self> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::with_shards(out, max_pending, cpus.min(MAX_SHARDS))
-    }
-
-    fn with_shards(
-        out: impl Write + Send + 'static,
-        max_pending: usize,
-        shards: usize,
-    ) -> std::io::Result<Self> {
-        let shards = shards.max(1);
         let shared = Arc::new(Shared {
-            shards: (0..shards).map(|_| Mutex::default()).collect(),
-            shard_limit: max_pending / shards,
-            pending: AtomicBool::new(false),
-            finished: AtomicBool::new(false),
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             dropped: AtomicU64::new(0),
+            max_pending,
         });
         let out: Output = Box::new(out);
         let worker = {
@@ -134,55 +87,22 @@ impl Batching {
 
     /// Queues one whole line (or several: what is given is kept together).
     pub fn write_line(&self, line: &[u8]) {
-        self.write_with(|pending| pending.extend_from_slice(line));
-    }
-
-    /// Queues the whole line(s) `encode` appends to the buffer it is given:
-    /// made straight into the calling thread's shard, under its lock.
-    /// `encode` must not log (it would wait for itself).
-    pub fn write_with(&self, encode: impl FnOnce(&mut Vec<u8>)) {
-        let shared = &*self.shared;
-        let mut lines = lock(shared.shard());
-        // Read under the shard's lock: `finish` sets it before it empties
-        // the shards, each under its lock, so a line is either in a shard
-        // it empties or written directly after them.
-        if shared.finished.load(Ordering::Acquire) {
-            drop(lines);
-            let mut line = Vec::new();
-            encode(&mut line);
-            if let Some(out) = &mut lock(&shared.state).direct {
-                let _ = out.write_all(&line).and_then(|()| out.flush());
-            }
+        let mut state = self.shared.lock();
+        if let Some(out) = &mut state.direct {
+            let _ = out.write_all(line).and_then(|()| out.flush());
             return;
         }
-        let start = lines.len();
-        if start >= shared.shard_limit {
-            // Fallen behind: nothing is made to be thrown away.
-            drop(lines);
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
+        if state.pending.len() + line.len() > self.shared.max_pending {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let mut made = Made {
-            lines: &mut lines,
-            start,
-            whole: false,
-        };
-        encode(made.lines);
-        made.whole = made.lines.len() <= shared.shard_limit;
-        let kept = made.whole;
-        drop(made);
-        drop(lines);
-        if !kept {
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        // Only the first line of a batch wakes the thread (a load first:
-        // the flag's cache line is then shared, not written, by the others).
-        if !shared.pending.load(Ordering::Relaxed) && !shared.pending.swap(true, Ordering::AcqRel) {
-            // Under the lock the thread checks the flag in before it waits:
-            // the wake-up cannot fall between its check and its wait.
-            let _state = lock(&shared.state);
-            shared.wake.notify_one();
+        // Only the first line of a batch wakes the thread: the others find
+        // it awake (writing the previous batch, or about to take this one).
+        let wake = state.pending.is_empty();
+        state.pending.extend_from_slice(line);
+        drop(state);
+        if wake {
+            self.shared.wake.notify_one();
         }
     }
 
@@ -197,41 +117,23 @@ impl Batching {
     pub fn finish(&self) {
         // Held to the end: a second caller returns only once the lines are
         // out (then finding nothing left to do).
-        let mut worker = lock(&self.worker);
+        let mut worker = self.worker.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(worker) = worker.take() else {
             return;
         };
-        lock(&self.shared.state).closing = true;
+        self.shared.lock().closing = true;
         self.shared.wake.notify_one();
-        let (mut out, mut broken) = match worker.join() {
-            Ok(ended) => ended,
+        let Ok((mut out, mut broken)) = worker.join() else {
             // The thread panicked (it does not): its output is gone, stderr
             // itself is the best left.
-            Err(_) => (Box::new(std::io::stderr()) as Output, false),
+            self.shared.lock().direct = Some(Box::new(std::io::stderr()));
+            return;
         };
-        let mut state = lock(&self.shared.state);
-        self.shared.finished.store(true, Ordering::Release);
+        let mut state = self.shared.lock();
         // What came in after the thread took its last batch.
-        let mut rest = Vec::new();
-        self.shared.take_all(&mut rest);
-        write_batch(&mut out, &rest, &self.shared, &mut broken);
+        write_batch(&mut out, &state.pending, &self.shared, &mut broken);
+        state.pending = Vec::new();
         state.direct = Some(out);
-    }
-}
-
-/// A line being made in a shard: cut back off again unless it is whole and
-/// fits (a panicking `encode` leaves no half line for the next to follow).
-struct Made<'a> {
-    lines: &'a mut Vec<u8>,
-    start: usize,
-    whole: bool,
-}
-
-impl Drop for Made<'_> {
-    fn drop(&mut self) {
-        if !self.whole {
-            self.lines.truncate(self.start);
-        }
     }
 }
 
@@ -242,8 +144,8 @@ fn write_batches(shared: &Shared, mut out: Output) -> (Output, bool) {
     let mut broken = false;
     loop {
         let closing = {
-            let mut state = lock(&shared.state);
-            while !shared.pending.load(Ordering::Acquire) && !state.closing {
+            let mut state = shared.lock();
+            while state.pending.is_empty() && !state.closing {
                 state = shared
                     .wake
                     .wait(state)
@@ -256,10 +158,11 @@ fn write_batches(shared: &Shared, mut out: Output) -> (Output, bool) {
             // one write and one wake-up for all of them.
             std::thread::sleep(BATCH_WINDOW);
         }
-        // Cleared before the shards are taken: a line added after its
-        // shard was taken finds the flag down and wakes the thread again.
-        shared.pending.store(false, Ordering::Release);
-        shared.take_all(&mut batch);
+        let closing = {
+            let mut state = shared.lock();
+            std::mem::swap(&mut state.pending, &mut batch);
+            state.closing
+        };
         write_batch(&mut out, &batch, shared, &mut broken);
         batch.clear();
         batch.shrink_to(KEPT_CAPACITY);
@@ -273,11 +176,6 @@ fn write_batches(shared: &Shared, mut out: Output) -> (Output, bool) {
 /// loses the batch: its lines are counted as dropped, and the next batch
 /// starts on a line of its own, not glued to half of one.
 fn write_batch(out: &mut Output, batch: &[u8], shared: &Shared, broken: &mut bool) {
-    // An empty batch (a wake-up whose line went in the batch before) has
-    // nothing to write, unless a line is still to be ended.
-    if batch.is_empty() && !*broken {
-        return;
-    }
     let repaired = match *broken {
         true => out.write_all(b"\n"),
         false => Ok(()),
@@ -437,8 +335,7 @@ mod tests {
             captured: captured.clone(),
             gate: Some((entered_tx, go_rx)),
         };
-        // One shard: the 30 bytes are all its own.
-        let logs = Batching::with_shards(out, 30, 1).expect("thread");
+        let logs = Batching::start(out, 30).expect("thread");
         logs.write_line(b"first\n");
         // The thread holds "first" in a write that does not return yet.
         entered.recv().expect("the thread writes");
@@ -456,94 +353,37 @@ mod tests {
     }
 
     #[test]
-    fn lines_of_many_threads_are_all_written_each_thread_s_in_order() {
+    fn lines_keep_the_order_they_were_written_in_across_threads() {
         let captured = Captured::default();
         let out = Gated {
             captured: captured.clone(),
             gate: None,
         };
-        let logs = Arc::new(Batching::with_shards(out, MAX_PENDING, 3).expect("thread"));
-        let threads: Vec<_> = (0..5)
-            .map(|t| {
-                let logs = logs.clone();
-                std::thread::spawn(move || {
-                    for i in 0..2000 {
-                        logs.write_with(|batch| {
-                            let _ = writeln!(batch, "thread {t} line {i}");
-                        });
-                    }
-                })
+        let logs = Arc::new(Batching::start(out, MAX_PENDING).expect("thread"));
+        // Two threads taking turns, each line written after the other's:
+        // the log must alternate as they did (one request's lines may come
+        // from two worker threads, and lines written one after the other
+        // must not come out the other way round within a batch).
+        let (to_one, at_one) = mpsc::channel::<()>();
+        let (to_zero, at_zero) = mpsc::channel::<()>();
+        let one = {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    at_one.recv().expect("turn");
+                    logs.write_line(format!("one {i}\n").as_bytes());
+                    to_zero.send(()).expect("pass");
+                }
             })
-            .collect();
-        for thread in threads {
-            thread.join().expect("writer thread");
-        }
-        logs.finish();
-        logs.write_line(b"after\n");
-        let text = captured.text();
-        let mut next = [0usize; 5];
-        for line in text.lines().take(10_000) {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let [_, t, _, i] = fields[..] else {
-                panic!("a torn line: {line:?}");
-            };
-            let (t, i): (usize, usize) = (t.parse().expect("t"), i.parse().expect("i"));
-            assert_eq!(i, next[t], "thread {t}'s lines out of order");
-            next[t] += 1;
-        }
-        assert_eq!(next, [2000; 5], "every line written once");
-        assert!(
-            text.ends_with("\nafter\n"),
-            "the line after finish comes last"
-        );
-        assert_eq!(logs.dropped_lines(), 0);
-    }
-
-    #[test]
-    fn a_full_shard_drops_the_line_it_would_have_made_and_keeps_the_rest_whole() {
-        let captured = Captured::default();
-        let (entered_tx, entered) = mpsc::channel();
-        let (go, go_rx) = mpsc::channel();
-        let out = Gated {
-            captured: captured.clone(),
-            gate: Some((entered_tx, go_rx)),
         };
-        let logs = Batching::with_shards(out, 20, 1).expect("thread");
-        logs.write_line(b"first\n");
-        entered.recv().expect("the thread writes");
-        // 12 bytes fit; the next 12 would pass 20: cut back, not torn.
-        logs.write_with(|batch| batch.extend_from_slice(b"twelve bytes"));
-        logs.write_with(|batch| batch.extend_from_slice(b"\nmore bytes\n"));
-        let mut asked = false;
-        logs.write_with(|batch| {
-            asked = true;
-            batch.extend_from_slice(b"x\n");
-        });
-        assert_eq!(logs.dropped_lines(), 1, "the second write did not fit");
-        assert!(asked, "under the limit a line is still made");
-        go.send(()).expect("let go");
+        for i in 0..200 {
+            logs.write_line(format!("zero {i}\n").as_bytes());
+            to_one.send(()).expect("pass");
+            at_zero.recv().expect("turn");
+        }
+        one.join().expect("thread");
         logs.finish();
-        assert_eq!(captured.text(), "first\ntwelve bytesx\n");
-    }
-
-    #[test]
-    fn a_line_whose_making_panics_leaves_nothing_behind() {
-        let captured = Captured::default();
-        let out = Gated {
-            captured: captured.clone(),
-            gate: None,
-        };
-        let logs = Batching::with_shards(out, MAX_PENDING, 1).expect("thread");
-        logs.write_line(b"before\n");
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            logs.write_with(|batch| {
-                batch.extend_from_slice(b"half a li");
-                panic!("a bug while making the line");
-            });
-        }));
-        assert!(panicked.is_err());
-        logs.write_line(b"after\n");
-        logs.finish();
-        assert_eq!(captured.text(), "before\nafter\n");
+        let expected: String = (0..200).map(|i| format!("zero {i}\none {i}\n")).collect();
+        assert_eq!(captured.text(), expected);
     }
 }
