@@ -13,7 +13,6 @@
 
 mod labels;
 mod recorded;
-mod series;
 mod state;
 
 use std::sync::Arc;
@@ -38,7 +37,6 @@ use labels::{
     TokenRequestLabels, method_label,
 };
 use recorded::{ByRequest, RecordKey, Recorded};
-use series::Series;
 use state::StateCollector;
 
 /// `Content-Type` of the exposition.
@@ -90,18 +88,19 @@ pub struct QueueMetrics {
 pub struct Metrics {
     registry: Registry,
     names: Arc<Names>,
-    // Recorded into by every request: looked up together through
-    // `by_request`, each made through its `Series`.
+    // Recorded into by every request: their series are found together
+    // through `by_request`, and looked up in these families only the first
+    // time (so a series must never be removed from them: see `recorded`).
     by_request: ByRequest,
-    requests: Series<RequestLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
     in_flight: Gauge,
-    request_duration: Series<ApiLabels, Histogram>,
-    upstream_duration: Series<ApiLabels, Histogram>,
-    bytes_in: Series<ApiLabels, Counter>,
-    bytes_out: Series<ApiLabels, Counter>,
-    business_unit_requests: Series<BusinessUnitLabels, Counter>,
+    request_duration: Family<ApiLabels, Histogram, fn() -> Histogram>,
+    upstream_duration: Family<ApiLabels, Histogram, fn() -> Histogram>,
+    bytes_in: Family<ApiLabels, Counter>,
+    bytes_out: Family<ApiLabels, Counter>,
+    business_unit_requests: Family<BusinessUnitLabels, Counter>,
     token_requests: Family<TokenRequestLabels, Counter>,
-    token_lookups: Series<LookupLabels, Counter>,
+    token_lookups: Family<LookupLabels, Counter>,
     replays: Family<ApiLabels, Counter>,
     throttled: Family<ApiLabels, Counter>,
     throttle_retries: Family<ApiLabels, Counter>,
@@ -278,15 +277,15 @@ impl Metrics {
             registry,
             names,
             by_request: ByRequest::default(),
-            requests: Series::new(requests),
+            requests,
             in_flight,
-            request_duration: Series::new(request_duration),
-            upstream_duration: Series::new(upstream_duration),
-            bytes_in: Series::new(bytes_in),
-            bytes_out: Series::new(bytes_out),
-            business_unit_requests: Series::new(business_unit_requests),
+            request_duration,
+            upstream_duration,
+            bytes_in,
+            bytes_out,
+            business_unit_requests,
             token_requests,
-            token_lookups: Series::new(token_lookups),
+            token_lookups,
             replays,
             throttled,
             throttle_retries,
@@ -389,19 +388,19 @@ impl Metrics {
             code: key.code,
         };
         Recorded {
-            requests: self.requests.with(&requests, Counter::clone),
-            request_duration: self.request_duration.with(&by_api, Histogram::clone),
+            requests: self.requests.get_or_create_owned(&requests),
+            request_duration: self.request_duration.get_or_create_owned(&by_api),
             upstream_duration: key
                 .upstream
-                .then(|| self.upstream_duration.with(&by_api, Histogram::clone)),
-            bytes_in: self.bytes_in.with(&by_api, Counter::clone),
-            bytes_out: self.bytes_out.with(&by_api, Counter::clone),
+                .then(|| self.upstream_duration.get_or_create_owned(&by_api)),
+            bytes_in: self.bytes_in.get_or_create_owned(&by_api),
+            bytes_out: self.bytes_out.get_or_create_owned(&by_api),
             token_lookups: key.token.map(|result| {
                 let labels = LookupLabels {
                     tenant: key.tenant.clone(),
                     result,
                 };
-                self.token_lookups.with(&labels, Counter::clone)
+                self.token_lookups.get_or_create_owned(&labels)
             }),
             business_unit: key.business_unit.as_ref().map(|(mid, outcome)| {
                 let labels = BusinessUnitLabels {
@@ -409,7 +408,7 @@ impl Metrics {
                     mid: mid.clone(),
                     outcome,
                 };
-                self.business_unit_requests.with(&labels, Counter::clone)
+                self.business_unit_requests.get_or_create_owned(&labels)
             }),
         }
     }

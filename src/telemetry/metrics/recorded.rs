@@ -9,10 +9,13 @@
 //! them at once, as clones of the families' own metrics: a series still
 //! appears in the exposition with its first use, and counts the same.
 //!
-//! The values are bounded labels (see `labels`), not what a caller sent; and
-//! the combinations kept are capped at [`MAX_KEPT`], past which a request's
-//! series are looked up one by one again (nothing is lost, it is only
-//! slower).
+//! The values are bounded labels (see `labels`), not what a caller sent, so
+//! FxHash (no defence against chosen collisions) is safe here; and the
+//! combinations kept are capped at [`MAX_KEPT`], past which a request's
+//! series are looked up in their families one by one (nothing is lost, it
+//! is only slower). The clones share their counts with the families, so a
+//! series must never be removed from its family: its counts would go on in
+//! the clone, unseen by the exposition.
 
 use std::sync::RwLock;
 
