@@ -30,6 +30,10 @@ pub enum Sender {
 pub enum BodyError {
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    /// SFMC's response body broke off or its framing did (the upstream
+    /// client's error; boxed so this module names no upstream type).
+    #[error("{0}")]
+    Sfmc(Box<dyn std::error::Error + Send + Sync>),
     #[error("the client sent no request body data for {0:?} (server.idle_timeout)")]
     ClientIdle(Duration),
     #[error(
@@ -58,6 +62,10 @@ impl<B> IdleTimeout<B> {
 
     pub fn get_ref(&self) -> &B {
         &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut B {
+        &mut self.inner
     }
 }
 

@@ -1,15 +1,16 @@
 //! Opening one upstream connection: DNS, TCP (with `TCP_NODELAY`), the
 //! egress proxy's tunnel when the route has one (`tunnel`), and TLS with
-//! ALPN for https instances, all within `upstream.connect_timeout`; then
-//! hyper's HTTP/1.1 or HTTP/2 handshake on top. The connection's task is
-//! spawned here; what comes back is the handle requests are sent through.
+//! ALPN for https instances, all within `upstream.connect_timeout`; then, for
+//! HTTP/2, hyper's handshake on top and its connection task spawned here.
+//! What comes back is the handle requests are sent through: for HTTP/1.1
+//! the connection itself (`h1`), which needs neither.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Scheme;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
@@ -20,6 +21,7 @@ use tokio_rustls::TlsConnector;
 
 use super::InstanceBase;
 use super::RequestBody;
+use super::h1;
 use super::tunnel;
 use crate::config::{Egress, Route};
 use crate::error::error_chain;
@@ -90,7 +92,7 @@ pub enum ConnectError {
 
 /// A fresh connection's request handle, by the protocol the server chose.
 pub enum Handle<B> {
-    Http1(http1::SendRequest<B>),
+    Http1(h1::Connection),
     Http2(http2::SendRequest<B>),
 }
 
@@ -277,17 +279,18 @@ async fn connect_first(
     Err(last)
 }
 
-/// hyper's handshake for the chosen protocol; the connection then runs in its
-/// own task until the last handle is dropped or the server closes it, `open`
-/// one higher meanwhile.
+/// The handle for the chosen protocol, `open` one higher while the
+/// connection lives: for HTTP/2 hyper's handshake, the connection then
+/// running in its own task until the last handle is dropped or the server
+/// closes it; for HTTP/1.1 the connection itself.
 async fn handshake<T, B>(io: T, http2: bool, open: &Gauge) -> Result<Handle<B>, ConnectError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     B: RequestBody,
 {
-    let io = TokioIo::new(io);
-    let failed = |e: hyper::Error| ConnectError::Handshake(error_chain(&e));
     if http2 {
+        let io = TokioIo::new(io);
+        let failed = |e: hyper::Error| ConnectError::Handshake(error_chain(&e));
         // Pings find a connection that died under a request (a NAT that
         // forgot it) in seconds rather than at `response_timeout`.
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
@@ -306,15 +309,8 @@ where
         });
         Ok(Handle::Http2(sender))
     } else {
-        let (sender, connection) = http1::handshake(io).await.map_err(failed)?;
-        let open = Raised::new(open);
-        tokio::spawn(async move {
-            let _open = open;
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %error_chain(&error), "upstream HTTP/1.1 connection ended");
-            }
-        });
-        Ok(Handle::Http1(sender))
+        // Our own client: no handshake, no task; the requests drive it.
+        Ok(Handle::Http1(h1::Connection::new(io, open)))
     }
 }
 

@@ -3,15 +3,19 @@
 //! `upstream.response_timeout`, and returns the response with its body still
 //! streaming.
 //!
-//! A request goes out on an idle connection when there is one. If that
-//! connection turns out to be closed before the request was written (the
-//! server ended an idle keep-alive connection just then), hyper hands the
-//! request back and it is sent again on a new connection — safe for any
-//! method, since nothing reached SFMC. If it was written and the connection
-//! closed with no answer, only a request the caller marks as repeatable goes
-//! out once more ([`Upstream::send_or_resend`]).
+//! HTTP/1.1 goes through the proxy's own client (`h1`), HTTP/2 through
+//! hyper's.
+//!
+//! A request goes out on an idle connection when there is one. A pooled
+//! connection the server has closed is passed over before anything is
+//! written (HTTP/1.1: one non-blocking read at checkout; HTTP/2: hyper hands
+//! the request back), and the request goes out on a new connection — safe
+//! for any method, since nothing reached SFMC. If it was written and the
+//! connection closed with no answer, only a request the caller marks as
+//! repeatable goes out once more ([`Upstream::send_or_resend`]).
 
 mod connect;
+mod h1;
 mod instance;
 mod pool;
 mod tunnel;
@@ -25,8 +29,9 @@ use crate::error::{ProxyError, error_chain};
 use crate::idle::{IdleTimeout, Sender};
 pub use connect::ConnectError;
 use connect::{Connector, Handle};
-use pool::{AfterGate, Checkout, Pool};
+use pool::{AfterGate, Checkout, Pool, Received};
 
+pub(crate) use h1::decode_response;
 pub use instance::{InstanceBase, InstanceRefused};
 pub use pool::UpstreamBody;
 pub use tunnel::probe as probe_egress;
@@ -117,7 +122,7 @@ impl<B: RequestBody> Upstream<B> {
     }
 
     /// SFMC's response body, cut if SFMC stops sending mid-way.
-    fn timed(&self, body: hyper::body::Incoming) -> IdleTimeout {
+    fn timed(&self, body: Received<B>) -> IdleTimeout<Received<B>> {
         IdleTimeout::new(body, self.idle_timeout, Sender::Sfmc)
     }
 
@@ -143,7 +148,7 @@ impl<B: RequestBody> Upstream<B> {
                 Checkout::Empty => Box::pin(self.connect(instance, slot)).await?,
             };
             let sent = match handle {
-                Handle::Http1(mut sender) => {
+                Handle::Http1(connection) => {
                     // HTTP/1.1 wants the origin form and a Host header; a
                     // forward proxy for a plain-http instance the absolute
                     // form and its credentials.
@@ -159,17 +164,24 @@ impl<B: RequestBody> Upstream<B> {
                                 .insert(header::PROXY_AUTHORIZATION, authorization.clone());
                         }
                     }
-                    match sender.try_send_request(request).await {
+                    return match connection.send(request).await {
                         Ok(response) => {
                             if let Some(proxy) = forwarded {
                                 refused_by_proxy(proxy, instance, response.status())?;
                             }
-                            return Ok(response.map(|body| {
-                                UpstreamBody::pooled(self.timed(body), &self.pool, slot, sender)
-                            }));
+                            Ok(response.map(|body| {
+                                UpstreamBody::pooled(
+                                    self.timed(Received::Http1(body)),
+                                    &self.pool,
+                                    slot,
+                                )
+                            }))
                         }
-                        Err(error) => error,
-                    }
+                        Err(failure) => Err(Failed {
+                            stale_connection: reused && failure.unanswered,
+                            error: ProxyError::UpstreamUnavailable(failure.message),
+                        }),
+                    };
                 }
                 Handle::Http2(mut sender) => {
                     // HTTP/2 takes `:scheme` and `:authority` from the URI.
@@ -177,9 +189,9 @@ impl<B: RequestBody> Upstream<B> {
                     *request.uri_mut() = absolute(instance, request.uri())?;
                     match sender.try_send_request(request).await {
                         Ok(response) => {
-                            return Ok(
-                                response.map(|body| UpstreamBody::unpooled(self.timed(body)))
-                            );
+                            return Ok(response.map(|body| {
+                                UpstreamBody::unpooled(self.timed(Received::Http2(body)))
+                            }));
                         }
                         Err(error) => error,
                     }
@@ -187,7 +199,7 @@ impl<B: RequestBody> Upstream<B> {
             };
             let mut failed = sent;
             match failed.take_message() {
-                // Never written: the pooled connection had just closed.
+                // Never written: the pooled HTTP/2 connection had just closed.
                 Some(unsent) if reused => {
                     tracing::debug!(error = %error_chain(failed.error()), "pooled upstream connection closed; sending on a new one");
                     request = unsent;
@@ -308,9 +320,6 @@ fn unsent_origin_form<B>(request: &Request<B>) -> Option<Uri> {
 mod tests {
     use std::time::Duration;
 
-    use hyper::client::conn::http1;
-    use hyper_util::rt::TokioIo;
-
     use super::*;
 
     /// The pool does not care what body it sends; the proxy's is not needed here.
@@ -375,27 +384,21 @@ mod tests {
     }
 
     /// A pooled connection whose server has just gone, before the client
-    /// side has noticed: what a keep-alive timeout on SFMC's side looks like
-    /// from here, at the worst moment.
+    /// side has read the close: what a keep-alive timeout on SFMC's side
+    /// looks like from here, at the worst moment.
     #[tokio::test]
-    async fn a_request_the_closing_pooled_connection_hands_back_goes_out_on_a_new_one() {
+    async fn a_pooled_connection_the_server_has_just_closed_is_passed_over_for_a_new_one() {
         let (_fake, instance) = fake_instance().await;
         let upstream = upstream();
         let (client_io, server_io) = tokio::io::duplex(1024);
-        let (mut dead, connection) = http1::handshake(TokioIo::new(client_io))
-            .await
-            .expect("handshake over a duplex pipe");
-        tokio::spawn(connection);
-        dead.ready().await.expect("ready");
+        let dead = h1::Connection::new(client_io, &Default::default());
         let (slot, _) = upstream.pool.checkout(&instance);
         upstream.pool.keep_idle(slot, dead);
-        // The peer goes; nothing yields before the request is sent, so the
-        // pool still thinks the connection is ready.
         drop(server_io);
         let response = upstream
             .send(&instance, get("/hub/v1/after-close"))
             .await
-            .expect("sent again on a new connection, not a 502");
+            .expect("sent on a new connection, not a 502");
         // The fake tenant answered (SFMC's 401: this request has no token),
         // on the one connection it has seen.
         assert_eq!(response.status(), 401);

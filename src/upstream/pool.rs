@@ -4,15 +4,15 @@
 //! sweep closes expired ones of a quiet instance too), the
 //! gate that lets one https connect at a time through until the instance's
 //! protocol is known, and the response body that gives its HTTP/1.1
-//! connection back when the response has been read to the end.
+//! connection back when the response has been read to the end (and the
+//! connection is fit for another request: `h1` decides).
 //!
 //! Why not hyper-util's pooled client: per request it hashes the pool key,
 //! spawns a task that waits for the connection to become idle again, and
 //! passes messages between tasks; that was a quarter of the proxy's
 //! instructions per request. Here a connection goes back to the pool from the
-//! response body's `Drop` (no task, unless the connection is still busy
-//! sending the request body) and the instance is found by comparing a few
-//! authorities.
+//! response body's `Drop` (no task) and the instance is found by comparing a
+//! few authorities.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -23,10 +23,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http_body::{Body, Frame, SizeHint};
-use hyper::client::conn::{http1, http2};
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
 use tokio::time::Instant;
 
-use super::InstanceBase;
+use super::{InstanceBase, RequestBody, h1};
 use crate::idle::{BodyError, IdleTimeout};
 
 /// Idle connections kept per instance: enough for a busy ETL job's
@@ -38,7 +39,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection taken from the pool, or none to take.
 pub enum Checkout<B> {
-    Http1(http1::SendRequest<B>),
+    Http1(h1::Connection),
     Http2(http2::SendRequest<B>),
     Empty,
 }
@@ -69,7 +70,7 @@ impl<B> Default for Pool<B> {
 struct HostPool<B> {
     scheme: Scheme,
     authority: Authority,
-    idle: VecDeque<Idle<B>>,
+    idle: VecDeque<Idle>,
     http2: Option<Shared<B>>,
     /// Set once an https connect to the instance negotiated HTTP/1.1: from
     /// then on, connects need not wait for each other.
@@ -100,8 +101,8 @@ pub enum AfterGate<B> {
     Connect,
 }
 
-struct Idle<B> {
-    sender: http1::SendRequest<B>,
+struct Idle {
+    connection: h1::Connection,
     since: Instant,
 }
 
@@ -115,16 +116,15 @@ impl<B: Send + 'static> Pool<B> {
         if let Some(sender) = host.shared_http2(now) {
             return (slot, Checkout::Http2(sender));
         }
-        while let Some(idle) = host.idle.pop_back() {
+        while let Some(mut idle) = host.idle.pop_back() {
             if now.duration_since(idle.since) > IDLE_TIMEOUT {
                 // The newest is too old, so are all the others.
                 host.idle.clear();
                 break;
             }
-            // Ready means the last exchange ended and the server has not
-            // closed the connection (as far as we know yet).
-            if idle.sender.is_ready() {
-                return (slot, Checkout::Http1(idle.sender));
+            // The server has not closed it (as far as we know yet).
+            if idle.connection.is_open() {
+                return (slot, Checkout::Http1(idle.connection));
             }
         }
         (slot, Checkout::Empty)
@@ -176,25 +176,8 @@ impl<B: Send + 'static> Pool<B> {
         }
     }
 
-    /// Puts an HTTP/1.1 connection whose exchange ended back, or, if it is
-    /// still sending the request body (SFMC answered early), does so once it
-    /// is done.
-    fn give_back(&self, slot: usize, mut sender: http1::SendRequest<B>) {
-        if sender.is_ready() {
-            self.keep_idle(slot, sender);
-        } else if !sender.is_closed()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let pool = self.clone();
-            runtime.spawn(async move {
-                if sender.ready().await.is_ok() {
-                    pool.keep_idle(slot, sender);
-                }
-            });
-        }
-    }
-
-    pub(super) fn keep_idle(&self, slot: usize, sender: http1::SendRequest<B>) {
+    /// Puts an HTTP/1.1 connection whose exchange ended cleanly back.
+    pub(super) fn keep_idle(&self, slot: usize, connection: h1::Connection) {
         let now = Instant::now();
         let mut hosts = self.lock();
         let Some(host) = hosts.get_mut(slot) else {
@@ -205,7 +188,10 @@ impl<B: Send + 'static> Pool<B> {
         if host.idle.len() >= MAX_IDLE_PER_HOST {
             host.idle.pop_front();
         }
-        host.idle.push_back(Idle { sender, since: now });
+        host.idle.push_back(Idle {
+            connection,
+            since: now,
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<HostPool<B>>> {
@@ -315,61 +301,104 @@ impl<B> HostPool<B> {
     }
 }
 
+/// SFMC's response body, as the protocol delivers it.
+pub enum Received<B> {
+    Http1(h1::ResponseBody<B>),
+    Http2(Incoming),
+}
+
+impl<B: RequestBody> Body for Received<B> {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Self::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Http1(body) => body.is_end_stream(),
+            Self::Http2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Http1(body) => body.size_hint(),
+            Self::Http2(body) => body.size_hint(),
+        }
+    }
+}
+
 /// An upstream response body. An HTTP/1.1 connection goes back to the pool
-/// when this is dropped after the body was read to the end; dropped earlier
-/// (the client went away), the connection is closed instead, since the rest
-/// of that response would still arrive on it.
-pub struct UpstreamBody<B: Send + 'static> {
-    inner: IdleTimeout,
-    ended: bool,
+/// when this is dropped after the body was read to the end and the
+/// connection is fit for more; dropped earlier (the client went away), the
+/// connection is closed instead, since the rest of that response would
+/// still arrive on it.
+pub struct UpstreamBody<B: RequestBody> {
+    inner: IdleTimeout<Received<B>>,
     give_back: Option<GiveBack<B>>,
 }
 
-struct GiveBack<B: Send + 'static> {
+struct GiveBack<B> {
     pool: Pool<B>,
     slot: usize,
-    sender: http1::SendRequest<B>,
 }
 
-impl<B: Send + 'static> UpstreamBody<B> {
-    pub fn pooled(
-        inner: IdleTimeout,
-        pool: &Pool<B>,
-        slot: usize,
-        sender: http1::SendRequest<B>,
-    ) -> Self {
+impl<B: RequestBody> UpstreamBody<B> {
+    /// An HTTP/1.1 body, whose connection goes back to `pool` at `slot`.
+    pub fn pooled(inner: IdleTimeout<Received<B>>, pool: &Pool<B>, slot: usize) -> Self {
         Self {
             inner,
-            ended: false,
             give_back: Some(GiveBack {
                 pool: pool.clone(),
                 slot,
-                sender,
             }),
         }
     }
 
     /// A body whose connection needs no giving back (HTTP/2 streams).
-    pub fn unpooled(inner: IdleTimeout) -> Self {
+    pub fn unpooled(inner: IdleTimeout<Received<B>>) -> Self {
         Self {
             inner,
-            ended: false,
             give_back: None,
         }
     }
 }
 
-impl<B: Send + 'static> Drop for UpstreamBody<B> {
+impl<B: RequestBody> Drop for UpstreamBody<B> {
     fn drop(&mut self) {
-        if let Some(back) = self.give_back.take()
-            && (self.ended || self.inner.is_end_stream())
-        {
-            back.pool.give_back(back.slot, back.sender);
+        let Some(back) = self.give_back.take() else {
+            return;
+        };
+        let Received::Http1(body) = self.inner.get_mut() else {
+            return;
+        };
+        match body.take_idle() {
+            Some(h1::AfterBody::Idle(connection)) => back.pool.keep_idle(back.slot, connection),
+            // SFMC answered before the upload's end: the client is still
+            // sending it. Bounded by the client's own idle timeout.
+            Some(h1::AfterBody::Uploading(rest)) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if let Some(connection) = rest.await {
+                            back.pool.keep_idle(back.slot, connection);
+                        }
+                    });
+                }
+            }
+            None => {}
         }
     }
 }
 
-impl<B: Send + 'static> Body for UpstreamBody<B> {
+impl<B: RequestBody> Body for UpstreamBody<B> {
     type Data = Bytes;
     type Error = BodyError;
 
@@ -377,16 +406,11 @@ impl<B: Send + 'static> Body for UpstreamBody<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        // A chunked body's end is only known by reading it.
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
-        }
-        polled
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || self.inner.is_end_stream()
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -10,9 +10,9 @@ fn instance() -> InstanceBase {
     InstanceBase::parse("http://127.0.0.1:9/", &[]).expect("loopback instance")
 }
 
-/// A connection to an in-memory HTTP/1.1 server that answers every
-/// request with `hello`; ready for a request once this returns.
-async fn connection() -> http1::SendRequest<TestBody> {
+/// A connection to an in-memory HTTP/1.1 server (hyper's) that answers
+/// every request with `hello`.
+async fn connection() -> h1::Connection {
     let (client, server_io) = tokio::io::duplex(4096);
     tokio::spawn(async move {
         let service = service_fn(|_request| async {
@@ -22,28 +22,23 @@ async fn connection() -> http1::SendRequest<TestBody> {
             .serve_connection(TokioIo::new(server_io), service)
             .await;
     });
-    let (mut sender, connection) = http1::handshake(TokioIo::new(client))
-        .await
-        .expect("handshake over a duplex pipe");
-    tokio::spawn(connection);
-    sender.ready().await.expect("connection ready");
-    sender
+    h1::Connection::new(client, &Default::default())
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_connection_is_reused_until_the_idle_timeout() {
-    let pool = Pool::default();
+    let pool = Pool::<TestBody>::default();
     let (slot, first) = pool.checkout(&instance());
     assert!(matches!(first, Checkout::Empty), "nothing pooled yet");
-    pool.give_back(slot, connection().await);
+    pool.keep_idle(slot, connection().await);
     assert_eq!(pool.idle_count(&instance()), 1);
     let (_, again) = pool.checkout(&instance());
-    let Checkout::Http1(sender) = again else {
+    let Checkout::Http1(connection) = again else {
         panic!("the idle connection is handed out");
     };
     assert_eq!(pool.idle_count(&instance()), 0, "taken, not copied");
 
-    pool.give_back(slot, sender);
+    pool.keep_idle(slot, connection);
     tokio::time::advance(IDLE_TIMEOUT + Duration::from_secs(1)).await;
     let (_, expired) = pool.checkout(&instance());
     assert!(matches!(expired, Checkout::Empty), "too old to trust");
@@ -52,22 +47,22 @@ async fn an_idle_connection_is_reused_until_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_response_read_to_the_end_gives_its_connection_back_and_a_dropped_one_does_not() {
-    let pool = Pool::default();
+    let pool = Pool::<TestBody>::default();
     let (slot, _) = pool.checkout(&instance());
     for read_to_end in [true, false] {
-        let mut sender = connection().await;
+        let connection = connection().await;
         let request = http::Request::builder()
             .uri("/")
             .header(http::header::HOST, "127.0.0.1:9")
             .body(TestBody::default())
             .expect("request");
-        let response = sender.send_request(request).await.expect("200");
+        let response = connection.send(request).await.expect("200");
         let timed = IdleTimeout::new(
-            response.into_body(),
+            Received::Http1(response.into_body()),
             Duration::from_secs(60),
             crate::idle::Sender::Sfmc,
         );
-        let mut body = UpstreamBody::pooled(timed, &pool, slot, sender);
+        let mut body = UpstreamBody::pooled(timed, &pool, slot);
         if read_to_end {
             let read = http_body_util::BodyExt::collect(&mut body).await;
             assert_eq!(read.expect("body").to_bytes(), "hello");
@@ -101,7 +96,7 @@ async fn http2_connection() -> http2::SendRequest<TestBody> {
 
 #[tokio::test(start_paused = true)]
 async fn the_shared_http2_connection_is_used_while_busy_and_dropped_when_idle_too_long() {
-    let pool = Pool::default();
+    let pool = Pool::<TestBody>::default();
     let https = InstanceBase::parse("https://localhost:9/", &[]).expect("loopback");
     let (slot, _) = pool.checkout(&https);
     assert!(
@@ -136,7 +131,7 @@ async fn the_shared_http2_connection_is_used_while_busy_and_dropped_when_idle_to
 async fn the_sweeper_closes_expired_connections_of_a_quiet_instance() {
     let pool = Pool::with_sweeper();
     let (slot, _) = pool.checkout(&instance());
-    pool.give_back(slot, connection().await);
+    pool.keep_idle(slot, connection().await);
     let https = InstanceBase::parse("https://localhost:9/", &[]).expect("loopback");
     let (h2_slot, _) = pool.checkout(&https);
     pool.share_http2(h2_slot, &http2_connection().await);
@@ -151,7 +146,7 @@ async fn the_sweeper_closes_expired_connections_of_a_quiet_instance() {
 
 #[tokio::test]
 async fn the_pool_keeps_at_most_max_idle_per_host() {
-    let pool = Pool::default();
+    let pool = Pool::<TestBody>::default();
     let (slot, _) = pool.checkout(&instance());
     for _ in 0..MAX_IDLE_PER_HOST + 3 {
         pool.keep_idle(slot, connection().await);
