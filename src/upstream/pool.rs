@@ -109,25 +109,36 @@ struct Idle {
 impl<B: Send + 'static> Pool<B> {
     /// The instance's slot number, and a live connection if one is idle.
     pub fn checkout(&self, instance: &InstanceBase) -> (usize, Checkout<B>) {
-        let mut hosts = self.lock();
-        let slot = slot_in(&mut hosts, instance);
-        let host = &mut hosts[slot];
-        let now = Instant::now();
-        if let Some(sender) = host.shared_http2(now) {
-            return (slot, Checkout::Http2(sender));
-        }
-        while let Some(mut idle) = host.idle.pop_back() {
-            if now.duration_since(idle.since) > IDLE_TIMEOUT {
-                // The newest is too old, so are all the others.
-                host.idle.clear();
-                break;
+        let slot = {
+            let mut hosts = self.lock();
+            let slot = slot_in(&mut hosts, instance);
+            if let Some(sender) = hosts[slot].shared_http2(Instant::now()) {
+                return (slot, Checkout::Http2(sender));
             }
+            slot
+        };
+        // Each candidate is looked at outside the lock: the look is a
+        // system call (or TLS work).
+        while let Some(mut idle) = self.newest_idle(slot) {
             // The server has not closed it (as far as we know yet).
             if idle.connection.is_open() {
                 return (slot, Checkout::Http1(idle.connection));
             }
         }
         (slot, Checkout::Empty)
+    }
+
+    /// The most recently used idle connection of `slot`, unless too old.
+    fn newest_idle(&self, slot: usize) -> Option<Idle> {
+        let mut hosts = self.lock();
+        let host = hosts.get_mut(slot)?;
+        let idle = host.idle.pop_back()?;
+        if Instant::now().duration_since(idle.since) > IDLE_TIMEOUT {
+            // The newest is too old, so are all the others.
+            host.idle.clear();
+            return None;
+        }
+        Some(idle)
     }
 
     /// The instance's slot number, without taking a connection.
@@ -383,14 +394,10 @@ impl<B: RequestBody> Drop for UpstreamBody<B> {
         match body.take_idle() {
             Some(h1::AfterBody::Idle(connection)) => back.pool.keep_idle(back.slot, connection),
             // SFMC answered before the upload's end: the client is still
-            // sending it. Bounded by the client's own idle timeout.
-            Some(h1::AfterBody::Uploading(rest)) => {
+            // sending it (bounded by the client's own idle timeout).
+            Some(h1::AfterBody::Drain(rest)) => {
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    runtime.spawn(async move {
-                        if let Some(connection) = rest.await {
-                            back.pool.keep_idle(back.slot, connection);
-                        }
-                    });
+                    runtime.spawn(rest);
                 }
             }
             None => {}

@@ -1,7 +1,9 @@
 //! SFMC's response body, read off the connection as the proxy passes it on:
 //! pieces of the read buffer, never copied. It owns the connection, and
 //! gives it up for reuse ([`ResponseBody::take_idle`]) only after a clean
-//! end; an unfinished upload of an early answer is kept going meanwhile.
+//! end. An upload SFMC answered before its end is kept going while the
+//! response streams (a server may read on before it sends the body), but
+//! that connection is not used again.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -32,9 +34,8 @@ pub enum BodyReadError {
 /// A finished response's connection, see [`ResponseBody::take_idle`].
 pub enum AfterBody {
     Idle(Connection),
-    /// Sends the rest of the request body, then hands the connection back
-    /// if it can carry another request.
-    Uploading(std::pin::Pin<Box<dyn Future<Output = Option<Connection>> + Send>>),
+    /// Reads the rest of the client's request body, for nothing.
+    Drain(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>),
 }
 
 impl From<BodyReadError> for BodyError {
@@ -99,43 +100,39 @@ impl<B: RequestBody> ResponseBody<B> {
     }
 
     /// What becomes of the connection once the body was read to its end:
-    /// kept for the next request, or first the rest of an upload SFMC
-    /// answered early (the client is still sending it, and its connection
-    /// would break if the proxy stopped reading). `None`: it closes (the
-    /// body did not end, or nothing may follow on it).
+    /// kept for the next request, or, if SFMC answered before the upload's
+    /// end, closed while the rest of the client's body is read and dropped
+    /// (the client is still sending it, and its connection would break if
+    /// the proxy stopped reading; SFMC is not sent it: it has answered, and
+    /// might not read it, or read it as a request of its own). `None`: it
+    /// closes (the body did not end, or nothing may follow on it).
     pub fn take_idle(&mut self) -> Option<AfterBody> {
         if !matches!(self.reading, Reading::Done) {
             return None;
         }
-        let mut connection = self.connection.take()?;
-        let Some(mut upload) = self.upload.take() else {
-            return Some(AfterBody::Idle(connection));
-        };
-        let keep_alive = self.keep_alive;
-        Some(AfterBody::Uploading(Box::pin(async move {
-            std::future::poll_fn(|cx| upload.poll_write(cx, &mut *connection.io))
-                .await
-                .ok()?;
-            connection.write = upload.into_buffer();
-            keep_alive.then_some(connection)
-        })))
+        if let Some(upload) = self.upload.take() {
+            self.connection = None;
+            let mut body = upload.into_body()?;
+            return Some(AfterBody::Drain(Box::pin(async move {
+                // The client's own idle timeout bounds this.
+                while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+            })));
+        }
+        self.connection.take().map(AfterBody::Idle)
     }
 
     /// The body has been read to its end: the connection stays for reuse
-    /// only if nothing may be left on it — or, while an upload is still
-    /// going, to finish that first.
+    /// only if nothing may be left on it.
     fn finish(&mut self) {
         self.reading = Reading::Done;
         let clean = self.keep_alive
+            && self.upload.is_none()
             && self
                 .connection
                 .as_ref()
                 .is_some_and(|connection| connection.read.is_empty());
         if !clean {
-            self.keep_alive = false;
-            if self.upload.is_none() {
-                self.connection = None;
-            }
+            self.connection = None;
         }
     }
 

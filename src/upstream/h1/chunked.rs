@@ -10,6 +10,9 @@ use http::header::{HeaderName, HeaderValue};
 
 /// A chunk-size line (size and extensions) longer than this is refused.
 const MAX_SIZE_LINE: usize = 4 * 1024;
+/// Nor may a body's chunk extensions add up to more (hyper's limit): a
+/// server would otherwise make the proxy read kilobytes for every byte.
+const MAX_EXTENSIONS: usize = 16 * 1024;
 /// Nor may the trailer section exceed this.
 const MAX_TRAILERS: usize = 16 * 1024;
 const MAX_TRAILER_FIELDS: usize = 64;
@@ -46,11 +49,16 @@ pub struct ChunkError(&'static str);
 #[derive(Debug)]
 pub struct Decoder {
     state: State,
+    /// Bytes of chunk-size lines beyond their sizes, so far.
+    extensions: usize,
 }
 
 impl Default for Decoder {
     fn default() -> Self {
-        Self { state: State::Size }
+        Self {
+            state: State::Size,
+            extensions: 0,
+        }
     }
 }
 
@@ -63,7 +71,11 @@ impl Decoder {
                     let Some(line) = line(buf, MAX_SIZE_LINE)? else {
                         return Ok(Decoded::NeedMore);
                     };
-                    let size = chunk_size(&buf[..line])?;
+                    let (size, digits) = chunk_size(&buf[..line])?;
+                    self.extensions += line - digits;
+                    if self.extensions > MAX_EXTENSIONS {
+                        return Err(ChunkError("chunk extensions too long"));
+                    }
                     let _ = buf.split_to(line + 2);
                     self.state = match size {
                         0 => State::Trailers,
@@ -117,6 +129,14 @@ impl Decoder {
         if length > MAX_TRAILERS {
             return Err(ChunkError("trailer section too long"));
         }
+        // httparse takes a bare LF for a line end; RFC 9112 and hyper do not.
+        if buf[..length]
+            .iter()
+            .enumerate()
+            .any(|(at, &b)| b == b'\n' && (at == 0 || buf[at - 1] != b'\r'))
+        {
+            return Err(ChunkError("a bare LF in the trailer section"));
+        }
         let mut trailers = HeaderMap::with_capacity(parsed.len());
         for field in parsed {
             let name = HeaderName::from_bytes(field.name.as_bytes())
@@ -145,8 +165,9 @@ fn line(buf: &BytesMut, max: usize) -> Result<Option<usize>, ChunkError> {
     }
 }
 
-/// `1*HEXDIG *WSP [";" extensions]`, extensions ignored.
-fn chunk_size(line: &[u8]) -> Result<u64, ChunkError> {
+/// `1*HEXDIG *WSP [";" extensions]`, extensions ignored: the size, and
+/// how many digits it took.
+fn chunk_size(line: &[u8]) -> Result<(u64, usize), ChunkError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
         return Err(ChunkError("no chunk size"));
@@ -163,7 +184,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, ChunkError> {
     if !rest.is_empty() && rest[0] != b';' {
         return Err(ChunkError("junk after the chunk size"));
     }
-    Ok(size)
+    Ok((size, digits))
 }
 
 #[cfg(test)]
@@ -227,6 +248,18 @@ mod tests {
         }
         let long = [b"1;".as_slice(), &[b'x'; MAX_SIZE_LINE]].concat();
         assert!(decode_in_steps(&long, 64).is_err(), "endless extensions");
+        // Short lines, but extensions without end over many chunks.
+        let ext = [b"1;".as_slice(), &[b'x'; 1000], b"\r\na\r\n"].concat();
+        let many: Vec<u8> = ext.repeat(17).into_iter().chain(*b"0\r\n\r\n").collect();
+        assert_eq!(
+            decode_in_steps(&many, many.len()),
+            Err(ChunkError("chunk extensions too long"))
+        );
+        let some: Vec<u8> = ext.repeat(15).into_iter().chain(*b"0\r\n\r\n").collect();
+        assert!(
+            decode_in_steps(&some, some.len()).is_ok(),
+            "15 KB of them pass"
+        );
     }
 
     #[test]

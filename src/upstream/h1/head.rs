@@ -102,7 +102,7 @@ pub fn encode_request(out: &mut Vec<u8>, parts: &request::Parts, body: BodyHint)
 
 /// `name: value\r\n`. `HeaderName` and `HeaderValue` hold no CR or LF, so
 /// nothing a client sent can end the line early.
-pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -192,10 +192,24 @@ pub fn parse_response(
             })?;
             headers.append(name, value);
         }
-        let _ = buf.split_to(length);
+        if version == Version::HTTP_10 && noted.transfer_encoding {
+            // RFC 9112 §6.1: faulty framing, whatever Content-Length says.
+            return Err(HeadError::Invalid(
+                "an HTTP/1.0 response with Transfer-Encoding".into(),
+            ));
+        }
         let (mut response, ()) = http::Response::new(()).into_parts();
         response.status = status;
         response.version = version;
+        // SFMC's own words, as hyper's client kept them (and hyper's server
+        // writes them back out).
+        if let Some(reason) = parsed.reason
+            && status.canonical_reason() != Some(reason)
+            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes())
+        {
+            response.extensions.insert(reason);
+        }
+        let _ = buf.split_to(length);
         let (framing, keep_alive) = framing(&mut headers, &noted, status, head_request)?;
         response.headers = headers;
         return Ok(Some(ResponseHead {

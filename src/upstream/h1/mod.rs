@@ -116,9 +116,14 @@ impl Connection {
             upload: Some(Upload::new(head, outgoing, body)),
             write_failed: None,
             head_request,
+            received: false,
         };
         let head = poll_fn(|cx| exchange.poll_head(cx, &mut self)).await?;
-        let keep_alive = head.keep_alive && exchange.write_failed.is_none();
+        // Answered before the whole request was sent: SFMC may not read the
+        // rest, or read it as a request of its own, so the connection is
+        // not used again.
+        let keep_alive =
+            head.keep_alive && exchange.write_failed.is_none() && exchange.upload.is_none();
         let body = ResponseBody::new(self, head.framing, keep_alive, exchange.upload);
         Ok(Response::from_parts(head.parts, body))
     }
@@ -140,6 +145,8 @@ struct Exchange<B> {
     /// Writing failed; the answer may have come before.
     write_failed: Option<std::io::Error>,
     head_request: bool,
+    /// Some bytes of an answer arrived (perhaps only a 1xx head).
+    received: bool,
 }
 
 impl<B: RequestBody> Exchange<B> {
@@ -181,14 +188,16 @@ impl<B: RequestBody> Exchange<B> {
                     }));
                 }
             }
-            let nothing_yet = connection.read.is_empty();
             let failed = match connection.poll_read(cx, READ_BUFFER) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => None,
-                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Ok(_)) => {
+                    self.received = true;
+                    continue;
+                }
                 Poll::Ready(Err(error)) => Some(error),
             };
-            return Poll::Ready(Err(self.ended(failed, nothing_yet)));
+            return Poll::Ready(Err(self.ended(failed, !self.received)));
         }
     }
 

@@ -9,10 +9,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
-use http::HeaderMap;
 
 use super::Io;
-use super::head::{Outgoing, put_field};
+use super::head::Outgoing;
 use crate::upstream::RequestBody;
 
 /// Why the request could not be written.
@@ -135,7 +134,7 @@ impl<B: RequestBody> Upload<B> {
         frame: Option<Result<http_body::Frame<Bytes>, B::Error>>,
     ) -> Result<(), UploadError> {
         let frame = match frame {
-            None => return self.end(None),
+            None => return self.end(),
             Some(Err(error)) => {
                 self.body = None;
                 let error: Box<dyn std::error::Error + Send + Sync> = error.into();
@@ -148,7 +147,8 @@ impl<B: RequestBody> Upload<B> {
         };
         let data = match frame.into_data() {
             Ok(data) => data,
-            Err(frame) => return self.end(frame.into_trailers().ok()),
+            // Trailers: the last frame.
+            Err(_trailers) => return self.end(),
         };
         // An empty chunk would end a chunked body.
         if data.is_empty() {
@@ -177,8 +177,11 @@ impl<B: RequestBody> Upload<B> {
         Ok(())
     }
 
-    /// The body has ended (with trailers, for a chunked one to send).
-    fn end(&mut self, trailers: Option<HeaderMap>) -> Result<(), UploadError> {
+    /// The body has ended. Trailers the client sent are not passed on: they
+    /// could carry what the head may not (credentials, the proxy's control
+    /// headers, framing), and hyper's client, which sends only those a
+    /// `Trailer` header (hop-by-hop, so stripped) names, sent none either.
+    fn end(&mut self) -> Result<(), UploadError> {
         self.body = None;
         match self.outgoing {
             Outgoing::Length(_) if self.owed > 0 => Err(UploadError::Body(format!(
@@ -186,18 +189,16 @@ impl<B: RequestBody> Upload<B> {
                 self.owed
             ))),
             Outgoing::Chunked => {
-                self.framing.extend_from_slice(b"0\r\n");
-                for (name, value) in trailers.iter().flatten() {
-                    put_field(
-                        &mut self.framing,
-                        name.as_str().as_bytes(),
-                        value.as_bytes(),
-                    );
-                }
-                self.framing.extend_from_slice(b"\r\n");
+                self.framing.extend_from_slice(b"0\r\n\r\n");
                 Ok(())
             }
             Outgoing::Length(_) | Outgoing::Empty => Ok(()),
         }
+    }
+
+    /// The client's body, unsent: what SFMC answered before it was all
+    /// sent, to be read to its end and dropped (see `ResponseBody`).
+    pub fn into_body(self) -> Option<B> {
+        self.body
     }
 }
