@@ -191,9 +191,13 @@ impl<B: RequestBody> Body for ResponseBody<B> {
                         }
                         return Poll::Ready(Some(Ok(Frame::data(piece))));
                     }
-                    usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(MAX_BODY_READ)
+                    // Room for the rest, or a whole body read's worth for
+                    // a large one (so that the buffer, reused, takes the
+                    // next large response at once).
+                    match usize::try_from(*left) {
+                        Ok(left) if left <= READ_BUFFER => left,
+                        _ => MAX_BODY_READ,
+                    }
                 }
                 Reading::Chunked(decoder) => match decoder.decode(&mut connection.read) {
                     Ok(Decoded::Data(piece)) => return Poll::Ready(Some(Ok(Frame::data(piece)))),
@@ -205,7 +209,7 @@ impl<B: RequestBody> Body for ResponseBody<B> {
                         this.finish();
                         return Poll::Ready(None);
                     }
-                    Ok(Decoded::NeedMore) => READ_BUFFER,
+                    Ok(Decoded::NeedMore) => MAX_BODY_READ,
                     Err(error) => return this.fail(error.into()),
                 },
                 Reading::Close => {

@@ -24,6 +24,7 @@ mod chunked;
 mod head;
 mod upload;
 
+use std::any::Any;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -32,6 +33,8 @@ use bytes::BytesMut;
 use http::{Method, Request, Response};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::RequestBody;
 use crate::gauge::Raised;
@@ -40,7 +43,7 @@ use head::{BodyHint, ResponseHead};
 use upload::{Upload, UploadError};
 
 /// What a connection runs over: TCP, or TLS on TCP (or a tunnel).
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+pub trait Io: Any + AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// The read buffer's first size, and the least room a read of a head gets.
@@ -81,16 +84,29 @@ impl Connection {
     }
 
     /// Whether the connection still looks usable: SFMC has neither closed
-    /// it nor sent anything unasked since the last exchange (one
-    /// non-blocking read; hyper's connection task learns the same by
-    /// reading all along).
+    /// it nor sent anything unasked since the last exchange (the socket's
+    /// readiness, and if it was readable one non-blocking read; hyper's
+    /// connection task learns the same by reading all along).
     pub fn is_open(&mut self) -> bool {
         if !self.read.is_empty() {
             return false;
         }
+        let mut cx = Context::from_waker(Waker::noop());
+        // Over TCP (or TLS on TCP, how SFMC is reached): the socket has not
+        // been readable since the last read, which drained it, so nothing
+        // came, not even a close, and no system call is needed to know.
+        let io: &dyn Any = &*self.io;
+        let tcp = match io.downcast_ref::<TcpStream>() {
+            Some(tcp) => Some(tcp),
+            None => io
+                .downcast_ref::<TlsStream<TcpStream>>()
+                .map(|tls| tls.get_ref().0),
+        };
+        if tcp.is_some_and(|tcp| tcp.poll_read_ready(&mut cx).is_pending()) {
+            return true;
+        }
         let mut byte = [0u8; 1];
         let mut buf = ReadBuf::new(&mut byte);
-        let mut cx = Context::from_waker(Waker::noop());
         // Pending: nothing to read, the connection is open.
         Pin::new(&mut *self.io)
             .poll_read(&mut cx, &mut buf)
@@ -130,8 +146,14 @@ impl Connection {
 
     /// Reads more of SFMC's answer, with room for at least `want` bytes.
     fn poll_read(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<std::io::Result<usize>> {
+        if self.read.is_empty() {
+            // All of the buffer again, once the pieces passed on earlier are
+            // gone: a response as large as the buffer has grown to comes in
+            // one read (no allocation; nothing happens if it is smaller).
+            let _ = self.read.try_reclaim(MAX_BODY_READ);
+        }
         if self.read.capacity() - self.read.len() < want {
-            // In place when the pieces passed on earlier are gone.
+            // In place too when it can be.
             self.read.reserve(want);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut *self.io), cx, &mut self.read)

@@ -461,3 +461,29 @@ async fn a_kept_connection_carries_the_next_request_and_reuses_its_read_buffer()
     }
     assert_eq!(starts[0], starts[1], "the same read buffer, in place");
 }
+
+/// Over TCP the check reads the socket's readiness (no system call while
+/// nothing came) and sees a close once the runtime has learnt of it.
+#[tokio::test]
+async fn a_tcp_connection_the_server_closed_is_seen_closed_and_an_idle_one_open() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let client = TcpStream::connect(addr).await.expect("connect");
+    let (server, _) = listener.accept().await.expect("accept");
+    let mut connection = Connection::new(client, &Gauge::default());
+    assert!(connection.is_open(), "nothing sent, nothing closed");
+    drop(server);
+    // The close is seen once the runtime's I/O driver has run: yielding
+    // lets it poll, without waiting on a clock.
+    let mut seen = false;
+    for _ in 0..10_000 {
+        if !connection.is_open() {
+            seen = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(seen, "the server's close was never seen");
+}
