@@ -182,6 +182,7 @@ impl<const JSON: bool> Encoder<'_, JSON> {
         }
     }
 
+    #[inline(always)]
     fn name(&mut self, name: Name) {
         let name = match Self::FORMAT {
             LogFormat::Text => name.text,
@@ -190,6 +191,7 @@ impl<const JSON: bool> Encoder<'_, JSON> {
         self.out.extend_from_slice(name.as_bytes());
     }
 
+    #[inline(always)]
     fn str(&mut self, name: Name, value: Option<&str>) {
         let Some(value) = value else {
             return;
@@ -200,6 +202,7 @@ impl<const JSON: bool> Encoder<'_, JSON> {
 
     /// One of the proxy's own words (api, token outcome, error code):
     /// plain ASCII, so quoted without looking.
+    #[inline(always)]
     fn known(&mut self, name: Name, value: Option<&'static str>) {
         if let Some(value) = value {
             self.plain(name, value);
@@ -207,6 +210,7 @@ impl<const JSON: bool> Encoder<'_, JSON> {
     }
 
     /// A string known to be plain (see [`all_plain`]): quoted as it is.
+    #[inline(always)]
     fn plain(&mut self, name: Name, value: &str) {
         debug_assert!(all_plain(value.as_bytes()), "{value}");
         self.name(name);
@@ -277,6 +281,7 @@ impl<const JSON: bool> Encoder<'_, JSON> {
         }
     }
 
+    #[inline(always)]
     fn u64(&mut self, name: Name, value: Option<u64>) {
         let Some(value) = value else {
             return;
@@ -286,6 +291,7 @@ impl<const JSON: bool> Encoder<'_, JSON> {
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
+    #[inline(always)]
     fn bool(&mut self, name: Name, value: bool) {
         self.name(name);
         let text: &[u8] = if value { b"true" } else { b"false" };
