@@ -185,9 +185,17 @@ pub fn parse_response(
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| HeadError::Invalid(format!("bad header name {:?}", field.name)))?;
             noted.note(&name, field.value);
-            let start = field.value.as_ptr() as usize - base;
-            let value = bytes.slice(start..start + field.value.len());
-            let value = HeaderValue::from_maybe_shared(value).map_err(|_| {
+            // The value's place in the head (httparse's slices are of the
+            // buffer parsed); copied instead should one ever not be.
+            let place = (field.value.as_ptr() as usize)
+                .checked_sub(base)
+                .map(|start| start..start + field.value.len())
+                .filter(|place| place.end <= length);
+            let value = match place {
+                Some(place) => HeaderValue::from_maybe_shared(bytes.slice(place)),
+                None => HeaderValue::from_bytes(field.value),
+            };
+            let value = value.map_err(|_| {
                 HeadError::Invalid(format!("bad value in the {} header", field.name))
             })?;
             headers.append(name, value);
