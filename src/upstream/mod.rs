@@ -8,8 +8,8 @@
 //!
 //! A request goes out on an idle connection when there is one. A pooled
 //! connection the server has closed is passed over before anything is
-//! written (HTTP/1.1: one non-blocking read at checkout; HTTP/2: hyper hands
-//! the request back), and the request goes out on a new connection — safe
+//! written (HTTP/1.1: its socket's readiness at checkout, a non-blocking
+//! read if it became readable; HTTP/2: hyper hands the request back), and the request goes out on a new connection — safe
 //! for any method, since nothing reached SFMC. If it was written and the
 //! connection closed with no answer, only a request the caller marks as
 //! repeatable goes out once more ([`Upstream::send_or_resend`]).

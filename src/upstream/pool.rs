@@ -109,36 +109,30 @@ struct Idle {
 impl<B: Send + 'static> Pool<B> {
     /// The instance's slot number, and a live connection if one is idle.
     pub fn checkout(&self, instance: &InstanceBase) -> (usize, Checkout<B>) {
-        let slot = {
+        let (slot, mut candidate) = {
             let mut hosts = self.lock();
             let slot = slot_in(&mut hosts, instance);
-            if let Some(sender) = hosts[slot].shared_http2(Instant::now()) {
+            let host = &mut hosts[slot];
+            let now = Instant::now();
+            if let Some(sender) = host.shared_http2(now) {
                 return (slot, Checkout::Http2(sender));
             }
-            slot
+            (slot, host.newest_idle(now))
         };
-        // Each candidate is looked at outside the lock: the look is a
-        // system call (or TLS work).
-        while let Some(mut idle) = self.newest_idle(slot) {
+        // Each candidate is looked at outside the lock (the look may be a
+        // system call, or TLS work); the lock is taken again only to replace
+        // one the server has closed.
+        while let Some(mut idle) = candidate {
             // The server has not closed it (as far as we know yet).
             if idle.connection.is_open() {
                 return (slot, Checkout::Http1(idle.connection));
             }
+            candidate = self
+                .lock()
+                .get_mut(slot)
+                .and_then(|host| host.newest_idle(Instant::now()));
         }
         (slot, Checkout::Empty)
-    }
-
-    /// The most recently used idle connection of `slot`, unless too old.
-    fn newest_idle(&self, slot: usize) -> Option<Idle> {
-        let mut hosts = self.lock();
-        let host = hosts.get_mut(slot)?;
-        let idle = host.idle.pop_back()?;
-        if Instant::now().duration_since(idle.since) > IDLE_TIMEOUT {
-            // The newest is too old, so are all the others.
-            host.idle.clear();
-            return None;
-        }
-        Some(idle)
     }
 
     /// The instance's slot number, without taking a connection.
@@ -287,6 +281,17 @@ fn slot_in<B>(hosts: &mut Vec<HostPool<B>>, instance: &InstanceBase) -> usize {
 }
 
 impl<B> HostPool<B> {
+    /// The most recently used idle connection, unless too old.
+    fn newest_idle(&mut self, now: Instant) -> Option<Idle> {
+        let idle = self.idle.pop_back()?;
+        if now.duration_since(idle.since) > IDLE_TIMEOUT {
+            // The newest is too old, so are all the others.
+            self.idle.clear();
+            return None;
+        }
+        Some(idle)
+    }
+
     /// Drops the idle connections older than `IDLE_TIMEOUT` (the oldest are
     /// at the front).
     fn drop_expired_idle(&mut self, now: Instant) {

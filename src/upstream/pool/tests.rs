@@ -153,3 +153,27 @@ async fn the_pool_keeps_at_most_max_idle_per_host() {
     }
     assert_eq!(pool.idle_count(&instance()), MAX_IDLE_PER_HOST);
 }
+
+#[tokio::test]
+async fn a_closed_idle_connection_is_passed_over_for_the_next_one() {
+    let pool = Pool::<TestBody>::default();
+    let (slot, _) = pool.checkout(&instance());
+    pool.keep_idle(slot, connection().await);
+    // The newest, whose server has gone.
+    let (client, server) = tokio::io::duplex(1024);
+    pool.keep_idle(slot, h1::Connection::new(client, &Default::default()));
+    drop(server);
+    let (_, taken) = pool.checkout(&instance());
+    let Checkout::Http1(live) = taken else {
+        panic!("the older, live connection is handed out");
+    };
+    assert_eq!(pool.idle_count(&instance()), 0, "the dead one dropped");
+    let request = http::Request::builder()
+        .uri("/")
+        .header(http::header::HOST, "127.0.0.1:9")
+        .body(TestBody::default())
+        .expect("request");
+    let response = live.send(request).await.expect("it answers");
+    let body = http_body_util::BodyExt::collect(response.into_body()).await;
+    assert_eq!(body.expect("body").to_bytes(), "hello");
+}
