@@ -130,18 +130,18 @@ pub fn broker_request(content_type: Option<&str>, body: &[u8]) {
     let _ = crate::broker::parse_request(content_type, body);
 }
 
-/// SFMC's HTTP/1.1 response, as the proxy's own client reads it: any bytes,
-/// never a panic, and the same answer however they are split up on the
-/// way (`step` bytes at a time against all at once), a body never longer
-/// than the bytes it came in.
+/// SFMC's HTTP/1.1 response, as the proxy's own client reads it (its real
+/// exchange, over a scripted socket): any bytes, never a panic, and the
+/// same outcome however they are split up on the way (`step` bytes a read
+/// against all at once), a body never longer than the bytes it came in.
 pub fn upstream_response(head_request: bool, step: usize, wire: &[u8]) {
-    let whole = crate::upstream::decode_response(wire, head_request, wire.len());
-    let stepped = crate::upstream::decode_response(wire, head_request, step);
+    let whole = crate::upstream::read_response(wire, head_request, wire.len());
+    let stepped = crate::upstream::read_response(wire, head_request, step);
     assert_eq!(
         whole, stepped,
         "split every {step} bytes, the response read otherwise"
     );
-    if let Ok(Some((_, body, _, _))) = &whole {
+    if let Ok((_, body, _, _)) = &whole {
         assert!(body.len() <= wire.len());
     }
 }

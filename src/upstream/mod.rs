@@ -31,7 +31,7 @@ pub use connect::ConnectError;
 use connect::{Connector, Handle};
 use pool::{AfterGate, Checkout, Pool, Received};
 
-pub(crate) use h1::decode_response;
+pub(crate) use h1::read_response;
 pub use instance::{InstanceBase, InstanceRefused};
 pub use pool::UpstreamBody;
 pub use tunnel::probe as probe_egress;

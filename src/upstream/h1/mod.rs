@@ -22,6 +22,7 @@
 mod body;
 mod chunked;
 mod head;
+mod scripted;
 mod upload;
 
 use std::any::Any;
@@ -40,6 +41,7 @@ use super::RequestBody;
 use crate::gauge::Raised;
 pub use body::{AfterBody, ResponseBody};
 use head::{BodyHint, ResponseHead};
+pub(crate) use scripted::read_response;
 use upload::{Upload, UploadError};
 
 /// What a connection runs over: TCP, or TLS on TCP (or a tunnel).
@@ -243,78 +245,6 @@ impl<B: RequestBody> Exchange<B> {
             unanswered,
         }
     }
-}
-
-/// What a response's bytes decode to (for the fuzz target): the status,
-/// body, trailers, and whether the connection could be kept (the body
-/// ended cleanly and no byte followed it in `wire`); `Ok(None)` if `wire`
-/// ends before the response does. The bytes are fed `step` at a time, as
-/// the network might deliver them.
-pub(crate) type Decoded = (u16, Vec<u8>, Option<http::HeaderMap>, bool);
-
-pub(crate) fn decode_response(
-    wire: &[u8],
-    head_request: bool,
-    step: usize,
-) -> Result<Option<Decoded>, String> {
-    let mut pieces = wire.chunks(step.max(1));
-    let mut buf = BytesMut::new();
-    let head = loop {
-        if let Some(head) =
-            head::parse_response(&mut buf, head_request).map_err(|e| e.to_string())?
-        {
-            break head;
-        }
-        match pieces.next() {
-            Some(piece) => buf.extend_from_slice(piece),
-            None => return Ok(None),
-        }
-    };
-    let mut data = Vec::new();
-    let mut trailers = None;
-    match head.framing {
-        head::Framing::Empty => {}
-        head::Framing::Length(n) => loop {
-            let take = usize::try_from(n)
-                .unwrap_or(usize::MAX)
-                .saturating_sub(data.len())
-                .min(buf.len());
-            data.extend_from_slice(&buf.split_to(take));
-            if data.len() as u64 == n {
-                break;
-            }
-            match pieces.next() {
-                Some(piece) => buf.extend_from_slice(piece),
-                None => return Ok(None),
-            }
-        },
-        head::Framing::Chunked => {
-            let mut decoder = chunked::Decoder::default();
-            loop {
-                match decoder.decode(&mut buf).map_err(|e| e.to_string())? {
-                    chunked::Decoded::Data(piece) => data.extend_from_slice(&piece),
-                    chunked::Decoded::Trailers(fields) => {
-                        trailers = Some(fields);
-                        break;
-                    }
-                    chunked::Decoded::End => break,
-                    chunked::Decoded::NeedMore => match pieces.next() {
-                        Some(piece) => buf.extend_from_slice(piece),
-                        None => return Ok(None),
-                    },
-                }
-            }
-        }
-        head::Framing::Close => {
-            data.extend_from_slice(&buf.split());
-            pieces
-                .by_ref()
-                .for_each(|piece| data.extend_from_slice(piece));
-        }
-    }
-    pieces.for_each(|piece| buf.extend_from_slice(piece));
-    let kept = head.keep_alive && buf.is_empty();
-    Ok(Some((head.parts.status.as_u16(), data, trailers, kept)))
 }
 
 #[cfg(test)]

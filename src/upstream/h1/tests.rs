@@ -487,3 +487,27 @@ async fn a_tcp_connection_the_server_closed_is_seen_closed_and_an_idle_one_open(
     }
     assert!(seen, "the server's close was never seen");
 }
+
+/// The fuzz target's driver: the real exchange over a scripted socket
+/// gives one outcome however the bytes are split.
+#[test]
+fn the_scripted_exchange_reads_alike_however_the_bytes_arrive() {
+    let chunked = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\nx-t: 1\r\n\r\n";
+    for step in 1..=chunked.len() {
+        let (status, body, trailers, kept) =
+            super::read_response(chunked, false, step).expect("read");
+        assert_eq!((status, &body[..], kept), (200, &b"hello"[..], true), "step {step}");
+        assert_eq!(trailers.expect("trailers")["x-t"], "1");
+    }
+    // A byte after the body: not kept, split or not.
+    let extra = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokX";
+    for step in [1, 3, extra.len()] {
+        let outcome = super::read_response(extra, false, step).expect("read");
+        assert!(!outcome.3, "step {step}");
+    }
+    let cut = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nok";
+    assert_eq!(
+        super::read_response(cut, false, 1),
+        Err("SFMC closed the connection 7 bytes before the end of its response body".into())
+    );
+}
