@@ -125,8 +125,8 @@ impl<B: RequestBody> ResponseBody<B> {
     /// only if nothing may be left on it.
     fn finish(&mut self) {
         self.reading = Reading::Done;
+        // (`keep_alive` is off whenever an upload was still going.)
         let clean = self.keep_alive
-            && self.upload.is_none()
             && self
                 .connection
                 .as_ref()
@@ -159,18 +159,11 @@ impl<B: RequestBody> Body for ResponseBody<B> {
         if let Some(upload) = this.upload.as_mut()
             && let Some(connection) = this.connection.as_mut()
         {
-            match upload.poll_write(cx, &mut *connection.io) {
-                Poll::Ready(Ok(())) => {
-                    if let Some(done) = this.upload.take() {
-                        connection.write = done.into_buffer();
-                    }
-                }
-                Poll::Ready(Err(_)) => {
-                    // The answer is what counts now; the connection goes.
-                    this.upload = None;
-                    this.keep_alive = false;
-                }
-                Poll::Pending => {}
+            // Sent or failed, it is done with; the connection is not kept
+            // either way (`keep_alive` is off after an early answer), and a
+            // failure is not the answer's.
+            if upload.poll_write(cx, &mut *connection.io).is_ready() {
+                this.upload = None;
             }
         }
         loop {

@@ -496,7 +496,11 @@ fn the_scripted_exchange_reads_alike_however_the_bytes_arrive() {
     for step in 1..=chunked.len() {
         let (status, body, trailers, kept) =
             super::read_response(chunked, false, step).expect("read");
-        assert_eq!((status, &body[..], kept), (200, &b"hello"[..], true), "step {step}");
+        assert_eq!(
+            (status, &body[..], kept),
+            (200, &b"hello"[..], true),
+            "step {step}"
+        );
         assert_eq!(trailers.expect("trailers")["x-t"], "1");
     }
     // A byte after the body: not kept, split or not.
